@@ -1,0 +1,185 @@
+package dispenser
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// Page size bounds of list calls.
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+// CreatePool implements AdminService.CreatePool.
+func (s *Server) CreatePool(ctx context.Context, req *dispenserv1.CreatePoolRequest) (*dispenserv1.CreatePoolResponse, error) {
+	if req.GetPool() == nil {
+		return nil, invalidArgument("pool", "is required")
+	}
+	in, err := poolFromProto(req.GetPool())
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	p, err := s.pools.CreatePool(ctx, in)
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	s.log.InfoContext(ctx, "pool created", "pool", p.ID)
+	return &dispenserv1.CreatePoolResponse{Pool: poolToProto(p)}, nil
+}
+
+// UpdatePool implements AdminService.UpdatePool.
+func (s *Server) UpdatePool(ctx context.Context, req *dispenserv1.UpdatePoolRequest) (*dispenserv1.UpdatePoolResponse, error) {
+	if req.GetPool() == nil {
+		return nil, invalidArgument("pool", "is required")
+	}
+	if err := pool.ValidateID("pool.id", req.GetPool().GetId()); err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	in, err := poolFromProto(req.GetPool())
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	paths := req.GetUpdateMask().GetPaths()
+	p, err := s.pools.UpdatePool(ctx, in.ID, func(p *pool.Pool) error { return applyMask(p, in, paths) })
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	s.log.InfoContext(ctx, "pool updated", "pool", p.ID, "fields", paths)
+	return &dispenserv1.UpdatePoolResponse{Pool: poolToProto(p)}, nil
+}
+
+// GetPool implements AdminService.GetPool.
+func (s *Server) GetPool(ctx context.Context, req *dispenserv1.GetPoolRequest) (*dispenserv1.GetPoolResponse, error) {
+	if err := pool.ValidateID("pool_id", req.GetPoolId()); err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	p, err := s.pools.GetPool(ctx, req.GetPoolId())
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	return &dispenserv1.GetPoolResponse{Pool: poolToProto(p)}, nil
+}
+
+// ListPools implements AdminService.ListPools. Page tokens are the last id
+// of the previous page, encoded so that callers treat them as opaque.
+func (s *Server) ListPools(ctx context.Context, req *dispenserv1.ListPoolsRequest) (*dispenserv1.ListPoolsResponse, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = defaultPageSize
+	case size < 0 || size > maxPageSize:
+		return nil, invalidArgument("page_size", "must be between 0 and 1000")
+	}
+	after, err := base64.RawURLEncoding.DecodeString(req.GetPageToken())
+	if err != nil || (len(after) > 0 && pool.ValidateID("page_token", string(after)) != nil) {
+		return nil, invalidArgument("page_token", "is not a token from a previous ListPools answer")
+	}
+	pools, err := s.pools.ListPools(ctx, string(after), size+1)
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	resp := &dispenserv1.ListPoolsResponse{}
+	if len(pools) > size {
+		pools = pools[:size]
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(pools[size-1].ID))
+	}
+	for _, p := range pools {
+		resp.Pools = append(resp.Pools, poolToProto(p))
+	}
+	return resp, nil
+}
+
+// GetPoolStats implements AdminService.GetPoolStats. Postgres counts come
+// from one snapshot; Redis levels are read after it and are informative (a
+// Redis that cannot be asked is reported, not an error).
+func (s *Server) GetPoolStats(ctx context.Context, req *dispenserv1.GetPoolStatsRequest) (*dispenserv1.GetPoolStatsResponse, error) {
+	if err := pool.ValidateID("pool_id", req.GetPoolId()); err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	st, err := s.pools.PoolStats(ctx, req.GetPoolId())
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	out := statsToProto(st)
+	rctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
+	defer cancel()
+	pipe := s.redis.Pipeline()
+	staged := pipe.LLen(rctx, s.keys.Staged(st.PoolID))
+	inFlight := pipe.ZCard(rctx, s.keys.InFlight(st.PoolID))
+	if _, err := pipe.Exec(rctx); err != nil {
+		out.RedisError = "redis unreachable: " + err.Error()
+	} else {
+		out.RedisStaged, out.RedisInFlight = new(staged.Val()), new(inFlight.Val())
+	}
+	return &dispenserv1.GetPoolStatsResponse{Stats: out}, nil
+}
+
+// ImportCodes implements AdminService.ImportCodes.
+func (s *Server) ImportCodes(stream grpc.ClientStreamingServer[dispenserv1.ImportCodesRequest, dispenserv1.ImportCodesResponse]) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return invalidArgument("options", "the first message must carry the import options")
+	}
+	if err != nil {
+		return statusError(ctx, s.log, err)
+	}
+	opts := first.GetOptions()
+	if opts == nil {
+		return invalidArgument("options", "the first message must carry the import options")
+	}
+	var format pool.Format
+	switch opts.GetFormat() {
+	case dispenserv1.ImportFormat_IMPORT_FORMAT_LINES:
+		format = pool.FormatLines
+	case dispenserv1.ImportFormat_IMPORT_FORMAT_CSV:
+		format = pool.FormatCSV
+	default:
+		return invalidArgument("options.format", "must be IMPORT_FORMAT_LINES or IMPORT_FORMAT_CSV")
+	}
+	sum, err := s.pools.Import(ctx, pool.ImportOptions{
+		PoolID:     opts.GetPoolId(),
+		Format:     format,
+		Strict:     opts.GetStrict(),
+		SourceName: opts.GetSourceName(),
+	}, &importStreamReader{stream: stream})
+	if err != nil {
+		return statusError(ctx, s.log, err)
+	}
+	s.log.InfoContext(ctx, "import landed", "pool", opts.GetPoolId(), "import_id", sum.ID, "lines", sum.Lines,
+		"inserted", sum.Inserted, "duplicates_in_file", sum.DuplicatesInFile,
+		"duplicates_in_pool", sum.DuplicatesInPool, "invalid", sum.Invalid, "bytes", sum.Bytes)
+	return stream.SendAndClose(summaryToProto(sum))
+}
+
+// importStreamReader reads the data messages of an import stream as one byte
+// stream. A second options message is an error, as is a broken stream: the
+// import then fails and lands nothing.
+type importStreamReader struct {
+	stream grpc.ClientStreamingServer[dispenserv1.ImportCodesRequest, dispenserv1.ImportCodesResponse]
+	buf    []byte
+}
+
+func (r *importStreamReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF at the end of a complete upload
+		}
+		if msg.GetOptions() != nil {
+			return 0, invalidArgument("options", "only the first message may carry options")
+		}
+		r.buf = msg.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}

@@ -1,0 +1,107 @@
+package dispenser
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// ErrorDomain is the domain of every google.rpc.ErrorInfo this service sends.
+const ErrorDomain = "dispenser.v1"
+
+// Reasons carried in google.rpc.ErrorInfo. They are part of the API: callers
+// switch on them, so they never change meaning.
+const (
+	ReasonInvalidArgument  = "INVALID_ARGUMENT"
+	ReasonPoolNotFound     = "POOL_NOT_FOUND"
+	ReasonPoolExists       = "POOL_ALREADY_EXISTS"
+	ReasonImportRejected   = "IMPORT_REJECTED"
+	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
+	ReasonInternal         = "INTERNAL"
+)
+
+// statusError is the one place that turns domain errors into gRPC statuses a
+// caller can act on. Messages never contain a code: domain errors are built
+// without them, and anything unknown becomes a bare Internal whose cause is
+// logged here (driver errors carry no values in their Error text).
+func statusError(ctx context.Context, log *slog.Logger, err error) error {
+	var fe *pool.FieldError
+	var he *pool.HeaderError
+	var rej *pool.ImportRejectedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return invalidArgument(fe.Field, fe.Description)
+	case errors.As(err, &he):
+		return invalidArgument("data", he.Error())
+	case errors.As(err, &rej):
+		return importRejected(rej)
+	case errors.Is(err, pool.ErrPoolNotFound):
+		return withInfo(codes.NotFound, "pool not found", ReasonPoolNotFound, nil)
+	case errors.Is(err, pool.ErrPoolExists):
+		return withInfo(codes.AlreadyExists, "a pool with this id already exists", ReasonPoolExists, nil)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "canceled")
+	case errors.Is(err, pool.ErrUnavailable):
+		log.WarnContext(ctx, "store unavailable", "err", err)
+		return withInfo(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
+			ReasonStoreUnavailable, nil)
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	log.ErrorContext(ctx, "internal error", "err", err)
+	return withInfo(codes.Internal, "internal error", ReasonInternal, nil)
+}
+
+// withInfo builds a status with an ErrorInfo detail.
+func withInfo(code codes.Code, msg, reason string, meta map[string]string) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta})
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// invalidArgument names the bad field in the message, in an ErrorInfo and in a
+// BadRequest field violation.
+func invalidArgument(field, desc string) error {
+	st := status.New(codes.InvalidArgument, field+": "+desc)
+	st, err := st.WithDetails(
+		&errdetails.ErrorInfo{Reason: ReasonInvalidArgument, Domain: ErrorDomain, Metadata: map[string]string{"field": field}},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}},
+	)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, field+": "+desc)
+	}
+	return st.Err()
+}
+
+// importRejected reports a strict import refused for its invalid lines: the
+// first ones as BadRequest violations (line number and reason, never the text).
+func importRejected(rej *pool.ImportRejectedError) error {
+	s := rej.Summary
+	br := &errdetails.BadRequest{}
+	for _, l := range s.InvalidLines {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+			Field: "data.line[" + itoa(l.Line) + "]", Description: l.Reason,
+		})
+	}
+	info := &errdetails.ErrorInfo{Reason: ReasonImportRejected, Domain: ErrorDomain, Metadata: map[string]string{
+		"lines": itoa(s.Lines), "invalid": itoa(s.Invalid),
+	}}
+	st, err := status.New(codes.InvalidArgument, rej.Error()+"; nothing was imported").WithDetails(info, br)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, rej.Error())
+	}
+	return st.Err()
+}

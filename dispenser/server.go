@@ -1,0 +1,74 @@
+// Package dispenser is the gRPC service: the claim, admin and prize APIs on
+// top of the pool store, Redis and the jobs.
+package dispenser
+
+import (
+	"cmp"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// ServerConfig holds what the gRPC handlers need.
+type ServerConfig struct {
+	// DB is the Postgres pool; its schema must be migrated.
+	DB *pgxpool.Pool
+	// Redis is the fast allocator's store. Cluster or single node.
+	Redis redis.UniversalClient
+	// RedisNamespace prefixes every Redis key; default "dispenser".
+	RedisNamespace string
+	// RedisTimeout bounds each Redis call made for stats; default 500ms.
+	RedisTimeout time.Duration
+	// Logger receives the service's logs; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server implements the dispenser.v1 services.
+type Server struct {
+	dispenserv1.UnimplementedAdminServiceServer
+	dispenserv1.UnimplementedClaimServiceServer
+	dispenserv1.UnimplementedPrizeServiceServer
+
+	pools        *pool.Store
+	redis        redis.UniversalClient
+	keys         pool.RedisKeys
+	redisTimeout time.Duration
+	log          *slog.Logger
+}
+
+var (
+	_ dispenserv1.AdminServiceServer = (*Server)(nil)
+	_ dispenserv1.ClaimServiceServer = (*Server)(nil)
+	_ dispenserv1.PrizeServiceServer = (*Server)(nil)
+)
+
+// NewServer validates cfg and returns a Server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("dispenser: ServerConfig.DB is required")
+	}
+	if cfg.Redis == nil {
+		return nil, errors.New("dispenser: ServerConfig.Redis is required")
+	}
+	return &Server{
+		pools:        pool.NewStore(cfg.DB),
+		redis:        cfg.Redis,
+		keys:         pool.NewRedisKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
+		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
+		log:          cmp.Or(cfg.Logger, slog.Default()),
+	}, nil
+}
+
+// Register adds the dispenser.v1 services to a gRPC server.
+func (s *Server) Register(g grpc.ServiceRegistrar) {
+	dispenserv1.RegisterAdminServiceServer(g, s)
+	dispenserv1.RegisterClaimServiceServer(g, s)
+	dispenserv1.RegisterPrizeServiceServer(g, s)
+}

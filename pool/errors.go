@@ -1,0 +1,40 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrPoolNotFound means no pool has the given id.
+	ErrPoolNotFound = errors.New("pool not found")
+	// ErrPoolExists means a pool with the given id already exists.
+	ErrPoolExists = errors.New("pool already exists")
+	// ErrUnavailable means Postgres could not be reached or dropped the
+	// connection. Nothing was written; the call may be retried.
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// FieldError reports one invalid input field. Field is named as the API
+// names it (for example "pool.per_user_limit"), so that a caller can find it.
+// Description never repeats a code.
+type FieldError struct {
+	Field       string
+	Description string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Description }
+
+func fieldErrorf(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Description: fmt.Sprintf(format, args...)}
+}
+
+// ImportRejectedError is returned by a strict import whose file has invalid
+// lines. Nothing of the file was inserted; Summary tells which lines failed.
+type ImportRejectedError struct {
+	Summary ImportSummary
+}
+
+func (e *ImportRejectedError) Error() string {
+	return fmt.Sprintf("strict import rejected: %d of %d lines invalid", e.Summary.Invalid, e.Summary.Lines)
+}

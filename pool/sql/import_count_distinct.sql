@@ -1,0 +1,1 @@
+SELECT count(DISTINCT code) FROM import_rows
