@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 	"github.com/dispenserhq/dispenser/pool"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 // Page size bounds of list calls.

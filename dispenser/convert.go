@@ -6,8 +6,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 	"github.com/dispenserhq/dispenser/pool"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -12,8 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
-	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 	"github.com/dispenserhq/dispenser/pool"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 // ServerConfig holds what the gRPC handlers need.
