@@ -56,8 +56,11 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return withInfo(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
 			ReasonStoreUnavailable, nil)
 	}
-	if _, ok := status.FromError(err); ok {
-		return err
+	// A status raised below (e.g. by the import stream reader) passes
+	// through as it was made, without the wrapping context in its message.
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus().Err()
 	}
 	log.ErrorContext(ctx, "internal error", "err", err)
 	return withInfo(codes.Internal, "internal error", ReasonInternal, nil)

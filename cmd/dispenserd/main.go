@@ -1,0 +1,130 @@
+// Command dispenserd runs the dispenser gRPC server and its jobs.
+//
+//	dispenserd [serve]   serve the API (the default)
+//	dispenserd migrate   apply pending database migrations and exit
+//
+// Configuration comes from flags, each with an environment variable default
+// (see --help and docs/OPERATIONS.md).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dispenserhq/dispenser/dispenser"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "dispenserd:", err)
+		os.Exit(1)
+	}
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// common holds the flags every subcommand shares.
+type common struct {
+	databaseURL string
+	logLevel    string
+	logFormat   string
+}
+
+func (c *common) register(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&c.databaseURL, "database-url", env("DISPENSER_DATABASE_URL",
+		"postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"), "Postgres URL [DISPENSER_DATABASE_URL]")
+	f.StringVar(&c.logLevel, "log-level", env("DISPENSER_LOG_LEVEL", "info"), "debug, info, warn or error [DISPENSER_LOG_LEVEL]")
+	f.StringVar(&c.logFormat, "log-format", env("DISPENSER_LOG_FORMAT", "json"), "json or text [DISPENSER_LOG_FORMAT]")
+}
+
+func (c *common) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(c.logFormat) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be json or text, not %q", c.logFormat)
+}
+
+func newRootCmd() *cobra.Command {
+	var c common
+	var cfg dispenser.Config
+	serve := func(cmd *cobra.Command, _ []string) error {
+		log, err := c.logger()
+		if err != nil {
+			return err
+		}
+		slog.SetDefault(log)
+		cfg.DatabaseURL, cfg.Logger = c.databaseURL, log
+		return dispenser.Run(cmd.Context(), cfg)
+	}
+	root := &cobra.Command{
+		Use:           "dispenserd",
+		Short:         "Hands out prefilled card codes over gRPC, exactly once each",
+		Args:          cobra.NoArgs,
+		RunE:          serve,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	c.register(root)
+	f := root.Flags()
+	f.StringVar(&cfg.RedisURL, "redis-url", env("DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL [DISPENSER_REDIS_URL]")
+	f.StringVar(&cfg.RedisNamespace, "redis-namespace", env("DISPENSER_REDIS_NAMESPACE", "dispenser"), "prefix of every Redis key [DISPENSER_REDIS_NAMESPACE]")
+	f.StringVar(&cfg.Listen, "listen", env("DISPENSER_LISTEN", "127.0.0.1:50051"), "gRPC listen address [DISPENSER_LISTEN]")
+	f.BoolVar(&cfg.Migrate, "migrate", env("DISPENSER_MIGRATE", "true") == "true", "apply pending migrations at start-up [DISPENSER_MIGRATE]")
+	f.BoolVar(&cfg.Reflection, "reflection", env("DISPENSER_REFLECTION", "true") == "true", "serve gRPC reflection for grpcurl [DISPENSER_REFLECTION]")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
+
+	serveCmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the gRPC API (the default command)",
+		Args:  cobra.NoArgs,
+		RunE:  serve,
+	}
+	serveCmd.Flags().AddFlagSet(f)
+	root.AddCommand(serveCmd)
+	root.AddCommand(&cobra.Command{
+		Use:   "migrate",
+		Short: "Apply pending database migrations and exit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := c.logger()
+			if err != nil {
+				return err
+			}
+			db, err := dispenser.OpenDB(cmd.Context(), c.databaseURL)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := dispenser.MigrateDB(cmd.Context(), db, log); err != nil {
+				return err
+			}
+			log.Info("schema is up to date")
+			return nil
+		},
+	})
+	return root
+}

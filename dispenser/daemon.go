@@ -1,0 +1,206 @@
+package dispenser
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/dispenserhq/dispenser/migrations"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+// Config configures a dispenserd process.
+type Config struct {
+	// DatabaseURL is the Postgres connection string (source of truth).
+	DatabaseURL string
+	// RedisURL is the Redis connection string (fast allocator).
+	RedisURL string
+	// RedisNamespace prefixes every Redis key; default "dispenser".
+	RedisNamespace string
+	// Listen is the gRPC listen address, e.g. "127.0.0.1:50051". Ignored
+	// when Listener is set.
+	Listen string
+	// Listener, if set, is served instead of listening on Listen; tests use
+	// it to learn the address of port 0.
+	Listener net.Listener
+	// Migrate applies pending migrations at start-up, under tern's advisory
+	// lock so that replicas starting together do not race.
+	Migrate bool
+	// Reflection registers the gRPC reflection service (for grpcurl).
+	Reflection bool
+	// ShutdownTimeout bounds the graceful drain on shutdown before in-flight
+	// calls are cut; default 30s.
+	ShutdownTimeout time.Duration
+	// Logger receives logs; default slog.Default().
+	Logger *slog.Logger
+}
+
+// maxRecvMsgBytes bounds one incoming message; import chunks are far smaller.
+const maxRecvMsgBytes = 8 << 20
+
+// Run connects to Postgres and Redis, migrates if asked, and serves gRPC
+// until ctx ends; then it stops taking calls, drains the ones in flight for
+// up to ShutdownTimeout and returns.
+func Run(ctx context.Context, cfg Config) error {
+	log := cmp.Or(cfg.Logger, slog.Default())
+	db, err := OpenDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if cfg.Migrate {
+		if err := MigrateDB(ctx, db, log); err != nil {
+			return err
+		}
+	}
+	rdb, err := OpenRedis(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	srv, err := NewServer(ServerConfig{DB: db, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log})
+	if err != nil {
+		return err
+	}
+	lis := cfg.Listener
+	if lis == nil {
+		if lis, err = net.Listen("tcp", cmp.Or(cfg.Listen, "127.0.0.1:50051")); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	g := NewGRPCServer(log)
+	srv.Register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	for _, name := range []string{"", dispenserv1.ClaimService_ServiceDesc.ServiceName,
+		dispenserv1.AdminService_ServiceDesc.ServiceName, dispenserv1.PrizeService_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	if cfg.Reflection {
+		reflection.Register(g)
+	}
+
+	log.InfoContext(ctx, "dispenserd serving", "addr", lis.Addr().String())
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		<-ctx.Done()
+		hs.Shutdown() // tell load balancers first
+		log.Info("shutting down: draining in-flight calls")
+		drained := make(chan struct{})
+		go func() { g.GracefulStop(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(cmp.Or(cfg.ShutdownTimeout, 30*time.Second)):
+			log.Warn("shutdown deadline passed: cutting remaining calls")
+			g.Stop()
+			<-drained
+		}
+		return nil
+	})
+	return eg.Wait()
+}
+
+// NewGRPCServer returns a gRPC server with the service's interceptors:
+// panic recovery (a panic becomes Internal, never a crash) and one log line
+// per finished call. Payloads are never logged: they carry codes.
+func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
+		return status.Error(codes.Internal, "internal error")
+	})}
+	opts = append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		grpc.ChainUnaryInterceptor(
+			logging.UnaryServerInterceptor(logger, logOpts...),
+			recovery.UnaryServerInterceptor(recoverOpts...),
+		),
+		grpc.ChainStreamInterceptor(
+			logging.StreamServerInterceptor(logger, logOpts...),
+			recovery.StreamServerInterceptor(recoverOpts...),
+		),
+	}, opts...)
+	return grpc.NewServer(opts...)
+}
+
+// OpenDB opens a Postgres pool and checks that it answers.
+func OpenDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	db, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.Ping(pctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database at %s does not answer: %w", redactURL(url), err)
+	}
+	return db, nil
+}
+
+// MigrateDB applies pending migrations on one connection of db.
+func MigrateDB(ctx context.Context, db *pgxpool.Pool, log *slog.Logger) error {
+	conn, err := db.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	from, to, err := migrations.Migrate(ctx, conn.Conn())
+	if err != nil {
+		return err
+	}
+	if from != to {
+		log.InfoContext(ctx, "schema migrated", "from", from, "to", to)
+	}
+	return nil
+}
+
+// OpenRedis returns a client for url. It does not wait for Redis to answer:
+// the service starts and serves without it (claims fall back to Postgres).
+func OpenRedis(url string) (redis.UniversalClient, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	return redis.NewClient(opts), nil
+}
+
+// redactURL drops the password from a connection string for messages.
+func redactURL(raw string) string {
+	cfg, err := pgxpool.ParseConfig(raw)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	c := cfg.ConnConfig
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
