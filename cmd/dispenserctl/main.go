@@ -26,7 +26,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(os.Stdout, os.Stderr)
-	if err := app.root().ExecuteContext(ctx); err != nil {
+	err := app.root().ExecuteContext(ctx)
+	app.close()
+	if err != nil {
 		app.printError(err)
 		os.Exit(1)
 	}
@@ -55,11 +57,6 @@ func (a *app) root() *cobra.Command {
 		Short:         "Administer a dispenser: pools, imports, stats",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPostRun: func(*cobra.Command, []string) {
-			if a.conn != nil {
-				_ = a.conn.Close()
-			}
-		},
 	}
 	addr := os.Getenv("DISPENSER_ADDR")
 	if addr == "" {
@@ -84,6 +81,14 @@ func (a *app) dial() (*grpc.ClientConn, error) {
 	}
 	a.conn = conn
 	return conn, nil
+}
+
+// close releases the connection, if one was made.
+func (a *app) close() {
+	if a.conn != nil {
+		_ = a.conn.Close()
+		a.conn = nil
+	}
 }
 
 func (a *app) admin() (dispenserv1.AdminServiceClient, error) {

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make run`: bring up Postgres and Redis if none answer, migrate, start
+# dispenserd with a demo pool of demo codes, print how to look at it, and keep
+# the server in the foreground until Ctrl-C.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export DISPENSER_DATABASE_URL="${DISPENSER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable}"
+export DISPENSER_REDIS_URL="${DISPENSER_REDIS_URL:-redis://127.0.0.1:6379/0}"
+export DISPENSER_LISTEN="${DISPENSER_LISTEN:-127.0.0.1:50051}"
+export DISPENSER_ADDR="${DISPENSER_ADDR:-$DISPENSER_LISTEN}"
+
+scripts/services.sh
+mkdir -p .dev bin
+go build -o bin/ ./cmd/...
+
+# Create the database if it does not exist yet.
+base="${DISPENSER_DATABASE_URL%%\?*}"
+query="${DISPENSER_DATABASE_URL#"$base"}"
+dbname="${base##*/}"
+admin_url="${base%/*}/postgres$query"
+if [[ "$(psql "$admin_url" -tAc "SELECT 1 FROM pg_database WHERE datname = '$dbname'")" != "1" ]]; then
+	psql "$admin_url" -qc "CREATE DATABASE \"$dbname\""
+fi
+bin/dispenserd migrate --log-format text
+
+log=.dev/dispenserd.log
+bin/dispenserd --log-format text >>"$log" 2>&1 &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null' INT TERM EXIT
+for _ in $(seq 1 50); do
+	if bin/dispenserctl pools list >/dev/null 2>&1; then break; fi
+	if ! kill -0 $pid 2>/dev/null; then
+		echo "dispenserd exited; see $log" >&2
+		tail -20 "$log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+
+# A demo pool with 10,000 demo codes, made once and kept in .dev/ so a
+# re-run imports nothing new.
+bin/dispenserctl pools get demo >/dev/null 2>&1 ||
+	bin/dispenserctl pools create demo --name "Demo pool" --limit 1 >/dev/null
+if [[ ! -s .dev/demo-codes.txt ]]; then
+	for i in $(seq -w 1 10000); do echo "DEMO-$i-$RANDOM$RANDOM"; done >.dev/demo-codes.txt
+fi
+bin/dispenserctl import --pool demo .dev/demo-codes.txt 2>/dev/null | head -1
+
+cat <<MSG
+
+dispenserd is serving on $DISPENSER_LISTEN (logs: $log). Try:
+
+  bin/dispenserctl pools stats demo
+  bin/dispenserctl pools list
+  go tool -modfile=tools/go.mod grpcurl -plaintext $DISPENSER_LISTEN list
+  go tool -modfile=tools/go.mod grpcurl -plaintext -d '{"pool_id":"demo"}' $DISPENSER_LISTEN dispenser.v1.AdminService/GetPoolStats
+
+Ctrl-C stops the server.
+MSG
+wait $pid
