@@ -156,7 +156,8 @@ func (s *Server) ImportCodes(stream grpc.ClientStreamingServer[dispenserv1.Impor
 	}
 	s.log.InfoContext(ctx, "import landed", "pool", opts.GetPoolId(), "import_id", sum.ID, "lines", sum.Lines,
 		"inserted", sum.Inserted, "duplicates_in_file", sum.DuplicatesInFile,
-		"duplicates_in_pool", sum.DuplicatesInPool, "invalid", sum.Invalid, "bytes", sum.Bytes)
+		"duplicates_in_pool", sum.DuplicatesInPool, "invalid", sum.Invalid, "bytes", sum.Bytes,
+		"staging_ms", sum.Staging.Milliseconds(), "landing_ms", sum.Landing.Milliseconds())
 	return stream.SendAndClose(summaryToProto(sum))
 }
 

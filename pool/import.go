@@ -56,6 +56,9 @@ type ImportSummary struct {
 	// InvalidLines lists the first 100 invalid lines.
 	InvalidLines []InvalidLine
 	Bytes        int64
+	// Staging is how long the upload, parsing and copying into the staging
+	// table took; Landing how long the final transaction took.
+	Staging, Landing time.Duration
 }
 
 // Import reads a file of codes from src and adds its new codes to the pool,
@@ -92,6 +95,7 @@ func (s *Store) Import(ctx context.Context, opts ImportOptions, src io.Reader) (
 		return ImportSummary{}, storeError("import: create staging table", err)
 	}
 
+	started := time.Now()
 	counter := &countingReader{r: src}
 	p := &parser{format: opts.Format, now: time.Now(), batchSize: importBatchRows}
 	valid, err := copyParsed(ctx, conn, p, counter)
@@ -99,16 +103,19 @@ func (s *Store) Import(ctx context.Context, opts ImportOptions, src io.Reader) (
 		return ImportSummary{}, storeError("import", err)
 	}
 
-	sum := ImportSummary{Lines: p.lines, Invalid: p.invalid, InvalidLines: p.samples, Bytes: counter.n}
+	sum := ImportSummary{Lines: p.lines, Invalid: p.invalid, InvalidLines: p.samples, Bytes: counter.n,
+		Staging: time.Since(started)}
 	if opts.Strict && p.invalid > 0 {
 		return ImportSummary{}, &ImportRejectedError{Summary: sum}
 	}
+	landing := time.Now()
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		return landImport(ctx, tx, opts, valid, &sum)
 	})
 	if err != nil {
 		return ImportSummary{}, storeError("import", err)
 	}
+	sum.Landing = time.Since(landing)
 	return sum, nil
 }
 
@@ -132,7 +139,7 @@ func copyParsed(ctx context.Context, conn *pgxpool.Conn, p *parser, src io.Reade
 	var copied int64
 	g.Go(func() error {
 		for b := range batches {
-			n, err := conn.CopyFrom(gctx, pgx.Identifier{"import_rows"}, []string{"code", "expires_at"}, &rowSource{rows: b, i: -1})
+			n, err := conn.CopyFrom(gctx, pgx.Identifier{"import_rows"}, []string{"line", "code", "expires_at"}, &rowSource{rows: b, i: -1})
 			if err != nil {
 				return fmt.Errorf("copy rows: %w", err)
 			}
@@ -198,18 +205,18 @@ func releaseImportConn(conn *pgxpool.Conn) {
 type rowSource struct {
 	rows []importRow
 	i    int
-	vals [2]any
+	vals [3]any
 }
 
 func (r *rowSource) Next() bool { r.i++; return r.i < len(r.rows) }
 
 func (r *rowSource) Values() ([]any, error) {
 	row := &r.rows[r.i]
-	r.vals[0] = row.code
+	r.vals[0], r.vals[1] = row.line, row.code
 	if row.expiresAt.IsZero() {
-		r.vals[1] = nil
+		r.vals[2] = nil
 	} else {
-		r.vals[1] = row.expiresAt
+		r.vals[2] = row.expiresAt
 	}
 	return r.vals[:], nil
 }

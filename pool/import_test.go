@@ -272,3 +272,24 @@ func TestStatsBalancedAcrossStates(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, st.Balanced())
 }
+
+// Among duplicate lines of one file, the first one wins, also when the import
+// sorts rows by code before inserting them.
+func TestImportFirstDuplicateWins(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, db := setupImport(t)
+	first := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
+	var b strings.Builder
+	b.WriteString("code,expires_at\n")
+	for i := range 5000 {
+		fmt.Fprintf(&b, "DUP-%05d,%s\n", i%50, first.Add(time.Duration(i)*time.Minute).Format(time.RFC3339))
+	}
+	sum, err := s.Import(ctx, pool.ImportOptions{PoolID: "p1", Format: pool.FormatCSV}, strings.NewReader(b.String()))
+	require.NoError(t, err)
+	require.EqualValues(t, 50, sum.Inserted)
+	require.EqualValues(t, 4950, sum.DuplicatesInFile)
+	// Code DUP-000nn first appears on data line nn+1, with expiry first+nn min.
+	require.Zero(t, countRows(t, db, `SELECT count(*) FROM codes
+		WHERE expires_at <> $1::timestamptz + (substr(code, 5)::int * interval '1 minute')`, first))
+}

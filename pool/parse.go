@@ -46,6 +46,7 @@ const maxLineBytes = 64 << 10
 
 // importRow is one valid line of an import file.
 type importRow struct {
+	line      int64
 	code      string
 	expiresAt time.Time // zero: never expires
 }
@@ -190,7 +191,7 @@ func (p *parser) runLines(br *bufio.Reader) error {
 			p.lines++
 			if reason := ValidateCode(string(code)); reason != "" {
 				p.reject(lineNo, reason)
-			} else if err := p.accept(importRow{code: string(code)}); err != nil {
+			} else if err := p.accept(importRow{line: lineNo, code: string(code)}); err != nil {
 				return err
 			}
 		}
@@ -254,7 +255,7 @@ func (p *parser) runCSV(br *bufio.Reader) error {
 			p.reject(int64(line), fmt.Sprintf("has %d fields, the header has %d", len(rec), width))
 			continue
 		}
-		row := importRow{code: strings.TrimSpace(rec[codeCol])}
+		row := importRow{line: int64(line), code: strings.TrimSpace(rec[codeCol])}
 		if reason := ValidateCode(row.code); reason != "" {
 			p.reject(int64(line), reason)
 			continue

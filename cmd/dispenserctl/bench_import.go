@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+func (a *app) benchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Load benchmarks against a running dispenserd"}
+	cmd.AddCommand(a.benchImportCmd())
+	return cmd
+}
+
+// importBenchResult is the JSON line bench import ends with.
+type importBenchResult struct {
+	Codes            int     `json:"codes"`
+	Pool             string  `json:"pool"`
+	ImportSeconds    float64 `json:"import_s"`
+	ImportRowsPerS   float64 `json:"import_rows_per_s"`
+	ReimportSeconds  float64 `json:"reimport_s"`
+	ReimportRowsPerS float64 `json:"reimport_rows_per_s"`
+	RawCopySeconds   float64 `json:"raw_copy_s,omitempty"`
+	RawCopyRowsPerS  float64 `json:"raw_copy_rows_per_s,omitempty"`
+	ImportVsRaw      float64 `json:"import_vs_raw,omitempty"`
+}
+
+func (a *app) benchImportCmd() *cobra.Command {
+	var n int
+	var dbURL, dir string
+	cmd := &cobra.Command{
+		Use:   "import",
+		Short: "Time an import of N random codes through the server, a re-import, and a raw COPY beside it",
+		Long: `Generates N random 16-character codes into a file, creates a fresh pool, and
+imports the file through the running server exactly as 'dispenserctl import'
+does; then imports the same file again (it must insert nothing). With
+--database-url it also times a bare pgx CopyFrom of N other random codes into
+the same codes table (inside a transaction that is rolled back), so the import
+rate can be read against the raw rate of the same machine in the same run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := a.admin()
+			if err != nil {
+				return err
+			}
+			file := filepath.Join(dir, fmt.Sprintf("bench-codes-%d.txt", n))
+			fmt.Fprintf(a.stderr, "writing %s random codes to %s\n", fmtInt(int64(n)), file)
+			if err := writeRandomCodes(file, n); err != nil {
+				return err
+			}
+			defer os.Remove(file)
+
+			poolID := fmt.Sprintf("bench-import-%d", time.Now().Unix())
+			if _, err := call(a, ctx, c.CreatePool, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{
+				Id: poolID, DisplayName: "import benchmark", Paused: true,
+			}}); err != nil {
+				return err
+			}
+			res := importBenchResult{Codes: n, Pool: poolID}
+
+			if dbURL != "" {
+				secs, err := rawCopy(ctx, dbURL, poolID, n)
+				if err != nil {
+					return fmt.Errorf("raw copy: %w", err)
+				}
+				res.RawCopySeconds, res.RawCopyRowsPerS = secs, float64(n)/secs
+			}
+			run := func(wantInserted int64) (float64, error) {
+				f, err := os.Open(file)
+				if err != nil {
+					return 0, err
+				}
+				defer f.Close()
+				opts := &dispenserv1.ImportOptions{PoolId: poolID, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: filepath.Base(file)}
+				start := time.Now()
+				resp, err := uploadImport(ctx, c, opts, f, noProgress{})
+				secs := time.Since(start).Seconds()
+				if err != nil {
+					return 0, err
+				}
+				if resp.GetInserted() != wantInserted || resp.GetLines() != int64(n) {
+					return 0, fmt.Errorf("import of %d lines inserted %d, want %d", resp.GetLines(), resp.GetInserted(), wantInserted)
+				}
+				return secs, nil
+			}
+			if res.ImportSeconds, err = run(int64(n)); err != nil {
+				return err
+			}
+			res.ImportRowsPerS = float64(n) / res.ImportSeconds
+			if res.ReimportSeconds, err = run(0); err != nil {
+				return err
+			}
+			res.ReimportRowsPerS = float64(n) / res.ReimportSeconds
+			if res.RawCopyRowsPerS > 0 {
+				res.ImportVsRaw = res.ImportRowsPerS / res.RawCopyRowsPerS
+			}
+			printImportBench(a, res)
+			line, err := json.Marshal(res)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, string(line))
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&n, "codes", 1_000_000, "how many codes to import")
+	cmd.Flags().StringVar(&dbURL, "database-url", os.Getenv("DISPENSER_DATABASE_URL"),
+		"Postgres of the server, for the raw CopyFrom comparison [DISPENSER_DATABASE_URL]; empty skips it")
+	cmd.Flags().StringVar(&dir, "dir", os.TempDir(), "where to write the generated file")
+	return cmd
+}
+
+func printImportBench(a *app, r importBenchResult) {
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%s codes into pool %s\tseconds\trows/s\t\n", fmtInt(int64(r.Codes)), r.Pool)
+	if r.RawCopyRowsPerS > 0 {
+		fmt.Fprintf(tw, "raw pgx CopyFrom (same table)\t%.2f\t%s\t\n", r.RawCopySeconds, fmtInt(int64(r.RawCopyRowsPerS)))
+	}
+	fmt.Fprintf(tw, "dispenserctl import via server\t%.2f\t%s\t\n", r.ImportSeconds, fmtInt(int64(r.ImportRowsPerS)))
+	fmt.Fprintf(tw, "re-import (all duplicates)\t%.2f\t%s\t\n", r.ReimportSeconds, fmtInt(int64(r.ReimportRowsPerS)))
+	_ = tw.Flush()
+	if r.ImportVsRaw > 0 {
+		fmt.Fprintf(a.stdout, "import runs at %.0f%% of the raw CopyFrom rate\n", 100*r.ImportVsRaw)
+	}
+}
+
+// codeAlphabet has 32 symbols, so a random byte maps to one without bias.
+const codeAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+func randomCode(buf []byte) []byte {
+	_, _ = rand.Read(buf)
+	for i, b := range buf {
+		buf[i] = codeAlphabet[b&31]
+	}
+	return buf
+}
+
+func writeRandomCodes(path string, n int) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	code := make([]byte, 16)
+	for range n {
+		_, _ = w.Write(randomCode(code))
+		_ = w.WriteByte('\n')
+	}
+	return errors.Join(w.Flush(), f.Close())
+}
+
+// rawCopy times a bare CopyFrom of n fresh random codes into the codes table,
+// with all its indexes, then rolls the transaction back.
+func rawCopy(ctx context.Context, url, poolID string, n int) (float64, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows := make([][]any, n)
+	for i := range rows {
+		rows[i] = []any{poolID, string(randomCode(make([]byte, 16))), int64(0)}
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	start := time.Now()
+	copied, err := tx.CopyFrom(ctx, pgx.Identifier{"codes"}, []string{"pool_id", "code", "import_id"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		return 0, err
+	}
+	secs := time.Since(start).Seconds()
+	if copied != int64(n) {
+		return 0, fmt.Errorf("copied %d rows, want %d", copied, n)
+	}
+	return secs, nil
+}
