@@ -20,3 +20,19 @@ func (k RedisKeys) Staged(poolID string) string { return k.prefix + poolID + "}:
 // InFlight is the ledger of codes popped whose claim has not committed yet: a
 // sorted set scored by pop time, so the reconciler finds the stale ones.
 func (k RedisKeys) InFlight(poolID string) string { return k.prefix + poolID + "}:inflight" }
+
+// Replay records which staged entry a request got, so a retry gets the same
+// code. It expires; Postgres keeps the claim forever.
+func (k RedisKeys) Replay(poolID, requestID string) string {
+	return k.prefix + poolID + "}:req:" + requestID
+}
+
+// UserClaims counts a user's claims from the pool: a fast guard only, since
+// Postgres enforces the limit. It expires like replay records.
+func (k RedisKeys) UserClaims(poolID, userID string) string {
+	return k.prefix + poolID + "}:user:" + userID
+}
+
+// Batches is the set of refill batch ids whose codes were pushed to Staged;
+// reconciliation returns the staged codes of batches missing from it.
+func (k RedisKeys) Batches(poolID string) string { return k.prefix + poolID + "}:batches" }

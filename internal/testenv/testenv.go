@@ -115,7 +115,7 @@ func Postgres(t testing.TB) *Schema {
 		}
 	})
 
-	url := withSearchPath(DatabaseURL(), name)
+	url := withParams(DatabaseURL(), "search_path="+name+"&application_name="+name)
 	mconn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatalf("testenv: connect: %v", err)
@@ -132,14 +132,28 @@ func Postgres(t testing.TB) *Schema {
 	return &Schema{Name: name, URL: url, Pool: pool}
 }
 
-func withSearchPath(url, schema string) string {
+func withParams(url, params string) string {
 	sep := "?"
 	for i := 0; i < len(url); i++ {
 		if url[i] == '?' {
 			sep = "&"
 		}
 	}
-	return url + sep + "search_path=" + schema
+	return url + sep + params
+}
+
+// TerminateBackends kills every server connection of this schema's pools (as
+// a Postgres restart or failover would) and returns how many it killed.
+func (s *Schema) TerminateBackends(ctx context.Context) (int, error) {
+	conn, err := pgx.Connect(ctx, DatabaseURL())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM (
+		SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t`, s.Name).Scan(&n)
+	return n, err
 }
 
 // Redis returns a client and a key namespace of the test's own; every key in

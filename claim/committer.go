@@ -1,0 +1,256 @@
+package claim
+
+import (
+	"cmp"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed sql/claim_staged.sql
+var claimStagedSQL string
+
+// CommitterConfig tunes the group commit.
+type CommitterConfig struct {
+	// MaxBatch is the most claims persisted in one transaction; default 256.
+	MaxBatch int
+	// MaxWait is how long the first claim of a batch waits for others to
+	// join it; default 1ms. Under load batches fill before that.
+	MaxWait time.Duration
+	// MaxInFlight is how many batches may commit at once; default 4.
+	MaxInFlight int
+	// CommitTimeout bounds one batch transaction; default 10s.
+	CommitTimeout time.Duration
+	// OnCommitted is called after each committed batch with its items, to
+	// clear their in-flight ledger entries.
+	OnCommitted func([]*commitItem)
+	Logger      *slog.Logger
+}
+
+// commitItem is one claim waiting for its batch.
+type commitItem struct {
+	req    Request
+	codeID int64
+	entry  string // the Redis entry, for the ledger
+	done   chan commitResult
+}
+
+// commitResult is Postgres's answer for one item.
+type commitResult struct {
+	outcome string // claimed, replay, limit, refused
+	claim   Claim
+	err     error
+}
+
+// committer persists popped codes in group commits: concurrent claims share
+// one transaction and one fsync, and each gets its own outcome.
+type committer struct {
+	db   *pgxpool.Pool
+	cfg  CommitterConfig
+	in   chan *commitItem
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	stop chan struct{}
+	once sync.Once
+	done chan struct{}
+}
+
+func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 256)
+	cfg.MaxWait = cmp.Or(cfg.MaxWait, time.Millisecond)
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 4)
+	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, 10*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	c := &committer{db: db, cfg: cfg, in: make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
+		sem: make(chan struct{}, cfg.MaxInFlight), stop: make(chan struct{}), done: make(chan struct{})}
+	go c.loop()
+	return c
+}
+
+// errCommitterStopped is returned to claims submitted after Stop.
+var errCommitterStopped = errors.New("claim committer stopped")
+
+// submit queues an item and waits for its batch. Once queued, the item is
+// committed or refused even if ctx ends; the caller then just stops waiting
+// (a retry with the same request id finds the claim).
+func (c *committer) submit(ctx context.Context, it *commitItem) commitResult {
+	it.done = make(chan commitResult, 1)
+	select {
+	case <-c.stop:
+		return commitResult{err: errCommitterStopped}
+	default:
+	}
+	select {
+	case c.in <- it:
+	case <-c.stop:
+		return commitResult{err: errCommitterStopped}
+	case <-ctx.Done():
+		return commitResult{err: ctx.Err()}
+	}
+	select {
+	case r := <-it.done:
+		return r
+	case <-ctx.Done():
+		return commitResult{err: ctx.Err()}
+	}
+}
+
+// Stop stops taking items, commits what was queued and waits for every batch.
+func (c *committer) Stop() {
+	c.once.Do(func() { close(c.stop) })
+	<-c.done
+}
+
+func (c *committer) loop() {
+	defer close(c.done)
+	for {
+		var first *commitItem
+		select {
+		case first = <-c.in:
+		case <-c.stop:
+			c.drain()
+			c.wg.Wait()
+			return
+		}
+		batch := []*commitItem{first}
+		timer := time.NewTimer(c.cfg.MaxWait)
+	fill:
+		for len(batch) < c.cfg.MaxBatch {
+			select {
+			case it := <-c.in:
+				batch = append(batch, it)
+			case <-timer.C:
+				break fill
+			}
+		}
+		timer.Stop()
+		c.sem <- struct{}{}
+		c.wg.Go(func() {
+			defer func() { <-c.sem }()
+			c.flush(batch)
+		})
+	}
+}
+
+// drain commits the items still queued at Stop.
+func (c *committer) drain() {
+	for {
+		var batch []*commitItem
+	collect:
+		for len(batch) < c.cfg.MaxBatch {
+			select {
+			case it := <-c.in:
+				batch = append(batch, it)
+			default:
+				break collect
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		c.flush(batch)
+	}
+}
+
+// flush commits one batch. Items are sorted by pool, user and request so
+// that concurrent batches take index locks in one order; a deadlock or
+// serialization failure still retries the whole batch, which is safe because
+// nothing of a failed transaction remains.
+func (c *committer) flush(batch []*commitItem) {
+	slices.SortFunc(batch, func(a, b *commitItem) int {
+		return cmp.Or(cmp.Compare(a.req.PoolID, b.req.PoolID), cmp.Compare(a.req.UserID, b.req.UserID),
+			cmp.Compare(a.req.RequestID, b.req.RequestID))
+	})
+	var results []commitResult
+	var err error
+	for attempt := range 5 {
+		results, err = c.commit(batch)
+		if err == nil || !isRetryable(err) {
+			break
+		}
+		c.cfg.Logger.Warn("group commit retried", "attempt", attempt+1, "size", len(batch), "err", err)
+		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
+	}
+	if err != nil {
+		err = storeError("group commit", err)
+		for _, it := range batch {
+			it.done <- commitResult{err: err}
+		}
+		return
+	}
+	if c.cfg.OnCommitted != nil {
+		c.cfg.OnCommitted(batch)
+	}
+	for i, it := range batch {
+		it.done <- results[i]
+	}
+}
+
+func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CommitTimeout)
+	defer cancel()
+	n := len(batch)
+	pools, reqs, users, codes := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	for i, it := range batch {
+		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
+	}
+	// Results are handed out only after Commit returns: in autocommit mode
+	// Postgres sends the rows before the commit is durable, and a code must
+	// never be visible before its claim is (promise 3).
+	results := make([]commitResult, n)
+	err := pgx.BeginFunc(ctx, c.db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, codes)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		seen := 0
+		for rows.Next() {
+			var ord int
+			var outcome string
+			var codeID pgtype.Int8
+			var code, userID pgtype.Text
+			var expires, claimedAt pgtype.Timestamptz
+			if err := rows.Scan(&ord, &outcome, &codeID, &code, &expires, &claimedAt, &userID); err != nil {
+				return err
+			}
+			if ord < 1 || ord > n {
+				return fmt.Errorf("row for item %d of %d", ord, n)
+			}
+			it := batch[ord-1]
+			results[ord-1] = commitResult{outcome: outcome, claim: Claim{
+				PoolID: it.req.PoolID, RequestID: it.req.RequestID, UserID: userID.String, CodeID: codeID.Int64,
+				Code: Secret(code.String), ClaimedAt: timeOrZero(claimedAt), ExpiresAt: timeOrZero(expires),
+			}}
+			seen++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if seen != n {
+			return fmt.Errorf("%d outcomes for %d items", seen, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// isRetryable reports a transaction that failed only because of another
+// one: deadlock or serialization failure.
+func isRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}

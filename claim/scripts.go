@@ -1,0 +1,63 @@
+package claim
+
+import "github.com/redis/go-redis/v9"
+
+// claimScript claims one staged code for a request.
+//
+// KEYS[1] the pool's staged list, KEYS[2] its in-flight ledger (sorted set
+// scored by pop time), KEYS[3] the request's replay record, KEYS[4] the user's
+// claim count. ARGV[1] the pool's per-user limit, ARGV[2] now in unix ms,
+// ARGV[3] the TTL in seconds of the replay record and the count.
+//
+// Returns {status, value}: {"replay", entry} for a known request,
+// {"limit", count} for a user at the limit, {"empty", ""} when nothing is
+// staged, {"ok", entry} for a fresh pop. Every check comes before the first
+// write, so a second run of the same call (go-redis retries on timeouts)
+// finds the replay record and returns the same entry.
+var claimScript = redis.NewScript(`
+local replay = redis.call('GET', KEYS[3])
+if replay then return {'replay', replay} end
+local held = tonumber(redis.call('GET', KEYS[4]) or '0')
+if held >= tonumber(ARGV[1]) then return {'limit', tostring(held)} end
+local entry = redis.call('LPOP', KEYS[1])
+if not entry then return {'empty', ''} end
+redis.call('ZADD', KEYS[2], ARGV[2], entry)
+redis.call('SET', KEYS[3], entry, 'EX', ARGV[3])
+redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+return {'ok', entry}
+`)
+
+// releaseScript undoes a pop whose claim Postgres refused.
+//
+// KEYS[1] the request's replay record, KEYS[2] the user's claim count,
+// KEYS[3] the in-flight ledger. ARGV[1] the entry, ARGV[2] the replay
+// record's new value ("" to delete it), ARGV[3] its TTL in seconds.
+// The replay record is only touched while it still names this entry, so a
+// late release cannot undo a newer claim of the same request.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] == '' then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  end
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n <= 1 then redis.call('DEL', KEYS[2]) else redis.call('DECR', KEYS[2]) end
+return 1
+`)
+
+// pushScript stages a refill batch: the entries go to the tail of the list
+// and the batch id into the batch set, both or neither.
+//
+// KEYS[1] the staged list, KEYS[2] the batch set. ARGV[1] the batch id,
+// ARGV[2..] the entries.
+var pushScript = redis.NewScript(`
+for i = 2, #ARGV, 5000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 4999, #ARGV)))
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+return redis.call('LLEN', KEYS[1])
+`)

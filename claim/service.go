@@ -1,0 +1,269 @@
+package claim
+
+import (
+	"cmp"
+	"context"
+	_ "embed"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+var (
+	//go:embed sql/get_claim.sql
+	getClaimSQL string
+	//go:embed sql/list_user_claims.sql
+	listUserClaimsSQL string
+	//go:embed sql/export_claims.sql
+	exportClaimsSQL string
+)
+
+// Config configures a Service.
+type Config struct {
+	// DB is the Postgres pool (source of truth).
+	DB *pgxpool.Pool
+	// Redis is the fast allocator's store.
+	Redis redis.UniversalClient
+	// Keys builds the Redis keys.
+	Keys pool.RedisKeys
+	// PoolCacheTTL is how long pool settings are cached: pausing a pool
+	// takes effect within it. Default 1s.
+	PoolCacheTTL time.Duration
+	// BreakerFailures is how many Redis failures in a row open the breaker;
+	// default 3. While open, claims go straight to Postgres.
+	BreakerFailures uint32
+	// BreakerOpenFor is how long the breaker stays open before one probe
+	// may try Redis again; default 1s.
+	BreakerOpenFor time.Duration
+	// Redis tunes the Redis allocator (its DB, Redis and Keys are filled in).
+	RedisAllocator RedisConfig
+	Logger         *slog.Logger
+}
+
+// Service claims codes: pool rules first, then the Redis allocator behind a
+// breaker, then the Postgres fallback when Redis fails, is open-circuited or
+// has nothing staged.
+type Service struct {
+	db       *pgxpool.Pool
+	pools    *pool.Store
+	redis    *RedisAllocator
+	fallback *Fallback
+	breaker  *gobreaker.CircuitBreaker[Result]
+	log      *slog.Logger
+
+	cacheTTL time.Duration
+	mu       sync.Mutex
+	cache    map[string]cachedPool
+}
+
+type cachedPool struct {
+	p  pool.Pool
+	at time.Time
+}
+
+// NewService starts a Service; Stop ends it.
+func NewService(cfg Config) *Service {
+	log := cmp.Or(cfg.Logger, slog.Default())
+	rc := cfg.RedisAllocator
+	rc.DB, rc.Redis, rc.Keys, rc.Logger = cfg.DB, cfg.Redis, cfg.Keys, log
+	s := &Service{
+		db:       cfg.DB,
+		pools:    pool.NewStore(cfg.DB),
+		redis:    NewRedisAllocator(rc),
+		fallback: NewFallback(cfg.DB),
+		log:      log,
+		cacheTTL: cmp.Or(cfg.PoolCacheTTL, time.Second),
+		cache:    map[string]cachedPool{},
+	}
+	failures := cmp.Or(cfg.BreakerFailures, 3)
+	s.breaker = gobreaker.NewCircuitBreaker[Result](gobreaker.Settings{
+		Name:        "redis",
+		MaxRequests: 1,
+		Timeout:     cmp.Or(cfg.BreakerOpenFor, time.Second),
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		IsSuccessful: func(err error) bool {
+			var re *redisError
+			return !errors.As(err, &re)
+		},
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			log.Warn("redis breaker changed state", "from", from.String(), "to", to.String())
+		},
+	})
+	return s
+}
+
+// Stop commits the claims in flight and stops the group committer.
+func (s *Service) Stop() { s.redis.Stop() }
+
+// BreakerState is "closed" (Redis serves), "open" (Postgres serves) or
+// "half-open" (one probe is trying Redis).
+func (s *Service) BreakerState() string { return s.breaker.State().String() }
+
+// Claim hands the user a code, or the code an earlier call with the same
+// request id got.
+func (s *Service) Claim(ctx context.Context, req Request) (Result, error) {
+	if err := pool.ValidateID("pool_id", req.PoolID); err != nil {
+		return Result{}, err
+	}
+	if err := req.Validate(); err != nil {
+		return Result{}, err
+	}
+	p, err := s.pool(ctx, req.PoolID)
+	if err != nil {
+		return Result{}, err
+	}
+	if p.Paused {
+		return Result{}, ErrPoolPaused
+	}
+	if !p.ClaimWindowOpen(time.Now()) {
+		return Result{}, ErrPoolClosed
+	}
+	res, err := s.breaker.Execute(func() (Result, error) { return s.redis.Claim(ctx, p, req) })
+	var re *redisError
+	switch {
+	case err == nil:
+		return res, nil
+	case errors.Is(err, errStagedEmpty):
+	case errors.As(err, &re):
+		s.log.WarnContext(ctx, "redis failed; claiming from Postgres", "pool", p.ID, "err", err)
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+	default:
+		return Result{}, err
+	}
+	return s.fallback.Claim(ctx, req)
+}
+
+// pool returns the pool's settings, cached for a short time.
+func (s *Service) pool(ctx context.Context, id string) (pool.Pool, error) {
+	s.mu.Lock()
+	c, ok := s.cache[id]
+	s.mu.Unlock()
+	if ok && time.Since(c.at) < s.cacheTTL {
+		return c.p, nil
+	}
+	p, err := s.pools.GetPool(ctx, id)
+	if err != nil {
+		return pool.Pool{}, err
+	}
+	s.mu.Lock()
+	s.cache[id] = cachedPool{p: p, at: time.Now()}
+	s.mu.Unlock()
+	return p, nil
+}
+
+// GetClaim returns the claim made for a request, or ErrNotFound.
+func (s *Service) GetClaim(ctx context.Context, poolID, requestID string) (Claim, error) {
+	if err := pool.ValidateID("pool_id", poolID); err != nil {
+		return Claim{}, err
+	}
+	if err := validateKey("request_id", requestID); err != nil {
+		return Claim{}, err
+	}
+	c := Claim{PoolID: poolID, RequestID: requestID}
+	var code string
+	var expires pgtype.Timestamptz
+	err := s.db.QueryRow(ctx, getClaimSQL, poolID, requestID).Scan(&c.UserID, &c.CodeID, &code, &expires, &c.ClaimedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, perr := s.pools.GetPool(ctx, poolID); perr != nil {
+			return Claim{}, perr
+		}
+		return Claim{}, ErrNotFound
+	}
+	if err != nil {
+		return Claim{}, storeError("get claim", err)
+	}
+	c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
+	return c, nil
+}
+
+// ListUserClaims returns a user's claims in a pool, in claim order.
+func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]Claim, error) {
+	if err := pool.ValidateID("pool_id", poolID); err != nil {
+		return nil, err
+	}
+	if err := validateKey("user_id", userID); err != nil {
+		return nil, err
+	}
+	if _, err := s.pool(ctx, poolID); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, listUserClaimsSQL, poolID, userID)
+	if err != nil {
+		return nil, storeError("list user claims", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claim, error) {
+		c := Claim{PoolID: poolID, UserID: userID}
+		var code string
+		var expires pgtype.Timestamptz
+		err := row.Scan(&c.RequestID, &c.CodeID, &code, &expires, &c.ClaimedAt)
+		c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
+		return c, err
+	})
+	if err != nil {
+		return nil, storeError("list user claims", err)
+	}
+	return out, nil
+}
+
+// exportPage is how many claims one export statement reads.
+const exportPage = 1000
+
+// ExportClaims calls fn with the pool's claims committed in [since, until),
+// in claim order, a page at a time. Zero bounds are open.
+func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until time.Time, fn func([]Claim) error) error {
+	if err := pool.ValidateID("pool_id", poolID); err != nil {
+		return err
+	}
+	if _, err := s.pools.GetPool(ctx, poolID); err != nil {
+		return err
+	}
+	if since.IsZero() {
+		since = time.Unix(0, 0)
+	}
+	if until.IsZero() {
+		until = time.Now().Add(time.Hour)
+	}
+	afterAt, afterID := time.Unix(0, 0), int64(0)
+	for {
+		rows, err := s.db.Query(ctx, exportClaimsSQL, poolID, since, until, afterAt, afterID, exportPage)
+		if err != nil {
+			return storeError("export claims", err)
+		}
+		var page []Claim
+		var lastID int64
+		for rows.Next() {
+			c := Claim{PoolID: poolID}
+			var code string
+			var expires pgtype.Timestamptz
+			if err := rows.Scan(&lastID, &c.RequestID, &c.UserID, &c.CodeID, &code, &expires, &c.ClaimedAt); err != nil {
+				rows.Close()
+				return storeError("export claims", err)
+			}
+			c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
+			page = append(page, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return storeError("export claims", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+		if len(page) < exportPage {
+			return nil
+		}
+		afterAt, afterID = page[len(page)-1].ClaimedAt, lastID
+	}
+}

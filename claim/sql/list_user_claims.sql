@@ -1,0 +1,4 @@
+SELECT c.request_id, c.code_id, k.code, k.expires_at, c.claimed_at
+FROM claims c JOIN codes k ON k.id = c.code_id
+WHERE c.pool_id = $1 AND c.user_id = $2
+ORDER BY c.claimed_at, c.id

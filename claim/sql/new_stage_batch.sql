@@ -1,0 +1,1 @@
+INSERT INTO stage_batches (pool_id, size) VALUES ($1, $2) RETURNING id

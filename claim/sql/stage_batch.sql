@@ -1,0 +1,16 @@
+-- Move up to $3 available codes of pool $1 to 'staged' under batch $2, in id
+-- order. The CTE picks with SKIP LOCKED so a refill never waits for a
+-- fallback claim; the UPDATE is bounded by what the CTE picked (PostgreSQL bug
+-- #15715: an IN (subquery ... SKIP LOCKED LIMIT n) can update more than n).
+-- Codes that expire within a minute are left for the expiry sweep.
+WITH picked AS (
+    SELECT id FROM codes
+    WHERE pool_id = $1 AND state = 'available'
+      AND (expires_at IS NULL OR expires_at > now() + interval '1 minute')
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE codes k SET state = 'staged', stage_batch = $2, changed_at = now()
+FROM picked WHERE k.id = picked.id
+RETURNING k.id, k.code

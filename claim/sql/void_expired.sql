@@ -1,0 +1,4 @@
+-- Expired codes are never handed out: void those no claim holds. A staged one
+-- may still sit in Redis; when popped, Postgres refuses it.
+UPDATE codes SET state = 'void', void_reason = 'expired', stage_batch = NULL, changed_at = now()
+WHERE pool_id = $1 AND state IN ('available', 'staged') AND expires_at <= now()

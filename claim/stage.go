@@ -1,0 +1,290 @@
+package claim
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+var (
+	//go:embed sql/stage_batch.sql
+	stageBatchSQL string
+	//go:embed sql/new_stage_batch.sql
+	newStageBatchSQL string
+	//go:embed sql/set_stage_batch_size.sql
+	setStageBatchSizeSQL string
+	//go:embed sql/void_expired.sql
+	voidExpiredSQL string
+	//go:embed sql/staged_batches.sql
+	stagedBatchesSQL string
+	//go:embed sql/unstage_batches.sql
+	unstageBatchesSQL string
+	//go:embed sql/unstage_codes.sql
+	unstageCodesSQL string
+	//go:embed sql/staged_codes_before.sql
+	stagedCodesBeforeSQL string
+	//go:embed sql/live_batches.sql
+	liveBatchesSQL string
+)
+
+// Refill stages a batch of the pool's available codes into Redis when fewer
+// than its low-water mark are staged, and returns how many it staged.
+//
+// The batch is first marked 'staged' in Postgres under a new batch id, then
+// pushed with its batch marker by one script. If the push fails, or the
+// process dies between the two steps, the batch's codes are staged in
+// Postgres but not in Redis; Reconcile returns them to available.
+func (s *Service) Refill(ctx context.Context, p pool.Pool) (int, error) {
+	keys := s.redis.keys
+	n, err := s.redis.rdb.LLen(ctx, keys.Staged(p.ID)).Result()
+	if err != nil {
+		return 0, &redisError{fmt.Errorf("staged length: %w", err)}
+	}
+	if n >= int64(p.RefillLowWater) && n > 0 {
+		return 0, nil
+	}
+	var batchID int64
+	var entries []any
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, p.RefillBatchSize).Scan(&batchID); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, batchID, p.RefillBatchSize)
+		if err != nil {
+			return err
+		}
+		type staged struct {
+			id   int64
+			code string
+		}
+		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (staged, error) {
+			var st staged
+			return st, r.Scan(&st.id, &st.code)
+		})
+		if err != nil {
+			return err
+		}
+		if len(got) > p.RefillBatchSize {
+			return fmt.Errorf("staged %d codes for a batch of %d", len(got), p.RefillBatchSize)
+		}
+		if len(got) == 0 {
+			return errNothingToStage
+		}
+		slices.SortFunc(got, func(a, b staged) int { return int(a.id - b.id) })
+		entries = make([]any, 0, len(got)+1)
+		entries = append(entries, strconv.FormatInt(batchID, 10))
+		for _, st := range got {
+			entries = append(entries, formatEntry(st.id, st.code))
+		}
+		_, err = tx.Exec(ctx, setStageBatchSizeSQL, batchID, len(got))
+		return err
+	})
+	if errors.Is(err, errNothingToStage) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, storeError("stage batch", err)
+	}
+	err = pushScript.Run(ctx, s.redis.rdb, []string{keys.Staged(p.ID), keys.Batches(p.ID)}, entries...).Err()
+	if err != nil {
+		return 0, &redisError{fmt.Errorf("push batch %d (reconcile returns its codes): %w", batchID, err)}
+	}
+	return len(entries) - 1, nil
+}
+
+var errNothingToStage = errors.New("nothing to stage")
+
+// ReconcileReport counts what a reconciliation changed.
+type ReconcileReport struct {
+	// Expired codes voided.
+	Expired int64
+	// Codes returned because Redis lost their batch.
+	LostBatches int64
+	// Codes returned from the in-flight ledger: popped, never committed.
+	Stale int64
+	// Staged codes in neither the list nor the ledger, returned while the
+	// list was empty.
+	Orphans int64
+}
+
+// Reconcile makes Postgres and Redis agree for one pool. It voids expired
+// codes, and returns to available the staged codes that Redis lost (their
+// batch marker is gone), that stayed in the in-flight ledger longer than
+// grace (popped by a process that died before its commit), or that are in
+// neither list nor ledger. Every change is conditional on the code still
+// being staged, so a claim committing at the same moment wins. Batches and
+// ledger entries younger than grace are left alone: their refill or claim
+// may still be under way.
+func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duration) (ReconcileReport, error) {
+	var rep ReconcileReport
+	tag, err := s.db.Exec(ctx, voidExpiredSQL, p.ID)
+	if err != nil {
+		return rep, storeError("void expired codes", err)
+	}
+	rep.Expired = tag.RowsAffected()
+
+	keys := s.redis.keys
+	rdb := s.redis.rdb
+	cutoff := time.Now().Add(-grace)
+
+	// 1. Batches Redis lost.
+	rows, err := s.db.Query(ctx, stagedBatchesSQL, p.ID, cutoff)
+	if err != nil {
+		return rep, storeError("staged batches", err)
+	}
+	batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return rep, storeError("staged batches", err)
+	}
+	if len(batches) > 0 {
+		members, err := rdb.SMembers(ctx, keys.Batches(p.ID)).Result()
+		if err != nil {
+			return rep, &redisError{fmt.Errorf("batch markers: %w", err)}
+		}
+		known := map[int64]bool{}
+		for _, m := range members {
+			if id, err := strconv.ParseInt(m, 10, 64); err == nil {
+				known[id] = true
+			}
+		}
+		var lost []int64
+		for _, b := range batches {
+			if !known[b] {
+				lost = append(lost, b)
+			}
+		}
+		if len(lost) > 0 {
+			tag, err := s.db.Exec(ctx, unstageBatchesSQL, p.ID, lost)
+			if err != nil {
+				return rep, storeError("return lost batches", err)
+			}
+			rep.LostBatches = tag.RowsAffected()
+		}
+	}
+
+	// 2. Ledger entries past the grace period.
+	stale, err := rdb.ZRangeByScore(ctx, keys.InFlight(p.ID), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(cutoff.UnixMilli(), 10),
+	}).Result()
+	if err != nil {
+		return rep, &redisError{fmt.Errorf("in-flight ledger: %w", err)}
+	}
+	if len(stale) > 0 {
+		ids := make([]int64, 0, len(stale))
+		for _, e := range stale {
+			if id, err := entryCodeID(e); err == nil {
+				ids = append(ids, id)
+			}
+		}
+		tag, err := s.db.Exec(ctx, unstageCodesSQL, p.ID, ids)
+		if err != nil {
+			return rep, storeError("return stale in-flight codes", err)
+		}
+		rep.Stale = tag.RowsAffected()
+		members := make([]any, len(stale))
+		for i, e := range stale {
+			members[i] = e
+		}
+		if err := rdb.ZRem(ctx, keys.InFlight(p.ID), members...).Err(); err != nil {
+			return rep, &redisError{fmt.Errorf("clear in-flight ledger: %w", err)}
+		}
+	}
+
+	// 3. With the list empty, a staged code of an old batch that is not in the
+	// ledger is nowhere in Redis (a pop whose ledger write Redis lost).
+	if n, err := rdb.LLen(ctx, keys.Staged(p.ID)).Result(); err != nil {
+		return rep, &redisError{fmt.Errorf("staged length: %w", err)}
+	} else if n == 0 {
+		if rep.Orphans, err = s.returnOrphans(ctx, p.ID, cutoff); err != nil {
+			return rep, err
+		}
+	}
+
+	// 4. Forget markers of batches with no staged code left.
+	if err := s.dropSpentMarkers(ctx, p.ID); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.Time) (int64, error) {
+	rows, err := s.db.Query(ctx, stagedCodesBeforeSQL, poolID, cutoff)
+	if err != nil {
+		return 0, storeError("staged codes", err)
+	}
+	staged, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(staged) == 0 {
+		return 0, storeError("staged codes", err)
+	}
+	ledger, err := s.redis.rdb.ZRange(ctx, s.redis.keys.InFlight(poolID), 0, -1).Result()
+	if err != nil {
+		return 0, &redisError{fmt.Errorf("in-flight ledger: %w", err)}
+	}
+	inLedger := map[int64]bool{}
+	for _, e := range ledger {
+		if id, err := entryCodeID(e); err == nil {
+			inLedger[id] = true
+		}
+	}
+	var orphans []int64
+	for _, id := range staged {
+		if !inLedger[id] {
+			orphans = append(orphans, id)
+		}
+	}
+	if len(orphans) == 0 {
+		return 0, nil
+	}
+	tag, err := s.db.Exec(ctx, unstageCodesSQL, poolID, orphans)
+	if err != nil {
+		return 0, storeError("return orphaned codes", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (s *Service) dropSpentMarkers(ctx context.Context, poolID string) error {
+	key := s.redis.keys.Batches(poolID)
+	members, err := s.redis.rdb.SMembers(ctx, key).Result()
+	if err != nil {
+		return &redisError{fmt.Errorf("batch markers: %w", err)}
+	}
+	if len(members) == 0 {
+		return nil
+	}
+	ids := make([]int64, 0, len(members))
+	for _, m := range members {
+		if id, err := strconv.ParseInt(m, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	rows, err := s.db.Query(ctx, liveBatchesSQL, poolID, ids)
+	if err != nil {
+		return storeError("live batches", err)
+	}
+	live, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return storeError("live batches", err)
+	}
+	var spent []any
+	for _, id := range ids {
+		if !slices.Contains(live, id) {
+			spent = append(spent, strconv.FormatInt(id, 10))
+		}
+	}
+	if len(spent) == 0 {
+		return nil
+	}
+	if err := s.redis.rdb.SRem(ctx, key, spent...).Err(); err != nil {
+		return &redisError{fmt.Errorf("drop spent markers: %w", err)}
+	}
+	return nil
+}

@@ -1,0 +1,183 @@
+-- The claim decision, in Postgres: whatever Redis says, these functions and the
+-- claims table's constraints decide. Both paths (Redis group commit and the
+-- SKIP LOCKED fallback) end in dispenser_take_slot, so promises 1, 4 and 5
+-- hold the same way on either.
+
+-- Refill batches staged into Redis. Reconciliation compares them with the
+-- batch markers Redis still holds.
+CREATE TABLE stage_batches (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pool_id   text NOT NULL REFERENCES pools (id),
+    size      integer NOT NULL CHECK (size > 0),
+    staged_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX stage_batches_pool_idx ON stage_batches (pool_id, id);
+
+-- dispenser_take_slot inserts the claim of a code the caller has already
+-- marked 'claimed' in this transaction. It returns:
+--   'claimed'  the claim is in; claimed_at is set;
+--   'replay'   (pool, request_id) already has a claim (a concurrent retry);
+--   'limit'    the user holds per_user_limit claims.
+-- On 'replay' and 'limit' the code is put back to 'available'. Slots are
+-- unique per (pool, user), so two concurrent claims never share one: the
+-- loser of a race sees the conflict and tries the next slot.
+CREATE FUNCTION dispenser_take_slot(p_pool text, p_request text, p_user text, p_code bigint,
+                                    OUT outcome text, OUT claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim  integer;
+    slot integer;
+BEGIN
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    LOOP
+        SELECT s INTO slot FROM generate_series(1, lim) AS s
+        WHERE NOT EXISTS (SELECT 1 FROM claims c
+                          WHERE c.pool_id = p_pool AND c.user_id = p_user AND c.user_slot = s)
+        ORDER BY s LIMIT 1;
+        IF slot IS NULL THEN
+            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            outcome := 'limit';
+            RETURN;
+        END IF;
+        INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+        VALUES (p_pool, p_request, p_user, slot, p_code)
+        ON CONFLICT DO NOTHING
+        RETURNING claims.claimed_at INTO claimed_at;
+        IF FOUND THEN
+            outcome := 'claimed';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request) THEN
+            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            outcome := 'replay';
+            RETURN;
+        END IF;
+        -- Another transaction took this slot first: look again.
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_staged persists a group commit: item i claims code
+-- p_code[i] (popped from Redis, so 'staged') for request p_request[i] of
+-- user p_user[i] in pool p_pool[i]. Every item gets its own outcome, and no
+-- outcome fails the batch:
+--   'claimed'  committed with the given code;
+--   'replay'   the request already had a claim: its code is returned, and the
+--              given code, if different, goes back to 'available';
+--   'limit'    the user is at the pool's limit; the code goes back;
+--   'refused'  the code is no longer staged (claimed, void, expired or
+--              reconciled): the caller claims again with another code.
+CREATE FUNCTION dispenser_claim_staged(p_pool text[], p_request text[], p_user text[], p_code bigint[])
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz, user_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i     integer;
+    r     record;
+    taken record;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_request, 1), 0) LOOP
+        SELECT c.code_id, c.claimed_at, c.user_id, k.code, k.expires_at INTO r
+        FROM claims c JOIN codes k ON k.id = c.code_id
+        WHERE c.pool_id = p_pool[i] AND c.request_id = p_request[i];
+        IF FOUND THEN
+            IF r.code_id <> p_code[i] THEN
+                UPDATE codes SET state = 'available', stage_batch = NULL, changed_at = now()
+                WHERE id = p_code[i] AND state = 'staged';
+            END IF;
+            RETURN QUERY SELECT i, 'replay'::text, r.code_id, r.code, r.expires_at, r.claimed_at, r.user_id;
+            CONTINUE;
+        END IF;
+
+        UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
+        WHERE k.id = p_code[i] AND k.pool_id = p_pool[i] AND k.state = 'staged'
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+        RETURNING k.id, k.code, k.expires_at INTO taken;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT i, 'refused'::text, p_code[i], NULL::text, NULL::timestamptz, NULL::timestamptz, p_user[i];
+            CONTINUE;
+        END IF;
+
+        SELECT * INTO r FROM dispenser_take_slot(p_pool[i], p_request[i], p_user[i], taken.id);
+        IF r.outcome = 'replay' THEN
+            SELECT c.code_id, c.claimed_at, c.user_id, k.code, k.expires_at INTO r
+            FROM claims c JOIN codes k ON k.id = c.code_id
+            WHERE c.pool_id = p_pool[i] AND c.request_id = p_request[i];
+            RETURN QUERY SELECT i, 'replay'::text, r.code_id, r.code, r.expires_at, r.claimed_at, r.user_id;
+        ELSIF r.outcome = 'limit' THEN
+            RETURN QUERY SELECT i, 'limit'::text, taken.id, NULL::text, NULL::timestamptz, NULL::timestamptz, p_user[i];
+        ELSE
+            RETURN QUERY SELECT i, 'claimed'::text, taken.id, taken.code, taken.expires_at, r.claimed_at, p_user[i];
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_fallback claims one available code straight from Postgres,
+-- in the caller's single transaction, for when Redis cannot serve. Outcomes:
+-- 'claimed', 'replay' (the request's existing claim), 'limit', 'exhausted'
+-- (no available code that no other claim holds a lock on). p_after is a hint:
+-- codes with smaller ids were claimed recently, so the scan starts past them
+-- and skips the dead index entries they left; if nothing is found past it,
+-- the scan starts again from the beginning.
+CREATE FUNCTION dispenser_claim_fallback(p_pool text, p_request text, p_user text, p_after bigint,
+                                         OUT outcome text, OUT code_id bigint, OUT code text,
+                                         OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                         OUT user_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim   integer;
+    held  integer;
+    r     record;
+    bound bigint := p_after;
+BEGIN
+    SELECT c.code_id, c.claimed_at, c.user_id, k.code, k.expires_at INTO r
+    FROM claims c JOIN codes k ON k.id = c.code_id
+    WHERE c.pool_id = p_pool AND c.request_id = p_request;
+    IF FOUND THEN
+        outcome := 'replay';
+        code_id := r.code_id; code := r.code; expires_at := r.expires_at;
+        claimed_at := r.claimed_at; user_id := r.user_id;
+        RETURN;
+    END IF;
+
+    -- Refuse at the limit before touching any code.
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    IF held >= lim THEN
+        outcome := 'limit';
+        RETURN;
+    END IF;
+
+    LOOP
+        WITH picked AS (
+            SELECT k.id FROM codes k
+            WHERE k.pool_id = p_pool AND k.state = 'available' AND k.id > bound
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+            ORDER BY k.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE codes k SET state = 'claimed', changed_at = now()
+        FROM picked WHERE k.id = picked.id
+        RETURNING k.id, k.code, k.expires_at INTO r;
+        EXIT WHEN FOUND;
+        IF bound = 0 THEN
+            outcome := 'exhausted';
+            RETURN;
+        END IF;
+        bound := 0;
+    END LOOP;
+
+    code_id := r.id; code := r.code; expires_at := r.expires_at; user_id := p_user;
+    SELECT t.outcome, t.claimed_at INTO outcome, claimed_at
+    FROM dispenser_take_slot(p_pool, p_request, p_user, r.id) t;
+    IF outcome = 'replay' THEN
+        SELECT c.code_id, c.claimed_at, k.code, k.expires_at INTO code_id, claimed_at, code, expires_at
+        FROM claims c JOIN codes k ON k.id = c.code_id
+        WHERE c.pool_id = p_pool AND c.request_id = p_request;
+    ELSIF outcome = 'limit' THEN
+        code_id := NULL; code := NULL; expires_at := NULL;
+    END IF;
+END;
+$$;
