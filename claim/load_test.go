@@ -1,0 +1,295 @@
+package claim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// workload is the issue's drill: many goroutines, many users, limit 1, a
+// share of retries of earlier request ids.
+type workload struct {
+	workers, calls, users int
+	replayRatio           float64
+	// during is called once by the driver after each tenth of the calls,
+	// with the answers so far.
+	during func(tenth int, l *ledger)
+	// allowed are the errors a call may end with besides success.
+	allowed []error
+}
+
+// ledger records every answer the callers saw.
+type ledger struct {
+	mu        sync.Mutex
+	issued    []string          // request ids sent so far
+	user      map[string]string // request id -> user id
+	answered  map[string]Claim  // request id -> first code seen
+	mismatch  int               // a request answered with two different codes
+	byPath    map[Path]int
+	errCounts map[string]int
+}
+
+func runWorkload(t *testing.T, e *env, poolID string, wl workload) *ledger {
+	t.Helper()
+	l := &ledger{user: map[string]string{}, answered: map[string]Claim{}, byPath: map[Path]int{}, errCounts: map[string]int{}}
+	var next atomic.Int64
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	tenths := make(chan int, 10)
+	for w := range wl.workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			for next.Add(1) <= int64(wl.calls) {
+				var req Request
+				l.mu.Lock()
+				if len(l.issued) > 0 && rng.Float64() < wl.replayRatio {
+					rid := l.issued[rng.IntN(len(l.issued))]
+					req = Request{PoolID: poolID, UserID: l.user[rid], RequestID: rid}
+				} else {
+					rid := fmt.Sprintf("req-%d-%d", w, rng.Uint64())
+					req = Request{PoolID: poolID, UserID: fmt.Sprint("user-", rng.IntN(wl.users)), RequestID: rid}
+					l.issued = append(l.issued, rid)
+					l.user[rid] = req.UserID
+				}
+				l.mu.Unlock()
+
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				res, err := e.svc.Claim(ctx, req)
+				cancel()
+
+				l.mu.Lock()
+				if err == nil {
+					l.byPath[res.Path]++
+					if prev, ok := l.answered[req.RequestID]; ok && prev.CodeID != res.Claim.CodeID {
+						l.mismatch++
+					} else if !ok {
+						l.answered[req.RequestID] = res.Claim
+					}
+				} else {
+					ok := false
+					for _, a := range wl.allowed {
+						ok = ok || errors.Is(err, a)
+					}
+					if !ok {
+						t.Errorf("claim %v: unexpected error: %v", req, err)
+					}
+					l.errCounts[errName(err)]++
+				}
+				l.mu.Unlock()
+				if n := done.Add(1); n%int64(wl.calls/10) == 0 {
+					tenths <- int(n / int64(wl.calls/10))
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(tenths) }()
+	for tenth := range tenths {
+		if wl.during != nil {
+			wl.during(tenth, l)
+		}
+	}
+	return l
+}
+
+func errName(err error) string {
+	for _, e := range []error{ErrPoolExhausted, ErrUserLimit, pool.ErrUnavailable, context.DeadlineExceeded} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
+	}
+	return "other"
+}
+
+// check verifies the answers against Postgres: no code went to two
+// requests, replays matched, and every answered code is committed there.
+func (l *ledger) check(t *testing.T, e *env, poolID string) map[string]bool {
+	t.Helper()
+	require.Zero(t, l.mismatch, "replay mismatches")
+	owner := map[int64]string{}
+	for rid, c := range l.answered {
+		if other, ok := owner[c.CodeID]; ok {
+			t.Fatalf("code %d answered to %s and %s", c.CodeID, other, rid)
+		}
+		owner[c.CodeID] = rid
+	}
+	rows, err := e.db.Pool.Query(context.Background(), `SELECT request_id, code_id FROM claims WHERE pool_id = $1`, poolID)
+	require.NoError(t, err)
+	committed := map[string]int64{}
+	for rows.Next() {
+		var rid string
+		var id int64
+		require.NoError(t, rows.Scan(&rid, &id))
+		committed[rid] = id
+	}
+	require.NoError(t, rows.Err())
+	for rid, c := range l.answered {
+		id, ok := committed[rid]
+		require.True(t, ok, "answered request %s has no committed claim", rid)
+		require.Equal(t, c.CodeID, id, "answered request %s got another code than committed", rid)
+	}
+	e.audit(poolID, 1)
+	codes := map[string]bool{}
+	for _, c := range l.answered {
+		codes[c.Code.Reveal()] = true
+	}
+	return codes
+}
+
+const (
+	drillCodes   = 1000
+	drillWorkers = 200
+	drillUsers   = 5000
+	drillCalls   = 6000
+	drillReplays = 0.2
+)
+
+// The issue's drill without faults: exactly 1,000 codes handed out, each
+// once, every replay the same code, every answer committed.
+func TestClaimDrill(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p := e.fill("drill", drillCodes, pool.Pool{RefillBatchSize: drillCodes})
+	e.stageAll(p)
+	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,
+		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit}})
+	codes := l.check(t, e, "drill")
+	require.Len(t, codes, drillCodes)
+	require.Len(t, l.answered, drillCodes)
+	require.Positive(t, l.byPath[PathRedis])
+	require.Positive(t, l.byPath[PathReplay])
+	t.Logf("paths %v, errors %v", l.byPath, l.errCounts)
+}
+
+// Redis loses everything mid-run (a flush, or a restart without
+// persistence): replay records, guards, the staged list and the ledger.
+// Postgres still decides: nothing is lost or doubled, and reconciliation
+// brings the staged codes back.
+func TestClaimDrillRedisFlushed(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedisServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := newEnv(t, envOpts{redis: rdb})
+	p := e.fill("drill", drillCodes, pool.Pool{RefillBatchSize: 300})
+	e.stageAll(p)
+	ctx := context.Background()
+	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,
+		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit},
+		during: func(tenth int, _ *ledger) {
+			switch tenth {
+			case 2:
+				require.NoError(t, rdb.FlushAll(ctx).Err())
+			case 3, 5, 7:
+				// What the jobs do: return lost batches, stage again.
+				_, err := e.svc.Reconcile(ctx, p, 0)
+				require.NoError(t, err)
+				_, err = e.svc.Refill(ctx, p)
+				require.NoError(t, err)
+			}
+		}})
+	_, err := e.svc.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	codes := l.check(t, e, "drill")
+	st := e.audit("drill", 1)
+	require.EqualValues(t, len(codes), st.Claimed, "every claim was answered")
+	t.Logf("answered %d, paths %v, errors %v, stats %+v", len(codes), l.byPath, l.errCounts, st)
+}
+
+// Redis dies mid-run (the fallback serves, and the breaker spares callers
+// Redis's timeouts) and comes back (the fast path returns by itself).
+func TestClaimDrillRedisStoppedAndRestarted(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedisServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: 1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := newEnv(t, envOpts{redis: rdb})
+	// Enough codes that the pool outlasts the outage.
+	p := e.fill("drill", 3*drillCodes, pool.Pool{RefillBatchSize: 200})
+	_, err := e.svc.Refill(context.Background(), p)
+	require.NoError(t, err)
+	ctx := context.Background()
+	var duringOutage, afterRestart map[Path]int
+	snapshot := func(l *ledger) map[Path]int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		out := map[Path]int{}
+		for k, v := range l.byPath {
+			out[k] = v
+		}
+		return out
+	}
+	l := runWorkload(t, e, "drill", workload{workers: 50, calls: 4000, users: drillUsers,
+		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit},
+		during: func(tenth int, l *ledger) {
+			switch tenth {
+			case 1:
+				srv.Kill()
+				duringOutage = snapshot(l)
+			case 3:
+				afterRestart = snapshot(l)
+				srv.Start()
+				// The jobs: codes staged in the dead Redis come back, a new
+				// batch is staged.
+				require.Eventually(t, func() bool {
+					_, err := e.svc.Reconcile(ctx, p, 0)
+					return err == nil
+				}, 5*time.Second, 50*time.Millisecond)
+				_, err := e.svc.Refill(ctx, p)
+				require.NoError(t, err)
+			}
+		}})
+	final := snapshot(l)
+	l.check(t, e, "drill")
+	require.Greater(t, afterRestart[PathFallback], duringOutage[PathFallback], "the fallback served while Redis was down")
+	require.Greater(t, final[PathRedis], afterRestart[PathRedis], "the fast path came back after the restart")
+	require.Equal(t, "closed", e.svc.BreakerState())
+	t.Logf("paths at kill %v, at restart %v, final %v, errors %v", duringOutage, afterRestart, final, l.errCounts)
+}
+
+// Postgres drops every connection several times mid-run (a restart or a
+// failover): callers see Unavailable, nothing is half written, and the
+// service recovers by itself.
+func TestClaimDrillPostgresConnectionsKilled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p := e.fill("drill", drillCodes, pool.Pool{RefillBatchSize: drillCodes})
+	e.stageAll(p)
+	ctx := context.Background()
+	killed := 0
+	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,
+		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit, pool.ErrUnavailable},
+		during: func(tenth int, _ *ledger) {
+			if tenth%2 == 1 && tenth < 9 {
+				n, err := e.db.TerminateBackends(ctx)
+				require.NoError(t, err)
+				killed += n
+			}
+		}})
+	require.Positive(t, killed)
+	// Recovery: popped codes whose commit died come back through the
+	// ledger, and every unanswered request can still be claimed.
+	_, err := e.svc.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	codes := l.check(t, e, "drill")
+	st := e.audit("drill", 1)
+	require.GreaterOrEqual(t, st.Claimed, int64(len(codes)))
+	res, err := e.svc.Claim(ctx, Request{PoolID: "drill", UserID: "after", RequestID: "after"})
+	if st.Available+st.Staged > 0 {
+		require.NoError(t, err, "the service recovered")
+		require.NotZero(t, res.Claim.CodeID)
+	} else {
+		require.ErrorIs(t, err, ErrPoolExhausted)
+	}
+	t.Logf("killed %d backends; paths %v, errors %v, stats %+v", killed, l.byPath, l.errCounts, st)
+}
