@@ -151,10 +151,13 @@ BEGIN
 
     LOOP
         WITH picked AS (
+            -- The row comparison can only be served by codes_available_idx
+            -- (pool_id, id): a plain "id > bound" lets the planner take the
+            -- primary key and re-read every claimed row (see plan_test.go).
             SELECT k.id FROM codes k
-            WHERE k.pool_id = p_pool AND k.state = 'available' AND k.id > bound
+            WHERE k.pool_id = p_pool AND k.state = 'available' AND (k.pool_id, k.id) > (p_pool, bound)
               AND (k.expires_at IS NULL OR k.expires_at > now())
-            ORDER BY k.id
+            ORDER BY k.pool_id, k.id
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         )

@@ -2,12 +2,13 @@
 -- order. The CTE picks with SKIP LOCKED so a refill never waits for a
 -- fallback claim; the UPDATE is bounded by what the CTE picked (PostgreSQL bug
 -- #15715: an IN (subquery ... SKIP LOCKED LIMIT n) can update more than n).
--- Codes that expire within a minute are left for the expiry sweep.
+-- Codes that expire within a minute are left for the expiry sweep. The row
+-- comparison keeps the planner on codes_available_idx (see plan_test.go).
 WITH picked AS (
     SELECT id FROM codes
-    WHERE pool_id = $1 AND state = 'available'
+    WHERE pool_id = $1 AND state = 'available' AND (pool_id, id) > ($1, 0)
       AND (expires_at IS NULL OR expires_at > now() + interval '1 minute')
-    ORDER BY id
+    ORDER BY pool_id, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 )

@@ -1,0 +1,164 @@
+package claim
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+func TestRefillRespectsLowWater(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 100, pool.Pool{RefillLowWater: 30, RefillBatchSize: 40})
+	n, err := e.svc.Refill(ctx, p)
+	require.NoError(t, err)
+	require.Equal(t, 40, n)
+	n, err = e.svc.Refill(ctx, p) // 40 staged >= 30: nothing to do
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.NoError(t, e.rdb.LTrim(ctx, e.keys.Staged("p1"), 0, 19).Err()) // 20 left < 30
+	n, err = e.svc.Refill(ctx, p)
+	require.NoError(t, err)
+	require.Equal(t, 40, n)
+	require.EqualValues(t, 60, e.rdb.LLen(ctx, e.keys.Staged("p1")).Val())
+	require.EqualValues(t, 2, e.rdb.SCard(ctx, e.keys.Batches("p1")).Val())
+	st := e.audit("p1", 1)
+	require.EqualValues(t, 80, st.Staged)
+}
+
+// Redis lost the pool's keys: reconciliation returns the staged codes of
+// batches whose marker is gone, but only once they are older than grace.
+func TestReconcileLostBatches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 100, pool.Pool{RefillBatchSize: 30})
+	e.stageAll(p)
+	require.NoError(t, e.rdb.Del(ctx, e.keys.Staged("p1"), e.keys.Batches("p1")).Err())
+
+	rep, err := e.svc.Reconcile(ctx, p, time.Hour)
+	require.NoError(t, err)
+	require.Zero(t, rep.LostBatches, "young batches are left alone")
+	rep, err = e.svc.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	require.EqualValues(t, 100, rep.LostBatches)
+	st := e.audit("p1", 1)
+	require.EqualValues(t, 100, st.Available)
+	// And the codes are claimable again.
+	res, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
+	require.NoError(t, err)
+	require.Equal(t, PathFallback, res.Path)
+}
+
+// A server popped a code and died before its commit: the code sits in the
+// in-flight ledger. Reconciliation returns it, and a retry of the request
+// claims afresh (Postgres wins over the stale replay record).
+func TestReconcileStaleLedger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
+	e.stageAll(p)
+	req := Request{PoolID: "p1", UserID: "u1", RequestID: "r1"}
+	keys := []string{e.keys.Staged("p1"), e.keys.InFlight("p1"), e.keys.Replay("p1", "r1"), e.keys.UserClaims("p1", "u1")}
+	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().Add(-time.Minute).UnixMilli(), 3600).StringSlice()
+	require.NoError(t, err)
+	require.Equal(t, "ok", vals[0])
+	popped, err := entryCodeID(vals[1])
+	require.NoError(t, err)
+
+	rep, err := e.svc.Reconcile(ctx, p, 30*time.Second)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rep.Stale)
+	require.Zero(t, e.rdb.ZCard(ctx, e.keys.InFlight("p1")).Val())
+	var state string
+	require.NoError(t, e.db.Pool.QueryRow(ctx, "SELECT state FROM codes WHERE id = $1", popped).Scan(&state))
+	require.Equal(t, "available", state)
+
+	res, err := e.svc.Claim(ctx, req)
+	require.NoError(t, err)
+	require.False(t, res.Replayed)
+	require.NotEqual(t, popped, res.Claim.CodeID, "the stale replay record was dropped")
+	again, err := e.svc.Claim(ctx, req)
+	require.NoError(t, err)
+	require.True(t, again.Replayed)
+	require.Equal(t, res.Claim.CodeID, again.Claim.CodeID)
+	e.audit("p1", 1)
+}
+
+// A pop whose ledger write Redis lost leaves a staged code that is nowhere
+// in Redis; once the list is empty, reconciliation finds it.
+func TestReconcileOrphans(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 5, pool.Pool{RefillBatchSize: 5})
+	e.stageAll(p)
+	for range 5 {
+		require.NoError(t, e.rdb.LPop(ctx, e.keys.Staged("p1")).Err())
+	}
+	rep, err := e.svc.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	require.EqualValues(t, 5, rep.Orphans)
+	st := e.audit("p1", 1)
+	require.EqualValues(t, 5, st.Available)
+	require.Zero(t, e.rdb.SCard(ctx, e.keys.Batches("p1")).Val(), "the spent batch marker is dropped")
+}
+
+func TestReconcileVoidsExpired(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
+	_, err := e.svc.Refill(ctx, p)
+	require.NoError(t, err)
+	_, err = e.db.Pool.Exec(ctx, `UPDATE codes SET expires_at = now() - interval '1 second' WHERE id % 2 = 0`)
+	require.NoError(t, err)
+	rep, err := e.svc.Reconcile(ctx, p, time.Hour)
+	require.NoError(t, err)
+	require.EqualValues(t, 10, rep.Expired)
+	st := e.audit("p1", 1)
+	require.EqualValues(t, 10, st.Void)
+	var reason string
+	require.NoError(t, e.db.Pool.QueryRow(ctx, "SELECT DISTINCT void_reason FROM codes WHERE state = 'void'").Scan(&reason))
+	require.Equal(t, "expired", reason)
+}
+
+// A refill that staged in Postgres but could not push to Redis (Redis down,
+// or the process died between the two steps) loses nothing: reconciliation
+// returns the batch.
+func TestRefillPushFailsThenReconcile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 50, pool.Pool{RefillBatchSize: 20})
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { _ = dead.Close() })
+	broken := NewService(Config{DB: e.db.Pool, Redis: dead, Keys: e.keys})
+	t.Cleanup(broken.Stop)
+	// With Redis down, a refill fails as a Redis failure and stages nothing.
+	_, err := broken.Refill(ctx, p)
+	var re *redisError
+	require.ErrorAs(t, err, &re)
+	require.EqualValues(t, 0, e.audit("p1", 1).Staged)
+
+	// The crash window between Refill's two steps: a batch staged in
+	// Postgres that never reached Redis.
+	_, err = e.db.Pool.Exec(ctx, `WITH b AS (INSERT INTO stage_batches (pool_id, size) VALUES ('p1', 20) RETURNING id)
+		UPDATE codes SET state = 'staged', stage_batch = (SELECT id FROM b)
+		WHERE id IN (SELECT id FROM codes WHERE pool_id = 'p1' ORDER BY id LIMIT 20)`)
+	require.NoError(t, err)
+	st := e.audit("p1", 1)
+	require.EqualValues(t, 20, st.Staged)
+	rep, err := e.svc.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	require.EqualValues(t, 20, rep.LostBatches)
+	st = e.audit("p1", 1)
+	require.EqualValues(t, 50, st.Available)
+}
