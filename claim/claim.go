@@ -25,6 +25,8 @@ var (
 	ErrPoolClosed = errors.New("pool closed")
 	// ErrNotFound means no claim matches.
 	ErrNotFound = errors.New("claim not found")
+	// ErrStopped means the service is shutting down; nothing was claimed.
+	ErrStopped = errors.New("claim service stopped")
 	// errStagedEmpty means the pool's Redis list is empty: the fallback
 	// decides whether the pool is really exhausted.
 	errStagedEmpty = errors.New("no staged code")

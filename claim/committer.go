@@ -78,7 +78,7 @@ func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
 }
 
 // errCommitterStopped is returned to claims submitted after Stop.
-var errCommitterStopped = errors.New("claim committer stopped")
+var errCommitterStopped = ErrStopped
 
 // submit queues an item and waits for its batch. Once queued, the item is
 // committed or refused even if ctx ends; the caller then just stops waiting

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
@@ -58,8 +59,9 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 		useRedis = opts[0].redis
 	}
 	srv, err := dispenser.NewServer(dispenser.ServerConfig{DB: db.Pool, Redis: useRedis, RedisNamespace: ns,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler), Claims: claim.Config{PoolCacheTTL: time.Nanosecond}})
 	require.NoError(t, err)
+	t.Cleanup(func() { srv.Stop(context.Background()) })
 
 	signalImports := func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		err := h(s, ss)
@@ -466,11 +468,4 @@ func TestPoolStatsRedisDown(t *testing.T) {
 	require.Nil(t, resp.GetStats().RedisStaged)
 	require.Contains(t, resp.GetStats().GetRedisError(), "redis unreachable")
 	require.True(t, resp.GetStats().GetBalanced())
-}
-
-func TestClaimRPCsNotYetServed(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	_, err := b.claim.ClaimCode(context.Background(), &dispenserv1.ClaimCodeRequest{PoolId: "p1", UserId: "u", RequestId: "r"})
-	require.Equal(t, codes.Unimplemented, status.Code(err))
 }

@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/migrations"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -47,6 +49,12 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful drain on shutdown before in-flight
 	// calls are cut; default 30s.
 	ShutdownTimeout time.Duration
+	// Claims tunes the claim path (group commit, breaker, pool cache).
+	Claims claim.Config
+	// Jobs tunes refill and reconcile.
+	Jobs jobs.Config
+	// NoJobs leaves the scheduled jobs off (RunJob still works).
+	NoJobs bool
 	// Logger receives logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -75,7 +83,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rdb.Close()
 
-	srv, err := NewServer(ServerConfig{DB: db, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log})
+	srv, err := NewServer(ServerConfig{DB: db, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log,
+		Claims: cfg.Claims, Jobs: cfg.Jobs})
 	if err != nil {
 		return err
 	}
@@ -99,6 +108,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	log.InfoContext(ctx, "dispenserd serving", "addr", lis.Addr().String())
 	eg, ctx := errgroup.WithContext(ctx)
+	if !cfg.NoJobs {
+		if err := srv.StartJobs(ctx); err != nil {
+			return err
+		}
+	}
 	eg.Go(func() error {
 		if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve: %w", err)
@@ -109,15 +123,21 @@ func Run(ctx context.Context, cfg Config) error {
 		<-ctx.Done()
 		hs.Shutdown() // tell load balancers first
 		log.Info("shutting down: draining in-flight calls")
+		deadline, cancel := context.WithTimeout(context.Background(), cmp.Or(cfg.ShutdownTimeout, 30*time.Second))
+		defer cancel()
 		drained := make(chan struct{})
 		go func() { g.GracefulStop(); close(drained) }()
 		select {
 		case <-drained:
-		case <-time.After(cmp.Or(cfg.ShutdownTimeout, 30*time.Second)):
+		case <-deadline.Done():
 			log.Warn("shutdown deadline passed: cutting remaining calls")
 			g.Stop()
 			<-drained
 		}
+		// Calls are drained; finish the running jobs and the last group
+		// commit (claims already popped are committed, not dropped).
+		srv.Stop(deadline)
+		log.Info("shut down")
 		return nil
 	})
 	return eg.Wait()

@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -23,6 +25,13 @@ const (
 	ReasonPoolExists       = "POOL_ALREADY_EXISTS"
 	ReasonImportRejected   = "IMPORT_REJECTED"
 	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
+	ReasonPoolExhausted    = "POOL_EXHAUSTED"
+	ReasonPoolPaused       = "POOL_PAUSED"
+	ReasonPoolClosed       = "POOL_CLOSED"
+	ReasonUserLimit        = "USER_LIMIT_REACHED"
+	ReasonClaimNotFound    = "CLAIM_NOT_FOUND"
+	ReasonJobBusy          = "JOB_BUSY"
+	ReasonShuttingDown     = "SHUTTING_DOWN"
 	ReasonInternal         = "INTERNAL"
 )
 
@@ -32,6 +41,7 @@ const (
 // logged here (driver errors carry no values in their Error text).
 func statusError(ctx context.Context, log *slog.Logger, err error) error {
 	var fe *pool.FieldError
+	var cfe *claim.FieldError
 	var he *pool.HeaderError
 	var rej *pool.ImportRejectedError
 	switch {
@@ -39,6 +49,22 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return nil
 	case errors.As(err, &fe):
 		return invalidArgument(fe.Field, fe.Description)
+	case errors.As(err, &cfe):
+		return invalidArgument(cfe.Field, cfe.Description)
+	case errors.Is(err, claim.ErrPoolExhausted):
+		return withInfo(codes.ResourceExhausted, "the pool has no code left", ReasonPoolExhausted, nil)
+	case errors.Is(err, claim.ErrPoolPaused):
+		return withInfo(codes.FailedPrecondition, "the pool is paused", ReasonPoolPaused, nil)
+	case errors.Is(err, claim.ErrPoolClosed):
+		return withInfo(codes.FailedPrecondition, "the pool is outside its claim window", ReasonPoolClosed, nil)
+	case errors.Is(err, claim.ErrUserLimit):
+		return withInfo(codes.FailedPrecondition, "the user holds the pool's limit of claims", ReasonUserLimit, nil)
+	case errors.Is(err, claim.ErrNotFound):
+		return withInfo(codes.NotFound, "no claim for this request", ReasonClaimNotFound, nil)
+	case errors.Is(err, claim.ErrStopped):
+		return withInfo(codes.Unavailable, "the server is shutting down; retry with the same request_id", ReasonShuttingDown, nil)
+	case errors.Is(err, jobs.ErrBusy):
+		return withInfo(codes.Aborted, "the job is running on another replica", ReasonJobBusy, nil)
 	case errors.As(err, &he):
 		return invalidArgument("data", he.Error())
 	case errors.As(err, &rej):

@@ -4,6 +4,7 @@ package dispenser
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -26,6 +29,11 @@ type ServerConfig struct {
 	RedisNamespace string
 	// RedisTimeout bounds each Redis call made for stats; default 500ms.
 	RedisTimeout time.Duration
+	// Claims tunes the claim service (its DB, Redis, keys and logger are
+	// filled in from this config).
+	Claims claim.Config
+	// Jobs tunes the scheduled jobs (DB, claims and logger are filled in).
+	Jobs jobs.Config
 	// Logger receives the service's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -37,6 +45,8 @@ type Server struct {
 	dispenserv1.UnimplementedPrizeServiceServer
 
 	pools        *pool.Store
+	claims       *claim.Service
+	jobs         *jobs.Runner
 	redis        redis.UniversalClient
 	keys         pool.RedisKeys
 	redisTimeout time.Duration
@@ -57,13 +67,30 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Redis == nil {
 		return nil, errors.New("dispenser: ServerConfig.Redis is required")
 	}
-	return &Server{
+	s := &Server{
 		pools:        pool.NewStore(cfg.DB),
 		redis:        cfg.Redis,
 		keys:         pool.NewRedisKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
 		log:          cmp.Or(cfg.Logger, slog.Default()),
-	}, nil
+	}
+	cc := cfg.Claims
+	cc.DB, cc.Redis, cc.Keys, cc.Logger = cfg.DB, cfg.Redis, s.keys, s.log
+	s.claims = claim.NewService(cc)
+	jc := cfg.Jobs
+	jc.DB, jc.Claims, jc.Logger = cfg.DB, s.claims, s.log
+	s.jobs = jobs.New(jc)
+	return s, nil
+}
+
+// StartJobs schedules refill and reconcile with ctx until Stop.
+func (s *Server) StartJobs(ctx context.Context) error { return s.jobs.Start(ctx) }
+
+// Stop waits for running jobs (up to ctx) and commits the claims still in
+// the group committer. Call it after the gRPC server has drained.
+func (s *Server) Stop(ctx context.Context) {
+	s.jobs.Stop(ctx)
+	s.claims.Stop()
 }
 
 // Register adds the dispenser.v1 services to a gRPC server.

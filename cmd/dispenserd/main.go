@@ -96,6 +96,14 @@ func newRootCmd() *cobra.Command {
 	f.BoolVar(&cfg.Migrate, "migrate", env("DISPENSER_MIGRATE", "true") == "true", "apply pending migrations at start-up [DISPENSER_MIGRATE]")
 	f.BoolVar(&cfg.Reflection, "reflection", env("DISPENSER_REFLECTION", "true") == "true", "serve gRPC reflection for grpcurl [DISPENSER_REFLECTION]")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
+	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxBatch, "commit-max-batch", 256, "most claims per group commit")
+	f.DurationVar(&cfg.Claims.RedisAllocator.Commit.MaxWait, "commit-max-wait", time.Millisecond, "how long a group commit waits to fill")
+	f.DurationVar(&cfg.Claims.RedisAllocator.ReplayTTL, "replay-ttl", 24*time.Hour, "how long Redis keeps replay records (Postgres keeps claims forever)")
+	f.DurationVar(&cfg.Claims.PoolCacheTTL, "pool-cache-ttl", time.Second, "how long pool settings are cached (pausing takes effect within it)")
+	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", 2*time.Second, "refill period")
+	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", 30*time.Second, "reconcile period")
+	f.DurationVar(&cfg.Jobs.ReconcileGrace, "reconcile-grace", time.Minute, "age before reconcile may return staged or in-flight codes")
+	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule jobs on this replica [DISPENSER_NO_JOBS]")
 
 	serveCmd := &cobra.Command{
 		Use:   "serve",

@@ -78,6 +78,64 @@ func (ImportFormat) EnumDescriptor() ([]byte, []int) {
 	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{0}
 }
 
+// Job names a scheduled job.
+type Job int32
+
+const (
+	// Not a valid choice.
+	Job_JOB_UNSPECIFIED Job = 0
+	// Stage available codes into Redis for pools below their low-water mark.
+	Job_JOB_REFILL Job = 1
+	// Void expired codes; return staged codes Redis lost or that stayed in
+	// flight past the grace period.
+	Job_JOB_RECONCILE Job = 2
+	// Assign and deliver ready prizes.
+	Job_JOB_DELIVER Job = 3
+)
+
+// Enum value maps for Job.
+var (
+	Job_name = map[int32]string{
+		0: "JOB_UNSPECIFIED",
+		1: "JOB_REFILL",
+		2: "JOB_RECONCILE",
+		3: "JOB_DELIVER",
+	}
+	Job_value = map[string]int32{
+		"JOB_UNSPECIFIED": 0,
+		"JOB_REFILL":      1,
+		"JOB_RECONCILE":   2,
+		"JOB_DELIVER":     3,
+	}
+)
+
+func (x Job) Enum() *Job {
+	p := new(Job)
+	*p = x
+	return p
+}
+
+func (x Job) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Job) Descriptor() protoreflect.EnumDescriptor {
+	return file_dispenser_v1_admin_service_proto_enumTypes[1].Descriptor()
+}
+
+func (Job) Type() protoreflect.EnumType {
+	return &file_dispenser_v1_admin_service_proto_enumTypes[1]
+}
+
+func (x Job) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Job.Descriptor instead.
+func (Job) EnumDescriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
+
 // CreatePoolRequest names the new pool and its settings.
 type CreatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1164,6 +1222,216 @@ func (x *VoidCodesResponse) GetNotFound() int64 {
 	return 0
 }
 
+// RunJobRequest names the job and, optionally, one pool.
+type RunJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job to run.
+	Job Job `protobuf:"varint,1,opt,name=job,proto3,enum=dispenser.v1.Job" json:"job,omitempty"`
+	// Only this pool; empty for every pool.
+	PoolId        string `protobuf:"bytes,2,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobRequest) Reset() {
+	*x = RunJobRequest{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobRequest) ProtoMessage() {}
+
+func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
+func (*RunJobRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RunJobRequest) GetJob() Job {
+	if x != nil {
+		return x.Job
+	}
+	return Job_JOB_UNSPECIFIED
+}
+
+func (x *RunJobRequest) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+// JobPoolReport tells what a job did to one pool.
+type JobPoolReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool.
+	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// Codes staged into Redis (refill).
+	Staged int64 `protobuf:"varint,2,opt,name=staged,proto3" json:"staged,omitempty"`
+	// Expired codes voided (reconcile).
+	Expired int64 `protobuf:"varint,3,opt,name=expired,proto3" json:"expired,omitempty"`
+	// Staged codes returned because Redis lost their batch (reconcile).
+	ReturnedLostBatches int64 `protobuf:"varint,4,opt,name=returned_lost_batches,json=returnedLostBatches,proto3" json:"returned_lost_batches,omitempty"`
+	// Popped codes returned because their claim never committed (reconcile).
+	ReturnedStale int64 `protobuf:"varint,5,opt,name=returned_stale,json=returnedStale,proto3" json:"returned_stale,omitempty"`
+	// Staged codes in neither the list nor the ledger, returned (reconcile).
+	ReturnedOrphans int64 `protobuf:"varint,6,opt,name=returned_orphans,json=returnedOrphans,proto3" json:"returned_orphans,omitempty"`
+	// Whether imported = available + staged + claimed + void afterwards.
+	Balanced bool `protobuf:"varint,7,opt,name=balanced,proto3" json:"balanced,omitempty"`
+	// Why the job failed for this pool, empty on success.
+	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobPoolReport) Reset() {
+	*x = JobPoolReport{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobPoolReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobPoolReport) ProtoMessage() {}
+
+func (x *JobPoolReport) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobPoolReport.ProtoReflect.Descriptor instead.
+func (*JobPoolReport) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *JobPoolReport) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *JobPoolReport) GetStaged() int64 {
+	if x != nil {
+		return x.Staged
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetExpired() int64 {
+	if x != nil {
+		return x.Expired
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetReturnedLostBatches() int64 {
+	if x != nil {
+		return x.ReturnedLostBatches
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetReturnedStale() int64 {
+	if x != nil {
+		return x.ReturnedStale
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetReturnedOrphans() int64 {
+	if x != nil {
+		return x.ReturnedOrphans
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetBalanced() bool {
+	if x != nil {
+		return x.Balanced
+	}
+	return false
+}
+
+func (x *JobPoolReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// RunJobResponse reports the run.
+type RunJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One report per pool the job looked at.
+	Pools         []*JobPoolReport `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobResponse) Reset() {
+	*x = RunJobResponse{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobResponse) ProtoMessage() {}
+
+func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
+func (*RunJobResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RunJobResponse) GetPools() []*JobPoolReport {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
 var File_dispenser_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_admin_service_proto_rawDesc = "" +
@@ -1232,11 +1500,31 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x06voided\x18\x01 \x01(\x03R\x06voided\x12!\n" +
 	"\falready_void\x18\x02 \x01(\x03R\valreadyVoid\x12\x18\n" +
 	"\aclaimed\x18\x03 \x01(\x03R\aclaimed\x12\x1b\n" +
-	"\tnot_found\x18\x04 \x01(\x03R\bnotFound*]\n" +
+	"\tnot_found\x18\x04 \x01(\x03R\bnotFound\"M\n" +
+	"\rRunJobRequest\x12#\n" +
+	"\x03job\x18\x01 \x01(\x0e2\x11.dispenser.v1.JobR\x03job\x12\x17\n" +
+	"\apool_id\x18\x02 \x01(\tR\x06poolId\"\x92\x02\n" +
+	"\rJobPoolReport\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x16\n" +
+	"\x06staged\x18\x02 \x01(\x03R\x06staged\x12\x18\n" +
+	"\aexpired\x18\x03 \x01(\x03R\aexpired\x122\n" +
+	"\x15returned_lost_batches\x18\x04 \x01(\x03R\x13returnedLostBatches\x12%\n" +
+	"\x0ereturned_stale\x18\x05 \x01(\x03R\rreturnedStale\x12)\n" +
+	"\x10returned_orphans\x18\x06 \x01(\x03R\x0freturnedOrphans\x12\x1a\n" +
+	"\bbalanced\x18\a \x01(\bR\bbalanced\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"C\n" +
+	"\x0eRunJobResponse\x121\n" +
+	"\x05pools\x18\x01 \x03(\v2\x1b.dispenser.v1.JobPoolReportR\x05pools*]\n" +
 	"\fImportFormat\x12\x1d\n" +
 	"\x19IMPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13IMPORT_FORMAT_LINES\x10\x01\x12\x15\n" +
-	"\x11IMPORT_FORMAT_CSV\x10\x022\x9a\x05\n" +
+	"\x11IMPORT_FORMAT_CSV\x10\x02*N\n" +
+	"\x03Job\x12\x13\n" +
+	"\x0fJOB_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"JOB_REFILL\x10\x01\x12\x11\n" +
+	"\rJOB_RECONCILE\x10\x02\x12\x0f\n" +
+	"\vJOB_DELIVER\x10\x032\xdf\x05\n" +
 	"\fAdminService\x12O\n" +
 	"\n" +
 	"CreatePool\x12\x1f.dispenser.v1.CreatePoolRequest\x1a .dispenser.v1.CreatePoolResponse\x12O\n" +
@@ -1247,7 +1535,8 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\fGetPoolStats\x12!.dispenser.v1.GetPoolStatsRequest\x1a\".dispenser.v1.GetPoolStatsResponse\x12T\n" +
 	"\vImportCodes\x12 .dispenser.v1.ImportCodesRequest\x1a!.dispenser.v1.ImportCodesResponse(\x01\x12W\n" +
 	"\fExportClaims\x12!.dispenser.v1.ExportClaimsRequest\x1a\".dispenser.v1.ExportClaimsResponse0\x01\x12L\n" +
-	"\tVoidCodes\x12\x1e.dispenser.v1.VoidCodesRequest\x1a\x1f.dispenser.v1.VoidCodesResponseB\xb7\x01\n" +
+	"\tVoidCodes\x12\x1e.dispenser.v1.VoidCodesRequest\x1a\x1f.dispenser.v1.VoidCodesResponse\x12C\n" +
+	"\x06RunJob\x12\x1b.dispenser.v1.RunJobRequest\x1a\x1c.dispenser.v1.RunJobResponseB\xb7\x01\n" +
 	"\x10com.dispenser.v1B\x11AdminServiceProtoP\x01Z?github.com/dispenserhq/dispenser/proto/dispenser/v1;dispenserv1\xa2\x02\x03DXX\xaa\x02\fDispenser.V1\xca\x02\fDispenser\\V1\xe2\x02\x18Dispenser\\V1\\GPBMetadata\xea\x02\rDispenser::V1b\x06proto3"
 
 var (
@@ -1262,70 +1551,78 @@ func file_dispenser_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_dispenser_v1_admin_service_proto_rawDescData
 }
 
-var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_dispenser_v1_admin_service_proto_goTypes = []any{
 	(ImportFormat)(0),             // 0: dispenser.v1.ImportFormat
-	(*CreatePoolRequest)(nil),     // 1: dispenser.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 2: dispenser.v1.CreatePoolResponse
-	(*UpdatePoolRequest)(nil),     // 3: dispenser.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 4: dispenser.v1.UpdatePoolResponse
-	(*GetPoolRequest)(nil),        // 5: dispenser.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 6: dispenser.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 7: dispenser.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 8: dispenser.v1.ListPoolsResponse
-	(*GetPoolStatsRequest)(nil),   // 9: dispenser.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),  // 10: dispenser.v1.GetPoolStatsResponse
-	(*ImportOptions)(nil),         // 11: dispenser.v1.ImportOptions
-	(*ImportCodesRequest)(nil),    // 12: dispenser.v1.ImportCodesRequest
-	(*InvalidLine)(nil),           // 13: dispenser.v1.InvalidLine
-	(*ImportCodesResponse)(nil),   // 14: dispenser.v1.ImportCodesResponse
-	(*ExportClaimsRequest)(nil),   // 15: dispenser.v1.ExportClaimsRequest
-	(*ExportClaimsResponse)(nil),  // 16: dispenser.v1.ExportClaimsResponse
-	(*VoidCodesRequest)(nil),      // 17: dispenser.v1.VoidCodesRequest
-	(*VoidCodesResponse)(nil),     // 18: dispenser.v1.VoidCodesResponse
-	(*Pool)(nil),                  // 19: dispenser.v1.Pool
-	(*fieldmaskpb.FieldMask)(nil), // 20: google.protobuf.FieldMask
-	(*PoolStats)(nil),             // 21: dispenser.v1.PoolStats
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*Claim)(nil),                 // 23: dispenser.v1.Claim
+	(Job)(0),                      // 1: dispenser.v1.Job
+	(*CreatePoolRequest)(nil),     // 2: dispenser.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),    // 3: dispenser.v1.CreatePoolResponse
+	(*UpdatePoolRequest)(nil),     // 4: dispenser.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),    // 5: dispenser.v1.UpdatePoolResponse
+	(*GetPoolRequest)(nil),        // 6: dispenser.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),       // 7: dispenser.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),      // 8: dispenser.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),     // 9: dispenser.v1.ListPoolsResponse
+	(*GetPoolStatsRequest)(nil),   // 10: dispenser.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),  // 11: dispenser.v1.GetPoolStatsResponse
+	(*ImportOptions)(nil),         // 12: dispenser.v1.ImportOptions
+	(*ImportCodesRequest)(nil),    // 13: dispenser.v1.ImportCodesRequest
+	(*InvalidLine)(nil),           // 14: dispenser.v1.InvalidLine
+	(*ImportCodesResponse)(nil),   // 15: dispenser.v1.ImportCodesResponse
+	(*ExportClaimsRequest)(nil),   // 16: dispenser.v1.ExportClaimsRequest
+	(*ExportClaimsResponse)(nil),  // 17: dispenser.v1.ExportClaimsResponse
+	(*VoidCodesRequest)(nil),      // 18: dispenser.v1.VoidCodesRequest
+	(*VoidCodesResponse)(nil),     // 19: dispenser.v1.VoidCodesResponse
+	(*RunJobRequest)(nil),         // 20: dispenser.v1.RunJobRequest
+	(*JobPoolReport)(nil),         // 21: dispenser.v1.JobPoolReport
+	(*RunJobResponse)(nil),        // 22: dispenser.v1.RunJobResponse
+	(*Pool)(nil),                  // 23: dispenser.v1.Pool
+	(*fieldmaskpb.FieldMask)(nil), // 24: google.protobuf.FieldMask
+	(*PoolStats)(nil),             // 25: dispenser.v1.PoolStats
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*Claim)(nil),                 // 27: dispenser.v1.Claim
 }
 var file_dispenser_v1_admin_service_proto_depIdxs = []int32{
-	19, // 0: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	19, // 1: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	19, // 2: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	20, // 3: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	19, // 4: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	19, // 5: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
-	19, // 6: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
-	21, // 7: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
+	23, // 0: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	23, // 1: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	23, // 2: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	24, // 3: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	23, // 4: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	23, // 5: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
+	23, // 6: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
+	25, // 7: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
 	0,  // 8: dispenser.v1.ImportOptions.format:type_name -> dispenser.v1.ImportFormat
-	11, // 9: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
-	13, // 10: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
-	22, // 11: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
-	22, // 12: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
-	23, // 13: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
-	1,  // 14: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
-	3,  // 15: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
-	5,  // 16: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
-	7,  // 17: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
-	9,  // 18: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
-	12, // 19: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
-	15, // 20: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
-	17, // 21: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
-	2,  // 22: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
-	4,  // 23: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
-	6,  // 24: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
-	8,  // 25: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
-	10, // 26: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
-	14, // 27: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
-	16, // 28: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
-	18, // 29: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 9: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
+	14, // 10: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
+	26, // 11: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
+	26, // 12: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
+	27, // 13: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
+	1,  // 14: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
+	21, // 15: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
+	2,  // 16: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
+	4,  // 17: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
+	6,  // 18: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
+	8,  // 19: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
+	10, // 20: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
+	13, // 21: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
+	16, // 22: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
+	18, // 23: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
+	20, // 24: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
+	3,  // 25: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
+	5,  // 26: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
+	7,  // 27: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
+	9,  // 28: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
+	11, // 29: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
+	15, // 30: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
+	17, // 31: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
+	19, // 32: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
+	22, // 33: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_admin_service_proto_init() }
@@ -1343,8 +1640,8 @@ func file_dispenser_v1_admin_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispenser_v1_admin_service_proto_rawDesc), len(file_dispenser_v1_admin_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   18,
+			NumEnums:      2,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	AdminService_ImportCodes_FullMethodName  = "/dispenser.v1.AdminService/ImportCodes"
 	AdminService_ExportClaims_FullMethodName = "/dispenser.v1.AdminService/ExportClaims"
 	AdminService_VoidCodes_FullMethodName    = "/dispenser.v1.AdminService/VoidCodes"
+	AdminService_RunJob_FullMethodName       = "/dispenser.v1.AdminService/RunJob"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -65,6 +66,10 @@ type AdminServiceClient interface {
 	// VoidCodes takes codes out of circulation (a supplier recall, a leak).
 	// Only codes no claim holds can be voided; claims are never undone.
 	VoidCodes(ctx context.Context, in *VoidCodesRequest, opts ...grpc.CallOption) (*VoidCodesResponse, error)
+	// RunJob runs one of the scheduled jobs now, on this replica, and waits
+	// for it. If another replica is running the same job, it answers Aborted /
+	// JOB_BUSY.
+	RunJob(ctx context.Context, in *RunJobRequest, opts ...grpc.CallOption) (*RunJobResponse, error)
 }
 
 type adminServiceClient struct {
@@ -167,6 +172,16 @@ func (c *adminServiceClient) VoidCodes(ctx context.Context, in *VoidCodesRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) RunJob(ctx context.Context, in *RunJobRequest, opts ...grpc.CallOption) (*RunJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunJobResponse)
+	err := c.cc.Invoke(ctx, AdminService_RunJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -203,6 +218,10 @@ type AdminServiceServer interface {
 	// VoidCodes takes codes out of circulation (a supplier recall, a leak).
 	// Only codes no claim holds can be voided; claims are never undone.
 	VoidCodes(context.Context, *VoidCodesRequest) (*VoidCodesResponse, error)
+	// RunJob runs one of the scheduled jobs now, on this replica, and waits
+	// for it. If another replica is running the same job, it answers Aborted /
+	// JOB_BUSY.
+	RunJob(context.Context, *RunJobRequest) (*RunJobResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -236,6 +255,9 @@ func (UnimplementedAdminServiceServer) ExportClaims(*ExportClaimsRequest, grpc.S
 }
 func (UnimplementedAdminServiceServer) VoidCodes(context.Context, *VoidCodesRequest) (*VoidCodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VoidCodes not implemented")
+}
+func (UnimplementedAdminServiceServer) RunJob(context.Context, *RunJobRequest) (*RunJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunJob not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -384,6 +406,24 @@ func _AdminService_VoidCodes_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RunJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RunJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RunJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RunJob(ctx, req.(*RunJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -414,6 +454,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VoidCodes",
 			Handler:    _AdminService_VoidCodes_Handler,
+		},
+		{
+			MethodName: "RunJob",
+			Handler:    _AdminService_RunJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

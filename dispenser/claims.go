@@ -1,0 +1,122 @@
+package dispenser
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/jobs"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+// claimToProto converts a claim; the code is revealed only when withCode.
+func claimToProto(c claim.Claim, withCode bool) *dispenserv1.Claim {
+	out := &dispenserv1.Claim{
+		PoolId:        c.PoolID,
+		RequestId:     c.RequestID,
+		UserId:        c.UserID,
+		ClaimTime:     timeOrNil(c.ClaimedAt),
+		CodeExpiresAt: timeOrNil(c.ExpiresAt),
+	}
+	if withCode {
+		out.Code = c.Code.Reveal()
+	}
+	return out
+}
+
+// ClaimCode implements ClaimService.ClaimCode.
+func (s *Server) ClaimCode(ctx context.Context, req *dispenserv1.ClaimCodeRequest) (*dispenserv1.ClaimCodeResponse, error) {
+	res, err := s.claims.Claim(ctx, claim.Request{PoolID: req.GetPoolId(), UserID: req.GetUserId(), RequestID: req.GetRequestId()})
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	return &dispenserv1.ClaimCodeResponse{Claim: claimToProto(res.Claim, true), Replayed: res.Replayed}, nil
+}
+
+// GetClaim implements ClaimService.GetClaim.
+func (s *Server) GetClaim(ctx context.Context, req *dispenserv1.GetClaimRequest) (*dispenserv1.GetClaimResponse, error) {
+	c, err := s.claims.GetClaim(ctx, req.GetPoolId(), req.GetRequestId())
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	return &dispenserv1.GetClaimResponse{Claim: claimToProto(c, true)}, nil
+}
+
+// ListUserClaims implements ClaimService.ListUserClaims.
+func (s *Server) ListUserClaims(ctx context.Context, req *dispenserv1.ListUserClaimsRequest) (*dispenserv1.ListUserClaimsResponse, error) {
+	cs, err := s.claims.ListUserClaims(ctx, req.GetPoolId(), req.GetUserId())
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	out := &dispenserv1.ListUserClaimsResponse{}
+	for _, c := range cs {
+		out.Claims = append(out.Claims, claimToProto(c, true))
+	}
+	return out, nil
+}
+
+// ExportClaims implements AdminService.ExportClaims: one message per page of
+// claims, in claim order.
+func (s *Server) ExportClaims(req *dispenserv1.ExportClaimsRequest, stream grpc.ServerStreamingServer[dispenserv1.ExportClaimsResponse]) error {
+	ctx := stream.Context()
+	since, err := timeFromProto("since", req.GetSince())
+	if err != nil {
+		return statusError(ctx, s.log, err)
+	}
+	until, err := timeFromProto("until", req.GetUntil())
+	if err != nil {
+		return statusError(ctx, s.log, err)
+	}
+	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
+		return invalidArgument("until", "must be after since")
+	}
+	err = s.claims.ExportClaims(ctx, req.GetPoolId(), since, until, func(page []claim.Claim) error {
+		msg := &dispenserv1.ExportClaimsResponse{Claims: make([]*dispenserv1.Claim, len(page))}
+		for i, c := range page {
+			msg.Claims[i] = claimToProto(c, req.GetIncludeCodes())
+		}
+		return stream.Send(msg)
+	})
+	return statusError(ctx, s.log, err)
+}
+
+// RunJob implements AdminService.RunJob.
+func (s *Server) RunJob(ctx context.Context, req *dispenserv1.RunJobRequest) (*dispenserv1.RunJobResponse, error) {
+	var name jobs.Name
+	switch req.GetJob() {
+	case dispenserv1.Job_JOB_REFILL:
+		name = jobs.Refill
+	case dispenserv1.Job_JOB_RECONCILE:
+		name = jobs.Reconcile
+	case dispenserv1.Job_JOB_DELIVER:
+		return nil, status.Error(codes.Unimplemented, "the delivery job comes with prize delivery")
+	default:
+		return nil, invalidArgument("job", "must be JOB_REFILL or JOB_RECONCILE")
+	}
+	if req.GetPoolId() != "" {
+		if _, err := s.pools.GetPool(ctx, req.GetPoolId()); err != nil {
+			return nil, statusError(ctx, s.log, err)
+		}
+	}
+	reports, err := s.jobs.Run(ctx, name, req.GetPoolId())
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	out := &dispenserv1.RunJobResponse{}
+	for _, r := range reports {
+		pr := &dispenserv1.JobPoolReport{
+			PoolId: r.PoolID, Staged: int64(r.Staged), Expired: r.Reconcile.Expired,
+			ReturnedLostBatches: r.Reconcile.LostBatches, ReturnedStale: r.Reconcile.Stale,
+			ReturnedOrphans: r.Reconcile.Orphans, Balanced: r.Balanced,
+		}
+		if r.Err != nil {
+			// The same safe text a failed call would carry.
+			pr.Error = status.Convert(statusError(ctx, s.log, r.Err)).Message()
+		}
+		out.Pools = append(out.Pools, pr)
+	}
+	return out, nil
+}

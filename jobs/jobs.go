@@ -1,0 +1,215 @@
+// Package jobs runs the scheduled work of dispenserd on robfig/cron: refill
+// (stage codes into Redis for pools below their low-water mark) and
+// reconcile (void expired codes, return codes Redis lost or that stayed in
+// flight). Each job runs on one replica at a time, under a Postgres advisory
+// lock; a runner that dies mid-batch leaves nothing the next run cannot
+// finish, because every step is a conditional update.
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/robfig/cron/v3"
+
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// ErrBusy means another replica is running the job right now.
+var ErrBusy = errors.New("job is running on another replica")
+
+// Config configures the Runner.
+type Config struct {
+	// DB is the Postgres pool; the advisory locks live there.
+	DB *pgxpool.Pool
+	// Claims stages and reconciles.
+	Claims *claim.Service
+	// RefillEvery is the refill period; default 2s.
+	RefillEvery time.Duration
+	// ReconcileEvery is the reconcile period; default 30s.
+	ReconcileEvery time.Duration
+	// ReconcileGrace is how old a staged batch or an in-flight entry must be
+	// before reconcile may return it; default 1m. It must exceed the longest
+	// a claim can take to commit.
+	ReconcileGrace time.Duration
+	Logger         *slog.Logger
+}
+
+// Name of a job.
+type Name string
+
+// The jobs.
+const (
+	Refill    Name = "refill"
+	Reconcile Name = "reconcile"
+)
+
+// lockKeys are the advisory lock keys of the jobs (arbitrary, fixed).
+var lockKeys = map[Name]int64{Refill: 0x64697370_0001, Reconcile: 0x64697370_0002}
+
+// PoolReport tells what one job did to one pool.
+type PoolReport struct {
+	PoolID    string
+	Staged    int
+	Reconcile claim.ReconcileReport
+	Balanced  bool
+	Err       error
+}
+
+// Runner schedules the jobs and runs them on demand.
+type Runner struct {
+	cfg   Config
+	pools *pool.Store
+	cron  *cron.Cron
+	log   *slog.Logger
+}
+
+// New returns a Runner; Start schedules it.
+func New(cfg Config) *Runner {
+	cfg.RefillEvery = cmp.Or(cfg.RefillEvery, 2*time.Second)
+	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, 30*time.Second)
+	cfg.ReconcileGrace = cmp.Or(cfg.ReconcileGrace, time.Minute)
+	log := cmp.Or(cfg.Logger, slog.Default()).With("component", "jobs")
+	cl := cronLogger{log}
+	return &Runner{
+		cfg:   cfg,
+		pools: pool.NewStore(cfg.DB),
+		log:   log,
+		cron:  cron.New(cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)), cron.WithLogger(cl)),
+	}
+}
+
+// Start schedules the jobs. They run with ctx (cron gives jobs none) until
+// Stop.
+func (r *Runner) Start(ctx context.Context) error {
+	for name, every := range map[Name]time.Duration{Refill: r.cfg.RefillEvery, Reconcile: r.cfg.ReconcileEvery} {
+		if _, err := r.cron.AddFunc(fmt.Sprintf("@every %s", every), func() {
+			if _, err := r.Run(ctx, name, ""); err != nil && !errors.Is(err, ErrBusy) && ctx.Err() == nil {
+				r.log.Error("job failed", "job", string(name), "err", err)
+			}
+		}); err != nil {
+			return fmt.Errorf("schedule %s: %w", name, err)
+		}
+	}
+	r.cron.Start()
+	return nil
+}
+
+// Stop stops scheduling and waits for the running jobs, up to ctx.
+func (r *Runner) Stop(ctx context.Context) {
+	select {
+	case <-r.cron.Stop().Done():
+	case <-ctx.Done():
+		r.log.Warn("jobs still running at shutdown deadline")
+	}
+}
+
+// Run runs a job once over every pool, or over one, and returns a report per
+// pool. A failure on one pool does not stop the others.
+func (r *Runner) Run(ctx context.Context, name Name, poolID string) ([]PoolReport, error) {
+	key, ok := lockKeys[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown job %q", name)
+	}
+	var reports []PoolReport
+	err := r.withLock(ctx, key, func() error {
+		pools, err := r.selectPools(ctx, poolID)
+		if err != nil {
+			return err
+		}
+		for _, p := range pools {
+			rep := PoolReport{PoolID: p.ID}
+			switch name {
+			case Refill:
+				if p.Paused || (!p.ClaimEndsAt.IsZero() && time.Now().After(p.ClaimEndsAt)) {
+					continue
+				}
+				rep.Staged, rep.Err = r.cfg.Claims.Refill(ctx, p)
+			case Reconcile:
+				rep.Reconcile, rep.Err = r.cfg.Claims.Reconcile(ctx, p, r.cfg.ReconcileGrace)
+				if rep.Err == nil {
+					st, err := r.pools.PoolStats(ctx, p.ID)
+					rep.Balanced, rep.Err = st.Balanced(), err
+					if err == nil && !st.Balanced() {
+						r.log.Error("pool does not balance", "pool", p.ID, "imported", st.Imported,
+							"available", st.Available, "staged", st.Staged, "claimed", st.Claimed, "void", st.Void)
+					}
+				}
+			}
+			if rep.Err != nil {
+				r.log.Warn("job failed for a pool", "job", string(name), "pool", p.ID, "err", rep.Err)
+			} else if rep.Staged > 0 || rep.Reconcile != (claim.ReconcileReport{}) {
+				r.log.Info("job changed a pool", "job", string(name), "pool", p.ID, "staged", rep.Staged,
+					"expired", rep.Reconcile.Expired, "returned_lost_batches", rep.Reconcile.LostBatches,
+					"returned_stale", rep.Reconcile.Stale, "returned_orphans", rep.Reconcile.Orphans)
+			}
+			reports = append(reports, rep)
+		}
+		return nil
+	})
+	return reports, err
+}
+
+func (r *Runner) selectPools(ctx context.Context, poolID string) ([]pool.Pool, error) {
+	if poolID != "" {
+		p, err := r.pools.GetPool(ctx, poolID)
+		if err != nil {
+			return nil, err
+		}
+		return []pool.Pool{p}, nil
+	}
+	var all []pool.Pool
+	after := ""
+	for {
+		page, err := r.pools.ListPools(ctx, after, 500)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < 500 {
+			return all, nil
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
+// withLock runs fn while holding a session advisory lock on one connection,
+// or returns ErrBusy at once if another replica holds it. If this process
+// dies, its connection closes and the lock is released.
+func (r *Runner) withLock(ctx context.Context, key int64, fn func() error) error {
+	conn, err := r.cfg.DB.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("job lock: %w", err)
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil {
+		return fmt.Errorf("job lock: %w", err)
+	}
+	if !got {
+		return ErrBusy
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
+			// Closing the connection releases the lock for sure.
+			_ = conn.Conn().Close(uctx)
+		}
+	}()
+	return fn()
+}
+
+// cronLogger adapts slog to cron's logger.
+type cronLogger struct{ log *slog.Logger }
+
+func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug(msg, kv...) }
+func (l cronLogger) Error(err error, msg string, kv ...any) {
+	l.log.Error(msg, append(kv, "err", err)...)
+}
