@@ -50,8 +50,13 @@ const (
 	Reconcile Name = "reconcile"
 )
 
-// lockKeys are the advisory lock keys of the jobs (arbitrary, fixed).
-var lockKeys = map[Name]int64{Refill: 0x64697370_0001, Reconcile: 0x64697370_0002}
+// LockText names a job's advisory lock. The lock key is a hash of the
+// schema and this text, so deployments (and tests) in separate schemas of one
+// database never block each other.
+func LockText(name Name) string { return "dispenser.job:" + string(name) }
+
+const tryLockSQL = "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))"
+const unlockSQL = "SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':' || $1, 0))"
 
 // PoolReport tells what one job did to one pool.
 type PoolReport struct {
@@ -113,12 +118,11 @@ func (r *Runner) Stop(ctx context.Context) {
 // Run runs a job once over every pool, or over one, and returns a report per
 // pool. A failure on one pool does not stop the others.
 func (r *Runner) Run(ctx context.Context, name Name, poolID string) ([]PoolReport, error) {
-	key, ok := lockKeys[name]
-	if !ok {
+	if name != Refill && name != Reconcile {
 		return nil, fmt.Errorf("unknown job %q", name)
 	}
 	var reports []PoolReport
-	err := r.withLock(ctx, key, func() error {
+	err := r.withLock(ctx, LockText(name), func() error {
 		pools, err := r.selectPools(ctx, poolID)
 		if err != nil {
 			return err
@@ -182,14 +186,14 @@ func (r *Runner) selectPools(ctx context.Context, poolID string) ([]pool.Pool, e
 // withLock runs fn while holding a session advisory lock on one connection,
 // or returns ErrBusy at once if another replica holds it. If this process
 // dies, its connection closes and the lock is released.
-func (r *Runner) withLock(ctx context.Context, key int64, fn func() error) error {
+func (r *Runner) withLock(ctx context.Context, key string, fn func() error) error {
 	conn, err := r.cfg.DB.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("job lock: %w", err)
 	}
 	defer conn.Release()
 	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil {
+	if err := conn.QueryRow(ctx, tryLockSQL, key).Scan(&got); err != nil {
 		return fmt.Errorf("job lock: %w", err)
 	}
 	if !got {
@@ -198,7 +202,7 @@ func (r *Runner) withLock(ctx context.Context, key int64, fn func() error) error
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
+		if _, err := conn.Exec(uctx, unlockSQL, key); err != nil {
 			// Closing the connection releases the lock for sure.
 			_ = conn.Conn().Close(uctx)
 		}
