@@ -87,25 +87,20 @@ func (e *env) stageAll(p pool.Pool) int {
 	}
 }
 
-// audit checks promises 1, 2 and 5 in Postgres for a pool, and that Redis
-// holds no code twice.
-func (e *env) audit(poolID string, limit int) pool.Stats {
+// audit checks promises 1, 2 and 5 in Postgres and Redis for a pool, with
+// the same reconciliation the bench and the kill drill use.
+func (e *env) audit(poolID string) pool.Stats {
 	e.t.Helper()
 	ctx := context.Background()
+	rep, err := Audit(ctx, e.db.Pool, e.rdb, e.keys, poolID)
+	require.NoError(e.t, err)
+	require.Zero(e.t, rep.Unbalanced(), "imported %d != available %d + staged %d + claimed %d + void %d",
+		rep.Imported, rep.Available, rep.Staged, rep.Claimed, rep.Void)
+	require.Zero(e.t, rep.Duplicates(), "duplicates: %+v", rep)
+	require.Zero(e.t, rep.Lost(), "lost: %+v", rep)
+	require.Zero(e.t, rep.UsersOverLimit, "users over the limit")
+	require.Equal(e.t, rep.Claimed, rep.Claims)
 	st, err := e.store.PoolStats(ctx, poolID)
 	require.NoError(e.t, err)
-	require.True(e.t, st.Balanced(), "imported %d != available %d + staged %d + claimed %d + void %d",
-		st.Imported, st.Available, st.Staged, st.Claimed, st.Void)
-	var claims, distinctCodes, overLimit, mismatched int64
-	require.NoError(e.t, e.db.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT code_id) FROM claims WHERE pool_id = $1`, poolID).
-		Scan(&claims, &distinctCodes))
-	require.Equal(e.t, claims, distinctCodes, "a code has two claims")
-	require.Equal(e.t, st.Claimed, claims, "claimed codes and claims differ")
-	require.NoError(e.t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1
-		GROUP BY user_id HAVING count(*) > $2) t`, poolID, limit).Scan(&overLimit))
-	require.Zero(e.t, overLimit, "users over the limit")
-	require.NoError(e.t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM claims c JOIN codes k ON k.id = c.code_id
-		WHERE c.pool_id = $1 AND k.state <> 'claimed'`, poolID).Scan(&mismatched))
-	require.Zero(e.t, mismatched, "a claim points at a code that is not claimed")
 	return st
 }

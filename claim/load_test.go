@@ -138,7 +138,7 @@ func (l *ledger) check(t *testing.T, e *env, poolID string) map[string]bool {
 		require.True(t, ok, "answered request %s has no committed claim", rid)
 		require.Equal(t, c.CodeID, id, "answered request %s got another code than committed", rid)
 	}
-	e.audit(poolID, 1)
+	e.audit(poolID)
 	codes := map[string]bool{}
 	for _, c := range l.answered {
 		codes[c.Code.Reveal()] = true
@@ -201,7 +201,7 @@ func TestClaimDrillRedisFlushed(t *testing.T) {
 	_, err := e.svc.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	codes := l.check(t, e, "drill")
-	st := e.audit("drill", 1)
+	st := e.audit("drill")
 	require.EqualValues(t, len(codes), st.Claimed, "every claim was answered")
 	t.Logf("answered %d, paths %v, errors %v, stats %+v", len(codes), l.byPath, l.errCounts, st)
 }
@@ -282,7 +282,7 @@ func TestClaimDrillPostgresConnectionsKilled(t *testing.T) {
 	_, err := e.svc.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	codes := l.check(t, e, "drill")
-	st := e.audit("drill", 1)
+	st := e.audit("drill")
 	require.GreaterOrEqual(t, st.Claimed, int64(len(codes)))
 	res, err := e.svc.Claim(ctx, Request{PoolID: "drill", UserID: "after", RequestID: "after"})
 	if st.Available+st.Staged > 0 {

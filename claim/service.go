@@ -46,6 +46,10 @@ type Config struct {
 	BreakerOpenFor time.Duration
 	// Redis tunes the Redis allocator (its DB, Redis and Keys are filled in).
 	RedisAllocator RedisConfig
+	// FallbackOnly serves every claim from Postgres, never from Redis: the
+	// same promises, Postgres-bound throughput. For benchmarks and for running
+	// without Redis on purpose.
+	FallbackOnly bool
 	Logger         *slog.Logger
 }
 
@@ -59,6 +63,7 @@ type Service struct {
 	fallback *Fallback
 	breaker  *gobreaker.CircuitBreaker[Result]
 	log      *slog.Logger
+	pgOnly   bool
 
 	cacheTTL time.Duration
 	mu       sync.Mutex
@@ -81,6 +86,7 @@ func NewService(cfg Config) *Service {
 		redis:    NewRedisAllocator(rc),
 		fallback: NewFallback(cfg.DB),
 		log:      log,
+		pgOnly:   cfg.FallbackOnly,
 		cacheTTL: cmp.Or(cfg.PoolCacheTTL, time.Second),
 		cache:    map[string]cachedPool{},
 	}
@@ -126,6 +132,9 @@ func (s *Service) Claim(ctx context.Context, req Request) (Result, error) {
 	}
 	if !p.ClaimWindowOpen(time.Now()) {
 		return Result{}, ErrPoolClosed
+	}
+	if s.pgOnly {
+		return s.fallback.Claim(ctx, req)
 	}
 	res, err := s.breaker.Execute(func() (Result, error) { return s.redis.Claim(ctx, p, req) })
 	var re *redisError

@@ -37,13 +37,17 @@ var (
 )
 
 // Refill stages a batch of the pool's available codes into Redis when fewer
-// than its low-water mark are staged, and returns how many it staged.
+// than its low-water mark are staged, and returns how many it staged. A
+// FallbackOnly service stages nothing.
 //
 // The batch is first marked 'staged' in Postgres under a new batch id, then
 // pushed with its batch marker by one script. If the push fails, or the
 // process dies between the two steps, the batch's codes are staged in
 // Postgres but not in Redis; Reconcile returns them to available.
 func (s *Service) Refill(ctx context.Context, p pool.Pool) (int, error) {
+	if s.pgOnly {
+		return 0, nil // nothing is served from Redis, so nothing is staged
+	}
 	keys := s.redis.keys
 	n, err := s.redis.rdb.LLen(ctx, keys.Staged(p.ID)).Result()
 	if err != nil {

@@ -28,7 +28,7 @@ func TestRefillRespectsLowWater(t *testing.T) {
 	require.Equal(t, 40, n)
 	require.EqualValues(t, 60, e.rdb.LLen(ctx, e.keys.Staged("p1")).Val())
 	require.EqualValues(t, 2, e.rdb.SCard(ctx, e.keys.Batches("p1")).Val())
-	st := e.audit("p1", 1)
+	st := e.audit("p1")
 	require.EqualValues(t, 80, st.Staged)
 }
 
@@ -48,7 +48,7 @@ func TestReconcileLostBatches(t *testing.T) {
 	rep, err = e.svc.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 100, rep.LostBatches)
-	st := e.audit("p1", 1)
+	st := e.audit("p1")
 	require.EqualValues(t, 100, st.Available)
 	// And the codes are claimable again.
 	res, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
@@ -89,7 +89,7 @@ func TestReconcileStaleLedger(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, again.Replayed)
 	require.Equal(t, res.Claim.CodeID, again.Claim.CodeID)
-	e.audit("p1", 1)
+	e.audit("p1")
 }
 
 // A pop whose ledger write Redis lost leaves a staged code that is nowhere
@@ -106,7 +106,7 @@ func TestReconcileOrphans(t *testing.T) {
 	rep, err := e.svc.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 5, rep.Orphans)
-	st := e.audit("p1", 1)
+	st := e.audit("p1")
 	require.EqualValues(t, 5, st.Available)
 	require.Zero(t, e.rdb.SCard(ctx, e.keys.Batches("p1")).Val(), "the spent batch marker is dropped")
 }
@@ -123,7 +123,7 @@ func TestReconcileVoidsExpired(t *testing.T) {
 	rep, err := e.svc.Reconcile(ctx, p, time.Hour)
 	require.NoError(t, err)
 	require.EqualValues(t, 10, rep.Expired)
-	st := e.audit("p1", 1)
+	st := e.audit("p1")
 	require.EqualValues(t, 10, st.Void)
 	var reason string
 	require.NoError(t, e.db.Pool.QueryRow(ctx, "SELECT DISTINCT void_reason FROM codes WHERE state = 'void'").Scan(&reason))
@@ -146,7 +146,7 @@ func TestRefillPushFailsThenReconcile(t *testing.T) {
 	_, err := broken.Refill(ctx, p)
 	var re *redisError
 	require.ErrorAs(t, err, &re)
-	require.EqualValues(t, 0, e.audit("p1", 1).Staged)
+	require.EqualValues(t, 0, e.audit("p1").Staged)
 
 	// The crash window between Refill's two steps: a batch staged in
 	// Postgres that never reached Redis.
@@ -154,11 +154,11 @@ func TestRefillPushFailsThenReconcile(t *testing.T) {
 		UPDATE codes SET state = 'staged', stage_batch = (SELECT id FROM b)
 		WHERE id IN (SELECT id FROM codes WHERE pool_id = 'p1' ORDER BY id LIMIT 20)`)
 	require.NoError(t, err)
-	st := e.audit("p1", 1)
+	st := e.audit("p1")
 	require.EqualValues(t, 20, st.Staged)
 	rep, err := e.svc.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 20, rep.LostBatches)
-	st = e.audit("p1", 1)
+	st = e.audit("p1")
 	require.EqualValues(t, 50, st.Available)
 }

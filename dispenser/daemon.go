@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -59,6 +60,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// defaultMaxConns is the Postgres pool size unless the URL sets
+// pool_max_conns.
+const defaultMaxConns = 32
+
 // maxRecvMsgBytes bounds one incoming message; import chunks are far smaller.
 const maxRecvMsgBytes = 8 << 20
 
@@ -77,6 +82,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	warnIfNoAutovacuum(ctx, db, log)
 	rdb, err := OpenRedis(cfg.RedisURL)
 	if err != nil {
 		return err
@@ -175,6 +181,12 @@ func OpenDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
 	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default (4 on this machine) queues concurrent claims
+		// behind each other; the group commit, the fallback and the jobs each
+		// want connections of their own.
+		cfg.MaxConns = defaultMaxConns
+	}
 	db, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -223,4 +235,15 @@ func redactURL(raw string) string {
 	}
 	c := cfg.ConnConfig
 	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+// warnIfNoAutovacuum says so when the server's autovacuum is off: claimed rows
+// then pile up as dead tuples, and SKIP LOCKED scans slow down as they grow.
+// The schema's per-table settings cannot turn it back on.
+func warnIfNoAutovacuum(ctx context.Context, db *pgxpool.Pool, log *slog.Logger) {
+	var on string
+	if err := db.QueryRow(ctx, "SHOW autovacuum").Scan(&on); err == nil && on != "on" {
+		log.WarnContext(ctx, "Postgres autovacuum is off: dead rows of claimed codes will pile up until a manual VACUUM; "+
+			"turn it on (ALTER SYSTEM SET autovacuum = on) or schedule VACUUM ANALYZE codes")
+	}
 }

@@ -83,7 +83,10 @@ CREATE INDEX codes_expiring_idx ON codes (expires_at)
 -- the pool's limit.
 CREATE TABLE claims (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    pool_id    text NOT NULL REFERENCES pools (id),
+    -- No foreign key to pools: every claim would take a KEY SHARE lock on
+    -- its pool's row, one hot row for every concurrent claim. Pools are never
+    -- deleted.
+    pool_id    text NOT NULL,
     request_id text NOT NULL CHECK (length(request_id) BETWEEN 1 AND 128),
     user_id    text NOT NULL CHECK (length(user_id) BETWEEN 1 AND 128),
     user_slot  smallint NOT NULL CHECK (user_slot BETWEEN 1 AND 1000),

@@ -17,7 +17,8 @@ CREATE INDEX stage_batches_pool_idx ON stage_batches (pool_id, id);
 -- marked 'claimed' in this transaction. It returns:
 --   'claimed'  the claim is in; claimed_at is set;
 --   'replay'   (pool, request_id) already has a claim (a concurrent retry);
---   'limit'    the user holds per_user_limit claims.
+--   'limit'    the user holds per_user_limit claims;
+--   'refused'  the code already has another claim.
 -- On 'replay' and 'limit' the code is put back to 'available'. Slots are
 -- unique per (pool, user), so two concurrent claims never share one: the
 -- loser of a race sees the conflict and tries the next slot.
@@ -48,8 +49,15 @@ BEGIN
             RETURN;
         END IF;
         IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request) THEN
-            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            UPDATE codes SET state = 'available', changed_at = now()
+            WHERE id = p_code AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code);
             outcome := 'replay';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code) THEN
+            -- The code already has a claim (it came twice in one batch): it
+            -- stays with that claim, and this request needs another code.
+            outcome := 'refused';
             RETURN;
         END IF;
         -- Another transaction took this slot first: look again.
@@ -72,11 +80,55 @@ RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at 
                claimed_at timestamptz, user_id text)
 LANGUAGE plpgsql AS $$
 DECLARE
+    n     integer := coalesce(array_length(p_request, 1), 0);
+    done  boolean[] := array_fill(false, ARRAY[n]);
     i     integer;
     r     record;
+    f     record;
     taken record;
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(p_request, 1), 0) LOOP
+    -- Fast path, set-based: fresh requests of users without a claim in the
+    -- pool take their code and slot 1 in one UPDATE and one INSERT for the
+    -- whole batch. The NOT EXISTS filters only pick candidates; the claims
+    -- constraints decide, and whatever they refuse goes the slow way below.
+    FOR f IN
+        WITH input AS (
+            SELECT * FROM unnest(p_pool, p_request, p_user, p_code) WITH ORDINALITY
+                AS t(pool_id, request_id, user_id, code_id, ord)
+        ), taken AS (
+            UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
+            FROM input i
+            WHERE k.id = i.code_id AND k.pool_id = i.pool_id AND k.state = 'staged'
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+            RETURNING k.id, k.code, k.expires_at
+        ), ins AS (
+            INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+            SELECT i.pool_id, i.request_id, i.user_id, 1, t.id FROM input i JOIN taken t ON t.id = i.code_id
+            ON CONFLICT DO NOTHING
+            RETURNING claims.code_id, claims.request_id, claims.claimed_at
+        )
+        SELECT i.ord::integer AS ord, t.id, t.code, t.expires_at, ins.claimed_at
+        FROM input i JOIN taken t ON t.id = i.code_id
+        LEFT JOIN ins ON ins.code_id = t.id AND ins.request_id = i.request_id
+    LOOP
+        done[f.ord] := true;
+        IF f.claimed_at IS NOT NULL THEN
+            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, f.claimed_at, p_user[f.ord];
+            CONTINUE;
+        END IF;
+        -- The code is ours but the claim was refused (same user or request
+        -- twice in the batch, or a concurrent claim): find a slot or put the
+        -- code back.
+        SELECT * INTO r FROM dispenser_take_slot(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id);
+        RETURN QUERY SELECT * FROM dispenser_staged_answer(f.ord, r.outcome, p_pool[f.ord], p_request[f.ord],
+                                                           p_user[f.ord], f.id, f.code, f.expires_at, r.claimed_at);
+    END LOOP;
+
+    -- Slow path, per item: replays, refused codes, users with claims.
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN done[i];
         SELECT c.code_id, c.claimed_at, c.user_id, k.code, k.expires_at INTO r
         FROM claims c JOIN codes k ON k.id = c.code_id
         WHERE c.pool_id = p_pool[i] AND c.request_id = p_request[i];
@@ -97,20 +149,27 @@ BEGIN
             RETURN QUERY SELECT i, 'refused'::text, p_code[i], NULL::text, NULL::timestamptz, NULL::timestamptz, p_user[i];
             CONTINUE;
         END IF;
-
         SELECT * INTO r FROM dispenser_take_slot(p_pool[i], p_request[i], p_user[i], taken.id);
-        IF r.outcome = 'replay' THEN
-            SELECT c.code_id, c.claimed_at, c.user_id, k.code, k.expires_at INTO r
-            FROM claims c JOIN codes k ON k.id = c.code_id
-            WHERE c.pool_id = p_pool[i] AND c.request_id = p_request[i];
-            RETURN QUERY SELECT i, 'replay'::text, r.code_id, r.code, r.expires_at, r.claimed_at, r.user_id;
-        ELSIF r.outcome = 'limit' THEN
-            RETURN QUERY SELECT i, 'limit'::text, taken.id, NULL::text, NULL::timestamptz, NULL::timestamptz, p_user[i];
-        ELSE
-            RETURN QUERY SELECT i, 'claimed'::text, taken.id, taken.code, taken.expires_at, r.claimed_at, p_user[i];
-        END IF;
+        RETURN QUERY SELECT * FROM dispenser_staged_answer(i, r.outcome, p_pool[i], p_request[i], p_user[i],
+                                                           taken.id, taken.code, taken.expires_at, r.claimed_at);
     END LOOP;
 END;
+$$;
+
+-- dispenser_staged_answer turns a dispenser_take_slot outcome into the row
+-- dispenser_claim_staged returns for item p_ord.
+CREATE FUNCTION dispenser_staged_answer(p_ord integer, p_outcome text, p_pool text, p_request text, p_user text,
+                                        p_code_id bigint, p_code text, p_expires timestamptz, p_claimed timestamptz)
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz, user_id text)
+LANGUAGE sql AS $$
+    SELECT p_ord, 'claimed', p_code_id, p_code, p_expires, p_claimed, p_user WHERE p_outcome = 'claimed'
+    UNION ALL
+    SELECT p_ord, 'replay', c.code_id, k.code, k.expires_at, c.claimed_at, c.user_id
+    FROM claims c JOIN codes k ON k.id = c.code_id
+    WHERE p_outcome = 'replay' AND c.pool_id = p_pool AND c.request_id = p_request
+    UNION ALL
+    SELECT p_ord, p_outcome, p_code_id, NULL, NULL, NULL, p_user WHERE p_outcome IN ('limit', 'refused')
 $$;
 
 -- dispenser_claim_fallback claims one available code straight from Postgres,

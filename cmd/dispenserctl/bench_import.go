@@ -19,7 +19,25 @@ import (
 )
 
 func (a *app) benchCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "bench", Short: "Load benchmarks against a running dispenserd"}
+	var o benchOpts
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Drive ClaimCode through a running dispenserd, then audit every promise",
+		Long: `Drives ClaimCode through a running server over gRPC: --claims calls from
+--concurrency callers for --users users, a --replay-ratio share of them retrying
+an earlier request_id. Calls that fail Unavailable are retried with the same
+request_id, as a lottery backend would. Then it audits Postgres and Redis and
+prints duplicates, lost codes, limit violations and replay mismatches, and
+ends with one JSON line. It exits non-zero if any of the four is not zero.
+
+Without --pool it creates a fresh pool, fills it with enough codes and stages
+them. --compare also runs the same workload straight against Postgres through
+the classic approaches: (a) pessimistic SELECT ... FOR UPDATE, (b) optimistic
+conditional update with retry, (c) one SKIP LOCKED transaction per claim.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.runBenchClaims(cmd.Context(), o) },
+	}
+	a.benchClaimsFlags(cmd, &o)
 	cmd.AddCommand(a.benchImportCmd())
 	return cmd
 }

@@ -11,6 +11,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only with --debug-listen
 	"os"
 	"os/signal"
 	"strings"
@@ -71,12 +73,16 @@ func (c *common) logger() (*slog.Logger, error) {
 func newRootCmd() *cobra.Command {
 	var c common
 	var cfg dispenser.Config
+	var debugListen string
 	serve := func(cmd *cobra.Command, _ []string) error {
 		log, err := c.logger()
 		if err != nil {
 			return err
 		}
 		slog.SetDefault(log)
+		if debugListen != "" {
+			go serveDebug(debugListen, log)
+		}
 		cfg.DatabaseURL, cfg.Logger = c.databaseURL, log
 		return dispenser.Run(cmd.Context(), cfg)
 	}
@@ -103,6 +109,8 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", 2*time.Second, "refill period")
 	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", 30*time.Second, "reconcile period")
 	f.DurationVar(&cfg.Jobs.ReconcileGrace, "reconcile-grace", time.Minute, "age before reconcile may return staged or in-flight codes")
+	f.BoolVar(&cfg.Claims.FallbackOnly, "fallback-only", false, "serve every claim from Postgres (SKIP LOCKED), never from Redis")
+	f.StringVar(&debugListen, "debug-listen", env("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
 	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule jobs on this replica [DISPENSER_NO_JOBS]")
 
 	serveCmd := &cobra.Command{
@@ -135,4 +143,13 @@ func newRootCmd() *cobra.Command {
 		},
 	})
 	return root
+}
+
+// serveDebug serves net/http/pprof on its own listener, never on the API's.
+func serveDebug(addr string, log *slog.Logger) {
+	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("pprof listening", "addr", addr)
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("pprof listener stopped", "err", err)
+	}
 }

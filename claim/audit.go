@@ -1,0 +1,105 @@
+package claim
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+var (
+	//go:embed sql/audit.sql
+	auditSQL string
+	//go:embed sql/staged_ids.sql
+	stagedIDsSQL string
+)
+
+// AuditReport is a reconciliation of one pool: every count that must be
+// zero for the promises to hold, read from Postgres and Redis.
+type AuditReport struct {
+	PoolID                                          string
+	Imported, Available, Staged, Claimed, Void      int64
+	Claims                                          int64
+	MultiClaimed, ClaimsOnUnclaimed, ClaimedNoClaim int64
+	UsersOverLimit                                  int64
+	// RedisDuplicates counts entries staged twice in the Redis list.
+	RedisDuplicates int64
+	// RedisStale counts list entries whose code Postgres no longer has as
+	// staged (harmless: Postgres refuses them; reconcile leaves them).
+	RedisStale int64
+	// RedisInFlight is the size of the in-flight ledger.
+	RedisInFlight int64
+	// RedisError is why Redis could not be audited, if it could not.
+	RedisError string
+}
+
+// Unbalanced is imported - (available + staged + claimed + void): codes lost
+// (positive) or appeared from nowhere (negative). Must be zero (promise 2).
+func (r AuditReport) Unbalanced() int64 {
+	return r.Imported - (r.Available + r.Staged + r.Claimed + r.Void)
+}
+
+// Duplicates counts double issue: codes with two claims, codes staged twice.
+func (r AuditReport) Duplicates() int64 { return r.MultiClaimed + r.RedisDuplicates }
+
+// Lost counts codes not accounted for: the imbalance and claimed codes that
+// no claim holds, or claims whose code is not claimed.
+func (r AuditReport) Lost() int64 {
+	u := r.Unbalanced()
+	if u < 0 {
+		u = -u
+	}
+	return u + r.ClaimedNoClaim + r.ClaimsOnUnclaimed
+}
+
+// Audit reconciles one pool. It reads Postgres in one statement and Redis
+// after; it changes nothing.
+func Audit(ctx context.Context, db *pgxpool.Pool, rdb redis.UniversalClient, keys pool.RedisKeys, poolID string) (AuditReport, error) {
+	r := AuditReport{PoolID: poolID}
+	err := db.QueryRow(ctx, auditSQL, poolID).Scan(&r.Imported, &r.Available, &r.Staged, &r.Claimed, &r.Void,
+		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.UsersOverLimit, &r.Claims)
+	if err != nil {
+		return r, fmt.Errorf("audit %s: %w", poolID, err)
+	}
+	if rdb == nil {
+		return r, nil
+	}
+	entries, err := rdb.LRange(ctx, keys.Staged(poolID), 0, -1).Result()
+	if err == nil {
+		r.RedisInFlight, err = rdb.ZCard(ctx, keys.InFlight(poolID)).Result()
+	}
+	if err != nil {
+		r.RedisError = err.Error()
+		return r, nil
+	}
+	seen := make(map[int64]bool, len(entries))
+	ids := make([]int64, 0, len(entries))
+	for _, e := range entries {
+		id, err := entryCodeID(e)
+		if err != nil {
+			r.RedisStale++
+			continue
+		}
+		if seen[id] {
+			r.RedisDuplicates++
+			continue
+		}
+		seen[id] = true
+		ids = append(ids, id)
+	}
+	rows, err := db.Query(ctx, stagedIDsSQL, poolID, ids)
+	if err != nil {
+		return r, fmt.Errorf("audit %s: %w", poolID, err)
+	}
+	staged, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return r, fmt.Errorf("audit %s: %w", poolID, err)
+	}
+	r.RedisStale += int64(len(ids) - len(staged))
+	return r, nil
+}

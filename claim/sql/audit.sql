@@ -1,0 +1,22 @@
+-- The promises, counted in one snapshot for pool $1.
+SELECT
+    (SELECT coalesce(sum(inserted), 0)::bigint FROM imports WHERE pool_id = $1) AS imported,
+    count(*) FILTER (WHERE k.state = 'available') AS available,
+    count(*) FILTER (WHERE k.state = 'staged') AS staged,
+    count(*) FILTER (WHERE k.state = 'claimed') AS claimed,
+    count(*) FILTER (WHERE k.state = 'void') AS void,
+    -- a code with more than one claim (the constraint forbids it)
+    (SELECT count(*) FROM (SELECT code_id FROM claims WHERE pool_id = $1
+                           GROUP BY code_id HAVING count(*) > 1) d) AS multi_claimed,
+    -- a claim whose code is not in state claimed
+    (SELECT count(*) FROM claims c JOIN codes x ON x.id = c.code_id
+     WHERE c.pool_id = $1 AND x.state <> 'claimed') AS claims_on_unclaimed,
+    -- a code in state claimed that no claim holds
+    count(*) FILTER (WHERE k.state = 'claimed'
+                     AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id)) AS claimed_without_claim,
+    -- users holding more claims than the pool's limit
+    (SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1 GROUP BY user_id
+                           HAVING count(*) > (SELECT per_user_limit FROM pools WHERE id = $1)) u) AS users_over_limit,
+    (SELECT count(*) FROM claims WHERE pool_id = $1) AS claims
+FROM codes k
+WHERE k.pool_id = $1

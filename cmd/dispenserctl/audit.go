@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+func (a *app) auditCmd() *cobra.Command {
+	var o benchOpts
+	cmd := &cobra.Command{
+		Use:   "audit --pool ID",
+		Short: "Reconcile a pool against the promises, straight from Postgres and Redis",
+		Long: `Reads a pool's codes, claims and Redis keys and counts every breach of the
+promises: duplicates (a code with two claims, or staged twice), lost codes
+(imported != available + staged + claimed + void, claimed codes without a
+claim), users over the limit. Exits non-zero if any count is not zero.
+Reads only; changes nothing. Needs the server's database (and Redis).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.poolID == "" {
+				return fmt.Errorf("--pool is required")
+			}
+			db, err := pgxpool.New(cmd.Context(), o.databaseURL)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			ropts, err := redis.ParseURL(o.redisURL)
+			if err != nil {
+				return fmt.Errorf("--redis-url: %w", err)
+			}
+			rdb := redis.NewClient(ropts)
+			defer rdb.Close()
+			r, err := claim.Audit(cmd.Context(), db, rdb, pool.NewRedisKeys(o.namespace), o.poolID)
+			if err != nil {
+				return err
+			}
+			w := a.stdout
+			fmt.Fprintf(w, "pool %s: imported %s = available %s + staged %s + claimed %s + void %s (off by %d)\n", r.PoolID,
+				fmtInt(r.Imported), fmtInt(r.Available), fmtInt(r.Staged), fmtInt(r.Claimed), fmtInt(r.Void), r.Unbalanced())
+			fmt.Fprintf(w, "claims %s; codes with two claims %d; claims on unclaimed codes %d; claimed codes without claim %d; users over limit %d\n",
+				fmtInt(r.Claims), r.MultiClaimed, r.ClaimsOnUnclaimed, r.ClaimedNoClaim, r.UsersOverLimit)
+			if r.RedisError != "" {
+				fmt.Fprintf(w, "redis: not audited: %s\n", r.RedisError)
+			} else {
+				fmt.Fprintf(w, "redis: %d entries staged twice, %d stale entries, %d in flight\n", r.RedisDuplicates, r.RedisStale, r.RedisInFlight)
+			}
+			bad := r.Duplicates() + r.Lost() + r.UsersOverLimit
+			fmt.Fprintf(w, "duplicates %d, lost %d, limit violations %d\n", r.Duplicates(), r.Lost(), r.UsersOverLimit)
+			if bad > 0 {
+				return exitError{}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.poolID, "pool", "", "the pool (required)")
+	f.StringVar(&o.databaseURL, "database-url", envOr("DISPENSER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"), "[DISPENSER_DATABASE_URL]")
+	f.StringVar(&o.redisURL, "redis-url", envOr("DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0"), "[DISPENSER_REDIS_URL]")
+	f.StringVar(&o.namespace, "redis-namespace", envOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "[DISPENSER_REDIS_NAMESPACE]")
+	return cmd
+}

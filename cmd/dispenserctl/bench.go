@@ -1,0 +1,395 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/pool"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+// benchOpts are the flags of dispenserctl bench.
+type benchOpts struct {
+	claims, concurrency, users, codes int
+	replayRatio                       float64
+	poolID                            string
+	databaseURL, redisURL, namespace  string
+	compare                           bool
+	callTimeout, retryFor             time.Duration
+}
+
+// benchResult is the JSON line bench ends with.
+type benchResult struct {
+	Pool             string             `json:"pool"`
+	Calls            int                `json:"calls"`
+	Claims           int                `json:"claims"`
+	ClaimsPerS       float64            `json:"claims_per_s"`
+	P50ms            float64            `json:"p50_ms"`
+	P99ms            float64            `json:"p99_ms"`
+	Duplicates       int64              `json:"duplicates"`
+	Lost             int64              `json:"lost"`
+	LimitViolations  int64              `json:"limit_violations"`
+	ReplayMismatches int64              `json:"replay_mismatches"`
+	Compare          map[string]float64 `json:"compare,omitempty"`
+}
+
+func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
+	f := cmd.Flags()
+	f.IntVar(&o.claims, "claims", 20_000, "ClaimCode calls to make")
+	f.IntVar(&o.concurrency, "concurrency", 64, "concurrent callers")
+	f.IntVar(&o.users, "users", 0, "distinct users (default: as many as calls, so the limit rarely bites)")
+	f.Float64Var(&o.replayRatio, "replay-ratio", 0.1, "share of calls that retry an earlier request_id")
+	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
+	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
+	f.StringVar(&o.databaseURL, "database-url", envOr("DISPENSER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"),
+		"the server's Postgres, for the audit and --compare [DISPENSER_DATABASE_URL]")
+	f.StringVar(&o.redisURL, "redis-url", envOr("DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0"), "the server's Redis, for the audit [DISPENSER_REDIS_URL]")
+	f.StringVar(&o.namespace, "redis-namespace", envOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "the server's Redis namespace [DISPENSER_REDIS_NAMESPACE]")
+	f.BoolVar(&o.compare, "compare", false, "also run the workload through classic approaches straight against Postgres")
+	f.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "deadline of one ClaimCode call")
+	f.DurationVar(&o.retryFor, "retry-for", 60*time.Second, "keep retrying a call that fails Unavailable (same request_id) this long")
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
+	if o.claims <= 0 || o.concurrency <= 0 || o.replayRatio < 0 || o.replayRatio >= 1 {
+		return fmt.Errorf("--claims and --concurrency must be positive and --replay-ratio in [0, 1)")
+	}
+	if o.users == 0 {
+		o.users = o.claims
+	}
+	pcfg, err := pgxpool.ParseConfig(o.databaseURL)
+	if err != nil {
+		return fmt.Errorf("--database-url: %w", err)
+	}
+	// The classic approaches of --compare get one connection per caller.
+	pcfg.MaxConns = int32(max(o.concurrency, 4))
+	db, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("audit database: %w", err)
+	}
+	defer db.Close()
+	ropts, err := redis.ParseURL(o.redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	conn, err := a.dial()
+	if err != nil {
+		return err
+	}
+	admin := dispenserv1.NewAdminServiceClient(conn)
+	if o.poolID == "" {
+		n := o.codes
+		if n == 0 {
+			n = int(float64(o.claims)*(1-o.replayRatio)) + 100
+		}
+		o.poolID = fmt.Sprintf("bench-%d", time.Now().UnixNano())
+		fmt.Fprintf(a.stderr, "bench: creating pool %s with %s codes\n", o.poolID, fmtInt(int64(n)))
+		if err := a.createBenchPool(ctx, admin, o.poolID, n, true); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintf(a.stderr, "bench: %s calls, %d callers, %s users, %.0f%% replays on pool %s\n",
+		fmtInt(int64(o.claims)), o.concurrency, fmtInt(int64(o.users)), 100*o.replayRatio, o.poolID)
+	cc := dispenserv1.NewClaimServiceClient(conn)
+	led := runClaimLoad(ctx, o, func(ctx context.Context, req claimReq) (string, bool, error) {
+		resp, err := cc.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: o.poolID, UserId: req.user, RequestId: req.id})
+		return resp.GetClaim().GetCode(), resp.GetReplayed(), err
+	})
+
+	audit, err := claim.Audit(ctx, db, rdb, pool.NewRedisKeys(o.namespace), o.poolID)
+	if err != nil {
+		return err
+	}
+	notCommitted, committedMismatch, err := checkCommitted(ctx, db, o.poolID, led)
+	if err != nil {
+		return err
+	}
+	res := benchResult{
+		Pool:             o.poolID,
+		Calls:            o.claims,
+		Claims:           led.ok,
+		ClaimsPerS:       float64(led.ok) / led.elapsed.Seconds(),
+		P50ms:            led.percentile(0.50),
+		P99ms:            led.percentile(0.99),
+		Duplicates:       audit.Duplicates() + int64(led.codeTwice),
+		Lost:             audit.Lost() + notCommitted,
+		LimitViolations:  audit.UsersOverLimit,
+		ReplayMismatches: int64(led.mismatch) + committedMismatch,
+	}
+	a.printBench(res, led, audit)
+
+	if o.compare {
+		res.Compare = map[string]float64{}
+		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "approach\tclaims/s\tp50 ms\tp99 ms\tvs dispenser\t\n")
+		fmt.Fprintf(tw, "dispenser ClaimCode (gRPC, durable)\t%s\t%.2f\t%.2f\t1.0x\t\n", fmtInt(int64(res.ClaimsPerS)), res.P50ms, res.P99ms)
+		for _, ap := range classicApproaches {
+			id := fmt.Sprintf("%s-%s", o.poolID, ap.name)
+			n := int(float64(o.claims)*(1-o.replayRatio)) + 100
+			fmt.Fprintf(a.stderr, "bench: %s on pool %s\n", ap.name, id)
+			if err := a.createBenchPool(ctx, admin, id, n, false); err != nil {
+				return err
+			}
+			l := runClaimLoad(ctx, o, func(ctx context.Context, req claimReq) (string, bool, error) {
+				return ap.claim(ctx, db, id, req)
+			})
+			rate := float64(l.ok) / l.elapsed.Seconds()
+			res.Compare[ap.name] = rate
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.2f\t%.1fx\t\n", ap.title, fmtInt(int64(rate)), l.percentile(0.5), l.percentile(0.99), res.ClaimsPerS/rate)
+			if ca, err := claim.Audit(ctx, db, nil, pool.RedisKeys{}, id); err == nil && ca.Duplicates()+ca.Lost()+ca.UsersOverLimit > 0 {
+				fmt.Fprintf(a.stderr, "bench: %s broke a promise: %+v\n", ap.name, ca)
+			}
+		}
+		_ = tw.Flush()
+	}
+	line, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, string(line))
+	if res.Duplicates+res.Lost+res.LimitViolations+res.ReplayMismatches > 0 {
+		return exitError{}
+	}
+	return nil
+}
+
+// createBenchPool makes a pool of n random codes; stage puts them all in
+// Redis, as a refill before a flash sale would.
+func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServiceClient, id string, n int, stage bool) error {
+	if _, err := call(a, ctx, admin.CreatePool, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{
+		Id: id, DisplayName: "benchmark", RefillLowWater: int32(min(n, pool.MaxRefillLowWater)),
+		RefillBatchSize: int32(min(n, pool.MaxRefillBatchSize)),
+	}}); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		code := make([]byte, 16)
+		var b strings.Builder
+		for i := range n {
+			b.Write(randomCode(code))
+			b.WriteByte('\n')
+			if b.Len() > 1<<20 || i == n-1 {
+				if _, err := io.WriteString(pw, b.String()); err != nil {
+					return
+				}
+				b.Reset()
+			}
+		}
+		_ = pw.Close()
+	}()
+	resp, err := uploadImport(ctx, admin, &dispenserv1.ImportOptions{PoolId: id, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: "bench"}, pr, noProgress{})
+	_ = pr.Close()
+	if err != nil {
+		return err
+	}
+	if resp.GetInserted() != int64(n) {
+		return fmt.Errorf("bench pool %s: inserted %d of %d codes", id, resp.GetInserted(), n)
+	}
+	for staged := int64(0); stage && staged < int64(n); {
+		r, err := call(a, ctx, admin.RunJob, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_REFILL, PoolId: id})
+		if err != nil {
+			return err
+		}
+		if len(r.GetPools()) == 0 || r.GetPools()[0].GetStaged() == 0 {
+			break
+		}
+		staged += r.GetPools()[0].GetStaged()
+	}
+	return nil
+}
+
+type claimReq struct{ id, user string }
+
+// loadLedger records what the callers saw.
+type loadLedger struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	answered  map[string]string // request id -> code
+	owner     map[string]string // code -> request id
+	ok        int
+	replays   int
+	mismatch  int
+	codeTwice int
+	refused   map[string]int // reason -> count
+	elapsed   time.Duration
+}
+
+func (l *loadLedger) percentile(p float64) float64 {
+	if len(l.latencies) == 0 {
+		return 0
+	}
+	i := min(int(p*float64(len(l.latencies))), len(l.latencies)-1)
+	return float64(l.latencies[i].Microseconds()) / 1000
+}
+
+// runClaimLoad drives claim from o.concurrency goroutines for o.claims calls.
+// A share o.replayRatio of calls retries an earlier request id. Calls that
+// fail Unavailable or DeadlineExceeded are retried with the same request id,
+// as a lottery backend would, for up to o.retryFor.
+func runClaimLoad(ctx context.Context, o benchOpts, claimFn func(context.Context, claimReq) (string, bool, error)) *loadLedger {
+	l := &loadLedger{answered: map[string]string{}, owner: map[string]string{}, refused: map[string]int{}}
+	var issuedMu sync.Mutex
+	var issued []claimReq
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range o.concurrency {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w)+1, uint64(time.Now().UnixNano())))
+			for next.Add(1) <= int64(o.claims) && ctx.Err() == nil {
+				var req claimReq
+				issuedMu.Lock()
+				if len(issued) > 0 && rng.Float64() < o.replayRatio {
+					req = issued[rng.IntN(len(issued))]
+				} else {
+					req = claimReq{id: fmt.Sprintf("b%d-%x", w, rng.Uint64()), user: fmt.Sprint("user-", rng.IntN(o.users))}
+					issued = append(issued, req)
+				}
+				issuedMu.Unlock()
+
+				t0 := time.Now()
+				code, replayed, err := claimWithRetry(ctx, o, claimFn, req)
+				took := time.Since(t0)
+
+				l.mu.Lock()
+				if err == nil {
+					l.ok++
+					l.latencies = append(l.latencies, took)
+					if replayed {
+						l.replays++
+					}
+					if prev, ok := l.answered[req.id]; ok {
+						if prev != code {
+							l.mismatch++
+						}
+					} else {
+						l.answered[req.id] = code
+						if other, taken := l.owner[code]; taken && other != req.id {
+							l.codeTwice++
+						}
+						l.owner[code] = req.id
+					}
+				} else {
+					l.refused[reasonOf(err)]++
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	l.elapsed = time.Since(start)
+	slices.Sort(l.latencies)
+	return l
+}
+
+func claimWithRetry(ctx context.Context, o benchOpts, claimFn func(context.Context, claimReq) (string, bool, error), req claimReq) (string, bool, error) {
+	deadline := time.Now().Add(o.retryFor)
+	backoff := 20 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, o.callTimeout)
+		code, replayed, err := claimFn(cctx, req)
+		cancel()
+		c := status.Code(err)
+		if err == nil || (c != codes.Unavailable && c != codes.DeadlineExceeded) || time.Now().After(deadline) || ctx.Err() != nil {
+			return code, replayed, err
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// reasonOf names a refusal by its ErrorInfo reason, else its code.
+func reasonOf(err error) string {
+	st := status.Convert(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return st.Code().String()
+}
+
+// checkCommitted compares every answer with Postgres: an answered request
+// must have a committed claim (promise 3) with the answered code (promise 4).
+func checkCommitted(ctx context.Context, db *pgxpool.Pool, poolID string, l *loadLedger) (notCommitted, mismatched int64, err error) {
+	rows, err := db.Query(ctx, `SELECT c.request_id, k.code FROM claims c JOIN codes k ON k.id = c.code_id WHERE c.pool_id = $1`, poolID)
+	if err != nil {
+		return 0, 0, err
+	}
+	committed := map[string]string{}
+	var rid, code string
+	_, err = pgx.ForEachRow(rows, []any{&rid, &code}, func() error {
+		committed[rid] = code
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	for id, c := range l.answered {
+		got, ok := committed[id]
+		switch {
+		case !ok:
+			notCommitted++
+		case got != c:
+			mismatched++
+		}
+	}
+	return notCommitted, mismatched, nil
+}
+
+func (a *app) printBench(r benchResult, l *loadLedger, au claim.AuditReport) {
+	w := a.stdout
+	fmt.Fprintf(w, "pool %s: %s calls in %s\n", r.Pool, fmtInt(int64(r.Calls)), l.elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "  answered   %s calls for %s requests (%s answered as replays): %s claims/s\n", fmtInt(int64(l.ok)),
+		fmtInt(int64(len(l.answered))), fmtInt(int64(l.replays)), fmtInt(int64(r.ClaimsPerS)))
+	fmt.Fprintf(w, "  latency    p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n",
+		l.percentile(0.5), l.percentile(0.9), l.percentile(0.99), l.percentile(1))
+	var refused []string
+	for reason, n := range l.refused {
+		refused = append(refused, fmt.Sprintf("%s %s", reason, fmtInt(int64(n))))
+	}
+	slices.Sort(refused)
+	if len(refused) > 0 {
+		fmt.Fprintf(w, "  refused    %s\n", strings.Join(refused, ", "))
+	}
+	fmt.Fprintf(w, "audit: imported %s, available %s + staged %s + claimed %s + void %s (off by %d)\n",
+		fmtInt(au.Imported), fmtInt(au.Available), fmtInt(au.Staged), fmtInt(au.Claimed), fmtInt(au.Void), au.Unbalanced())
+	fmt.Fprintf(w, "audit: redis list: %d entries staged twice, %d stale; %s in flight\n",
+		au.RedisDuplicates, au.RedisStale, fmtInt(au.RedisInFlight))
+	if au.RedisError != "" {
+		fmt.Fprintf(w, "audit: redis not audited: %s\n", au.RedisError)
+	}
+	fmt.Fprintf(w, "audit: duplicates %d, lost %d, limit violations %d, replay mismatches %d\n",
+		r.Duplicates, r.Lost, r.LimitViolations, r.ReplayMismatches)
+}
