@@ -50,7 +50,7 @@ type Config struct {
 	// same promises, Postgres-bound throughput. For benchmarks and for running
 	// without Redis on purpose.
 	FallbackOnly bool
-	Logger         *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Service claims codes: pool rules first, then the Redis allocator behind a

@@ -38,6 +38,9 @@ func startServer(t *testing.T) string {
 		done <- dispenser.Run(ctx, dispenser.Config{
 			DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
 			Listener: lis, ShutdownTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
+			// Tests run jobs when they mean to; a scheduled refill would
+			// move codes between states under their feet.
+			NoJobs: true,
 		})
 	}()
 	t.Cleanup(func() {
