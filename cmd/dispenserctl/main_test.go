@@ -28,6 +28,14 @@ func TestMain(m *testing.M) {
 // the test's own schema and Redis namespace, and returns its address.
 func startServer(t *testing.T) string {
 	t.Helper()
+	addr, _, _ := startServerEnv(t)
+	return addr
+}
+
+// startServerEnv is startServer that also returns the database URL and the
+// Redis namespace, for commands that read them directly (audit, bench).
+func startServerEnv(t *testing.T) (addr, dbURL, namespace string) {
+	t.Helper()
 	db := testenv.Postgres(t)
 	_, ns := testenv.Redis(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -47,7 +55,7 @@ func startServer(t *testing.T) string {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	return lis.Addr().String()
+	return lis.Addr().String(), db.URL, ns
 }
 
 // ctl runs one dispenserctl command and returns its stdout, stderr and error.
