@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated bench bench-import services clean
+.PHONY: run test build lint proto check-generated bench bench-import bench-claims drill services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -37,10 +37,18 @@ check-generated: proto
 	$(GO) mod tidy
 	git diff --exit-code -- proto go.mod go.sum || { echo "generated code or go.mod is stale: run 'make proto' and 'go mod tidy'"; exit 1; }
 
-## bench: Go benchmarks, then the 1M-code import benchmark through a live server
+## bench: the claim benchmark (with --compare) and the 1M-code import benchmark
 bench: services
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	scripts/bench-claims.sh
 	scripts/bench-import.sh
+
+## bench-claims: dispenserctl bench --compare, and the fallback-only mode
+bench-claims: services
+	scripts/bench-claims.sh
+
+## drill: kill -9 the server under load, restart it, reconcile and audit
+drill: services
+	scripts/drill-kill.sh
 
 ## bench-import: import 1,000,000 codes through dispenserd, beside a raw CopyFrom
 bench-import: services
