@@ -44,6 +44,7 @@ type RedisAllocator struct {
 	keys   pool.RedisKeys
 	ttl    time.Duration
 	tmo    time.Duration
+	pipe   *scriptPipe
 	commit *committer
 	log    *slog.Logger
 }
@@ -57,11 +58,16 @@ func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
 	cc.Logger = a.log
 	cc.OnCommitted = a.clearLedger
 	a.commit = newCommitter(cfg.DB, cc)
+	a.pipe = newScriptPipe(cfg.Redis, a.tmo, 4)
 	return a
 }
 
-// Stop commits the claims already popped and stops the group committer.
-func (a *RedisAllocator) Stop() { a.commit.Stop() }
+// Stop commits the claims already popped and stops the group committer and
+// the script pipeline.
+func (a *RedisAllocator) Stop() {
+	a.commit.Stop()
+	a.pipe.close()
+}
 
 // redisError marks a failure of Redis itself, as opposed to an answer: the
 // service then falls back to Postgres and counts it against the breaker.
@@ -82,12 +88,10 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		a.keys.UserClaims(p.ID, req.UserID)}
 	for range maxRefusals {
 		now := time.Now().UnixMilli()
-		sctx, cancel := context.WithTimeout(ctx, a.tmo)
-		vals, err := claimScript.Run(sctx, a.rdb, keys, p.PerUserLimit, now, int(a.ttl.Seconds())).StringSlice()
-		cancel()
+		vals, err := a.pipe.run(ctx, keys, p.PerUserLimit, now, int(a.ttl.Seconds()))
 		if err != nil {
-			if ctx.Err() != nil {
-				return Result{}, ctx.Err()
+			if ctx.Err() != nil || errors.Is(err, ErrStopped) {
+				return Result{}, cmp.Or(ctx.Err(), err)
 			}
 			return Result{}, &redisError{fmt.Errorf("claim script: %w", err)}
 		}

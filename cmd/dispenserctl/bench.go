@@ -56,7 +56,7 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f := cmd.Flags()
 	f.IntVar(&o.claims, "claims", 20_000, "ClaimCode calls to make")
 	f.IntVar(&o.concurrency, "concurrency", 64, "concurrent callers")
-	f.IntVar(&o.users, "users", 0, "distinct users (default: as many as calls, so the limit rarely bites)")
+	f.IntVar(&o.users, "users", 0, "users to draw from (default: ten times the calls, so the limit rarely bites)")
 	f.Float64Var(&o.replayRatio, "replay-ratio", 0.1, "share of calls that retry an earlier request_id")
 	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
@@ -81,7 +81,7 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 		return fmt.Errorf("--claims and --concurrency must be positive and --replay-ratio in [0, 1)")
 	}
 	if o.users == 0 {
-		o.users = o.claims
+		o.users = 10 * o.claims
 	}
 	pcfg, err := pgxpool.ParseConfig(o.databaseURL)
 	if err != nil {
