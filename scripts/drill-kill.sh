@@ -37,7 +37,10 @@ start_server() {
 	return 1
 }
 cleanup() {
-	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
+	if [[ -n "$pid" ]]; then
+		kill -9 "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
 	redis-cli --scan --pattern "drill-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

@@ -1,0 +1,53 @@
+package claim
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// The audit must see every kind of breach, or a clean audit proves nothing.
+func TestAuditDetectsBreaches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
+	_, err := e.svc.Refill(ctx, p)
+	require.NoError(t, err)
+	first, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})
+	require.NoError(t, err)
+	rep, err := Audit(ctx, e.db.Pool, e.rdb, e.keys, "p1")
+	require.NoError(t, err)
+	require.Zero(t, rep.Duplicates()+rep.Lost()+rep.UsersOverLimit)
+
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		_, err := e.db.Pool.Exec(ctx, sql, args...)
+		require.NoError(t, err)
+	}
+	// A claim whose code went back to available.
+	exec(`UPDATE codes SET state = 'available' WHERE id = $1`, first.Claim.CodeID)
+	// A code that vanished.
+	exec(`DELETE FROM codes WHERE id = (SELECT max(id) FROM codes k WHERE state = 'available'
+		AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id))`)
+	// A second claim for a user whose limit is 1, bypassing the claim path.
+	exec(`WITH c AS (UPDATE codes SET state = 'claimed' WHERE id = (SELECT min(id) FROM codes k WHERE state = 'available'
+			AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id)) RETURNING id)
+		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id) SELECT 'p1', 'r-extra', 'u1', 2, id FROM c`)
+	// An entry staged twice in Redis.
+	head, err := e.rdb.LIndex(ctx, e.keys.Staged("p1"), 0).Result()
+	require.NoError(t, err)
+	require.NoError(t, e.rdb.RPush(ctx, e.keys.Staged("p1"), head).Err())
+
+	rep, err = Audit(ctx, e.db.Pool, e.rdb, e.keys, "p1")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rep.ClaimsOnUnclaimed)
+	require.EqualValues(t, 1, rep.Unbalanced())
+	require.EqualValues(t, 1, rep.UsersOverLimit)
+	require.EqualValues(t, 1, rep.RedisDuplicates)
+	require.EqualValues(t, 1, rep.Duplicates())
+	require.EqualValues(t, 2, rep.Lost())
+}
