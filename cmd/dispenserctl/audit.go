@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/dispenserhq/dispenser/claim"
@@ -26,16 +24,11 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 			if o.poolID == "" {
 				return fmt.Errorf("--pool is required")
 			}
-			db, err := pgxpool.New(cmd.Context(), o.databaseURL)
+			db, rdb, err := o.openStores(cmd.Context(), 2)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			ropts, err := redis.ParseURL(o.redisURL)
-			if err != nil {
-				return fmt.Errorf("--redis-url: %w", err)
-			}
-			rdb := redis.NewClient(ropts)
 			defer rdb.Close()
 			r, err := claim.Audit(cmd.Context(), db, rdb, pool.NewRedisKeys(o.namespace), o.poolID)
 			if err != nil {

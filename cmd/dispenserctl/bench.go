@@ -83,22 +83,12 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	if o.users == 0 {
 		o.users = 10 * o.claims
 	}
-	pcfg, err := pgxpool.ParseConfig(o.databaseURL)
-	if err != nil {
-		return fmt.Errorf("--database-url: %w", err)
-	}
 	// The classic approaches of --compare get one connection per caller.
-	pcfg.MaxConns = int32(max(o.concurrency, 4))
-	db, err := pgxpool.NewWithConfig(ctx, pcfg)
+	db, rdb, err := o.openStores(ctx, max(o.concurrency, 4))
 	if err != nil {
-		return fmt.Errorf("audit database: %w", err)
+		return err
 	}
 	defer db.Close()
-	ropts, err := redis.ParseURL(o.redisURL)
-	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 
 	conn, err := a.dial()
@@ -392,4 +382,24 @@ func (a *app) printBench(r benchResult, l *loadLedger, au claim.AuditReport) {
 	}
 	fmt.Fprintf(w, "audit: duplicates %d, lost %d, limit violations %d, replay mismatches %d\n",
 		r.Duplicates, r.Lost, r.LimitViolations, r.ReplayMismatches)
+}
+
+// openStores connects straight to the server's Postgres and Redis, for the
+// audit and the classic approaches; maxConns sizes the Postgres pool.
+func (o benchOpts) openStores(ctx context.Context, maxConns int) (*pgxpool.Pool, *redis.Client, error) {
+	pcfg, err := pgxpool.ParseConfig(o.databaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--database-url: %w", err)
+	}
+	pcfg.MaxConns = int32(maxConns)
+	db, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("database: %w", err)
+	}
+	ropts, err := redis.ParseURL(o.redisURL)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	return db, redis.NewClient(ropts), nil
 }

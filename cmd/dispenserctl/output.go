@@ -20,6 +20,15 @@ func stderrIsTerminal() bool { return term.IsTerminal(2) }
 
 var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}
 
+// show prints m as JSON with --json, else through human.
+func show[M proto.Message](a *app, m M, human func(io.Writer, M)) error {
+	if a.asJSON {
+		return a.printJSON(m)
+	}
+	human(a.stdout, m)
+	return nil
+}
+
 // printJSON writes one message as JSON, for scripts.
 func (a *app) printJSON(m proto.Message) error {
 	b, err := jsonOpts.Marshal(m)

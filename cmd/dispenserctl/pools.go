@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -94,11 +95,7 @@ func (a *app) poolsCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.asJSON {
-				return a.printJSON(resp.GetPool())
-			}
-			printPool(a.stdout, resp.GetPool())
-			return nil
+			return show(a, resp.GetPool(), printPool)
 		},
 	}
 	pf.register(cmd.Flags())
@@ -138,11 +135,7 @@ func (a *app) poolsUpdateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.asJSON {
-				return a.printJSON(resp.GetPool())
-			}
-			printPool(a.stdout, resp.GetPool())
-			return nil
+			return show(a, resp.GetPool(), printPool)
 		},
 	}
 	pf.register(cmd.Flags())
@@ -165,11 +158,7 @@ func (a *app) poolsGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.asJSON {
-				return a.printJSON(resp.GetPool())
-			}
-			printPool(a.stdout, resp.GetPool())
-			return nil
+			return show(a, resp.GetPool(), printPool)
 		},
 	}
 }
@@ -196,11 +185,7 @@ func (a *app) poolsListCmd() *cobra.Command {
 					break
 				}
 			}
-			if a.asJSON {
-				return a.printJSON(all)
-			}
-			printPoolList(a.stdout, all.GetPools())
-			return nil
+			return show(a, all, func(w io.Writer, all *dispenserv1.ListPoolsResponse) { printPoolList(w, all.GetPools()) })
 		},
 	}
 }
@@ -219,11 +204,7 @@ func (a *app) poolsStatsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.asJSON {
-				return a.printJSON(resp.GetStats())
-			}
-			printStats(a.stdout, resp.GetStats())
-			return nil
+			return show(a, resp.GetStats(), printStats)
 		},
 	}
 }
