@@ -184,3 +184,15 @@ func (r *importStreamReader) Read(p []byte) (int, error) {
 	r.buf = r.buf[n:]
 	return n, nil
 }
+
+// VoidCodes implements AdminService.VoidCodes.
+func (s *Server) VoidCodes(ctx context.Context, req *dispenserv1.VoidCodesRequest) (*dispenserv1.VoidCodesResponse, error) {
+	res, err := s.pools.Void(ctx, pool.VoidRequest{PoolID: req.GetPoolId(), Codes: req.GetCodes(),
+		ImportID: req.GetImportId(), Reason: req.GetReason()})
+	if err != nil {
+		return nil, statusError(ctx, s.log, err)
+	}
+	s.log.InfoContext(ctx, "codes voided", "pool", req.GetPoolId(), "import_id", req.GetImportId(),
+		"voided", res.Voided, "already_void", res.AlreadyVoid, "claimed", res.Claimed, "not_found", res.NotFound)
+	return &dispenserv1.VoidCodesResponse{Voided: res.Voided, AlreadyVoid: res.AlreadyVoid, Claimed: res.Claimed, NotFound: res.NotFound}, nil
+}

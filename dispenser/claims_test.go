@@ -193,3 +193,38 @@ func TestRunJob(t *testing.T) {
 	_, err = b.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_REFILL, PoolId: "nope"})
 	requireStatus(t, err, codes.NotFound, dispenser.ReasonPoolNotFound, "")
 }
+
+// Codes voided while staged in Redis are never handed out, and the pool
+// still balances.
+func TestVoidCodesWhileStaged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.fill(t, &dispenserv1.Pool{Id: "p1"}, 6)
+	var recalled []string
+	for i := range 3 {
+		recalled = append(recalled, fmt.Sprintf("p1-SECRET-%05d", 2*i))
+	}
+	resp, err := b.admin.VoidCodes(ctx, &dispenserv1.VoidCodesRequest{PoolId: "p1", Codes: recalled, Reason: "recall"})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, resp.GetVoided())
+	got := map[string]bool{}
+	for i := range 6 {
+		res, err := b.claimCode(fmt.Sprint("u", i), fmt.Sprint("r", i))
+		if err != nil {
+			requireStatus(t, err, codes.ResourceExhausted, dispenser.ReasonPoolExhausted, "")
+			continue
+		}
+		got[res.GetClaim().GetCode()] = true
+	}
+	require.Len(t, got, 3)
+	for _, c := range recalled {
+		require.False(t, got[c], "voided code handed out")
+	}
+	_, err = b.admin.VoidCodes(ctx, &dispenserv1.VoidCodesRequest{PoolId: "p1", Reason: "recall"})
+	requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "codes")
+	stats, err := b.admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: "p1"})
+	require.NoError(t, err)
+	require.True(t, stats.GetStats().GetBalanced())
+	require.EqualValues(t, 3, stats.GetStats().GetVoid())
+}

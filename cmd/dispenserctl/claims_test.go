@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -65,4 +66,27 @@ func TestBenchCommand(t *testing.T) {
 		require.Positive(t, res.Compare[name], name)
 	}
 	require.Contains(t, out, "audit: duplicates 0, lost 0, limit violations 0, replay mismatches 0")
+}
+
+func TestVoidCommand(t *testing.T) {
+	t.Parallel()
+	addr := startServer(t)
+	_, _, err := ctl(t, addr, "pools", "create", "p1")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	file := dir + "/codes.txt"
+	require.NoError(t, os.WriteFile(file, []byte("VOIDME-0001\nVOIDME-0002\nKEEP-0003\n"), 0o600))
+	_, _, err = ctl(t, addr, "import", "--pool", "p1", file)
+	require.NoError(t, err)
+	recall := dir + "/recall.txt"
+	require.NoError(t, os.WriteFile(recall, []byte("VOIDME-0001\nVOIDME-0002\nUNKNOWN-9\n"), 0o600))
+	out, _, err := ctl(t, addr, "void", "--pool", "p1", "--reason", "recall", recall)
+	require.NoError(t, err)
+	require.Equal(t, "voided 2, already void 0, claimed (left as is) 0, not found 1\n", out)
+	require.NotContains(t, out, "VOIDME")
+	out, _, err = ctl(t, addr, "void", "--pool", "p1", "--reason", "whole import", "--import", "1")
+	require.NoError(t, err)
+	require.Equal(t, "voided 1, already void 2, claimed (left as is) 0, not found 0\n", out)
+	_, _, err = ctl(t, addr, "void", "--pool", "p1", "--reason", "x")
+	require.ErrorContains(t, err, "either FILE or --import")
 }
