@@ -56,6 +56,7 @@ const (
 func LockText(name Name) string { return "dispenser.job:" + string(name) }
 
 const tryLockSQL = "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))"
+const lockSQL = "SELECT true FROM pg_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))"
 const unlockSQL = "SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':' || $1, 0))"
 
 // PoolReport tells what one job did to one pool.
@@ -95,7 +96,7 @@ func New(cfg Config) *Runner {
 func (r *Runner) Start(ctx context.Context) error {
 	for name, every := range map[Name]time.Duration{Refill: r.cfg.RefillEvery, Reconcile: r.cfg.ReconcileEvery} {
 		if _, err := r.cron.AddFunc(fmt.Sprintf("@every %s", every), func() {
-			if _, err := r.Run(ctx, name, ""); err != nil && !errors.Is(err, ErrBusy) && ctx.Err() == nil {
+			if _, err := r.run(ctx, name, "", false); err != nil && !errors.Is(err, ErrBusy) && ctx.Err() == nil {
 				r.log.Error("job failed", "job", string(name), "err", err)
 			}
 		}); err != nil {
@@ -116,13 +117,21 @@ func (r *Runner) Stop(ctx context.Context) {
 }
 
 // Run runs a job once over every pool, or over one, and returns a report per
-// pool. A failure on one pool does not stop the others.
+// pool. If another replica (or this one's schedule) is running the job, Run
+// waits for it to finish, up to ctx. A failure on one pool does not stop the
+// others.
 func (r *Runner) Run(ctx context.Context, name Name, poolID string) ([]PoolReport, error) {
+	return r.run(ctx, name, poolID, true)
+}
+
+// run is Run; with wait false it returns ErrBusy at once when the job is
+// running elsewhere, as scheduled ticks do.
+func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) ([]PoolReport, error) {
 	if name != Refill && name != Reconcile {
 		return nil, fmt.Errorf("unknown job %q", name)
 	}
 	var reports []PoolReport
-	err := r.withLock(ctx, LockText(name), func() error {
+	err := r.withLock(ctx, LockText(name), wait, func() error {
 		pools, err := r.selectPools(ctx, poolID)
 		if err != nil {
 			return err
@@ -183,17 +192,22 @@ func (r *Runner) selectPools(ctx context.Context, poolID string) ([]pool.Pool, e
 	}
 }
 
-// withLock runs fn while holding a session advisory lock on one connection,
-// or returns ErrBusy at once if another replica holds it. If this process
-// dies, its connection closes and the lock is released.
-func (r *Runner) withLock(ctx context.Context, key string, fn func() error) error {
+// withLock runs fn while holding a session advisory lock on one connection.
+// If another replica holds it, withLock waits for it (wait) or returns
+// ErrBusy at once. If this process dies, its connection closes and the lock
+// is released.
+func (r *Runner) withLock(ctx context.Context, key string, wait bool, fn func() error) error {
 	conn, err := r.cfg.DB.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("job lock: %w", err)
 	}
 	defer conn.Release()
 	var got bool
-	if err := conn.QueryRow(ctx, tryLockSQL, key).Scan(&got); err != nil {
+	q := tryLockSQL
+	if wait {
+		q = lockSQL
+	}
+	if err := conn.QueryRow(ctx, q, key).Scan(&got); err != nil {
 		return fmt.Errorf("job lock: %w", err)
 	}
 	if !got {

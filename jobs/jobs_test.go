@@ -82,7 +82,7 @@ func TestScheduledRefill(t *testing.T) {
 }
 
 // Only one replica runs a job at a time: while another holds the job's
-// advisory lock, Run answers ErrBusy at once.
+// advisory lock, a scheduled run skips (ErrBusy) and Run waits for it.
 func TestRunIsExclusiveAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -95,8 +95,12 @@ func TestRunIsExclusiveAcrossReplicas(t *testing.T) {
 	var got bool
 	require.NoError(t, other.QueryRow(ctx, lock, jobs.LockText(jobs.Refill)).Scan(&got))
 	require.True(t, got)
-	_, err = b.runner.Run(ctx, jobs.Refill, "")
+	_, err = jobs.TryRun(b.runner, ctx, jobs.Refill, "")
 	require.ErrorIs(t, err, jobs.ErrBusy)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	_, err = b.runner.Run(short, jobs.Refill, "")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "Run waits for the lock, up to its deadline")
 	// Reconcile has its own lock and runs.
 	reports, err := b.runner.Run(ctx, jobs.Reconcile, "")
 	require.NoError(t, err)

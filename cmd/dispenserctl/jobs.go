@@ -19,7 +19,7 @@ func (a *app) jobsCmd() *cobra.Command {
 waits for it. refill stages available codes into Redis for pools below their
 low-water mark; reconcile voids expired codes and returns to available the
 staged codes Redis lost or that stayed in flight past the grace period. If
-another replica is running the job, the answer is Aborted / JOB_BUSY.`,
+another replica is running the job, it waits for that run first.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"refill", "reconcile"},
 		RunE: func(cmd *cobra.Command, args []string) error {

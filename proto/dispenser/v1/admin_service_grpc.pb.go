@@ -67,8 +67,8 @@ type AdminServiceClient interface {
 	// Only codes no claim holds can be voided; claims are never undone.
 	VoidCodes(ctx context.Context, in *VoidCodesRequest, opts ...grpc.CallOption) (*VoidCodesResponse, error)
 	// RunJob runs one of the scheduled jobs now, on this replica, and waits
-	// for it. If another replica is running the same job, it answers Aborted /
-	// JOB_BUSY.
+	// for it. If another replica is running the same job, it first waits for
+	// that run to end (up to the call's deadline).
 	RunJob(ctx context.Context, in *RunJobRequest, opts ...grpc.CallOption) (*RunJobResponse, error)
 }
 
@@ -219,8 +219,8 @@ type AdminServiceServer interface {
 	// Only codes no claim holds can be voided; claims are never undone.
 	VoidCodes(context.Context, *VoidCodesRequest) (*VoidCodesResponse, error)
 	// RunJob runs one of the scheduled jobs now, on this replica, and waits
-	// for it. If another replica is running the same job, it answers Aborted /
-	// JOB_BUSY.
+	// for it. If another replica is running the same job, it first waits for
+	// that run to end (up to the call's deadline).
 	RunJob(context.Context, *RunJobRequest) (*RunJobResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
