@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 
 // bundle is what a test of the gRPC layer works with.
 type bundle struct {
+	conn  *grpc.ClientConn
 	admin dispenserv1.AdminServiceClient
 	claim dispenserv1.ClaimServiceClient
 	db    *testenv.Schema
@@ -81,6 +82,7 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
+	b.conn = conn
 	b.admin = dispenserv1.NewAdminServiceClient(conn)
 	b.claim = dispenserv1.NewClaimServiceClient(conn)
 	return b

@@ -12,6 +12,7 @@ import (
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
+	"github.com/dispenserhq/dispenser/prize"
 )
 
 // ErrorDomain is the domain of every google.rpc.ErrorInfo this service sends.
@@ -32,6 +33,9 @@ const (
 	ReasonClaimNotFound    = "CLAIM_NOT_FOUND"
 	ReasonJobBusy          = "JOB_BUSY"
 	ReasonShuttingDown     = "SHUTTING_DOWN"
+	ReasonPrizeNotFound    = "PRIZE_NOT_FOUND"
+	ReasonPrizeConflict    = "PRIZE_CONFLICT"
+	ReasonPrizeState       = "PRIZE_STATE"
 	ReasonInternal         = "INTERNAL"
 )
 
@@ -42,6 +46,7 @@ const (
 func statusError(ctx context.Context, log *slog.Logger, err error) error {
 	var fe *pool.FieldError
 	var cfe *claim.FieldError
+	var pfe *prize.FieldError
 	var he *pool.HeaderError
 	var rej *pool.ImportRejectedError
 	switch {
@@ -51,6 +56,14 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return invalidArgument(fe.Field, fe.Description)
 	case errors.As(err, &cfe):
 		return invalidArgument(cfe.Field, cfe.Description)
+	case errors.As(err, &pfe):
+		return invalidArgument(pfe.Field, pfe.Description)
+	case errors.Is(err, prize.ErrNotFound):
+		return withInfo(codes.NotFound, "prize not found", ReasonPrizeNotFound, nil)
+	case errors.Is(err, prize.ErrConflict):
+		return withInfo(codes.AlreadyExists, "this external_id is recorded with other fields", ReasonPrizeConflict, nil)
+	case errors.Is(err, prize.ErrState):
+		return withInfo(codes.FailedPrecondition, err.Error(), ReasonPrizeState, nil)
 	case errors.Is(err, claim.ErrPoolExhausted):
 		return withInfo(codes.ResourceExhausted, "the pool has no code left", ReasonPoolExhausted, nil)
 	case errors.Is(err, claim.ErrPoolPaused):

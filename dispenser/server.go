@@ -16,6 +16,7 @@ import (
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
+	"github.com/dispenserhq/dispenser/prize"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -45,6 +46,7 @@ type Server struct {
 	dispenserv1.UnimplementedPrizeServiceServer
 
 	pools        *pool.Store
+	prizes       *prize.Store
 	claims       *claim.Service
 	jobs         *jobs.Runner
 	redis        redis.UniversalClient
@@ -69,6 +71,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{
 		pools:        pool.NewStore(cfg.DB),
+		prizes:       prize.NewStore(cfg.DB),
 		redis:        cfg.Redis,
 		keys:         pool.NewRedisKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),

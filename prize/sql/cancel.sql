@@ -1,0 +1,2 @@
+UPDATE prizes SET state = 'cancelled', updated_at = now()
+WHERE id = $1 AND state IN ('pending', 'ready')

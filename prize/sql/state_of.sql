@@ -1,0 +1,1 @@
+SELECT state::text FROM prizes WHERE id = $1
