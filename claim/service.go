@@ -117,6 +117,18 @@ func (s *Service) BreakerState() string { return s.breaker.State().String() }
 // Claim hands the user a code, or the code an earlier call with the same
 // request id got.
 func (s *Service) Claim(ctx context.Context, req Request) (Result, error) {
+	return s.claim(ctx, req, true)
+}
+
+// ClaimPrize claims the code of a prize drawn earlier: the same path and
+// promises as Claim (idempotent by request id, the per-user limit, a paused
+// pool refuses), but outside the claim window too, since a win drawn inside
+// it is delivered later.
+func (s *Service) ClaimPrize(ctx context.Context, req Request) (Result, error) {
+	return s.claim(ctx, req, false)
+}
+
+func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Result, error) {
 	if err := pool.ValidateID("pool_id", req.PoolID); err != nil {
 		return Result{}, err
 	}
@@ -130,7 +142,7 @@ func (s *Service) Claim(ctx context.Context, req Request) (Result, error) {
 	if p.Paused {
 		return Result{}, ErrPoolPaused
 	}
-	if !p.ClaimWindowOpen(time.Now()) {
+	if checkWindow && !p.ClaimWindowOpen(time.Now()) {
 		return Result{}, ErrPoolClosed
 	}
 	if s.pgOnly {

@@ -1,0 +1,414 @@
+package prize
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/webhook"
+)
+
+var (
+	//go:embed sql/ready_batch.sql
+	readyBatchSQL string
+	//go:embed sql/assign.sql
+	assignSQL string
+	//go:embed sql/park.sql
+	parkSQL string
+	//go:embed sql/lease_due.sql
+	leaseDueSQL string
+	//go:embed sql/delivery_payloads.sql
+	deliveryPayloadsSQL string
+	//go:embed sql/delivered.sql
+	deliveredSQL string
+	//go:embed sql/attempt_failed.sql
+	attemptFailedSQL string
+	//go:embed sql/next_due.sql
+	nextDueSQL string
+)
+
+// Park reasons, as ListPrizes shows them.
+const (
+	ParkPoolExhausted   = "POOL_EXHAUSTED"
+	ParkUserLimit       = "USER_LIMIT_REACHED"
+	ParkWebhookFailed   = "WEBHOOK_FAILED"
+	ParkNoWebhook       = "WEBHOOK_NOT_CONFIGURED"
+	requestIDPrefix     = "prize:"
+	maxResponseBodyRead = 64 << 10
+)
+
+// DeliverConfig configures the delivery run.
+type DeliverConfig struct {
+	DB     *pgxpool.Pool
+	Claims *claim.Service
+	// HTTP sends the webhooks; default a client with a 10s timeout.
+	HTTP *http.Client
+	// BatchSize is how many prizes one transaction assigns, and how many
+	// deliveries one lease takes; default 500.
+	BatchSize int
+	// Concurrency is how many claims or webhooks run at once; default 32.
+	Concurrency int
+	// MaxAttempts is how many times a delivery is tried before it is
+	// parked; default 6.
+	MaxAttempts int
+	// BaseBackoff and MaxBackoff bound the wait between attempts: base *
+	// 2^(attempt-1), capped, with jitter; defaults 1s and 30s.
+	BaseBackoff, MaxBackoff time.Duration
+	Logger                  *slog.Logger
+}
+
+// Deliverer assigns codes to ready prizes and sends them to the pools'
+// webhooks.
+type Deliverer struct {
+	cfg  DeliverConfig
+	log  *slog.Logger
+	http *http.Client
+}
+
+// NewDeliverer fills defaults and returns a Deliverer.
+func NewDeliverer(cfg DeliverConfig) *Deliverer {
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, 500)
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, 32)
+	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, 6)
+	cfg.BaseBackoff = cmp.Or(cfg.BaseBackoff, time.Second)
+	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 30*time.Second)
+	client := cfg.HTTP
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	return &Deliverer{cfg: cfg, http: client, log: cmp.Or(cfg.Logger, slog.Default())}
+}
+
+// DeliverReport counts what one run did, per pool.
+type DeliverReport struct {
+	Assigned, Delivered, Retried, Parked int
+}
+
+// Run assigns a code to every ready prize (of one pool, or of all with
+// poolID ""), then delivers every assigned prize, retrying failures with
+// backoff until each is delivered or parked. A prize is assigned at most one
+// code even when runs overlap or one dies and is rerun: its claim's request
+// id is "prize:<id>", so a second claim replays the first.
+func (d *Deliverer) Run(ctx context.Context, poolID string) (map[string]DeliverReport, error) {
+	t := &tally{m: map[string]*DeliverReport{}}
+	err := d.assignAll(ctx, poolID, t)
+	if err == nil {
+		err = d.deliverAll(ctx, poolID, t)
+	}
+	return t.result(), err
+}
+
+// tally counts a run's outcomes per pool, from many goroutines.
+type tally struct {
+	mu sync.Mutex
+	m  map[string]*DeliverReport
+}
+
+func (t *tally) add(pool string, f func(*DeliverReport)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m[pool] == nil {
+		t.m[pool] = &DeliverReport{}
+	}
+	f(t.m[pool])
+}
+
+func (t *tally) result() map[string]DeliverReport {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]DeliverReport, len(t.m))
+	for k, v := range t.m {
+		out[k] = *v
+	}
+	return out
+}
+
+type readyPrize struct {
+	id           int64
+	pool, userID string
+}
+
+func (d *Deliverer) assignAll(ctx context.Context, poolID string, t *tally) error {
+	skip := []string{} // pools paused for this run
+	for {
+		n, paused, err := d.assignBatch(ctx, poolID, skip, t)
+		if err != nil {
+			return err
+		}
+		skip = append(skip, paused...)
+		if n == 0 && len(paused) == 0 {
+			return nil
+		}
+	}
+}
+
+// assignBatch assigns one batch of ready prizes inside one transaction that
+// holds their row locks, and returns how many it handled and which pools
+// were paused.
+func (d *Deliverer) assignBatch(ctx context.Context, poolID string, skip []string, t *tally) (int, []string, error) {
+	var handled int
+	var mu sync.Mutex
+	var paused []string
+	err := pgx.BeginFunc(ctx, d.cfg.DB, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, readyBatchSQL, poolID, skip, d.cfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (readyPrize, error) {
+			var p readyPrize
+			return p, r.Scan(&p.id, &p.pool, &p.userID)
+		})
+		if err != nil || len(batch) == 0 {
+			return err
+		}
+		handled = len(batch)
+		var assigned []int64
+		parked := map[string][]int64{}
+		pausedSet := map[string]bool{}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(d.cfg.Concurrency)
+		for _, p := range batch {
+			g.Go(func() error {
+				_, err := d.cfg.Claims.ClaimPrize(gctx, claim.Request{PoolID: p.pool, UserID: p.userID,
+					RequestID: requestIDPrefix + strconv.FormatInt(p.id, 10)})
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					assigned = append(assigned, p.id)
+				case errors.Is(err, claim.ErrPoolExhausted):
+					parked[ParkPoolExhausted] = append(parked[ParkPoolExhausted], p.id)
+				case errors.Is(err, claim.ErrUserLimit):
+					parked[ParkUserLimit] = append(parked[ParkUserLimit], p.id)
+				case errors.Is(err, claim.ErrPoolPaused):
+					pausedSet[p.pool] = true
+				default:
+					return fmt.Errorf("claim for prize %d: %w", p.id, err)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, assignSQL, assigned); err != nil {
+			return fmt.Errorf("assign prizes: %w", err)
+		}
+		for reason, ids := range parked {
+			if _, err := tx.Exec(ctx, parkSQL, ids, reason); err != nil {
+				return fmt.Errorf("park prizes: %w", err)
+			}
+		}
+		byID := map[int64]string{}
+		for _, p := range batch {
+			byID[p.id] = p.pool
+		}
+		for _, id := range assigned {
+			t.add(byID[id], func(r *DeliverReport) { r.Assigned++ })
+		}
+		for _, ids := range parked {
+			for _, id := range ids {
+				t.add(byID[id], func(r *DeliverReport) { r.Parked++ })
+			}
+		}
+		for pool := range pausedSet {
+			paused = append(paused, pool)
+			d.log.WarnContext(ctx, "pool paused: its ready prizes wait for the next run", "pool", pool)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("assign ready prizes: %w", err)
+	}
+	return handled, paused, nil
+}
+
+// leased is one delivery taken for an attempt.
+type leased struct {
+	id      string
+	prizeID int64
+	attempt int
+}
+
+func (d *Deliverer) deliverAll(ctx context.Context, poolID string, t *tally) error {
+	lease := fmt.Sprintf("%d milliseconds", (2*d.http.Timeout + 5*time.Second).Milliseconds())
+	for {
+		rows, err := d.cfg.DB.Query(ctx, leaseDueSQL, poolID, d.cfg.BatchSize, lease)
+		if err != nil {
+			return fmt.Errorf("lease deliveries: %w", err)
+		}
+		batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (leased, error) {
+			var l leased
+			return l, r.Scan(&l.id, &l.prizeID, &l.attempt)
+		})
+		if err != nil {
+			return fmt.Errorf("lease deliveries: %w", err)
+		}
+		if len(batch) > 0 {
+			if err := d.sendBatch(ctx, batch, t); err != nil {
+				return err
+			}
+			continue
+		}
+		// Nothing due now: wait for the next retry, or stop when every
+		// assigned prize is delivered or parked.
+		var next pgtype.Timestamptz
+		if err := d.cfg.DB.QueryRow(ctx, nextDueSQL, poolID).Scan(&next); err != nil {
+			return fmt.Errorf("next delivery: %w", err)
+		}
+		if !next.Valid {
+			return nil
+		}
+		wait := min(max(time.Until(next.Time), 10*time.Millisecond), d.cfg.MaxBackoff)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// payload is the body of a delivery. The code goes only here: to the pool's
+// receiver, over its URL, signed.
+type payload struct {
+	DeliveryID string    `json:"delivery_id"`
+	PrizeID    string    `json:"prize_id"`
+	PoolID     string    `json:"pool_id"`
+	UserID     string    `json:"user_id"`
+	ExternalID string    `json:"external_id"`
+	Code       string    `json:"code"`
+	AssignedAt time.Time `json:"assigned_at"`
+	SentAt     time.Time `json:"sent_at"`
+	Attempt    int       `json:"attempt"`
+}
+
+type target struct {
+	body    payload
+	url     string
+	secret  string
+	attempt int
+}
+
+func (d *Deliverer) sendBatch(ctx context.Context, batch []leased, tl *tally) error {
+	ids := make([]int64, len(batch))
+	byPrize := map[int64]leased{}
+	for i, l := range batch {
+		ids[i] = l.prizeID
+		byPrize[l.prizeID] = l
+	}
+	rows, err := d.cfg.DB.Query(ctx, deliveryPayloadsSQL, ids)
+	if err != nil {
+		return fmt.Errorf("delivery payloads: %w", err)
+	}
+	targets, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (target, error) {
+		var t target
+		var id int64
+		var assigned pgtype.Timestamptz
+		err := r.Scan(&id, &t.body.PoolID, &t.body.UserID, &t.body.ExternalID, &t.body.Code, &assigned, &t.url, &t.secret)
+		l := byPrize[id]
+		t.body.PrizeID, t.body.DeliveryID, t.body.AssignedAt, t.attempt = strconv.FormatInt(id, 10), l.id, assigned.Time, l.attempt
+		t.body.Attempt = l.attempt
+		return t, err
+	})
+	if err != nil {
+		return fmt.Errorf("delivery payloads: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(d.cfg.Concurrency)
+	for _, t := range targets {
+		g.Go(func() error { return d.deliverOne(gctx, t, tl) })
+	}
+	return g.Wait()
+}
+
+// deliverOne makes one attempt and records its outcome.
+func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
+	prizeID, _ := strconv.ParseInt(t.body.PrizeID, 10, 64)
+	if t.url == "" || t.secret == "" {
+		_, err := d.cfg.DB.Exec(ctx, attemptFailedSQL, prizeID, nil, "the pool has no webhook URL or secret", ParkNoWebhook)
+		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
+		return err
+	}
+	attemptErr := d.post(ctx, t)
+	if ctx.Err() != nil {
+		return ctx.Err() // the lease runs out and a later run retries
+	}
+	if attemptErr == nil {
+		if _, err := d.cfg.DB.Exec(ctx, deliveredSQL, prizeID); err != nil {
+			return fmt.Errorf("record delivery: %w", err)
+		}
+		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Delivered++ })
+		return nil
+	}
+	var next any // nil parks
+	if t.attempt < d.cfg.MaxAttempts {
+		next = time.Now().Add(d.backoff(t.attempt))
+		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Retried++ })
+	} else {
+		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
+		d.log.WarnContext(ctx, "delivery parked after its last attempt", "pool", t.body.PoolID,
+			"prize", prizeID, "delivery_id", t.body.DeliveryID, "err", attemptErr.Error())
+	}
+	if _, err := d.cfg.DB.Exec(ctx, attemptFailedSQL, prizeID, next, attemptErr.Error(), ParkWebhookFailed); err != nil {
+		return fmt.Errorf("record failed attempt: %w", err)
+	}
+	return nil
+}
+
+// post sends one signed attempt. Its error says what happened (status,
+// timeout, refused) without the code or the receiver's body.
+func (d *Deliverer) post(ctx context.Context, t target) error {
+	now := time.Now().UTC()
+	t.body.SentAt = now
+	body, err := json.Marshal(t.body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
+	if err != nil {
+		return errors.New("invalid webhook URL")
+	}
+	webhook.SetHeaders(req.Header, []byte(t.secret), t.body.DeliveryID, now, body)
+	resp, err := d.http.Do(req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return errors.New("timeout")
+		}
+		return errors.New("request failed: no answer from the receiver")
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBodyRead))
+	_ = resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// backoff is base * 2^(attempt-1), capped at MaxBackoff, with jitter in
+// [half, full] so that retries of many deliveries do not come in waves.
+func (d *Deliverer) backoff(attempt int) time.Duration {
+	b := d.cfg.BaseBackoff << min(attempt-1, 30)
+	if b <= 0 || b > d.cfg.MaxBackoff {
+		b = d.cfg.MaxBackoff
+	}
+	return b/2 + rand.N(b/2+1)
+}
