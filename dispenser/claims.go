@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/claim"
@@ -92,9 +91,9 @@ func (s *Server) RunJob(ctx context.Context, req *dispenserv1.RunJobRequest) (*d
 	case dispenserv1.Job_JOB_RECONCILE:
 		name = jobs.Reconcile
 	case dispenserv1.Job_JOB_DELIVER:
-		return nil, status.Error(codes.Unimplemented, "the delivery job comes with prize delivery")
+		name = jobs.Deliver
 	default:
-		return nil, invalidArgument("job", "must be JOB_REFILL or JOB_RECONCILE")
+		return nil, invalidArgument("job", "must be JOB_REFILL, JOB_RECONCILE or JOB_DELIVER")
 	}
 	if req.GetPoolId() != "" {
 		if _, err := s.pools.GetPool(ctx, req.GetPoolId()); err != nil {
@@ -111,6 +110,8 @@ func (s *Server) RunJob(ctx context.Context, req *dispenserv1.RunJobRequest) (*d
 			PoolId: r.PoolID, Staged: int64(r.Staged), Expired: r.Reconcile.Expired,
 			ReturnedLostBatches: r.Reconcile.LostBatches, ReturnedStale: r.Reconcile.Stale,
 			ReturnedOrphans: r.Reconcile.Orphans, Balanced: r.Balanced,
+			PrizesAssigned: int64(r.Deliver.Assigned), PrizesDelivered: int64(r.Deliver.Delivered),
+			DeliveryRetries: int64(r.Deliver.Retried), PrizesParked: int64(r.Deliver.Parked),
 		}
 		if r.Err != nil {
 			// The same safe text a failed call would carry.

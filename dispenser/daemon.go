@@ -25,6 +25,7 @@ import (
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/migrations"
+	"github.com/dispenserhq/dispenser/prize"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -52,8 +53,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Claims tunes the claim path (group commit, breaker, pool cache).
 	Claims claim.Config
-	// Jobs tunes refill and reconcile.
+	// Jobs tunes refill, reconcile and the deliver schedule.
 	Jobs jobs.Config
+	// Deliver tunes prize delivery (attempts, backoff, webhook timeout).
+	Deliver prize.DeliverConfig
 	// NoJobs leaves the scheduled jobs off (RunJob still works).
 	NoJobs bool
 	// Logger receives logs; default slog.Default().
@@ -90,7 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rdb.Close()
 
 	srv, err := NewServer(ServerConfig{DB: db, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log,
-		Claims: cfg.Claims, Jobs: cfg.Jobs})
+		Claims: cfg.Claims, Jobs: cfg.Jobs, Deliver: cfg.Deliver})
 	if err != nil {
 		return err
 	}

@@ -33,8 +33,11 @@ type ServerConfig struct {
 	// Claims tunes the claim service (its DB, Redis, keys and logger are
 	// filled in from this config).
 	Claims claim.Config
-	// Jobs tunes the scheduled jobs (DB, claims and logger are filled in).
+	// Jobs tunes the scheduled jobs (DB, claims, deliverer and logger are
+	// filled in).
 	Jobs jobs.Config
+	// Deliver tunes prize delivery (DB, claims and logger are filled in).
+	Deliver prize.DeliverConfig
 	// Logger receives the service's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -80,8 +83,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	cc := cfg.Claims
 	cc.DB, cc.Redis, cc.Keys, cc.Logger = cfg.DB, cfg.Redis, s.keys, s.log
 	s.claims = claim.NewService(cc)
+	dc := cfg.Deliver
+	dc.DB, dc.Claims, dc.Logger = cfg.DB, s.claims, s.log
 	jc := cfg.Jobs
-	jc.DB, jc.Claims, jc.Logger = cfg.DB, s.claims, s.log
+	jc.DB, jc.Claims, jc.Logger, jc.Deliverer = cfg.DB, s.claims, s.log, prize.NewDeliverer(dc)
 	s.jobs = jobs.New(jc)
 	return s, nil
 }

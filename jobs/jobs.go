@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/pool"
+	"github.com/dispenserhq/dispenser/prize"
 )
 
 // ErrBusy means another replica is running the job right now.
@@ -38,7 +40,14 @@ type Config struct {
 	// before reconcile may return it; default 1m. It must exceed the longest
 	// a claim can take to commit.
 	ReconcileGrace time.Duration
-	Logger         *slog.Logger
+	// Deliverer assigns and delivers prizes; nil leaves the deliver job out.
+	Deliverer *prize.Deliverer
+	// DeliverSchedule is the deliver job's cron spec (five fields); default
+	// "0 3 * * *", nightly at 03:00.
+	DeliverSchedule string
+	// DeliverLocation is the time zone of DeliverSchedule; default UTC.
+	DeliverLocation *time.Location
+	Logger          *slog.Logger
 }
 
 // Name of a job.
@@ -48,6 +57,7 @@ type Name string
 const (
 	Refill    Name = "refill"
 	Reconcile Name = "reconcile"
+	Deliver   Name = "deliver"
 )
 
 // LockText names a job's advisory lock. The lock key is a hash of the
@@ -64,6 +74,7 @@ type PoolReport struct {
 	PoolID    string
 	Staged    int
 	Reconcile claim.ReconcileReport
+	Deliver   prize.DeliverReport
 	Balanced  bool
 	Err       error
 }
@@ -103,6 +114,19 @@ func (r *Runner) Start(ctx context.Context) error {
 			return fmt.Errorf("schedule %s: %w", name, err)
 		}
 	}
+	if r.cfg.Deliverer != nil {
+		spec := cmp.Or(r.cfg.DeliverSchedule, "0 3 * * *")
+		loc := cmp.Or(r.cfg.DeliverLocation, time.UTC)
+		sched, err := cron.ParseStandard("CRON_TZ=" + loc.String() + " " + spec)
+		if err != nil {
+			return fmt.Errorf("deliver schedule %q: %w", spec, err)
+		}
+		r.cron.Schedule(sched, cron.FuncJob(func() {
+			if _, err := r.run(ctx, Deliver, "", false); err != nil && !errors.Is(err, ErrBusy) && ctx.Err() == nil {
+				r.log.Error("job failed", "job", string(Deliver), "err", err)
+			}
+		}))
+	}
 	r.cron.Start()
 	return nil
 }
@@ -127,11 +151,24 @@ func (r *Runner) Run(ctx context.Context, name Name, poolID string) ([]PoolRepor
 // run is Run; with wait false it returns ErrBusy at once when the job is
 // running elsewhere, as scheduled ticks do.
 func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) ([]PoolReport, error) {
-	if name != Refill && name != Reconcile {
+	switch {
+	case name == Deliver && r.cfg.Deliverer == nil:
+		return nil, fmt.Errorf("the deliver job is not configured")
+	case name != Refill && name != Reconcile && name != Deliver:
 		return nil, fmt.Errorf("unknown job %q", name)
 	}
 	var reports []PoolReport
 	err := r.withLock(ctx, LockText(name), wait, func() error {
+		if name == Deliver {
+			byPool, err := r.cfg.Deliverer.Run(ctx, poolID)
+			for id, rep := range byPool {
+				reports = append(reports, PoolReport{PoolID: id, Deliver: rep})
+				r.log.Info("deliver run", "pool", id, "assigned", rep.Assigned, "delivered", rep.Delivered,
+					"retried", rep.Retried, "parked", rep.Parked)
+			}
+			slices.SortFunc(reports, func(a, b PoolReport) int { return cmp.Compare(a.PoolID, b.PoolID) })
+			return err
+		}
 		pools, err := r.selectPools(ctx, poolID)
 		if err != nil {
 			return err

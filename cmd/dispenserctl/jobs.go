@@ -13,15 +13,17 @@ func (a *app) jobsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "jobs", Short: "Run scheduled jobs now"}
 	var poolID string
 	run := &cobra.Command{
-		Use:   "run refill|reconcile",
+		Use:   "run refill|reconcile|deliver",
 		Short: "Run a job once, on the server, and show what it did",
 		Long: `Runs a job once on the server you reach, for every pool or one (--pool), and
 waits for it. refill stages available codes into Redis for pools below their
 low-water mark; reconcile voids expired codes and returns to available the
-staged codes Redis lost or that stayed in flight past the grace period. If
+staged codes Redis lost or that stayed in flight past the grace period;
+deliver assigns codes to ready prizes and sends them to the pools' webhooks,
+retrying until each is delivered or parked (the nightly run, now). If
 another replica is running the job, it waits for that run first.`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"refill", "reconcile"},
+		ValidArgs: []string{"refill", "reconcile", "deliver"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var job dispenserv1.Job
 			switch args[0] {
@@ -29,8 +31,10 @@ another replica is running the job, it waits for that run first.`,
 				job = dispenserv1.Job_JOB_REFILL
 			case "reconcile":
 				job = dispenserv1.Job_JOB_RECONCILE
+			case "deliver":
+				job = dispenserv1.Job_JOB_DELIVER
 			default:
-				return fmt.Errorf("unknown job %q: want refill or reconcile", args[0])
+				return fmt.Errorf("unknown job %q: want refill, reconcile or deliver", args[0])
 			}
 			c, err := a.admin()
 			if err != nil {
@@ -44,6 +48,14 @@ another replica is running the job, it waits for that run first.`,
 				return a.printJSON(resp)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			if job == dispenserv1.Job_JOB_DELIVER {
+				fmt.Fprintln(tw, "POOL\tASSIGNED\tDELIVERED\tRETRIES\tPARKED")
+				for _, p := range resp.GetPools() {
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.GetPoolId(), p.GetPrizesAssigned(), p.GetPrizesDelivered(),
+						p.GetDeliveryRetries(), p.GetPrizesParked())
+				}
+				return tw.Flush()
+			}
 			fmt.Fprintln(tw, "POOL\tSTAGED\tEXPIRED\tRETURNED\tBALANCED\tERROR")
 			failed := false
 			for _, p := range resp.GetPools() {

@@ -66,7 +66,7 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.addr, "addr", addr, "dispenserd gRPC address [DISPENSER_ADDR]")
 	f.BoolVar(&a.asJSON, "json", false, "print results as JSON for scripts")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline of each unary call")
-	root.AddCommand(a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.jobsCmd(), a.auditCmd(), a.benchCmd())
+	root.AddCommand(a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd(), a.benchCmd())
 	return root
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/prize"
 )
 
 func TestMain(m *testing.M) {
@@ -48,7 +49,8 @@ func startServerEnv(t *testing.T) (addr, dbURL, namespace string) {
 			Listener: lis, ShutdownTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
 			// Tests run jobs when they mean to; a scheduled refill would
 			// move codes between states under their feet.
-			NoJobs: true,
+			NoJobs:  true,
+			Deliver: prize.DeliverConfig{MaxAttempts: 2, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
 		})
 	}()
 	t.Cleanup(func() {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // --deliver-timezone works without a system zoneinfo
 
 	"github.com/spf13/cobra"
 
@@ -73,12 +74,17 @@ func (c *common) logger() (*slog.Logger, error) {
 func newRootCmd() *cobra.Command {
 	var c common
 	var cfg dispenser.Config
-	var debugListen string
+	var debugListen, deliverTZ string
+	var webhookTimeout time.Duration
 	serve := func(cmd *cobra.Command, _ []string) error {
 		log, err := c.logger()
 		if err != nil {
 			return err
 		}
+		if cfg.Jobs.DeliverLocation, err = time.LoadLocation(deliverTZ); err != nil {
+			return fmt.Errorf("--deliver-timezone: %w", err)
+		}
+		cfg.Deliver.HTTP = &http.Client{Timeout: webhookTimeout}
 		slog.SetDefault(log)
 		if debugListen != "" {
 			go serveDebug(debugListen, log)
@@ -109,6 +115,10 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", 2*time.Second, "refill period")
 	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", 30*time.Second, "reconcile period")
 	f.DurationVar(&cfg.Jobs.ReconcileGrace, "reconcile-grace", time.Minute, "age before reconcile may return staged or in-flight codes")
+	f.StringVar(&cfg.Jobs.DeliverSchedule, "deliver-schedule", env("DISPENSER_DELIVER_SCHEDULE", "0 3 * * *"), "cron spec of the prize delivery run [DISPENSER_DELIVER_SCHEDULE]")
+	f.StringVar(&deliverTZ, "deliver-timezone", env("DISPENSER_DELIVER_TIMEZONE", "UTC"), "time zone of --deliver-schedule, e.g. Asia/Shanghai [DISPENSER_DELIVER_TIMEZONE]")
+	f.IntVar(&cfg.Deliver.MaxAttempts, "deliver-max-attempts", 6, "webhook attempts before a prize is parked")
+	f.DurationVar(&webhookTimeout, "webhook-timeout", 10*time.Second, "timeout of one webhook attempt")
 	f.BoolVar(&cfg.Claims.FallbackOnly, "fallback-only", false, "serve every claim from Postgres (SKIP LOCKED), never from Redis")
 	f.StringVar(&debugListen, "debug-listen", env("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
 	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule jobs on this replica [DISPENSER_NO_JOBS]")

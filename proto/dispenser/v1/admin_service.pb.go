@@ -1295,7 +1295,16 @@ type JobPoolReport struct {
 	// Whether imported = available + staged + claimed + void afterwards.
 	Balanced bool `protobuf:"varint,7,opt,name=balanced,proto3" json:"balanced,omitempty"`
 	// Why the job failed for this pool, empty on success.
-	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	// Prizes assigned a code (deliver).
+	PrizesAssigned int64 `protobuf:"varint,9,opt,name=prizes_assigned,json=prizesAssigned,proto3" json:"prizes_assigned,omitempty"`
+	// Prizes whose webhook was acknowledged (deliver).
+	PrizesDelivered int64 `protobuf:"varint,10,opt,name=prizes_delivered,json=prizesDelivered,proto3" json:"prizes_delivered,omitempty"`
+	// Failed attempts that will be tried again (deliver).
+	DeliveryRetries int64 `protobuf:"varint,11,opt,name=delivery_retries,json=deliveryRetries,proto3" json:"delivery_retries,omitempty"`
+	// Prizes parked: pool exhausted, user limit, last attempt failed, or no
+	// webhook (deliver).
+	PrizesParked  int64 `protobuf:"varint,12,opt,name=prizes_parked,json=prizesParked,proto3" json:"prizes_parked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1384,6 +1393,34 @@ func (x *JobPoolReport) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *JobPoolReport) GetPrizesAssigned() int64 {
+	if x != nil {
+		return x.PrizesAssigned
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetPrizesDelivered() int64 {
+	if x != nil {
+		return x.PrizesDelivered
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetDeliveryRetries() int64 {
+	if x != nil {
+		return x.DeliveryRetries
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetPrizesParked() int64 {
+	if x != nil {
+		return x.PrizesParked
+	}
+	return 0
 }
 
 // RunJobResponse reports the run.
@@ -1503,7 +1540,7 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\tnot_found\x18\x04 \x01(\x03R\bnotFound\"M\n" +
 	"\rRunJobRequest\x12#\n" +
 	"\x03job\x18\x01 \x01(\x0e2\x11.dispenser.v1.JobR\x03job\x12\x17\n" +
-	"\apool_id\x18\x02 \x01(\tR\x06poolId\"\x92\x02\n" +
+	"\apool_id\x18\x02 \x01(\tR\x06poolId\"\xb6\x03\n" +
 	"\rJobPoolReport\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x16\n" +
 	"\x06staged\x18\x02 \x01(\x03R\x06staged\x12\x18\n" +
@@ -1512,7 +1549,12 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x0ereturned_stale\x18\x05 \x01(\x03R\rreturnedStale\x12)\n" +
 	"\x10returned_orphans\x18\x06 \x01(\x03R\x0freturnedOrphans\x12\x1a\n" +
 	"\bbalanced\x18\a \x01(\bR\bbalanced\x12\x14\n" +
-	"\x05error\x18\b \x01(\tR\x05error\"C\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x12'\n" +
+	"\x0fprizes_assigned\x18\t \x01(\x03R\x0eprizesAssigned\x12)\n" +
+	"\x10prizes_delivered\x18\n" +
+	" \x01(\x03R\x0fprizesDelivered\x12)\n" +
+	"\x10delivery_retries\x18\v \x01(\x03R\x0fdeliveryRetries\x12#\n" +
+	"\rprizes_parked\x18\f \x01(\x03R\fprizesParked\"C\n" +
 	"\x0eRunJobResponse\x121\n" +
 	"\x05pools\x18\x01 \x03(\v2\x1b.dispenser.v1.JobPoolReportR\x05pools*]\n" +
 	"\fImportFormat\x12\x1d\n" +
