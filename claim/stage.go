@@ -48,21 +48,52 @@ func (s *Service) Refill(ctx context.Context, p pool.Pool) (int, error) {
 	if s.pgOnly {
 		return 0, nil // nothing is served from Redis, so nothing is staged
 	}
-	keys := s.redis.keys
-	n, err := s.redis.rdb.LLen(ctx, keys.Staged(p.ID)).Result()
+	n, err := s.redis.rdb.LLen(ctx, s.redis.keys.Staged(p.ID)).Result()
 	if err != nil {
 		return 0, &redisError{fmt.Errorf("staged length: %w", err)}
 	}
 	if n >= int64(p.RefillLowWater) && n > 0 {
 		return 0, nil
 	}
+	return s.stageBatch(ctx, p, p.RefillBatchSize)
+}
+
+// StageAtLeast stages batches until at least want codes are in the pool's
+// Redis list or nothing is left to stage, and returns how many it staged. A
+// run that knows how many claims it is about to make (the prize delivery)
+// uses it so that they ride the Redis path and its group commit.
+func (s *Service) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int, error) {
+	if s.pgOnly {
+		return 0, nil
+	}
+	total := 0
+	for {
+		n, err := s.redis.rdb.LLen(ctx, s.redis.keys.Staged(p.ID)).Result()
+		if err != nil {
+			return total, &redisError{fmt.Errorf("staged length: %w", err)}
+		}
+		if n >= int64(want) {
+			return total, nil
+		}
+		staged, err := s.stageBatch(ctx, p, min(p.RefillBatchSize, want-int(n)))
+		total += staged
+		if err != nil || staged == 0 {
+			return total, err
+		}
+	}
+}
+
+// stageBatch moves up to size available codes to staged under a new batch id
+// and pushes them, with the batch marker, to the pool's Redis list.
+func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, error) {
+	keys := s.redis.keys
 	var batchID int64
 	var entries []any
-	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, p.RefillBatchSize).Scan(&batchID); err != nil {
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, size).Scan(&batchID); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, batchID, p.RefillBatchSize)
+		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, batchID, size)
 		if err != nil {
 			return err
 		}
@@ -77,8 +108,8 @@ func (s *Service) Refill(ctx context.Context, p pool.Pool) (int, error) {
 		if err != nil {
 			return err
 		}
-		if len(got) > p.RefillBatchSize {
-			return fmt.Errorf("staged %d codes for a batch of %d", len(got), p.RefillBatchSize)
+		if len(got) > size {
+			return fmt.Errorf("staged %d codes for a batch of %d", len(got), size)
 		}
 		if len(got) == 0 {
 			return errNothingToStage

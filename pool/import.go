@@ -148,6 +148,11 @@ func copyParsed(ctx context.Context, conn *pgxpool.Conn, p *parser, src io.Reade
 		return nil
 	})
 	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			// The caller went away; whatever failed after that is its echo
+			// (a statement cancelled mid-COPY, say).
+			return 0, ctx.Err()
+		}
 		return 0, err
 	}
 	return copied, ctx.Err()

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/webhook"
 )
 
@@ -43,6 +44,8 @@ var (
 	attemptFailedSQL string
 	//go:embed sql/next_due.sql
 	nextDueSQL string
+	//go:embed sql/ready_counts.sql
+	readyCountsSQL string
 )
 
 // Park reasons, as ListPrizes shows them.
@@ -78,9 +81,10 @@ type DeliverConfig struct {
 // Deliverer assigns codes to ready prizes and sends them to the pools'
 // webhooks.
 type Deliverer struct {
-	cfg  DeliverConfig
-	log  *slog.Logger
-	http *http.Client
+	cfg   DeliverConfig
+	log   *slog.Logger
+	http  *http.Client
+	pools *pool.Store
 }
 
 // NewDeliverer fills defaults and returns a Deliverer.
@@ -94,7 +98,7 @@ func NewDeliverer(cfg DeliverConfig) *Deliverer {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Deliverer{cfg: cfg, http: client, log: cmp.Or(cfg.Logger, slog.Default())}
+	return &Deliverer{cfg: cfg, http: client, log: cmp.Or(cfg.Logger, slog.Default()), pools: pool.NewStore(cfg.DB)}
 }
 
 // DeliverReport counts what one run did, per pool.
@@ -109,10 +113,14 @@ type DeliverReport struct {
 // id is "prize:<id>", so a second claim replays the first.
 func (d *Deliverer) Run(ctx context.Context, poolID string) (map[string]DeliverReport, error) {
 	t := &tally{m: map[string]*DeliverReport{}}
+	start := time.Now()
 	err := d.assignAll(ctx, poolID, t)
+	assigned := time.Since(start)
 	if err == nil {
 		err = d.deliverAll(ctx, poolID, t)
 	}
+	d.log.InfoContext(ctx, "delivery run finished", "pool", poolID, "assign_ms", assigned.Milliseconds(),
+		"deliver_ms", (time.Since(start) - assigned).Milliseconds(), "err", err)
 	return t.result(), err
 }
 
@@ -147,6 +155,7 @@ type readyPrize struct {
 }
 
 func (d *Deliverer) assignAll(ctx context.Context, poolID string, t *tally) error {
+	d.prestage(ctx, poolID)
 	skip := []string{} // pools paused for this run
 	for {
 		n, paused, err := d.assignBatch(ctx, poolID, skip, t)
@@ -156,6 +165,39 @@ func (d *Deliverer) assignAll(ctx context.Context, poolID string, t *tally) erro
 		skip = append(skip, paused...)
 		if n == 0 && len(paused) == 0 {
 			return nil
+		}
+	}
+}
+
+// prestage stages in Redis as many codes as each pool has ready prizes, so
+// that the claims ride the Redis path and its group commit instead of one
+// Postgres transaction each. It is only an optimisation: if Redis cannot
+// take them, the claims fall back to Postgres with the same promises.
+func (d *Deliverer) prestage(ctx context.Context, poolID string) {
+	rows, err := d.cfg.DB.Query(ctx, readyCountsSQL, poolID)
+	if err != nil {
+		d.log.WarnContext(ctx, "counting ready prizes failed; assigning without pre-staging", "err", err)
+		return
+	}
+	type count struct {
+		pool string
+		n    int
+	}
+	counts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (count, error) {
+		var c count
+		return c, r.Scan(&c.pool, &c.n)
+	})
+	if err != nil {
+		d.log.WarnContext(ctx, "counting ready prizes failed; assigning without pre-staging", "err", err)
+		return
+	}
+	for _, c := range counts {
+		p, err := d.pools.GetPool(ctx, c.pool)
+		if err == nil {
+			_, err = d.cfg.Claims.StageAtLeast(ctx, p, c.n)
+		}
+		if err != nil {
+			d.log.WarnContext(ctx, "pre-staging for delivery failed; claims fall back to Postgres", "pool", c.pool, "err", err)
 		}
 	}
 }

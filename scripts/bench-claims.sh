@@ -29,7 +29,12 @@ serve() {
 	return 1
 }
 stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
-trap '[[ -n "$pid" ]] && kill -9 $pid 2>/dev/null; true' EXIT
+cleanup() {
+	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
+	# The bench's replay records and guards live for a day; drop them now.
+	redis-cli --scan --pattern "bench-claims:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
+}
+trap cleanup EXIT
 
 echo "machine: $(nproc) cores; PostgreSQL $(psql "$DISPENSER_DATABASE_URL" -tAc 'SHOW server_version'), autovacuum $(psql "$DISPENSER_DATABASE_URL" -tAc 'SHOW autovacuum'); $(redis-server --version | cut -d' ' -f1-3)"
 echo "== dispenserctl bench --claims $claims --concurrency $conc --replay-ratio 0.1 --compare"

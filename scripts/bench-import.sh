@@ -22,7 +22,7 @@ export DISPENSER_REDIS_NAMESPACE="bench-import"
 mkdir -p .dev
 bin/dispenserd --log-format text >.dev/bench-import.log 2>&1 &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; redis-cli --scan --pattern "bench-import:*" | xargs -r redis-cli unlink >/dev/null' EXIT
 for _ in $(seq 1 50); do
 	bin/dispenserctl pools list >/dev/null 2>&1 && break
 	sleep 0.2

@@ -41,7 +41,7 @@ cleanup() {
 		kill -9 "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	fi
-	redis-cli --scan --pattern "drill-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
+	redis-cli --scan --pattern "drill-$$:*" | xargs -r -n 10000 redis-cli unlink >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 

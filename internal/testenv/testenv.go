@@ -172,7 +172,7 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	}
 	ns := Unique("test:")
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := deleteNamespace(ctx, rdb, ns); err != nil {
 			t.Errorf("testenv: clean redis namespace: %v", err)
@@ -182,12 +182,22 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	return rdb, ns
 }
 
+// deleteNamespace unlinks every key of ns, scanning in large pages so that a
+// busy shared Redis costs few round trips.
 func deleteNamespace(ctx context.Context, rdb *redis.Client, ns string) error {
-	iter := rdb.Scan(ctx, 0, ns+":*", 500).Iterator()
-	for iter.Next(ctx) {
-		if err := rdb.Del(ctx, iter.Val()).Err(); err != nil {
-			return fmt.Errorf("del: %w", err)
+	var cursor uint64
+	for {
+		keys, next, err := rdb.Scan(ctx, cursor, ns+":*", 10_000).Result()
+		if err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		if len(keys) > 0 {
+			if err := rdb.Unlink(ctx, keys...).Err(); err != nil {
+				return fmt.Errorf("unlink: %w", err)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
 		}
 	}
-	return iter.Err()
 }

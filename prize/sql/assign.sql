@@ -1,10 +1,14 @@
 -- Mark prizes assigned to the claims made for them (request id 'prize:<id>')
--- and open their deliveries, with a delivery id fixed for every attempt.
-WITH a AS (
-    UPDATE prizes p SET state = 'assigned', claim_id = c.id, assigned_at = now(), updated_at = now()
+-- and open their deliveries, with a delivery id fixed for every attempt. The
+-- claim is found by (pool_id, request_id), its unique index.
+WITH x AS (
+    SELECT p.id, c.id AS claim_id
     FROM unnest($1::bigint[]) AS u(id)
-    JOIN claims c ON c.request_id = 'prize:' || u.id
-    WHERE p.id = u.id AND c.pool_id = p.pool_id AND p.state = 'ready'
+    JOIN prizes p ON p.id = u.id
+    JOIN claims c ON c.pool_id = p.pool_id AND c.request_id = 'prize:' || p.id
+), a AS (
+    UPDATE prizes p SET state = 'assigned', claim_id = x.claim_id, assigned_at = now(), updated_at = now()
+    FROM x WHERE p.id = x.id AND p.state = 'ready'
     RETURNING p.id
 )
 INSERT INTO deliveries (id, prize_id, next_attempt_at)
