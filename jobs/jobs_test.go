@@ -15,6 +15,7 @@ import (
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
+	"github.com/dispenserhq/dispenser/prize"
 )
 
 func TestMain(m *testing.M) {
@@ -113,4 +114,32 @@ func TestRunIsExclusiveAcrossReplicas(t *testing.T) {
 	reports, err = b.runner.Run(ctx, jobs.Refill, "p1")
 	require.NoError(t, err)
 	require.Equal(t, 10, reports[0].Staged)
+}
+
+// The deliver schedule is a cron spec in a time zone; a bad one is refused at
+// start-up rather than never firing.
+func TestDeliverSchedule(t *testing.T) {
+	t.Parallel()
+	db := testenv.Postgres(t)
+	rdb, ns := testenv.Redis(t)
+	log := slog.New(slog.DiscardHandler)
+	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: pool.NewRedisKeys(ns), Logger: log})
+	t.Cleanup(svc.Stop)
+	d := prize.NewDeliverer(prize.DeliverConfig{DB: db.Pool, Claims: svc, Logger: log})
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	require.NoError(t, err)
+
+	ok := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, Deliverer: d, DeliverSchedule: "30 2 * * *", DeliverLocation: shanghai, Logger: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	require.NoError(t, ok.Start(ctx))
+	cancel()
+	ok.Stop(context.Background())
+
+	bad := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, Deliverer: d, DeliverSchedule: "at three", Logger: log})
+	require.ErrorContains(t, bad.Start(context.Background()), "deliver schedule")
+	bad.Stop(context.Background())
+
+	none := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, Logger: log})
+	_, err = none.Run(context.Background(), jobs.Deliver, "")
+	require.ErrorContains(t, err, "not configured")
 }
