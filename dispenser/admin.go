@@ -18,6 +18,18 @@ const (
 	maxPageSize     = 1000
 )
 
+// pageSize reads a list call's page_size: 0 is the default, more than the
+// maximum is refused.
+func pageSize(n int32) (int, error) {
+	switch {
+	case n == 0:
+		return defaultPageSize, nil
+	case n < 0 || n > maxPageSize:
+		return 0, invalidArgument("page_size", "must be between 0 and 1000")
+	}
+	return int(n), nil
+}
+
 // CreatePool implements AdminService.CreatePool.
 func (s *Server) CreatePool(ctx context.Context, req *dispenserv1.CreatePoolRequest) (*dispenserv1.CreatePoolResponse, error) {
 	if req.GetPool() == nil {
@@ -71,12 +83,9 @@ func (s *Server) GetPool(ctx context.Context, req *dispenserv1.GetPoolRequest) (
 // ListPools implements AdminService.ListPools. Page tokens are the last id
 // of the previous page, encoded so that callers treat them as opaque.
 func (s *Server) ListPools(ctx context.Context, req *dispenserv1.ListPoolsRequest) (*dispenserv1.ListPoolsResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size == 0:
-		size = defaultPageSize
-	case size < 0 || size > maxPageSize:
-		return nil, invalidArgument("page_size", "must be between 0 and 1000")
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	after, err := base64.RawURLEncoding.DecodeString(req.GetPageToken())
 	if err != nil || (len(after) > 0 && pool.ValidateID("page_token", string(after)) != nil) {

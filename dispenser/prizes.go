@@ -83,12 +83,9 @@ func (s *Server) GetPrize(ctx context.Context, req *dispenserv1.GetPrizeRequest)
 
 // ListPrizes implements PrizeService.ListPrizes.
 func (s *Server) ListPrizes(ctx context.Context, req *dispenserv1.ListPrizesRequest) (*dispenserv1.ListPrizesResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size == 0:
-		size = defaultPageSize
-	case size < 0 || size > maxPageSize:
-		return nil, invalidArgument("page_size", "must be between 0 and 1000")
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	var after int64
 	if tok := req.GetPageToken(); tok != "" {
