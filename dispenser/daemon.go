@@ -26,7 +26,6 @@ import (
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/migrations"
 	"github.com/dispenserhq/dispenser/prize"
-	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 // Config configures a dispenserd process.
@@ -107,16 +106,15 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
-	for _, name := range []string{"", dispenserv1.ClaimService_ServiceDesc.ServiceName,
-		dispenserv1.AdminService_ServiceDesc.ServiceName, dispenserv1.PrizeService_ServiceDesc.ServiceName} {
-		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
-	}
+	hc := &healthChecker{hs: hs, db: db, rdb: rdb, timeout: 2 * time.Second, log: log}
+	hc.check(ctx)
 	if cfg.Reflection {
 		reflection.Register(g)
 	}
 
 	log.InfoContext(ctx, "dispenserd serving", "addr", lis.Addr().String())
 	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { hc.run(ctx, 2*time.Second); return nil })
 	if !cfg.NoJobs {
 		if err := srv.StartJobs(ctx); err != nil {
 			return err
