@@ -34,7 +34,9 @@ type CommitterConfig struct {
 	// OnCommitted is called after each committed batch with its items, to
 	// clear their in-flight ledger entries.
 	OnCommitted func([]*commitItem)
-	Logger      *slog.Logger
+	// OnBatch, if set, is told the size of every committed batch (metrics).
+	OnBatch func(size int)
+	Logger  *slog.Logger
 }
 
 // commitItem is one claim waiting for its batch.
@@ -190,6 +192,9 @@ func (c *committer) flush(batch []*commitItem) {
 	}
 	if c.cfg.OnCommitted != nil {
 		c.cfg.OnCommitted(batch)
+	}
+	if c.cfg.OnBatch != nil {
+		c.cfg.OnBatch(len(batch))
 	}
 	for i, it := range batch {
 		it.done <- results[i]

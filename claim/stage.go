@@ -138,6 +138,15 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 
 var errNothingToStage = errors.New("nothing to stage")
 
+// StagedLen is the length of the pool's staged list in Redis.
+func (s *Service) StagedLen(ctx context.Context, poolID string) (int64, error) {
+	n, err := s.redis.rdb.LLen(ctx, s.redis.keys.Staged(poolID)).Result()
+	if err != nil {
+		return 0, &redisError{fmt.Errorf("staged length: %w", err)}
+	}
+	return n, nil
+}
+
 // ReconcileReport counts what a reconciliation changed.
 type ReconcileReport struct {
 	// Expired codes voided.

@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 
 // bundle is what a test of the gRPC layer works with.
 type bundle struct {
+	srv   *dispenser.Server
 	conn  *grpc.ClientConn
 	admin dispenserv1.AdminServiceClient
 	claim dispenserv1.ClaimServiceClient
@@ -46,6 +47,7 @@ type bundle struct {
 
 type setupOpts struct {
 	redis redis.UniversalClient // overrides the test's Redis
+	log   *slog.Logger          // receives the server's logs
 }
 
 // setup serves a Server over an in-memory connection, on a schema and Redis
@@ -56,11 +58,15 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 	rdb, ns := testenv.Redis(t)
 	b := &bundle{db: db, rdb: rdb, keys: pool.NewRedisKeys(ns), importsDone: make(chan error, 16)}
 	var useRedis redis.UniversalClient = rdb
+	log := slog.New(slog.DiscardHandler)
 	if len(opts) > 0 && opts[0].redis != nil {
 		useRedis = opts[0].redis
 	}
+	if len(opts) > 0 && opts[0].log != nil {
+		log = opts[0].log
+	}
 	srv, err := dispenser.NewServer(dispenser.ServerConfig{DB: db.Pool, Redis: useRedis, RedisNamespace: ns,
-		Logger: slog.New(slog.DiscardHandler), Claims: claim.Config{PoolCacheTTL: time.Nanosecond}})
+		Logger: log, Claims: claim.Config{PoolCacheTTL: time.Nanosecond}})
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Stop(context.Background()) })
 
@@ -71,8 +77,9 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 		}
 		return err
 	}
-	g := dispenser.NewGRPCServer(slog.New(slog.DiscardHandler), grpc.ChainStreamInterceptor(signalImports))
+	g := dispenser.NewGRPCServer(log, grpc.ChainStreamInterceptor(signalImports))
 	srv.Register(g)
+	b.srv = srv
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)

@@ -2,6 +2,7 @@ package dispenser
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
@@ -28,7 +29,9 @@ func claimToProto(c claim.Claim, withCode bool) *dispenserv1.Claim {
 
 // ClaimCode implements ClaimService.ClaimCode.
 func (s *Server) ClaimCode(ctx context.Context, req *dispenserv1.ClaimCodeRequest) (*dispenserv1.ClaimCodeResponse, error) {
+	start := time.Now()
 	res, err := s.claims.Claim(ctx, claim.Request{PoolID: req.GetPoolId(), UserID: req.GetUserId(), RequestID: req.GetRequestId()})
+	s.metrics.observeClaim(req.GetPoolId(), res, err, time.Since(start))
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -58,6 +59,9 @@ type Config struct {
 	Deliver prize.DeliverConfig
 	// NoJobs leaves the scheduled jobs off (RunJob still works).
 	NoJobs bool
+	// MetricsListen is the address of the Prometheus /metrics listener,
+	// separate from the API; empty leaves it off.
+	MetricsListen string
 	// Logger receives logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -115,6 +119,28 @@ func Run(ctx context.Context, cfg Config) error {
 	log.InfoContext(ctx, "dispenserd serving", "addr", lis.Addr().String())
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { hc.run(ctx, 2*time.Second); return nil })
+	if cfg.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.Metrics().Handler())
+		ms := &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		log.InfoContext(ctx, "metrics serving", "addr", mlis.Addr().String())
+		eg.Go(func() error {
+			if err := ms.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+		eg.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return ms.Shutdown(sctx)
+		})
+	}
 	if !cfg.NoJobs {
 		if err := srv.StartJobs(ctx); err != nil {
 			return err

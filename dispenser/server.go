@@ -54,6 +54,7 @@ type Server struct {
 	jobs         *jobs.Runner
 	redis        redis.UniversalClient
 	keys         pool.RedisKeys
+	metrics      *Metrics
 	redisTimeout time.Duration
 	log          *slog.Logger
 }
@@ -80,16 +81,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
 		log:          cmp.Or(cfg.Logger, slog.Default()),
 	}
+	s.metrics = NewMetrics(func() string { return s.claims.BreakerState() })
 	cc := cfg.Claims
 	cc.DB, cc.Redis, cc.Keys, cc.Logger = cfg.DB, cfg.Redis, s.keys, s.log
+	cc.RedisAllocator.Commit.OnBatch = func(n int) { s.metrics.batchSize.Observe(float64(n)) }
 	s.claims = claim.NewService(cc)
 	dc := cfg.Deliver
 	dc.DB, dc.Claims, dc.Logger = cfg.DB, s.claims, s.log
 	jc := cfg.Jobs
 	jc.DB, jc.Claims, jc.Logger, jc.Deliverer = cfg.DB, s.claims, s.log, prize.NewDeliverer(dc)
+	jc.Observe = s.metrics.observeJob
 	s.jobs = jobs.New(jc)
 	return s, nil
 }
+
+// Metrics are the server's Prometheus metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // StartJobs schedules refill and reconcile with ctx until Stop.
 func (s *Server) StartJobs(ctx context.Context) error { return s.jobs.Start(ctx) }

@@ -47,7 +47,10 @@ type Config struct {
 	DeliverSchedule string
 	// DeliverLocation is the time zone of DeliverSchedule; default UTC.
 	DeliverLocation *time.Location
-	Logger          *slog.Logger
+	// Observe, if set, is called after every run with its reports, error and
+	// duration (metrics).
+	Observe func(name Name, reports []PoolReport, err error, took time.Duration)
+	Logger  *slog.Logger
 }
 
 // Name of a job.
@@ -76,7 +79,12 @@ type PoolReport struct {
 	Reconcile claim.ReconcileReport
 	Deliver   prize.DeliverReport
 	Balanced  bool
-	Err       error
+	// Stats are the pool's counts after a reconcile; nil for other jobs.
+	Stats *pool.Stats
+	// RedisStaged is the pool's staged list length after a reconcile, -1
+	// when unknown.
+	RedisStaged int64
+	Err         error
 }
 
 // Runner schedules the jobs and runs them on demand.
@@ -150,15 +158,18 @@ func (r *Runner) Run(ctx context.Context, name Name, poolID string) ([]PoolRepor
 
 // run is Run; with wait false it returns ErrBusy at once when the job is
 // running elsewhere, as scheduled ticks do.
-func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) ([]PoolReport, error) {
+func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (reports []PoolReport, err error) {
 	switch {
 	case name == Deliver && r.cfg.Deliverer == nil:
 		return nil, fmt.Errorf("the deliver job is not configured")
 	case name != Refill && name != Reconcile && name != Deliver:
 		return nil, fmt.Errorf("unknown job %q", name)
 	}
-	var reports []PoolReport
-	err := r.withLock(ctx, LockText(name), wait, func() error {
+	start := time.Now()
+	if r.cfg.Observe != nil {
+		defer func() { r.cfg.Observe(name, reports, err, time.Since(start)) }()
+	}
+	err = r.withLock(ctx, LockText(name), wait, func() error {
 		if name == Deliver {
 			byPool, err := r.cfg.Deliverer.Run(ctx, poolID)
 			for id, rep := range byPool {
@@ -174,7 +185,7 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 			return err
 		}
 		for _, p := range pools {
-			rep := PoolReport{PoolID: p.ID}
+			rep := PoolReport{PoolID: p.ID, RedisStaged: -1}
 			switch name {
 			case Refill:
 				if p.Paused || (!p.ClaimEndsAt.IsZero() && time.Now().After(p.ClaimEndsAt)) {
@@ -183,9 +194,12 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 				rep.Staged, rep.Err = r.cfg.Claims.Refill(ctx, p)
 			case Reconcile:
 				rep.Reconcile, rep.Err = r.cfg.Claims.Reconcile(ctx, p, r.cfg.ReconcileGrace)
+				if n, err := r.cfg.Claims.StagedLen(ctx, p.ID); err == nil {
+					rep.RedisStaged = n
+				}
 				if rep.Err == nil {
 					st, err := r.pools.PoolStats(ctx, p.ID)
-					rep.Balanced, rep.Err = st.Balanced(), err
+					rep.Balanced, rep.Err, rep.Stats = st.Balanced(), err, &st
 					if err == nil && !st.Balanced() {
 						r.log.Error("pool does not balance", "pool", p.ID, "imported", st.Imported,
 							"available", st.Available, "staged", st.Staged, "claimed", st.Claimed, "void", st.Void)

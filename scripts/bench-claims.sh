@@ -20,7 +20,7 @@ mkdir -p .dev
 
 pid=""
 serve() {
-	bin/dispenserd --log-format text --log-level error "$@" >>.dev/bench-claims.log 2>&1 &
+	bin/dispenserd --log-format text --log-level error --metrics-listen "" "$@" >>.dev/bench-claims.log 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do
 		bin/dispenserctl pools list >/dev/null 2>&1 && return 0

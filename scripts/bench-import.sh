@@ -20,7 +20,7 @@ export DISPENSER_ADDR="$DISPENSER_LISTEN"
 export DISPENSER_REDIS_NAMESPACE="bench-import"
 
 mkdir -p .dev
-bin/dispenserd --log-format text >.dev/bench-import.log 2>&1 &
+bin/dispenserd --log-format text --metrics-listen "" >.dev/bench-import.log 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; redis-cli --scan --pattern "bench-import:*" | xargs -r redis-cli unlink >/dev/null' EXIT
 for _ in $(seq 1 50); do

@@ -120,6 +120,7 @@ func newRootCmd() *cobra.Command {
 	f.IntVar(&cfg.Deliver.MaxAttempts, "deliver-max-attempts", 6, "webhook attempts before a prize is parked")
 	f.DurationVar(&webhookTimeout, "webhook-timeout", 10*time.Second, "timeout of one webhook attempt")
 	f.BoolVar(&cfg.Claims.FallbackOnly, "fallback-only", false, "serve every claim from Postgres (SKIP LOCKED), never from Redis")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", env("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")
 	f.StringVar(&debugListen, "debug-listen", env("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
 	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule jobs on this replica [DISPENSER_NO_JOBS]")
 

@@ -1,0 +1,172 @@
+package dispenser
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/jobs"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// Metrics are the service's Prometheus metrics, on a registry of their own.
+// Pool ids are labels; codes, user ids and request ids never are.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	claims       *prometheus.CounterVec
+	claimSeconds *prometheus.HistogramVec
+	batchSize    prometheus.Histogram
+	poolCodes    *prometheus.GaugeVec
+	redisStaged  *prometheus.GaugeVec
+	jobRuns      *prometheus.CounterVec
+	jobSeconds   *prometheus.HistogramVec
+	jobChanges   *prometheus.CounterVec
+	prizes       *prometheus.CounterVec
+}
+
+// NewMetrics registers the metrics; breaker reads the Redis breaker's state.
+func NewMetrics(breaker func() string) *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.claims = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dispenser_claims_total",
+		Help: "ClaimCode answers by pool, path (redis, fallback, replay, none) and result.",
+	}, []string{"pool", "path", "result"})
+	m.claimSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "dispenser_claim_duration_seconds",
+		Help:    "ClaimCode latency by pool and path.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"pool", "path"})
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "dispenser_group_commit_batch_size",
+		Help:    "Claims persisted per group-commit transaction.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	})
+	m.poolCodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dispenser_pool_codes",
+		Help: "Codes of a pool by state (available, staged, claimed, void, imported), as of the last reconcile.",
+	}, []string{"pool", "state"})
+	m.redisStaged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dispenser_pool_redis_staged",
+		Help: "Length of a pool's staged list in Redis, as of the last reconcile.",
+	}, []string{"pool"})
+	m.jobRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dispenser_job_runs_total",
+		Help: "Job runs by job and result (ok, busy, error).",
+	}, []string{"job", "result"})
+	m.jobSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "dispenser_job_duration_seconds",
+		Help:    "Job run duration.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 4, 9),
+	}, []string{"job"})
+	m.jobChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dispenser_job_codes_total",
+		Help: "Codes the jobs moved, by job and kind (staged, expired, returned_lost_batches, returned_stale, returned_orphans).",
+	}, []string{"job", "kind"})
+	m.prizes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dispenser_prizes_total",
+		Help: "Prize delivery outcomes by pool (assigned, delivered, retried, parked).",
+	}, []string{"pool", "outcome"})
+	breakerGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dispenser_redis_breaker_open",
+		Help: "1 while the Redis breaker is open or half-open (claims served by Postgres), else 0.",
+	}, func() float64 {
+		if breaker() == "closed" {
+			return 0
+		}
+		return 1
+	})
+	m.Registry.MustRegister(m.claims, m.claimSeconds, m.batchSize, m.poolCodes, m.redisStaged, m.jobRuns,
+		m.jobSeconds, m.jobChanges, m.prizes, breakerGauge,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// observeClaim records one ClaimCode answer.
+func (m *Metrics) observeClaim(poolID string, res claim.Result, err error, took time.Duration) {
+	path := string(res.Path)
+	if err != nil {
+		path = "none"
+	}
+	m.claims.WithLabelValues(poolID, path, claimResult(err)).Inc()
+	m.claimSeconds.WithLabelValues(poolID, path).Observe(took.Seconds())
+}
+
+// claimResult names the outcome of a claim for the result label.
+func claimResult(err error) string {
+	var cfe *claim.FieldError
+	var pfe *pool.FieldError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, claim.ErrPoolExhausted):
+		return "exhausted"
+	case errors.Is(err, claim.ErrUserLimit):
+		return "limit"
+	case errors.Is(err, claim.ErrPoolPaused):
+		return "paused"
+	case errors.Is(err, claim.ErrPoolClosed):
+		return "closed"
+	case errors.Is(err, pool.ErrPoolNotFound):
+		return "not_found"
+	case errors.As(err, &cfe), errors.As(err, &pfe):
+		return "invalid"
+	case errors.Is(err, pool.ErrUnavailable), errors.Is(err, claim.ErrStopped):
+		return "unavailable"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "canceled"
+	}
+	return "error"
+}
+
+// observeJob records one job run and what it changed.
+func (m *Metrics) observeJob(name jobs.Name, reports []jobs.PoolReport, err error, took time.Duration) {
+	result := "ok"
+	switch {
+	case errors.Is(err, jobs.ErrBusy):
+		result = "busy"
+	case err != nil:
+		result = "error"
+	}
+	m.jobRuns.WithLabelValues(string(name), result).Inc()
+	m.jobSeconds.WithLabelValues(string(name)).Observe(took.Seconds())
+	for _, r := range reports {
+		add := func(kind string, n int64) {
+			if n > 0 {
+				m.jobChanges.WithLabelValues(string(name), kind).Add(float64(n))
+			}
+		}
+		add("staged", int64(r.Staged))
+		add("expired", r.Reconcile.Expired)
+		add("returned_lost_batches", r.Reconcile.LostBatches)
+		add("returned_stale", r.Reconcile.Stale)
+		add("returned_orphans", r.Reconcile.Orphans)
+		for outcome, n := range map[string]int{"assigned": r.Deliver.Assigned, "delivered": r.Deliver.Delivered,
+			"retried": r.Deliver.Retried, "parked": r.Deliver.Parked} {
+			if n > 0 {
+				m.prizes.WithLabelValues(r.PoolID, outcome).Add(float64(n))
+			}
+		}
+		if r.Stats != nil {
+			st := r.Stats
+			for state, n := range map[string]int64{"available": st.Available, "staged": st.Staged,
+				"claimed": st.Claimed, "void": st.Void, "imported": st.Imported} {
+				m.poolCodes.WithLabelValues(r.PoolID, state).Set(float64(n))
+			}
+		}
+		if r.RedisStaged >= 0 && name == jobs.Reconcile {
+			m.redisStaged.WithLabelValues(r.PoolID).Set(float64(r.RedisStaged))
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package dispenser_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+// syncBuffer is a bytes.Buffer safe for concurrent log writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Promise 7: thousands of codes imported, claimed, exported, voided and
+// run through the jobs with debug logging on; none of them, and no user id,
+// appears in the logs or in the metrics.
+func TestNoSecretsInLogsOrMetrics(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var logs syncBuffer
+	b := setup(t, setupOpts{log: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	const n = 3000
+	var data strings.Builder
+	var codes []string
+	for i := range n {
+		c := fmt.Sprintf("S3CR3T%06dX", i)
+		codes = append(codes, c)
+		data.WriteString(c + "\n")
+	}
+	data.WriteString("bad\n")
+	_, err := b.admin.CreatePool(ctx, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{Id: "p1", RefillBatchSize: 1000}})
+	require.NoError(t, err)
+	_, err = b.importData(ctx, &dispenserv1.ImportOptions{PoolId: "p1", Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES}, data.String())
+	require.NoError(t, err)
+	_, err = b.importData(ctx, &dispenserv1.ImportOptions{PoolId: "p1", Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, Strict: true}, data.String())
+	require.Error(t, err)
+	_, err = b.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_REFILL})
+	require.NoError(t, err)
+	var users []string
+	for i := range 1500 {
+		u := fmt.Sprintf("USER-PII-%05d", i)
+		users = append(users, u)
+		_, err := b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "p1", UserId: u, RequestId: fmt.Sprint("req-", i)})
+		require.NoError(t, err)
+		if i%100 == 0 {
+			_, err = b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "p1", UserId: u, RequestId: fmt.Sprint("again-", i)})
+			require.Error(t, err) // limit: an error path with the user id in the request
+		}
+	}
+	_, err = b.admin.VoidCodes(ctx, &dispenserv1.VoidCodesRequest{PoolId: "p1", Codes: codes[2900:], Reason: "recall"})
+	require.NoError(t, err)
+	_, err = b.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_RECONCILE})
+	require.NoError(t, err)
+
+	rec := httptest.NewRecorder()
+	b.srv.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	metrics := rec.Body.String()
+	require.Contains(t, metrics, `dispenser_claims_total{path="redis",pool="p1",result="ok"}`)
+	require.Contains(t, metrics, `dispenser_claims_total{path="none",pool="p1",result="limit"}`)
+	require.Contains(t, metrics, `dispenser_pool_codes{pool="p1",state="claimed"} 1500`)
+	require.Contains(t, metrics, "dispenser_group_commit_batch_size_count")
+	require.Contains(t, metrics, `dispenser_job_runs_total{job="reconcile",result="ok"} 1`)
+
+	out := logs.String()
+	require.Greater(t, len(out), 10_000, "debug logging was on")
+	for _, haystack := range []string{out, metrics} {
+		require.NotContains(t, haystack, "S3CR3T")
+		require.NotContains(t, haystack, "USER-PII")
+	}
+}
