@@ -59,6 +59,8 @@ type Config struct {
 	Deliver prize.DeliverConfig
 	// NoJobs leaves the scheduled jobs off (RunJob still works).
 	NoJobs bool
+	// TLS turns on TLS, or mTLS, on the gRPC listener.
+	TLS TLSConfig
 	// MetricsListen is the address of the Prometheus /metrics listener,
 	// separate from the API; empty leaves it off.
 	MetricsListen string
@@ -106,7 +108,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("listen: %w", err)
 		}
 	}
-	g := NewGRPCServer(log)
+	var grpcOpts []grpc.ServerOption
+	if cfg.TLS.Enabled() {
+		creds, err := cfg.TLS.ServerCredentials()
+		if err != nil {
+			return err
+		}
+		grpcOpts = append(grpcOpts, grpc.Creds(creds))
+	}
+	g := NewGRPCServer(log, grpcOpts...)
 	srv.Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)

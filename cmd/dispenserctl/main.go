@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/dispenserhq/dispenser/dispenser"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -37,6 +38,10 @@ func main() {
 // app carries the global flags and the output streams of one invocation.
 type app struct {
 	addr    string
+	tlsCA   string
+	tlsCert string
+	tlsKey  string
+	useTLS  bool
 	asJSON  bool
 	timeout time.Duration
 	stdout  io.Writer
@@ -66,6 +71,10 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.addr, "addr", addr, "dispenserd gRPC address [DISPENSER_ADDR]")
 	f.BoolVar(&a.asJSON, "json", false, "print results as JSON for scripts")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline of each unary call")
+	f.BoolVar(&a.useTLS, "tls", os.Getenv("DISPENSER_TLS") == "true", "connect with TLS (implied by --tls-ca or --tls-cert) [DISPENSER_TLS]")
+	f.StringVar(&a.tlsCA, "tls-ca", os.Getenv("DISPENSER_TLS_CA"), "trust this CA (PEM) instead of the system's [DISPENSER_TLS_CA]")
+	f.StringVar(&a.tlsCert, "tls-cert", os.Getenv("DISPENSER_TLS_CERT"), "client certificate for mTLS (PEM) [DISPENSER_TLS_CERT]")
+	f.StringVar(&a.tlsKey, "tls-key", os.Getenv("DISPENSER_TLS_KEY"), "client certificate's key (PEM) [DISPENSER_TLS_KEY]")
 	root.AddCommand(a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd(), a.benchCmd())
 	return root
 }
@@ -75,7 +84,15 @@ func (a *app) dial() (*grpc.ClientConn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if a.useTLS || a.tlsCA != "" || a.tlsCert != "" {
+		c, err := dispenser.ClientTLS(a.tlsCA, a.tlsCert, a.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		creds = c
+	}
+	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", a.addr, err)
 	}
