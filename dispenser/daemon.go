@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -193,7 +194,8 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContextAndCallMeta(requestFields)}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
@@ -210,6 +212,22 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 		),
 	}, opts...)
 	return grpc.NewServer(opts...)
+}
+
+// requestFields adds the pool and request id of a call to its log line. User
+// ids and codes are never logged.
+func requestFields(_ context.Context, c interceptors.CallMeta) logging.Fields {
+	var f logging.Fields
+	if r, ok := c.ReqOrNil.(interface{ GetPoolId() string }); ok && r.GetPoolId() != "" {
+		f = append(f, "pool", r.GetPoolId())
+	}
+	if r, ok := c.ReqOrNil.(interface{ GetRequestId() string }); ok && r.GetRequestId() != "" {
+		f = append(f, "request_id", r.GetRequestId())
+	}
+	if r, ok := c.ReqOrNil.(interface{ GetPrizeId() string }); ok && r.GetPrizeId() != "" {
+		f = append(f, "prize", r.GetPrizeId())
+	}
+	return f
 }
 
 // OpenDB opens a Postgres pool and checks that it answers.

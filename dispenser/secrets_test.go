@@ -85,6 +85,8 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 
 	out := logs.String()
 	require.Greater(t, len(out), 10_000, "debug logging was on")
+	require.Contains(t, out, `"request_id":"req-1499"`, "claim log lines carry the request id")
+	require.Contains(t, out, `"pool":"p1"`)
 	for _, haystack := range []string{out, metrics} {
 		require.NotContains(t, haystack, "S3CR3T")
 		require.NotContains(t, haystack, "USER-PII")
