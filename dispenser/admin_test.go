@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/testenv"
@@ -48,6 +49,7 @@ type bundle struct {
 type setupOpts struct {
 	redis redis.UniversalClient // overrides the test's Redis
 	log   *slog.Logger          // receives the server's logs
+	auth  *auth.Config          // turns API-key authentication on
 }
 
 // setup serves a Server over an in-memory connection, on a schema and Redis
@@ -77,7 +79,14 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 		}
 		return err
 	}
-	g := dispenser.NewGRPCServer(log, grpc.ChainStreamInterceptor(signalImports))
+	gopts := []grpc.ServerOption{grpc.ChainStreamInterceptor(signalImports)}
+	if len(opts) > 0 && opts[0].auth != nil {
+		ac := *opts[0].auth
+		ac.Store = auth.NewStore(db.Pool)
+		a := auth.New(ac)
+		gopts = append(gopts, grpc.ChainUnaryInterceptor(a.Unary()), grpc.ChainStreamInterceptor(a.Stream()))
+	}
+	g := dispenser.NewGRPCServer(log, gopts...)
 	srv.Register(g)
 	b.srv = srv
 	lis := bufconn.Listen(1 << 20)
@@ -477,4 +486,12 @@ func TestPoolStatsRedisDown(t *testing.T) {
 	require.Nil(t, resp.GetStats().RedisStaged)
 	require.Contains(t, resp.GetStats().GetRedisError(), "redis unreachable")
 	require.True(t, resp.GetStats().GetBalanced())
+}
+
+// createPoolDirect makes a pool in the database, bypassing the API (and its
+// authentication).
+func (b *bundle) createPoolDirect(t *testing.T, id string) {
+	t.Helper()
+	_, err := pool.NewStore(b.db.Pool).CreatePool(context.Background(), pool.Pool{ID: id})
+	require.NoError(t, err)
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/migrations"
@@ -62,6 +63,13 @@ type Config struct {
 	NoJobs bool
 	// TLS turns on TLS, or mTLS, on the gRPC listener.
 	TLS TLSConfig
+	// NoAuth serves without API keys: anyone who reaches the port may do
+	// anything. Only for a trusted network or behind mTLS.
+	NoAuth bool
+	// RateLimit and RateBurst are the default per-key request rate (per
+	// second) and burst; keys may set their own. 0 rate: unlimited.
+	RateLimit float64
+	RateBurst int
 	// MetricsListen is the address of the Prometheus /metrics listener,
 	// separate from the API; empty leaves it off.
 	MetricsListen string
@@ -116,6 +124,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		grpcOpts = append(grpcOpts, grpc.Creds(creds))
+	}
+	if cfg.NoAuth {
+		log.WarnContext(ctx, "authentication is OFF: anyone who reaches the port may claim and administer")
+	} else {
+		a := auth.New(auth.Config{Store: auth.NewStore(db), Rate: cfg.RateLimit, Burst: cfg.RateBurst, Logger: log})
+		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(a.Unary()), grpc.ChainStreamInterceptor(a.Stream()))
 	}
 	g := NewGRPCServer(log, grpcOpts...)
 	srv.Register(g)

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"strconv"
 
+	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/prize"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -16,6 +17,15 @@ var prizeStates = map[dispenserv1.PrizeState]prize.State{
 	dispenserv1.PrizeState_PRIZE_STATE_DELIVERED: prize.Delivered,
 	dispenserv1.PrizeState_PRIZE_STATE_FAILED:    prize.Failed,
 	dispenserv1.PrizeState_PRIZE_STATE_CANCELLED: prize.Cancelled,
+}
+
+// prizeFor converts a prize for the caller: only admins see codes.
+func prizeFor(ctx context.Context, p prize.Prize) *dispenserv1.Prize {
+	out := prizeToProto(p)
+	if !auth.SeesCodes(ctx) {
+		out.Code = ""
+	}
+	return out
 }
 
 func prizeToProto(p prize.Prize) *dispenserv1.Prize {
@@ -78,7 +88,7 @@ func (s *Server) GetPrize(ctx context.Context, req *dispenserv1.GetPrizeRequest)
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
-	return &dispenserv1.GetPrizeResponse{Prize: prizeToProto(p)}, nil
+	return &dispenserv1.GetPrizeResponse{Prize: prizeFor(ctx, p)}, nil
 }
 
 // ListPrizes implements PrizeService.ListPrizes.
@@ -115,7 +125,7 @@ func (s *Server) ListPrizes(ctx context.Context, req *dispenserv1.ListPrizesRequ
 		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(prizes[size-1].ID, 10)))
 	}
 	for _, p := range prizes {
-		resp.Prizes = append(resp.Prizes, prizeToProto(p))
+		resp.Prizes = append(resp.Prizes, prizeFor(ctx, p))
 	}
 	return resp, nil
 }

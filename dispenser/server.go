@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
+	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
@@ -50,6 +51,7 @@ type Server struct {
 
 	pools        *pool.Store
 	prizes       *prize.Store
+	apiKeys      *auth.Store
 	claims       *claim.Service
 	jobs         *jobs.Runner
 	redis        redis.UniversalClient
@@ -76,6 +78,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		pools:        pool.NewStore(cfg.DB),
 		prizes:       prize.NewStore(cfg.DB),
+		apiKeys:      auth.NewStore(cfg.DB),
 		redis:        cfg.Redis,
 		keys:         pool.NewRedisKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),

@@ -89,7 +89,7 @@ func serveTLS(t *testing.T, tlsCfg dispenser.TLSConfig) string {
 	done := make(chan error, 1)
 	go func() {
 		done <- dispenser.Run(ctx, dispenser.Config{DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
-			Listener: lis, NoJobs: true, TLS: tlsCfg, Logger: slog.New(slog.DiscardHandler)})
+			Listener: lis, NoJobs: true, NoAuth: true, TLS: tlsCfg, Logger: slog.New(slog.DiscardHandler)})
 	}()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 	return lis.Addr().String()

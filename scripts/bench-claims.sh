@@ -17,6 +17,9 @@ export DISPENSER_DATABASE_URL="$pg/dispenser_bench?sslmode=disable"
 export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-50091}" DISPENSER_ADDR="127.0.0.1:${BENCH_PORT:-50091}"
 export DISPENSER_REDIS_NAMESPACE="bench-claims"
 mkdir -p .dev
+bin/dispenserd migrate --log-format text 2>/dev/null
+DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name "$(basename "$0")" 2>/dev/null)"
+export DISPENSER_KEY
 
 pid=""
 serve() {

@@ -20,6 +20,9 @@ export DISPENSER_ADDR="$DISPENSER_LISTEN"
 export DISPENSER_REDIS_NAMESPACE="bench-import"
 
 mkdir -p .dev
+bin/dispenserd migrate --log-format text 2>/dev/null
+DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name "$(basename "$0")" 2>/dev/null)"
+export DISPENSER_KEY
 bin/dispenserd --log-format text --metrics-listen "" >.dev/bench-import.log 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; redis-cli --scan --pattern "bench-import:*" | xargs -r redis-cli unlink >/dev/null' EXIT

@@ -24,6 +24,9 @@ export DISPENSER_LISTEN="127.0.0.1:$port" DISPENSER_ADDR="127.0.0.1:$port"
 export DISPENSER_REDIS_NAMESPACE="drill-$$"
 log=.dev/drill-kill.log
 : >"$log"
+bin/dispenserd migrate --log-format text 2>/dev/null
+DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name "$(basename "$0")" 2>/dev/null)"
+export DISPENSER_KEY
 
 pid=""
 start_server() {

@@ -24,6 +24,12 @@ if [[ "$(psql "$admin_url" -tAc "SELECT 1 FROM pg_database WHERE datname = '$dbn
 	psql "$admin_url" -qc "CREATE DATABASE \"$dbname\""
 fi
 bin/dispenserd migrate --log-format text
+# An admin key for the demo, made once and kept in .dev/ (git-ignored).
+if [[ ! -s .dev/demo-admin.key ]]; then
+	bin/dispenserd keys create --role admin --name demo 2>/dev/null >.dev/demo-admin.key
+	chmod 600 .dev/demo-admin.key
+fi
+export DISPENSER_KEY="$(cat .dev/demo-admin.key)"
 
 log=.dev/dispenserd.log
 bin/dispenserd --log-format text >>"$log" 2>&1 &
@@ -50,12 +56,17 @@ bin/dispenserctl import --pool demo .dev/demo-codes.txt 2>/dev/null | head -1
 
 cat <<MSG
 
-dispenserd is serving on $DISPENSER_LISTEN (logs: $log). Try:
+dispenserd is serving on $DISPENSER_LISTEN (logs: $log).
+The demo admin key (also in .dev/demo-admin.key):
+
+  export DISPENSER_KEY=$DISPENSER_KEY
+
+Then try:
 
   bin/dispenserctl pools stats demo
   bin/dispenserctl pools list
   go tool -modfile=tools/go.mod grpcurl -plaintext $DISPENSER_LISTEN list
-  go tool -modfile=tools/go.mod grpcurl -plaintext -d '{"pool_id":"demo"}' $DISPENSER_LISTEN dispenser.v1.AdminService/GetPoolStats
+  go tool -modfile=tools/go.mod grpcurl -plaintext -H "authorization: Bearer \$DISPENSER_KEY" -d '{"pool_id":"demo"}' $DISPENSER_LISTEN dispenser.v1.AdminService/GetPoolStats
 
 Ctrl-C stops the server.
 MSG

@@ -38,6 +38,7 @@ func main() {
 // app carries the global flags and the output streams of one invocation.
 type app struct {
 	addr    string
+	key     string
 	tlsCA   string
 	tlsCert string
 	tlsKey  string
@@ -71,11 +72,12 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.addr, "addr", addr, "dispenserd gRPC address [DISPENSER_ADDR]")
 	f.BoolVar(&a.asJSON, "json", false, "print results as JSON for scripts")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline of each unary call")
+	f.StringVar(&a.key, "key", os.Getenv("DISPENSER_KEY"), "API key, sent as a bearer token [DISPENSER_KEY]")
 	f.BoolVar(&a.useTLS, "tls", os.Getenv("DISPENSER_TLS") == "true", "connect with TLS (implied by --tls-ca or --tls-cert) [DISPENSER_TLS]")
 	f.StringVar(&a.tlsCA, "tls-ca", os.Getenv("DISPENSER_TLS_CA"), "trust this CA (PEM) instead of the system's [DISPENSER_TLS_CA]")
 	f.StringVar(&a.tlsCert, "tls-cert", os.Getenv("DISPENSER_TLS_CERT"), "client certificate for mTLS (PEM) [DISPENSER_TLS_CERT]")
 	f.StringVar(&a.tlsKey, "tls-key", os.Getenv("DISPENSER_TLS_KEY"), "client certificate's key (PEM) [DISPENSER_TLS_KEY]")
-	root.AddCommand(a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd(), a.benchCmd())
+	root.AddCommand(a.keysCmd(), a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd(), a.benchCmd())
 	return root
 }
 
@@ -92,13 +94,27 @@ func (a *app) dial() (*grpc.ClientConn, error) {
 		}
 		creds = c
 	}
-	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(creds))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if a.key != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerKey(a.key)))
+	}
+	conn, err := grpc.NewClient(a.addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", a.addr, err)
 	}
 	a.conn = conn
 	return conn, nil
 }
+
+// bearerKey sends the API key with every call. It is allowed over plaintext
+// too, for local use; use TLS on any real network.
+type bearerKey string
+
+func (k bearerKey) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(k)}, nil
+}
+
+func (bearerKey) RequireTransportSecurity() bool { return false }
 
 // close releases the connection, if one was made.
 func (a *app) close() {

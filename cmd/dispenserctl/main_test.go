@@ -37,6 +37,12 @@ func startServer(t *testing.T) string {
 // Redis namespace, for commands that read them directly (audit, bench).
 func startServerEnv(t *testing.T) (addr, dbURL, namespace string) {
 	t.Helper()
+	return startServerWith(t, true)
+}
+
+// startServerWith starts a server with or without API-key authentication.
+func startServerWith(t *testing.T, noAuth bool) (addr, dbURL, namespace string) {
+	t.Helper()
 	db := testenv.Postgres(t)
 	_, ns := testenv.Redis(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -49,7 +55,9 @@ func startServerEnv(t *testing.T) (addr, dbURL, namespace string) {
 			Listener: lis, ShutdownTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
 			// Tests run jobs when they mean to; a scheduled refill would
 			// move codes between states under their feet.
-			NoJobs:  true,
+			NoJobs: true,
+			// Authentication has its own tests; most of these test commands.
+			NoAuth:  noAuth,
 			Deliver: prize.DeliverConfig{MaxAttempts: 2, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
 		})
 	}()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/dispenser"
 )
 
@@ -123,6 +124,9 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", env("DISPENSER_TLS_CERT", ""), "serve gRPC over TLS with this certificate (PEM) [DISPENSER_TLS_CERT]")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", env("DISPENSER_TLS_KEY", ""), "the certificate's private key (PEM) [DISPENSER_TLS_KEY]")
 	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", env("DISPENSER_TLS_CLIENT_CA", ""), "require client certificates signed by this CA (mTLS) [DISPENSER_TLS_CLIENT_CA]")
+	f.BoolVar(&cfg.NoAuth, "insecure-no-auth", env("DISPENSER_INSECURE_NO_AUTH", "") == "true", "serve without API keys: anyone who reaches the port may do anything [DISPENSER_INSECURE_NO_AUTH]")
+	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "default requests per second per API key (0: unlimited)")
+	f.IntVar(&cfg.RateBurst, "rate-burst", 100, "default burst per API key")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", env("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")
 	f.StringVar(&debugListen, "debug-listen", env("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
 	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule jobs on this replica [DISPENSER_NO_JOBS]")
@@ -156,7 +160,51 @@ func newRootCmd() *cobra.Command {
 			return nil
 		},
 	})
+	root.AddCommand(keysCmd(&c))
 	return root
+}
+
+// keysCmd makes keys straight in Postgres: the first admin key cannot come
+// through the API, which needs a key.
+func keysCmd(c *common) *cobra.Command {
+	keys := &cobra.Command{Use: "keys", Short: "Make API keys directly in the database (the first admin key)"}
+	var role, name, pools string
+	create := &cobra.Command{
+		Use:   "create --role admin|claimer|auditor",
+		Short: "Create an API key and print it once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := auth.ParseRole(role)
+			if err != nil {
+				return err
+			}
+			db, err := dispenser.OpenDB(cmd.Context(), c.databaseURL)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			k := auth.Key{Name: name, Role: r}
+			if pools != "" {
+				if r != auth.Claimer {
+					return fmt.Errorf("--pools is for claimer keys")
+				}
+				k.Pools = strings.Split(pools, ",")
+			}
+			k, text, err := auth.NewStore(db).Create(cmd.Context(), k)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "created %s key %s; it is shown once:\n", k.Role, k.ID)
+			fmt.Fprintln(cmd.OutOrStdout(), text)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&role, "role", "", "admin, claimer or auditor (required)")
+	create.Flags().StringVar(&name, "name", "", "a label for people")
+	create.Flags().StringVar(&pools, "pools", "", "claimer keys: comma-separated pools the key may claim from")
+	_ = create.MarkFlagRequired("role")
+	keys.AddCommand(create)
+	return keys
 }
 
 // serveDebug serves net/http/pprof on its own listener, never on the API's.

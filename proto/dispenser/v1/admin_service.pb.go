@@ -136,6 +136,63 @@ func (Job) EnumDescriptor() ([]byte, []int) {
 	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{1}
 }
 
+// KeyRole is what an API key may do.
+type KeyRole int32
+
+const (
+	// Not a valid choice.
+	KeyRole_KEY_ROLE_UNSPECIFIED KeyRole = 0
+	// ClaimService calls, optionally in named pools only.
+	KeyRole_KEY_ROLE_CLAIMER KeyRole = 1
+	// Everything.
+	KeyRole_KEY_ROLE_ADMIN KeyRole = 2
+	// Read-only admin: pools, stats, prizes and claim exports, never codes.
+	KeyRole_KEY_ROLE_AUDITOR KeyRole = 3
+)
+
+// Enum value maps for KeyRole.
+var (
+	KeyRole_name = map[int32]string{
+		0: "KEY_ROLE_UNSPECIFIED",
+		1: "KEY_ROLE_CLAIMER",
+		2: "KEY_ROLE_ADMIN",
+		3: "KEY_ROLE_AUDITOR",
+	}
+	KeyRole_value = map[string]int32{
+		"KEY_ROLE_UNSPECIFIED": 0,
+		"KEY_ROLE_CLAIMER":     1,
+		"KEY_ROLE_ADMIN":       2,
+		"KEY_ROLE_AUDITOR":     3,
+	}
+)
+
+func (x KeyRole) Enum() *KeyRole {
+	p := new(KeyRole)
+	*p = x
+	return p
+}
+
+func (x KeyRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_dispenser_v1_admin_service_proto_enumTypes[2].Descriptor()
+}
+
+func (KeyRole) Type() protoreflect.EnumType {
+	return &file_dispenser_v1_admin_service_proto_enumTypes[2]
+}
+
+func (x KeyRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyRole.Descriptor instead.
+func (KeyRole) EnumDescriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{2}
+}
+
 // CreatePoolRequest names the new pool and its settings.
 type CreatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1469,6 +1526,392 @@ func (x *RunJobResponse) GetPools() []*JobPoolReport {
 	return nil
 }
 
+// ApiKey describes an API key; it never carries the secret.
+type ApiKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's public id, the part after "dk_" and before the secret.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// A label for people.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// What the key may do.
+	Role KeyRole `protobuf:"varint,3,opt,name=role,proto3,enum=dispenser.v1.KeyRole" json:"role,omitempty"`
+	// For claimers, the only pools the key may claim from; empty: every pool.
+	Pools []string `protobuf:"bytes,4,rep,name=pools,proto3" json:"pools,omitempty"`
+	// Requests per second allowed; 0 takes the server's default.
+	Rate float64 `protobuf:"fixed64,5,opt,name=rate,proto3" json:"rate,omitempty"`
+	// Burst above the rate; 0 takes the server's default.
+	Burst int32 `protobuf:"varint,6,opt,name=burst,proto3" json:"burst,omitempty"`
+	// When the key was made.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When it was revoked; unset while valid.
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKey) Reset() {
+	*x = ApiKey{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKey) ProtoMessage() {}
+
+func (x *ApiKey) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
+func (*ApiKey) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ApiKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiKey) GetRole() KeyRole {
+	if x != nil {
+		return x.Role
+	}
+	return KeyRole_KEY_ROLE_UNSPECIFIED
+}
+
+func (x *ApiKey) GetPools() []string {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+func (x *ApiKey) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *ApiKey) GetBurst() int32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *ApiKey) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ApiKey) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+// CreateKeyRequest describes the key to make.
+type CreateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's settings; id and times are ignored.
+	Key           *ApiKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyRequest) Reset() {
+	*x = CreateKeyRequest{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyRequest) ProtoMessage() {}
+
+func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateKeyRequest) GetKey() *ApiKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// CreateKeyResponse returns the key and its text.
+type CreateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key as stored.
+	Key *ApiKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key's full text, "dk_<id>_<secret>", to send as
+	// "authorization: Bearer <text>". Shown once; it cannot be read back.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyResponse) Reset() {
+	*x = CreateKeyResponse{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyResponse) ProtoMessage() {}
+
+func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CreateKeyResponse) GetKey() *ApiKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *CreateKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListKeysRequest asks for every key.
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{24}
+}
+
+// ListKeysResponse lists the keys.
+type ListKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every key, oldest first.
+	Keys          []*ApiKey `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListKeysResponse) GetKeys() []*ApiKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// RevokeKeyRequest names the key to revoke.
+type RevokeKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's id.
+	KeyId         string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RevokeKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+// RevokeKeyResponse returns the revoked key.
+type RevokeKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, with its revoke time.
+	Key           *ApiKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RevokeKeyResponse) GetKey() *ApiKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 var File_dispenser_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_admin_service_proto_rawDesc = "" +
@@ -1556,7 +1999,30 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x10delivery_retries\x18\v \x01(\x03R\x0fdeliveryRetries\x12#\n" +
 	"\rprizes_parked\x18\f \x01(\x03R\fprizesParked\"C\n" +
 	"\x0eRunJobResponse\x121\n" +
-	"\x05pools\x18\x01 \x03(\v2\x1b.dispenser.v1.JobPoolReportR\x05pools*]\n" +
+	"\x05pools\x18\x01 \x03(\v2\x1b.dispenser.v1.JobPoolReportR\x05pools\"\x91\x02\n" +
+	"\x06ApiKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x15.dispenser.v1.KeyRoleR\x04role\x12\x14\n" +
+	"\x05pools\x18\x04 \x03(\tR\x05pools\x12\x12\n" +
+	"\x04rate\x18\x05 \x01(\x01R\x04rate\x12\x14\n" +
+	"\x05burst\x18\x06 \x01(\x05R\x05burst\x12;\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vrevoke_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\":\n" +
+	"\x10CreateKeyRequest\x12&\n" +
+	"\x03key\x18\x01 \x01(\v2\x14.dispenser.v1.ApiKeyR\x03key\"S\n" +
+	"\x11CreateKeyResponse\x12&\n" +
+	"\x03key\x18\x01 \x01(\v2\x14.dispenser.v1.ApiKeyR\x03key\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x11\n" +
+	"\x0fListKeysRequest\"<\n" +
+	"\x10ListKeysResponse\x12(\n" +
+	"\x04keys\x18\x01 \x03(\v2\x14.dispenser.v1.ApiKeyR\x04keys\")\n" +
+	"\x10RevokeKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\";\n" +
+	"\x11RevokeKeyResponse\x12&\n" +
+	"\x03key\x18\x01 \x01(\v2\x14.dispenser.v1.ApiKeyR\x03key*]\n" +
 	"\fImportFormat\x12\x1d\n" +
 	"\x19IMPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13IMPORT_FORMAT_LINES\x10\x01\x12\x15\n" +
@@ -1566,7 +2032,12 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
 	"JOB_REFILL\x10\x01\x12\x11\n" +
 	"\rJOB_RECONCILE\x10\x02\x12\x0f\n" +
-	"\vJOB_DELIVER\x10\x032\xdf\x05\n" +
+	"\vJOB_DELIVER\x10\x03*c\n" +
+	"\aKeyRole\x12\x18\n" +
+	"\x14KEY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10KEY_ROLE_CLAIMER\x10\x01\x12\x12\n" +
+	"\x0eKEY_ROLE_ADMIN\x10\x02\x12\x14\n" +
+	"\x10KEY_ROLE_AUDITOR\x10\x032\xc6\a\n" +
 	"\fAdminService\x12O\n" +
 	"\n" +
 	"CreatePool\x12\x1f.dispenser.v1.CreatePoolRequest\x1a .dispenser.v1.CreatePoolResponse\x12O\n" +
@@ -1578,7 +2049,10 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\vImportCodes\x12 .dispenser.v1.ImportCodesRequest\x1a!.dispenser.v1.ImportCodesResponse(\x01\x12W\n" +
 	"\fExportClaims\x12!.dispenser.v1.ExportClaimsRequest\x1a\".dispenser.v1.ExportClaimsResponse0\x01\x12L\n" +
 	"\tVoidCodes\x12\x1e.dispenser.v1.VoidCodesRequest\x1a\x1f.dispenser.v1.VoidCodesResponse\x12C\n" +
-	"\x06RunJob\x12\x1b.dispenser.v1.RunJobRequest\x1a\x1c.dispenser.v1.RunJobResponseB\xb7\x01\n" +
+	"\x06RunJob\x12\x1b.dispenser.v1.RunJobRequest\x1a\x1c.dispenser.v1.RunJobResponse\x12L\n" +
+	"\tCreateKey\x12\x1e.dispenser.v1.CreateKeyRequest\x1a\x1f.dispenser.v1.CreateKeyResponse\x12I\n" +
+	"\bListKeys\x12\x1d.dispenser.v1.ListKeysRequest\x1a\x1e.dispenser.v1.ListKeysResponse\x12L\n" +
+	"\tRevokeKey\x12\x1e.dispenser.v1.RevokeKeyRequest\x1a\x1f.dispenser.v1.RevokeKeyResponseB\xb7\x01\n" +
 	"\x10com.dispenser.v1B\x11AdminServiceProtoP\x01Z?github.com/dispenserhq/dispenser/proto/dispenser/v1;dispenserv1\xa2\x02\x03DXX\xaa\x02\fDispenser.V1\xca\x02\fDispenser\\V1\xe2\x02\x18Dispenser\\V1\\GPBMetadata\xea\x02\rDispenser::V1b\x06proto3"
 
 var (
@@ -1593,78 +2067,99 @@ func file_dispenser_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_dispenser_v1_admin_service_proto_rawDescData
 }
 
-var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_dispenser_v1_admin_service_proto_goTypes = []any{
 	(ImportFormat)(0),             // 0: dispenser.v1.ImportFormat
 	(Job)(0),                      // 1: dispenser.v1.Job
-	(*CreatePoolRequest)(nil),     // 2: dispenser.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 3: dispenser.v1.CreatePoolResponse
-	(*UpdatePoolRequest)(nil),     // 4: dispenser.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 5: dispenser.v1.UpdatePoolResponse
-	(*GetPoolRequest)(nil),        // 6: dispenser.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 7: dispenser.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 8: dispenser.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 9: dispenser.v1.ListPoolsResponse
-	(*GetPoolStatsRequest)(nil),   // 10: dispenser.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),  // 11: dispenser.v1.GetPoolStatsResponse
-	(*ImportOptions)(nil),         // 12: dispenser.v1.ImportOptions
-	(*ImportCodesRequest)(nil),    // 13: dispenser.v1.ImportCodesRequest
-	(*InvalidLine)(nil),           // 14: dispenser.v1.InvalidLine
-	(*ImportCodesResponse)(nil),   // 15: dispenser.v1.ImportCodesResponse
-	(*ExportClaimsRequest)(nil),   // 16: dispenser.v1.ExportClaimsRequest
-	(*ExportClaimsResponse)(nil),  // 17: dispenser.v1.ExportClaimsResponse
-	(*VoidCodesRequest)(nil),      // 18: dispenser.v1.VoidCodesRequest
-	(*VoidCodesResponse)(nil),     // 19: dispenser.v1.VoidCodesResponse
-	(*RunJobRequest)(nil),         // 20: dispenser.v1.RunJobRequest
-	(*JobPoolReport)(nil),         // 21: dispenser.v1.JobPoolReport
-	(*RunJobResponse)(nil),        // 22: dispenser.v1.RunJobResponse
-	(*Pool)(nil),                  // 23: dispenser.v1.Pool
-	(*fieldmaskpb.FieldMask)(nil), // 24: google.protobuf.FieldMask
-	(*PoolStats)(nil),             // 25: dispenser.v1.PoolStats
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*Claim)(nil),                 // 27: dispenser.v1.Claim
+	(KeyRole)(0),                  // 2: dispenser.v1.KeyRole
+	(*CreatePoolRequest)(nil),     // 3: dispenser.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),    // 4: dispenser.v1.CreatePoolResponse
+	(*UpdatePoolRequest)(nil),     // 5: dispenser.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),    // 6: dispenser.v1.UpdatePoolResponse
+	(*GetPoolRequest)(nil),        // 7: dispenser.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),       // 8: dispenser.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),      // 9: dispenser.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),     // 10: dispenser.v1.ListPoolsResponse
+	(*GetPoolStatsRequest)(nil),   // 11: dispenser.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),  // 12: dispenser.v1.GetPoolStatsResponse
+	(*ImportOptions)(nil),         // 13: dispenser.v1.ImportOptions
+	(*ImportCodesRequest)(nil),    // 14: dispenser.v1.ImportCodesRequest
+	(*InvalidLine)(nil),           // 15: dispenser.v1.InvalidLine
+	(*ImportCodesResponse)(nil),   // 16: dispenser.v1.ImportCodesResponse
+	(*ExportClaimsRequest)(nil),   // 17: dispenser.v1.ExportClaimsRequest
+	(*ExportClaimsResponse)(nil),  // 18: dispenser.v1.ExportClaimsResponse
+	(*VoidCodesRequest)(nil),      // 19: dispenser.v1.VoidCodesRequest
+	(*VoidCodesResponse)(nil),     // 20: dispenser.v1.VoidCodesResponse
+	(*RunJobRequest)(nil),         // 21: dispenser.v1.RunJobRequest
+	(*JobPoolReport)(nil),         // 22: dispenser.v1.JobPoolReport
+	(*RunJobResponse)(nil),        // 23: dispenser.v1.RunJobResponse
+	(*ApiKey)(nil),                // 24: dispenser.v1.ApiKey
+	(*CreateKeyRequest)(nil),      // 25: dispenser.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 26: dispenser.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 27: dispenser.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 28: dispenser.v1.ListKeysResponse
+	(*RevokeKeyRequest)(nil),      // 29: dispenser.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 30: dispenser.v1.RevokeKeyResponse
+	(*Pool)(nil),                  // 31: dispenser.v1.Pool
+	(*fieldmaskpb.FieldMask)(nil), // 32: google.protobuf.FieldMask
+	(*PoolStats)(nil),             // 33: dispenser.v1.PoolStats
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*Claim)(nil),                 // 35: dispenser.v1.Claim
 }
 var file_dispenser_v1_admin_service_proto_depIdxs = []int32{
-	23, // 0: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	23, // 1: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	23, // 2: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	24, // 3: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	23, // 4: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	23, // 5: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
-	23, // 6: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
-	25, // 7: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
+	31, // 0: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	31, // 1: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	31, // 2: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	32, // 3: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	31, // 4: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	31, // 5: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
+	31, // 6: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
+	33, // 7: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
 	0,  // 8: dispenser.v1.ImportOptions.format:type_name -> dispenser.v1.ImportFormat
-	12, // 9: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
-	14, // 10: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
-	26, // 11: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
-	26, // 12: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
-	27, // 13: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
+	13, // 9: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
+	15, // 10: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
+	34, // 11: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
+	34, // 12: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
+	35, // 13: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
 	1,  // 14: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
-	21, // 15: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
-	2,  // 16: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
-	4,  // 17: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
-	6,  // 18: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
-	8,  // 19: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
-	10, // 20: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
-	13, // 21: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
-	16, // 22: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
-	18, // 23: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
-	20, // 24: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
-	3,  // 25: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
-	5,  // 26: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
-	7,  // 27: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
-	9,  // 28: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
-	11, // 29: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
-	15, // 30: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
-	17, // 31: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
-	19, // 32: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
-	22, // 33: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	22, // 15: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
+	2,  // 16: dispenser.v1.ApiKey.role:type_name -> dispenser.v1.KeyRole
+	34, // 17: dispenser.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	34, // 18: dispenser.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	24, // 19: dispenser.v1.CreateKeyRequest.key:type_name -> dispenser.v1.ApiKey
+	24, // 20: dispenser.v1.CreateKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	24, // 21: dispenser.v1.ListKeysResponse.keys:type_name -> dispenser.v1.ApiKey
+	24, // 22: dispenser.v1.RevokeKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	3,  // 23: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
+	5,  // 24: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
+	7,  // 25: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
+	9,  // 26: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
+	11, // 27: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
+	14, // 28: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
+	17, // 29: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
+	19, // 30: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
+	21, // 31: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
+	25, // 32: dispenser.v1.AdminService.CreateKey:input_type -> dispenser.v1.CreateKeyRequest
+	27, // 33: dispenser.v1.AdminService.ListKeys:input_type -> dispenser.v1.ListKeysRequest
+	29, // 34: dispenser.v1.AdminService.RevokeKey:input_type -> dispenser.v1.RevokeKeyRequest
+	4,  // 35: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
+	6,  // 36: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
+	8,  // 37: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
+	10, // 38: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
+	12, // 39: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
+	16, // 40: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
+	18, // 41: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
+	20, // 42: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
+	23, // 43: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
+	26, // 44: dispenser.v1.AdminService.CreateKey:output_type -> dispenser.v1.CreateKeyResponse
+	28, // 45: dispenser.v1.AdminService.ListKeys:output_type -> dispenser.v1.ListKeysResponse
+	30, // 46: dispenser.v1.AdminService.RevokeKey:output_type -> dispenser.v1.RevokeKeyResponse
+	35, // [35:47] is the sub-list for method output_type
+	23, // [23:35] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_admin_service_proto_init() }
@@ -1682,8 +2177,8 @@ func file_dispenser_v1_admin_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispenser_v1_admin_service_proto_rawDesc), len(file_dispenser_v1_admin_service_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   21,
+			NumEnums:      3,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

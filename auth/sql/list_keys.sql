@@ -1,0 +1,2 @@
+SELECT id, name, role::text, pools, secret_hash, rate, burst, created_at, revoked_at
+FROM api_keys ORDER BY created_at, id
