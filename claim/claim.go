@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 	"unicode/utf8"
 )
@@ -124,3 +125,10 @@ func (s Secret) GoString() string { return "[code]" }
 
 // Format redacts the code in every fmt verb.
 func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[code]")) }
+
+// LogValue redacts the code in log/slog, whatever the handler.
+func (s Secret) LogValue() slog.Value { return slog.StringValue("[code]") }
+
+// MarshalJSON redacts the code in JSON (encoding/json would otherwise write
+// the string itself).
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"[code]"`), nil }

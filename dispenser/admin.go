@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
+
+	"google.golang.org/grpc/codes"
 
 	"google.golang.org/grpc"
 
@@ -159,7 +162,7 @@ func (s *Server) ImportCodes(stream grpc.ClientStreamingServer[dispenserv1.Impor
 		Format:     format,
 		Strict:     opts.GetStrict(),
 		SourceName: opts.GetSourceName(),
-	}, &importStreamReader{stream: stream})
+	}, &importStreamReader{stream: stream, limit: s.maxImport})
 	if err != nil {
 		return statusError(ctx, s.log, err)
 	}
@@ -176,6 +179,8 @@ func (s *Server) ImportCodes(stream grpc.ClientStreamingServer[dispenserv1.Impor
 type importStreamReader struct {
 	stream grpc.ClientStreamingServer[dispenserv1.ImportCodesRequest, dispenserv1.ImportCodesResponse]
 	buf    []byte
+	limit  int64 // most bytes accepted
+	read   int64
 }
 
 func (r *importStreamReader) Read(p []byte) (int, error) {
@@ -188,6 +193,10 @@ func (r *importStreamReader) Read(p []byte) (int, error) {
 			return 0, invalidArgument("options", "only the first message may carry options")
 		}
 		r.buf = msg.GetData()
+		if r.read += int64(len(r.buf)); r.read > r.limit {
+			return 0, withInfo(codes.ResourceExhausted, fmt.Sprintf("the file is larger than %d bytes; split it", r.limit),
+				"IMPORT_TOO_LARGE", nil)
+		}
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]

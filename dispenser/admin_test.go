@@ -68,7 +68,7 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 		log = opts[0].log
 	}
 	srv, err := dispenser.NewServer(dispenser.ServerConfig{DB: db.Pool, Redis: useRedis, RedisNamespace: ns,
-		Logger: log, Claims: claim.Config{PoolCacheTTL: time.Nanosecond}})
+		Logger: log, Claims: claim.Config{PoolCacheTTL: time.Nanosecond}, MaxImportBytes: 1 << 20})
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Stop(context.Background()) })
 
@@ -494,4 +494,26 @@ func (b *bundle) createPoolDirect(t *testing.T, id string) {
 	t.Helper()
 	_, err := pool.NewStore(b.db.Pool).CreatePool(context.Background(), pool.Pool{ID: id})
 	require.NoError(t, err)
+}
+
+// An upload larger than the limit is refused, and nothing of it lands.
+func TestImportTooLarge(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.createPool(t, "p1")
+	stream, err := b.admin.ImportCodes(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{
+		Options: &dispenserv1.ImportOptions{PoolId: "p1", Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES}}}))
+	chunk := []byte(strings.Repeat("CODE-0000000001\n", 16<<10)) // 256 KiB
+	for range 8 {
+		if stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: chunk}}) != nil {
+			break
+		}
+	}
+	_, err = stream.CloseAndRecv()
+	requireStatus(t, err, codes.ResourceExhausted, "IMPORT_TOO_LARGE", "")
+	var n int
+	require.NoError(t, b.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM codes").Scan(&n))
+	require.Zero(t, n)
 }

@@ -63,6 +63,8 @@ type Config struct {
 	NoJobs bool
 	// TLS turns on TLS, or mTLS, on the gRPC listener.
 	TLS TLSConfig
+	// MaxImportBytes bounds one import file; default 1 GiB.
+	MaxImportBytes int64
 	// NoAuth serves without API keys: anyone who reaches the port may do
 	// anything. Only for a trusted network or behind mTLS.
 	NoAuth bool
@@ -107,7 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rdb.Close()
 
 	srv, err := NewServer(ServerConfig{DB: db, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log,
-		Claims: cfg.Claims, Jobs: cfg.Jobs, Deliver: cfg.Deliver})
+		Claims: cfg.Claims, Jobs: cfg.Jobs, Deliver: cfg.Deliver, MaxImportBytes: cfg.MaxImportBytes})
 	if err != nil {
 		return err
 	}

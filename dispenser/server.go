@@ -31,6 +31,8 @@ type ServerConfig struct {
 	RedisNamespace string
 	// RedisTimeout bounds each Redis call made for stats; default 500ms.
 	RedisTimeout time.Duration
+	// MaxImportBytes bounds one import file; default 1 GiB.
+	MaxImportBytes int64
 	// Claims tunes the claim service (its DB, Redis, keys and logger are
 	// filled in from this config).
 	Claims claim.Config
@@ -58,6 +60,7 @@ type Server struct {
 	keys         pool.RedisKeys
 	metrics      *Metrics
 	redisTimeout time.Duration
+	maxImport    int64
 	log          *slog.Logger
 }
 
@@ -82,6 +85,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		redis:        cfg.Redis,
 		keys:         pool.NewRedisKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
+		maxImport:    cmp.Or(cfg.MaxImportBytes, 1<<30),
 		log:          cmp.Or(cfg.Logger, slog.Default()),
 	}
 	s.metrics = NewMetrics(func() string { return s.claims.BreakerState() })
