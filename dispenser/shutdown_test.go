@@ -3,8 +3,6 @@ package dispenser_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +13,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dispenserhq/dispenser/dispenser"
-	"github.com/dispenserhq/dispenser/internal/testenv"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -24,17 +21,8 @@ import (
 // committed (durable before visible, also at shutdown).
 func TestShutdownDrainsClaims(t *testing.T) {
 	t.Parallel()
-	db := testenv.Postgres(t)
-	_, ns := testenv.Redis(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- dispenser.Run(ctx, dispenser.Config{DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
-			Listener: lis, NoJobs: true, NoAuth: true, ShutdownTimeout: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)})
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr, db, stop := runDaemon(t, func(*dispenser.Config) {})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	admin, cc := dispenserv1.NewAdminServiceClient(conn), dispenserv1.NewClaimServiceClient(conn)
@@ -73,8 +61,7 @@ func TestShutdownDrainsClaims(t *testing.T) {
 		})
 	}
 	time.Sleep(300 * time.Millisecond)
-	stop()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 	wg.Wait()
 
 	mu.Lock()
