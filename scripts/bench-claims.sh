@@ -5,6 +5,8 @@
 # Redis namespace. Everything runs on this one machine.
 #   CLAIMS=20000 CONCURRENCY=64 scripts/bench-claims.sh
 set -euo pipefail
+# Its server port is below the ephemeral range (32768-60999 on Linux), so
+# that no outgoing connection can be holding it.
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 claims="${CLAIMS:-30000}"
@@ -14,7 +16,7 @@ go build -o bin/ ./cmd/...
 pg="${DISPENSER_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 psql "$pg/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS dispenser_bench" -c "CREATE DATABASE dispenser_bench" 2>/dev/null
 export DISPENSER_DATABASE_URL="$pg/dispenser_bench?sslmode=disable"
-export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-50091}" DISPENSER_ADDR="127.0.0.1:${BENCH_PORT:-50091}"
+export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-28091}" DISPENSER_ADDR="127.0.0.1:${BENCH_PORT:-28091}"
 export DISPENSER_REDIS_NAMESPACE="bench-claims"
 mkdir -p .dev
 bin/dispenserd migrate --log-format text 2>/dev/null

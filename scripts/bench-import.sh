@@ -6,6 +6,8 @@
 # neither disturbs nor is disturbed by `make run`.
 #   CODES=200000 scripts/bench-import.sh    # a smaller run
 set -euo pipefail
+# Its server port is below the ephemeral range (32768-60999 on Linux), so
+# that no outgoing connection can be holding it.
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 codes="${CODES:-1000000}"
@@ -15,7 +17,7 @@ go build -o bin/ ./cmd/...
 pg="${DISPENSER_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 psql "$pg/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS dispenser_bench" -c "CREATE DATABASE dispenser_bench" 2>/dev/null
 export DISPENSER_DATABASE_URL="$pg/dispenser_bench?sslmode=disable"
-export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-50091}"
+export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-28091}"
 export DISPENSER_ADDR="$DISPENSER_LISTEN"
 export DISPENSER_REDIS_NAMESPACE="bench-import"
 
