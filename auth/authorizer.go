@@ -35,9 +35,25 @@ var Rules = map[string][]Role{
 	"/dispenser.v1.AdminService/ListPools":      {Auditor, Admin},
 	"/dispenser.v1.AdminService/GetPoolStats":   {Auditor, Admin},
 	"/dispenser.v1.AdminService/ExportClaims":   {Auditor, Admin},
+	"/dispenser.v1.PrizeService/RecordPrize":    {Claimer, Admin},
+	"/dispenser.v1.PrizeService/MarkPrizeReady": {Claimer, Admin},
 	"/dispenser.v1.PrizeService/GetPrize":       {Auditor, Admin},
 	"/dispenser.v1.PrizeService/ListPrizes":     {Auditor, Admin},
 }
+
+// poolFreeForClaimers are claimer methods whose request names no pool; their
+// handlers check the pool themselves with PoolAllowed.
+var poolFreeForClaimers = map[string]bool{"/dispenser.v1.PrizeService/MarkPrizeReady": true}
+
+// PoolAllowed reports whether the caller may act on pool: always for admins
+// and unrestricted keys (and when authentication is off).
+func PoolAllowed(ctx context.Context, pool string) bool {
+	k, ok := FromContext(ctx)
+	return !ok || k.Role != Claimer || k.AllowsPool(pool)
+}
+
+// PermissionDenied is the error for a pool the caller's key may not use.
+func PermissionDenied() error { return denied("the key may not use this pool") }
 
 // open methods need no key.
 func open(method string) bool {
@@ -157,8 +173,12 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 		return ctx, denied("the key's role (" + string(k.Role) + ") may not call " + method)
 	}
 	if k.Role == Claimer && k.Pools != nil {
-		r, ok := req.(interface{ GetPoolId() string })
-		if !ok || !k.AllowsPool(r.GetPoolId()) {
+		// Requests that name a pool are checked here; MarkPrizeReady names
+		// only a prize, and its handler checks the prize's pool (PoolAllowed).
+		if r, ok := req.(interface{ GetPoolId() string }); ok && !k.AllowsPool(r.GetPoolId()) {
+			return ctx, denied("the key may not use this pool")
+		}
+		if _, ok := req.(interface{ GetPoolId() string }); !ok && !poolFreeForClaimers[method] {
 			return ctx, denied("the key may not use this pool")
 		}
 	}

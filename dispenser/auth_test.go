@@ -59,6 +59,9 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	pc := b.prizes()
 	hc := healthpb.NewHealthClient(b.conn)
+	var prizeID string
+	require.NoError(t, b.db.Pool.QueryRow(context.Background(),
+		`INSERT INTO prizes (pool_id, user_id, external_id) VALUES ('p1', 'w', 'matrix') RETURNING id::text`).Scan(&prizeID))
 	type rpc struct {
 		name    string
 		allowed []string // identities that get through
@@ -154,12 +157,12 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := b.admin.RevokeKey(ctx, &dispenserv1.RevokeKeyRequest{KeyId: "nonexistent00"})
 			return err
 		}},
-		{"RecordPrize", admins, func(ctx context.Context) error {
+		{"RecordPrize", claimers, func(ctx context.Context) error {
 			_, err := pc.RecordPrize(ctx, &dispenserv1.RecordPrizeRequest{PoolId: "p1", UserId: "u", ExternalId: "e"})
 			return err
 		}},
-		{"MarkPrizeReady", admins, func(ctx context.Context) error {
-			_, err := pc.MarkPrizeReady(ctx, &dispenserv1.MarkPrizeReadyRequest{PrizeId: "999"})
+		{"MarkPrizeReady", claimers, func(ctx context.Context) error {
+			_, err := pc.MarkPrizeReady(ctx, &dispenserv1.MarkPrizeReadyRequest{PrizeId: prizeID})
 			return err
 		}},
 		{"GetPrize", readers, func(ctx context.Context) error {

@@ -71,6 +71,9 @@ func (s *Server) MarkPrizeReady(ctx context.Context, req *dispenserv1.MarkPrizeR
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
+	if cur, err := s.prizes.Get(ctx, id); err == nil && !auth.PoolAllowed(ctx, cur.PoolID) {
+		return nil, auth.PermissionDenied()
+	}
 	p, err := s.prizes.MarkReady(ctx, id, req.GetDetailsJson())
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
