@@ -506,7 +506,7 @@ func TestImportTooLarge(t *testing.T) {
 	require.NoError(t, stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{
 		Options: &dispenserv1.ImportOptions{PoolId: "p1", Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES}}}))
 	chunk := []byte(strings.Repeat("CODE-0000000001\n", 16<<10)) // 256 KiB
-	for range 24 { // 6 MiB, over the 4 MiB the test server allows
+	for range 24 {                                               // 6 MiB, over the 4 MiB the test server allows
 		if stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: chunk}}) != nil {
 			break
 		}
