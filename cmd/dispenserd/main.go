@@ -130,7 +130,7 @@ func newRootCmd() *cobra.Command {
 	f.IntVar(&cfg.RateBurst, "rate-burst", 100, "default burst per API key")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", env("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")
 	f.StringVar(&debugListen, "debug-listen", env("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
-	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule jobs on this replica [DISPENSER_NO_JOBS]")
+	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule refill, reconcile and delivery on this replica [DISPENSER_NO_JOBS]")
 
 	serveCmd := &cobra.Command{
 		Use:   "serve",
