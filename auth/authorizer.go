@@ -175,10 +175,8 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	if k.Role == Claimer && k.Pools != nil {
 		// Requests that name a pool are checked here; MarkPrizeReady names
 		// only a prize, and its handler checks the prize's pool (PoolAllowed).
-		if r, ok := req.(interface{ GetPoolId() string }); ok && !k.AllowsPool(r.GetPoolId()) {
-			return ctx, denied("the key may not use this pool")
-		}
-		if _, ok := req.(interface{ GetPoolId() string }); !ok && !poolFreeForClaimers[method] {
+		r, named := req.(interface{ GetPoolId() string })
+		if named && !k.AllowsPool(r.GetPoolId()) || !named && !poolFreeForClaimers[method] {
 			return ctx, denied("the key may not use this pool")
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"time"
 	"unicode/utf8"
+
+	"github.com/dispenserhq/dispenser/pool"
 )
 
 var (
@@ -105,11 +107,14 @@ type Result struct {
 	Path     Path
 }
 
-// Allocator claims a code for a request from one pool, whose rules (paused,
+// Allocator claims a code for a request from pool p, whose rules (paused,
 // window) the caller has already checked. Both implementations keep every
-// promise; they differ in speed and in what they need to be up.
+// promise; they differ in speed and in what they need to be up. When it has
+// nothing to hand out, the Redis allocator answers errStagedEmpty (the
+// fallback may still find codes in Postgres) and the fallback
+// ErrPoolExhausted.
 type Allocator interface {
-	Claim(ctx context.Context, req Request) (Result, error)
+	Claim(ctx context.Context, p pool.Pool, req Request) (Result, error)
 }
 
 // Secret is a code. Its String, GoString and slog forms are redacted, so a

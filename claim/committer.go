@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"github.com/dispenserhq/dispenser/pool"
 	"log/slog"
 	"slices"
 	"sync"
@@ -79,9 +80,6 @@ func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
 	return c
 }
 
-// errCommitterStopped is returned to claims submitted after Stop.
-var errCommitterStopped = ErrStopped
-
 // submit queues an item and waits for its batch. Once queued, the item is
 // committed or refused even if ctx ends; the caller then just stops waiting
 // (a retry with the same request id finds the claim).
@@ -89,13 +87,13 @@ func (c *committer) submit(ctx context.Context, it *commitItem) commitResult {
 	it.done = make(chan commitResult, 1)
 	select {
 	case <-c.stop:
-		return commitResult{err: errCommitterStopped}
+		return commitResult{err: ErrStopped}
 	default:
 	}
 	select {
 	case c.in <- it:
 	case <-c.stop:
-		return commitResult{err: errCommitterStopped}
+		return commitResult{err: ErrStopped}
 	case <-ctx.Done():
 		return commitResult{err: ctx.Err()}
 	}
@@ -184,7 +182,7 @@ func (c *committer) flush(batch []*commitItem) {
 		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
 	}
 	if err != nil {
-		err = storeError("group commit", err)
+		err = pool.WrapDBError("group commit", err)
 		for _, it := range batch {
 			it.done <- commitResult{err: err}
 		}

@@ -16,31 +16,34 @@ type allocatorCase struct {
 	name string
 	// prepare makes the pool's codes claimable by this allocator.
 	prepare func(e *env, p pool.Pool)
-	// claim runs one claim; running out must come back as ErrPoolExhausted.
-	claim func(ctx context.Context, e *env, p pool.Pool, req Request) (Result, error)
+	// alloc is the implementation under test.
+	alloc func(e *env) Allocator
 	path  Path
+}
+
+// claim runs one claim through the contract. Running out comes back as
+// ErrPoolExhausted from either allocator (errStagedEmpty is how the Redis
+// one says it).
+func (ac allocatorCase) claim(ctx context.Context, e *env, p pool.Pool, req Request) (Result, error) {
+	res, err := ac.alloc(e).Claim(ctx, p, req)
+	if errors.Is(err, errStagedEmpty) {
+		return res, ErrPoolExhausted
+	}
+	return res, err
 }
 
 var allocators = []allocatorCase{
 	{
 		name:    "redis",
 		prepare: func(e *env, p pool.Pool) { e.stageAll(p) },
-		claim: func(ctx context.Context, e *env, p pool.Pool, req Request) (Result, error) {
-			res, err := e.svc.redis.Claim(ctx, p, req)
-			if errors.Is(err, errStagedEmpty) {
-				return res, ErrPoolExhausted
-			}
-			return res, err
-		},
-		path: PathRedis,
+		alloc:   func(e *env) Allocator { return e.svc.redis },
+		path:    PathRedis,
 	},
 	{
 		name:    "fallback",
 		prepare: func(*env, pool.Pool) {},
-		claim: func(ctx context.Context, e *env, _ pool.Pool, req Request) (Result, error) {
-			return e.svc.fallback.Claim(ctx, req)
-		},
-		path: PathFallback,
+		alloc:   func(e *env) Allocator { return e.svc.fallback },
+		path:    PathFallback,
 	},
 }
 
@@ -155,12 +158,12 @@ func TestReplayAcrossPaths(t *testing.T) {
 	require.Equal(t, 5, n)
 	viaRedis, err := e.svc.redis.Claim(ctx, p, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})
 	require.NoError(t, err)
-	res, err := e.svc.fallback.Claim(ctx, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})
+	res, err := e.svc.fallback.Claim(ctx, p, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})
 	require.NoError(t, err)
 	require.True(t, res.Replayed)
 	require.Equal(t, viaRedis.Claim.CodeID, res.Claim.CodeID)
 
-	viaPG, err := e.svc.fallback.Claim(ctx, Request{PoolID: "p1", UserID: "u2", RequestID: "r2"})
+	viaPG, err := e.svc.fallback.Claim(ctx, p, Request{PoolID: "p1", UserID: "u2", RequestID: "r2"})
 	require.NoError(t, err)
 	res, err = e.svc.redis.Claim(ctx, p, Request{PoolID: "p1", UserID: "u2", RequestID: "r2"})
 	require.NoError(t, err)

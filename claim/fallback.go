@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"github.com/dispenserhq/dispenser/pool"
 	"sync"
 	"time"
 
@@ -30,10 +31,9 @@ func NewFallback(db *pgxpool.Pool) *Fallback {
 	return &Fallback{db: db, after: map[string]int64{}}
 }
 
-var _ Allocator = (*Fallback)(nil)
-
-// Claim implements Allocator.
-func (f *Fallback) Claim(ctx context.Context, req Request) (Result, error) {
+// Claim implements Allocator. The pool's settings are read inside the
+// transaction, so p is not needed beyond the request's pool id.
+func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result, error) {
 	f.mu.Lock()
 	after := f.after[req.PoolID]
 	f.mu.Unlock()
@@ -46,7 +46,7 @@ func (f *Fallback) Claim(ctx context.Context, req Request) (Result, error) {
 	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after).
 		Scan(&outcome, &codeID, &code, &expires, &claimedAt, &userID)
 	if err != nil {
-		return Result{}, storeError("fallback claim", err)
+		return Result{}, pool.WrapDBError("fallback claim", err)
 	}
 	switch outcome {
 	case "exhausted":

@@ -76,6 +76,11 @@ type redisError struct{ err error }
 func (e *redisError) Error() string { return "redis: " + e.err.Error() }
 func (e *redisError) Unwrap() error { return e.err }
 
+var (
+	_ Allocator = (*RedisAllocator)(nil)
+	_ Allocator = (*Fallback)(nil)
+)
+
 // maxRefusals bounds how many refused codes one claim skips before it
 // leaves the pool to the fallback (which reads Postgres directly).
 const maxRefusals = 8
@@ -187,7 +192,7 @@ func (a *RedisAllocator) clearLedger(batch []*commitItem) {
 func (a *RedisAllocator) countClaims(ctx context.Context, poolID, userID string) (int64, error) {
 	var n int64
 	if err := a.db.QueryRow(ctx, countUserClaimsSQL, poolID, userID).Scan(&n); err != nil {
-		return 0, storeError("count user claims", err)
+		return 0, pool.WrapDBError("count user claims", err)
 	}
 	return n, nil
 }

@@ -146,7 +146,7 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 		return Result{}, ErrPoolClosed
 	}
 	if s.pgOnly {
-		return s.fallback.Claim(ctx, req)
+		return s.fallback.Claim(ctx, p, req)
 	}
 	res, err := s.breaker.Execute(func() (Result, error) { return s.redis.Claim(ctx, p, req) })
 	var re *redisError
@@ -160,7 +160,7 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 	default:
 		return Result{}, err
 	}
-	return s.fallback.Claim(ctx, req)
+	return s.fallback.Claim(ctx, p, req)
 }
 
 // pool returns the pool's settings, cached for a short time.
@@ -200,7 +200,7 @@ func (s *Service) GetClaim(ctx context.Context, poolID, requestID string) (Claim
 		return Claim{}, ErrNotFound
 	}
 	if err != nil {
-		return Claim{}, storeError("get claim", err)
+		return Claim{}, pool.WrapDBError("get claim", err)
 	}
 	c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
 	return c, nil
@@ -219,7 +219,7 @@ func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]
 	}
 	rows, err := s.db.Query(ctx, listUserClaimsSQL, poolID, userID)
 	if err != nil {
-		return nil, storeError("list user claims", err)
+		return nil, pool.WrapDBError("list user claims", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claim, error) {
 		c := Claim{PoolID: poolID, UserID: userID}
@@ -230,7 +230,7 @@ func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]
 		return c, err
 	})
 	if err != nil {
-		return nil, storeError("list user claims", err)
+		return nil, pool.WrapDBError("list user claims", err)
 	}
 	return out, nil
 }
@@ -257,7 +257,7 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 	for {
 		rows, err := s.db.Query(ctx, exportClaimsSQL, poolID, since, until, afterAt, afterID, exportPage)
 		if err != nil {
-			return storeError("export claims", err)
+			return pool.WrapDBError("export claims", err)
 		}
 		var page []Claim
 		var lastID int64
@@ -267,14 +267,14 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 			var expires pgtype.Timestamptz
 			if err := rows.Scan(&lastID, &c.RequestID, &c.UserID, &c.CodeID, &code, &expires, &c.ClaimedAt); err != nil {
 				rows.Close()
-				return storeError("export claims", err)
+				return pool.WrapDBError("export claims", err)
 			}
 			c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
 			page = append(page, c)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return storeError("export claims", err)
+			return pool.WrapDBError("export claims", err)
 		}
 		if len(page) == 0 {
 			return nil

@@ -48,9 +48,9 @@ func (s *Service) Refill(ctx context.Context, p pool.Pool) (int, error) {
 	if s.pgOnly {
 		return 0, nil // nothing is served from Redis, so nothing is staged
 	}
-	n, err := s.redis.rdb.LLen(ctx, s.redis.keys.Staged(p.ID)).Result()
+	n, err := s.StagedLen(ctx, p.ID)
 	if err != nil {
-		return 0, &redisError{fmt.Errorf("staged length: %w", err)}
+		return 0, err
 	}
 	if n >= int64(p.RefillLowWater) && n > 0 {
 		return 0, nil
@@ -68,9 +68,9 @@ func (s *Service) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int,
 	}
 	total := 0
 	for {
-		n, err := s.redis.rdb.LLen(ctx, s.redis.keys.Staged(p.ID)).Result()
+		n, err := s.StagedLen(ctx, p.ID)
 		if err != nil {
-			return total, &redisError{fmt.Errorf("staged length: %w", err)}
+			return total, err
 		}
 		if n >= int64(want) {
 			return total, nil
@@ -127,7 +127,7 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 		return 0, nil
 	}
 	if err != nil {
-		return 0, storeError("stage batch", err)
+		return 0, pool.WrapDBError("stage batch", err)
 	}
 	err = pushScript.Run(ctx, s.redis.rdb, []string{keys.Staged(p.ID), keys.Batches(p.ID)}, entries...).Err()
 	if err != nil {
@@ -172,7 +172,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 	var rep ReconcileReport
 	tag, err := s.db.Exec(ctx, voidExpiredSQL, p.ID)
 	if err != nil {
-		return rep, storeError("void expired codes", err)
+		return rep, pool.WrapDBError("void expired codes", err)
 	}
 	rep.Expired = tag.RowsAffected()
 
@@ -183,11 +183,11 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 	// 1. Batches Redis lost.
 	rows, err := s.db.Query(ctx, stagedBatchesSQL, p.ID, cutoff)
 	if err != nil {
-		return rep, storeError("staged batches", err)
+		return rep, pool.WrapDBError("staged batches", err)
 	}
 	batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return rep, storeError("staged batches", err)
+		return rep, pool.WrapDBError("staged batches", err)
 	}
 	if len(batches) > 0 {
 		members, err := rdb.SMembers(ctx, keys.Batches(p.ID)).Result()
@@ -209,7 +209,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		if len(lost) > 0 {
 			tag, err := s.db.Exec(ctx, unstageBatchesSQL, p.ID, lost)
 			if err != nil {
-				return rep, storeError("return lost batches", err)
+				return rep, pool.WrapDBError("return lost batches", err)
 			}
 			rep.LostBatches = tag.RowsAffected()
 		}
@@ -231,7 +231,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		}
 		tag, err := s.db.Exec(ctx, unstageCodesSQL, p.ID, ids)
 		if err != nil {
-			return rep, storeError("return stale in-flight codes", err)
+			return rep, pool.WrapDBError("return stale in-flight codes", err)
 		}
 		rep.Stale = tag.RowsAffected()
 		members := make([]any, len(stale))
@@ -245,8 +245,8 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 
 	// 3. With the list empty, a staged code of an old batch that is not in the
 	// ledger is nowhere in Redis (a pop whose ledger write Redis lost).
-	if n, err := rdb.LLen(ctx, keys.Staged(p.ID)).Result(); err != nil {
-		return rep, &redisError{fmt.Errorf("staged length: %w", err)}
+	if n, err := s.StagedLen(ctx, p.ID); err != nil {
+		return rep, err
 	} else if n == 0 {
 		if rep.Orphans, err = s.returnOrphans(ctx, p.ID, cutoff); err != nil {
 			return rep, err
@@ -263,11 +263,11 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.Time) (int64, error) {
 	rows, err := s.db.Query(ctx, stagedCodesBeforeSQL, poolID, cutoff)
 	if err != nil {
-		return 0, storeError("staged codes", err)
+		return 0, pool.WrapDBError("staged codes", err)
 	}
 	staged, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil || len(staged) == 0 {
-		return 0, storeError("staged codes", err)
+		return 0, pool.WrapDBError("staged codes", err)
 	}
 	ledger, err := s.redis.rdb.ZRange(ctx, s.redis.keys.InFlight(poolID), 0, -1).Result()
 	if err != nil {
@@ -290,7 +290,7 @@ func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.
 	}
 	tag, err := s.db.Exec(ctx, unstageCodesSQL, poolID, orphans)
 	if err != nil {
-		return 0, storeError("return orphaned codes", err)
+		return 0, pool.WrapDBError("return orphaned codes", err)
 	}
 	return tag.RowsAffected(), nil
 }
@@ -312,11 +312,11 @@ func (s *Service) dropSpentMarkers(ctx context.Context, poolID string) error {
 	}
 	rows, err := s.db.Query(ctx, liveBatchesSQL, poolID, ids)
 	if err != nil {
-		return storeError("live batches", err)
+		return pool.WrapDBError("live batches", err)
 	}
 	live, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return storeError("live batches", err)
+		return pool.WrapDBError("live batches", err)
 	}
 	var spent []any
 	for _, id := range ids {

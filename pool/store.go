@@ -200,13 +200,24 @@ func storeError(op string, err error) error {
 	case errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolExists), errors.Is(err, ErrUnavailable),
 		errors.As(err, &fe), errors.As(err, &rej):
 		return err
+	}
+	return WrapDBError(op, err)
+}
+
+// WrapDBError wraps a Postgres error with what was being done, and marks lost
+// connections and refused connects as ErrUnavailable so that callers can
+// tell "retry later" from a bug. Every package that talks to Postgres uses
+// it, so Unavailable means the same everywhere.
+func WrapDBError(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", op, err)
 	case IsConnectionError(err):
 		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-	default:
-		return fmt.Errorf("%s: %w", op, err)
 	}
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 // IsConnectionError reports whether err means Postgres could not be reached

@@ -342,11 +342,12 @@ type payload struct {
 	Attempt    int       `json:"attempt"`
 }
 
+// target is one leased delivery with what its attempt needs.
 type target struct {
-	body    payload
+	prizeID int64
+	body    payload // carries the attempt number too
 	url     string
 	secret  string
-	attempt int
 }
 
 func (d *Deliverer) sendBatch(ctx context.Context, batch []leased, tl *tally) error {
@@ -362,12 +363,10 @@ func (d *Deliverer) sendBatch(ctx context.Context, batch []leased, tl *tally) er
 	}
 	targets, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (target, error) {
 		var t target
-		var id int64
 		var assigned pgtype.Timestamptz
-		err := r.Scan(&id, &t.body.PoolID, &t.body.UserID, &t.body.ExternalID, &t.body.Code, &assigned, &t.url, &t.secret)
-		l := byPrize[id]
-		t.body.PrizeID, t.body.DeliveryID, t.body.AssignedAt, t.attempt = strconv.FormatInt(id, 10), l.id, assigned.Time, l.attempt
-		t.body.Attempt = l.attempt
+		err := r.Scan(&t.prizeID, &t.body.PoolID, &t.body.UserID, &t.body.ExternalID, &t.body.Code, &assigned, &t.url, &t.secret)
+		l := byPrize[t.prizeID]
+		t.body.PrizeID, t.body.DeliveryID, t.body.AssignedAt, t.body.Attempt = strconv.FormatInt(t.prizeID, 10), l.id, assigned.Time, l.attempt
 		return t, err
 	})
 	if err != nil {
@@ -383,7 +382,7 @@ func (d *Deliverer) sendBatch(ctx context.Context, batch []leased, tl *tally) er
 
 // deliverOne makes one attempt and records its outcome.
 func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
-	prizeID, _ := strconv.ParseInt(t.body.PrizeID, 10, 64)
+	prizeID, attempt := t.prizeID, t.body.Attempt
 	if t.url == "" || t.secret == "" {
 		_, err := d.cfg.DB.Exec(ctx, attemptFailedSQL, prizeID, nil, "the pool has no webhook URL or secret", ParkNoWebhook)
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
@@ -401,8 +400,8 @@ func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
 		return nil
 	}
 	var next any // nil parks
-	if t.attempt < d.cfg.MaxAttempts {
-		next = time.Now().Add(d.backoff(t.attempt))
+	if attempt < d.cfg.MaxAttempts {
+		next = time.Now().Add(d.backoff(attempt))
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Retried++ })
 	} else {
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })

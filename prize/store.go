@@ -211,8 +211,5 @@ func storeError(op, jsonField string, err error) error {
 	if jsonField != "" && errors.As(err, &pgErr) && len(pgErr.Code) == 5 && pgErr.Code[:2] == "22" {
 		return &FieldError{jsonField, "is JSON that Postgres cannot store"}
 	}
-	if pool.IsConnectionError(err) {
-		return fmt.Errorf("%s: %w: %w", op, pool.ErrUnavailable, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
+	return pool.WrapDBError(op, err)
 }

@@ -38,7 +38,7 @@ func (a *app) keysCmd() *cobra.Command {
 				return err
 			}
 			return show(a, resp, func(w io.Writer, r *dispenserv1.CreateKeyResponse) {
-				fmt.Fprintf(a.stderr, "created %s key %s; it is shown once:\n", strings.ToLower(strings.TrimPrefix(r.GetKey().GetRole().String(), "KEY_ROLE_")), r.GetKey().GetId())
+				fmt.Fprintf(a.stderr, "created %s key %s; it is shown once:\n", enumName(r.GetKey().GetRole(), "KEY_ROLE_"), r.GetKey().GetId())
 				fmt.Fprintln(w, r.GetSecret())
 			})
 		},
@@ -71,7 +71,7 @@ func (a *app) keysCmd() *cobra.Command {
 					if pools == "" {
 						pools = "*"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.GetId(), strings.ToLower(strings.TrimPrefix(k.GetRole().String(), "KEY_ROLE_")),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.GetId(), enumName(k.GetRole(), "KEY_ROLE_"),
 						k.GetName(), pools, fmtTime(k.GetCreateTime()), fmtTime(k.GetRevokeTime()))
 				}
 				_ = tw.Flush()

@@ -64,12 +64,8 @@ func (a *app) root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	addr := os.Getenv("DISPENSER_ADDR")
-	if addr == "" {
-		addr = "localhost:50051"
-	}
 	f := root.PersistentFlags()
-	f.StringVar(&a.addr, "addr", addr, "dispenserd gRPC address [DISPENSER_ADDR]")
+	f.StringVar(&a.addr, "addr", envOr("DISPENSER_ADDR", "localhost:50051"), "dispenserd gRPC address [DISPENSER_ADDR]")
 	f.BoolVar(&a.asJSON, "json", false, "print results as JSON for scripts")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline of each unary call")
 	f.StringVar(&a.key, "key", os.Getenv("DISPENSER_KEY"), "API key, sent as a bearer token [DISPENSER_KEY]")

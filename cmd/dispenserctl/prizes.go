@@ -25,9 +25,13 @@ func (a *app) prizeClient() (dispenserv1.PrizeServiceClient, error) {
 	return dispenserv1.NewPrizeServiceClient(conn), nil
 }
 
-func stateName(s dispenserv1.PrizeState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "PRIZE_STATE_"))
+// enumName is a proto enum value as people write it: PRIZE_STATE_READY is
+// "ready", KEY_ROLE_ADMIN is "admin".
+func enumName(v fmt.Stringer, prefix string) string {
+	return strings.ToLower(strings.TrimPrefix(v.String(), prefix))
 }
+
+func stateName(s dispenserv1.PrizeState) string { return enumName(s, "PRIZE_STATE_") }
 
 func (a *app) prizesListCmd() *cobra.Command {
 	var poolID, state string
