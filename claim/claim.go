@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -28,6 +30,10 @@ var (
 	ErrPoolClosed = errors.New("pool closed")
 	// ErrNotFound means no claim matches.
 	ErrNotFound = errors.New("claim not found")
+	// ErrRequestReused means the request id belongs to another user of the
+	// pool: it was first used, claimed or refused, for someone else. Nothing
+	// of that user's claim is revealed.
+	ErrRequestReused = errors.New("request id used by another user")
 	// ErrStopped means the service is shutting down; nothing was claimed.
 	ErrStopped = errors.New("claim service stopped")
 	// errStagedEmpty means the pool's Redis list is empty: the fallback
@@ -40,39 +46,79 @@ type Request struct {
 	PoolID    string
 	UserID    string
 	RequestID string
+	// started is when this attempt began: a refusal recorded after it binds
+	// it (it may have been about to commit), an older one does not (a retry
+	// is decided afresh). Zero: when the allocator sees it.
+	started time.Time
 }
 
-// FieldError reports an invalid request field, named as in the API.
-type FieldError struct {
-	Field, Description string
+// startedAt returns when the attempt began, stamping it now if unset.
+func (r *Request) startedAt() time.Time {
+	if r.started.IsZero() {
+		r.started = time.Now()
+	}
+	return r.started
 }
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Description }
+// prizeKeyPrefix starts the request id of a prize's claim. Callers' request
+// ids never hold a control character (input.RequestID), so no ClaimCode or
+// GetClaim call can name, pre-empt or read a prize's claim; the schema keeps
+// the form for prizes (migrations/005_request_owners.sql).
+const prizeKeyPrefix = "\x01prize:"
+
+// PrizeRequestID is the request id of the claim made for a prize.
+func PrizeRequestID(prizeID int64) string {
+	return prizeKeyPrefix + strconv.FormatInt(prizeID, 10)
+}
+
+// prizeOf returns the prize id a request id names, or 0 for a caller's.
+func prizeOf(requestID string) int64 {
+	rest, ok := strings.CutPrefix(requestID, prizeKeyPrefix)
+	if !ok {
+		return 0
+	}
+	id, _ := strconv.ParseInt(rest, 10, 64)
+	return id
+}
+
+// outcome is what Postgres decided for one request. The same words are
+// written in migrations/005_request_owners.sql.
+type outcome string
+
+const (
+	outClaimed   outcome = "claimed"   // committed with the given code
+	outReplay    outcome = "replay"    // the request's earlier claim, same user
+	outReused    outcome = "reused"    // the request belongs to another user
+	outLimit     outcome = "limit"     // refused: the user's limit
+	outExhausted outcome = "exhausted" // refused: no code left
+	outRefused   outcome = "refused"   // this code cannot be claimed; try another
+	outDup       outcome = "dup"       // the request came twice in one batch
+	outOpen      outcome = "open"      // nothing decided (settle only)
+)
+
+// refusal is the error a refusing outcome answers with, or nil.
+func (o outcome) refusal() error {
+	switch o {
+	case outReused:
+		return ErrRequestReused
+	case outLimit:
+		return ErrUserLimit
+	case outExhausted:
+		return ErrPoolExhausted
+	}
+	return nil
+}
+
+// FieldError reports an invalid request field (see input.FieldError).
+type FieldError = input.FieldError
 
 // Validate checks the user and request ids (the pool id is checked by the
 // pool lookup).
 func (r Request) Validate() error {
-	if err := validateKey("user_id", r.UserID); err != nil {
+	if err := input.UserID("user_id", r.UserID); err != nil {
 		return err
 	}
-	return validateKey("request_id", r.RequestID)
-}
-
-// validateKey accepts 1 to 128 characters of valid UTF-8 without control
-// characters.
-func validateKey(field, v string) error {
-	if v == "" {
-		return &FieldError{field, "is required"}
-	}
-	if !utf8.ValidString(v) || utf8.RuneCountInString(v) > 128 {
-		return &FieldError{field, "must be 1 to 128 characters of UTF-8"}
-	}
-	for _, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return &FieldError{field, "must not contain control characters"}
-		}
-	}
-	return nil
+	return input.RequestID("request_id", r.RequestID)
 }
 
 // Path tells which way a claim was served.
@@ -89,10 +135,13 @@ const (
 
 // Claim is a claim committed in Postgres.
 type Claim struct {
-	PoolID    string
+	PoolID string
+	// RequestID is the caller's request id; empty for a prize's claim.
 	RequestID string
-	UserID    string
-	CodeID    int64
+	// PrizeID is the prize the claim was made for; 0 for a caller's claim.
+	PrizeID int64
+	UserID  string
+	CodeID  int64
 	// Code is the secret itself. It must never reach a log or an error.
 	Code      Secret
 	ClaimedAt time.Time
@@ -137,3 +186,12 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue("[code]") }
 // MarshalJSON redacts the code in JSON (encoding/json would otherwise write
 // the string itself).
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"[code]"`), nil }
+
+// storedClaim is the Claim of a stored row: a prize's reserved request id
+// becomes PrizeID, so it never reaches a caller as a request id.
+func storedClaim(poolID, requestID, userID string) Claim {
+	if id := prizeOf(requestID); id != 0 {
+		return Claim{PoolID: poolID, PrizeID: id, UserID: userID}
+	}
+	return Claim{PoolID: poolID, RequestID: requestID, UserID: userID}
+}

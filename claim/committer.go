@@ -6,7 +6,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"github.com/dispenserhq/dispenser/pool"
 	"log/slog"
 	"slices"
 	"sync"
@@ -16,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dispenserhq/dispenser/pool"
 )
 
 //go:embed sql/claim_staged.sql
@@ -32,6 +33,9 @@ type CommitterConfig struct {
 	MaxInFlight int
 	// CommitTimeout bounds one batch transaction; default 10s.
 	CommitTimeout time.Duration
+	// RefusalTTL is how long a refusal decided in a batch is kept (see
+	// Config.RefusalTTL); filled in by the allocator.
+	RefusalTTL time.Duration
 	// OnCommitted is called after each committed batch with its items, to
 	// clear their in-flight ledger entries.
 	OnCommitted func([]*commitItem)
@@ -50,7 +54,7 @@ type commitItem struct {
 
 // commitResult is Postgres's answer for one item.
 type commitResult struct {
-	outcome string // claimed, replay, limit, refused
+	outcome outcome
 	claim   Claim
 	err     error
 }
@@ -204,15 +208,17 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	defer cancel()
 	n := len(batch)
 	pools, reqs, users, codes := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	started := make([]time.Time, n)
 	for i, it := range batch {
 		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
+		started[i] = it.req.startedAt()
 	}
 	// Results are handed out only after Commit returns: in autocommit mode
 	// Postgres sends the rows before the commit is durable, and a code must
 	// never be visible before its claim is (promise 3).
 	results := make([]commitResult, n)
 	err := pgx.BeginFunc(ctx, c.db, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, codes)
+		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, codes, started, c.cfg.RefusalTTL)
 		if err != nil {
 			return err
 		}
@@ -220,21 +226,21 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 		seen := 0
 		for rows.Next() {
 			var ord int
-			var outcome string
+			var out string
 			var codeID pgtype.Int8
-			var code, userID pgtype.Text
+			var code pgtype.Text
 			var expires, claimedAt pgtype.Timestamptz
-			if err := rows.Scan(&ord, &outcome, &codeID, &code, &expires, &claimedAt, &userID); err != nil {
+			if err := rows.Scan(&ord, &out, &codeID, &code, &expires, &claimedAt); err != nil {
 				return err
 			}
 			if ord < 1 || ord > n {
 				return fmt.Errorf("row for item %d of %d", ord, n)
 			}
 			it := batch[ord-1]
-			results[ord-1] = commitResult{outcome: outcome, claim: Claim{
-				PoolID: it.req.PoolID, RequestID: it.req.RequestID, UserID: userID.String, CodeID: codeID.Int64,
-				Code: Secret(code.String), ClaimedAt: timeOrZero(claimedAt), ExpiresAt: timeOrZero(expires),
-			}}
+			cl := storedClaim(it.req.PoolID, it.req.RequestID, it.req.UserID)
+			cl.CodeID, cl.Code = codeID.Int64, Secret(code.String)
+			cl.ClaimedAt, cl.ExpiresAt = timeOrZero(claimedAt), timeOrZero(expires)
+			results[ord-1] = commitResult{outcome: outcome(out), claim: cl}
 			seen++
 		}
 		if err := rows.Err(); err != nil {

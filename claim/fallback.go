@@ -1,15 +1,17 @@
 package claim
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"fmt"
-	"github.com/dispenserhq/dispenser/pool"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dispenserhq/dispenser/pool"
 )
 
 //go:embed sql/claim_fallback.sql
@@ -19,16 +21,18 @@ var claimFallbackSQL string
 // code picked with FOR UPDATE SKIP LOCKED so that no claim waits for another.
 // It serves when Redis is unreachable or its list is empty.
 type Fallback struct {
-	db *pgxpool.Pool
+	db         *pgxpool.Pool
+	refusalTTL time.Duration
 	// after remembers, per pool, the id of the last code claimed: the next
 	// scan starts past the dead index entries claimed rows leave behind.
 	mu    sync.Mutex
 	after map[string]int64
 }
 
-// NewFallback returns the Postgres allocator.
-func NewFallback(db *pgxpool.Pool) *Fallback {
-	return &Fallback{db: db, after: map[string]int64{}}
+// NewFallback returns the Postgres allocator. Refusals it decides are kept
+// for refusalTTL (default RefusalTTLDefault).
+func NewFallback(db *pgxpool.Pool, refusalTTL time.Duration) *Fallback {
+	return &Fallback{db: db, refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault), after: map[string]int64{}}
 }
 
 // Claim implements Allocator. The pool's settings are read inside the
@@ -38,31 +42,25 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	after := f.after[req.PoolID]
 	f.mu.Unlock()
 
-	var outcome string
+	var out string
 	var codeID pgtype.Int8
 	var code pgtype.Text
 	var expires, claimedAt pgtype.Timestamptz
-	var userID pgtype.Text
-	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after).
-		Scan(&outcome, &codeID, &code, &expires, &claimedAt, &userID)
+	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after, req.startedAt(), f.refusalTTL).
+		Scan(&out, &codeID, &code, &expires, &claimedAt)
 	if err != nil {
 		return Result{}, pool.WrapDBError("fallback claim", err)
 	}
-	switch outcome {
-	case "exhausted":
-		return Result{}, ErrPoolExhausted
-	case "limit":
-		return Result{}, ErrUserLimit
-	case "claimed", "replay":
-	default:
-		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", outcome)
+	o := outcome(out)
+	if err := o.refusal(); err != nil {
+		return Result{}, err
 	}
-	c := Claim{PoolID: req.PoolID, RequestID: req.RequestID, UserID: userID.String, CodeID: codeID.Int64,
-		Code: Secret(code.String), ClaimedAt: claimedAt.Time}
-	if expires.Valid {
-		c.ExpiresAt = expires.Time
+	if o != outClaimed && o != outReplay {
+		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", out)
 	}
-	if outcome == "replay" {
+	c := storedClaim(req.PoolID, req.RequestID, req.UserID)
+	c.CodeID, c.Code, c.ClaimedAt, c.ExpiresAt = codeID.Int64, Secret(code.String), claimedAt.Time, timeOrZero(expires)
+	if o == outReplay {
 		return Result{Claim: c, Replayed: true, Path: PathReplay}, nil
 	}
 	f.mu.Lock()

@@ -11,14 +11,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispenserhq/dispenser/pool"
 )
 
-//go:embed sql/count_user_claims.sql
-var countUserClaimsSQL string
+//go:embed sql/settle.sql
+var settleSQL string
 
 // RedisConfig configures the Redis allocator.
 type RedisConfig struct {
@@ -30,6 +31,9 @@ type RedisConfig struct {
 	ReplayTTL time.Duration
 	// ScriptTimeout bounds each Redis call of a claim; default 250ms.
 	ScriptTimeout time.Duration
+	// RefusalTTL is how long refusals are kept (see Config.RefusalTTL);
+	// default RefusalTTLDefault.
+	RefusalTTL time.Duration
 	// Commit tunes the group commit.
 	Commit CommitterConfig
 	Logger *slog.Logger
@@ -39,23 +43,24 @@ type RedisConfig struct {
 // persists the claims in group commits. Postgres decides every claim: a code
 // Postgres refuses is skipped and the claim retried with another.
 type RedisAllocator struct {
-	db     *pgxpool.Pool
-	rdb    redis.UniversalClient
-	keys   pool.RedisKeys
-	ttl    time.Duration
-	tmo    time.Duration
-	pipe   *scriptPipe
-	commit *committer
-	log    *slog.Logger
+	db         *pgxpool.Pool
+	rdb        redis.UniversalClient
+	keys       pool.RedisKeys
+	ttl        time.Duration
+	tmo        time.Duration
+	refusalTTL time.Duration
+	pipe       *scriptPipe
+	commit     *committer
+	log        *slog.Logger
 }
 
 // NewRedisAllocator starts the allocator's group committer; Stop ends it.
 func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
 	a := &RedisAllocator{db: cfg.DB, rdb: cfg.Redis, keys: cfg.Keys, ttl: cmp.Or(cfg.ReplayTTL, 24*time.Hour),
-		tmo: cmp.Or(cfg.ScriptTimeout, 250*time.Millisecond),
+		tmo: cmp.Or(cfg.ScriptTimeout, 250*time.Millisecond), refusalTTL: cmp.Or(cfg.RefusalTTL, RefusalTTLDefault),
 		log: cmp.Or(cfg.Logger, slog.Default())}
 	cc := cfg.Commit
-	cc.Logger = a.log
+	cc.Logger, cc.RefusalTTL = a.log, a.refusalTTL
 	cc.OnCommitted = a.clearLedger
 	a.commit = newCommitter(cfg.DB, cc)
 	a.pipe = newScriptPipe(cfg.Redis, a.tmo, 4)
@@ -87,13 +92,17 @@ const maxRefusals = 8
 
 // Claim pops a code and commits the claim. It returns errStagedEmpty when
 // nothing is staged and a *redisError when Redis fails; both send the
-// caller to the fallback.
+// caller to the fallback. A refusal Redis alone would give (the user's
+// count, another user's replay record) is first settled in Postgres, which
+// may know better: a retry whose replay record expired, a count that
+// outlived its claims.
 func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (Result, error) {
+	req.startedAt()
 	keys := []string{a.keys.Staged(p.ID), a.keys.InFlight(p.ID), a.keys.Replay(p.ID, req.RequestID),
 		a.keys.UserClaims(p.ID, req.UserID)}
 	for range maxRefusals {
 		now := time.Now().UnixMilli()
-		vals, err := a.pipe.run(ctx, keys, p.PerUserLimit, now, int(a.ttl.Seconds()))
+		vals, err := a.pipe.run(ctx, keys, p.PerUserLimit, now, int(a.ttl.Seconds()), req.UserID)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrStopped) {
 				return Result{}, cmp.Or(ctx.Err(), err)
@@ -107,15 +116,17 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		switch status {
 		case "empty":
 			return Result{}, errStagedEmpty
-		case "limit":
-			// The count is a guard; Postgres has the truth.
-			held, err := a.countClaims(ctx, p.ID, req.UserID)
-			if err != nil {
-				return Result{}, err
+		case "limit", "reused":
+			res, held, err := a.settle(ctx, req, status == "limit")
+			if err != nil || res != nil {
+				return derefResult(res), err
 			}
-			if held >= int64(p.PerUserLimit) {
-				return Result{}, ErrUserLimit
+			if status == "reused" {
+				// Redis names another owner and Postgres has nothing for
+				// the request yet: the owner's claim is on its way.
+				return Result{}, ErrRequestReused
 			}
+			// The count was a stale guard: set it to Postgres's and retry.
 			sctx, cancel := context.WithTimeout(ctx, a.tmo)
 			err = a.rdb.Set(sctx, keys[3], held, a.ttl).Err()
 			cancel()
@@ -131,31 +142,33 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		if err != nil {
 			return Result{}, &redisError{err}
 		}
+		popped := status == "ok"
 		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry})
 		if res.err != nil {
 			return Result{}, res.err
 		}
 		switch res.outcome {
-		case "claimed":
+		case outClaimed:
 			return Result{Claim: res.claim, Replayed: false, Path: PathRedis}, nil
-		case "replay":
-			// Postgres already had a claim for this request. If Redis named
-			// another code (it forgot the request), the popped one went back
-			// to available; point the replay record at the real claim.
-			newEntry := ""
+		case outReplay:
+			// Postgres already had this user's claim for the request. If
+			// Redis named another code (it forgot the request), the popped
+			// one went back to available; point the replay record at the
+			// real claim.
+			record := replayRecord(req.UserID, entry)
 			if res.claim.CodeID != codeID {
-				newEntry = formatEntry(res.claim.CodeID, res.claim.Code.Reveal())
+				record = replayRecord(req.UserID, formatEntry(res.claim.CodeID, res.claim.Code.Reveal()))
 			}
-			if newEntry != "" || status == "ok" {
-				a.release(ctx, p.ID, req, entry, cmp.Or(newEntry, entry))
+			if popped || res.claim.CodeID != codeID {
+				a.release(ctx, p.ID, req, entry, record, popped)
 			}
 			return Result{Claim: res.claim, Replayed: true, Path: PathReplay}, nil
-		case "limit":
-			a.release(ctx, p.ID, req, entry, "")
-			return Result{}, ErrUserLimit
-		case "refused":
+		case outReused, outLimit, outExhausted:
+			a.release(ctx, p.ID, req, entry, "", popped)
+			return Result{}, res.outcome.refusal()
+		case outRefused, outDup:
 			// Claimed elsewhere, void, expired or reconciled: skip it.
-			a.release(ctx, p.ID, req, entry, "")
+			a.release(ctx, p.ID, req, entry, "", popped)
 			continue
 		default:
 			return Result{}, fmt.Errorf("group commit: unexpected outcome %q", res.outcome)
@@ -164,13 +177,59 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 	return Result{}, errStagedEmpty
 }
 
+func derefResult(r *Result) Result {
+	if r == nil {
+		return Result{}
+	}
+	return *r
+}
+
+// settle asks Postgres about a request Redis would refuse. It returns the
+// answer when Postgres has one (the request's claim, or a refusal), or a
+// nil result and the user's claim count when nothing is decided. With
+// limit, a user at the pool's limit is refused (and the refusal recorded).
+func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (*Result, int64, error) {
+	var out string
+	var codeID pgtype.Int8
+	var code pgtype.Text
+	var expires, claimedAt pgtype.Timestamptz
+	var held int64
+	err := a.db.QueryRow(ctx, settleSQL, req.PoolID, req.RequestID, req.UserID, limit, req.startedAt(), a.refusalTTL).
+		Scan(&out, &codeID, &code, &expires, &claimedAt, &held)
+	if err != nil {
+		return nil, 0, pool.WrapDBError("settle request", err)
+	}
+	switch o := outcome(out); o {
+	case outOpen:
+		return nil, held, nil
+	case outReplay:
+		c := storedClaim(req.PoolID, req.RequestID, req.UserID)
+		c.CodeID, c.Code, c.ClaimedAt, c.ExpiresAt = codeID.Int64, Secret(code.String), claimedAt.Time, timeOrZero(expires)
+		return &Result{Claim: c, Replayed: true, Path: PathReplay}, held, nil
+	default:
+		if err := o.refusal(); err != nil {
+			return nil, held, err
+		}
+		return nil, held, fmt.Errorf("settle request: unexpected outcome %q", out)
+	}
+}
+
+// replayRecord is the value of a replay record: the owner, then the entry.
+func replayRecord(userID, entry string) string { return userID + "\n" + entry }
+
 // release undoes a pop Postgres refused or answered from an earlier claim:
-// it clears the ledger entry and the count, and points the request's replay
-// record at replayTo ("" deletes it). Failures only leave guards and ledger
-// entries that expire or that the reconciler clears.
-func (a *RedisAllocator) release(ctx context.Context, poolID string, req Request, entry, replayTo string) {
+// it clears the ledger entry, the count if this call popped the entry, and
+// points the request's replay record at replayTo ("" deletes it). Failures
+// only leave guards and ledger entries that expire or that the reconciler
+// clears.
+func (a *RedisAllocator) release(ctx context.Context, poolID string, req Request, entry, replayTo string, popped bool) {
 	keys := []string{a.keys.Replay(poolID, req.RequestID), a.keys.UserClaims(poolID, req.UserID), a.keys.InFlight(poolID)}
-	err := releaseScript.Run(context.WithoutCancel(ctx), a.rdb, keys, entry, replayTo, int(a.ttl.Seconds())).Err()
+	counted := "0"
+	if popped {
+		counted = "1"
+	}
+	err := releaseScript.Run(context.WithoutCancel(ctx), a.rdb, keys, entry, replayRecord(req.UserID, entry), replayTo,
+		int(a.ttl.Seconds()), counted).Err()
 	if err != nil {
 		a.log.WarnContext(ctx, "release after refusal failed; the reconciler will clear it", "pool", poolID, "err", err)
 	}
@@ -187,14 +246,6 @@ func (a *RedisAllocator) clearLedger(batch []*commitItem) {
 	if _, err := pipe.Exec(ctx); err != nil {
 		a.log.Warn("clearing the in-flight ledger failed; the reconciler will clear it", "err", err)
 	}
-}
-
-func (a *RedisAllocator) countClaims(ctx context.Context, poolID, userID string) (int64, error) {
-	var n int64
-	if err := a.db.QueryRow(ctx, countUserClaimsSQL, poolID, userID).Scan(&n); err != nil {
-		return 0, pool.WrapDBError("count user claims", err)
-	}
-	return n, nil
 }
 
 // A staged entry is "<code id>:<code>"; the id lets Postgres update by

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -26,6 +27,9 @@ var (
 	//go:embed sql/export_claims.sql
 	exportClaimsSQL string
 )
+
+// RefusalTTLDefault is how long a definite refusal is kept by default.
+const RefusalTTLDefault = 10 * time.Minute
 
 // Config configures a Service.
 type Config struct {
@@ -46,6 +50,12 @@ type Config struct {
 	BreakerOpenFor time.Duration
 	// Redis tunes the Redis allocator (its DB, Redis and Keys are filled in).
 	RedisAllocator RedisConfig
+	// RefusalTTL is how long a definite refusal (USER_LIMIT_REACHED,
+	// POOL_EXHAUSTED) of a request is kept: copies and retries of the
+	// request within it get the same refusal, even one that was about to
+	// commit a claim; after it, a retry is decided afresh. It must outlast
+	// the slowest group commit. Defaults to RefusalTTLDefault.
+	RefusalTTL time.Duration
 	// FallbackOnly serves every claim from Postgres, never from Redis: the
 	// same promises, Postgres-bound throughput. For benchmarks and for running
 	// without Redis on purpose.
@@ -80,11 +90,12 @@ func NewService(cfg Config) *Service {
 	log := cmp.Or(cfg.Logger, slog.Default())
 	rc := cfg.RedisAllocator
 	rc.DB, rc.Redis, rc.Keys, rc.Logger = cfg.DB, cfg.Redis, cfg.Keys, log
+	rc.RefusalTTL = cmp.Or(cfg.RefusalTTL, RefusalTTLDefault)
 	s := &Service{
 		db:       cfg.DB,
 		pools:    pool.NewStore(cfg.DB),
 		redis:    NewRedisAllocator(rc),
-		fallback: NewFallback(cfg.DB),
+		fallback: NewFallback(cfg.DB, rc.RefusalTTL),
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,
 		cacheTTL: cmp.Or(cfg.PoolCacheTTL, time.Second),
@@ -115,26 +126,38 @@ func (s *Service) Stop() { s.redis.Stop() }
 func (s *Service) BreakerState() string { return s.breaker.State().String() }
 
 // Claim hands the user a code, or the code an earlier call with the same
-// request id got.
+// request id got. A request id that another user holds is ErrRequestReused.
 func (s *Service) Claim(ctx context.Context, req Request) (Result, error) {
-	return s.claim(ctx, req, true)
-}
-
-// ClaimPrize claims the code of a prize drawn earlier: the same path and
-// promises as Claim (idempotent by request id, the per-user limit, a paused
-// pool refuses), but outside the claim window too, since a win drawn inside
-// it is delivered later.
-func (s *Service) ClaimPrize(ctx context.Context, req Request) (Result, error) {
-	return s.claim(ctx, req, false)
-}
-
-func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Result, error) {
 	if err := pool.ValidateID("pool_id", req.PoolID); err != nil {
 		return Result{}, err
 	}
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
+	return s.claim(ctx, req, true)
+}
+
+// ClaimPrize claims the code of prize prizeID, drawn earlier for userID:
+// the same path and promises as Claim (idempotent, the per-user limit, a
+// paused pool refuses), but outside the claim window too, since a win drawn
+// inside it is delivered later. Its request id (PrizeRequestID) is one no
+// caller can send.
+func (s *Service) ClaimPrize(ctx context.Context, poolID, userID string, prizeID int64) (Result, error) {
+	if err := pool.ValidateID("pool_id", poolID); err != nil {
+		return Result{}, err
+	}
+	if err := input.UserID("user_id", userID); err != nil {
+		return Result{}, err
+	}
+	if prizeID <= 0 {
+		return Result{}, &FieldError{Field: "prize_id", Description: "must be positive"}
+	}
+	return s.claim(ctx, Request{PoolID: poolID, UserID: userID, RequestID: PrizeRequestID(prizeID)}, false)
+}
+
+// claim serves a validated request.
+func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Result, error) {
+	req.startedAt()
 	p, err := s.pool(ctx, req.PoolID)
 	if err != nil {
 		return Result{}, err
@@ -181,18 +204,28 @@ func (s *Service) pool(ctx context.Context, id string) (pool.Pool, error) {
 	return p, nil
 }
 
-// GetClaim returns the claim made for a request, or ErrNotFound.
-func (s *Service) GetClaim(ctx context.Context, poolID, requestID string) (Claim, error) {
+// GetClaim returns the claim made for a request, or ErrNotFound. With a
+// userID, a claim of another user is ErrRequestReused, as ClaimCode would
+// answer: nothing of it is returned.
+func (s *Service) GetClaim(ctx context.Context, poolID, requestID, userID string) (Claim, error) {
 	if err := pool.ValidateID("pool_id", poolID); err != nil {
 		return Claim{}, err
 	}
-	if err := validateKey("request_id", requestID); err != nil {
+	if err := input.RequestID("request_id", requestID); err != nil {
 		return Claim{}, err
+	}
+	if userID != "" {
+		if err := input.UserID("user_id", userID); err != nil {
+			return Claim{}, err
+		}
 	}
 	c := Claim{PoolID: poolID, RequestID: requestID}
 	var code string
 	var expires pgtype.Timestamptz
 	err := s.db.QueryRow(ctx, getClaimSQL, poolID, requestID).Scan(&c.UserID, &c.CodeID, &code, &expires, &c.ClaimedAt)
+	if err == nil && userID != "" && c.UserID != userID {
+		return Claim{}, ErrRequestReused
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		if _, perr := s.pools.GetPool(ctx, poolID); perr != nil {
 			return Claim{}, perr
@@ -211,7 +244,7 @@ func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]
 	if err := pool.ValidateID("pool_id", poolID); err != nil {
 		return nil, err
 	}
-	if err := validateKey("user_id", userID); err != nil {
+	if err := input.UserID("user_id", userID); err != nil {
 		return nil, err
 	}
 	if _, err := s.pool(ctx, poolID); err != nil {
@@ -222,11 +255,11 @@ func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]
 		return nil, pool.WrapDBError("list user claims", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claim, error) {
-		c := Claim{PoolID: poolID, UserID: userID}
-		var code string
+		var requestID, code string
+		var c Claim
 		var expires pgtype.Timestamptz
-		err := row.Scan(&c.RequestID, &c.CodeID, &code, &expires, &c.ClaimedAt)
-		c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
+		err := row.Scan(&requestID, &c.CodeID, &code, &expires, &c.ClaimedAt)
+		c = withRow(storedClaim(poolID, requestID, userID), c.CodeID, code, expires, c.ClaimedAt)
 		return c, err
 	})
 	if err != nil {
@@ -262,15 +295,15 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 		var page []Claim
 		var lastID int64
 		for rows.Next() {
-			c := Claim{PoolID: poolID}
-			var code string
+			var requestID, userID, code string
+			var codeID int64
+			var claimedAt time.Time
 			var expires pgtype.Timestamptz
-			if err := rows.Scan(&lastID, &c.RequestID, &c.UserID, &c.CodeID, &code, &expires, &c.ClaimedAt); err != nil {
+			if err := rows.Scan(&lastID, &requestID, &userID, &codeID, &code, &expires, &claimedAt); err != nil {
 				rows.Close()
 				return pool.WrapDBError("export claims", err)
 			}
-			c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
-			page = append(page, c)
+			page = append(page, withRow(storedClaim(poolID, requestID, userID), codeID, code, expires, claimedAt))
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -287,4 +320,10 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 		}
 		afterAt, afterID = page[len(page)-1].ClaimedAt, lastID
 	}
+}
+
+// withRow fills a stored claim's code and times.
+func withRow(c Claim, codeID int64, code string, expires pgtype.Timestamptz, claimedAt time.Time) Claim {
+	c.CodeID, c.Code, c.ExpiresAt, c.ClaimedAt = codeID, Secret(code), timeOrZero(expires), claimedAt
+	return c
 }

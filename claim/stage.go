@@ -34,6 +34,8 @@ var (
 	stagedCodesBeforeSQL string
 	//go:embed sql/live_batches.sql
 	liveBatchesSQL string
+	//go:embed sql/drop_expired_refusals.sql
+	dropExpiredRefusalsSQL string
 )
 
 // Refill stages a batch of the pool's available codes into Redis when fewer
@@ -161,7 +163,7 @@ type ReconcileReport struct {
 }
 
 // Reconcile makes Postgres and Redis agree for one pool. It voids expired
-// codes, and returns to available the staged codes that Redis lost (their
+// codes, forgets expired refusals, and returns to available the staged codes that Redis lost (their
 // batch marker is gone), that stayed in the in-flight ledger longer than
 // grace (popped by a process that died before its commit), or that are in
 // neither list nor ledger. Every change is conditional on the code still
@@ -175,6 +177,9 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		return rep, pool.WrapDBError("void expired codes", err)
 	}
 	rep.Expired = tag.RowsAffected()
+	if _, err := s.db.Exec(ctx, dropExpiredRefusalsSQL, p.ID); err != nil {
+		return rep, pool.WrapDBError("drop expired refusals", err)
+	}
 
 	keys := s.redis.keys
 	rdb := s.redis.rdb

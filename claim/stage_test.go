@@ -67,7 +67,7 @@ func TestReconcileStaleLedger(t *testing.T) {
 	e.stageAll(p)
 	req := Request{PoolID: "p1", UserID: "u1", RequestID: "r1"}
 	keys := []string{e.keys.Staged("p1"), e.keys.InFlight("p1"), e.keys.Replay("p1", "r1"), e.keys.UserClaims("p1", "u1")}
-	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().Add(-time.Minute).UnixMilli(), 3600).StringSlice()
+	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().Add(-time.Minute).UnixMilli(), 3600, "u1").StringSlice()
 	require.NoError(t, err)
 	require.Equal(t, "ok", vals[0])
 	popped, err := entryCodeID(vals[1])

@@ -2,6 +2,7 @@ package dispenser
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,6 +17,7 @@ import (
 func claimToProto(c claim.Claim, withCode bool) *dispenserv1.Claim {
 	out := &dispenserv1.Claim{
 		PoolId:        c.PoolID,
+		PrizeId:       prizeIDString(c.PrizeID),
 		RequestId:     c.RequestID,
 		UserId:        c.UserID,
 		ClaimTime:     timeOrNil(c.ClaimedAt),
@@ -40,7 +42,7 @@ func (s *Server) ClaimCode(ctx context.Context, req *dispenserv1.ClaimCodeReques
 
 // GetClaim implements ClaimService.GetClaim.
 func (s *Server) GetClaim(ctx context.Context, req *dispenserv1.GetClaimRequest) (*dispenserv1.GetClaimResponse, error) {
-	c, err := s.claims.GetClaim(ctx, req.GetPoolId(), req.GetRequestId())
+	c, err := s.claims.GetClaim(ctx, req.GetPoolId(), req.GetRequestId(), req.GetUserId())
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
@@ -123,4 +125,12 @@ func (s *Server) RunJob(ctx context.Context, req *dispenserv1.RunJobRequest) (*d
 		out.Pools = append(out.Pools, pr)
 	}
 	return out, nil
+}
+
+// prizeIDString spells a prize id as the prize API does; "" for none.
+func prizeIDString(id int64) string {
+	if id == 0 {
+		return ""
+	}
+	return strconv.FormatInt(id, 10)
 }

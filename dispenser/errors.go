@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/prize"
@@ -31,6 +32,7 @@ const (
 	ReasonPoolClosed       = "POOL_CLOSED"
 	ReasonUserLimit        = "USER_LIMIT_REACHED"
 	ReasonClaimNotFound    = "CLAIM_NOT_FOUND"
+	ReasonRequestReused    = "REQUEST_ID_REUSED"
 	ReasonJobBusy          = "JOB_BUSY"
 	ReasonShuttingDown     = "SHUTTING_DOWN"
 	ReasonPrizeNotFound    = "PRIZE_NOT_FOUND"
@@ -44,9 +46,7 @@ const (
 // without them, and anything unknown becomes a bare Internal whose cause is
 // logged here (driver errors carry no values in their Error text).
 func statusError(ctx context.Context, log *slog.Logger, err error) error {
-	var fe *pool.FieldError
-	var cfe *claim.FieldError
-	var pfe *prize.FieldError
+	var fe *input.FieldError
 	var he *pool.HeaderError
 	var rej *pool.ImportRejectedError
 	switch {
@@ -54,10 +54,6 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return nil
 	case errors.As(err, &fe):
 		return invalidArgument(fe.Field, fe.Description)
-	case errors.As(err, &cfe):
-		return invalidArgument(cfe.Field, cfe.Description)
-	case errors.As(err, &pfe):
-		return invalidArgument(pfe.Field, pfe.Description)
 	case errors.Is(err, prize.ErrNotFound):
 		return withInfo(codes.NotFound, "prize not found", ReasonPrizeNotFound, nil)
 	case errors.Is(err, prize.ErrConflict):
@@ -72,6 +68,9 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return withInfo(codes.FailedPrecondition, "the pool is outside its claim window", ReasonPoolClosed, nil)
 	case errors.Is(err, claim.ErrUserLimit):
 		return withInfo(codes.FailedPrecondition, "the user holds the pool's limit of claims", ReasonUserLimit, nil)
+	case errors.Is(err, claim.ErrRequestReused):
+		return withInfo(codes.AlreadyExists, "this request_id belongs to another user of the pool; use a request_id of your own",
+			ReasonRequestReused, nil)
 	case errors.Is(err, claim.ErrNotFound):
 		return withInfo(codes.NotFound, "no claim for this request", ReasonClaimNotFound, nil)
 	case errors.Is(err, claim.ErrStopped):

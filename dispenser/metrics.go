@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -105,8 +106,7 @@ func (m *Metrics) observeClaim(poolID string, res claim.Result, err error, took 
 
 // claimResult names the outcome of a claim for the result label.
 func claimResult(err error) string {
-	var cfe *claim.FieldError
-	var pfe *pool.FieldError
+	var fe *input.FieldError
 	switch {
 	case err == nil:
 		return "ok"
@@ -114,13 +114,15 @@ func claimResult(err error) string {
 		return "exhausted"
 	case errors.Is(err, claim.ErrUserLimit):
 		return "limit"
+	case errors.Is(err, claim.ErrRequestReused):
+		return "reused"
 	case errors.Is(err, claim.ErrPoolPaused):
 		return "paused"
 	case errors.Is(err, claim.ErrPoolClosed):
 		return "closed"
 	case errors.Is(err, pool.ErrPoolNotFound):
 		return "not_found"
-	case errors.As(err, &cfe), errors.As(err, &pfe):
+	case errors.As(err, &fe):
 		return "invalid"
 	case errors.Is(err, pool.ErrUnavailable), errors.Is(err, claim.ErrStopped):
 		return "unavailable"

@@ -3,6 +3,8 @@ package pool
 import (
 	"errors"
 	"fmt"
+
+	"github.com/dispenserhq/dispenser/internal/input"
 )
 
 var (
@@ -15,15 +17,8 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 )
 
-// FieldError reports one invalid input field. Field is named as the API
-// names it (for example "pool.per_user_limit"), so that a caller can find it.
-// Description never repeats a code.
-type FieldError struct {
-	Field       string
-	Description string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Description }
+// FieldError reports one invalid input field (see input.FieldError).
+type FieldError = input.FieldError
 
 func fieldErrorf(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Description: fmt.Sprintf(format, args...)}

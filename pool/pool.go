@@ -5,9 +5,10 @@ package pool
 import (
 	"cmp"
 	"net/url"
-	"regexp"
 	"time"
 	"unicode/utf8"
+
+	"github.com/dispenserhq/dispenser/internal/input"
 )
 
 // Defaults applied to zero-valued settings when a pool is created.
@@ -25,10 +26,6 @@ const (
 	MaxDisplayNameChars = 200
 	MinWebhookSecretLen = 16
 )
-
-// idPattern is the shape of a pool id. The id is the hash tag of every Redis
-// key of the pool, so braces must never be allowed in it.
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Pool is a pool's settings as stored.
 type Pool struct {
@@ -53,15 +50,9 @@ type Pool struct {
 }
 
 // ValidateID reports whether id can name a pool; field names the input.
-func ValidateID(field, id string) error {
-	if id == "" {
-		return fieldErrorf(field, "is required")
-	}
-	if !idPattern.MatchString(id) {
-		return fieldErrorf(field, "must be 1 to 63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
-	}
-	return nil
-}
+// The id is the hash tag of every Redis key of the pool, so it can never
+// hold a brace.
+func ValidateID(field, id string) error { return input.PoolID(field, id) }
 
 // withDefaults fills zero-valued tunables of a pool about to be created.
 func (p Pool) withDefaults() Pool {

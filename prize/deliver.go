@@ -50,13 +50,49 @@ var (
 
 // Park reasons, as ListPrizes shows them.
 const (
-	ParkPoolExhausted   = "POOL_EXHAUSTED"
-	ParkUserLimit       = "USER_LIMIT_REACHED"
-	ParkWebhookFailed   = "WEBHOOK_FAILED"
-	ParkNoWebhook       = "WEBHOOK_NOT_CONFIGURED"
-	requestIDPrefix     = "prize:"
+	ParkPoolExhausted = "POOL_EXHAUSTED"
+	ParkUserLimit     = "USER_LIMIT_REACHED"
+	ParkWebhookFailed = "WEBHOOK_FAILED"
+	ParkNoWebhook     = "WEBHOOK_NOT_CONFIGURED"
+	// ParkWebhookInsecure: the pool's webhook URL is plain http to a host
+	// that is not loopback, and the server does not allow insecure webhooks.
+	ParkWebhookInsecure = "WEBHOOK_INSECURE"
+	// ParkInvalidPrize: the stored record cannot be claimed for (an id
+	// that no claim may carry).
+	ParkInvalidPrize = "INVALID_PRIZE"
+	// ParkPoolNotFound: the prize's pool does not exist.
+	ParkPoolNotFound = "POOL_NOT_FOUND"
+	// ParkAssignFailed: anything else that refused this prize's claim.
+	ParkAssignFailed = "ASSIGN_FAILED"
+
 	maxResponseBodyRead = 64 << 10
 )
+
+// runStopping reports an error that stops the whole run rather than park
+// one prize: the store is down, the service stops, the run was cancelled.
+func runStopping(err error) bool {
+	return errors.Is(err, pool.ErrUnavailable) || errors.Is(err, claim.ErrStopped) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// parkReason is why a prize whose claim answered err is parked ("" when it
+// was assigned).
+func parkReason(err error) string {
+	var fe *FieldError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, claim.ErrPoolExhausted):
+		return ParkPoolExhausted
+	case errors.Is(err, claim.ErrUserLimit):
+		return ParkUserLimit
+	case errors.Is(err, pool.ErrPoolNotFound):
+		return ParkPoolNotFound
+	case errors.As(err, &fe):
+		return ParkInvalidPrize
+	}
+	return ParkAssignFailed
+}
 
 // DeliverConfig configures the delivery run.
 type DeliverConfig struct {
@@ -110,7 +146,8 @@ type DeliverReport struct {
 // poolID ""), then delivers every assigned prize, retrying failures with
 // backoff until each is delivered or parked. A prize is assigned at most one
 // code even when runs overlap or one dies and is rerun: its claim's request
-// id is "prize:<id>", so a second claim replays the first.
+// id is claim.PrizeRequestID(id), one no caller can send, so a second claim
+// replays the first and no ClaimCode call can take or read it.
 func (d *Deliverer) Run(ctx context.Context, poolID string) (map[string]DeliverReport, error) {
 	t := &tally{m: map[string]*DeliverReport{}}
 	start := time.Now()
@@ -229,22 +266,27 @@ func (d *Deliverer) assignBatch(ctx context.Context, poolID string, skip []strin
 		g.SetLimit(d.cfg.Concurrency)
 		for _, p := range batch {
 			g.Go(func() error {
-				_, err := d.cfg.Claims.ClaimPrize(gctx, claim.Request{PoolID: p.pool, UserID: p.userID,
-					RequestID: requestIDPrefix + strconv.FormatInt(p.id, 10)})
+				_, err := d.cfg.Claims.ClaimPrize(gctx, p.pool, p.userID, p.id)
 				mu.Lock()
 				defer mu.Unlock()
-				switch {
-				case err == nil:
-					assigned = append(assigned, p.id)
-				case errors.Is(err, claim.ErrPoolExhausted):
-					parked[ParkPoolExhausted] = append(parked[ParkPoolExhausted], p.id)
-				case errors.Is(err, claim.ErrUserLimit):
-					parked[ParkUserLimit] = append(parked[ParkUserLimit], p.id)
-				case errors.Is(err, claim.ErrPoolPaused):
+				if errors.Is(err, claim.ErrPoolPaused) {
 					pausedSet[p.pool] = true
-				default:
+					return nil
+				}
+				if err != nil && runStopping(err) {
+					// Nothing can be assigned now, for any prize: the next
+					// run takes them all again.
 					return fmt.Errorf("claim for prize %d: %w", p.id, err)
 				}
+				if reason := parkReason(err); reason != "" {
+					if reason == ParkAssignFailed || reason == ParkInvalidPrize {
+						d.log.WarnContext(gctx, "prize parked: it cannot be assigned", "pool", p.pool, "prize", p.id,
+							"reason", reason, "err", err)
+					}
+					parked[reason] = append(parked[reason], p.id)
+					return nil
+				}
+				assigned = append(assigned, p.id)
 				return nil
 			})
 		}

@@ -161,7 +161,7 @@ func (e *env) audit(t *testing.T, poolID string) {
 	ctx := context.Background()
 	var prizesWithClaims, claimsOfPrizes int
 	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT count(DISTINCT p.id), count(c.id) FROM prizes p
-		JOIN claims c ON c.pool_id = p.pool_id AND c.request_id = 'prize:' || p.id WHERE p.pool_id = $1`, poolID).
+		JOIN claims c ON c.pool_id = p.pool_id AND c.request_id = E'\x01prize:' || p.id WHERE p.pool_id = $1`, poolID).
 		Scan(&prizesWithClaims, &claimsOfPrizes))
 	require.Equal(t, prizesWithClaims, claimsOfPrizes, "a prize with two claims")
 	rep, err := claim.Audit(ctx, e.db.Pool, nil, e.keys, poolID)

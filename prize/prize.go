@@ -10,7 +10,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/dispenserhq/dispenser/internal/input"
 )
 
 var (
@@ -63,16 +64,14 @@ type Prize struct {
 	NextAttempt time.Time
 }
 
-// FieldError reports an invalid input field, named as in the API.
-type FieldError struct{ Field, Description string }
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Description }
+// FieldError reports an invalid input field (see input.FieldError).
+type FieldError = input.FieldError
 
 // ParseID reads a prize id as the API spells it (decimal).
 func ParseID(field, s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id <= 0 {
-		return 0, &FieldError{field, "is not a prize id"}
+		return 0, &FieldError{Field: field, Description: "is not a prize id"}
 	}
 	return id, nil
 }
@@ -83,18 +82,11 @@ func validateObject(field, s string) (string, error) {
 		return "{}", nil
 	}
 	if len(s) > MaxJSONBytes {
-		return "", &FieldError{field, fmt.Sprintf("must be at most %d bytes", MaxJSONBytes)}
+		return "", &FieldError{Field: field, Description: fmt.Sprintf("must be at most %d bytes", MaxJSONBytes)}
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(s), &obj); err != nil || obj == nil {
-		return "", &FieldError{field, "must be a JSON object"}
+		return "", &FieldError{Field: field, Description: "must be a JSON object"}
 	}
 	return s, nil
-}
-
-func validateKey(field, v string) error {
-	if v == "" || utf8.RuneCountInString(v) > 128 || !utf8.ValidString(v) {
-		return &FieldError{field, "must be 1 to 128 characters of UTF-8"}
-	}
-	return nil
 }

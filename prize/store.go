@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -61,10 +62,10 @@ func (s *Store) Record(ctx context.Context, req RecordRequest) (p Prize, created
 	if err := pool.ValidateID("pool_id", req.PoolID); err != nil {
 		return Prize{}, false, err
 	}
-	if err := validateKey("user_id", req.UserID); err != nil {
+	if err := input.UserID("user_id", req.UserID); err != nil {
 		return Prize{}, false, err
 	}
-	if err := validateKey("external_id", req.ExternalID); err != nil {
+	if err := input.ExternalID("external_id", req.ExternalID); err != nil {
 		return Prize{}, false, err
 	}
 	meta, err := validateObject("metadata_json", req.Metadata)
@@ -209,7 +210,7 @@ func scanPrize(row pgx.Row) (Prize, error) {
 func storeError(op, jsonField string, err error) error {
 	var pgErr *pgconn.PgError
 	if jsonField != "" && errors.As(err, &pgErr) && len(pgErr.Code) == 5 && pgErr.Code[:2] == "22" {
-		return &FieldError{jsonField, "is JSON that Postgres cannot store"}
+		return &FieldError{Field: jsonField, Description: "is JSON that Postgres cannot store"}
 	}
 	return pool.WrapDBError(op, err)
 }

@@ -30,7 +30,8 @@ type ClaimCodeRequest struct {
 	// per-user limit counts claims per user_id.
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// The caller's idempotency key, 1 to 128 printable characters, unique per
-	// logical claim. Retries must reuse it.
+	// logical claim. Retries must reuse it. It belongs to the user who first
+	// sends it: within the pool, it is never answered for another user.
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -148,7 +149,10 @@ type GetClaimRequest struct {
 	// The pool the claim was made in.
 	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
 	// The request_id the claim was made with.
-	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Optional: the user the caller claims for. When set, a claim of another
+	// user is refused with REQUEST_ID_REUSED and nothing of it is returned.
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +197,13 @@ func (x *GetClaimRequest) GetPoolId() string {
 func (x *GetClaimRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *GetClaimRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -356,11 +367,12 @@ const file_dispenser_v1_claim_service_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"Z\n" +
 	"\x11ClaimCodeResponse\x12)\n" +
 	"\x05claim\x18\x01 \x01(\v2\x13.dispenser.v1.ClaimR\x05claim\x12\x1a\n" +
-	"\breplayed\x18\x02 \x01(\bR\breplayed\"I\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"b\n" +
 	"\x0fGetClaimRequest\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"=\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"=\n" +
 	"\x10GetClaimResponse\x12)\n" +
 	"\x05claim\x18\x01 \x01(\v2\x13.dispenser.v1.ClaimR\x05claim\"I\n" +
 	"\x15ListUserClaimsRequest\x12\x17\n" +

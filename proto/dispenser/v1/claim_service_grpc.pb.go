@@ -41,6 +41,9 @@ const (
 //   - FailedPrecondition / POOL_PAUSED: the pool is paused; try later.
 //   - FailedPrecondition / POOL_CLOSED: outside the pool's claim window.
 //   - FailedPrecondition / USER_LIMIT_REACHED: the user holds the pool's limit.
+//   - AlreadyExists / REQUEST_ID_REUSED: the request_id belongs to another
+//     user of the pool (it was first used for them); nothing of their claim
+//     is revealed. Use a request_id of your own.
 //   - ResourceExhausted / POOL_EXHAUSTED: no code left; answered at once.
 //   - InvalidArgument / INVALID_ARGUMENT, naming the field.
 //   - Unavailable / STORE_UNAVAILABLE: nothing was claimed; safe to retry
@@ -49,7 +52,8 @@ type ClaimServiceClient interface {
 	// ClaimCode gives the user one code from the pool, or the code an earlier
 	// call with the same request_id got.
 	ClaimCode(ctx context.Context, in *ClaimCodeRequest, opts ...grpc.CallOption) (*ClaimCodeResponse, error)
-	// GetClaim returns the claim made for a request_id.
+	// GetClaim returns the claim made for a request_id. With user_id, a claim
+	// of another user is refused as ClaimCode refuses it (REQUEST_ID_REUSED).
 	GetClaim(ctx context.Context, in *GetClaimRequest, opts ...grpc.CallOption) (*GetClaimResponse, error)
 	// ListUserClaims returns every claim a user holds in a pool.
 	ListUserClaims(ctx context.Context, in *ListUserClaimsRequest, opts ...grpc.CallOption) (*ListUserClaimsResponse, error)
@@ -110,6 +114,9 @@ func (c *claimServiceClient) ListUserClaims(ctx context.Context, in *ListUserCla
 //   - FailedPrecondition / POOL_PAUSED: the pool is paused; try later.
 //   - FailedPrecondition / POOL_CLOSED: outside the pool's claim window.
 //   - FailedPrecondition / USER_LIMIT_REACHED: the user holds the pool's limit.
+//   - AlreadyExists / REQUEST_ID_REUSED: the request_id belongs to another
+//     user of the pool (it was first used for them); nothing of their claim
+//     is revealed. Use a request_id of your own.
 //   - ResourceExhausted / POOL_EXHAUSTED: no code left; answered at once.
 //   - InvalidArgument / INVALID_ARGUMENT, naming the field.
 //   - Unavailable / STORE_UNAVAILABLE: nothing was claimed; safe to retry
@@ -118,7 +125,8 @@ type ClaimServiceServer interface {
 	// ClaimCode gives the user one code from the pool, or the code an earlier
 	// call with the same request_id got.
 	ClaimCode(context.Context, *ClaimCodeRequest) (*ClaimCodeResponse, error)
-	// GetClaim returns the claim made for a request_id.
+	// GetClaim returns the claim made for a request_id. With user_id, a claim
+	// of another user is refused as ClaimCode refuses it (REQUEST_ID_REUSED).
 	GetClaim(context.Context, *GetClaimRequest) (*GetClaimResponse, error)
 	// ListUserClaims returns every claim a user holds in a pool.
 	ListUserClaims(context.Context, *ListUserClaimsRequest) (*ListUserClaimsResponse, error)

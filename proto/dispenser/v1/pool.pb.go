@@ -451,7 +451,7 @@ type Claim struct {
 	// The pool the code came from.
 	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
 	// The caller's idempotency key: a retry with the same (pool_id,
-	// request_id) returns this same claim.
+	// request_id) returns this same claim. Empty for a prize's claim.
 	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The user who holds the code.
 	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -462,6 +462,10 @@ type Claim struct {
 	ClaimTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=claim_time,json=claimTime,proto3" json:"claim_time,omitempty"`
 	// When the code expires, if the supplier set an expiry.
 	CodeExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=code_expires_at,json=codeExpiresAt,proto3" json:"code_expires_at,omitempty"`
+	// Set when the claim was made for a prize by the delivery run; request_id
+	// is then empty, since prize claims live in an id space no caller's
+	// request_id can reach.
+	PrizeId       string `protobuf:"bytes,7,opt,name=prize_id,json=prizeId,proto3" json:"prize_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +542,13 @@ func (x *Claim) GetCodeExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Claim) GetPrizeId() string {
+	if x != nil {
+		return x.PrizeId
+	}
+	return ""
+}
+
 var File_dispenser_v1_pool_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_pool_proto_rawDesc = "" +
@@ -586,7 +597,7 @@ const file_dispenser_v1_pool_proto_rawDesc = "" +
 	"\bassigned\x18\x03 \x01(\x03R\bassigned\x12\x1c\n" +
 	"\tdelivered\x18\x04 \x01(\x03R\tdelivered\x12\x16\n" +
 	"\x06failed\x18\x05 \x01(\x03R\x06failed\x12\x1c\n" +
-	"\tcancelled\x18\x06 \x01(\x03R\tcancelled\"\xeb\x01\n" +
+	"\tcancelled\x18\x06 \x01(\x03R\tcancelled\"\x86\x02\n" +
 	"\x05Claim\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1d\n" +
 	"\n" +
@@ -595,7 +606,8 @@ const file_dispenser_v1_pool_proto_rawDesc = "" +
 	"\x04code\x18\x04 \x01(\tR\x04code\x129\n" +
 	"\n" +
 	"claim_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tclaimTime\x12B\n" +
-	"\x0fcode_expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcodeExpiresAtB\xaf\x01\n" +
+	"\x0fcode_expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcodeExpiresAt\x12\x19\n" +
+	"\bprize_id\x18\a \x01(\tR\aprizeIdB\xaf\x01\n" +
 	"\x10com.dispenser.v1B\tPoolProtoP\x01Z?github.com/dispenserhq/dispenser/proto/dispenser/v1;dispenserv1\xa2\x02\x03DXX\xaa\x02\fDispenser.V1\xca\x02\fDispenser\\V1\xe2\x02\x18Dispenser\\V1\\GPBMetadata\xea\x02\rDispenser::V1b\x06proto3"
 
 var (

@@ -1,0 +1,352 @@
+package claim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// flushNamespace deletes every Redis key of the test's namespace: what a
+// flush, a restart without persistence or a failover does to a pool.
+func (e *env) flushNamespace() {
+	e.t.Helper()
+	ctx := context.Background()
+	iter := e.rdb.Scan(ctx, 0, strings.TrimSuffix(e.keys.Staged("x"), "{x}:staged")+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	require.NoError(e.t, iter.Err())
+	if len(keys) > 0 {
+		require.NoError(e.t, e.rdb.Del(ctx, keys...).Err())
+	}
+}
+
+// A request id belongs to the user who first used it: another user sending
+// it is refused on every path, and learns nothing of the first claim.
+func TestRequestIDBelongsToOneUser(t *testing.T) {
+	t.Parallel()
+	paths := []struct {
+		name   string
+		before func(e *env) // between alice's claim and eve's
+		pgOnly bool
+	}{
+		{name: "redis replay record"},
+		{name: "redis lost its data", before: func(e *env) {
+			e.flushNamespace()
+			p, err := e.store.GetPool(context.Background(), "p1")
+			require.NoError(e.t, err)
+			_, err = e.svc.Reconcile(context.Background(), p, 0)
+			require.NoError(e.t, err)
+			e.stageAll(p)
+		}},
+		{name: "replay record expired", before: func(e *env) {
+			require.NoError(e.t, e.rdb.Del(context.Background(), e.keys.Replay("p1", "order-77")).Err())
+		}},
+		{name: "fallback only", pgOnly: true},
+	}
+	for _, tc := range paths {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			e := newEnv(t)
+			if tc.pgOnly {
+				e.svc.pgOnly = true
+			}
+			p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10, PerUserLimit: 5})
+			e.stageAll(p)
+			alice, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "order-77"})
+			require.NoError(t, err)
+			if tc.before != nil {
+				tc.before(e)
+			}
+			for range 2 { // and again: the refusal is stable
+				res, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "eve", RequestID: "order-77"})
+				require.ErrorIs(t, err, ErrRequestReused)
+				require.Zero(t, res.Claim.Code)
+			}
+			_, err = e.svc.GetClaim(ctx, "p1", "order-77", "eve")
+			require.ErrorIs(t, err, ErrRequestReused)
+			got, err := e.svc.GetClaim(ctx, "p1", "order-77", "alice")
+			require.NoError(t, err)
+			require.Equal(t, alice.Claim.Code, got.Code)
+
+			// Alice's retry still gets her code; eve's own ids work.
+			again, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "order-77"})
+			require.NoError(t, err)
+			require.True(t, again.Replayed)
+			require.Equal(t, alice.Claim.Code, again.Claim.Code)
+			eve, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "eve", RequestID: "order-78"})
+			require.NoError(t, err)
+			require.NotEqual(t, alice.Claim.Code, eve.Claim.Code)
+			_, err = e.svc.Reconcile(ctx, p, 0)
+			require.NoError(t, err)
+			e.audit("p1")
+		})
+	}
+}
+
+// A refused request id is its user's too, while the refusal is kept.
+func TestRefusedRequestIDBelongsToItsUser(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
+	e.stageAll(p)
+	_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "a1"})
+	require.NoError(t, err)
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "a2"})
+	require.ErrorIs(t, err, ErrUserLimit)
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "eve", RequestID: "a2"})
+	require.ErrorIs(t, err, ErrRequestReused)
+	e.flushNamespace()
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "eve", RequestID: "a2"})
+	require.ErrorIs(t, err, ErrRequestReused)
+}
+
+// Prize claims live in an id space no caller can reach: a caller's
+// "prize:1" is an ordinary request id, and the reserved form is refused.
+func TestPrizeRequestIDsUnreachable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
+	e.stageAll(p)
+	mallory, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "mallory", RequestID: "prize:1"})
+	require.NoError(t, err)
+	winner, err := e.svc.ClaimPrize(ctx, "p1", "winner", 1)
+	require.NoError(t, err)
+	require.NotEqual(t, mallory.Claim.Code, winner.Claim.Code)
+	require.False(t, winner.Replayed)
+	require.EqualValues(t, 1, winner.Claim.PrizeID)
+	require.Empty(t, winner.Claim.RequestID)
+
+	// No caller's id names the prize's claim.
+	for _, rid := range []string{PrizeRequestID(1), "\x01prize:1", "prize:1\x00"} {
+		_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "winner", RequestID: rid})
+		var fe *FieldError
+		require.ErrorAs(t, err, &fe, "request id %q", rid)
+		_, err = e.svc.GetClaim(ctx, "p1", rid, "")
+		require.ErrorAs(t, err, &fe, "request id %q", rid)
+	}
+	got, err := e.svc.GetClaim(ctx, "p1", "prize:1", "")
+	require.NoError(t, err)
+	require.Equal(t, "mallory", got.UserID)
+	require.Equal(t, mallory.Claim.Code, got.Code)
+
+	// The prize's claim replays by prize id, and lists as the prize's.
+	again, err := e.svc.ClaimPrize(ctx, "p1", "winner", 1)
+	require.NoError(t, err)
+	require.True(t, again.Replayed)
+	require.Equal(t, winner.Claim.Code, again.Claim.Code)
+	list, err := e.svc.ListUserClaims(ctx, "p1", "winner")
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.EqualValues(t, 1, list[0].PrizeID)
+	require.Empty(t, list[0].RequestID)
+
+	// The schema keeps the reserved form for prizes.
+	_, err = e.db.Pool.Exec(ctx, `UPDATE claims SET request_id = E'\x01order' WHERE user_id = 'mallory'`)
+	require.ErrorContains(t, err, "claims_request_space")
+	e.audit("p1")
+}
+
+// The issue's case 3: with a limit of 2, a retry of R0 whose replay record
+// Redis forgot (expired, flushed) gets R0's code, not USER_LIMIT_REACHED.
+func TestRetryAfterRedisForgotGetsItsCode(t *testing.T) {
+	t.Parallel()
+	for _, forget := range []string{"replay record expired", "namespace flushed"} {
+		t.Run(forget, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			e := newEnv(t)
+			p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 20, PerUserLimit: 2})
+			e.stageAll(p)
+			r0, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R0"})
+			require.NoError(t, err)
+			r1, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R1"})
+			require.NoError(t, err)
+			if forget == "namespace flushed" {
+				e.flushNamespace()
+				// The guard comes back (as it would after more claims) while
+				// R0's record does not.
+				require.NoError(t, e.rdb.Set(ctx, e.keys.UserClaims("p1", "u"), 2, time.Hour).Err())
+				_, err := e.svc.Reconcile(ctx, p, 0)
+				require.NoError(t, err)
+				e.stageAll(p)
+			} else {
+				require.NoError(t, e.rdb.Del(ctx, e.keys.Replay("p1", "R0")).Err())
+			}
+			for _, r := range []struct {
+				id   string
+				want Result
+			}{{"R0", r0}, {"R1", r1}, {"R0", r0}} {
+				got, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: r.id})
+				require.NoError(t, err, r.id)
+				require.True(t, got.Replayed)
+				require.Equal(t, r.want.Claim.Code, got.Claim.Code, r.id)
+			}
+			_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R2"})
+			require.ErrorIs(t, err, ErrUserLimit)
+			e.audit("p1")
+		})
+	}
+}
+
+// A copy of a request that popped a code before Redis lost its data, and
+// commits after another copy was refused, answers the same refusal; a retry
+// that starts after the refusal is decided afresh.
+func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	p := e.fill("p1", 1, pool.Pool{RefillBatchSize: 1})
+	e.stageAll(p)
+	req := Request{PoolID: "p1", UserID: "u", RequestID: "R", started: time.Now()}
+	// Copy 1 pops the only code and is slow to commit.
+	keys := []string{e.keys.Staged("p1"), e.keys.InFlight("p1"), e.keys.Replay("p1", "R"), e.keys.UserClaims("p1", "u")}
+	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().UnixMilli(), 3600, "u").StringSlice()
+	require.NoError(t, err)
+	require.Equal(t, "ok", vals[0])
+	codeID, err := entryCodeID(vals[1])
+	require.NoError(t, err)
+	// Redis loses everything; copy 2 finds nothing anywhere.
+	e.flushNamespace()
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
+	require.ErrorIs(t, err, ErrPoolExhausted)
+	// Copy 1 commits now: the same refusal, and its code goes back.
+	res := e.svc.redis.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: vals[1]})
+	require.NoError(t, res.err)
+	require.Equal(t, outExhausted, res.outcome)
+	var state string
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state::text FROM codes WHERE id = $1`, codeID).Scan(&state))
+	require.Equal(t, "available", state)
+	// A retry that starts now is decided afresh, and gets the code.
+	got, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
+	require.NoError(t, err)
+	require.Equal(t, codeID, got.Claim.CodeID)
+	e.audit("p1")
+}
+
+// The issue's storm: copies of each request id race on two services that
+// share Postgres and Redis, Redis is flushed midway, the pool runs out and
+// users hit their limit. Every copy of a request id gets the same answer:
+// the same code, or the same refusal.
+func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := testenv.StartRedisServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := newEnv(t, envOpts{redis: rdb})
+	// The second service commits slowly, so its copies sit popped and
+	// uncommitted when Redis is flushed.
+	second := NewService(Config{DB: e.db.Pool, Redis: rdb, Keys: e.keys, PoolCacheTTL: 20 * time.Millisecond,
+		BreakerOpenFor: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		RedisAllocator: RedisConfig{Commit: CommitterConfig{MaxWait: 30 * time.Millisecond}}})
+	t.Cleanup(second.Stop)
+	services := []*Service{e.svc, second}
+
+	const requests, copies, users, codes = 600, 4, 200, 300
+	p := e.fill("storm", codes, pool.Pool{RefillBatchSize: 100, PerUserLimit: 2})
+	e.stageAll(p)
+
+	type answer struct {
+		code int64
+		err  string
+	}
+	var mu sync.Mutex
+	answers := map[string][]answer{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 48)
+	send := func(i, c int) {
+		req := Request{PoolID: "storm", UserID: fmt.Sprint("user-", i%users), RequestID: fmt.Sprint("req-", i)}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			// Odd copies go to the slow service.
+			res, err := services[c%2].Claim(cctx, req)
+			a := answer{code: res.Claim.CodeID}
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrPoolExhausted), errors.Is(err, ErrUserLimit):
+				a = answer{err: err.Error()}
+			default:
+				t.Errorf("%s: unexpected error %v", req.RequestID, err)
+			}
+			mu.Lock()
+			answers[req.RequestID] = append(answers[req.RequestID], a)
+			mu.Unlock()
+		}()
+	}
+	const straddle = 12 // requests whose copies fall on both sides of a flush
+	for i := 0; i < requests; {
+		switch i {
+		case requests / 4, requests / 2:
+			// One copy of each of the next requests pops on the slow
+			// service; Redis loses everything while they wait for their
+			// commit; the other copies come after.
+			for j := i; j < i+straddle; j++ {
+				send(j, 1)
+			}
+			time.Sleep(10 * time.Millisecond)
+			require.NoError(t, rdb.FlushAll(ctx).Err())
+			for j := i; j < i+straddle; j++ {
+				for c := 2; c < copies+1; c++ {
+					send(j, c)
+				}
+			}
+			i += straddle
+			continue
+		case requests/4 + 50, requests/2 + 50, 3 * requests / 4:
+			_, err := e.svc.Reconcile(ctx, p, 0)
+			require.NoError(t, err)
+			_, err = e.svc.Refill(ctx, p)
+			require.NoError(t, err)
+		}
+		for c := range copies {
+			send(i, c)
+		}
+		i++
+	}
+	wg.Wait()
+
+	owner := map[int64]string{}
+	var claimed, refused int
+	for rid, as := range answers {
+		require.Len(t, as, copies)
+		for _, a := range as[1:] {
+			require.Equal(t, as[0], a, "copies of %s answered differently: %v", rid, as)
+		}
+		if as[0].err != "" {
+			refused++
+			continue
+		}
+		claimed++
+		if prev, ok := owner[as[0].code]; ok {
+			t.Fatalf("code %d answered to %s and %s", as[0].code, prev, rid)
+		}
+		owner[as[0].code] = rid
+	}
+	require.Positive(t, refused, "the storm should exhaust the pool or hit limits")
+	_, err := e.svc.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	st := e.audit("storm")
+	require.EqualValues(t, claimed, st.Claimed, "every claim answered is committed, and only those")
+	t.Logf("claimed %d, refused %d, stats %+v", claimed, refused, st)
+}

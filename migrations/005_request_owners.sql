@@ -1,0 +1,379 @@
+-- Who owns a request id, and one answer per request id.
+--
+-- 1. A request id belongs to the user who first used it: a claim or a
+--    refusal of (pool, request_id) is answered only to its own user; any
+--    other user gets 'reused' and learns nothing of it.
+-- 2. Prize claims live in an id space no caller can reach: their request id
+--    is E'\x01prize:<prize id>'. Callers' request ids never hold a control
+--    character (internal/input), and the check below keeps the reserved form
+--    for prizes.
+-- 3. A definite refusal (the user's limit, an exhausted pool) is recorded
+--    like a claim, for a while (refusals.expires_at): a copy of the request
+--    that started before it (and so may be about to commit a claim: popped
+--    before Redis lost its replay record, say) sees it and refuses too, so
+--    concurrent copies get one answer whatever Redis forgot. A retry that
+--    starts after the refusal is decided afresh (the pool may have been
+--    restocked). While it is kept, a refusal also reserves the request id
+--    for its user, as a claim does for good.
+-- Every path that decides a request (group commit, fallback, settle) first
+-- takes the transaction-scoped advisory lock of (pool, request_id), so
+-- "is there a claim or a refusal?" cannot change under it.
+
+-- Prize claims made before this version used 'prize:<id>'; move the ones that
+-- really are a prize's (same pool, same user) into the reserved space. A claim
+-- a caller made with such an id stays a caller's claim, and the audit reports
+-- any prize that points at it.
+UPDATE claims c SET request_id = E'\x01prize:' || p.id
+FROM prizes p
+WHERE c.pool_id = p.pool_id AND c.request_id = 'prize:' || p.id AND c.user_id = p.user_id;
+
+ALTER TABLE claims ADD CONSTRAINT claims_request_space CHECK (
+    left(request_id, 1) <> E'\x01' OR request_id ~ E'^\x01prize:[1-9][0-9]{0,18}$');
+
+-- Definite refusals, kept until expires_at. No foreign key, as for claims.
+CREATE TABLE refusals (
+    pool_id    text NOT NULL,
+    request_id text NOT NULL,
+    user_id    text NOT NULL,
+    reason     text NOT NULL CHECK (reason IN ('limit', 'exhausted')),
+    refused_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (pool_id, request_id)
+);
+CREATE INDEX refusals_expiry_idx ON refusals (pool_id, expires_at);
+
+-- The advisory lock key of a request. Pool ids cannot hold '/', so the
+-- joined text names one (pool, request) pair.
+CREATE FUNCTION dispenser_request_lock(p_pool text, p_request text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT hashtextextended(p_pool || '/' || p_request, 0)
+$$;
+
+-- dispenser_refuse records a definite refusal of a request (the caller holds
+-- its lock and found neither a claim nor a live refusal). A refusal-only
+-- transaction commits without waiting for its WAL flush: losing the last
+-- refusals in a Postgres crash only lets a later copy be decided afresh.
+CREATE FUNCTION dispenser_refuse(p_pool text, p_request text, p_user text, p_reason text, p_ttl interval)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO refusals (pool_id, request_id, user_id, reason, expires_at)
+    VALUES (p_pool, p_request, p_user, p_reason, now() + p_ttl)
+    ON CONFLICT (pool_id, request_id) DO UPDATE
+    SET user_id = EXCLUDED.user_id, reason = EXCLUDED.reason,
+        refused_at = EXCLUDED.refused_at, expires_at = EXCLUDED.expires_at
+$$;
+
+-- dispenser_recorded answers a request from what Postgres already holds for
+-- it: its claim or its live refusal. Outcomes: 'replay' (the claim, same
+-- user), 'limit' or 'exhausted' (the refusal, same user, decided after this
+-- attempt started at p_started), 'reused' (either, another user: nothing of
+-- it is returned), or NULL when nothing binds this attempt.
+CREATE FUNCTION dispenser_recorded(p_pool text, p_request text, p_user text, p_started timestamptz,
+                                   OUT outcome text, OUT code_id bigint, OUT code text,
+                                   OUT expires_at timestamptz, OUT claimed_at timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT c.user_id, c.code_id, c.claimed_at, k.code, k.expires_at AS code_expires INTO r
+    FROM claims c JOIN codes k ON k.id = c.code_id
+    WHERE c.pool_id = p_pool AND c.request_id = p_request;
+    IF FOUND THEN
+        IF r.user_id <> p_user THEN
+            outcome := 'reused';
+        ELSE
+            outcome := 'replay';
+            code_id := r.code_id; code := r.code; expires_at := r.code_expires; claimed_at := r.claimed_at;
+        END IF;
+        RETURN;
+    END IF;
+    SELECT f.user_id, f.reason, f.refused_at INTO r FROM refusals f
+    WHERE f.pool_id = p_pool AND f.request_id = p_request AND f.expires_at > now();
+    IF FOUND THEN
+        IF r.user_id <> p_user THEN
+            outcome := 'reused';
+        ELSIF r.refused_at >= p_started THEN
+            outcome := r.reason;
+        END IF;
+    END IF;
+END;
+$$;
+
+-- The claim functions change signature: replace them whole.
+DROP FUNCTION dispenser_claim_fallback(text, text, text, bigint);
+DROP FUNCTION dispenser_claim_staged(text[], text[], text[], bigint[]);
+DROP FUNCTION dispenser_staged_answer(integer, text, text, text, text, bigint, text, timestamptz, timestamptz);
+DROP FUNCTION dispenser_take_slot(text, text, text, bigint);
+
+-- dispenser_take_slot inserts the claim of a code the caller has already
+-- marked 'claimed' in this transaction, for a request whose lock it holds
+-- and that has no claim or refusal. Outcomes:
+--   'claimed'  the claim is in; claimed_at is set;
+--   'limit'    the user holds per_user_limit claims: the code goes back to
+--              available and the refusal is recorded;
+--   'dup'      the request got a claim earlier in this same transaction (it
+--              came twice in one batch): the code goes back unless that
+--              claim holds it;
+--   'refused'  the code already has another claim.
+-- Slots are unique per (pool, user), so two concurrent claims never share
+-- one: the loser of a race sees the conflict and tries the next slot.
+CREATE FUNCTION dispenser_take_slot(p_pool text, p_request text, p_user text, p_code bigint, p_ttl interval,
+                                    OUT outcome text, OUT claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim  integer;
+    slot integer;
+BEGIN
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    LOOP
+        SELECT s INTO slot FROM generate_series(1, lim) AS s
+        WHERE NOT EXISTS (SELECT 1 FROM claims c
+                          WHERE c.pool_id = p_pool AND c.user_id = p_user AND c.user_slot = s)
+        ORDER BY s LIMIT 1;
+        IF slot IS NULL THEN
+            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            PERFORM dispenser_refuse(p_pool, p_request, p_user, 'limit', p_ttl);
+            outcome := 'limit';
+            RETURN;
+        END IF;
+        INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+        VALUES (p_pool, p_request, p_user, slot, p_code)
+        ON CONFLICT DO NOTHING
+        RETURNING claims.claimed_at INTO claimed_at;
+        IF FOUND THEN
+            outcome := 'claimed';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request) THEN
+            UPDATE codes SET state = 'available', changed_at = now()
+            WHERE id = p_code AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code);
+            outcome := 'dup';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code) THEN
+            outcome := 'refused';
+            RETURN;
+        END IF;
+        -- Another transaction took this slot first: look again.
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_staged persists a group commit: item i claims code
+-- p_code[i] (popped from Redis, so 'staged') for request p_request[i] of
+-- user p_user[i] in pool p_pool[i], an attempt that started at p_started[i].
+-- Every item gets its own outcome, and no
+-- outcome fails the batch:
+--   'claimed'    committed with the given code;
+--   'replay'     the request already had a claim of this user: its code is
+--                returned, and the given code, if different, goes back;
+--   'reused'     the request belongs to another user: nothing is returned;
+--   'limit', 'exhausted'
+--                the request is refused (now, or by a live refusal);
+--   'refused'    the code is no longer staged (claimed, void, expired or
+--                reconciled): the caller claims again with another code.
+-- Refusals are kept for p_ttl.
+CREATE FUNCTION dispenser_claim_staged(p_pool text[], p_request text[], p_user text[], p_code bigint[],
+                                       p_started timestamptz[], p_ttl interval)
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n     integer := coalesce(array_length(p_request, 1), 0);
+    done  boolean[] := array_fill(false, ARRAY[n]);
+    i     integer;
+    r     record;
+    f     record;
+    taken record;
+BEGIN
+    -- Lock every request of the batch, in one order, so that no fallback or
+    -- other batch decides the same request meanwhile.
+    PERFORM pg_advisory_xact_lock(l.k)
+    FROM (SELECT DISTINCT dispenser_request_lock(t.p, t.r) AS k
+          FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
+
+    -- Fast path, set-based: fresh requests (no claim, no live refusal, once
+    -- in the batch, with a code no other item names) of users without a
+    -- claim in the pool take their code and slot 1 in one UPDATE and one
+    -- INSERT for the whole batch. The filters only pick candidates; the
+    -- constraints decide, and what they refuse goes the slow way below.
+    FOR f IN
+        WITH input AS (
+            SELECT * FROM (
+                SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n,
+                       count(*) OVER (PARTITION BY t.code_id) AS code_n
+                FROM unnest(p_pool, p_request, p_user, p_code, p_started) WITH ORDINALITY
+                    AS t(pool_id, request_id, user_id, code_id, started, ord)
+            ) x WHERE x.req_n = 1 AND x.code_n = 1
+        ), taken AS (
+            UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
+            FROM input i
+            WHERE k.id = i.code_id AND k.pool_id = i.pool_id AND k.state = 'staged'
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+              AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
+                                AND rf.expires_at > now() AND (rf.user_id <> i.user_id OR rf.refused_at >= i.started))
+            RETURNING k.id, k.code, k.expires_at
+        ), ins AS (
+            INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+            SELECT i.pool_id, i.request_id, i.user_id, 1, t.id FROM input i JOIN taken t ON t.id = i.code_id
+            ON CONFLICT DO NOTHING
+            RETURNING claims.code_id, claims.claimed_at
+        )
+        SELECT i.ord::integer AS ord, t.id, t.code, t.expires_at, ins.claimed_at
+        FROM input i JOIN taken t ON t.id = i.code_id
+        LEFT JOIN ins ON ins.code_id = t.id
+    LOOP
+        done[f.ord] := true;
+        IF f.claimed_at IS NOT NULL THEN
+            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, f.claimed_at;
+            CONTINUE;
+        END IF;
+        -- The code is ours but the claim was refused (the user came twice in
+        -- the batch, or claimed concurrently): find a slot or put it back.
+        SELECT * INTO r FROM dispenser_take_slot(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id, p_ttl);
+        IF r.outcome = 'claimed' THEN
+            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, r.claimed_at;
+        ELSE
+            RETURN QUERY SELECT f.ord, r.outcome, f.id, NULL::text, NULL::timestamptz, NULL::timestamptz;
+        END IF;
+    END LOOP;
+
+    -- Slow path, per item, in batch order: replays, refusals, refused codes,
+    -- users with claims, requests that came twice.
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN done[i];
+        SELECT * INTO r FROM dispenser_recorded(p_pool[i], p_request[i], p_user[i], p_started[i]);
+        IF r.outcome IS NOT NULL THEN
+            IF r.code_id IS DISTINCT FROM p_code[i] THEN
+                UPDATE codes SET state = 'available', stage_batch = NULL, changed_at = now()
+                WHERE id = p_code[i] AND state = 'staged';
+            END IF;
+            RETURN QUERY SELECT i, r.outcome, r.code_id, r.code, r.expires_at, r.claimed_at;
+            CONTINUE;
+        END IF;
+
+        UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
+        WHERE k.id = p_code[i] AND k.pool_id = p_pool[i] AND k.state = 'staged'
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+        RETURNING k.id, k.code, k.expires_at INTO taken;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT i, 'refused'::text, p_code[i], NULL::text, NULL::timestamptz, NULL::timestamptz;
+            CONTINUE;
+        END IF;
+        SELECT * INTO r FROM dispenser_take_slot(p_pool[i], p_request[i], p_user[i], taken.id, p_ttl);
+        IF r.outcome = 'claimed' THEN
+            RETURN QUERY SELECT i, 'claimed'::text, taken.id, taken.code, taken.expires_at, r.claimed_at;
+        ELSE
+            RETURN QUERY SELECT i, r.outcome, taken.id, NULL::text, NULL::timestamptz, NULL::timestamptz;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_fallback claims one available code straight from Postgres,
+-- in the caller's single transaction, for when Redis cannot serve, for an
+-- attempt that started at p_started. Outcomes:
+-- 'claimed', 'replay', 'reused', 'limit' and 'exhausted' (no available code
+-- that no other claim holds a lock on), the last two recorded as refusals
+-- for p_ttl. p_after is a hint: codes with smaller ids were claimed
+-- recently, so the scan starts past them and skips the dead index entries
+-- they left; if nothing is found past it, the scan starts again from the
+-- beginning.
+CREATE FUNCTION dispenser_claim_fallback(p_pool text, p_request text, p_user text, p_after bigint,
+                                         p_started timestamptz, p_ttl interval,
+                                         OUT outcome text, OUT code_id bigint, OUT code text,
+                                         OUT expires_at timestamptz, OUT claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim   integer;
+    held  integer;
+    r     record;
+    bound bigint := p_after;
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock(p_pool, p_request));
+    SELECT * INTO r FROM dispenser_recorded(p_pool, p_request, p_user, p_started);
+    IF r.outcome IS NOT NULL THEN
+        outcome := r.outcome; code_id := r.code_id; code := r.code;
+        expires_at := r.expires_at; claimed_at := r.claimed_at;
+        RETURN;
+    END IF;
+
+    -- Refuse at the limit before touching any code.
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    IF held >= lim THEN
+        PERFORM dispenser_refuse(p_pool, p_request, p_user, 'limit', p_ttl);
+        PERFORM set_config('synchronous_commit', 'off', true);
+        outcome := 'limit';
+        RETURN;
+    END IF;
+
+    LOOP
+        WITH picked AS (
+            -- The row comparison can only be served by codes_available_idx
+            -- (pool_id, id): a plain "id > bound" lets the planner take the
+            -- primary key and re-read every claimed row (see plan_test.go).
+            SELECT k.id FROM codes k
+            WHERE k.pool_id = p_pool AND k.state = 'available' AND (k.pool_id, k.id) > (p_pool, bound)
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+            ORDER BY k.pool_id, k.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE codes k SET state = 'claimed', changed_at = now()
+        FROM picked WHERE k.id = picked.id
+        RETURNING k.id, k.code, k.expires_at INTO r;
+        EXIT WHEN FOUND;
+        IF bound = 0 THEN
+            PERFORM dispenser_refuse(p_pool, p_request, p_user, 'exhausted', p_ttl);
+            PERFORM set_config('synchronous_commit', 'off', true);
+            outcome := 'exhausted';
+            RETURN;
+        END IF;
+        bound := 0;
+    END LOOP;
+
+    SELECT t.outcome, t.claimed_at INTO outcome, claimed_at
+    FROM dispenser_take_slot(p_pool, p_request, p_user, r.id, p_ttl) t;
+    IF outcome = 'claimed' THEN
+        code_id := r.id; code := r.code; expires_at := r.expires_at;
+    ELSIF outcome = 'limit' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END;
+$$;
+
+-- dispenser_settle answers a request that Redis refused, before the refusal
+-- reaches the caller: Postgres decides. Outcomes: what dispenser_recorded
+-- finds ('replay', 'reused', 'limit', 'exhausted'); else, if p_limit and the
+-- user holds the pool's limit, 'limit' (recorded); else 'open': nothing is
+-- decided (for a limit, Redis's guard was stale). held is the user's claim
+-- count.
+CREATE FUNCTION dispenser_settle(p_pool text, p_request text, p_user text, p_limit boolean,
+                                 p_started timestamptz, p_ttl interval,
+                                 OUT outcome text, OUT code_id bigint, OUT code text,
+                                 OUT expires_at timestamptz, OUT claimed_at timestamptz, OUT held integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim integer;
+    r   record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock(p_pool, p_request));
+    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    SELECT * INTO r FROM dispenser_recorded(p_pool, p_request, p_user, p_started);
+    IF r.outcome IS NOT NULL THEN
+        outcome := r.outcome; code_id := r.code_id; code := r.code;
+        expires_at := r.expires_at; claimed_at := r.claimed_at;
+        RETURN;
+    END IF;
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    IF NOT p_limit OR held < lim THEN
+        outcome := 'open';
+        RETURN;
+    END IF;
+    PERFORM dispenser_refuse(p_pool, p_request, p_user, 'limit', p_ttl);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    outcome := 'limit';
+END;
+$$;
