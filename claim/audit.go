@@ -27,6 +27,13 @@ type AuditReport struct {
 	Claims                                          int64
 	MultiClaimed, ClaimsOnUnclaimed, ClaimedNoClaim int64
 	UsersOverLimit                                  int64
+	// PrizesAstray counts prizes assigned a code that is not their own
+	// claim's (another user's claim, a caller's claim that took the
+	// prize's old request id): that code reached two people.
+	PrizesAstray int64
+	// PrizeClaimsAstray counts claims in the prizes' id space that no
+	// prize of the same pool and user holds.
+	PrizeClaimsAstray int64
 	// RedisDuplicates counts entries staged twice in the Redis list.
 	RedisDuplicates int64
 	// RedisStale counts list entries whose code Postgres no longer has as
@@ -44,8 +51,12 @@ func (r AuditReport) Unbalanced() int64 {
 	return r.Imported - (r.Available + r.Staged + r.Claimed + r.Void)
 }
 
-// Duplicates counts double issue: codes with two claims, codes staged twice.
-func (r AuditReport) Duplicates() int64 { return r.MultiClaimed + r.RedisDuplicates }
+// Duplicates counts double issue: codes with two claims, codes staged twice,
+// prizes sent a code that is not their own claim's, prize claims that no
+// prize holds.
+func (r AuditReport) Duplicates() int64 {
+	return r.MultiClaimed + r.RedisDuplicates + r.PrizesAstray + r.PrizeClaimsAstray
+}
 
 // Lost counts codes not accounted for: the imbalance and claimed codes that
 // no claim holds, or claims whose code is not claimed.
@@ -62,7 +73,8 @@ func (r AuditReport) Lost() int64 {
 func Audit(ctx context.Context, db *pgxpool.Pool, rdb redis.UniversalClient, keys pool.RedisKeys, poolID string) (AuditReport, error) {
 	r := AuditReport{PoolID: poolID}
 	err := db.QueryRow(ctx, auditSQL, poolID).Scan(&r.Imported, &r.Available, &r.Staged, &r.Claimed, &r.Void,
-		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.UsersOverLimit, &r.Claims)
+		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.UsersOverLimit, &r.Claims,
+		&r.PrizesAstray, &r.PrizeClaimsAstray)
 	if err != nil {
 		return r, fmt.Errorf("audit %s: %w", poolID, err)
 	}

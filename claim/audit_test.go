@@ -37,6 +37,15 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	exec(`WITH c AS (UPDATE codes SET state = 'claimed' WHERE id = (SELECT min(id) FROM codes k WHERE state = 'available'
 			AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id)) RETURNING id)
 		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id) SELECT 'p1', 'r-extra', 'u1', 2, id FROM c`)
+	// A prize sent another user's code (a caller's claim that took the
+	// prize's request id, as before prize ids had their own space).
+	var firstClaim int64
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT id FROM claims WHERE request_id = 'r1'`).Scan(&firstClaim))
+	exec(`INSERT INTO prizes (pool_id, user_id, external_id, state, claim_id) VALUES ('p1', 'winner', 'draw-1', 'delivered', $1)`,
+		firstClaim)
+	// A claim in the prizes' id space that no prize holds.
+	_, err = e.svc.ClaimPrize(ctx, "p1", "stranger", 999)
+	require.NoError(t, err)
 	// An entry staged twice in Redis.
 	head, err := e.rdb.LIndex(ctx, e.keys.Staged("p1"), 0).Result()
 	require.NoError(t, err)
@@ -48,6 +57,8 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	require.EqualValues(t, 1, rep.Unbalanced())
 	require.EqualValues(t, 1, rep.UsersOverLimit)
 	require.EqualValues(t, 1, rep.RedisDuplicates)
-	require.EqualValues(t, 1, rep.Duplicates())
+	require.EqualValues(t, 1, rep.PrizesAstray)
+	require.EqualValues(t, 1, rep.PrizeClaimsAstray)
+	require.EqualValues(t, 3, rep.Duplicates())
 	require.EqualValues(t, 2, rep.Lost())
 }

@@ -17,6 +17,19 @@ SELECT
     -- users holding more claims than the pool's limit
     (SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1 GROUP BY user_id
                            HAVING count(*) > (SELECT per_user_limit FROM pools WHERE id = $1)) u) AS users_over_limit,
-    (SELECT count(*) FROM claims WHERE pool_id = $1) AS claims
+    (SELECT count(*) FROM claims WHERE pool_id = $1) AS claims,
+    -- a prize whose code is not its own claim's: the claim is missing, of
+    -- another pool or user, or not made for this prize (a caller's claim)
+    (SELECT count(*) FROM prizes p LEFT JOIN claims c ON c.id = p.claim_id
+     WHERE p.pool_id = $1 AND p.claim_id IS NOT NULL
+       AND (c.id IS NULL OR c.pool_id <> p.pool_id OR c.user_id <> p.user_id
+            OR c.request_id <> E'\x01prize:' || p.id)) AS prizes_astray,
+    -- a claim in the prizes' id space whose prize is missing, of another
+    -- pool or user, or holds another claim
+    (SELECT count(*) FROM claims c
+     LEFT JOIN prizes p ON p.id = substr(c.request_id, 8)::bigint
+     WHERE c.pool_id = $1 AND left(c.request_id, 1) = E'\x01'
+       AND (p.id IS NULL OR p.pool_id <> c.pool_id OR p.user_id <> c.user_id
+            OR p.claim_id IS DISTINCT FROM c.id AND p.state IN ('assigned', 'delivered'))) AS prize_claims_astray
 FROM codes k
 WHERE k.pool_id = $1

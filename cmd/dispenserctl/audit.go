@@ -15,7 +15,8 @@ func (a *app) auditCmd() *cobra.Command {
 		Use:   "audit --pool ID",
 		Short: "Reconcile a pool against the promises, straight from Postgres and Redis",
 		Long: `Reads a pool's codes, claims and Redis keys and counts every breach of the
-promises: duplicates (a code with two claims, or staged twice), lost codes
+promises: duplicates (a code with two claims, or staged twice, a prize sent
+a code that is not its own claim's), lost codes
 (imported != available + staged + claimed + void, claimed codes without a
 claim), users over the limit. Exits non-zero if any count is not zero.
 Reads only; changes nothing. Needs the server's database (and Redis).`,
@@ -39,6 +40,8 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 				fmtInt(r.Imported), fmtInt(r.Available), fmtInt(r.Staged), fmtInt(r.Claimed), fmtInt(r.Void), r.Unbalanced())
 			fmt.Fprintf(w, "claims %s; codes with two claims %d; claims on unclaimed codes %d; claimed codes without claim %d; users over limit %d\n",
 				fmtInt(r.Claims), r.MultiClaimed, r.ClaimsOnUnclaimed, r.ClaimedNoClaim, r.UsersOverLimit)
+			fmt.Fprintf(w, "prizes sent a code not their own claim's %d; prize claims no prize holds %d\n",
+				r.PrizesAstray, r.PrizeClaimsAstray)
 			if r.RedisError != "" {
 				fmt.Fprintf(w, "redis: not audited: %s\n", r.RedisError)
 			} else {
