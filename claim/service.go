@@ -186,6 +186,16 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 	return s.fallback.Claim(ctx, p, req)
 }
 
+// KnownPool reports whether id names a pool this service has found in
+// Postgres. Metrics use it so that only real pools become label values,
+// whatever ids callers send.
+func (s *Service) KnownPool(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.cache[id]
+	return ok
+}
+
 // pool returns the pool's settings, cached for a short time.
 func (s *Service) pool(ctx context.Context, id string) (pool.Pool, error) {
 	s.mu.Lock()

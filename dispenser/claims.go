@@ -33,7 +33,7 @@ func claimToProto(c claim.Claim, withCode bool) *dispenserv1.Claim {
 func (s *Server) ClaimCode(ctx context.Context, req *dispenserv1.ClaimCodeRequest) (*dispenserv1.ClaimCodeResponse, error) {
 	start := time.Now()
 	res, err := s.claims.Claim(ctx, claim.Request{PoolID: req.GetPoolId(), UserID: req.GetUserId(), RequestID: req.GetRequestId()})
-	s.metrics.observeClaim(req.GetPoolId(), res, err, time.Since(start))
+	s.metrics.observeClaim(s.poolLabel(req.GetPoolId()), res, err, time.Since(start))
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
@@ -133,4 +133,16 @@ func prizeIDString(id int64) string {
 		return ""
 	}
 	return strconv.FormatInt(id, 10)
+}
+
+// unknownPool is the metric label of every pool id that names no pool, so
+// the series stay bounded whatever ids callers send.
+const unknownPool = "unknown"
+
+// poolLabel is the metric label for a pool id a caller sent.
+func (s *Server) poolLabel(id string) string {
+	if s.claims.KnownPool(id) {
+		return id
+	}
+	return unknownPool
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/migrations"
 	"github.com/dispenserhq/dispenser/prize"
@@ -230,18 +231,28 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(opts...)
 }
 
-// requestFields adds the pool and request id of a call to its log line. User
-// ids and codes are never logged.
+// requestFields adds the pool, request id and prize id of a call to its log
+// line, each only when it is well formed (a hostile 8 MiB id is logged as
+// "(invalid)"). User ids and codes are never logged.
 func requestFields(_ context.Context, c interceptors.CallMeta) logging.Fields {
 	var f logging.Fields
-	if r, ok := c.ReqOrNil.(interface{ GetPoolId() string }); ok && r.GetPoolId() != "" {
-		f = append(f, "pool", r.GetPoolId())
+	add := func(name, v string, check func(string, string) error) {
+		if v == "" {
+			return
+		}
+		if check(name, v) != nil {
+			v = "(invalid)"
+		}
+		f = append(f, name, v)
 	}
-	if r, ok := c.ReqOrNil.(interface{ GetRequestId() string }); ok && r.GetRequestId() != "" {
-		f = append(f, "request_id", r.GetRequestId())
+	if r, ok := c.ReqOrNil.(interface{ GetPoolId() string }); ok {
+		add("pool", r.GetPoolId(), input.PoolID)
 	}
-	if r, ok := c.ReqOrNil.(interface{ GetPrizeId() string }); ok && r.GetPrizeId() != "" {
-		f = append(f, "prize", r.GetPrizeId())
+	if r, ok := c.ReqOrNil.(interface{ GetRequestId() string }); ok {
+		add("request_id", r.GetRequestId(), input.RequestID)
+	}
+	if r, ok := c.ReqOrNil.(interface{ GetPrizeId() string }); ok {
+		add("prize", r.GetPrizeId(), func(field, v string) error { _, err := prize.ParseID(field, v); return err })
 	}
 	return f
 }

@@ -92,3 +92,46 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 		require.NotContains(t, haystack, "USER-PII")
 	}
 }
+
+// Only pools that exist become metric labels: thousands of calls with
+// random pool ids (some huge) leave the number of series flat.
+func TestMetricSeriesBoundedByHostilePoolIDs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var logs syncBuffer
+	b := setup(t, setupOpts{log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	b.fill(t, &dispenserv1.Pool{Id: "p1", RefillBatchSize: 10}, 10)
+	_, err := b.claimCode("u1", "r1")
+	require.NoError(t, err)
+	series := func() int {
+		rec := httptest.NewRecorder()
+		b.srv.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		n := 0
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if strings.HasPrefix(line, "dispenser_claim") {
+				n++
+			}
+		}
+		return n
+	}
+	// One round of unknown-pool answers creates the "unknown" series once.
+	_, err = b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "nope", UserId: "u", RequestId: "r"})
+	require.Error(t, err)
+	_, err = b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "NOPE{", UserId: "u", RequestId: "r"})
+	require.Error(t, err)
+	before := series()
+	big := strings.Repeat("x", 1<<20)
+	for i := range 2000 {
+		id := fmt.Sprintf("pool-%d-%d", i, i*7919)
+		if i%3 == 0 {
+			id = fmt.Sprintf("Bad Id %d", i)
+		}
+		if i%500 == 0 {
+			id = big + id
+		}
+		_, err := b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: id, UserId: "u", RequestId: fmt.Sprint("r", i)})
+		require.Error(t, err)
+	}
+	require.Equal(t, before, series(), "random pool ids added metric series")
+	require.Less(t, len(logs.String()), 4<<20, "huge pool ids reached the logs")
+}
