@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -61,6 +63,16 @@ func open(method string) bool {
 		strings.HasPrefix(method, "/grpc.reflection.")
 }
 
+// Defaults of Config's limits on unauthenticated work.
+const (
+	NegativeTTLDefault  = 30 * time.Second
+	FailureRateDefault  = 20
+	FailureBurstDefault = 200
+	LookupRateDefault   = 200
+	LookupBurstDefault  = 400
+	MaxTrackedDefault   = 10_000
+)
+
 // Config configures the Authorizer.
 type Config struct {
 	Store *Store
@@ -68,33 +80,71 @@ type Config struct {
 	// own); 0 rate means unlimited.
 	Rate  float64
 	Burst int
-	// CacheTTL is how long a verified key is trusted before it is read
-	// again (revocations take effect within it); default 5s.
+	// CacheTTL is how long a key read from the store is trusted before it
+	// is read again (revocations take effect within it); default 5s.
 	CacheTTL time.Duration
-	Logger   *slog.Logger
+	// NegativeTTL is how long an unknown key id is remembered as unknown,
+	// so that guessing costs no lookup; defaults to NegativeTTLDefault.
+	NegativeTTL time.Duration
+	// FailureRate and FailureBurst bound failed authentications per peer
+	// address (per second, and burst). A peer past them is answered
+	// RATE_LIMITED, without a lookup, for any key not already verified;
+	// defaults FailureRateDefault and FailureBurstDefault.
+	FailureRate  float64
+	FailureBurst int
+	// LookupRate and LookupBurst bound key lookups in the store across all
+	// peers (per second, and burst): a flood of unknown ids cannot become a
+	// flood of queries. Past them a call is Unavailable (retry); defaults
+	// LookupRateDefault and LookupBurstDefault.
+	LookupRate  float64
+	LookupBurst int
+	// MaxTracked bounds the cached keys and the peers tracked; defaults to
+	// MaxTrackedDefault.
+	MaxTracked int
+	Logger     *slog.Logger
 }
 
-// Authorizer authenticates and authorises every call.
+// Authorizer authenticates and authorises every call. Authentication costs
+// nothing but a map lookup for a key of the wrong shape, a key verified
+// recently, an id known to be unknown, or a peer that failed too often; only
+// a new, well-formed key id reaches the store, under a global rate limit.
 type Authorizer struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	lookups *rate.Limiter
 
 	mu       sync.Mutex
 	cache    map[string]cachedKey
 	limiters map[string]*rate.Limiter
+	failures map[string]*rate.Limiter
 }
 
+// cachedKey is a key read from the store, or nil for an unknown id.
 type cachedKey struct {
-	key Key
+	key *Key
 	at  time.Time
 }
 
 // New returns an Authorizer.
 func New(cfg Config) *Authorizer {
 	cfg.CacheTTL = cmp.Or(cfg.CacheTTL, 5*time.Second)
+	cfg.NegativeTTL = cmp.Or(cfg.NegativeTTL, NegativeTTLDefault)
+	cfg.FailureRate = cmp.Or(cfg.FailureRate, FailureRateDefault)
+	cfg.FailureBurst = cmp.Or(cfg.FailureBurst, FailureBurstDefault)
+	cfg.LookupRate = cmp.Or(cfg.LookupRate, LookupRateDefault)
+	cfg.LookupBurst = cmp.Or(cfg.LookupBurst, LookupBurstDefault)
+	cfg.MaxTracked = cmp.Or(cfg.MaxTracked, MaxTrackedDefault)
 	return &Authorizer{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()),
-		cache: map[string]cachedKey{}, limiters: map[string]*rate.Limiter{}}
+		lookups: rate.NewLimiter(rate.Limit(cfg.LookupRate), cfg.LookupBurst),
+		cache:   map[string]cachedKey{}, limiters: map[string]*rate.Limiter{}, failures: map[string]*rate.Limiter{}}
 }
+
+var (
+	// errPeerBlocked: the peer failed too often; no lookup was made.
+	errPeerBlocked = errors.New("too many failed authentications from this address")
+	// errLookupsBusy: the global lookup budget is spent.
+	errLookupsBusy = errors.New("too many key lookups")
+)
 
 type keyCtx struct{}
 
@@ -156,13 +206,25 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	if open(method) {
 		return ctx, nil
 	}
+	peerAddr := peerHost(ctx)
 	text := bearer(ctx)
 	if text == "" {
+		if !a.noteFailure(peerAddr) {
+			return ctx, tooManyFailures()
+		}
 		return ctx, withReason(codes.Unauthenticated, "an API key is required (authorization: Bearer <key>)", ReasonUnauthenticated)
 	}
-	k, err := a.verify(ctx, text)
-	if errors.Is(err, ErrBadKey) {
+	k, err := a.verify(ctx, text, peerAddr)
+	switch {
+	case errors.Is(err, ErrBadKey):
+		if !a.noteFailure(peerAddr) {
+			return ctx, tooManyFailures()
+		}
 		return ctx, withReason(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
+	case errors.Is(err, errPeerBlocked):
+		return ctx, tooManyFailures()
+	case errors.Is(err, errLookupsBusy):
+		return ctx, withReason(codes.Unavailable, "too many new API keys at once; retry shortly", ReasonRateLimited)
 	}
 	if err != nil {
 		a.log.WarnContext(ctx, "key lookup failed", "err", err)
@@ -198,29 +260,85 @@ func allowed(role Role, method string) bool {
 	return false
 }
 
-// verify checks the key, trusting a recent verification of the same id.
-func (a *Authorizer) verify(ctx context.Context, text string) (Key, error) {
+// verify checks the key against a recent read of its id, or the store.
+func (a *Authorizer) verify(ctx context.Context, text, peerAddr string) (Key, error) {
 	id, secret, ok := splitKey(text)
 	if !ok {
 		return Key{}, ErrBadKey
 	}
+	now := time.Now()
 	a.mu.Lock()
 	c, hit := a.cache[id]
 	a.mu.Unlock()
-	if hit && time.Since(c.at) < a.cfg.CacheTTL {
-		if !c.key.matches(secret) {
-			return Key{}, ErrBadKey
+	fresh := hit && (c.key != nil && now.Sub(c.at) < a.cfg.CacheTTL || c.key == nil && now.Sub(c.at) < a.cfg.NegativeTTL)
+	if !fresh {
+		if a.peerBlocked(peerAddr) {
+			return Key{}, errPeerBlocked
 		}
-		return c.key, nil
+		if !a.lookups.Allow() {
+			return Key{}, errLookupsBusy
+		}
+		k, err := a.cfg.Store.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrKeyNotFound):
+			c = cachedKey{at: now}
+		case err != nil:
+			return Key{}, err
+		default:
+			c = cachedKey{key: &k, at: now}
+		}
+		a.mu.Lock()
+		if len(a.cache) >= a.cfg.MaxTracked {
+			clear(a.cache) // a flood of ids: start over rather than grow
+		}
+		a.cache[id] = c
+		a.mu.Unlock()
 	}
-	k, err := a.cfg.Store.Verify(ctx, text)
-	if err != nil {
-		return Key{}, err
+	if c.key == nil || !c.key.RevokedAt.IsZero() || !c.key.matches(secret) {
+		return Key{}, ErrBadKey
 	}
+	return *c.key, nil
+}
+
+// failureLimiter returns the peer's budget of failed authentications.
+func (a *Authorizer) failureLimiter(peerAddr string) *rate.Limiter {
 	a.mu.Lock()
-	a.cache[id] = cachedKey{key: k, at: time.Now()}
-	a.mu.Unlock()
-	return k, nil
+	defer a.mu.Unlock()
+	l, ok := a.failures[peerAddr]
+	if !ok {
+		if len(a.failures) >= a.cfg.MaxTracked {
+			clear(a.failures)
+		}
+		l = rate.NewLimiter(rate.Limit(a.cfg.FailureRate), a.cfg.FailureBurst)
+		a.failures[peerAddr] = l
+	}
+	return l
+}
+
+// noteFailure spends one failure of the peer's budget; false when it had
+// none left.
+func (a *Authorizer) noteFailure(peerAddr string) bool { return a.failureLimiter(peerAddr).Allow() }
+
+// peerBlocked reports a peer with no failure budget left.
+func (a *Authorizer) peerBlocked(peerAddr string) bool {
+	return a.failureLimiter(peerAddr).Tokens() < 1
+}
+
+// peerHost is the caller's address without its port: one budget per host.
+func peerHost(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	addr := p.Addr.String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+func tooManyFailures() error {
+	return withReason(codes.ResourceExhausted, "too many failed authentications from this address; slow down", ReasonRateLimited)
 }
 
 func (a *Authorizer) limiter(k Key) *rate.Limiter {

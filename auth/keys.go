@@ -189,13 +189,29 @@ func (k Key) matches(secret string) bool {
 	return subtle.ConstantTimeCompare(sum[:], k.hash) == 1
 }
 
-// splitKey parses "dk_<id>_<secret>".
+// secretLen is the length of a key's secret: 32 bytes, base64url without
+// padding.
+const secretLen = 43
+
+// splitKey parses "dk_<id>_<secret>", refusing anything not of exactly the
+// shape Create makes, so a malformed key never costs a lookup.
 func splitKey(text string) (id, secret string, ok bool) {
 	rest, found := strings.CutPrefix(text, keyPrefix)
-	if !found || len(rest) < 14 || rest[12] != '_' {
+	if !found || len(rest) != 12+1+secretLen || rest[12] != '_' {
 		return "", "", false
 	}
-	return rest[:12], rest[13:], true
+	id, secret = rest[:12], rest[13:]
+	for i := range len(id) {
+		if c := id[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return "", "", false
+		}
+	}
+	for i := range len(secret) {
+		if c := secret[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return "", "", false
+		}
+	}
+	return id, secret, true
 }
 
 func scanKey(row pgx.Row) (Key, error) {

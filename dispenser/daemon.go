@@ -16,11 +16,13 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -73,6 +75,12 @@ type Config struct {
 	// second) and burst; keys may set their own. 0 rate: unlimited.
 	RateLimit float64
 	RateBurst int
+	// MaxConnections bounds the gRPC connections served at once; more wait
+	// in the listen backlog. Defaults to MaxConnectionsDefault.
+	MaxConnections int
+	// MaxConcurrentStreams bounds the calls in flight on one connection;
+	// defaults to MaxConcurrentStreamsDefault.
+	MaxConcurrentStreams uint32
 	// MetricsListen is the address of the Prometheus /metrics listener,
 	// separate from the API; empty leaves it off.
 	MetricsListen string
@@ -86,6 +94,20 @@ const defaultMaxConns = 32
 
 // maxRecvMsgBytes bounds one incoming message; import chunks are far smaller.
 const maxRecvMsgBytes = 8 << 20
+
+// Connection limits: what one host may hold open, so that a flood of
+// connections or streams costs a bounded amount of memory.
+const (
+	MaxConnectionsDefault       = 4096
+	MaxConcurrentStreamsDefault = 1024
+	// Clients may ping no more often than this (grpc-go clients never go
+	// below 10s); a client that does is sent GOAWAY.
+	minClientPingInterval = 5 * time.Second
+	// Idle connections are closed after this; handshakes must finish
+	// within handshakeTimeout.
+	maxConnectionIdle = 15 * time.Minute
+	handshakeTimeout  = 10 * time.Second
+)
 
 // Run connects to Postgres and Redis, migrates if asked, and serves gRPC
 // until ctx ends; then it stops taking calls, drains the ones in flight for
@@ -120,7 +142,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("listen: %w", err)
 		}
 	}
-	var grpcOpts []grpc.ServerOption
+	lis = netutil.LimitListener(lis, cmp.Or(cfg.MaxConnections, MaxConnectionsDefault))
+	grpcOpts := []grpc.ServerOption{grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxConcurrentStreams, MaxConcurrentStreamsDefault))}
 	if cfg.TLS.Enabled() {
 		creds, err := cfg.TLS.ServerCredentials()
 		if err != nil {
@@ -206,7 +229,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 // NewGRPCServer returns a gRPC server with the service's interceptors:
 // panic recovery (a panic becomes Internal, never a crash) and one log line
-// per finished call. Payloads are never logged: they carry codes.
+// per finished call, and its limits: message size, concurrent streams per
+// connection, keepalive enforcement (pings too frequent get GOAWAY), idle
+// connections closed, handshakes bounded. Payloads are never logged: they
+// carry codes.
 func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -219,6 +245,10 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	})}
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreamsDefault),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minClientPingInterval, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: maxConnectionIdle}),
+		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.ChainUnaryInterceptor(
 			logging.UnaryServerInterceptor(logger, logOpts...),
 			recovery.UnaryServerInterceptor(recoverOpts...),

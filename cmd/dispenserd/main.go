@@ -126,6 +126,8 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", env("DISPENSER_TLS_CLIENT_CA", ""), "require client certificates signed by this CA (mTLS) [DISPENSER_TLS_CLIENT_CA]")
 	f.BoolVar(&cfg.NoAuth, "insecure-no-auth", env("DISPENSER_INSECURE_NO_AUTH", "") == "true", "serve without API keys: anyone who reaches the port may do anything [DISPENSER_INSECURE_NO_AUTH]")
 	f.Int64Var(&cfg.MaxImportBytes, "max-import-bytes", 1<<30, "largest import file accepted")
+	f.IntVar(&cfg.MaxConnections, "max-connections", dispenser.MaxConnectionsDefault, "gRPC connections served at once")
+	f.Uint32Var(&cfg.MaxConcurrentStreams, "max-concurrent-streams", dispenser.MaxConcurrentStreamsDefault, "calls in flight per gRPC connection")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "default requests per second per API key (0: unlimited)")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 100, "default burst per API key")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", env("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")

@@ -1,0 +1,157 @@
+package auth
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/dispenserhq/dispenser/internal/testenv"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// call runs the unary interceptor for ClaimCode as host sends it with key,
+// and returns the gRPC code and ErrorInfo reason it answers.
+func call(a *Authorizer, host, key string) (codes.Code, string) {
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(host), Port: 40000}})
+	if key != "" {
+		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+key))
+	}
+	_, err := a.Unary()(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "p1"},
+		&grpc.UnaryServerInfo{FullMethod: "/dispenser.v1.ClaimService/ClaimCode"},
+		func(context.Context, any) (any, error) { return "ok", nil })
+	st := status.Convert(err)
+	reason := ""
+	for _, d := range st.Details() {
+		if info, ok := d.(interface{ GetReason() string }); ok {
+			reason = info.GetReason()
+		}
+	}
+	return st.Code(), reason
+}
+
+// bundle is a store on the test's schema, a key in it, and a way to cut the
+// store off: a lookup made after cut fails (Unavailable), so a call that
+// still answers Unauthenticated made none.
+type bundle struct {
+	store *Store
+	key   string
+	cut   func()
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	s := testenv.Postgres(t)
+	db, err := pgxpool.New(context.Background(), s.URL)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	store := NewStore(db)
+	_, key, err := store.Create(context.Background(), Key{Role: Claimer})
+	require.NoError(t, err)
+	return bundle{store: store, key: key, cut: db.Close}
+}
+
+func unknownKey(i int) string {
+	return "dk_" + strings.Repeat(string(rune('a'+i%26)), 12) + "_" + strings.Repeat("A", secretLen)
+}
+
+// A key of the wrong shape is refused without a lookup.
+func TestMalformedKeysCostNoLookup(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.cut()
+	a := New(Config{Store: b.store})
+	for _, key := range []string{"", "nope", "dk_", "dk_abcdefabcdef", "dk_abcdefabcdef_short",
+		"dk_ABCDEFABCDEF_" + strings.Repeat("A", secretLen), "dk_abcdefabcdef_" + strings.Repeat("!", secretLen),
+		"dk_abcdefabcdef_" + strings.Repeat("A", secretLen+1), "dk_abcdefabcdef_" + strings.Repeat("A", 1<<20)} {
+		code, reason := call(a, "10.0.0.1", key)
+		require.Equal(t, codes.Unauthenticated, code, "key %.40q", key)
+		require.Equal(t, ReasonUnauthenticated, reason)
+	}
+}
+
+// An unknown key id is remembered: asking again costs no lookup.
+func TestUnknownKeyIDsRemembered(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	a := New(Config{Store: b.store})
+	code, _ := call(a, "10.0.0.1", unknownKey(0))
+	require.Equal(t, codes.Unauthenticated, code)
+	code, _ = call(a, "10.0.0.1", b.key)
+	require.Equal(t, codes.OK, code)
+	b.cut()
+	for range 50 {
+		code, _ = call(a, "10.0.0.1", unknownKey(0))
+		require.Equal(t, codes.Unauthenticated, code, "the unknown id was looked up again")
+		code, _ = call(a, "10.0.0.1", b.key)
+		require.Equal(t, codes.OK, code, "the verified key was looked up again")
+	}
+	// A wrong secret for a known id costs no lookup either.
+	wrong := b.key[:len(b.key)-4] + "AAAA"
+	code, _ = call(a, "10.0.0.1", wrong)
+	require.Equal(t, codes.Unauthenticated, code)
+	// A new id does need one (and the store is gone): the cache is what
+	// spared the calls above.
+	code, _ = call(a, "10.0.0.1", unknownKey(1))
+	require.Equal(t, codes.Unavailable, code)
+}
+
+// A peer that keeps failing is answered RATE_LIMITED, without lookups, for
+// any key it has not already proven; other peers and proven keys go on.
+func TestFailedAuthenticationsLimitedPerPeer(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	a := New(Config{Store: b.store, FailureRate: 0.001, FailureBurst: 5})
+	code, _ := call(a, "10.0.0.1", b.key)
+	require.Equal(t, codes.OK, code)
+	for i := range 5 {
+		code, reason := call(a, "10.0.0.1", unknownKey(i))
+		require.Equal(t, codes.Unauthenticated, code, "failure %d", i)
+		require.Equal(t, ReasonUnauthenticated, reason)
+	}
+	b.cut() // from here, any lookup would answer Unavailable
+	for i := range 20 {
+		code, reason := call(a, "10.0.0.1", unknownKey(10+i))
+		require.Equal(t, codes.ResourceExhausted, code)
+		require.Equal(t, ReasonRateLimited, reason)
+		code, reason = call(a, "10.0.0.1", "")
+		require.Equal(t, codes.ResourceExhausted, code)
+		require.Equal(t, ReasonRateLimited, reason)
+	}
+	code, _ = call(a, "10.0.0.1", b.key)
+	require.Equal(t, codes.OK, code, "a proven key from the same host still works")
+	code, _ = call(a, "10.0.0.2", unknownKey(0))
+	require.Equal(t, codes.Unauthenticated, code, "another host has its own budget")
+}
+
+// Lookups of new ids are bounded across all peers.
+func TestKeyLookupsBoundedGlobally(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	a := New(Config{Store: b.store, LookupRate: 0.001, LookupBurst: 3})
+	for i := range 3 {
+		code, _ := call(a, "10.0.1."+string(rune('1'+i)), unknownKey(i))
+		require.Equal(t, codes.Unauthenticated, code)
+	}
+	start := time.Now()
+	code, reason := call(a, "10.0.2.1", unknownKey(7))
+	require.Equal(t, codes.Unavailable, code)
+	require.Equal(t, ReasonRateLimited, reason)
+	require.Less(t, time.Since(start), time.Second, "refused at once")
+	code, _ = call(a, "10.0.2.1", unknownKey(0))
+	require.Equal(t, codes.Unauthenticated, code, "a remembered id needs no lookup")
+}

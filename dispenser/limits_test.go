@@ -1,0 +1,66 @@
+package dispenser_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/dispenserhq/dispenser/dispenser"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// getPool makes one call within d and returns its code (NotFound: served).
+func getPool(conn *grpc.ClientConn, d time.Duration) codes.Code {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	_, err := dispenserv1.NewAdminServiceClient(conn).GetPool(ctx, &dispenserv1.GetPoolRequest{PoolId: "nope"})
+	return status.Code(err)
+}
+
+// Past MaxConnections, a new connection is not served until one closes.
+func TestConnectionLimit(t *testing.T) {
+	t.Parallel()
+	addr, _, _ := runDaemon(t, func(c *dispenser.Config) { c.MaxConnections = 2 })
+	first, second := dial(t, addr), dial(t, addr)
+	require.Equal(t, codes.NotFound, getPool(first, 5*time.Second))
+	require.Equal(t, codes.NotFound, getPool(second, 5*time.Second))
+	third := dial(t, addr)
+	require.NotEqual(t, codes.NotFound, getPool(third, 500*time.Millisecond), "a third connection was served")
+	require.NoError(t, first.Close())
+	require.Eventually(t, func() bool { return getPool(third, time.Second) == codes.NotFound },
+		10*time.Second, 50*time.Millisecond, "the third connection is served once one closes")
+}
+
+// Past MaxConcurrentStreams, a connection's next call waits for a free
+// stream instead of costing the server another one.
+func TestConcurrentStreamLimit(t *testing.T) {
+	t.Parallel()
+	addr, _, _ := runDaemon(t, func(c *dispenser.Config) { c.MaxConcurrentStreams = 2 })
+	conn := dial(t, addr)
+	require.Equal(t, codes.NotFound, getPool(conn, 5*time.Second))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admin := dispenserv1.NewAdminServiceClient(conn)
+	for range 2 { // import streams that send nothing hold their stream open
+		_, err := admin.ImportCodes(ctx)
+		require.NoError(t, err)
+	}
+	require.Equal(t, codes.DeadlineExceeded, getPool(conn, 500*time.Millisecond), "a third stream was opened")
+	cancel()
+	require.Eventually(t, func() bool { return getPool(conn, time.Second) == codes.NotFound },
+		10*time.Second, 50*time.Millisecond)
+}
