@@ -11,8 +11,10 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+	"github.com/dispenserhq/dispenser/webhook"
 )
 
 // Page size bounds of list calls.
@@ -42,6 +44,9 @@ func (s *Server) CreatePool(ctx context.Context, req *dispenserv1.CreatePoolRequ
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
+	if err := s.checkWebhook(in.WebhookURL); err != nil {
+		return nil, err
+	}
 	p, err := s.pools.CreatePool(ctx, in)
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
@@ -63,7 +68,16 @@ func (s *Server) UpdatePool(ctx context.Context, req *dispenserv1.UpdatePoolRequ
 		return nil, statusError(ctx, s.log, err)
 	}
 	paths := req.GetUpdateMask().GetPaths()
-	p, err := s.pools.UpdatePool(ctx, in.ID, func(p *pool.Pool) error { return applyMask(p, in, paths) })
+	p, err := s.pools.UpdatePool(ctx, in.ID, func(p *pool.Pool) error {
+		before := p.WebhookURL
+		if err := applyMask(p, in, paths); err != nil {
+			return err
+		}
+		if p.WebhookURL == before {
+			return nil // an older URL is checked again at delivery
+		}
+		return s.checkWebhookField(p.WebhookURL)
+	})
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
@@ -213,4 +227,24 @@ func (s *Server) VoidCodes(ctx context.Context, req *dispenserv1.VoidCodesReques
 	s.log.InfoContext(ctx, "codes voided", "pool", req.GetPoolId(), "import_id", req.GetImportId(),
 		"voided", res.Voided, "already_void", res.AlreadyVoid, "claimed", res.Claimed, "not_found", res.NotFound)
 	return &dispenserv1.VoidCodesResponse{Voided: res.Voided, AlreadyVoid: res.AlreadyVoid, Claimed: res.Claimed, NotFound: res.NotFound}, nil
+}
+
+// checkWebhook refuses a webhook URL that would send codes in clear (see
+// webhook.CheckURL), naming the field.
+func (s *Server) checkWebhook(u string) error {
+	if err := s.checkWebhookField(u); err != nil {
+		return statusError(context.Background(), s.log, err)
+	}
+	return nil
+}
+
+func (s *Server) checkWebhookField(u string) error {
+	if u == "" {
+		return nil
+	}
+	if err := webhook.CheckURL(u, s.insecureWebhooks); err != nil {
+		return &input.FieldError{Field: "pool.webhook_url",
+			Description: "must be an absolute https URL (plain http only to a loopback host, unless the server allows insecure webhooks)"}
+	}
+	return nil
 }

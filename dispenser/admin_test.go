@@ -50,6 +50,8 @@ type setupOpts struct {
 	redis redis.UniversalClient // overrides the test's Redis
 	log   *slog.Logger          // receives the server's logs
 	auth  *auth.Config          // turns API-key authentication on
+	// insecureWebhooks allows plain-http webhook URLs to any host.
+	insecureWebhooks bool
 }
 
 // setup serves a Server over an in-memory connection, on a schema and Redis
@@ -68,7 +70,8 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 		log = opts[0].log
 	}
 	srv, err := dispenser.NewServer(dispenser.ServerConfig{DB: db.Pool, Redis: useRedis, RedisNamespace: ns,
-		Logger: log, Claims: claim.Config{PoolCacheTTL: time.Nanosecond}, MaxImportBytes: 4 << 20})
+		Logger: log, Claims: claim.Config{PoolCacheTTL: time.Nanosecond}, MaxImportBytes: 4 << 20,
+		AllowInsecureWebhooks: len(opts) > 0 && opts[0].insecureWebhooks})
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Stop(context.Background()) })
 

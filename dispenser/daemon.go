@@ -68,6 +68,9 @@ type Config struct {
 	TLS TLSConfig
 	// MaxImportBytes bounds one import file; default 1 GiB.
 	MaxImportBytes int64
+	// AllowInsecureWebhooks accepts, and delivers to, plain-http webhook
+	// URLs to any host (TLS terminated elsewhere on a trusted network).
+	AllowInsecureWebhooks bool
 	// NoAuth serves without API keys: anyone who reaches the port may do
 	// anything. Only for a trusted network or behind mTLS.
 	NoAuth bool
@@ -132,7 +135,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rdb.Close()
 
 	srv, err := NewServer(ServerConfig{DB: db, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log,
-		Claims: cfg.Claims, Jobs: cfg.Jobs, Deliver: cfg.Deliver, MaxImportBytes: cfg.MaxImportBytes})
+		Claims: cfg.Claims, Jobs: cfg.Jobs, Deliver: cfg.Deliver, MaxImportBytes: cfg.MaxImportBytes,
+		AllowInsecureWebhooks: cfg.AllowInsecureWebhooks})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package dispenser_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/dispenserhq/dispenser/dispenser"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
@@ -63,4 +65,40 @@ func TestConcurrentStreamLimit(t *testing.T) {
 	cancel()
 	require.Eventually(t, func() bool { return getPool(conn, time.Second) == codes.NotFound },
 		10*time.Second, 50*time.Millisecond)
+}
+
+// Webhook URLs must keep codes encrypted on the wire: https, or plain http
+// to a loopback host, unless the operator allows insecure webhooks.
+func TestWebhookURLMustBeSecure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, allow := range []bool{false, true} {
+		b := setup(t, setupOpts{insecureWebhooks: allow})
+		cases := []struct {
+			url    string
+			secure bool
+		}{
+			{"https://lottery.example/hook", true},
+			{"http://127.0.0.1:8080/hook", true},
+			{"http://[::1]:8080/hook", true},
+			{"http://localhost/hook", true},
+			{"http://lottery.example/hook", false},
+			{"http://10.0.0.7/hook", false},
+			{"http://127.0.0.1.example/hook", false},
+		}
+		for i, c := range cases {
+			id := fmt.Sprint("p", i)
+			_, err := b.admin.CreatePool(ctx, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{Id: id, WebhookUrl: c.url}})
+			if c.secure || allow {
+				require.NoError(t, err, c.url)
+				continue
+			}
+			requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "pool.webhook_url")
+			// An update to such a URL is refused the same way.
+			b.createPool(t, id)
+			_, err = b.admin.UpdatePool(ctx, &dispenserv1.UpdatePoolRequest{Pool: &dispenserv1.Pool{Id: id, WebhookUrl: c.url},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"webhook_url"}}})
+			requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "pool.webhook_url")
+		}
+	}
 }

@@ -33,6 +33,9 @@ type ServerConfig struct {
 	RedisTimeout time.Duration
 	// MaxImportBytes bounds one import file; default 1 GiB.
 	MaxImportBytes int64
+	// AllowInsecureWebhooks accepts, and delivers to, plain-http webhook
+	// URLs to any host. Off, plain http is only for loopback hosts.
+	AllowInsecureWebhooks bool
 	// Claims tunes the claim service (its DB, Redis, keys and logger are
 	// filled in from this config).
 	Claims claim.Config
@@ -62,6 +65,8 @@ type Server struct {
 	redisTimeout time.Duration
 	maxImport    int64
 	log          *slog.Logger
+	// insecureWebhooks allows plain-http webhook URLs to any host.
+	insecureWebhooks bool
 }
 
 var (
@@ -87,6 +92,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
 		maxImport:    cmp.Or(cfg.MaxImportBytes, 1<<30),
 		log:          cmp.Or(cfg.Logger, slog.Default()),
+
+		insecureWebhooks: cfg.AllowInsecureWebhooks,
 	}
 	s.metrics = NewMetrics(func() string { return s.claims.BreakerState() })
 	cc := cfg.Claims
@@ -95,6 +102,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.claims = claim.NewService(cc)
 	dc := cfg.Deliver
 	dc.DB, dc.Claims, dc.Logger = cfg.DB, s.claims, s.log
+	dc.AllowInsecureWebhooks = cfg.AllowInsecureWebhooks
 	jc := cfg.Jobs
 	jc.DB, jc.Claims, jc.Logger, jc.Deliverer = cfg.DB, s.claims, s.log, prize.NewDeliverer(dc)
 	jc.Observe = s.metrics.observeJob

@@ -111,7 +111,11 @@ type DeliverConfig struct {
 	// BaseBackoff and MaxBackoff bound the wait between attempts: base *
 	// 2^(attempt-1), capped, with jitter; defaults 1s and 30s.
 	BaseBackoff, MaxBackoff time.Duration
-	Logger                  *slog.Logger
+	// AllowInsecureWebhooks delivers over plain http to any host. Off, a
+	// pool whose URL is plain http to a host that is not loopback has its
+	// prizes parked (WEBHOOK_INSECURE) and nothing is sent.
+	AllowInsecureWebhooks bool
+	Logger                *slog.Logger
 }
 
 // Deliverer assigns codes to ready prizes and sends them to the pools'
@@ -130,10 +134,13 @@ func NewDeliverer(cfg DeliverConfig) *Deliverer {
 	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, 6)
 	cfg.BaseBackoff = cmp.Or(cfg.BaseBackoff, time.Second)
 	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 30*time.Second)
-	client := cfg.HTTP
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second}
+	if cfg.HTTP != nil {
+		client = new(*cfg.HTTP) // a copy: the caller's client is left as it was
 	}
+	// A redirect is a failed attempt: following it would re-send the body,
+	// code included, somewhere the pool never named (even https to http).
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Deliverer{cfg: cfg, http: client, log: cmp.Or(cfg.Logger, slog.Default()), pools: pool.NewStore(cfg.DB)}
 }
 
@@ -430,6 +437,12 @@ func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
 		return err
 	}
+	if err := webhook.CheckURL(t.url, d.cfg.AllowInsecureWebhooks); err != nil {
+		_, err := d.cfg.DB.Exec(ctx, attemptFailedSQL, prizeID, nil,
+			"the webhook URL is plain http to a host that is not loopback; use https", ParkWebhookInsecure)
+		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
+		return err
+	}
 	attemptErr := d.post(ctx, t)
 	if ctx.Err() != nil {
 		return ctx.Err() // the lease runs out and a later run retries
@@ -480,6 +493,9 @@ func (d *Deliverer) post(ctx context.Context, t target) error {
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBodyRead))
 	_ = resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		return fmt.Errorf("HTTP %d: redirects are not followed", resp.StatusCode)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
