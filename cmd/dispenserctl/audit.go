@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/cliflag"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -57,8 +58,8 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.poolID, "pool", "", "the pool (required)")
-	f.StringVar(&o.databaseURL, "database-url", envOr("DISPENSER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"), "[DISPENSER_DATABASE_URL]")
-	f.StringVar(&o.redisURL, "redis-url", envOr("DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0"), "[DISPENSER_REDIS_URL]")
+	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", defaultDatabaseURL, "the server's Postgres")
+	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", defaultRedisURL, "the server's Redis")
 	f.StringVar(&o.namespace, "redis-namespace", envOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "[DISPENSER_REDIS_NAMESPACE]")
 	return cmd
 }

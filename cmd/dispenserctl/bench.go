@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/cliflag"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -60,14 +61,20 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.Float64Var(&o.replayRatio, "replay-ratio", 0.1, "share of calls that retry an earlier request_id")
 	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
-	f.StringVar(&o.databaseURL, "database-url", envOr("DISPENSER_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"),
-		"the server's Postgres, for the audit and --compare [DISPENSER_DATABASE_URL]")
-	f.StringVar(&o.redisURL, "redis-url", envOr("DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0"), "the server's Redis, for the audit [DISPENSER_REDIS_URL]")
+	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", defaultDatabaseURL,
+		"the server's Postgres, for the audit and --compare")
+	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", defaultRedisURL, "the server's Redis, for the audit")
 	f.StringVar(&o.namespace, "redis-namespace", envOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "the server's Redis namespace [DISPENSER_REDIS_NAMESPACE]")
 	f.BoolVar(&o.compare, "compare", false, "also run the workload through classic approaches straight against Postgres")
 	f.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "deadline of one ClaimCode call")
 	f.DurationVar(&o.retryFor, "retry-for", 60*time.Second, "keep retrying a call that fails Unavailable (same request_id) this long")
 }
+
+// Defaults of the store flags, as `make run` sets the stores up.
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"
+	defaultRedisURL    = "redis://127.0.0.1:6379/0"
+)
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {

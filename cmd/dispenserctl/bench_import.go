@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/dispenserhq/dispenser/internal/cliflag"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -135,8 +136,8 @@ rate can be read against the raw rate of the same machine in the same run.`,
 		},
 	}
 	cmd.Flags().IntVar(&n, "codes", 1_000_000, "how many codes to import")
-	cmd.Flags().StringVar(&dbURL, "database-url", os.Getenv("DISPENSER_DATABASE_URL"),
-		"Postgres of the server, for the raw CopyFrom comparison [DISPENSER_DATABASE_URL]; empty skips it")
+	cliflag.Secret(cmd.Flags(), &dbURL, "database-url", "DISPENSER_DATABASE_URL", "",
+		"Postgres of the server, for the raw CopyFrom comparison; empty skips it")
 	cmd.Flags().StringVar(&dir, "dir", os.TempDir(), "where to write the generated file")
 	return cmd
 }

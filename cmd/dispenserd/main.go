@@ -24,6 +24,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/cliflag"
 )
 
 func main() {
@@ -51,8 +52,8 @@ type common struct {
 
 func (c *common) register(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&c.databaseURL, "database-url", env("DISPENSER_DATABASE_URL",
-		"postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"), "Postgres URL [DISPENSER_DATABASE_URL]")
+	cliflag.Secret(f, &c.databaseURL, "database-url", "DISPENSER_DATABASE_URL",
+		"postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable", "Postgres URL")
 	f.StringVar(&c.logLevel, "log-level", env("DISPENSER_LOG_LEVEL", "info"), "debug, info, warn or error [DISPENSER_LOG_LEVEL]")
 	f.StringVar(&c.logFormat, "log-format", env("DISPENSER_LOG_FORMAT", "json"), "json or text [DISPENSER_LOG_FORMAT]")
 }
@@ -103,7 +104,7 @@ func newRootCmd() *cobra.Command {
 	}
 	c.register(root)
 	f := root.Flags()
-	f.StringVar(&cfg.RedisURL, "redis-url", env("DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL [DISPENSER_REDIS_URL]")
+	cliflag.Secret(f, &cfg.RedisURL, "redis-url", "DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL")
 	f.StringVar(&cfg.RedisNamespace, "redis-namespace", env("DISPENSER_REDIS_NAMESPACE", "dispenser"), "prefix of every Redis key [DISPENSER_REDIS_NAMESPACE]")
 	f.StringVar(&cfg.Listen, "listen", env("DISPENSER_LISTEN", "127.0.0.1:50051"), "gRPC listen address [DISPENSER_LISTEN]")
 	f.BoolVar(&cfg.Migrate, "migrate", env("DISPENSER_MIGRATE", "true") == "true", "apply pending migrations at start-up [DISPENSER_MIGRATE]")
