@@ -123,6 +123,10 @@ func TestPrizeRequestIDsUnreachable(t *testing.T) {
 	e := newEnv(t)
 	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
 	e.stageAll(p)
+	var prizeID int64 // the first prize of the schema: 1
+	require.NoError(t, e.db.Pool.QueryRow(ctx,
+		`INSERT INTO prizes (pool_id, user_id, external_id) VALUES ('p1', 'winner', 'w1') RETURNING id`).Scan(&prizeID))
+	require.EqualValues(t, 1, prizeID)
 	mallory, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "mallory", RequestID: "prize:1"})
 	require.NoError(t, err)
 	winner, err := e.svc.ClaimPrize(ctx, "p1", "winner", 1)

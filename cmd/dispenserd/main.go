@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
 )
@@ -113,6 +114,8 @@ func newRootCmd() *cobra.Command {
 	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxBatch, "commit-max-batch", 256, "most claims per group commit")
 	f.DurationVar(&cfg.Claims.RedisAllocator.Commit.MaxWait, "commit-max-wait", time.Millisecond, "how long a group commit waits to fill")
 	f.DurationVar(&cfg.Claims.RedisAllocator.ReplayTTL, "replay-ttl", 24*time.Hour, "how long Redis keeps replay records (Postgres keeps claims forever)")
+	f.DurationVar(&cfg.Claims.RefusalTTL, "refusal-ttl", claim.RefusalTTLDefault,
+		"how long a USER_LIMIT_REACHED or POOL_EXHAUSTED answer is kept for copies of its request that started before it")
 	f.DurationVar(&cfg.Claims.PoolCacheTTL, "pool-cache-ttl", time.Second, "how long pool settings are cached (pausing takes effect within it)")
 	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", 2*time.Second, "refill period")
 	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", 30*time.Second, "reconcile period")
