@@ -354,3 +354,23 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 	require.EqualValues(t, claimed, st.Claimed, "every claim answered is committed, and only those")
 	t.Logf("claimed %d, refused %d, stats %+v", claimed, refused, st)
 }
+
+// A sold-out pool with nothing staged has no copy of any request about to
+// commit: its refusals are answered without writing anything.
+func TestSoldOutPoolRefusesWithoutWriting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	e.svc.pgOnly = true
+	e.fill("p1", 1, pool.Pool{})
+	_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u0", RequestID: "r0"})
+	require.NoError(t, err)
+	for i := range 5 {
+		_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: fmt.Sprint("u", i+1), RequestID: fmt.Sprint("r", i+1)})
+		require.ErrorIs(t, err, ErrPoolExhausted)
+	}
+	var n int
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM refusals`).Scan(&n))
+	require.Zero(t, n)
+	e.audit("p1")
+}

@@ -276,7 +276,7 @@ $$;
 -- attempt that started at p_started. Outcomes:
 -- 'claimed', 'replay', 'reused', 'limit' and 'exhausted' (no available code
 -- that no other claim holds a lock on), the last two recorded as refusals
--- for p_ttl. p_after is a hint: codes with smaller ids were claimed
+-- for p_ttl (an exhausted pool with nothing staged records nothing). p_after is a hint: codes with smaller ids were claimed
 -- recently, so the scan starts past them and skips the dead index entries
 -- they left; if nothing is found past it, the scan starts again from the
 -- beginning.
@@ -326,8 +326,14 @@ BEGIN
         RETURNING k.id, k.code, k.expires_at INTO r;
         EXIT WHEN FOUND;
         IF bound = 0 THEN
-            PERFORM dispenser_refuse(p_pool, p_request, p_user, 'exhausted', p_ttl);
-            PERFORM set_config('synchronous_commit', 'off', true);
+            -- A copy of this request about to commit would hold a staged
+            -- code (its batch has not taken the request's lock yet). With
+            -- none staged in the pool, none can: a sold-out pool refuses
+            -- without writing anything.
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
+                PERFORM dispenser_refuse(p_pool, p_request, p_user, 'exhausted', p_ttl);
+                PERFORM set_config('synchronous_commit', 'off', true);
+            END IF;
             outcome := 'exhausted';
             RETURN;
         END IF;
