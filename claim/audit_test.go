@@ -14,6 +14,7 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
+	e.manualStaging()
 	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
 	_, err := e.svc.Refill(ctx, p)
 	require.NoError(t, err)

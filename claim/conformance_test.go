@@ -152,6 +152,7 @@ func TestReplayAcrossPaths(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
+	e.manualStaging()
 	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 5})
 	n, err := e.svc.Refill(ctx, p) // half staged, half left to the fallback
 	require.NoError(t, err)

@@ -54,6 +54,10 @@ func newEnv(t *testing.T, opts ...envOpts) *env {
 	return e
 }
 
+// manualStaging turns refill ahead of demand off, for tests that stage by
+// hand and count on exactly what they staged.
+func (e *env) manualStaging() { e.svc.redis.ahead = nil }
+
 // fill creates a pool and imports n codes into it: "<prefix>-<i>".
 func (e *env) fill(id string, n int, p pool.Pool) pool.Pool {
 	e.t.Helper()

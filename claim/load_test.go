@@ -214,7 +214,10 @@ func TestClaimDrillRedisStoppedAndRestarted(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: 1, DialTimeout: 100 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
 	e := newEnv(t, envOpts{redis: rdb})
-	// Enough codes that the pool outlasts the outage.
+	// Staged by hand, 200 codes: refill ahead of demand would stage most of
+	// the pool, out of the fallback's reach while Redis is down. Enough
+	// codes that the pool outlasts the outage.
+	e.manualStaging()
 	p := e.fill("drill", 3*drillCodes, pool.Pool{RefillBatchSize: 200})
 	_, err := e.svc.Refill(context.Background(), p)
 	require.NoError(t, err)

@@ -49,9 +49,11 @@ type RedisAllocator struct {
 	ttl        time.Duration
 	tmo        time.Duration
 	refusalTTL time.Duration
-	pipe       *scriptPipe
-	commit     *committer
-	log        *slog.Logger
+	// ahead, if set, is told of pops and refills a list found empty.
+	ahead  *ahead
+	pipe   *scriptPipe
+	commit *committer
+	log    *slog.Logger
 }
 
 // NewRedisAllocator starts the allocator's group committer; Stop ends it.
@@ -109,13 +111,23 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			}
 			return Result{}, &redisError{fmt.Errorf("claim script: %w", err)}
 		}
-		if len(vals) != 2 {
+		if len(vals) < 2 {
 			return Result{}, &redisError{fmt.Errorf("claim script answered %d values", len(vals))}
 		}
 		status, entry := vals[0], vals[1]
 		switch status {
 		case "empty":
-			return Result{}, errStagedEmpty
+			if a.ahead == nil {
+				return Result{}, errStagedEmpty
+			}
+			// Stage a batch now (or wait for the one another claim started)
+			// and pop again; only a pool with nothing left to stage goes to
+			// the fallback.
+			n, err := a.ahead.empty(ctx, p)
+			if err != nil || n == 0 {
+				return Result{}, errStagedEmpty
+			}
+			continue
 		case "limit", "reused":
 			res, held, err := a.settle(ctx, req, status == "limit")
 			if err != nil || res != nil {
@@ -143,6 +155,11 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			return Result{}, &redisError{err}
 		}
 		popped := status == "ok"
+		if popped && a.ahead != nil && len(vals) > 2 {
+			if left, err := strconv.ParseInt(vals[2], 10, 64); err == nil {
+				a.ahead.popped(p, left)
+			}
+		}
 		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry})
 		if res.err != nil {
 			return Result{}, res.err

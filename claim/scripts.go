@@ -14,7 +14,9 @@ import "github.com/redis/go-redis/v9"
 // character): the request id belongs to that user. Returns {status, value}:
 // {"replay", entry} for a known request of this user, {"reused", ""} for a
 // request id another user holds, {"limit", count} for a user at the limit,
-// {"empty", ""} when nothing is staged, {"ok", entry} for a fresh pop. Every
+// {"empty", ""} when nothing is staged, {"ok", entry, left} for a fresh pop,
+// with the number of entries left in the list (so that a claim that sees it
+// run low can stage more before it runs out). Every
 // check comes before the first write, so a second run of the same call
 // (go-redis retries on timeouts) finds the replay record and returns the
 // same entry. A record without an owner (written before owners were kept)
@@ -35,7 +37,7 @@ redis.call('ZADD', KEYS[2], ARGV[2], entry)
 redis.call('SET', KEYS[3], ARGV[4] .. '\n' .. entry, 'EX', ARGV[3])
 redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], ARGV[3])
-return {'ok', entry}
+return {'ok', entry, tostring(redis.call('LLEN', KEYS[1]))}
 `)
 
 // releaseScript undoes a pop whose claim Postgres refused or answered from
@@ -61,6 +63,14 @@ if ARGV[5] == '1' then
   if n <= 1 then redis.call('DEL', KEYS[2]) else redis.call('DECR', KEYS[2]) end
 end
 return 1
+`)
+
+// unlockScript deletes a lock key if it still holds this holder's token.
+//
+// KEYS[1] the lock, ARGV[1] the token.
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 `)
 
 // pushScript stages a refill batch: the entries go to the tail of the list

@@ -78,6 +78,7 @@ type Service struct {
 	cacheTTL time.Duration
 	mu       sync.Mutex
 	cache    map[string]cachedPool
+	ahead    *ahead
 }
 
 type cachedPool struct {
@@ -101,6 +102,10 @@ func NewService(cfg Config) *Service {
 		cacheTTL: cmp.Or(cfg.PoolCacheTTL, time.Second),
 		cache:    map[string]cachedPool{},
 	}
+	if !cfg.FallbackOnly {
+		s.ahead = newAhead(s)
+		s.redis.ahead = s.ahead
+	}
 	failures := cmp.Or(cfg.BreakerFailures, 3)
 	s.breaker = gobreaker.NewCircuitBreaker[Result](gobreaker.Settings{
 		Name:        "redis",
@@ -118,8 +123,14 @@ func NewService(cfg Config) *Service {
 	return s
 }
 
-// Stop commits the claims in flight and stops the group committer.
-func (s *Service) Stop() { s.redis.Stop() }
+// Stop ends refills ahead of demand, commits the claims in flight and stops
+// the group committer.
+func (s *Service) Stop() {
+	if s.ahead != nil {
+		s.ahead.stop()
+	}
+	s.redis.Stop()
+}
 
 // BreakerState is "closed" (Redis serves), "open" (Postgres serves) or
 // "half-open" (one probe is trying Redis).

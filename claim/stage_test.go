@@ -50,10 +50,11 @@ func TestReconcileLostBatches(t *testing.T) {
 	require.EqualValues(t, 100, rep.LostBatches)
 	st := e.audit("p1")
 	require.EqualValues(t, 100, st.Available)
-	// And the codes are claimable again.
+	// And the codes are claimable again: the claim that finds the list
+	// empty stages a batch and is served from Redis.
 	res, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
 	require.NoError(t, err)
-	require.Equal(t, PathFallback, res.Path)
+	require.Equal(t, PathRedis, res.Path)
 }
 
 // A server popped a code and died before its commit: the code sits in the

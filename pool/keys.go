@@ -36,3 +36,7 @@ func (k RedisKeys) UserClaims(poolID, userID string) string {
 // Batches is the set of refill batch ids whose codes were pushed to Staged;
 // reconciliation returns the staged codes of batches missing from it.
 func (k RedisKeys) Batches(poolID string) string { return k.prefix + poolID + "}:batches" }
+
+// RefillLock is held (SET NX with a TTL) by the replica refilling the pool
+// ahead of demand, so that one refill at a time runs across replicas.
+func (k RedisKeys) RefillLock(poolID string) string { return k.prefix + poolID + "}:refilling" }

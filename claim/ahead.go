@@ -1,0 +1,184 @@
+package claim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// Refill ahead of demand. The scheduled refill runs every few seconds; a
+// flash sale drains a list faster than that. So claims watch the list: a
+// pop that leaves it under the pool's mark starts one refill in the
+// background (one per pool across replicas, by a Redis lock), sized by how
+// fast the list drains; a claim that finds it empty stages a batch itself
+// (one per pool per process; the others wait for it) and pops again, so the
+// Postgres fallback serves only when Redis cannot, or Postgres has nothing
+// left to stage.
+type ahead struct {
+	svc *Service
+	// urgent coalesces the refills of claims that found the list empty.
+	urgent singleflight.Group
+
+	mu      sync.Mutex
+	running map[string]bool   // pools with a background refill here
+	rates   map[string]*drain // pops per pool, for sizing
+	ctx     context.Context   // ends at Stop
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// Refill-ahead tuning.
+const (
+	// aheadHorizon is how much of the observed drain one refill stages.
+	aheadHorizon = 2 * time.Second
+	// aheadWarning is how long before it would run dry a list is refilled,
+	// at the observed drain, even above the pool's low-water mark.
+	aheadWarning = 500 * time.Millisecond
+	// aheadTimeout bounds one refill, and the lock that marks it.
+	aheadTimeout = 10 * time.Second
+)
+
+// drain counts a pool's pops, to estimate its drain rate.
+type drain struct {
+	pops atomic.Int64
+	mu   sync.Mutex
+	at   time.Time // when rate was last estimated
+	seen int64     // pops counted then
+	rate float64   // pops per second, smoothed
+}
+
+func newAhead(s *Service) *ahead {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &ahead{svc: s, running: map[string]bool{}, rates: map[string]*drain{}, ctx: ctx, cancel: cancel}
+}
+
+// stop cancels background refills and waits for them.
+func (a *ahead) stop() {
+	a.cancel()
+	a.wg.Wait()
+}
+
+func (a *ahead) drainOf(poolID string) *drain {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	d, ok := a.rates[poolID]
+	if !ok {
+		d = &drain{at: time.Now()}
+		a.rates[poolID] = d
+	}
+	return d
+}
+
+// perSecond updates and returns the pool's smoothed drain rate.
+func (d *drain) perSecond() float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now, n := time.Now(), d.pops.Load()
+	if dt := now.Sub(d.at).Seconds(); dt >= 0.05 {
+		r := float64(n-d.seen) / dt
+		d.rate = 0.5*d.rate + 0.5*r
+		d.at, d.seen = now, n
+	}
+	return d.rate
+}
+
+// popped is told of every pop and the entries left after it; it starts a
+// background refill when the list runs low.
+func (a *ahead) popped(p pool.Pool, left int64) {
+	d := a.drainOf(p.ID)
+	d.pops.Add(1)
+	mark := max(int64(p.RefillLowWater), int64(d.perSecond()*aheadWarning.Seconds()))
+	if left >= mark {
+		return
+	}
+	a.mu.Lock()
+	if a.running[p.ID] || a.ctx.Err() != nil {
+		a.mu.Unlock()
+		return
+	}
+	a.running[p.ID] = true
+	a.wg.Add(1)
+	a.mu.Unlock()
+	go func() {
+		defer a.wg.Done()
+		defer func() { a.mu.Lock(); delete(a.running, p.ID); a.mu.Unlock() }()
+		a.background(p, d)
+	}()
+}
+
+// size is how many codes one refill of the pool stages: its batch size, or
+// what it drains over aheadHorizon if that is more.
+func (a *ahead) size(p pool.Pool, d *drain) int {
+	return min(max(p.RefillBatchSize, int(d.perSecond()*aheadHorizon.Seconds())), pool.MaxRefillBatchSize)
+}
+
+// background stages a batch unless another replica is already refilling the
+// pool.
+func (a *ahead) background(p pool.Pool, d *drain) {
+	ctx, cancel := context.WithTimeout(a.ctx, aheadTimeout)
+	defer cancel()
+	rdb, lock := a.svc.redis.rdb, a.svc.redis.keys.RefillLock(p.ID)
+	token := newToken()
+	ok, err := rdb.SetNX(ctx, lock, token, aheadTimeout).Result()
+	if err != nil || !ok {
+		return // Redis failing (the claims fall back), or a refill running elsewhere
+	}
+	defer unlockScript.Run(context.WithoutCancel(ctx), rdb, []string{lock}, token)
+	if _, err := a.svc.stageBatch(ctx, p, a.size(p, d)); err != nil && ctx.Err() == nil {
+		a.svc.log.WarnContext(ctx, "refill ahead of demand failed; the refill job will retry", "pool", p.ID, "err", err)
+	}
+}
+
+// empty stages a batch now for a claim that found the list empty, sharing
+// one refill among the claims of this process that find it so meanwhile,
+// and returns how many codes it staged.
+func (a *ahead) empty(ctx context.Context, p pool.Pool) (int, error) {
+	d := a.drainOf(p.ID)
+	v, err, _ := a.urgent.Do(p.ID, func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), aheadTimeout)
+		defer cancel()
+		// A refill under way (here or on another replica) holds the rows it
+		// stages: wait for it rather than race it for them, which would
+		// find nothing and send the claim to the fallback.
+		if a.awaitRefill(rctx, p) {
+			return 1, nil // pop again
+		}
+		return a.svc.stageBatch(rctx, p, a.size(p, d))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return v.(int), nil
+}
+
+// awaitRefill waits while the pool's refill lock is held, and reports
+// whether it was.
+func (a *ahead) awaitRefill(ctx context.Context, p pool.Pool) bool {
+	rdb, lock := a.svc.redis.rdb, a.svc.redis.keys.RefillLock(p.ID)
+	waited := false
+	for {
+		n, err := rdb.Exists(ctx, lock).Result()
+		if err != nil || n == 0 {
+			return waited
+		}
+		waited = true
+		select {
+		case <-ctx.Done():
+			return waited
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func newToken() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
