@@ -135,3 +135,19 @@ func TestMetricSeriesBoundedByHostilePoolIDs(t *testing.T) {
 	require.Equal(t, before, series(), "random pool ids added metric series")
 	require.Less(t, len(logs.String()), 4<<20, "huge pool ids reached the logs")
 }
+
+// At info level, the flash-sale path writes no log line per claim; other
+// calls still get their access line.
+func TestClaimCodeNotLoggedAtInfo(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	b := setup(t, setupOpts{log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	b.fill(t, &dispenserv1.Pool{Id: "p1", RefillBatchSize: 100}, 100)
+	for i := range 50 {
+		_, err := b.claimCode(fmt.Sprint("u", i), fmt.Sprint("r", i))
+		require.NoError(t, err)
+	}
+	out := logs.String()
+	require.NotContains(t, out, `"grpc.method":"ClaimCode"`)
+	require.Contains(t, out, `"grpc.method":"ImportCodes"`)
+}
