@@ -2,10 +2,14 @@ package claim
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/pool"
@@ -57,4 +61,86 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 	}
 	_, err = conn.Exec(ctx, "RESET plan_cache_mode")
 	require.NoError(t, err)
+}
+
+// The group commit finds each popped code by primary key, in both its
+// set-based and its per-item path, with custom and generic plans (PL/pgSQL
+// switches to generic ones after five calls): scanning codes_staged_idx
+// instead reads every staged entry of the pool, and the dead ones claims
+// leave in front, for every code, and claims slow down as a sale goes on.
+// auto_explain reports the nested statements' plans as notices.
+func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	e.manualStaging()
+	p := e.fill("big", 20_000, pool.Pool{RefillBatchSize: 10_000})
+	// Statistics from before the sale, when no code was staged: what misled
+	// the planner into the staged index in the claim benchmark.
+	_, err := e.db.Pool.Exec(ctx, "ANALYZE codes")
+	require.NoError(t, err)
+	_, err = e.svc.Refill(ctx, p)
+	require.NoError(t, err)
+
+	cfg, err := pgx.ParseConfig(e.db.URL)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var plans []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		plans = append(plans, n.Message)
+		mu.Unlock()
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	for _, set := range []string{"LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+		"SET auto_explain.log_nested_statements = on", "SET auto_explain.log_level = notice"} {
+		_, err := conn.Exec(ctx, set)
+		require.NoError(t, err)
+	}
+	ids, err := pgx.CollectRows(must(conn.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 40`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+
+	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
+		require.NoError(t, err)
+		for round := range 7 {
+			// Eight items: fresh requests (the set-based path), a request
+			// twice (the per-item path), each in a transaction rolled back.
+			n := 8
+			pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+			for i := range n {
+				pools[i], reqs[i], users[i], started[i] = "big", fmt.Sprintf("r%d-%d", round, i), fmt.Sprintf("u%d-%d", round, i), time.Now()
+			}
+			reqs[n-1], users[n-1] = reqs[n-2], users[n-2]
+			tx, err := conn.Begin(ctx)
+			require.NoError(t, err)
+			rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*2:round*2+n], started, time.Minute)
+			require.NoError(t, err)
+			rows.Close()
+			require.NoError(t, rows.Err())
+			require.NoError(t, tx.Rollback(ctx))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	updates := 0
+	for _, plan := range plans {
+		if !strings.Contains(plan, "Update on codes") {
+			continue
+		}
+		updates++
+		require.NotContains(t, plan, "codes_staged_idx", "an update of popped codes scans the staged index:\n%s", plan)
+		require.Contains(t, plan, "codes_pkey", plan)
+	}
+	require.GreaterOrEqual(t, updates, 2*7*2, "plans seen: set-based and per-item, every round")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -5,6 +5,7 @@
 #
 #   scripts/bench-ab.sh REV            # e.g. scripts/bench-ab.sh HEAD~5
 #   RUNS=3 CLAIMS=20000 CONCURRENCY=64 scripts/bench-ab.sh REV
+#   B_ARGS="--commit-max-wait 3ms" scripts/bench-ab.sh HEAD   # flags, same code
 #
 # Each round runs `dispenserctl bench` (fresh pool, staged, audited) against a
 # dispenserd built from REV, then from the working tree; every bench must
@@ -46,14 +47,15 @@ pg_ticks() {
 redis_pid="$(pgrep -x redis-server | head -1)"
 hz="$(getconf CLK_TCK)"
 
-run_one() { # label bindir
+run_one() { # label bindir [dispenserd flags...]
 	local label="$1" bin="$2"
+	shift 2
 	PGOPTIONS="-c client_min_messages=warning" psql "$pg/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS dispenser_ab" -c "CREATE DATABASE dispenser_ab" >/dev/null
 	"$bin/dispenserd" migrate --log-format text >/dev/null 2>&1
 	local key
 	key="$("$bin/dispenserd" keys create --role admin 2>/dev/null)"
 	DISPENSER_KEY="$key" DISPENSER_LISTEN=127.0.0.1:28093 DISPENSER_REDIS_NAMESPACE=bench-ab \
-		"$bin/dispenserd" --log-format text --log-level error --metrics-listen "" >>"$work/server.log" 2>&1 &
+		"$bin/dispenserd" --log-format text --log-level error --metrics-listen "" "$@" >>"$work/server.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do
 		DISPENSER_KEY="$key" "$bin/dispenserctl" --addr 127.0.0.1:28093 pools list >/dev/null 2>&1 && break
@@ -87,8 +89,10 @@ print(f"{label:8} {line['claims_per_s']:8.0f} calls/s  p50 {line['p50_ms']:6.1f}
 EOF
 }
 
-echo "A = $(git rev-parse --short "$rev"), B = working tree; $claims calls, $conc callers, 10% replays; PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$port"
+echo "A = $(git rev-parse --short "$rev") ${A_ARGS:-}, B = working tree ${B_ARGS:-}; $claims calls, $conc callers, 10% replays; PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$port"
 for i in $(seq 1 "$runs"); do
-	run_one "A run $i" "$work/a"
-	run_one "B run $i" "$work/b"
+	# shellcheck disable=SC2086 # flags split on spaces on purpose
+	run_one "A run $i" "$work/a" ${A_ARGS:-}
+	# shellcheck disable=SC2086
+	run_one "B run $i" "$work/b" ${B_ARGS:-}
 done

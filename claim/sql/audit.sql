@@ -8,9 +8,9 @@ SELECT
     -- a code with more than one claim (the constraint forbids it)
     (SELECT count(*) FROM (SELECT code_id FROM claims WHERE pool_id = $1
                            GROUP BY code_id HAVING count(*) > 1) d) AS multi_claimed,
-    -- a claim whose code is not in state claimed
-    (SELECT count(*) FROM claims c JOIN codes x ON x.id = c.code_id
-     WHERE c.pool_id = $1 AND x.state <> 'claimed') AS claims_on_unclaimed,
+    -- a claim whose code is missing or not in state claimed
+    (SELECT count(*) FROM claims c LEFT JOIN codes x ON x.id = c.code_id
+     WHERE c.pool_id = $1 AND (x.id IS NULL OR x.state <> 'claimed')) AS claims_on_unclaimed,
     -- a code in state claimed that no claim holds
     count(*) FILTER (WHERE k.state = 'claimed'
                      AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id)) AS claimed_without_claim,
