@@ -213,16 +213,25 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
 		started[i] = it.req.startedAt()
 	}
-	// Results are handed out only after Commit returns: in autocommit mode
-	// Postgres sends the rows before the commit is durable, and a code must
-	// never be visible before its claim is (promise 3).
+	// BEGIN, the batch and COMMIT go to Postgres in one round trip (one
+	// pipeline with one Sync: if the batch fails, COMMIT is skipped and
+	// nothing of it stays). Results are handed out only after COMMIT has
+	// answered: Postgres sends the rows before the commit is durable, and a
+	// code must never be visible before its claim is (promise 3).
 	results := make([]commitResult, n)
-	err := pgx.BeginFunc(ctx, c.db, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, codes, started, c.cfg.RefusalTTL)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, c.cfg.RefusalTTL)
+	b.Queue("COMMIT")
+	br := c.db.SendBatch(ctx, b)
+	err := func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		rows, err := br.Query()
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		seen := 0
 		for rows.Next() {
 			var ord int
@@ -231,9 +240,11 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 			var code pgtype.Text
 			var expires, claimedAt pgtype.Timestamptz
 			if err := rows.Scan(&ord, &out, &codeID, &code, &expires, &claimedAt); err != nil {
+				rows.Close()
 				return err
 			}
 			if ord < 1 || ord > n {
+				rows.Close()
 				return fmt.Errorf("row for item %d of %d", ord, n)
 			}
 			it := batch[ord-1]
@@ -243,14 +254,25 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 			results[ord-1] = commitResult{outcome: outcome(out), claim: cl}
 			seen++
 		}
+		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
 		if seen != n {
 			return fmt.Errorf("%d outcomes for %d items", seen, n)
 		}
+		tag, err := br.Exec()
+		if err != nil {
+			return err
+		}
+		if tag.String() != "COMMIT" {
+			return errors.New("group commit was rolled back")
+		}
 		return nil
-	})
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -65,7 +65,10 @@ func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
 	cc.Logger, cc.RefusalTTL = a.log, a.refusalTTL
 	cc.OnCommitted = a.clearLedger
 	a.commit = newCommitter(cfg.DB, cc)
-	a.pipe = newScriptPipe(cfg.Redis, a.tmo, 4)
+	// One sender: while its pipeline is out, the next claims queue and go
+	// together in the next one (more senders mostly send one script per
+	// round trip, and one write(2) each).
+	a.pipe = newScriptPipe(cfg.Redis, a.tmo, 1)
 	return a
 }
 
