@@ -39,6 +39,10 @@ var (
 	// errStagedEmpty means the pool's Redis list is empty: the fallback
 	// decides whether the pool is really exhausted.
 	errStagedEmpty = errors.New("no staged code")
+	// errFallbackBusy means the fallback found the pool's only available
+	// codes locked by others (a refill staging them, claims taking them):
+	// not exhausted, nothing decided; try again shortly.
+	errFallbackBusy = errors.New("the pool's last codes are being staged or claimed")
 )
 
 // Request asks for one code.
@@ -94,6 +98,7 @@ const (
 	outRefused   outcome = "refused"   // this code cannot be claimed; try another
 	outDup       outcome = "dup"       // the request came twice in one batch
 	outOpen      outcome = "open"      // nothing decided (settle only)
+	outBusy      outcome = "busy"      // nothing decided: the last codes are locked (fallback only)
 )
 
 // refusal is the error a refusing outcome answers with, or nil.

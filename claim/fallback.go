@@ -55,6 +55,9 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	if err := o.refusal(); err != nil {
 		return Result{}, err
 	}
+	if o == outBusy {
+		return Result{}, errFallbackBusy
+	}
 	if o != outClaimed && o != outReplay {
 		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", out)
 	}

@@ -209,8 +209,8 @@ func TestRetryAfterRedisForgotGetsItsCode(t *testing.T) {
 }
 
 // A copy of a request that popped a code before Redis lost its data, and
-// commits after another copy was refused, answers the same refusal; a retry
-// that starts after the refusal is decided afresh.
+// commits after another copy was refused, answers the same refusal, and so
+// do later retries, until the pool is restocked.
 func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -236,10 +236,15 @@ func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	var state string
 	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state::text FROM codes WHERE id = $1`, codeID).Scan(&state))
 	require.Equal(t, "available", state)
-	// A retry that starts now is decided afresh, and gets the code.
+	// A later retry gets the same answer, though the code is back...
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
+	require.ErrorIs(t, err, ErrPoolExhausted)
+	// ...until the pool is restocked: then it is decided afresh.
+	_, err = e.store.Import(ctx, pool.ImportOptions{PoolID: "p1", Format: pool.FormatLines}, strings.NewReader("RESTOCK-0001\n"))
+	require.NoError(t, err)
 	got, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
 	require.NoError(t, err)
-	require.Equal(t, codeID, got.Claim.CodeID)
+	require.False(t, got.Replayed)
 	e.audit("p1")
 }
 

@@ -125,6 +125,48 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 		}
 	}
 	mu.Lock()
+	commitPlans := append([]string(nil), plans...)
+	plans = plans[:0]
+	mu.Unlock()
+
+	// The fallback, in a pool with many claims (9,000, seeded in bulk):
+	// its statements read what the request and the user need, never a
+	// pool's worth of claims or codes.
+	_, err = conn.Exec(ctx, `WITH c AS (
+			UPDATE codes SET state = 'claimed' WHERE id IN (
+				SELECT id FROM codes WHERE pool_id = 'big' AND state = 'available' ORDER BY id LIMIT 9000)
+			RETURNING id)
+		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+		SELECT 'big', 'seed-' || id, 'seed-user-' || id, 1, id FROM c`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "UPDATE pools SET per_user_limit = 5 WHERE id = 'big'")
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "ANALYZE claims")
+	require.NoError(t, err)
+	mu.Lock()
+	plans = plans[:0]
+	mu.Unlock()
+	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
+		require.NoError(t, err)
+		for round := range 7 {
+			_, err := conn.Exec(ctx, `SELECT * FROM dispenser_claim_fallback('big', $1, $2, 0, now(), '1 minute')`,
+				fmt.Sprintf("%s-%d", mode, round), fmt.Sprintf("user-%s-%d", mode, round%3))
+			require.NoError(t, err)
+		}
+	}
+	mu.Lock()
+	fallbackPlans := append([]string(nil), plans...)
+	plans = commitPlans
+	mu.Unlock()
+	require.NotEmpty(t, fallbackPlans)
+	for _, plan := range fallbackPlans {
+		for _, bad := range []string{"Seq Scan on claims", "Seq Scan on codes", "Hash Anti Join", "Bitmap Heap Scan on claims"} {
+			require.NotContains(t, plan, bad, "a fallback statement reads more than it needs:\n%s", plan)
+		}
+	}
+
+	mu.Lock()
 	defer mu.Unlock()
 	updates := 0
 	for _, plan := range plans {

@@ -5,6 +5,7 @@ import (
 	"context"
 	_ "embed"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -179,6 +180,33 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 	if checkWindow && !p.ClaimWindowOpen(time.Now()) {
 		return Result{}, ErrPoolClosed
 	}
+	// A pool whose last codes are locked by others (a refill staging them,
+	// claims taking them) is not exhausted: wait a little for them to land.
+	for attempt := 1; ; attempt++ {
+		res, err := s.serve(ctx, p, req)
+		if !errors.Is(err, errFallbackBusy) {
+			return res, err
+		}
+		if attempt == busyAttempts {
+			return Result{}, fmt.Errorf("claim: %w: %w", pool.ErrUnavailable, err)
+		}
+		select {
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		case <-time.After(busyPause):
+		}
+	}
+}
+
+// How long a claim waits for a pool's locked last codes: busyAttempts
+// tries, busyPause apart. A refill commits in milliseconds.
+const (
+	busyAttempts = 40
+	busyPause    = 5 * time.Millisecond
+)
+
+// serve claims through Redis behind the breaker, or from Postgres.
+func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, error) {
 	if s.pgOnly {
 		return s.fallback.Claim(ctx, p, req)
 	}

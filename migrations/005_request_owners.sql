@@ -69,8 +69,8 @@ $$;
 
 -- dispenser_recorded answers a request from what Postgres already holds for
 -- it: its claim or its live refusal. Outcomes: 'replay' (the claim, same
--- user), 'limit' or 'exhausted' (the refusal, same user, decided after this
--- attempt started at p_started), 'reused' (either, another user: nothing of
+-- user), 'limit' or 'exhausted' (the refusal, same user, when it binds this
+-- attempt, started at p_started), 'reused' (either, another user: nothing of
 -- it is returned), or NULL when nothing binds this attempt.
 CREATE FUNCTION dispenser_recorded(p_pool text, p_request text, p_user text, p_started timestamptz,
                                    OUT outcome text, OUT code_id bigint, OUT code text,
@@ -96,7 +96,13 @@ BEGIN
     IF FOUND THEN
         IF r.user_id <> p_user THEN
             outcome := 'reused';
-        ELSIF r.refused_at >= p_started THEN
+        ELSIF r.refused_at >= p_started
+           OR NOT EXISTS (SELECT 1 FROM imports i WHERE i.pool_id = p_pool AND i.created_at > r.refused_at)
+              AND NOT EXISTS (SELECT 1 FROM pools p WHERE p.id = p_pool AND p.updated_at > r.refused_at) THEN
+            -- A copy that started before the refusal answers it (it may
+            -- hold a code popped before Redis forgot the request); so does
+            -- any later one, unless the pool was restocked or its settings
+            -- changed since: then a retry is decided afresh.
             outcome := r.reason;
         END IF;
     END IF;
@@ -131,15 +137,18 @@ CREATE FUNCTION dispenser_take_slot(p_pool text, p_request text, p_user text, p_
                                     OUT outcome text, OUT claimed_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    lim  integer;
-    slot integer;
+    lim   integer;
+    slot  integer;
+    taken smallint[];
 BEGIN
     SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
     LOOP
-        SELECT s INTO slot FROM generate_series(1, lim) AS s
-        WHERE NOT EXISTS (SELECT 1 FROM claims c
-                          WHERE c.pool_id = p_pool AND c.user_id = p_user AND c.user_slot = s)
-        ORDER BY s LIMIT 1;
+        -- The user's own slots, read through claims_user_slot_key: a
+        -- NOT EXISTS over generate_series let the planner read every claim
+        -- of the pool for each claim.
+        SELECT coalesce(array_agg(c.user_slot), '{}') INTO taken
+        FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+        SELECT min(s) INTO slot FROM generate_series(1, lim) AS s WHERE s <> ALL (taken);
         IF slot IS NULL THEN
             UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
             PERFORM dispenser_refuse(p_pool, p_request, p_user, 'limit', p_ttl);
@@ -223,7 +232,7 @@ BEGIN
               AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
               AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
               AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
-                                AND rf.expires_at > now() AND (rf.user_id <> i.user_id OR rf.refused_at >= i.started))
+                                AND rf.expires_at > now())
             RETURNING k.id, k.code, k.expires_at
         ), ins AS (
             INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
@@ -285,9 +294,11 @@ $$;
 -- dispenser_claim_fallback claims one available code straight from Postgres,
 -- in the caller's single transaction, for when Redis cannot serve, for an
 -- attempt that started at p_started. Outcomes:
--- 'claimed', 'replay', 'reused', 'limit' and 'exhausted' (no available code
--- that no other claim holds a lock on), the last two recorded as refusals
--- for p_ttl (an exhausted pool with nothing staged records nothing). p_after is a hint: codes with smaller ids were claimed
+-- 'claimed', 'replay', 'reused', 'limit' and 'exhausted' (no available
+-- code), the last two recorded as refusals for p_ttl (an exhausted pool with
+-- nothing staged records nothing), or 'busy': the only available codes are
+-- locked by others (a refill staging them, claims taking them); nothing is
+-- decided and the caller tries again. p_after is a hint: codes with smaller ids were claimed
 -- recently, so the scan starts past them and skips the dead index entries
 -- they left; if nothing is found past it, the scan starts again from the
 -- beginning.
@@ -337,6 +348,14 @@ BEGIN
         RETURNING k.id, k.code, k.expires_at INTO r;
         EXIT WHEN FOUND;
         IF bound = 0 THEN
+            -- Available codes that others hold locks on (a refill staging
+            -- them, claims about to take them) mean the pool is not
+            -- exhausted yet: nothing is decided, the caller tries again.
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'available'
+                       AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
+                outcome := 'busy';
+                RETURN;
+            END IF;
             -- A copy of this request about to commit would hold a staged
             -- code (its batch has not taken the request's lock yet). With
             -- none staged in the pool, none can: a sold-out pool refuses

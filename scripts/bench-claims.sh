@@ -1,31 +1,49 @@
 #!/usr/bin/env bash
-# Claim benchmark: `dispenserctl bench --compare` through a running dispenserd,
-# then the same workload against a fallback-only dispenserd (every claim a
-# SKIP LOCKED transaction). Fresh database (dispenser_bench), own port and
-# Redis namespace. Everything runs on this one machine.
-#   CLAIMS=20000 CONCURRENCY=64 scripts/bench-claims.sh
+# Claim benchmark (docs/BENCHMARKS.md). Everything on this machine, on a
+# private PostgreSQL cluster with stock settings (autovacuum on; .dev/postgres
+# on port 25432, started if needed) and the machine's Redis:
+#
+#   1. dispenserctl bench --default-pool: CLAIMS calls, CONCURRENCY callers,
+#      10% retries of earlier request ids, on a fresh pool with default
+#      settings and nothing staged (refill must keep up); audited.
+#   2. ghz (pinned in tools/ghz): CLAIMS ClaimCode calls, unique request and
+#      user ids, CONCURRENCY callers, on a pool with default settings and
+#      CODES codes imported.
+#   3. the classic claim (scripts/bench/classic.sql) under pgbench, 32
+#      clients, prepared statements, CLAIMS transactions, on its own tables with CODES codes, in
+#      the same cluster; its pick's plan is checked to use the partial index.
+#   4. ghz again against dispenserd --fallback-only (no Redis: every claim
+#      one SKIP LOCKED transaction in the server), CLAIMS/2 calls.
+#
+# For each: calls/s, p50/p99, claims the fallback served, and CPU per call of
+# the server, Postgres and Redis (from /proc/<pid>/stat) and of the client.
+#   CLAIMS=60000 CONCURRENCY=64 CODES=300000 scripts/bench-claims.sh
 set -euo pipefail
-# Its server port is below the ephemeral range (32768-60999 on Linux), so
-# that no outgoing connection can be holding it.
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-claims="${CLAIMS:-30000}"
-conc="${CONCURRENCY:-64}"
-scripts/services.sh
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
+calls="${CLAIMS:-60000}" conc="${CONCURRENCY:-64}" codes="${CODES:-300000}"
+port="${BENCH_PORT:-28091}" metrics_port="${BENCH_METRICS_PORT:-29491}"
+work="$root/.dev/bench-claims"
+mkdir -p "$work"
+client_cpu_file="$work/client-cpu"
+
+bench_cluster
 go build -o bin/ ./cmd/...
-pg="${DISPENSER_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
-psql "$pg/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS dispenser_bench" -c "CREATE DATABASE dispenser_bench" 2>/dev/null
+go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
+
+bench_fresh_db dispenser_bench
 export DISPENSER_DATABASE_URL="$pg/dispenser_bench?sslmode=disable"
-export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-28091}" DISPENSER_ADDR="127.0.0.1:${BENCH_PORT:-28091}"
-export DISPENSER_REDIS_NAMESPACE="bench-claims"
-mkdir -p .dev
-bin/dispenserd migrate --log-format text 2>/dev/null
-DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name "$(basename "$0")" 2>/dev/null)"
+export DISPENSER_ADDR="127.0.0.1:$port" DISPENSER_REDIS_NAMESPACE="bench-claims"
+bin/dispenserd migrate --log-format text >/dev/null 2>&1
+DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name bench-claims 2>/dev/null)"
 export DISPENSER_KEY
 
 pid=""
 serve() {
-	bin/dispenserd --log-format text --log-level error --metrics-listen "" "$@" >>.dev/bench-claims.log 2>&1 &
+	bin/dispenserd --listen "127.0.0.1:$port" --log-format text --log-level warn \
+		--metrics-listen "127.0.0.1:$metrics_port" "$@" >>"$work/server.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do
 		bin/dispenserctl pools list >/dev/null 2>&1 && return 0
@@ -36,17 +54,104 @@ serve() {
 stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
 cleanup() {
 	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
-	# The bench's replay records and guards live for a day; drop them now.
 	redis-cli --scan --pattern "bench-claims:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
 }
 trap cleanup EXIT
 
-echo "machine: $(nproc) cores; PostgreSQL $(psql "$DISPENSER_DATABASE_URL" -tAc 'SHOW server_version'), autovacuum $(psql "$DISPENSER_DATABASE_URL" -tAc 'SHOW autovacuum'); $(redis-server --version | cut -d' ' -f1-3)"
-echo "== dispenserctl bench --claims $claims --concurrency $conc --replay-ratio 0.1 --compare"
+# fallbacks: claims the fallback has served since the server started.
+fallbacks() {
+	curl -s "127.0.0.1:$metrics_port/metrics" |
+		awk '/^dispenser_claims_total\{/ && /path="fallback"/ {n += $NF} END {print n + 0}'
+}
+
+# codes_file N FILE: N random 16-hex-digit codes.
+codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$2"; }
+
+# ghz_run LABEL POOL N: N ClaimCode calls with unique ids; prints the figures.
+ghz_run() {
+	local label="$1" poolid="$2" n="$3" before after f0
+	f0=$(fallbacks)
+	before=$(cpu_mark "$pid")
+	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
+		-m "{\"authorization\":\"Bearer $DISPENSER_KEY\"}" \
+		-d "{\"pool_id\":\"$poolid\",\"user_id\":\"u{{.RequestNumber}}\",\"request_id\":\"r{{.RequestNumber}}\"}" \
+		-c "$conc" -n "$n" -O json "127.0.0.1:$port" >"$work/$poolid.json"
+	after=$(cpu_mark "$pid")
+	python3 - "$label" "$work/$poolid.json" "$(($(fallbacks) - f0))" <<'EOF'
+import json, sys
+label, path, fb = sys.argv[1], sys.argv[2], sys.argv[3]
+r = json.load(open(path))
+lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
+ok = r.get("statusCodeDistribution", {}).get("OK", 0)
+det = sorted((d["timestamp"], d["status"]) for d in r.get("details") or [])
+decay = ""
+if det:
+    from datetime import datetime
+    ts = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t, _ in det]
+    t0, t1 = ts[0], ts[-1]
+    if t1 - t0 >= 30:
+        first = sum(1 for t in ts if t < t0 + 10) / 10
+        last = sum(1 for t in ts if t > t1 - 10) / 10
+        decay = f"; first 10 s {first:.0f}/s, last 10 s {last:.0f}/s ({100 * (last / first - 1):+.0f}%)"
+print(f"{label}: {r['count']} calls, {ok} OK, {r['rps']:.0f} calls/s, p50 {lat.get(50, 0):.1f} ms, "
+      f"p99 {lat.get(99, 0):.1f} ms, served by the fallback {fb}{decay}; "
+      f"errors {r.get('errorDistribution') or {}}")
+EOF
+	cpu_report "$label" "$n" "$before" "$after" "$(cat "$client_cpu_file")"
+}
+
+echo "machine: $(nproc) cores; PostgreSQL $(psql "$pg/postgres" -tAc 'SHOW server_version') (private cluster, stock settings, autovacuum $(psql "$pg/postgres" -tAc 'SHOW autovacuum')); $(redis-server --version | cut -d' ' -f1-3)"
+echo "$calls calls, $conc callers, pools of $codes codes (default settings, nothing staged)"
+
+echo "== 1. dispenserctl bench --default-pool"
 serve
-bin/dispenserctl bench --claims "$claims" --concurrency "$conc" --replay-ratio 0.1 --compare 2>/dev/null
+before=""
+exec 3< <(bin/dispenserctl bench --default-pool --claims "$calls" --concurrency "$conc" --replay-ratio 0.1 2>&1)
+f0=$(fallbacks)
+while IFS= read -r line <&3; do
+	[[ "$line" == "bench: "*" callers, "* ]] && before=$(cpu_mark "$pid")
+	[[ "$line" == "{"* ]] && json="$line"
+	[[ "$line" == "  "* || "$line" == "audit:"* ]] && echo "$line"
+done
+after=$(cpu_mark "$pid")
+exec 3<&-
+python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"dispenserctl bench: {r['calls']} calls, {r['claims_per_s']:.0f} calls/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, served by the fallback {sys.argv[2]}; audit duplicates {r['duplicates']}, lost {r['lost']}, limit {r['limit_violations']}, replays {r['replay_mismatches']}\")" "$json" "$(($(fallbacks) - f0))"
+cpu_report "dispenserctl bench" "$calls" "$before" "$after" 0
+
+echo "== 2. ghz"
+codes_file "$codes" "$work/codes.txt"
+bin/dispenserctl pools create ghz >/dev/null
+bin/dispenserctl import --pool ghz "$work/codes.txt" >/dev/null
+ghz_run "ghz" ghz "$calls"
+bin/dispenserctl audit --pool ghz --database-url "$DISPENSER_DATABASE_URL" | tail -1
 stop
-echo "== the same workload, dispenserd --fallback-only"
+
+echo "== 3. classic claim, pgbench -c 32"
+bench_fresh_db classic_bench
+PGOPTIONS="-c client_min_messages=warning" psql "$pg/classic_bench" -q -f scripts/bench/classic-schema.sql
+psql "$pg/classic_bench" -q -c "INSERT INTO classic_codes (code) SELECT md5(i::text) FROM generate_series(1, $codes) i" -c "VACUUM ANALYZE classic_codes"
+plan="$(psql "$pg/classic_bench" -tAc "EXPLAIN SELECT id FROM classic_codes WHERE state = 'available' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")"
+grep -q classic_codes_available <<<"$plan" || { echo "the classic pick does not use its partial index:"; echo "$plan"; exit 1; }
+echo "plan of the pick: $(grep -o 'Index Scan using [a-z_]*' <<<"$plan")"
+rm -f "$work"/pgbench_log.*
+before=$(cpu_mark "")
+(cd "$work" && client_cpu pgbench -n -M prepared -c 32 -j 2 -t $((calls / 32)) -l -f "$root/scripts/bench/classic.sql" "$pg/classic_bench" >"$work/pgbench.out" 2>&1)
+after=$(cpu_mark "")
+python3 - "$work" <<'EOF'
+import glob, re, sys
+work = sys.argv[1]
+out = open(f"{work}/pgbench.out").read()
+tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+lat = sorted(int(l.split()[2]) for f in glob.glob(f"{work}/pgbench_log.*") for l in open(f))
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
+print(f"classic (pgbench): {len(lat)} claims, {tps:.0f} claims/s, p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
+EOF
+cpu_report "classic (pgbench)" $((calls / 32 * 32)) "$before" "$after" "$(cat "$client_cpu_file")"
+
+echo "== 4. ghz, dispenserd --fallback-only"
 serve --fallback-only
-bin/dispenserctl bench --claims "$claims" --concurrency "$conc" --replay-ratio 0.1 2>/dev/null
+codes_file $((calls / 2 + 1000)) "$work/codes-fallback.txt"
+bin/dispenserctl pools create ghz-fallback >/dev/null
+bin/dispenserctl import --pool ghz-fallback "$work/codes-fallback.txt" >/dev/null
+ghz_run "ghz, fallback only" ghz-fallback $((calls / 2))
 stop

@@ -2,7 +2,8 @@
 # Import benchmark: 1,000,000 random 16-character codes through a running
 # dispenserd (the same upload path as `dispenserctl import`), a re-import of
 # the same file, and a bare pgx CopyFrom into the same table in the same run.
-# Uses a fresh database (dispenser_bench) and its own server port, so it
+# Uses a fresh database (dispenser_import_bench) on the private cluster with
+# stock settings (scripts/bench/lib.sh) and its own server port, so it
 # neither disturbs nor is disturbed by `make run`.
 #   CODES=200000 scripts/bench-import.sh    # a smaller run
 set -euo pipefail
@@ -11,13 +12,14 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 codes="${CODES:-1000000}"
-scripts/services.sh
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
+bench_cluster
 go build -o bin/ ./cmd/...
 
-pg="${DISPENSER_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
-psql "$pg/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS dispenser_bench" -c "CREATE DATABASE dispenser_bench" 2>/dev/null
-export DISPENSER_DATABASE_URL="$pg/dispenser_bench?sslmode=disable"
-export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-28091}"
+bench_fresh_db dispenser_import_bench
+export DISPENSER_DATABASE_URL="$pg/dispenser_import_bench?sslmode=disable"
+export DISPENSER_LISTEN="127.0.0.1:${BENCH_PORT:-28092}"
 export DISPENSER_ADDR="$DISPENSER_LISTEN"
 export DISPENSER_REDIS_NAMESPACE="bench-import"
 
@@ -32,6 +34,6 @@ for _ in $(seq 1 50); do
 	bin/dispenserctl pools list >/dev/null 2>&1 && break
 	sleep 0.2
 done
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(psql "$DISPENSER_DATABASE_URL" -tAc 'SHOW server_version')"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(psql "$DISPENSER_DATABASE_URL" -tAc 'SHOW server_version') (private cluster, stock settings)"
 bin/dispenserctl bench import --codes "$codes"
 grep 'import landed' .dev/bench-import.log | sed 's/.*import landed //'

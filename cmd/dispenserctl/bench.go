@@ -35,7 +35,10 @@ type benchOpts struct {
 	poolID                            string
 	databaseURL, redisURL, namespace  string
 	compare                           bool
-	callTimeout, retryFor             time.Duration
+	// defaultPool creates the fresh pool with default settings and stages
+	// nothing: refill has to keep up with the load.
+	defaultPool           bool
+	callTimeout, retryFor time.Duration
 }
 
 // benchResult is the JSON line bench ends with.
@@ -61,6 +64,7 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.Float64Var(&o.replayRatio, "replay-ratio", 0.1, "share of calls that retry an earlier request_id")
 	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
+	f.BoolVar(&o.defaultPool, "default-pool", false, "create the fresh pool with default settings and stage nothing (refill must keep up)")
 	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", defaultDatabaseURL,
 		"the server's Postgres, for the audit and --compare")
 	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", defaultRedisURL, "the server's Redis, for the audit")
@@ -110,7 +114,7 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 		}
 		o.poolID = fmt.Sprintf("bench-%d", time.Now().UnixNano())
 		fmt.Fprintf(a.stderr, "bench: creating pool %s with %s codes\n", o.poolID, fmtInt(int64(n)))
-		if err := a.createBenchPool(ctx, admin, o.poolID, n, true); err != nil {
+		if err := a.createBenchPool(ctx, admin, o.poolID, n, !o.defaultPool); err != nil {
 			return err
 		}
 	}
@@ -180,13 +184,15 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	return nil
 }
 
-// createBenchPool makes a pool of n random codes; stage puts them all in
-// Redis, as a refill before a flash sale would.
+// createBenchPool creates pool id with n random codes. With stage, its refill
+// settings let one batch stage them all, and they are staged before the
+// load; without, it has the default settings and nothing is staged.
 func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServiceClient, id string, n int, stage bool) error {
-	if _, err := call(a, ctx, admin.CreatePool, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{
-		Id: id, DisplayName: "benchmark", RefillLowWater: int32(min(n, pool.MaxRefillLowWater)),
-		RefillBatchSize: int32(min(n, pool.MaxRefillBatchSize)),
-	}}); err != nil {
+	p := &dispenserv1.Pool{Id: id, DisplayName: "benchmark"}
+	if stage {
+		p.RefillLowWater, p.RefillBatchSize = int32(min(n, pool.MaxRefillLowWater)), int32(min(n, pool.MaxRefillBatchSize))
+	}
+	if _, err := call(a, ctx, admin.CreatePool, &dispenserv1.CreatePoolRequest{Pool: p}); err != nil {
 		return err
 	}
 	pr, pw := io.Pipe()

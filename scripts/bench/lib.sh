@@ -1,0 +1,67 @@
+# Shared by the benchmark scripts (sourced): a private PostgreSQL cluster with
+# stock settings, and CPU accounting by process from /proc/<pid>/stat.
+#
+# After sourcing: $pg is the private cluster's URL prefix (no database).
+
+bench_pg_port="${BENCH_PG_PORT:-25432}"
+pg="postgres://postgres@127.0.0.1:$bench_pg_port"
+
+# bench_cluster starts the private cluster under .dev/postgres (initdb on
+# first use, stock settings, autovacuum on) unless it answers.
+bench_cluster() {
+	DISPENSER_DATABASE_URL="$pg/postgres?sslmode=disable" "$root/scripts/services.sh"
+}
+
+# bench_fresh_db NAME drops and creates a database on the private cluster.
+bench_fresh_db() {
+	PGOPTIONS="-c client_min_messages=warning" psql "$pg/postgres?sslmode=disable" -q \
+		-c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+}
+
+# ticks PID: CPU ticks (user + system) a live process has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# pg_ticks: CPU ticks of the private cluster: the postmaster, its live
+# children and the children that exited.
+pg_ticks() {
+	local pm total c
+	pm="$(head -1 "$root/.dev/postgres/postmaster.pid")"
+	total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
+	for c in $(pgrep -P "$pm"); do total=$((total + $(ticks "$c"))); done
+	echo "$total"
+}
+
+redis_pid="$(pgrep -x redis-server | head -1)"
+hz="$(getconf CLK_TCK)"
+
+# cpu_mark SERVER_PID: prints "server postgres redis" ticks now (server 0 if
+# none).
+cpu_mark() {
+	local s=0
+	[[ -n "${1:-}" ]] && s=$(ticks "$1")
+	echo "$s $(pg_ticks) $(ticks "$redis_pid")"
+}
+
+# client_cpu CMD...: runs CMD, prints its stdout, and writes the CPU seconds
+# it and its children used to the file in $client_cpu_file.
+client_cpu() {
+	python3 - "$client_cpu_file" "$@" <<'EOF'
+import resource, subprocess, sys
+out, cmd = sys.argv[1], sys.argv[2:]
+rc = subprocess.run(cmd).returncode
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(out, "w").write(f"{r.ru_utime + r.ru_stime}\n")
+sys.exit(rc)
+EOF
+}
+
+# cpu_report LABEL CALLS BEFORE AFTER CLIENT_SECONDS: CPU per call by process.
+cpu_report() {
+	python3 - "$@" "$hz" <<'EOF'
+import sys
+label, calls, before, after, client, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), float(sys.argv[5]), int(sys.argv[6])
+d = [(int(a) - int(b)) / hz * 1e6 / calls for a, b in zip(after, before)]
+print(f"{label}: CPU per call µs: server {d[0]:.0f}, postgres {d[1]:.0f}, redis {d[2]:.0f}, "
+      f"server side total {sum(d):.0f}; client {client * 1e6 / calls:.0f}")
+EOF
+}
