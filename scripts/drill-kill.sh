@@ -56,7 +56,10 @@ bin/dispenserctl pools create drill --limit 1 --low-water 100000 --batch-size 10
 # head closes the pipe once it has its lines: tr's SIGPIPE is expected.
 (tr -dc 'A-HJ-NP-Z2-9' </dev/urandom | fold -w 16 | head -n "$codes" >.dev/drill-codes.txt) || true
 [[ $(wc -l <.dev/drill-codes.txt) -eq $codes ]]
-bin/dispenserctl import --pool drill .dev/drill-codes.txt 2>/dev/null | head -1
+# The summary's first line only (no `| head`: under pipefail, the import's
+# remaining lines would meet a closed pipe).
+summary="$(bin/dispenserctl import --pool drill .dev/drill-codes.txt 2>/dev/null)"
+echo "${summary%%$'\n'*}"
 bin/dispenserctl jobs run refill --pool drill >/dev/null
 
 echo "drill: $claims calls, $kills kill -9 of the server, one every ${every}s"

@@ -52,7 +52,8 @@ bin/dispenserctl pools get demo >/dev/null 2>&1 ||
 if [[ ! -s .dev/demo-codes.txt ]]; then
 	for i in $(seq -w 1 10000); do echo "DEMO-$i-$RANDOM$RANDOM"; done >.dev/demo-codes.txt
 fi
-bin/dispenserctl import --pool demo .dev/demo-codes.txt 2>/dev/null | head -1
+summary="$(bin/dispenserctl import --pool demo .dev/demo-codes.txt 2>/dev/null)"
+echo "${summary%%$'\n'*}"
 
 cat <<MSG
 
