@@ -8,7 +8,8 @@
 #      settings and nothing staged (refill must keep up); audited.
 #   2. ghz (pinned in tools/ghz): CLAIMS ClaimCode calls, unique request and
 #      user ids, CONCURRENCY callers, on a pool with default settings and
-#      CODES codes imported.
+#      CODES codes imported; then DURATION (60s) of the same on a fresh pool
+#      of twice the codes, to compare the first and last 10 seconds.
 #   3. the classic claim (scripts/bench/classic.sql) under pgbench, 32
 #      clients, prepared statements, CLAIMS transactions, on its own tables with CODES codes, in
 #      the same cluster; its pick's plan is checked to use the partial index.
@@ -23,7 +24,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
-calls="${CLAIMS:-60000}" conc="${CONCURRENCY:-64}" codes="${CODES:-300000}"
+calls="${CLAIMS:-60000}" conc="${CONCURRENCY:-64}" codes="${CODES:-300000}" duration="${DURATION:-60s}"
 port="${BENCH_PORT:-28091}" metrics_port="${BENCH_METRICS_PORT:-29491}"
 work="$root/.dev/bench-claims"
 mkdir -p "$work"
@@ -67,16 +68,19 @@ fallbacks() {
 # codes_file N FILE: N random 16-hex-digit codes.
 codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$2"; }
 
-# ghz_run LABEL POOL N: N ClaimCode calls with unique ids; prints the figures.
+# ghz_run LABEL POOL N|DURATION: N ClaimCode calls (or calls for DURATION,
+# e.g. 60s) with unique ids; prints the figures.
 ghz_run() {
-	local label="$1" poolid="$2" n="$3" before after f0
+	local label="$1" poolid="$2" amount=(-n "$3") n before after f0
+	[[ "$3" == *s ]] && amount=(-z "$3")
 	f0=$(fallbacks)
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
 		-m "{\"authorization\":\"Bearer $DISPENSER_KEY\"}" \
 		-d "{\"pool_id\":\"$poolid\",\"user_id\":\"u{{.RequestNumber}}\",\"request_id\":\"r{{.RequestNumber}}\"}" \
-		-c "$conc" -n "$n" -O json "127.0.0.1:$port" >"$work/$poolid.json"
+		-c "$conc" "${amount[@]}" -O json "127.0.0.1:$port" >"$work/$poolid.json"
 	after=$(cpu_mark "$pid")
+	n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['count'])" "$work/$poolid.json")
 	python3 - "$label" "$work/$poolid.json" "$(($(fallbacks) - f0))" <<'EOF'
 import json, sys
 label, path, fb = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -124,6 +128,13 @@ bin/dispenserctl pools create ghz >/dev/null
 bin/dispenserctl import --pool ghz "$work/codes.txt" >/dev/null
 ghz_run "ghz" ghz "$calls"
 bin/dispenserctl audit --pool ghz --database-url "$DISPENSER_DATABASE_URL" | tail -1
+# Twice the codes: the run must not sell out, or its last seconds measure
+# the sell-out, not decay.
+codes_file $((2 * codes)) "$work/codes-long.txt"
+bin/dispenserctl pools create ghz-long >/dev/null
+bin/dispenserctl import --pool ghz-long "$work/codes-long.txt" >/dev/null
+ghz_run "ghz, $duration" ghz-long "$duration"
+bin/dispenserctl audit --pool ghz-long --database-url "$DISPENSER_DATABASE_URL" | tail -1
 stop
 
 echo "== 3. classic claim, pgbench -c 32"
