@@ -23,21 +23,36 @@ var claimFallbackSQL string
 type Fallback struct {
 	db         *pgxpool.Pool
 	refusalTTL time.Duration
+	// slots bounds the claims in Postgres at once: past a few, concurrent
+	// SKIP LOCKED scans mostly step over each other's locked rows.
+	slots chan struct{}
 	// after remembers, per pool, the id of the last code claimed: the next
 	// scan starts past the dead index entries claimed rows leave behind.
 	mu    sync.Mutex
 	after map[string]int64
 }
 
+// FallbackConcurrencyDefault is how many fallback claims run in Postgres at
+// once, per process, by default.
+const FallbackConcurrencyDefault = 8
+
 // NewFallback returns the Postgres allocator. Refusals it decides are kept
-// for refusalTTL (default RefusalTTLDefault).
-func NewFallback(db *pgxpool.Pool, refusalTTL time.Duration) *Fallback {
-	return &Fallback{db: db, refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault), after: map[string]int64{}}
+// for refusalTTL (default RefusalTTLDefault); at most concurrency claims run
+// at once (default FallbackConcurrencyDefault), the others queue.
+func NewFallback(db *pgxpool.Pool, refusalTTL time.Duration, concurrency int) *Fallback {
+	return &Fallback{db: db, refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault), after: map[string]int64{},
+		slots: make(chan struct{}, cmp.Or(concurrency, FallbackConcurrencyDefault))}
 }
 
 // Claim implements Allocator. The pool's settings are read inside the
 // transaction, so p is not needed beyond the request's pool id.
 func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result, error) {
+	select {
+	case f.slots <- struct{}{}:
+		defer func() { <-f.slots }()
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
 	f.mu.Lock()
 	after := f.after[req.PoolID]
 	f.mu.Unlock()

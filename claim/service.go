@@ -57,6 +57,9 @@ type Config struct {
 	// commit a claim; after it, a retry is decided afresh. It must outlast
 	// the slowest group commit. Defaults to RefusalTTLDefault.
 	RefusalTTL time.Duration
+	// FallbackConcurrency bounds the fallback claims in Postgres at once in
+	// this process; defaults to FallbackConcurrencyDefault.
+	FallbackConcurrency int
 	// FallbackOnly serves every claim from Postgres, never from Redis: the
 	// same promises, Postgres-bound throughput. For benchmarks and for running
 	// without Redis on purpose.
@@ -97,7 +100,7 @@ func NewService(cfg Config) *Service {
 		db:       cfg.DB,
 		pools:    pool.NewStore(cfg.DB),
 		redis:    NewRedisAllocator(rc),
-		fallback: NewFallback(cfg.DB, rc.RefusalTTL),
+		fallback: NewFallback(cfg.DB, rc.RefusalTTL, cfg.FallbackConcurrency),
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,
 		cacheTTL: cmp.Or(cfg.PoolCacheTTL, time.Second),
