@@ -18,10 +18,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 rev="${1:?usage: scripts/bench-ab.sh REV}"
 runs="${RUNS:-3}" claims="${CLAIMS:-20000}" conc="${CONCURRENCY:-64}"
-port="${BENCH_PG_PORT:-25432}"
-pg="postgres://postgres@127.0.0.1:$port"
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 export DISPENSER_DATABASE_URL="$pg/dispenser_ab?sslmode=disable"
-DISPENSER_DATABASE_URL="$pg/postgres?sslmode=disable" scripts/services.sh
+bench_cluster
 
 work="$root/.dev/ab"
 rm -rf "$work" && mkdir -p "$work/a" "$work/b"
@@ -35,22 +35,10 @@ cleanup() {
 	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
 	redis-cli --scan --pattern "bench-ab:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
 }
-# ticks of a process, and of all its (live and exited) children for Postgres
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-pg_ticks() {
-	local pm total
-	pm="$(head -1 "$root/.dev/postgres/postmaster.pid")"
-	total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
-	for c in $(pgrep -P "$pm"); do total=$((total + $(ticks "$c" 2>/dev/null || echo 0))); done
-	echo "$total"
-}
-redis_pid="$(pgrep -x redis-server | head -1)"
-hz="$(getconf CLK_TCK)"
-
 run_one() { # label bindir [dispenserd flags...]
 	local label="$1" bin="$2"
 	shift 2
-	PGOPTIONS="-c client_min_messages=warning" psql "$pg/postgres?sslmode=disable" -qc "DROP DATABASE IF EXISTS dispenser_ab" -c "CREATE DATABASE dispenser_ab" >/dev/null
+	bench_fresh_db dispenser_ab
 	"$bin/dispenserd" migrate --log-format text >/dev/null 2>&1
 	local key
 	key="$("$bin/dispenserd" keys create --role admin 2>/dev/null)"
@@ -89,7 +77,7 @@ print(f"{label:8} {line['claims_per_s']:8.0f} calls/s  p50 {line['p50_ms']:6.1f}
 EOF
 }
 
-echo "A = $(git rev-parse --short "$rev") ${A_ARGS:-}, B = working tree ${B_ARGS:-}; $claims calls, $conc callers, 10% replays; PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$port"
+echo "A = $(git rev-parse --short "$rev") ${A_ARGS:-}, B = working tree ${B_ARGS:-}; $claims calls, $conc callers, 10% replays; PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$bench_pg_port"
 for i in $(seq 1 "$runs"); do
 	# shellcheck disable=SC2086 # flags split on spaces on purpose
 	run_one "A run $i" "$work/a" ${A_ARGS:-}
