@@ -228,3 +228,47 @@ func TestVoidCodesWhileStaged(t *testing.T) {
 	require.True(t, stats.GetStats().GetBalanced())
 	require.EqualValues(t, 3, stats.GetStats().GetVoid())
 }
+
+// Over the API: a request id another user holds is AlreadyExists with
+// REQUEST_ID_REUSED, revealing nothing; GetClaim with user_id says the same;
+// a caller's "prize:<id>" is an ordinary request id, and a prize's claim
+// lists with its prize_id and no request id.
+func TestRequestIDReusedOverTheAPI(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.fill(t, &dispenserv1.Pool{Id: "p1", PerUserLimit: 2}, 10)
+
+	alice, err := b.claimCode("alice", "order-77")
+	require.NoError(t, err)
+	for range 2 {
+		resp, err := b.claimCode("eve", "order-77")
+		requireStatus(t, err, codes.AlreadyExists, dispenser.ReasonRequestReused, "")
+		require.Nil(t, resp)
+		require.NotContains(t, err.Error(), alice.GetClaim().GetCode())
+		require.NotContains(t, err.Error(), "alice")
+	}
+	_, err = b.claim.GetClaim(ctx, &dispenserv1.GetClaimRequest{PoolId: "p1", RequestId: "order-77", UserId: "eve"})
+	requireStatus(t, err, codes.AlreadyExists, dispenser.ReasonRequestReused, "")
+	got, err := b.claim.GetClaim(ctx, &dispenserv1.GetClaimRequest{PoolId: "p1", RequestId: "order-77", UserId: "alice"})
+	require.NoError(t, err)
+	require.Equal(t, alice.GetClaim().GetCode(), got.GetClaim().GetCode())
+	_, err = b.claim.GetClaim(ctx, &dispenserv1.GetClaimRequest{PoolId: "p1", RequestId: "order-77", UserId: "bad\x01user"})
+	requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "user_id")
+
+	// A refused request id is its user's too.
+	_, err = b.claimCode("alice", "order-78")
+	require.NoError(t, err)
+	_, err = b.claimCode("alice", "order-79")
+	requireStatus(t, err, codes.FailedPrecondition, dispenser.ReasonUserLimit, "")
+	_, err = b.claimCode("mallory", "order-79")
+	requireStatus(t, err, codes.AlreadyExists, dispenser.ReasonRequestReused, "")
+
+	// Prize ids: the reserved form is refused, "prize:1" is a caller's own.
+	_, err = b.claimCode("mallory", "\x01prize:1")
+	requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "request_id")
+	own, err := b.claimCode("mallory", "prize:1")
+	require.NoError(t, err)
+	require.Equal(t, "prize:1", own.GetClaim().GetRequestId())
+	require.Empty(t, own.GetClaim().GetPrizeId())
+}
