@@ -26,10 +26,11 @@ type ahead struct {
 	// urgent coalesces the refills of claims that found the list empty.
 	urgent singleflight.Group
 
+	rates sync.Map // pool id -> *drain: pops per pool, for sizing; read on every pop
+
 	mu      sync.Mutex
-	running map[string]bool   // pools with a background refill here
-	rates   map[string]*drain // pops per pool, for sizing
-	ctx     context.Context   // ends at Stop
+	running map[string]bool // pools with a background refill here
+	ctx     context.Context // ends at Stop
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -56,7 +57,7 @@ type drain struct {
 
 func newAhead(s *Service) *ahead {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &ahead{svc: s, running: map[string]bool{}, rates: map[string]*drain{}, ctx: ctx, cancel: cancel}
+	return &ahead{svc: s, running: map[string]bool{}, ctx: ctx, cancel: cancel}
 }
 
 // stop cancels background refills and waits for them.
@@ -66,14 +67,11 @@ func (a *ahead) stop() {
 }
 
 func (a *ahead) drainOf(poolID string) *drain {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	d, ok := a.rates[poolID]
-	if !ok {
-		d = &drain{at: time.Now()}
-		a.rates[poolID] = d
+	if d, ok := a.rates.Load(poolID); ok {
+		return d.(*drain)
 	}
-	return d
+	d, _ := a.rates.LoadOrStore(poolID, &drain{at: time.Now()})
+	return d.(*drain)
 }
 
 // perSecond updates and returns the pool's smoothed drain rate.

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -192,11 +194,34 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue("[code]") }
 // the string itself).
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"[code]"`), nil }
 
-// storedClaim is the Claim of a stored row: a prize's reserved request id
-// becomes PrizeID, so it never reaches a caller as a request id.
-func storedClaim(poolID, requestID, userID string) Claim {
+// claimRow holds the columns every claim query and claim function answers
+// a claim with, in this order: code_id, code, expires_at, claimed_at. They
+// are NULL where nothing was claimed.
+type claimRow struct {
+	codeID             pgtype.Int8
+	code               pgtype.Text
+	expires, claimedAt pgtype.Timestamptz
+}
+
+// dest returns the row's Scan destinations, in column order.
+func (r *claimRow) dest() []any { return []any{&r.codeID, &r.code, &r.expires, &r.claimedAt} }
+
+// claim is the row as the Claim of request requestID of userID in poolID.
+// A prize's reserved request id becomes PrizeID, so it never reaches a
+// caller as a request id.
+func (r claimRow) claim(poolID, requestID, userID string) Claim {
+	c := Claim{PoolID: poolID, RequestID: requestID, UserID: userID}
 	if id := prizeOf(requestID); id != 0 {
-		return Claim{PoolID: poolID, PrizeID: id, UserID: userID}
+		c.RequestID, c.PrizeID = "", id
 	}
-	return Claim{PoolID: poolID, RequestID: requestID, UserID: userID}
+	c.CodeID, c.Code, c.ExpiresAt, c.ClaimedAt = r.codeID.Int64, Secret(r.code.String), timeOrZero(r.expires), timeOrZero(r.claimedAt)
+	return c
+}
+
+// timeOrZero converts a nullable timestamp.
+func timeOrZero(t pgtype.Timestamptz) time.Time {
+	if t.Valid {
+		return t.Time
+	}
+	return time.Time{}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dispenserhq/dispenser/pool"
@@ -236,10 +235,8 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 		for rows.Next() {
 			var ord int
 			var out string
-			var codeID pgtype.Int8
-			var code pgtype.Text
-			var expires, claimedAt pgtype.Timestamptz
-			if err := rows.Scan(&ord, &out, &codeID, &code, &expires, &claimedAt); err != nil {
+			var row claimRow
+			if err := rows.Scan(append([]any{&ord, &out}, row.dest()...)...); err != nil {
 				rows.Close()
 				return err
 			}
@@ -248,10 +245,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 				return fmt.Errorf("row for item %d of %d", ord, n)
 			}
 			it := batch[ord-1]
-			cl := storedClaim(it.req.PoolID, it.req.RequestID, it.req.UserID)
-			cl.CodeID, cl.Code = codeID.Int64, Secret(code.String)
-			cl.ClaimedAt, cl.ExpiresAt = timeOrZero(claimedAt), timeOrZero(expires)
-			results[ord-1] = commitResult{outcome: outcome(out), claim: cl}
+			results[ord-1] = commitResult{outcome: outcome(out), claim: row.claim(it.req.PoolID, it.req.RequestID, it.req.UserID)}
 			seen++
 		}
 		rows.Close()

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dispenserhq/dispenser/pool"
@@ -58,11 +57,9 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	f.mu.Unlock()
 
 	var out string
-	var codeID pgtype.Int8
-	var code pgtype.Text
-	var expires, claimedAt pgtype.Timestamptz
+	var row claimRow
 	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after, req.startedAt(), f.refusalTTL).
-		Scan(&out, &codeID, &code, &expires, &claimedAt)
+		Scan(append([]any{&out}, row.dest()...)...)
 	if err != nil {
 		return Result{}, pool.WrapDBError("fallback claim", err)
 	}
@@ -76,8 +73,7 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	if o != outClaimed && o != outReplay {
 		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", out)
 	}
-	c := storedClaim(req.PoolID, req.RequestID, req.UserID)
-	c.CodeID, c.Code, c.ClaimedAt, c.ExpiresAt = codeID.Int64, Secret(code.String), claimedAt.Time, timeOrZero(expires)
+	c := row.claim(req.PoolID, req.RequestID, req.UserID)
 	if o == outReplay {
 		return Result{Claim: c, Replayed: true, Path: PathReplay}, nil
 	}
@@ -87,12 +83,4 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	}
 	f.mu.Unlock()
 	return Result{Claim: c, Path: PathFallback}, nil
-}
-
-// timeOrZero converts a nullable timestamp.
-func timeOrZero(t pgtype.Timestamptz) time.Time {
-	if t.Valid {
-		return t.Time
-	}
-	return time.Time{}
 }

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -132,9 +131,9 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			}
 			continue
 		case "limit", "reused":
-			res, held, err := a.settle(ctx, req, status == "limit")
-			if err != nil || res != nil {
-				return derefResult(res), err
+			res, decided, held, err := a.settle(ctx, req, status == "limit")
+			if err != nil || decided {
+				return res, err
 			}
 			if status == "reused" {
 				// Redis names another owner and Postgres has nothing for
@@ -197,40 +196,28 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 	return Result{}, errStagedEmpty
 }
 
-func derefResult(r *Result) Result {
-	if r == nil {
-		return Result{}
-	}
-	return *r
-}
-
-// settle asks Postgres about a request Redis would refuse. It returns the
-// answer when Postgres has one (the request's claim, or a refusal), or a
-// nil result and the user's claim count when nothing is decided. With
-// limit, a user at the pool's limit is refused (and the refusal recorded).
-func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (*Result, int64, error) {
+// settle asks Postgres about a request Redis would refuse. When Postgres
+// has the answer (the request's claim, or a refusal) it is returned with
+// decided true; otherwise held is the user's claim count. With limit, a
+// user at the pool's limit is refused (and the refusal recorded).
+func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (res Result, decided bool, held int64, err error) {
 	var out string
-	var codeID pgtype.Int8
-	var code pgtype.Text
-	var expires, claimedAt pgtype.Timestamptz
-	var held int64
-	err := a.db.QueryRow(ctx, settleSQL, req.PoolID, req.RequestID, req.UserID, limit, req.startedAt(), a.refusalTTL).
-		Scan(&out, &codeID, &code, &expires, &claimedAt, &held)
+	var row claimRow
+	err = a.db.QueryRow(ctx, settleSQL, req.PoolID, req.RequestID, req.UserID, limit, req.startedAt(), a.refusalTTL).
+		Scan(append(append([]any{&out}, row.dest()...), &held)...)
 	if err != nil {
-		return nil, 0, pool.WrapDBError("settle request", err)
+		return Result{}, true, 0, pool.WrapDBError("settle request", err)
 	}
 	switch o := outcome(out); o {
 	case outOpen:
-		return nil, held, nil
+		return Result{}, false, held, nil
 	case outReplay:
-		c := storedClaim(req.PoolID, req.RequestID, req.UserID)
-		c.CodeID, c.Code, c.ClaimedAt, c.ExpiresAt = codeID.Int64, Secret(code.String), claimedAt.Time, timeOrZero(expires)
-		return &Result{Claim: c, Replayed: true, Path: PathReplay}, held, nil
+		return Result{Claim: row.claim(req.PoolID, req.RequestID, req.UserID), Replayed: true, Path: PathReplay}, true, held, nil
 	default:
 		if err := o.refusal(); err != nil {
-			return nil, held, err
+			return Result{}, true, held, err
 		}
-		return nil, held, fmt.Errorf("settle request: unexpected outcome %q", out)
+		return Result{}, true, held, fmt.Errorf("settle request: unexpected outcome %q", out)
 	}
 }
 

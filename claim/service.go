@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -271,11 +270,10 @@ func (s *Service) GetClaim(ctx context.Context, poolID, requestID, userID string
 			return Claim{}, err
 		}
 	}
-	c := Claim{PoolID: poolID, RequestID: requestID}
-	var code string
-	var expires pgtype.Timestamptz
-	err := s.db.QueryRow(ctx, getClaimSQL, poolID, requestID).Scan(&c.UserID, &c.CodeID, &code, &expires, &c.ClaimedAt)
-	if err == nil && userID != "" && c.UserID != userID {
+	var owner string
+	var row claimRow
+	err := s.db.QueryRow(ctx, getClaimSQL, poolID, requestID).Scan(append([]any{&owner}, row.dest()...)...)
+	if err == nil && userID != "" && owner != userID {
 		return Claim{}, ErrRequestReused
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -287,8 +285,7 @@ func (s *Service) GetClaim(ctx context.Context, poolID, requestID, userID string
 	if err != nil {
 		return Claim{}, pool.WrapDBError("get claim", err)
 	}
-	c.Code, c.ExpiresAt = Secret(code), timeOrZero(expires)
-	return c, nil
+	return row.claim(poolID, requestID, owner), nil
 }
 
 // ListUserClaims returns a user's claims in a pool, in claim order.
@@ -307,12 +304,10 @@ func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]
 		return nil, pool.WrapDBError("list user claims", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claim, error) {
-		var requestID, code string
-		var c Claim
-		var expires pgtype.Timestamptz
-		err := row.Scan(&requestID, &c.CodeID, &code, &expires, &c.ClaimedAt)
-		c = withRow(storedClaim(poolID, requestID, userID), c.CodeID, code, expires, c.ClaimedAt)
-		return c, err
+		var requestID string
+		var r claimRow
+		err := row.Scan(append([]any{&requestID}, r.dest()...)...)
+		return r.claim(poolID, requestID, userID), err
 	})
 	if err != nil {
 		return nil, pool.WrapDBError("list user claims", err)
@@ -347,15 +342,13 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 		var page []Claim
 		var lastID int64
 		for rows.Next() {
-			var requestID, userID, code string
-			var codeID int64
-			var claimedAt time.Time
-			var expires pgtype.Timestamptz
-			if err := rows.Scan(&lastID, &requestID, &userID, &codeID, &code, &expires, &claimedAt); err != nil {
+			var requestID, userID string
+			var r claimRow
+			if err := rows.Scan(append([]any{&lastID, &requestID, &userID}, r.dest()...)...); err != nil {
 				rows.Close()
 				return pool.WrapDBError("export claims", err)
 			}
-			page = append(page, withRow(storedClaim(poolID, requestID, userID), codeID, code, expires, claimedAt))
+			page = append(page, r.claim(poolID, requestID, userID))
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -372,10 +365,4 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 		}
 		afterAt, afterID = page[len(page)-1].ClaimedAt, lastID
 	}
-}
-
-// withRow fills a stored claim's code and times.
-func withRow(c Claim, codeID int64, code string, expires pgtype.Timestamptz, claimedAt time.Time) Claim {
-	c.CodeID, c.Code, c.ExpiresAt, c.ClaimedAt = codeID, Secret(code), timeOrZero(expires), claimedAt
-	return c
 }

@@ -45,7 +45,7 @@ func (s *Server) CreatePool(ctx context.Context, req *dispenserv1.CreatePoolRequ
 		return nil, statusError(ctx, s.log, err)
 	}
 	if err := s.checkWebhook(in.WebhookURL); err != nil {
-		return nil, err
+		return nil, statusError(ctx, s.log, err)
 	}
 	p, err := s.pools.CreatePool(ctx, in)
 	if err != nil {
@@ -76,7 +76,7 @@ func (s *Server) UpdatePool(ctx context.Context, req *dispenserv1.UpdatePoolRequ
 		if p.WebhookURL == before {
 			return nil // an older URL is checked again at delivery
 		}
-		return s.checkWebhookField(p.WebhookURL)
+		return s.checkWebhook(p.WebhookURL)
 	})
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
@@ -232,13 +232,6 @@ func (s *Server) VoidCodes(ctx context.Context, req *dispenserv1.VoidCodesReques
 // checkWebhook refuses a webhook URL that would send codes in clear (see
 // webhook.CheckURL), naming the field.
 func (s *Server) checkWebhook(u string) error {
-	if err := s.checkWebhookField(u); err != nil {
-		return statusError(context.Background(), s.log, err)
-	}
-	return nil
-}
-
-func (s *Server) checkWebhookField(u string) error {
 	if u == "" {
 		return nil
 	}
