@@ -28,7 +28,11 @@ type CommitterConfig struct {
 	// MaxWait is how long the first claim of a batch waits for others to
 	// join it; default 1ms. Under load batches fill before that.
 	MaxWait time.Duration
-	// MaxInFlight is how many batches may commit at once; default 4.
+	// MaxInFlight is how many batches may commit at once; default 1. On a
+	// small machine concurrent batches mostly contend for the same index
+	// pages and the WAL: at 2 and 4 Postgres spent about 10% more CPU per
+	// claim than at 1, at 8 about 2.5 times as much (docs/BENCHMARKS.md);
+	// one batch in flight grows to whatever queued meanwhile.
 	MaxInFlight int
 	// CommitTimeout bounds one batch transaction; default 10s.
 	CommitTimeout time.Duration
@@ -64,8 +68,11 @@ type committer struct {
 	db   *pgxpool.Pool
 	cfg  CommitterConfig
 	in   chan *commitItem
-	sem  chan struct{}
-	wg   sync.WaitGroup
+	// batches carries full batches to MaxInFlight flusher goroutines: they
+	// live as long as the committer, so their stacks, grown once by pgx,
+	// are not grown again for every batch.
+	batches chan []*commitItem
+	wg      sync.WaitGroup
 	stop chan struct{}
 	once sync.Once
 	done chan struct{}
@@ -74,11 +81,18 @@ type committer struct {
 func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 256)
 	cfg.MaxWait = cmp.Or(cfg.MaxWait, time.Millisecond)
-	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 4)
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 1)
 	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, 10*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	c := &committer{db: db, cfg: cfg, in: make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
-		sem: make(chan struct{}, cfg.MaxInFlight), stop: make(chan struct{}), done: make(chan struct{})}
+		batches: make(chan []*commitItem), stop: make(chan struct{}), done: make(chan struct{})}
+	for range cfg.MaxInFlight {
+		c.wg.Go(func() {
+			for batch := range c.batches {
+				c.flush(batch)
+			}
+		})
+	}
 	go c.loop()
 	return c
 }
@@ -121,8 +135,9 @@ func (c *committer) loop() {
 		select {
 		case first = <-c.in:
 		case <-c.stop:
-			c.drain()
+			close(c.batches)
 			c.wg.Wait()
+			c.drain()
 			return
 		}
 		batch := []*commitItem{first}
@@ -137,11 +152,7 @@ func (c *committer) loop() {
 			}
 		}
 		timer.Stop()
-		c.sem <- struct{}{}
-		c.wg.Go(func() {
-			defer func() { <-c.sem }()
-			c.flush(batch)
-		})
+		c.batches <- batch
 	}
 }
 
@@ -191,14 +202,17 @@ func (c *committer) flush(batch []*commitItem) {
 		}
 		return
 	}
+	// Answer first: the claims are durable, and clearing their ledger
+	// entries is housekeeping (an entry left behind is one the reconciler
+	// finds committed and drops).
+	for i, it := range batch {
+		it.done <- results[i]
+	}
 	if c.cfg.OnCommitted != nil {
 		c.cfg.OnCommitted(batch)
 	}
 	if c.cfg.OnBatch != nil {
 		c.cfg.OnBatch(len(batch))
-	}
-	for i, it := range batch {
-		it.done <- results[i]
 	}
 }
 

@@ -242,13 +242,23 @@ func (a *RedisAllocator) release(ctx context.Context, poolID string, req Request
 	}
 }
 
-// clearLedger removes committed entries from the in-flight ledgers.
+// clearLedger removes committed entries from the in-flight ledgers: one ZREM
+// per pool of the batch (the batch is sorted by pool).
 func (a *RedisAllocator) clearLedger(batch []*commitItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	pipe := a.rdb.Pipeline()
-	for _, it := range batch {
-		pipe.ZRem(ctx, a.keys.InFlight(it.req.PoolID), it.entry)
+	for start := 0; start < len(batch); {
+		end := start + 1
+		for end < len(batch) && batch[end].req.PoolID == batch[start].req.PoolID {
+			end++
+		}
+		entries := make([]any, 0, end-start)
+		for _, it := range batch[start:end] {
+			entries = append(entries, it.entry)
+		}
+		pipe.ZRem(ctx, a.keys.InFlight(batch[start].req.PoolID), entries...)
+		start = end
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		a.log.Warn("clearing the in-flight ledger failed; the reconciler will clear it", "err", err)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"time"
 
@@ -263,8 +262,12 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: maxConnectionIdle}),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		// Calls run on reused workers, whose stacks have already grown,
-		// instead of a new goroutine each.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// instead of a new goroutine each (whose stack the claim path
+		// grows, copying it, on every call). A worker is busy for the whole
+		// call, and claims wait for their group commit, so there are as
+		// many as the calls usually in flight; beyond that gRPC starts a
+		// goroutine per call.
+		grpc.NumStreamWorkers(streamWorkers),
 		grpc.ChainUnaryInterceptor(
 			accessLog,
 			recovery.UnaryServerInterceptor(recoverOpts...),
@@ -276,6 +279,10 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	}, opts...)
 	return grpc.NewServer(opts...)
 }
+
+// streamWorkers is how many gRPC workers serve calls: idle ones cost only
+// their stacks.
+const streamWorkers = 256
 
 // claimCodeMethod is the hot path's full method name.
 const claimCodeMethod = "/dispenser.v1.ClaimService/ClaimCode"

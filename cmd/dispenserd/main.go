@@ -113,7 +113,7 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
 	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxBatch, "commit-max-batch", 256, "most claims per group commit")
 	f.DurationVar(&cfg.Claims.RedisAllocator.Commit.MaxWait, "commit-max-wait", time.Millisecond, "how long a group commit waits to fill")
-	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxInFlight, "commit-max-in-flight", 4, "group commits in flight at once")
+	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxInFlight, "commit-max-in-flight", 1, "group commits in flight at once")
 	f.DurationVar(&cfg.Claims.RedisAllocator.ReplayTTL, "replay-ttl", 24*time.Hour, "how long Redis keeps replay records (Postgres keeps claims forever)")
 	f.DurationVar(&cfg.Claims.RefusalTTL, "refusal-ttl", claim.RefusalTTLDefault,
 		"how long a USER_LIMIT_REACHED or POOL_EXHAUSTED answer is kept for copies of its request that started before it")
