@@ -65,17 +65,17 @@ type commitResult struct {
 // committer persists popped codes in group commits: concurrent claims share
 // one transaction and one fsync, and each gets its own outcome.
 type committer struct {
-	db   *pgxpool.Pool
-	cfg  CommitterConfig
-	in   chan *commitItem
+	db  *pgxpool.Pool
+	cfg CommitterConfig
+	in  chan *commitItem
 	// batches carries full batches to MaxInFlight flusher goroutines: they
 	// live as long as the committer, so their stacks, grown once by pgx,
 	// are not grown again for every batch.
 	batches chan []*commitItem
 	wg      sync.WaitGroup
-	stop chan struct{}
-	once sync.Once
-	done chan struct{}
+	stop    chan struct{}
+	once    sync.Once
+	done    chan struct{}
 }
 
 func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
