@@ -1,4 +1,4 @@
-// Package claim hands codes to users, keeping the promises of DESIGN.md
+// Package claim hands codes to users, keeping the promises of docs/DESIGN.md
 // whatever happens to Redis, Postgres or the server. Two allocators answer
 // the same contract (Allocator): the Redis allocator (one Lua script, then a
 // group commit to Postgres) and the Postgres fallback (one SKIP LOCKED

@@ -1,6 +1,6 @@
 -- Dispenser schema. Postgres is the source of truth: the constraints here, not
 -- only the Go code, keep promises 1 (no double issue), 2 (nothing lost),
--- 4 (idempotent) and 5 (per-user limit) of DESIGN.md.
+-- 4 (idempotent) and 5 (per-user limit) of docs/DESIGN.md.
 
 -- Pool ids go into Redis keys as the hash tag, so braces are impossible.
 CREATE TABLE pools (

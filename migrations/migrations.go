@@ -1,7 +1,9 @@
 // Package migrations holds the database schema as numbered SQL files and
-// applies them with tern. Every replica may call Migrate at start-up: tern
-// takes a Postgres advisory lock, so replicas that boot together apply each
-// migration once, each in its own transaction with its version row.
+// applies them with tern, then the claim functions from functions.sql. Every
+// replica may call Migrate at start-up: tern takes a Postgres advisory lock,
+// so replicas that boot together apply each migration once, each in its own
+// transaction with its version row; functions.sql is applied under an
+// advisory lock of its own, every time.
 package migrations
 
 import (
@@ -15,6 +17,16 @@ import (
 
 //go:embed *.sql
 var files embed.FS
+
+// functionsSQL is the current body of every claim function, applied with
+// CREATE OR REPLACE after the numbered migrations (see its header).
+//
+//go:embed functions.sql
+var functionsSQL string
+
+// functionsLock is the advisory lock key under which functions.sql is
+// applied, so that replicas starting together apply it one after another.
+const functionsLock = 0x64697370_66756e63 // "dispfunc"
 
 // VersionTable records the applied schema version. It lives in the
 // connection's current schema, so a test can own a whole schema.
@@ -36,6 +48,9 @@ func Migrate(ctx context.Context, conn *pgx.Conn) (from, to int32, err error) {
 	if err := m.Migrate(ctx); err != nil {
 		return from, 0, fmt.Errorf("migrate from version %d: %w", from, err)
 	}
+	if err := applyFunctions(ctx, conn); err != nil {
+		return from, 0, err
+	}
 	if to, err = m.GetCurrentVersion(ctx); err != nil {
 		return from, 0, fmt.Errorf("read schema version: %w", err)
 	}
@@ -49,4 +64,20 @@ func Latest() (int32, error) {
 		return 0, fmt.Errorf("find migrations: %w", err)
 	}
 	return int32(len(names)), nil
+}
+
+// applyFunctions creates or replaces the claim functions in one transaction.
+func applyFunctions(ctx context.Context, conn *pgx.Conn) error {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(functionsLock)); err != nil {
+			return err
+		}
+		// The simple protocol: the file holds many statements.
+		_, err := tx.Exec(ctx, functionsSQL, pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("apply functions.sql: %w", err)
+	}
+	return nil
 }

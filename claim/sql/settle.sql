@@ -2,4 +2,4 @@
 -- $3, whether to decide the user's limit $4, attempt start $5, refusals kept
 -- for $6. See dispenser_settle.
 SELECT outcome, code_id, code, expires_at, claimed_at, held
-FROM dispenser_settle($1, $2, $3, $4, $5, $6)
+FROM dispenser_settle_v1($1, $2, $3, $4, $5, $6)

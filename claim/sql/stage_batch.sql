@@ -3,10 +3,11 @@
 -- fallback claim; the UPDATE is bounded by what the CTE picked (PostgreSQL bug
 -- #15715: an IN (subquery ... SKIP LOCKED LIMIT n) can update more than n).
 -- Codes that expire within a minute are left for the expiry sweep. The row
--- comparison keeps the planner on codes_available_idx (see plan_test.go).
+-- comparisons keep the planner on the pool's range of codes_available_idx
+-- (see plan_test.go).
 WITH picked AS (
     SELECT id FROM codes
-    WHERE pool_id = $1 AND state = 'available' AND (pool_id, id) > ($1, 0)
+    WHERE state = 'available' AND (pool_id, id) > ($1, 0) AND (pool_id, id) <= ($1, 9223372036854775807)
       AND (expires_at IS NULL OR expires_at > now() + interval '1 minute')
     ORDER BY pool_id, id
     LIMIT $3

@@ -1,0 +1,378 @@
+-- The claim functions: their current bodies, and the only place to read or
+-- change them. Migrate applies this file after the numbered migrations, every
+-- time, with CREATE OR REPLACE, so a replica that starts always finds the
+-- bodies it was built with.
+--
+-- Versions. Every name ends in _vN, the version of its contract (arguments,
+-- outcomes, what it writes):
+--   - a change that keeps the contract (a faster plan, a fix) edits the body
+--     here; replicas of the same version that are still running call the
+--     new body, which answers them as before;
+--   - a change of contract copies the function to the next _vN here and the
+--     Go code calls the new name; the old one stays in the database, so old
+--     and new replicas run side by side during a rolling deploy, until a
+--     numbered migration drops it (not before every replica runs the new
+--     version).
+-- Migrations 002 and 005 created the same functions without a suffix; the
+-- replicas that call those names keep working until a migration drops them.
+--
+-- Outcomes are the words of the outcome type in claim/claim.go.
+
+-- The advisory lock key of a request. Pool ids cannot hold '/', so the
+-- joined text names one (pool, request) pair.
+CREATE OR REPLACE FUNCTION dispenser_request_lock_v1(p_pool text, p_request text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT hashtextextended(p_pool || '/' || p_request, 0)
+$$;
+
+-- dispenser_refuse_v1 records a definite refusal of a request (the caller holds
+-- its lock and found neither a claim nor a live refusal). A refusal-only
+-- transaction commits without waiting for its WAL flush: losing the last
+-- refusals in a Postgres crash only lets a later copy be decided afresh.
+CREATE OR REPLACE FUNCTION dispenser_refuse_v1(p_pool text, p_request text, p_user text, p_reason text, p_ttl interval)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO refusals (pool_id, request_id, user_id, reason, expires_at)
+    VALUES (p_pool, p_request, p_user, p_reason, now() + p_ttl)
+    ON CONFLICT (pool_id, request_id) DO UPDATE
+    SET user_id = EXCLUDED.user_id, reason = EXCLUDED.reason,
+        refused_at = EXCLUDED.refused_at, expires_at = EXCLUDED.expires_at
+$$;
+
+-- dispenser_recorded_v1 answers a request from what Postgres already holds for
+-- it: its claim or its live refusal. Outcomes: 'replay' (the claim, same
+-- user), 'limit' or 'exhausted' (the refusal, same user, when it binds this
+-- attempt, started at p_started), 'reused' (either, another user: nothing of
+-- it is returned), or NULL when nothing binds this attempt.
+CREATE OR REPLACE FUNCTION dispenser_recorded_v1(p_pool text, p_request text, p_user text, p_started timestamptz,
+                                   OUT outcome text, OUT code_id bigint, OUT code text,
+                                   OUT expires_at timestamptz, OUT claimed_at timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT c.user_id, c.code_id, c.claimed_at, k.code, k.expires_at AS code_expires INTO r
+    FROM claims c JOIN codes k ON k.id = c.code_id
+    WHERE c.pool_id = p_pool AND c.request_id = p_request;
+    IF FOUND THEN
+        IF r.user_id <> p_user THEN
+            outcome := 'reused';
+        ELSE
+            outcome := 'replay';
+            code_id := r.code_id; code := r.code; expires_at := r.code_expires; claimed_at := r.claimed_at;
+        END IF;
+        RETURN;
+    END IF;
+    SELECT f.user_id, f.reason, f.refused_at INTO r FROM refusals f
+    WHERE f.pool_id = p_pool AND f.request_id = p_request AND f.expires_at > now();
+    IF FOUND THEN
+        IF r.user_id <> p_user THEN
+            outcome := 'reused';
+        ELSIF r.refused_at >= p_started
+           OR NOT EXISTS (SELECT 1 FROM imports i WHERE i.pool_id = p_pool AND i.created_at > r.refused_at)
+              AND NOT EXISTS (SELECT 1 FROM pools p WHERE p.id = p_pool AND p.updated_at > r.refused_at) THEN
+            -- A copy that started before the refusal answers it (it may
+            -- hold a code popped before Redis forgot the request); so does
+            -- any later one, unless the pool was restocked or its settings
+            -- changed since: then a retry is decided afresh.
+            outcome := r.reason;
+        END IF;
+    END IF;
+END;
+$$;
+
+-- dispenser_take_slot_v1 inserts the claim of a code the caller has already
+-- marked 'claimed' in this transaction, for a request whose lock it holds
+-- and that has no claim or refusal. Outcomes:
+--   'claimed'  the claim is in; claimed_at is set;
+--   'limit'    the user holds per_user_limit claims: the code goes back to
+--              available and the refusal is recorded;
+--   'dup'      the request got a claim earlier in this same transaction (it
+--              came twice in one batch): the code goes back unless that
+--              claim holds it;
+--   'refused'  the code already has another claim.
+-- Slots are unique per (pool, user), so two concurrent claims never share
+-- one: the loser of a race sees the conflict and tries the next slot.
+CREATE OR REPLACE FUNCTION dispenser_take_slot_v1(p_pool text, p_request text, p_user text, p_code bigint, p_ttl interval,
+                                    OUT outcome text, OUT claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim   integer;
+    slot  integer;
+    taken smallint[];
+BEGIN
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    LOOP
+        -- The user's own slots, read through claims_user_slot_key: a
+        -- NOT EXISTS over generate_series let the planner read every claim
+        -- of the pool for each claim.
+        SELECT coalesce(array_agg(c.user_slot), '{}') INTO taken
+        FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+        SELECT min(s) INTO slot FROM generate_series(1, lim) AS s WHERE s <> ALL (taken);
+        IF slot IS NULL THEN
+            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
+            outcome := 'limit';
+            RETURN;
+        END IF;
+        INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+        VALUES (p_pool, p_request, p_user, slot, p_code)
+        ON CONFLICT DO NOTHING
+        RETURNING claims.claimed_at INTO claimed_at;
+        IF FOUND THEN
+            outcome := 'claimed';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request) THEN
+            UPDATE codes SET state = 'available', changed_at = now()
+            WHERE id = p_code AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code);
+            outcome := 'dup';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code) THEN
+            outcome := 'refused';
+            RETURN;
+        END IF;
+        -- Another transaction took this slot first: look again.
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_staged_v1 persists a group commit: item i claims code
+-- p_code[i] (popped from Redis, so 'staged') for request p_request[i] of
+-- user p_user[i] in pool p_pool[i], an attempt that started at p_started[i].
+-- Every item gets its own outcome, and no
+-- outcome fails the batch:
+--   'claimed'    committed with the given code;
+--   'replay'     the request already had a claim of this user: its code is
+--                returned, and the given code, if different, goes back;
+--   'reused'     the request belongs to another user: nothing is returned;
+--   'limit', 'exhausted'
+--                the request is refused (now, or by a live refusal);
+--   'refused'    the code is no longer staged (claimed, void, expired or
+--                reconciled): the caller claims again with another code.
+-- Refusals are kept for p_ttl.
+CREATE OR REPLACE FUNCTION dispenser_claim_staged_v1(p_pool text[], p_request text[], p_user text[], p_code bigint[],
+                                       p_started timestamptz[], p_ttl interval)
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n     integer := coalesce(array_length(p_request, 1), 0);
+    done  boolean[] := array_fill(false, ARRAY[n]);
+    i     integer;
+    r     record;
+    f     record;
+    taken record;
+BEGIN
+    -- Lock every request of the batch, in one order, so that no fallback or
+    -- other batch decides the same request meanwhile.
+    PERFORM pg_advisory_xact_lock(l.k)
+    FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
+          FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
+
+    -- Fast path, set-based: fresh requests (no claim, no live refusal, once
+    -- in the batch, with a code no other item names) of users without a
+    -- claim in the pool take their code and slot 1 in one UPDATE and one
+    -- INSERT for the whole batch. The filters only pick candidates; the
+    -- constraints decide, and what they refuse goes the slow way below.
+    FOR f IN
+        WITH input AS (
+            SELECT * FROM (
+                SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n,
+                       count(*) OVER (PARTITION BY t.code_id) AS code_n
+                FROM unnest(p_pool, p_request, p_user, p_code, p_started) WITH ORDINALITY
+                    AS t(pool_id, request_id, user_id, code_id, started, ord)
+            ) x WHERE x.req_n = 1 AND x.code_n = 1
+        ), taken AS (
+            UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
+            FROM input i
+            WHERE k.id = i.code_id AND k.pool_id = i.pool_id AND k.stage_batch IS NOT NULL
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+              AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
+                                AND rf.expires_at > now())
+            RETURNING k.id, k.code, k.expires_at
+        ), ins AS (
+            INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+            SELECT i.pool_id, i.request_id, i.user_id, 1, t.id FROM input i JOIN taken t ON t.id = i.code_id
+            ON CONFLICT DO NOTHING
+            RETURNING claims.code_id, claims.claimed_at
+        )
+        SELECT i.ord::integer AS ord, t.id, t.code, t.expires_at, ins.claimed_at
+        FROM input i JOIN taken t ON t.id = i.code_id
+        LEFT JOIN ins ON ins.code_id = t.id
+    LOOP
+        done[f.ord] := true;
+        IF f.claimed_at IS NOT NULL THEN
+            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, f.claimed_at;
+            CONTINUE;
+        END IF;
+        -- The code is ours but the claim was refused (the user came twice in
+        -- the batch, or claimed concurrently): find a slot or put it back.
+        SELECT * INTO r FROM dispenser_take_slot_v1(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id, p_ttl);
+        IF r.outcome = 'claimed' THEN
+            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, r.claimed_at;
+        ELSE
+            RETURN QUERY SELECT f.ord, r.outcome, f.id, NULL::text, NULL::timestamptz, NULL::timestamptz;
+        END IF;
+    END LOOP;
+
+    -- Slow path, per item, in batch order: replays, refusals, refused codes,
+    -- users with claims, requests that came twice.
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN done[i];
+        SELECT * INTO r FROM dispenser_recorded_v1(p_pool[i], p_request[i], p_user[i], p_started[i]);
+        IF r.outcome IS NOT NULL THEN
+            IF r.code_id IS DISTINCT FROM p_code[i] THEN
+                UPDATE codes SET state = 'available', stage_batch = NULL, changed_at = now()
+                WHERE id = p_code[i] AND stage_batch IS NOT NULL;
+            END IF;
+            RETURN QUERY SELECT i, r.outcome, r.code_id, r.code, r.expires_at, r.claimed_at;
+            CONTINUE;
+        END IF;
+
+        UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
+        WHERE k.id = p_code[i] AND k.pool_id = p_pool[i] AND k.stage_batch IS NOT NULL
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+        RETURNING k.id, k.code, k.expires_at INTO taken;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT i, 'refused'::text, p_code[i], NULL::text, NULL::timestamptz, NULL::timestamptz;
+            CONTINUE;
+        END IF;
+        SELECT * INTO r FROM dispenser_take_slot_v1(p_pool[i], p_request[i], p_user[i], taken.id, p_ttl);
+        IF r.outcome = 'claimed' THEN
+            RETURN QUERY SELECT i, 'claimed'::text, taken.id, taken.code, taken.expires_at, r.claimed_at;
+        ELSE
+            RETURN QUERY SELECT i, r.outcome, taken.id, NULL::text, NULL::timestamptz, NULL::timestamptz;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_fallback_v1 claims one available code straight from Postgres,
+-- in the caller's single transaction, for when Redis cannot serve, for an
+-- attempt that started at p_started. Outcomes:
+-- 'claimed', 'replay', 'reused', 'limit' and 'exhausted' (no available
+-- code), the last two recorded as refusals for p_ttl (an exhausted pool with
+-- nothing staged records nothing), or 'busy': the only available codes are
+-- locked by others (a refill staging them, claims taking them); nothing is
+-- decided and the caller tries again. p_after is a hint: codes with smaller ids were claimed
+-- recently, so the scan starts past them and skips the dead index entries
+-- they left; if nothing is found past it, the scan starts again from the
+-- beginning.
+CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v1(p_pool text, p_request text, p_user text, p_after bigint,
+                                         p_started timestamptz, p_ttl interval,
+                                         OUT outcome text, OUT code_id bigint, OUT code text,
+                                         OUT expires_at timestamptz, OUT claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim   integer;
+    held  integer;
+    r     record;
+    bound bigint := p_after;
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    SELECT * INTO r FROM dispenser_recorded_v1(p_pool, p_request, p_user, p_started);
+    IF r.outcome IS NOT NULL THEN
+        outcome := r.outcome; code_id := r.code_id; code := r.code;
+        expires_at := r.expires_at; claimed_at := r.claimed_at;
+        RETURN;
+    END IF;
+
+    -- Refuse at the limit before touching any code.
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    IF held >= lim THEN
+        PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
+        PERFORM set_config('synchronous_commit', 'off', true);
+        outcome := 'limit';
+        RETURN;
+    END IF;
+
+    LOOP
+        WITH picked AS (
+            -- The pool's range of codes_available_idx past the hint, as two
+            -- row comparisons: a plain "id > bound" lets the planner take
+            -- the primary key and re-read every claimed row, and beside
+            -- "pool_id = p_pool" the index scan starts at the pool's first
+            -- entry and steps over every dead one up to the bound
+            -- (plan_test.go checks both).
+            SELECT k.id FROM codes k
+            WHERE k.state = 'available'
+              AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+            ORDER BY k.pool_id, k.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE codes k SET state = 'claimed', changed_at = now()
+        FROM picked WHERE k.id = picked.id
+        RETURNING k.id, k.code, k.expires_at INTO r;
+        EXIT WHEN FOUND;
+        IF bound = 0 THEN
+            -- Available codes that others hold locks on (a refill staging
+            -- them, claims about to take them) mean the pool is not
+            -- exhausted yet: nothing is decided, the caller tries again.
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'available'
+                       AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
+                outcome := 'busy';
+                RETURN;
+            END IF;
+            -- A copy of this request about to commit would hold a staged
+            -- code (its batch has not taken the request's lock yet). With
+            -- none staged in the pool, none can: a sold-out pool refuses
+            -- without writing anything.
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
+                PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'exhausted', p_ttl);
+                PERFORM set_config('synchronous_commit', 'off', true);
+            END IF;
+            outcome := 'exhausted';
+            RETURN;
+        END IF;
+        bound := 0;
+    END LOOP;
+
+    SELECT t.outcome, t.claimed_at INTO outcome, claimed_at
+    FROM dispenser_take_slot_v1(p_pool, p_request, p_user, r.id, p_ttl) t;
+    IF outcome = 'claimed' THEN
+        code_id := r.id; code := r.code; expires_at := r.expires_at;
+    ELSIF outcome = 'limit' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END;
+$$;
+
+-- dispenser_settle_v1 answers a request that Redis refused, before the refusal
+-- reaches the caller: Postgres decides. Outcomes: what dispenser_recorded_v1
+-- finds ('replay', 'reused', 'limit', 'exhausted'); else, if p_limit and the
+-- user holds the pool's limit, 'limit' (recorded); else 'open': nothing is
+-- decided (for a limit, Redis's guard was stale). held is the user's claim
+-- count.
+CREATE OR REPLACE FUNCTION dispenser_settle_v1(p_pool text, p_request text, p_user text, p_limit boolean,
+                                 p_started timestamptz, p_ttl interval,
+                                 OUT outcome text, OUT code_id bigint, OUT code text,
+                                 OUT expires_at timestamptz, OUT claimed_at timestamptz, OUT held integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim integer;
+    r   record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    SELECT * INTO r FROM dispenser_recorded_v1(p_pool, p_request, p_user, p_started);
+    IF r.outcome IS NOT NULL THEN
+        outcome := r.outcome; code_id := r.code_id; code := r.code;
+        expires_at := r.expires_at; claimed_at := r.claimed_at;
+        RETURN;
+    END IF;
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    IF NOT p_limit OR held < lim THEN
+        outcome := 'open';
+        RETURN;
+    END IF;
+    PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    outcome := 'limit';
+END;
+$$;
