@@ -21,10 +21,9 @@ build:
 services:
 	scripts/services.sh
 
-## lint: gofmt, go vet, buf lint and buf format
+## lint: golangci-lint (.golangci.yml: formatting, imports, vet, staticcheck, errorlint, unparam), buf lint and buf format
 lint:
-	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) tool -modfile=tools/golangci/go.mod golangci-lint run ./...
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 

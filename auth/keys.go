@@ -202,12 +202,12 @@ func splitKey(text string) (id, secret string, ok bool) {
 	}
 	id, secret = rest[:12], rest[13:]
 	for i := range len(id) {
-		if c := id[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+		if c := id[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') {
 			return "", "", false
 		}
 	}
 	for i := range len(secret) {
-		if c := secret[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if c := secret[i]; !isSecretByte(c) {
 			return "", "", false
 		}
 	}
@@ -221,4 +221,9 @@ func scanKey(row pgx.Row) (Key, error) {
 	err := row.Scan(&k.ID, &k.Name, &role, &k.Pools, &k.hash, &k.Rate, &k.Burst, &k.CreatedAt, &revoked)
 	k.Role, k.RevokedAt = Role(role), revoked.Time
 	return k, err
+}
+
+// isSecretByte reports a byte a key's secret may hold: base64url's alphabet.
+func isSecretByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }

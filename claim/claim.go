@@ -38,9 +38,10 @@ var (
 	ErrRequestReused = errors.New("request id used by another user")
 	// ErrStopped means the service is shutting down; nothing was claimed.
 	ErrStopped = errors.New("claim service stopped")
-	// errStagedEmpty means the pool's Redis list is empty: the fallback
-	// decides whether the pool is really exhausted.
-	errStagedEmpty = errors.New("no staged code")
+	// errStagedEmpty is the Redis allocator's ErrPoolExhausted: nothing is
+	// staged for the pool and nothing more could be. It is as much as Redis
+	// knows; the service then asks the fallback, which reads Postgres.
+	errStagedEmpty = fmt.Errorf("nothing staged: %w", ErrPoolExhausted)
 	// errFallbackBusy means the fallback found the pool's only available
 	// codes locked by others (a refill staging them, claims taking them):
 	// not exhausted, nothing decided; try again shortly.
@@ -87,16 +88,18 @@ func prizeOf(requestID string) int64 {
 	return id
 }
 
-// outcome is what Postgres decided for one request. The same words are
-// written in migrations/005_request_owners.sql.
+// outcome is what was decided for one request, in the same words in Go, in
+// the claim functions (migrations/functions.sql) and in the claim script
+// (scripts.go), where it is only what Redis knows.
 type outcome string
 
 const (
+	outPopped    outcome = "popped"    // Redis: a staged code was popped (Postgres has not decided yet)
 	outClaimed   outcome = "claimed"   // committed with the given code
-	outReplay    outcome = "replay"    // the request's earlier claim, same user
+	outReplay    outcome = "replay"    // the request's earlier claim, same user (Redis: its replay record)
 	outReused    outcome = "reused"    // the request belongs to another user
-	outLimit     outcome = "limit"     // refused: the user's limit
-	outExhausted outcome = "exhausted" // refused: no code left
+	outLimit     outcome = "limit"     // refused: the user's limit (Redis: the user's count says so)
+	outExhausted outcome = "exhausted" // refused: no code left (Redis: nothing staged)
 	outRefused   outcome = "refused"   // this code cannot be claimed; try another
 	outDup       outcome = "dup"       // the request came twice in one batch
 	outOpen      outcome = "open"      // nothing decided (settle only)
@@ -165,10 +168,9 @@ type Result struct {
 
 // Allocator claims a code for a request from pool p, whose rules (paused,
 // window) the caller has already checked. Both implementations keep every
-// promise; they differ in speed and in what they need to be up. When it has
-// nothing to hand out, the Redis allocator answers errStagedEmpty (the
-// fallback may still find codes in Postgres) and the fallback
-// ErrPoolExhausted.
+// promise; they differ in speed and in what they need to be up. When they
+// have nothing to hand out, both answer ErrPoolExhausted (the Redis one as
+// errStagedEmpty, which wraps it: the service then asks the fallback).
 type Allocator interface {
 	Claim(ctx context.Context, p pool.Pool, req Request) (Result, error)
 }

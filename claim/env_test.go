@@ -76,18 +76,16 @@ func (e *env) fill(id string, n int, p pool.Pool) pool.Pool {
 }
 
 // stageAll refills until nothing is left to stage.
-func (e *env) stageAll(p pool.Pool) int {
+func (e *env) stageAll(p pool.Pool) {
 	e.t.Helper()
-	total := 0
 	for {
 		// A zero low-water mark with a non-empty list would skip the refill.
 		p.RefillLowWater = 1 << 30
 		n, err := e.svc.Refill(context.Background(), p)
 		require.NoError(e.t, err)
 		if n == 0 {
-			return total
+			return
 		}
-		total += n
 	}
 }
 

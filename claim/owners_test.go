@@ -222,7 +222,7 @@ func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	keys := []string{e.keys.Staged("p1"), e.keys.InFlight("p1"), e.keys.Replay("p1", "R"), e.keys.UserClaims("p1", "u")}
 	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().UnixMilli(), 3600, "u").StringSlice()
 	require.NoError(t, err)
-	require.Equal(t, "ok", vals[0])
+	require.Equal(t, string(outPopped), vals[0])
 	codeID, err := entryCodeID(vals[1])
 	require.NoError(t, err)
 	// Redis loses everything; copy 2 finds nothing anywhere.

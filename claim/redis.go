@@ -116,9 +116,9 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		if len(vals) < 2 {
 			return Result{}, &redisError{fmt.Errorf("claim script answered %d values", len(vals))}
 		}
-		status, entry := vals[0], vals[1]
+		status, entry := outcome(vals[0]), vals[1]
 		switch status {
-		case "empty":
+		case outExhausted:
 			if a.ahead == nil {
 				return Result{}, errStagedEmpty
 			}
@@ -130,12 +130,12 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 				return Result{}, errStagedEmpty
 			}
 			continue
-		case "limit", "reused":
-			res, decided, held, err := a.settle(ctx, req, status == "limit")
+		case outLimit, outReused:
+			res, decided, held, err := a.settle(ctx, req, status == outLimit)
 			if err != nil || decided {
 				return res, err
 			}
-			if status == "reused" {
+			if status == outReused {
 				// Redis names another owner and Postgres has nothing for
 				// the request yet: the owner's claim is on its way.
 				return Result{}, ErrRequestReused
@@ -148,7 +148,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 				return Result{}, &redisError{err}
 			}
 			continue
-		case "ok", "replay":
+		case outPopped, outReplay:
 		default:
 			return Result{}, &redisError{fmt.Errorf("claim script answered %q", status)}
 		}
@@ -156,7 +156,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		if err != nil {
 			return Result{}, &redisError{err}
 		}
-		popped := status == "ok"
+		popped := status == outPopped
 		if popped && a.ahead != nil && len(vals) > 2 {
 			if left, err := strconv.ParseInt(vals[2], 10, 64); err == nil {
 				a.ahead.popped(p, left)

@@ -11,10 +11,12 @@ import "github.com/redis/go-redis/v9"
 // user id.
 //
 // The replay record is "<user>\n<entry>" (user ids hold no control
-// character): the request id belongs to that user. Returns {status, value}:
-// {"replay", entry} for a known request of this user, {"reused", ""} for a
-// request id another user holds, {"limit", count} for a user at the limit,
-// {"empty", ""} when nothing is staged, {"ok", entry, left} for a fresh pop,
+// character): the request id belongs to that user. Returns {outcome, value},
+// the outcome in the words of the outcome type (claim.go), as far as Redis
+// knows (Postgres decides): {"replay", entry} for a known request of this
+// user, {"reused", ""} for a request id another user holds, {"limit", count}
+// for a user whose count is at the limit, {"exhausted", ""} when nothing is
+// staged, {"popped", entry, left} for a fresh pop,
 // with the number of entries left in the list (so that a claim that sees it
 // run low can stage more before it runs out). Every
 // check comes before the first write, so a second run of the same call
@@ -32,12 +34,12 @@ end
 local held = tonumber(redis.call('GET', KEYS[4]) or '0')
 if held >= tonumber(ARGV[1]) then return {'limit', tostring(held)} end
 local entry = redis.call('LPOP', KEYS[1])
-if not entry then return {'empty', ''} end
+if not entry then return {'exhausted', ''} end
 redis.call('ZADD', KEYS[2], ARGV[2], entry)
 redis.call('SET', KEYS[3], ARGV[4] .. '\n' .. entry, 'EX', ARGV[3])
 redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], ARGV[3])
-return {'ok', entry, tostring(redis.call('LLEN', KEYS[1]))}
+return {'popped', entry, tostring(redis.call('LLEN', KEYS[1]))}
 `)
 
 // releaseScript undoes a pop whose claim Postgres refused or answered from

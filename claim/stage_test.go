@@ -70,7 +70,7 @@ func TestReconcileStaleLedger(t *testing.T) {
 	keys := []string{e.keys.Staged("p1"), e.keys.InFlight("p1"), e.keys.Replay("p1", "r1"), e.keys.UserClaims("p1", "u1")}
 	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().Add(-time.Minute).UnixMilli(), 3600, "u1").StringSlice()
 	require.NoError(t, err)
-	require.Equal(t, "ok", vals[0])
+	require.Equal(t, string(outPopped), vals[0])
 	popped, err := entryCodeID(vals[1])
 	require.NoError(t, err)
 

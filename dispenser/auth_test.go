@@ -2,6 +2,7 @@ package dispenser_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"testing"
 
@@ -121,7 +122,7 @@ func TestAuthMatrix(t *testing.T) {
 				return err
 			}
 			_, err = s.Recv()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
@@ -132,7 +133,7 @@ func TestAuthMatrix(t *testing.T) {
 				return err
 			}
 			_, err = s.Recv()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err

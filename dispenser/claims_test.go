@@ -2,6 +2,7 @@ package dispenser_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -138,7 +139,7 @@ func TestExportClaims(t *testing.T) {
 		var all []*dispenserv1.Claim
 		for {
 			msg, err := stream.Recv()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return all
 			}
 			require.NoError(t, err)

@@ -55,36 +55,36 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.As(err, &fe):
 		return invalidArgument(fe.Field, fe.Description)
 	case errors.Is(err, prize.ErrNotFound):
-		return withInfo(codes.NotFound, "prize not found", ReasonPrizeNotFound, nil)
+		return withInfo(codes.NotFound, "prize not found", ReasonPrizeNotFound)
 	case errors.Is(err, prize.ErrConflict):
-		return withInfo(codes.AlreadyExists, "this external_id is recorded with other fields", ReasonPrizeConflict, nil)
+		return withInfo(codes.AlreadyExists, "this external_id is recorded with other fields", ReasonPrizeConflict)
 	case errors.Is(err, prize.ErrState):
-		return withInfo(codes.FailedPrecondition, err.Error(), ReasonPrizeState, nil)
+		return withInfo(codes.FailedPrecondition, err.Error(), ReasonPrizeState)
 	case errors.Is(err, claim.ErrPoolExhausted):
-		return withInfo(codes.ResourceExhausted, "the pool has no code left", ReasonPoolExhausted, nil)
+		return withInfo(codes.ResourceExhausted, "the pool has no code left", ReasonPoolExhausted)
 	case errors.Is(err, claim.ErrPoolPaused):
-		return withInfo(codes.FailedPrecondition, "the pool is paused", ReasonPoolPaused, nil)
+		return withInfo(codes.FailedPrecondition, "the pool is paused", ReasonPoolPaused)
 	case errors.Is(err, claim.ErrPoolClosed):
-		return withInfo(codes.FailedPrecondition, "the pool is outside its claim window", ReasonPoolClosed, nil)
+		return withInfo(codes.FailedPrecondition, "the pool is outside its claim window", ReasonPoolClosed)
 	case errors.Is(err, claim.ErrUserLimit):
-		return withInfo(codes.FailedPrecondition, "the user holds the pool's limit of claims", ReasonUserLimit, nil)
+		return withInfo(codes.FailedPrecondition, "the user holds the pool's limit of claims", ReasonUserLimit)
 	case errors.Is(err, claim.ErrRequestReused):
 		return withInfo(codes.AlreadyExists, "this request_id belongs to another user of the pool; use a request_id of your own",
-			ReasonRequestReused, nil)
+			ReasonRequestReused)
 	case errors.Is(err, claim.ErrNotFound):
-		return withInfo(codes.NotFound, "no claim for this request", ReasonClaimNotFound, nil)
+		return withInfo(codes.NotFound, "no claim for this request", ReasonClaimNotFound)
 	case errors.Is(err, claim.ErrStopped):
-		return withInfo(codes.Unavailable, "the server is shutting down; retry with the same request_id", ReasonShuttingDown, nil)
+		return withInfo(codes.Unavailable, "the server is shutting down; retry with the same request_id", ReasonShuttingDown)
 	case errors.Is(err, jobs.ErrBusy):
-		return withInfo(codes.Aborted, "the job is running on another replica", ReasonJobBusy, nil)
+		return withInfo(codes.Aborted, "the job is running on another replica", ReasonJobBusy)
 	case errors.As(err, &he):
 		return invalidArgument("data", he.Error())
 	case errors.As(err, &rej):
 		return importRejected(rej)
 	case errors.Is(err, pool.ErrPoolNotFound):
-		return withInfo(codes.NotFound, "pool not found", ReasonPoolNotFound, nil)
+		return withInfo(codes.NotFound, "pool not found", ReasonPoolNotFound)
 	case errors.Is(err, pool.ErrPoolExists):
-		return withInfo(codes.AlreadyExists, "a pool with this id already exists", ReasonPoolExists, nil)
+		return withInfo(codes.AlreadyExists, "a pool with this id already exists", ReasonPoolExists)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
@@ -92,7 +92,7 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.Is(err, pool.ErrUnavailable):
 		log.WarnContext(ctx, "store unavailable", "err", err)
 		return withInfo(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
-			ReasonStoreUnavailable, nil)
+			ReasonStoreUnavailable)
 	}
 	// A status raised below (e.g. by the import stream reader) passes
 	// through as it was made, without the wrapping context in its message.
@@ -101,12 +101,12 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return se.GRPCStatus().Err()
 	}
 	log.ErrorContext(ctx, "internal error", "err", err)
-	return withInfo(codes.Internal, "internal error", ReasonInternal, nil)
+	return withInfo(codes.Internal, "internal error", ReasonInternal)
 }
 
 // withInfo builds a status with an ErrorInfo detail.
-func withInfo(code codes.Code, msg, reason string, meta map[string]string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta})
+func withInfo(code codes.Code, msg, reason string) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain})
 	if err != nil {
 		return status.Error(code, msg)
 	}

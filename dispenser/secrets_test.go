@@ -58,10 +58,8 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	require.Error(t, err)
 	_, err = b.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_REFILL})
 	require.NoError(t, err)
-	var users []string
 	for i := range 1500 {
 		u := fmt.Sprintf("USER-PII-%05d", i)
-		users = append(users, u)
 		_, err := b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "p1", UserId: u, RequestId: fmt.Sprint("req-", i)})
 		require.NoError(t, err)
 		if i%100 == 0 {

@@ -101,7 +101,6 @@ type env struct {
 	pools  *pool.Store
 	claims *claim.Service
 	keys   pool.RedisKeys
-	rdb    interface{ Close() error }
 }
 
 func newEnv(t *testing.T) *env {
