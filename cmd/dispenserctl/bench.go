@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,7 +33,6 @@ type benchOpts struct {
 	replayRatio                       float64
 	poolID                            string
 	databaseURL, redisURL, namespace  string
-	compare                           bool
 	// defaultPool creates the fresh pool with default settings and stages
 	// nothing: refill has to keep up with the load.
 	defaultPool           bool
@@ -43,17 +41,16 @@ type benchOpts struct {
 
 // benchResult is the JSON line bench ends with.
 type benchResult struct {
-	Pool             string             `json:"pool"`
-	Calls            int                `json:"calls"`
-	Claims           int                `json:"claims"`
-	ClaimsPerS       float64            `json:"claims_per_s"`
-	P50ms            float64            `json:"p50_ms"`
-	P99ms            float64            `json:"p99_ms"`
-	Duplicates       int64              `json:"duplicates"`
-	Lost             int64              `json:"lost"`
-	LimitViolations  int64              `json:"limit_violations"`
-	ReplayMismatches int64              `json:"replay_mismatches"`
-	Compare          map[string]float64 `json:"compare,omitempty"`
+	Pool             string  `json:"pool"`
+	Calls            int     `json:"calls"`
+	Claims           int     `json:"claims"`
+	ClaimsPerS       float64 `json:"claims_per_s"`
+	P50ms            float64 `json:"p50_ms"`
+	P99ms            float64 `json:"p99_ms"`
+	Duplicates       int64   `json:"duplicates"`
+	Lost             int64   `json:"lost"`
+	LimitViolations  int64   `json:"limit_violations"`
+	ReplayMismatches int64   `json:"replay_mismatches"`
 }
 
 func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
@@ -66,10 +63,9 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
 	f.BoolVar(&o.defaultPool, "default-pool", false, "create the fresh pool with default settings and stage nothing (refill must keep up)")
 	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", defaultDatabaseURL,
-		"the server's Postgres, for the audit and --compare")
+		"the server's Postgres, for the audit")
 	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", defaultRedisURL, "the server's Redis, for the audit")
 	f.StringVar(&o.namespace, "redis-namespace", envOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "the server's Redis namespace [DISPENSER_REDIS_NAMESPACE]")
-	f.BoolVar(&o.compare, "compare", false, "also run the workload through classic approaches straight against Postgres")
 	f.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "deadline of one ClaimCode call")
 	f.DurationVar(&o.retryFor, "retry-for", 60*time.Second, "keep retrying a call that fails Unavailable (same request_id) this long")
 }
@@ -94,8 +90,7 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	if o.users == 0 {
 		o.users = 10 * o.claims
 	}
-	// The classic approaches of --compare get one connection per caller.
-	db, rdb, err := o.openStores(ctx, max(o.concurrency, 4))
+	db, rdb, err := o.openStores(ctx, 4)
 	if err != nil {
 		return err
 	}
@@ -149,30 +144,6 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	}
 	a.printBench(res, led, audit)
 
-	if o.compare {
-		res.Compare = map[string]float64{}
-		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "approach\tclaims/s\tp50 ms\tp99 ms\tvs dispenser\t\n")
-		fmt.Fprintf(tw, "dispenser ClaimCode (gRPC, durable)\t%s\t%.2f\t%.2f\t1.0x\t\n", fmtInt(int64(res.ClaimsPerS)), res.P50ms, res.P99ms)
-		for _, ap := range classicApproaches {
-			id := fmt.Sprintf("%s-%s", o.poolID, ap.name)
-			n := int(float64(o.claims)*(1-o.replayRatio)) + 100
-			fmt.Fprintf(a.stderr, "bench: %s on pool %s\n", ap.name, id)
-			if err := a.createBenchPool(ctx, admin, id, n, false); err != nil {
-				return err
-			}
-			l := runClaimLoad(ctx, o, func(ctx context.Context, req claimReq) (string, bool, error) {
-				return ap.claim(ctx, db, id, req)
-			})
-			rate := float64(l.ok) / l.elapsed.Seconds()
-			res.Compare[ap.name] = rate
-			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.2f\t%.1fx\t\n", ap.title, fmtInt(int64(rate)), l.percentile(0.5), l.percentile(0.99), res.ClaimsPerS/rate)
-			if ca, err := claim.Audit(ctx, db, nil, pool.RedisKeys{}, id); err == nil && ca.Duplicates()+ca.Lost()+ca.UsersOverLimit > 0 {
-				fmt.Fprintf(a.stderr, "bench: %s broke a promise: %+v\n", ap.name, ca)
-			}
-		}
-		_ = tw.Flush()
-	}
 	line, err := json.Marshal(res)
 	if err != nil {
 		return err

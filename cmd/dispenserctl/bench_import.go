@@ -32,9 +32,9 @@ prints duplicates, lost codes, limit violations and replay mismatches, and
 ends with one JSON line. It exits non-zero if any of the four is not zero.
 
 Without --pool it creates a fresh pool, fills it with enough codes and stages
-them. --compare also runs the same workload straight against Postgres through
-the classic approaches: (a) pessimistic SELECT ... FOR UPDATE, (b) optimistic
-conditional update with retry, (c) one SKIP LOCKED transaction per claim.`,
+them. The best hand-written claim to compare with is measured by
+'make bench' (scripts/bench-claims.sh: the classic SKIP LOCKED claim under
+pgbench, on the same Postgres).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runBenchClaims(cmd.Context(), o) },
 	}
