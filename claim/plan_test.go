@@ -120,23 +120,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 	_, err = e.svc.Refill(ctx, p)
 	require.NoError(t, err)
 
-	cfg, err := pgx.ParseConfig(e.db.URL)
-	require.NoError(t, err)
-	var mu sync.Mutex
-	var plans []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		plans = append(plans, n.Message)
-		mu.Unlock()
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	for _, set := range []string{"LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-		"SET auto_explain.log_nested_statements = on", "SET auto_explain.log_level = notice"} {
-		_, err := conn.Exec(ctx, set)
-		require.NoError(t, err)
-	}
+	conn, plans := explainingConn(t, e.db.URL)
 	ids, err := pgx.CollectRows(must(conn.Query(ctx,
 		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 40`)), pgx.RowTo[int64])
 	require.NoError(t, err)
@@ -162,10 +146,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 			require.NoError(t, tx.Rollback(ctx))
 		}
 	}
-	mu.Lock()
-	commitPlans := append([]string(nil), plans...)
-	plans = plans[:0]
-	mu.Unlock()
+	commitPlans := plans()
 
 	// The fallback, in a pool with many claims (9,000, seeded in bulk):
 	// its statements read what the request and the user need, never a
@@ -181,9 +162,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, "ANALYZE claims")
 	require.NoError(t, err)
-	mu.Lock()
-	plans = plans[:0]
-	mu.Unlock()
+	seen := len(plans())
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 		_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
 		require.NoError(t, err)
@@ -193,10 +172,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-	mu.Lock()
-	fallbackPlans := append([]string(nil), plans...)
-	plans = commitPlans
-	mu.Unlock()
+	fallbackPlans := plans()[seen:]
 	require.NotEmpty(t, fallbackPlans)
 	for _, plan := range fallbackPlans {
 		for _, bad := range []string{"Seq Scan on claims", "Seq Scan on codes", "Hash Anti Join", "Bitmap Heap Scan on claims"} {
@@ -204,10 +180,8 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 		}
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
 	updates := 0
-	for _, plan := range plans {
+	for _, plan := range commitPlans {
 		if !strings.Contains(plan, "Update on codes") {
 			continue
 		}

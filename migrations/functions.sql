@@ -13,8 +13,9 @@
 --     and new replicas run side by side during a rolling deploy, until a
 --     numbered migration drops it (not before every replica runs the new
 --     version).
--- Migrations 002 and 005 created the same functions without a suffix; the
--- replicas that call those names keep working until a migration drops them.
+-- Databases migrated by the version before this file still hold migration
+-- 005's functions without a suffix, which that version's replicas call
+-- during a rolling deploy; a later migration drops them.
 --
 -- Outcomes are the words of the outcome type in claim/claim.go.
 

@@ -1,0 +1,69 @@
+package migrations_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/migrations"
+)
+
+// Replicas that start together all migrate: the numbered migrations apply
+// once, functions.sql is applied by each in turn, and every one succeeds.
+// The claim functions exist under their versioned names only.
+func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := testenv.Postgres(t) // migrated once already
+	latest, err := migrations.Latest()
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			conn, err := pgx.Connect(ctx, s.URL)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer conn.Close(ctx)
+			from, to, err := migrations.Migrate(ctx, conn)
+			if err == nil && (from != latest || to != latest) {
+				t.Errorf("migrate went from %d to %d, want %d to %d", from, to, latest, latest)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+
+	names, err := pgx.CollectRows(must(s.Pool.Query(ctx, `
+		SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE n.nspname = $1 AND p.proname LIKE 'dispenser\_%' ORDER BY 1`, s.Name)), pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"dispenser_claim_fallback_v1", "dispenser_claim_staged_v1", "dispenser_recorded_v1", "dispenser_refuse_v1",
+		"dispenser_request_lock_v1", "dispenser_settle_v1", "dispenser_take_slot_v1",
+	}, names)
+
+	// Replicas of the previous version lock requests by the same key
+	// (migration 005's dispenser_request_lock): the body must never change.
+	var same bool
+	require.NoError(t, s.Pool.QueryRow(ctx,
+		`SELECT dispenser_request_lock_v1('pool-1', 'req/x') = hashtextextended('pool-1/req/x', 0)`).Scan(&same))
+	require.True(t, same)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
