@@ -122,13 +122,13 @@ func (a *ahead) size(p pool.Pool, d *drain) int {
 func (a *ahead) background(p pool.Pool, d *drain) {
 	ctx, cancel := context.WithTimeout(a.ctx, aheadTimeout)
 	defer cancel()
-	rdb, lock := a.svc.redis.rdb, a.svc.redis.keys.RefillLock(p.ID)
+	st := a.svc.redis.stock
 	token := newToken()
-	ok, err := rdb.SetNX(ctx, lock, token, aheadTimeout).Result()
+	ok, err := st.TryLock(ctx, p.ID, token, aheadTimeout)
 	if err != nil || !ok {
 		return // Redis failing (the claims fall back), or a refill running elsewhere
 	}
-	defer unlockScript.Run(context.WithoutCancel(ctx), rdb, []string{lock}, token)
+	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), p.ID, token) }()
 	if _, err := a.svc.stageBatch(ctx, p, a.size(p, d)); err != nil && ctx.Err() == nil {
 		a.svc.log.WarnContext(ctx, "refill ahead of demand failed; the refill job will retry", "pool", p.ID, "err", err)
 	}
@@ -159,11 +159,10 @@ func (a *ahead) empty(ctx context.Context, p pool.Pool) (int, error) {
 // awaitRefill waits while the pool's refill lock is held, and reports
 // whether it was.
 func (a *ahead) awaitRefill(ctx context.Context, p pool.Pool) bool {
-	rdb, lock := a.svc.redis.rdb, a.svc.redis.keys.RefillLock(p.ID)
 	waited := false
 	for {
-		n, err := rdb.Exists(ctx, lock).Result()
-		if err != nil || n == 0 {
+		held, err := a.svc.redis.stock.Locked(ctx, p.ID)
+		if err != nil || !held {
 			return waited
 		}
 		waited = true

@@ -7,9 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
-	"github.com/dispenserhq/dispenser/pool"
+	"github.com/dispenserhq/dispenser/internal/stock"
 )
 
 var (
@@ -70,7 +69,7 @@ func (r AuditReport) Lost() int64 {
 
 // Audit reconciles one pool. It reads Postgres in one statement and Redis
 // after; it changes nothing.
-func Audit(ctx context.Context, db *pgxpool.Pool, rdb redis.UniversalClient, keys pool.RedisKeys, poolID string) (AuditReport, error) {
+func Audit(ctx context.Context, db *pgxpool.Pool, st *stock.Store, poolID string) (AuditReport, error) {
 	r := AuditReport{PoolID: poolID}
 	err := db.QueryRow(ctx, auditSQL, poolID).Scan(&r.Imported, &r.Available, &r.Staged, &r.Claimed, &r.Void,
 		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.UsersOverLimit, &r.Claims,
@@ -78,12 +77,12 @@ func Audit(ctx context.Context, db *pgxpool.Pool, rdb redis.UniversalClient, key
 	if err != nil {
 		return r, fmt.Errorf("audit %s: %w", poolID, err)
 	}
-	if rdb == nil {
+	if st == nil {
 		return r, nil
 	}
-	entries, err := rdb.LRange(ctx, keys.Staged(poolID), 0, -1).Result()
+	entries, err := st.StagedEntries(ctx, poolID)
 	if err == nil {
-		r.RedisInFlight, err = rdb.ZCard(ctx, keys.InFlight(poolID)).Result()
+		r.RedisInFlight, err = st.InFlightLen(ctx, poolID)
 	}
 	if err != nil {
 		r.RedisError = err.Error()
@@ -92,7 +91,7 @@ func Audit(ctx context.Context, db *pgxpool.Pool, rdb redis.UniversalClient, key
 	seen := make(map[int64]bool, len(entries))
 	ids := make([]int64, 0, len(entries))
 	for _, e := range entries {
-		id, err := entryCodeID(e)
+		id, err := stock.EntryCodeID(e)
 		if err != nil {
 			r.RedisStale++
 			continue

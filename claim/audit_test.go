@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -20,7 +21,7 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	require.NoError(t, err)
 	first, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})
 	require.NoError(t, err)
-	rep, err := Audit(ctx, e.db.Pool, e.rdb, e.keys, "p1")
+	rep, err := Audit(ctx, e.db.Pool, stock.New(e.rdb, e.keys), "p1")
 	require.NoError(t, err)
 	require.Zero(t, rep.Duplicates()+rep.Lost()+rep.UsersOverLimit)
 
@@ -52,7 +53,7 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, e.rdb.RPush(ctx, e.keys.Staged("p1"), head).Err())
 
-	rep, err = Audit(ctx, e.db.Pool, e.rdb, e.keys, "p1")
+	rep, err = Audit(ctx, e.db.Pool, stock.New(e.rdb, e.keys), "p1")
 	require.NoError(t, err)
 	require.EqualValues(t, 1, rep.ClaimsOnUnclaimed)
 	require.EqualValues(t, 1, rep.Unbalanced())

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -25,7 +26,7 @@ type env struct {
 	t     *testing.T
 	db    *testenv.Schema
 	rdb   redis.UniversalClient
-	keys  pool.RedisKeys
+	keys  stock.Keys
 	store *pool.Store
 	svc   *Service
 }
@@ -43,7 +44,7 @@ func newEnv(t *testing.T, opts ...envOpts) *env {
 	if len(opts) > 0 && opts[0].redis != nil {
 		use = opts[0].redis
 	}
-	e := &env{t: t, db: db, rdb: use, keys: pool.NewRedisKeys(ns), store: pool.NewStore(db.Pool)}
+	e := &env{t: t, db: db, rdb: use, keys: stock.NewKeys(ns), store: pool.NewStore(db.Pool)}
 	e.svc = NewService(Config{
 		DB: db.Pool, Redis: use, Keys: e.keys,
 		PoolCacheTTL:   20 * time.Millisecond,
@@ -94,7 +95,7 @@ func (e *env) stageAll(p pool.Pool) {
 func (e *env) audit(poolID string) pool.Stats {
 	e.t.Helper()
 	ctx := context.Background()
-	rep, err := Audit(ctx, e.db.Pool, e.rdb, e.keys, poolID)
+	rep, err := Audit(ctx, e.db.Pool, stock.New(e.rdb, e.keys), poolID)
 	require.NoError(e.t, err)
 	require.Zero(e.t, rep.Unbalanced(), "imported %d != available %d + staged %d + claimed %d + void %d",
 		rep.Imported, rep.Available, rep.Staged, rep.Claimed, rep.Void)

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -219,18 +220,18 @@ func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	e.stageAll(p)
 	req := Request{PoolID: "p1", UserID: "u", RequestID: "R", started: time.Now()}
 	// Copy 1 pops the only code and is slow to commit.
-	keys := []string{e.keys.Staged("p1"), e.keys.InFlight("p1"), e.keys.Replay("p1", "R"), e.keys.UserClaims("p1", "u")}
-	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().UnixMilli(), 3600, "u").StringSlice()
+	ans, err := stock.New(e.rdb, e.keys).ClaimOnce(ctx,
+		stock.ClaimArgs{PoolID: "p1", RequestID: "R", UserID: "u", Limit: 1, TTL: time.Hour}, time.Now())
 	require.NoError(t, err)
-	require.Equal(t, string(outPopped), vals[0])
-	codeID, err := entryCodeID(vals[1])
+	require.Equal(t, string(outPopped), ans.Outcome)
+	codeID, err := stock.EntryCodeID(ans.Entry)
 	require.NoError(t, err)
 	// Redis loses everything; copy 2 finds nothing anywhere.
 	e.flushNamespace()
 	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
 	require.ErrorIs(t, err, ErrPoolExhausted)
 	// Copy 1 commits now: the same refusal, and its code goes back.
-	res := e.svc.redis.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: vals[1]})
+	res := e.svc.redis.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: ans.Entry})
 	require.NoError(t, res.err)
 	require.Equal(t, outExhausted, res.outcome)
 	var state string

@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -23,8 +21,7 @@ var settleSQL string
 // RedisConfig configures the Redis allocator.
 type RedisConfig struct {
 	DB    *pgxpool.Pool
-	Redis redis.UniversalClient
-	Keys  pool.RedisKeys
+	Stock *stock.Store
 	// ReplayTTL is how long Redis keeps replay records and user counts;
 	// older replays are answered from Postgres. Default 24h.
 	ReplayTTL time.Duration
@@ -43,31 +40,28 @@ type RedisConfig struct {
 // Postgres refuses is skipped and the claim retried with another.
 type RedisAllocator struct {
 	db         *pgxpool.Pool
-	rdb        redis.UniversalClient
-	keys       pool.RedisKeys
+	stock      *stock.Store
 	ttl        time.Duration
 	tmo        time.Duration
 	refusalTTL time.Duration
 	// ahead, if set, is told of pops and refills a list found empty.
 	ahead  *ahead
-	pipe   *scriptPipe
+	pipe   *stock.Pipe
 	commit *committer
 	log    *slog.Logger
 }
 
 // NewRedisAllocator starts the allocator's group committer; Stop ends it.
 func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
-	a := &RedisAllocator{db: cfg.DB, rdb: cfg.Redis, keys: cfg.Keys, ttl: cmp.Or(cfg.ReplayTTL, 24*time.Hour),
+	a := &RedisAllocator{db: cfg.DB, stock: cfg.Stock, ttl: cmp.Or(cfg.ReplayTTL, 24*time.Hour),
 		tmo: cmp.Or(cfg.ScriptTimeout, 250*time.Millisecond), refusalTTL: cmp.Or(cfg.RefusalTTL, RefusalTTLDefault),
 		log: cmp.Or(cfg.Logger, slog.Default())}
 	cc := cfg.Commit
 	cc.Logger, cc.RefusalTTL = a.log, a.refusalTTL
 	cc.OnCommitted = a.clearLedger
 	a.commit = newCommitter(cfg.DB, cc)
-	// One sender: while its pipeline is out, the next claims queue and go
-	// together in the next one (more senders mostly send one script per
-	// round trip, and one write(2) each).
-	a.pipe = newScriptPipe(cfg.Redis, a.tmo, 1)
+	a.pipe = cfg.Stock.NewPipe(a.tmo)
+	a.pipe.Start()
 	return a
 }
 
@@ -75,7 +69,7 @@ func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
 // the script pipeline.
 func (a *RedisAllocator) Stop() {
 	a.commit.Stop()
-	a.pipe.close()
+	a.pipe.Stop()
 }
 
 // redisError marks a failure of Redis itself, as opposed to an answer: the
@@ -102,21 +96,16 @@ const maxRefusals = 8
 // outlived its claims.
 func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (Result, error) {
 	req.startedAt()
-	keys := []string{a.keys.Staged(p.ID), a.keys.InFlight(p.ID), a.keys.Replay(p.ID, req.RequestID),
-		a.keys.UserClaims(p.ID, req.UserID)}
+	args := stock.ClaimArgs{PoolID: p.ID, RequestID: req.RequestID, UserID: req.UserID, Limit: p.PerUserLimit, TTL: a.ttl}
 	for range maxRefusals {
-		now := time.Now().UnixMilli()
-		vals, err := a.pipe.run(ctx, keys, p.PerUserLimit, now, int(a.ttl.Seconds()), req.UserID)
+		ans, err := a.pipe.Claim(ctx, args)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, ErrStopped) {
-				return Result{}, cmp.Or(ctx.Err(), err)
+			if ctx.Err() != nil || errors.Is(err, stock.ErrPipeStopped) {
+				return Result{}, cmp.Or(ctx.Err(), ErrStopped)
 			}
 			return Result{}, &redisError{fmt.Errorf("claim script: %w", err)}
 		}
-		if len(vals) < 2 {
-			return Result{}, &redisError{fmt.Errorf("claim script answered %d values", len(vals))}
-		}
-		status, entry := outcome(vals[0]), vals[1]
+		status, entry := outcome(ans.Outcome), ans.Entry
 		switch status {
 		case outExhausted:
 			if a.ahead == nil {
@@ -142,7 +131,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			}
 			// The count was a stale guard: set it to Postgres's and retry.
 			sctx, cancel := context.WithTimeout(ctx, a.tmo)
-			err = a.rdb.Set(sctx, keys[3], held, a.ttl).Err()
+			err = a.stock.SetUserCount(sctx, p.ID, req.UserID, held, a.ttl)
 			cancel()
 			if err != nil {
 				return Result{}, &redisError{err}
@@ -152,15 +141,13 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		default:
 			return Result{}, &redisError{fmt.Errorf("claim script answered %q", status)}
 		}
-		codeID, err := entryCodeID(entry)
+		codeID, err := stock.EntryCodeID(entry)
 		if err != nil {
 			return Result{}, &redisError{err}
 		}
 		popped := status == outPopped
-		if popped && a.ahead != nil && len(vals) > 2 {
-			if left, err := strconv.ParseInt(vals[2], 10, 64); err == nil {
-				a.ahead.popped(p, left)
-			}
+		if popped && a.ahead != nil && ans.Left >= 0 {
+			a.ahead.popped(p, ans.Left)
 		}
 		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry})
 		if res.err != nil {
@@ -174,9 +161,9 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			// Redis named another code (it forgot the request), the popped
 			// one went back to available; point the replay record at the
 			// real claim.
-			record := replayRecord(req.UserID, entry)
+			record := stock.ReplayRecord(req.UserID, entry)
 			if res.claim.CodeID != codeID {
-				record = replayRecord(req.UserID, formatEntry(res.claim.CodeID, res.claim.Code.Reveal()))
+				record = stock.ReplayRecord(req.UserID, stock.FormatEntry(res.claim.CodeID, res.claim.Code.Reveal()))
 			}
 			if popped || res.claim.CodeID != codeID {
 				a.release(ctx, p.ID, req, entry, record, popped)
@@ -221,61 +208,27 @@ func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (r
 	}
 }
 
-// replayRecord is the value of a replay record: the owner, then the entry.
-func replayRecord(userID, entry string) string { return userID + "\n" + entry }
-
 // release undoes a pop Postgres refused or answered from an earlier claim:
 // it clears the ledger entry, the count if this call popped the entry, and
 // points the request's replay record at replayTo ("" deletes it). Failures
 // only leave guards and ledger entries that expire or that the reconciler
 // clears.
 func (a *RedisAllocator) release(ctx context.Context, poolID string, req Request, entry, replayTo string, popped bool) {
-	keys := []string{a.keys.Replay(poolID, req.RequestID), a.keys.UserClaims(poolID, req.UserID), a.keys.InFlight(poolID)}
-	counted := "0"
-	if popped {
-		counted = "1"
-	}
-	err := releaseScript.Run(context.WithoutCancel(ctx), a.rdb, keys, entry, replayRecord(req.UserID, entry), replayTo,
-		int(a.ttl.Seconds()), counted).Err()
+	err := a.stock.Release(context.WithoutCancel(ctx), poolID, req.RequestID, req.UserID, entry, replayTo, a.ttl, popped)
 	if err != nil {
 		a.log.WarnContext(ctx, "release after refusal failed; the reconciler will clear it", "pool", poolID, "err", err)
 	}
 }
 
-// clearLedger removes committed entries from the in-flight ledgers: one ZREM
-// per pool of the batch (the batch is sorted by pool).
+// clearLedger removes committed entries from the in-flight ledgers.
 func (a *RedisAllocator) clearLedger(batch []*commitItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	pipe := a.rdb.Pipeline()
-	for start := 0; start < len(batch); {
-		end := start + 1
-		for end < len(batch) && batch[end].req.PoolID == batch[start].req.PoolID {
-			end++
-		}
-		entries := make([]any, 0, end-start)
-		for _, it := range batch[start:end] {
-			entries = append(entries, it.entry)
-		}
-		pipe.ZRem(ctx, a.keys.InFlight(batch[start].req.PoolID), entries...)
-		start = end
+	byPool := make(map[string][]string, 1)
+	for _, it := range batch {
+		byPool[it.req.PoolID] = append(byPool[it.req.PoolID], it.entry)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := a.stock.ClearInFlight(ctx, byPool); err != nil {
 		a.log.Warn("clearing the in-flight ledger failed; the reconciler will clear it", "err", err)
 	}
-}
-
-// A staged entry is "<code id>:<code>"; the id lets Postgres update by
-// primary key.
-func formatEntry(codeID int64, code string) string {
-	return strconv.FormatInt(codeID, 10) + ":" + code
-}
-
-func entryCodeID(entry string) (int64, error) {
-	idText, _, ok := strings.Cut(entry, ":")
-	id, err := strconv.ParseInt(idText, 10, 64)
-	if !ok || err != nil || id <= 0 {
-		return 0, errors.New("malformed staged entry")
-	}
-	return id, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -37,8 +38,8 @@ type Config struct {
 	DB *pgxpool.Pool
 	// Redis is the fast allocator's store.
 	Redis redis.UniversalClient
-	// Keys builds the Redis keys.
-	Keys pool.RedisKeys
+	// Keys builds the Redis keys (the namespace of this service's pools).
+	Keys stock.Keys
 	// PoolCacheTTL is how long pool settings are cached: pausing a pool
 	// takes effect within it. Default 1s.
 	PoolCacheTTL time.Duration
@@ -93,7 +94,7 @@ type cachedPool struct {
 func NewService(cfg Config) *Service {
 	log := cmp.Or(cfg.Logger, slog.Default())
 	rc := cfg.RedisAllocator
-	rc.DB, rc.Redis, rc.Keys, rc.Logger = cfg.DB, cfg.Redis, cfg.Keys, log
+	rc.DB, rc.Stock, rc.Logger = cfg.DB, stock.New(cfg.Redis, cfg.Keys), log
 	rc.RefusalTTL = cmp.Or(cfg.RefusalTTL, RefusalTTLDefault)
 	s := &Service{
 		db:       cfg.DB,

@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -88,9 +87,8 @@ func (s *Service) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int,
 // stageBatch moves up to size available codes to staged under a new batch id
 // and pushes them, with the batch marker, to the pool's Redis list.
 func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, error) {
-	keys := s.redis.keys
 	var batchID int64
-	var entries []any
+	var entries []string
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, size).Scan(&batchID); err != nil {
 			return err
@@ -117,10 +115,9 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 			return errNothingToStage
 		}
 		slices.SortFunc(got, func(a, b staged) int { return int(a.id - b.id) })
-		entries = make([]any, 0, len(got)+1)
-		entries = append(entries, strconv.FormatInt(batchID, 10))
+		entries = make([]string, 0, len(got))
 		for _, st := range got {
-			entries = append(entries, formatEntry(st.id, st.code))
+			entries = append(entries, stock.FormatEntry(st.id, st.code))
 		}
 		_, err = tx.Exec(ctx, setStageBatchSizeSQL, batchID, len(got))
 		return err
@@ -131,18 +128,17 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 	if err != nil {
 		return 0, pool.WrapDBError("stage batch", err)
 	}
-	err = pushScript.Run(ctx, s.redis.rdb, []string{keys.Staged(p.ID), keys.Batches(p.ID)}, entries...).Err()
-	if err != nil {
+	if err := s.redis.stock.Push(ctx, p.ID, batchID, entries); err != nil {
 		return 0, &redisError{fmt.Errorf("push batch %d (reconcile returns its codes): %w", batchID, err)}
 	}
-	return len(entries) - 1, nil
+	return len(entries), nil
 }
 
 var errNothingToStage = errors.New("nothing to stage")
 
 // StagedLen is the length of the pool's staged list in Redis.
 func (s *Service) StagedLen(ctx context.Context, poolID string) (int64, error) {
-	n, err := s.redis.rdb.LLen(ctx, s.redis.keys.Staged(poolID)).Result()
+	n, err := s.redis.stock.StagedLen(ctx, poolID)
 	if err != nil {
 		return 0, &redisError{fmt.Errorf("staged length: %w", err)}
 	}
@@ -181,8 +177,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		return rep, pool.WrapDBError("drop expired refusals", err)
 	}
 
-	keys := s.redis.keys
-	rdb := s.redis.rdb
+	st := s.redis.stock
 	cutoff := time.Now().Add(-grace)
 
 	// 1. Batches Redis lost.
@@ -195,15 +190,13 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		return rep, pool.WrapDBError("staged batches", err)
 	}
 	if len(batches) > 0 {
-		members, err := rdb.SMembers(ctx, keys.Batches(p.ID)).Result()
+		marked, err := st.Batches(ctx, p.ID)
 		if err != nil {
 			return rep, &redisError{fmt.Errorf("batch markers: %w", err)}
 		}
 		known := map[int64]bool{}
-		for _, m := range members {
-			if id, err := strconv.ParseInt(m, 10, 64); err == nil {
-				known[id] = true
-			}
+		for _, id := range marked {
+			known[id] = true
 		}
 		var lost []int64
 		for _, b := range batches {
@@ -221,16 +214,14 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 	}
 
 	// 2. Ledger entries past the grace period.
-	stale, err := rdb.ZRangeByScore(ctx, keys.InFlight(p.ID), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(cutoff.UnixMilli(), 10),
-	}).Result()
+	stale, err := st.InFlightBefore(ctx, p.ID, cutoff)
 	if err != nil {
 		return rep, &redisError{fmt.Errorf("in-flight ledger: %w", err)}
 	}
 	if len(stale) > 0 {
 		ids := make([]int64, 0, len(stale))
 		for _, e := range stale {
-			if id, err := entryCodeID(e); err == nil {
+			if id, err := stock.EntryCodeID(e); err == nil {
 				ids = append(ids, id)
 			}
 		}
@@ -239,11 +230,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 			return rep, pool.WrapDBError("return stale in-flight codes", err)
 		}
 		rep.Stale = tag.RowsAffected()
-		members := make([]any, len(stale))
-		for i, e := range stale {
-			members[i] = e
-		}
-		if err := rdb.ZRem(ctx, keys.InFlight(p.ID), members...).Err(); err != nil {
+		if err := st.ClearInFlight(ctx, map[string][]string{p.ID: stale}); err != nil {
 			return rep, &redisError{fmt.Errorf("clear in-flight ledger: %w", err)}
 		}
 	}
@@ -274,13 +261,13 @@ func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.
 	if err != nil || len(staged) == 0 {
 		return 0, pool.WrapDBError("staged codes", err)
 	}
-	ledger, err := s.redis.rdb.ZRange(ctx, s.redis.keys.InFlight(poolID), 0, -1).Result()
+	ledger, err := s.redis.stock.InFlight(ctx, poolID)
 	if err != nil {
 		return 0, &redisError{fmt.Errorf("in-flight ledger: %w", err)}
 	}
 	inLedger := map[int64]bool{}
 	for _, e := range ledger {
-		if id, err := entryCodeID(e); err == nil {
+		if id, err := stock.EntryCodeID(e); err == nil {
 			inLedger[id] = true
 		}
 	}
@@ -301,19 +288,12 @@ func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.
 }
 
 func (s *Service) dropSpentMarkers(ctx context.Context, poolID string) error {
-	key := s.redis.keys.Batches(poolID)
-	members, err := s.redis.rdb.SMembers(ctx, key).Result()
+	ids, err := s.redis.stock.Batches(ctx, poolID)
 	if err != nil {
 		return &redisError{fmt.Errorf("batch markers: %w", err)}
 	}
-	if len(members) == 0 {
+	if len(ids) == 0 {
 		return nil
-	}
-	ids := make([]int64, 0, len(members))
-	for _, m := range members {
-		if id, err := strconv.ParseInt(m, 10, 64); err == nil {
-			ids = append(ids, id)
-		}
 	}
 	rows, err := s.db.Query(ctx, liveBatchesSQL, poolID, ids)
 	if err != nil {
@@ -323,16 +303,13 @@ func (s *Service) dropSpentMarkers(ctx context.Context, poolID string) error {
 	if err != nil {
 		return pool.WrapDBError("live batches", err)
 	}
-	var spent []any
+	var spent []int64
 	for _, id := range ids {
 		if !slices.Contains(live, id) {
-			spent = append(spent, strconv.FormatInt(id, 10))
+			spent = append(spent, id)
 		}
 	}
-	if len(spent) == 0 {
-		return nil
-	}
-	if err := s.redis.rdb.SRem(ctx, key, spent...).Err(); err != nil {
+	if err := s.redis.stock.DropBatches(ctx, poolID, spent); err != nil {
 		return &redisError{fmt.Errorf("drop spent markers: %w", err)}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -67,11 +68,11 @@ func TestReconcileStaleLedger(t *testing.T) {
 	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
 	e.stageAll(p)
 	req := Request{PoolID: "p1", UserID: "u1", RequestID: "r1"}
-	keys := []string{e.keys.Staged("p1"), e.keys.InFlight("p1"), e.keys.Replay("p1", "r1"), e.keys.UserClaims("p1", "u1")}
-	vals, err := claimScript.Run(ctx, e.rdb, keys, 1, time.Now().Add(-time.Minute).UnixMilli(), 3600, "u1").StringSlice()
+	ans, err := stock.New(e.rdb, e.keys).ClaimOnce(ctx,
+		stock.ClaimArgs{PoolID: "p1", RequestID: "r1", UserID: "u1", Limit: 1, TTL: time.Hour}, time.Now().Add(-time.Minute))
 	require.NoError(t, err)
-	require.Equal(t, string(outPopped), vals[0])
-	popped, err := entryCodeID(vals[1])
+	require.Equal(t, string(outPopped), ans.Outcome)
+	popped, err := stock.EntryCodeID(ans.Entry)
 	require.NoError(t, err)
 
 	rep, err := e.svc.Reconcile(ctx, p, 30*time.Second)

@@ -137,13 +137,10 @@ func (s *Server) GetPoolStats(ctx context.Context, req *dispenserv1.GetPoolStats
 	out := statsToProto(st)
 	rctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
 	defer cancel()
-	pipe := s.redis.Pipeline()
-	staged := pipe.LLen(rctx, s.keys.Staged(st.PoolID))
-	inFlight := pipe.ZCard(rctx, s.keys.InFlight(st.PoolID))
-	if _, err := pipe.Exec(rctx); err != nil {
+	if staged, inFlight, err := s.stock.Levels(rctx, st.PoolID); err != nil {
 		out.RedisError = "redis unreachable: " + err.Error()
 	} else {
-		out.RedisStaged, out.RedisInFlight = new(staged.Val()), new(inFlight.Val())
+		out.RedisStaged, out.RedisInFlight = new(staged), new(inFlight)
 	}
 	return &dispenserv1.GetPoolStatsResponse{Stats: out}, nil
 }

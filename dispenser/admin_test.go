@@ -24,6 +24,7 @@ import (
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
@@ -41,7 +42,7 @@ type bundle struct {
 	claim dispenserv1.ClaimServiceClient
 	db    *testenv.Schema
 	rdb   *redis.Client
-	keys  pool.RedisKeys
+	keys  stock.Keys
 	// importsDone receives once per finished ImportCodes handler.
 	importsDone chan error
 }
@@ -60,7 +61,7 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 	t.Helper()
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
-	b := &bundle{db: db, rdb: rdb, keys: pool.NewRedisKeys(ns), importsDone: make(chan error, 16)}
+	b := &bundle{db: db, rdb: rdb, keys: stock.NewKeys(ns), importsDone: make(chan error, 16)}
 	var useRedis redis.UniversalClient = rdb
 	log := slog.New(slog.DiscardHandler)
 	if len(opts) > 0 && opts[0].redis != nil {

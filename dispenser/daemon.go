@@ -30,6 +30,7 @@ import (
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/migrations"
 	"github.com/dispenserhq/dispenser/prize"
@@ -166,7 +167,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
-	hc := &healthChecker{hs: hs, db: db, rdb: rdb, timeout: 2 * time.Second, log: log}
+	hc := &healthChecker{hs: hs, db: db, redis: stock.New(rdb, stock.NewKeys(cfg.RedisNamespace)), timeout: 2 * time.Second, log: log}
 	hc.check(ctx)
 	if cfg.Reflection {
 		reflection.Register(g)

@@ -6,9 +6,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/dispenserhq/dispenser/internal/stock"
 
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -27,7 +28,7 @@ var servingNames = []string{"", dispenserv1.ClaimService_ServiceDesc.ServiceName
 type healthChecker struct {
 	hs      *health.Server
 	db      *pgxpool.Pool
-	rdb     redis.UniversalClient
+	redis   *stock.Store
 	timeout time.Duration
 	log     *slog.Logger
 	pgUp    *bool
@@ -40,7 +41,7 @@ func (h *healthChecker) check(ctx context.Context) {
 	pgUp := h.db.Ping(pctx) == nil
 	cancel()
 	rctx, cancel := context.WithTimeout(ctx, h.timeout)
-	redisUp := h.rdb.Ping(rctx).Err() == nil
+	redisUp := h.redis.Ping(rctx) == nil
 	cancel()
 
 	status := healthpb.HealthCheckResponse_SERVING

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 )
 
@@ -45,7 +46,7 @@ func TestHealthFollowsStores(t *testing.T) {
 		{"postgres down", deadPG, rdb, healthpb.HealthCheckResponse_NOT_SERVING, healthpb.HealthCheckResponse_SERVING},
 	} {
 		hs := health.NewServer()
-		hc := &healthChecker{hs: hs, db: tt.db, rdb: tt.rdb, timeout: time.Second, log: slog.New(slog.DiscardHandler)}
+		hc := &healthChecker{hs: hs, db: tt.db, redis: stock.New(tt.rdb, stock.NewKeys("health")), timeout: time.Second, log: slog.New(slog.DiscardHandler)}
 		hc.check(ctx)
 		for _, name := range servingNames {
 			require.Equal(t, tt.whole, status(hs, name), "%s: %q", tt.name, name)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/prize"
@@ -59,8 +60,8 @@ type Server struct {
 	apiKeys      *auth.Store
 	claims       *claim.Service
 	jobs         *jobs.Runner
-	redis        redis.UniversalClient
-	keys         pool.RedisKeys
+	stock        *stock.Store
+	keys         stock.Keys
 	metrics      *Metrics
 	redisTimeout time.Duration
 	maxImport    int64
@@ -87,14 +88,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pools:        pool.NewStore(cfg.DB),
 		prizes:       prize.NewStore(cfg.DB),
 		apiKeys:      auth.NewStore(cfg.DB),
-		redis:        cfg.Redis,
-		keys:         pool.NewRedisKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
+		keys:         stock.NewKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
 		maxImport:    cmp.Or(cfg.MaxImportBytes, 1<<30),
 		log:          cmp.Or(cfg.Logger, slog.Default()),
 
 		insecureWebhooks: cfg.AllowInsecureWebhooks,
 	}
+	s.stock = stock.New(cfg.Redis, s.keys)
 	s.metrics = NewMetrics(func() string { return s.claims.BreakerState() })
 	cc := cfg.Claims
 	cc.DB, cc.Redis, cc.Keys, cc.Logger = cfg.DB, cfg.Redis, s.keys, s.log

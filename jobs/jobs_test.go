@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
@@ -26,7 +27,7 @@ type bundle struct {
 	db     *testenv.Schema
 	store  *pool.Store
 	claims *claim.Service
-	keys   pool.RedisKeys
+	keys   stock.Keys
 	runner *jobs.Runner
 }
 
@@ -35,7 +36,7 @@ func setup(t *testing.T) *bundle {
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
-	keys := pool.NewRedisKeys(ns)
+	keys := stock.NewKeys(ns)
 	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: log})
 	t.Cleanup(svc.Stop)
 	r := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, RefillEvery: 100 * time.Millisecond,
@@ -123,7 +124,7 @@ func TestDeliverSchedule(t *testing.T) {
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
-	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: pool.NewRedisKeys(ns), Logger: log})
+	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: stock.NewKeys(ns), Logger: log})
 	t.Cleanup(svc.Stop)
 	d := prize.NewDeliverer(prize.DeliverConfig{DB: db.Pool, Claims: svc, Logger: log})
 	shanghai, err := time.LoadLocation("Asia/Shanghai")

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/prize"
@@ -32,7 +33,7 @@ func BenchmarkDeliver10k(b *testing.B) {
 	for range b.N {
 		db := testenv.Postgres(b)
 		rdb, ns := testenv.Redis(b)
-		keys := pool.NewRedisKeys(ns)
+		keys := stock.NewKeys(ns)
 		svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: slog.New(slog.DiscardHandler)})
 		var received atomic.Int64
 		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/prize"
@@ -100,14 +101,14 @@ type env struct {
 	store  *prize.Store
 	pools  *pool.Store
 	claims *claim.Service
-	keys   pool.RedisKeys
+	keys   stock.Keys
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
-	keys := pool.NewRedisKeys(ns)
+	keys := stock.NewKeys(ns)
 	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(svc.Stop)
 	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys}
@@ -163,7 +164,7 @@ func (e *env) audit(t *testing.T, poolID string) {
 		JOIN claims c ON c.pool_id = p.pool_id AND c.request_id = E'\x01prize:' || p.id WHERE p.pool_id = $1`, poolID).
 		Scan(&prizesWithClaims, &claimsOfPrizes))
 	require.Equal(t, prizesWithClaims, claimsOfPrizes, "a prize with two claims")
-	rep, err := claim.Audit(ctx, e.db.Pool, nil, e.keys, poolID)
+	rep, err := claim.Audit(ctx, e.db.Pool, nil, poolID)
 	require.NoError(t, err)
 	require.Zero(t, rep.Duplicates()+rep.Lost()+rep.UsersOverLimit, "%+v", rep)
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
-	"github.com/dispenserhq/dispenser/pool"
+	"github.com/dispenserhq/dispenser/internal/stock"
 )
 
 func (a *app) auditCmd() *cobra.Command {
@@ -32,7 +32,7 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 			}
 			defer db.Close()
 			defer rdb.Close()
-			r, err := claim.Audit(cmd.Context(), db, rdb, pool.NewRedisKeys(o.namespace), o.poolID)
+			r, err := claim.Audit(cmd.Context(), db, stock.New(rdb, stock.NewKeys(o.namespace)), o.poolID)
 			if err != nil {
 				return err
 			}

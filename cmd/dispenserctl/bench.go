@@ -23,6 +23,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -122,7 +123,7 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 		return resp.GetClaim().GetCode(), resp.GetReplayed(), err
 	})
 
-	audit, err := claim.Audit(ctx, db, rdb, pool.NewRedisKeys(o.namespace), o.poolID)
+	audit, err := claim.Audit(ctx, db, stock.New(rdb, stock.NewKeys(o.namespace)), o.poolID)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package claim
+package stock
 
 import "github.com/redis/go-redis/v9"
 
@@ -12,7 +12,7 @@ import "github.com/redis/go-redis/v9"
 //
 // The replay record is "<user>\n<entry>" (user ids hold no control
 // character): the request id belongs to that user. Returns {outcome, value},
-// the outcome in the words of the outcome type (claim.go), as far as Redis
+// the outcome in the words of the claim package's outcome type, as far as Redis
 // knows (Postgres decides): {"replay", entry} for a known request of this
 // user, {"reused", ""} for a request id another user holds, {"limit", count}
 // for a user whose count is at the limit, {"exhausted", ""} when nothing is

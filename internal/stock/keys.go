@@ -1,42 +1,42 @@
-package pool
+package stock
 
-// RedisKeys builds the Redis keys of pools. Every key of one pool carries the
+// Keys builds the Redis keys of pools. Every key of one pool carries the
 // pool id as its hash tag ({id}), so a pool lives in one Redis Cluster slot
 // and one script can touch all its keys atomically. No key is assembled
 // anywhere else.
-type RedisKeys struct {
+type Keys struct {
 	prefix string
 }
 
-// NewRedisKeys returns the key builder for a namespace. Deployments sharing
+// NewKeys returns the key builder for a namespace. Deployments sharing
 // one Redis use different namespaces; tests use one each.
-func NewRedisKeys(namespace string) RedisKeys {
-	return RedisKeys{prefix: namespace + ":{"}
+func NewKeys(namespace string) Keys {
+	return Keys{prefix: namespace + ":{"}
 }
 
 // Staged is the list of codes staged for fast claims (LPOP from the head).
-func (k RedisKeys) Staged(poolID string) string { return k.prefix + poolID + "}:staged" }
+func (k Keys) Staged(poolID string) string { return k.prefix + poolID + "}:staged" }
 
 // InFlight is the ledger of codes popped whose claim has not committed yet: a
 // sorted set scored by pop time, so the reconciler finds the stale ones.
-func (k RedisKeys) InFlight(poolID string) string { return k.prefix + poolID + "}:inflight" }
+func (k Keys) InFlight(poolID string) string { return k.prefix + poolID + "}:inflight" }
 
 // Replay records which staged entry a request got, so a retry gets the same
 // code. It expires; Postgres keeps the claim forever.
-func (k RedisKeys) Replay(poolID, requestID string) string {
+func (k Keys) Replay(poolID, requestID string) string {
 	return k.prefix + poolID + "}:req:" + requestID
 }
 
 // UserClaims counts a user's claims from the pool: a fast guard only, since
 // Postgres enforces the limit. It expires like replay records.
-func (k RedisKeys) UserClaims(poolID, userID string) string {
+func (k Keys) UserClaims(poolID, userID string) string {
 	return k.prefix + poolID + "}:user:" + userID
 }
 
 // Batches is the set of refill batch ids whose codes were pushed to Staged;
 // reconciliation returns the staged codes of batches missing from it.
-func (k RedisKeys) Batches(poolID string) string { return k.prefix + poolID + "}:batches" }
+func (k Keys) Batches(poolID string) string { return k.prefix + poolID + "}:batches" }
 
 // RefillLock is held (SET NX with a TTL) by the replica refilling the pool
 // ahead of demand, so that one refill at a time runs across replicas.
-func (k RedisKeys) RefillLock(poolID string) string { return k.prefix + poolID + "}:refilling" }
+func (k Keys) RefillLock(poolID string) string { return k.prefix + poolID + "}:refilling" }

@@ -1,0 +1,187 @@
+// Package stock owns Redis: the keys of every pool's structures (keys.go),
+// the entry format, the scripts (scripts.go), the pipelined claim sender
+// (pipe.go) and every command the service sends. Redis is only fast: it
+// holds pools' staged codes, replay records, user counts, the in-flight
+// ledger, refill batch markers and the refill lock, and Postgres decides
+// every claim. Nothing else in the module talks to Redis (tests may poke
+// keys to inject faults).
+package stock
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Store sends the service's Redis commands for the pools of one namespace.
+// It starts nothing; its methods are safe for concurrent use.
+type Store struct {
+	rdb  redis.UniversalClient
+	keys Keys
+}
+
+// New returns the store of the pools in keys' namespace.
+func New(rdb redis.UniversalClient, keys Keys) *Store {
+	return &Store{rdb: rdb, keys: keys}
+}
+
+// Keys returns the key builder (for tests that inject faults).
+func (s *Store) Keys() Keys { return s.keys }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+// A staged entry is "<code id>:<code>": the id lets Postgres update by
+// primary key.
+
+// FormatEntry returns the staged entry of a code.
+func FormatEntry(codeID int64, code string) string {
+	return strconv.FormatInt(codeID, 10) + ":" + code
+}
+
+// EntryCodeID returns the code id of a staged entry.
+func EntryCodeID(entry string) (int64, error) {
+	idText, _, ok := strings.Cut(entry, ":")
+	id, err := strconv.ParseInt(idText, 10, 64)
+	if !ok || err != nil || id <= 0 {
+		return 0, fmt.Errorf("malformed staged entry")
+	}
+	return id, nil
+}
+
+// ReplayRecord is the value of a replay record: the owner, then the entry
+// (user ids hold no control character).
+func ReplayRecord(userID, entry string) string { return userID + "\n" + entry }
+
+// Release undoes a pop whose claim Postgres refused or answered from an
+// earlier claim: it clears the ledger entry, the user's count if popped (this
+// call counted it), and points the request's replay record at replayTo ("" to
+// delete it) while the record is still this call's (see releaseScript).
+func (s *Store) Release(ctx context.Context, poolID, requestID, userID, entry, replayTo string, ttl time.Duration, popped bool) error {
+	keys := []string{s.keys.Replay(poolID, requestID), s.keys.UserClaims(poolID, userID), s.keys.InFlight(poolID)}
+	counted := "0"
+	if popped {
+		counted = "1"
+	}
+	return releaseScript.Run(ctx, s.rdb, keys, entry, ReplayRecord(userID, entry), replayTo, int(ttl.Seconds()), counted).Err()
+}
+
+// SetUserCount sets the user's claim count, a guard that had gone stale, to
+// n (Postgres's count).
+func (s *Store) SetUserCount(ctx context.Context, poolID, userID string, n int64, ttl time.Duration) error {
+	return s.rdb.Set(ctx, s.keys.UserClaims(poolID, userID), n, ttl).Err()
+}
+
+// ClearInFlight removes entries from the pools' in-flight ledgers, given by
+// pool id: one ZREM per pool, in one round trip.
+func (s *Store) ClearInFlight(ctx context.Context, byPool map[string][]string) error {
+	pipe := s.rdb.Pipeline()
+	for poolID, entries := range byPool {
+		members := make([]any, len(entries))
+		for i, e := range entries {
+			members[i] = e
+		}
+		pipe.ZRem(ctx, s.keys.InFlight(poolID), members...)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Push stages a refill batch: its entries at the tail of the pool's list and
+// its id in the batch set, both or neither.
+func (s *Store) Push(ctx context.Context, poolID string, batchID int64, entries []string) error {
+	args := make([]any, 0, len(entries)+1)
+	args = append(args, strconv.FormatInt(batchID, 10))
+	for _, e := range entries {
+		args = append(args, e)
+	}
+	return pushScript.Run(ctx, s.rdb, []string{s.keys.Staged(poolID), s.keys.Batches(poolID)}, args...).Err()
+}
+
+// StagedLen is the length of the pool's staged list.
+func (s *Store) StagedLen(ctx context.Context, poolID string) (int64, error) {
+	return s.rdb.LLen(ctx, s.keys.Staged(poolID)).Result()
+}
+
+// StagedEntries returns the pool's whole staged list (for audits).
+func (s *Store) StagedEntries(ctx context.Context, poolID string) ([]string, error) {
+	return s.rdb.LRange(ctx, s.keys.Staged(poolID), 0, -1).Result()
+}
+
+// InFlightLen is the size of the pool's in-flight ledger.
+func (s *Store) InFlightLen(ctx context.Context, poolID string) (int64, error) {
+	return s.rdb.ZCard(ctx, s.keys.InFlight(poolID)).Result()
+}
+
+// InFlight returns the pool's whole in-flight ledger.
+func (s *Store) InFlight(ctx context.Context, poolID string) ([]string, error) {
+	return s.rdb.ZRange(ctx, s.keys.InFlight(poolID), 0, -1).Result()
+}
+
+// InFlightBefore returns the ledger entries popped before cutoff.
+func (s *Store) InFlightBefore(ctx context.Context, poolID string, cutoff time.Time) ([]string, error) {
+	return s.rdb.ZRangeByScore(ctx, s.keys.InFlight(poolID), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(cutoff.UnixMilli(), 10),
+	}).Result()
+}
+
+// Levels reads the pool's staged list length and ledger size in one round
+// trip.
+func (s *Store) Levels(ctx context.Context, poolID string) (staged, inFlight int64, err error) {
+	pipe := s.rdb.Pipeline()
+	st := pipe.LLen(ctx, s.keys.Staged(poolID))
+	fl := pipe.ZCard(ctx, s.keys.InFlight(poolID))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, 0, err
+	}
+	return st.Val(), fl.Val(), nil
+}
+
+// Batches returns the ids of the refill batches whose entries were pushed
+// and whose markers are still kept.
+func (s *Store) Batches(ctx context.Context, poolID string) ([]int64, error) {
+	members, err := s.rdb.SMembers(ctx, s.keys.Batches(poolID)).Result()
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, 0, len(members))
+	for _, m := range members {
+		if id, err := strconv.ParseInt(m, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// DropBatches forgets the markers of batches.
+func (s *Store) DropBatches(ctx context.Context, poolID string, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	members := make([]any, len(ids))
+	for i, id := range ids {
+		members[i] = strconv.FormatInt(id, 10)
+	}
+	return s.rdb.SRem(ctx, s.keys.Batches(poolID), members...).Err()
+}
+
+// TryLock takes the pool's refill lock for ttl under token, and reports
+// whether it got it (one refill at a time across replicas).
+func (s *Store) TryLock(ctx context.Context, poolID, token string, ttl time.Duration) (bool, error) {
+	return s.rdb.SetNX(ctx, s.keys.RefillLock(poolID), token, ttl).Result()
+}
+
+// Unlock releases the pool's refill lock if token still holds it.
+func (s *Store) Unlock(ctx context.Context, poolID, token string) error {
+	return unlockScript.Run(ctx, s.rdb, []string{s.keys.RefillLock(poolID)}, token).Err()
+}
+
+// Locked reports whether the pool's refill lock is held.
+func (s *Store) Locked(ctx context.Context, poolID string) (bool, error) {
+	n, err := s.rdb.Exists(ctx, s.keys.RefillLock(poolID)).Result()
+	return n > 0, err
+}
