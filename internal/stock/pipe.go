@@ -44,6 +44,9 @@ type Pipe struct {
 	timeout time.Duration
 	in      chan *scriptCall
 	stop    chan struct{}
+	// stopped is closed once the sender has exited: a call still queued
+	// then was never sent.
+	stopped chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
 }
@@ -65,13 +68,20 @@ const pipeBatch = 128
 // NewPipe returns a pipe whose pipelines each get timeout; Start starts
 // its sender.
 func (s *Store) NewPipe(timeout time.Duration) *Pipe {
-	return &Pipe{store: s, timeout: timeout, in: make(chan *scriptCall, pipeBatch), stop: make(chan struct{})}
+	return &Pipe{store: s, timeout: timeout, in: make(chan *scriptCall, pipeBatch),
+		stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 // Start starts the sender.
-func (p *Pipe) Start() { p.wg.Go(p.loop) }
+func (p *Pipe) Start() {
+	p.wg.Go(func() {
+		defer close(p.stopped)
+		p.loop()
+	})
+}
 
-// Stop stops the sender; calls not yet sent answer ErrPipeStopped.
+// Stop stops the sender; calls not yet sent answer ErrPipeStopped. A pipe
+// never started cannot be stopped.
 func (p *Pipe) Stop() {
 	p.once.Do(func() { close(p.stop) })
 	p.wg.Wait()
@@ -86,6 +96,11 @@ func (p *Pipe) Claim(ctx context.Context, a ClaimArgs) (Answer, error) {
 		done: make(chan scriptResult, 1),
 	}
 	select {
+	case <-p.stop:
+		return Answer{}, ErrPipeStopped
+	default:
+	}
+	select {
 	case p.in <- c:
 	case <-p.stop:
 		return Answer{}, ErrPipeStopped
@@ -95,6 +110,14 @@ func (p *Pipe) Claim(ctx context.Context, a ClaimArgs) (Answer, error) {
 	var r scriptResult
 	select {
 	case r = <-c.done:
+	case <-p.stopped:
+		// The sender has exited: the call was answered before it did, or
+		// never sent.
+		select {
+		case r = <-c.done:
+		default:
+			return Answer{}, ErrPipeStopped
+		}
 	case <-ctx.Done():
 		return Answer{}, ctx.Err()
 	}

@@ -1,0 +1,217 @@
+package stock_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dispenserhq/dispenser/internal/stock"
+	"github.com/dispenserhq/dispenser/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newStore(t *testing.T) *stock.Store {
+	t.Helper()
+	rdb, ns := testenv.Redis(t)
+	return stock.New(rdb, stock.NewKeys(ns))
+}
+
+func entries(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = stock.FormatEntry(int64(i+1), fmt.Sprintf("CODE-%04d", i+1))
+	}
+	return out
+}
+
+// The claim script answers in the claim package's words: a pop, the same
+// entry again for a retry of the same user, nothing for another user, the
+// limit from the user's count, and exhausted on an empty list.
+func TestClaimScriptAnswers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	require.NoError(t, s.Push(ctx, "p1", 7, entries(2)))
+	p := s.NewPipe(time.Second)
+	p.Start()
+	defer p.Stop()
+
+	args := stock.ClaimArgs{PoolID: "p1", RequestID: "r1", UserID: "u1", Limit: 1, TTL: time.Hour}
+	first, err := p.Claim(ctx, args)
+	require.NoError(t, err)
+	require.Equal(t, stock.Answer{Outcome: "popped", Entry: stock.FormatEntry(1, "CODE-0001"), Left: 1}, first)
+
+	again, err := p.Claim(ctx, args)
+	require.NoError(t, err)
+	require.Equal(t, "replay", again.Outcome)
+	require.Equal(t, first.Entry, again.Entry)
+
+	other := args
+	other.UserID = "u2"
+	reused, err := p.Claim(ctx, other)
+	require.NoError(t, err)
+	require.Equal(t, stock.Answer{Outcome: "reused", Left: -1}, reused)
+
+	limited := args
+	limited.RequestID = "r2"
+	atLimit, err := p.Claim(ctx, limited)
+	require.NoError(t, err)
+	require.Equal(t, "limit", atLimit.Outcome)
+
+	fresh := stock.ClaimArgs{PoolID: "p1", RequestID: "r3", UserID: "u3", Limit: 1, TTL: time.Hour}
+	_, err = p.Claim(ctx, fresh)
+	require.NoError(t, err)
+	fresh.RequestID, fresh.UserID = "r4", "u4"
+	empty, err := p.Claim(ctx, fresh)
+	require.NoError(t, err)
+	require.Equal(t, "exhausted", empty.Outcome)
+
+	staged, inFlight, err := s.Levels(ctx, "p1")
+	require.NoError(t, err)
+	require.Zero(t, staged)
+	require.EqualValues(t, 2, inFlight, "both pops are in the ledger until their claims commit")
+}
+
+// Concurrent claims through one pipe each get their own entry: none twice,
+// none lost.
+func TestPipeConcurrentClaims(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	const n = 500
+	require.NoError(t, s.Push(ctx, "p1", 1, entries(n)))
+	p := s.NewPipe(time.Second)
+	p.Start()
+	defer p.Stop()
+
+	var mu sync.Mutex
+	got := map[string]bool{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ans, err := p.Claim(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: fmt.Sprint("r", i), UserID: fmt.Sprint("u", i), Limit: 1, TTL: time.Hour})
+			if err != nil || ans.Outcome != "popped" {
+				t.Errorf("claim %d: %v %+v", i, err, ans)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got[ans.Entry] {
+				t.Errorf("entry %q popped twice", ans.Entry)
+			}
+			got[ans.Entry] = true
+		})
+	}
+	wg.Wait()
+	require.Len(t, got, n)
+	ledger, err := s.InFlight(ctx, "p1")
+	require.NoError(t, err)
+	require.Len(t, ledger, n)
+	byPool := map[string][]string{"p1": ledger}
+	require.NoError(t, s.ClearInFlight(ctx, byPool))
+	left, err := s.InFlightLen(ctx, "p1")
+	require.NoError(t, err)
+	require.Zero(t, left)
+}
+
+// A stopped pipe refuses at once instead of hanging.
+func TestPipeStopped(t *testing.T) {
+	t.Parallel()
+	p := newStore(t).NewPipe(time.Second)
+	p.Start()
+	p.Stop()
+	_, err := p.Claim(context.Background(), stock.ClaimArgs{PoolID: "p1", RequestID: "r", UserID: "u", Limit: 1, TTL: time.Hour})
+	require.ErrorIs(t, err, stock.ErrPipeStopped)
+}
+
+// Release gives back what a pop took: the ledger entry, the user's count
+// and the replay record, which it can point at another entry instead; a
+// record that is no longer this pop's is left alone.
+func TestRelease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	require.NoError(t, s.Push(ctx, "p1", 1, entries(3)))
+	args := stock.ClaimArgs{PoolID: "p1", RequestID: "r1", UserID: "u1", Limit: 1, TTL: time.Hour}
+	popped, err := s.ClaimOnce(ctx, args, time.Now())
+	require.NoError(t, err)
+
+	real := stock.FormatEntry(99, "THE-REAL-ONE")
+	require.NoError(t, s.Release(ctx, "p1", "r1", "u1", popped.Entry, stock.ReplayRecord("u1", real), time.Hour, true))
+	n, err := s.InFlightLen(ctx, "p1")
+	require.NoError(t, err)
+	require.Zero(t, n)
+	again, err := s.ClaimOnce(ctx, args, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, stock.Answer{Outcome: "replay", Entry: real, Left: -1}, again, "the record points at the real claim")
+
+	// The count went back: the user may pop again with another request.
+	other := args
+	other.RequestID = "r2"
+	next, err := s.ClaimOnce(ctx, other, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, "popped", next.Outcome)
+
+	// A late release of r1's first pop cannot undo the record it no longer owns.
+	require.NoError(t, s.Release(ctx, "p1", "r1", "u1", popped.Entry, "", time.Hour, false))
+	still, err := s.ClaimOnce(ctx, args, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, real, still.Entry)
+}
+
+// The ledger is read by pop time, batch markers are kept and dropped, and
+// the refill lock is held by one token at a time.
+func TestLedgerBatchesAndLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	require.NoError(t, s.Push(ctx, "p1", 11, entries(2)))
+	require.NoError(t, s.Push(ctx, "p1", 12, nil))
+	old, err := s.ClaimOnce(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: "a", UserID: "a", Limit: 1, TTL: time.Hour}, time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	_, err = s.ClaimOnce(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: "b", UserID: "b", Limit: 1, TTL: time.Hour}, time.Now())
+	require.NoError(t, err)
+	stale, err := s.InFlightBefore(ctx, "p1", time.Now().Add(-time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, []string{old.Entry}, stale)
+
+	batches, err := s.Batches(ctx, "p1")
+	require.NoError(t, err)
+	require.ElementsMatch(t, []int64{11, 12}, batches)
+	require.NoError(t, s.DropBatches(ctx, "p1", []int64{11}))
+	batches, err = s.Batches(ctx, "p1")
+	require.NoError(t, err)
+	require.Equal(t, []int64{12}, batches)
+
+	ok, err := s.TryLock(ctx, "p1", "t1", time.Minute)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = s.TryLock(ctx, "p1", "t2", time.Minute)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.NoError(t, s.Unlock(ctx, "p1", "t2"), "another token's unlock does nothing")
+	held, err := s.Locked(ctx, "p1")
+	require.NoError(t, err)
+	require.True(t, held)
+	require.NoError(t, s.Unlock(ctx, "p1", "t1"))
+	held, err = s.Locked(ctx, "p1")
+	require.NoError(t, err)
+	require.False(t, held)
+}
+
+func TestEntryCodeID(t *testing.T) {
+	t.Parallel()
+	id, err := stock.EntryCodeID(stock.FormatEntry(42, "A:B:C"))
+	require.NoError(t, err)
+	require.EqualValues(t, 42, id)
+	for _, bad := range []string{"", "x:CODE", "0:CODE", "-3:CODE", "42"} {
+		_, err := stock.EntryCodeID(bad)
+		require.Error(t, err, bad)
+	}
+}
