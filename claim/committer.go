@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/dispenserhq/dispenser/pool"
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 )
 
 //go:embed sql/claim_staged.sql
@@ -196,7 +196,7 @@ func (c *committer) flush(batch []*commitItem) {
 		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
 	}
 	if err != nil {
-		err = pool.WrapDBError("group commit", err)
+		err = pgerr.Wrap("group commit", err)
 		for _, it := range batch {
 			it.done <- commitResult{err: err}
 		}

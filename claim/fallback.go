@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -61,7 +62,7 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after, req.startedAt(), f.refusalTTL).
 		Scan(append([]any{&out}, row.dest()...)...)
 	if err != nil {
-		return Result{}, pool.WrapDBError("fallback claim", err)
+		return Result{}, pgerr.Wrap("fallback claim", err)
 	}
 	o := outcome(out)
 	if err := o.refusal(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -103,7 +104,7 @@ func runWorkload(t *testing.T, e *env, poolID string, wl workload) *ledger {
 }
 
 func errName(err error) string {
-	for _, e := range []error{ErrPoolExhausted, ErrUserLimit, pool.ErrUnavailable, context.DeadlineExceeded} {
+	for _, e := range []error{ErrPoolExhausted, ErrUserLimit, pgerr.ErrUnavailable, context.DeadlineExceeded} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}
@@ -271,7 +272,7 @@ func TestClaimDrillPostgresConnectionsKilled(t *testing.T) {
 	ctx := context.Background()
 	killed := 0
 	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,
-		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit, pool.ErrUnavailable},
+		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit, pgerr.ErrUnavailable},
 		during: func(tenth int, _ *ledger) {
 			if tenth%2 == 1 && tenth < 9 {
 				n, err := e.db.TerminateBackends(ctx)

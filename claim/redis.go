@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -193,7 +194,7 @@ func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (r
 	err = a.db.QueryRow(ctx, settleSQL, req.PoolID, req.RequestID, req.UserID, limit, req.startedAt(), a.refusalTTL).
 		Scan(append(append([]any{&out}, row.dest()...), &held)...)
 	if err != nil {
-		return Result{}, true, 0, pool.WrapDBError("settle request", err)
+		return Result{}, true, 0, pgerr.Wrap("settle request", err)
 	}
 	switch o := outcome(out); o {
 	case outOpen:

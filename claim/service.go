@@ -16,6 +16,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -191,7 +192,7 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 			return res, err
 		}
 		if attempt == busyAttempts {
-			return Result{}, fmt.Errorf("claim: %w: %w", pool.ErrUnavailable, err)
+			return Result{}, fmt.Errorf("claim: %w: %w", pgerr.ErrUnavailable, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -284,7 +285,7 @@ func (s *Service) GetClaim(ctx context.Context, poolID, requestID, userID string
 		return Claim{}, ErrNotFound
 	}
 	if err != nil {
-		return Claim{}, pool.WrapDBError("get claim", err)
+		return Claim{}, pgerr.Wrap("get claim", err)
 	}
 	return row.claim(poolID, requestID, owner), nil
 }
@@ -302,7 +303,7 @@ func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]
 	}
 	rows, err := s.db.Query(ctx, listUserClaimsSQL, poolID, userID)
 	if err != nil {
-		return nil, pool.WrapDBError("list user claims", err)
+		return nil, pgerr.Wrap("list user claims", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claim, error) {
 		var requestID string
@@ -311,7 +312,7 @@ func (s *Service) ListUserClaims(ctx context.Context, poolID, userID string) ([]
 		return r.claim(poolID, requestID, userID), err
 	})
 	if err != nil {
-		return nil, pool.WrapDBError("list user claims", err)
+		return nil, pgerr.Wrap("list user claims", err)
 	}
 	return out, nil
 }
@@ -338,7 +339,7 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 	for {
 		rows, err := s.db.Query(ctx, exportClaimsSQL, poolID, since, until, afterAt, afterID, exportPage)
 		if err != nil {
-			return pool.WrapDBError("export claims", err)
+			return pgerr.Wrap("export claims", err)
 		}
 		var page []Claim
 		var lastID int64
@@ -347,13 +348,13 @@ func (s *Service) ExportClaims(ctx context.Context, poolID string, since, until 
 			var r claimRow
 			if err := rows.Scan(append([]any{&lastID, &requestID, &userID}, r.dest()...)...); err != nil {
 				rows.Close()
-				return pool.WrapDBError("export claims", err)
+				return pgerr.Wrap("export claims", err)
 			}
 			page = append(page, r.claim(poolID, requestID, userID))
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return pool.WrapDBError("export claims", err)
+			return pgerr.Wrap("export claims", err)
 		}
 		if len(page) == 0 {
 			return nil

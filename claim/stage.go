@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -126,7 +127,7 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 		return 0, nil
 	}
 	if err != nil {
-		return 0, pool.WrapDBError("stage batch", err)
+		return 0, pgerr.Wrap("stage batch", err)
 	}
 	if err := s.redis.stock.Push(ctx, p.ID, batchID, entries); err != nil {
 		return 0, &redisError{fmt.Errorf("push batch %d (reconcile returns its codes): %w", batchID, err)}
@@ -170,11 +171,11 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 	var rep ReconcileReport
 	tag, err := s.db.Exec(ctx, voidExpiredSQL, p.ID)
 	if err != nil {
-		return rep, pool.WrapDBError("void expired codes", err)
+		return rep, pgerr.Wrap("void expired codes", err)
 	}
 	rep.Expired = tag.RowsAffected()
 	if _, err := s.db.Exec(ctx, dropExpiredRefusalsSQL, p.ID); err != nil {
-		return rep, pool.WrapDBError("drop expired refusals", err)
+		return rep, pgerr.Wrap("drop expired refusals", err)
 	}
 
 	st := s.redis.stock
@@ -183,11 +184,11 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 	// 1. Batches Redis lost.
 	rows, err := s.db.Query(ctx, stagedBatchesSQL, p.ID, cutoff)
 	if err != nil {
-		return rep, pool.WrapDBError("staged batches", err)
+		return rep, pgerr.Wrap("staged batches", err)
 	}
 	batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return rep, pool.WrapDBError("staged batches", err)
+		return rep, pgerr.Wrap("staged batches", err)
 	}
 	if len(batches) > 0 {
 		marked, err := st.Batches(ctx, p.ID)
@@ -207,7 +208,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		if len(lost) > 0 {
 			tag, err := s.db.Exec(ctx, unstageBatchesSQL, p.ID, lost)
 			if err != nil {
-				return rep, pool.WrapDBError("return lost batches", err)
+				return rep, pgerr.Wrap("return lost batches", err)
 			}
 			rep.LostBatches = tag.RowsAffected()
 		}
@@ -227,7 +228,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		}
 		tag, err := s.db.Exec(ctx, unstageCodesSQL, p.ID, ids)
 		if err != nil {
-			return rep, pool.WrapDBError("return stale in-flight codes", err)
+			return rep, pgerr.Wrap("return stale in-flight codes", err)
 		}
 		rep.Stale = tag.RowsAffected()
 		if err := st.ClearInFlight(ctx, map[string][]string{p.ID: stale}); err != nil {
@@ -255,11 +256,11 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.Time) (int64, error) {
 	rows, err := s.db.Query(ctx, stagedCodesBeforeSQL, poolID, cutoff)
 	if err != nil {
-		return 0, pool.WrapDBError("staged codes", err)
+		return 0, pgerr.Wrap("staged codes", err)
 	}
 	staged, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil || len(staged) == 0 {
-		return 0, pool.WrapDBError("staged codes", err)
+		return 0, pgerr.Wrap("staged codes", err)
 	}
 	ledger, err := s.redis.stock.InFlight(ctx, poolID)
 	if err != nil {
@@ -282,7 +283,7 @@ func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.
 	}
 	tag, err := s.db.Exec(ctx, unstageCodesSQL, poolID, orphans)
 	if err != nil {
-		return 0, pool.WrapDBError("return orphaned codes", err)
+		return 0, pgerr.Wrap("return orphaned codes", err)
 	}
 	return tag.RowsAffected(), nil
 }
@@ -297,11 +298,11 @@ func (s *Service) dropSpentMarkers(ctx context.Context, poolID string) error {
 	}
 	rows, err := s.db.Query(ctx, liveBatchesSQL, poolID, ids)
 	if err != nil {
-		return pool.WrapDBError("live batches", err)
+		return pgerr.Wrap("live batches", err)
 	}
 	live, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return pool.WrapDBError("live batches", err)
+		return pgerr.Wrap("live batches", err)
 	}
 	var spent []int64
 	for _, id := range ids {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/prize"
@@ -89,7 +90,7 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "canceled")
-	case errors.Is(err, pool.ErrUnavailable):
+	case errors.Is(err, pgerr.ErrUnavailable):
 		log.WarnContext(ctx, "store unavailable", "err", err)
 		return withInfo(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
 			ReasonStoreUnavailable)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -124,7 +125,7 @@ func claimResult(err error) string {
 		return "not_found"
 	case errors.As(err, &fe):
 		return "invalid"
-	case errors.Is(err, pool.ErrUnavailable), errors.Is(err, claim.ErrStopped):
+	case errors.Is(err, pgerr.ErrUnavailable), errors.Is(err, claim.ErrStopped):
 		return "unavailable"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "canceled"

@@ -12,9 +12,6 @@ var (
 	ErrPoolNotFound = errors.New("pool not found")
 	// ErrPoolExists means a pool with the given id already exists.
 	ErrPoolExists = errors.New("pool already exists")
-	// ErrUnavailable means Postgres could not be reached or dropped the
-	// connection. Nothing was written; the call may be retried.
-	ErrUnavailable = errors.New("store unavailable")
 )
 
 // FieldError reports one invalid input field (see input.FieldError).

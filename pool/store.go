@@ -4,15 +4,14 @@ import (
 	"context"
 	_ "embed"
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 )
 
 var (
@@ -189,7 +188,7 @@ func isUniqueViolation(err error, constraint string) bool {
 }
 
 // storeError wraps a driver error with what was being done, and marks lost
-// connections and refused connects as ErrUnavailable so that callers can tell
+// connections and refused connects as pgerr.ErrUnavailable so that callers can tell
 // "retry later" from a bug. Domain errors and context errors pass unchanged.
 func storeError(op string, err error) error {
 	var fe *FieldError
@@ -197,46 +196,9 @@ func storeError(op string, err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolExists), errors.Is(err, ErrUnavailable),
+	case errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolExists), errors.Is(err, pgerr.ErrUnavailable),
 		errors.As(err, &fe), errors.As(err, &rej):
 		return err
 	}
-	return WrapDBError(op, err)
-}
-
-// WrapDBError wraps a Postgres error with what was being done, and marks lost
-// connections and refused connects as ErrUnavailable so that callers can
-// tell "retry later" from a bug. Every package that talks to Postgres uses
-// it, so Unavailable means the same everywhere.
-func WrapDBError(op string, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w", op, err)
-	case IsConnectionError(err):
-		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
-// IsConnectionError reports whether err means Postgres could not be reached
-// or dropped the connection (restart, failover, pg_terminate_backend), as
-// opposed to refusing the statement.
-func IsConnectionError(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "08": // connection exception
-			return true
-		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // shutdown, crash, cannot connect now
-			return true
-		}
-		return false
-	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		pgconn.SafeToRetry(err)
+	return pgerr.Wrap(op, err)
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/webhook"
 )
@@ -71,7 +72,7 @@ const (
 // runStopping reports an error that stops the whole run rather than park
 // one prize: the store is down, the service stops, the run was cancelled.
 func runStopping(err error) bool {
-	return errors.Is(err, pool.ErrUnavailable) || errors.Is(err, claim.ErrStopped) ||
+	return errors.Is(err, pgerr.ErrUnavailable) || errors.Is(err, claim.ErrStopped) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 

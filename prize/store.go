@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -212,5 +213,5 @@ func storeError(op, jsonField string, err error) error {
 	if jsonField != "" && errors.As(err, &pgErr) && len(pgErr.Code) == 5 && pgErr.Code[:2] == "22" {
 		return &FieldError{Field: jsonField, Description: "is JSON that Postgres cannot store"}
 	}
-	return pool.WrapDBError(op, err)
+	return pgerr.Wrap(op, err)
 }
