@@ -76,6 +76,14 @@ func (e *env) fill(id string, n int, p pool.Pool) pool.Pool {
 	return p
 }
 
+// fillStaged is fill, then stageAll: a pool whose codes are all in Redis.
+func (e *env) fillStaged(id string, n int, settings pool.Pool) pool.Pool {
+	e.t.Helper()
+	p := e.fill(id, n, settings)
+	e.stageAll(p)
+	return p
+}
+
 // stageAll refills until nothing is left to stage.
 func (e *env) stageAll(p pool.Pool) {
 	e.t.Helper()

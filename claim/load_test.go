@@ -160,8 +160,7 @@ const (
 func TestClaimDrill(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	p := e.fill("drill", drillCodes, pool.Pool{RefillBatchSize: drillCodes})
-	e.stageAll(p)
+	e.fillStaged("drill", drillCodes, pool.Pool{RefillBatchSize: drillCodes})
 	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,
 		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit}})
 	codes := l.check(t, e, "drill")
@@ -182,8 +181,7 @@ func TestClaimDrillRedisFlushed(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	e := newEnv(t, envOpts{redis: rdb})
-	p := e.fill("drill", drillCodes, pool.Pool{RefillBatchSize: 300})
-	e.stageAll(p)
+	p := e.fillStaged("drill", drillCodes, pool.Pool{RefillBatchSize: 300})
 	ctx := context.Background()
 	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,
 		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit},
@@ -267,8 +265,7 @@ func TestClaimDrillRedisStoppedAndRestarted(t *testing.T) {
 func TestClaimDrillPostgresConnectionsKilled(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	p := e.fill("drill", drillCodes, pool.Pool{RefillBatchSize: drillCodes})
-	e.stageAll(p)
+	p := e.fillStaged("drill", drillCodes, pool.Pool{RefillBatchSize: drillCodes})
 	ctx := context.Background()
 	killed := 0
 	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,

@@ -65,8 +65,7 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 			if tc.pgOnly {
 				e.svc.pgOnly = true
 			}
-			p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10, PerUserLimit: 5})
-			e.stageAll(p)
+			p := e.fillStaged("p1", 20, pool.Pool{RefillBatchSize: 10, PerUserLimit: 5})
 			alice, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "order-77"})
 			require.NoError(t, err)
 			if tc.before != nil {
@@ -103,8 +102,7 @@ func TestRefusedRequestIDBelongsToItsUser(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
-	e.stageAll(p)
+	e.fillStaged("p1", 10, pool.Pool{RefillBatchSize: 10})
 	_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "a1"})
 	require.NoError(t, err)
 	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "a2"})
@@ -122,8 +120,7 @@ func TestPrizeRequestIDsUnreachable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
-	e.stageAll(p)
+	e.fillStaged("p1", 10, pool.Pool{RefillBatchSize: 10})
 	var prizeID int64 // the first prize of the schema: 1
 	require.NoError(t, e.db.Pool.QueryRow(ctx,
 		`INSERT INTO prizes (pool_id, user_id, external_id) VALUES ('p1', 'winner', 'w1') RETURNING id`).Scan(&prizeID))
@@ -176,8 +173,7 @@ func TestRetryAfterRedisForgotGetsItsCode(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			e := newEnv(t)
-			p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 20, PerUserLimit: 2})
-			e.stageAll(p)
+			p := e.fillStaged("p1", 20, pool.Pool{RefillBatchSize: 20, PerUserLimit: 2})
 			r0, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R0"})
 			require.NoError(t, err)
 			r1, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R1"})
@@ -216,8 +212,7 @@ func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	p := e.fill("p1", 1, pool.Pool{RefillBatchSize: 1})
-	e.stageAll(p)
+	e.fillStaged("p1", 1, pool.Pool{RefillBatchSize: 1})
 	req := Request{PoolID: "p1", UserID: "u", RequestID: "R", started: time.Now()}
 	// Copy 1 pops the only code and is slow to commit.
 	ans, err := stock.New(e.rdb, e.keys).ClaimOnce(ctx,
@@ -269,8 +264,7 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 	services := []*Service{e.svc, second}
 
 	const requests, copies, users, codes = 600, 4, 200, 300
-	p := e.fill("storm", codes, pool.Pool{RefillBatchSize: 100, PerUserLimit: 2})
-	e.stageAll(p)
+	p := e.fillStaged("storm", codes, pool.Pool{RefillBatchSize: 100, PerUserLimit: 2})
 
 	type answer struct {
 		code int64

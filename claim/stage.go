@@ -1,6 +1,7 @@
 package claim
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -99,13 +100,10 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 			return err
 		}
 		type staged struct {
-			id   int64
-			code string
+			ID   int64
+			Code string
 		}
-		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (staged, error) {
-			var st staged
-			return st, r.Scan(&st.id, &st.code)
-		})
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[staged])
 		if err != nil {
 			return err
 		}
@@ -115,10 +113,10 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 		if len(got) == 0 {
 			return errNothingToStage
 		}
-		slices.SortFunc(got, func(a, b staged) int { return int(a.id - b.id) })
+		slices.SortFunc(got, func(a, b staged) int { return cmp.Compare(a.ID, b.ID) })
 		entries = make([]string, 0, len(got))
 		for _, st := range got {
-			entries = append(entries, stock.FormatEntry(st.id, st.code))
+			entries = append(entries, stock.FormatEntry(st.ID, st.Code))
 		}
 		_, err = tx.Exec(ctx, setStageBatchSizeSQL, batchID, len(got))
 		return err

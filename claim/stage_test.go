@@ -39,8 +39,7 @@ func TestReconcileLostBatches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	p := e.fill("p1", 100, pool.Pool{RefillBatchSize: 30})
-	e.stageAll(p)
+	p := e.fillStaged("p1", 100, pool.Pool{RefillBatchSize: 30})
 	require.NoError(t, e.rdb.Del(ctx, e.keys.Staged("p1"), e.keys.Batches("p1")).Err())
 
 	rep, err := e.svc.Reconcile(ctx, p, time.Hour)
@@ -65,8 +64,7 @@ func TestReconcileStaleLedger(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 10})
-	e.stageAll(p)
+	p := e.fillStaged("p1", 10, pool.Pool{RefillBatchSize: 10})
 	req := Request{PoolID: "p1", UserID: "u1", RequestID: "r1"}
 	ans, err := stock.New(e.rdb, e.keys).ClaimOnce(ctx,
 		stock.ClaimArgs{PoolID: "p1", RequestID: "r1", UserID: "u1", Limit: 1, TTL: time.Hour}, time.Now().Add(-time.Minute))
@@ -100,8 +98,7 @@ func TestReconcileOrphans(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	p := e.fill("p1", 5, pool.Pool{RefillBatchSize: 5})
-	e.stageAll(p)
+	p := e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
 	for range 5 {
 		require.NoError(t, e.rdb.LPop(ctx, e.keys.Staged("p1")).Err())
 	}

@@ -34,6 +34,14 @@ func setupImport(t *testing.T) (*pool.Store, *testenv.Schema) {
 	return s, db
 }
 
+// mustImport imports file into pool poolID (one code per line).
+func mustImport(t *testing.T, s *pool.Store, poolID, file string) pool.ImportSummary {
+	t.Helper()
+	sum, err := s.Import(context.Background(), lines(poolID), strings.NewReader(file))
+	require.NoError(t, err)
+	return sum
+}
+
 func lines(poolID string) pool.ImportOptions {
 	return pool.ImportOptions{PoolID: poolID, Format: pool.FormatLines, SourceName: "codes.txt"}
 }
@@ -56,12 +64,10 @@ func requireBalanced(t *testing.T, s *pool.Store, poolID string) pool.Stats {
 
 func TestImportLinesAndReimport(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	s, db := setupImport(t)
 	file := codeFile("GIFT", 0, 50_000) + "GIFT-00000007\nbad\n\n"
 
-	sum, err := s.Import(ctx, lines("p1"), strings.NewReader(file))
-	require.NoError(t, err)
+	sum := mustImport(t, s, "p1", file)
 	require.Positive(t, sum.ID)
 	require.EqualValues(t, 50_002, sum.Lines)
 	require.EqualValues(t, 50_000, sum.Inserted)
@@ -72,8 +78,7 @@ func TestImportLinesAndReimport(t *testing.T) {
 	require.EqualValues(t, len(file), sum.Bytes)
 
 	// The same file again inserts nothing.
-	again, err := s.Import(ctx, lines("p1"), strings.NewReader(file))
-	require.NoError(t, err)
+	again := mustImport(t, s, "p1", file)
 	require.EqualValues(t, 0, again.Inserted)
 	require.EqualValues(t, 50_000, again.DuplicatesInPool)
 	require.EqualValues(t, 1, again.DuplicatesInFile)
@@ -107,14 +112,11 @@ func TestImportCSV(t *testing.T) {
 
 func TestImportDuplicatesInPoolAndFile(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	s, _ := setupImport(t)
-	_, err := s.Import(ctx, lines("p1"), strings.NewReader(codeFile("A", 0, 100)))
-	require.NoError(t, err)
+	mustImport(t, s, "p1", codeFile("A", 0, 100))
 	// 50 old codes, 50 new, and every line twice.
 	file := codeFile("A", 50, 150) + codeFile("A", 50, 150)
-	sum, err := s.Import(ctx, lines("p1"), strings.NewReader(file))
-	require.NoError(t, err)
+	sum := mustImport(t, s, "p1", file)
 	require.EqualValues(t, 200, sum.Lines)
 	require.EqualValues(t, 50, sum.Inserted)
 	require.EqualValues(t, 50, sum.DuplicatesInPool)
@@ -155,8 +157,7 @@ func TestImportInterruptedLeavesNothing(t *testing.T) {
 
 	// The pool's connections hold no leftover staging table: a full import
 	// afterwards sees exactly its own rows.
-	sum, err := s.Import(ctx, lines("p1"), strings.NewReader(codeFile("CUT", 0, 10)))
-	require.NoError(t, err)
+	sum := mustImport(t, s, "p1", codeFile("CUT", 0, 10))
 	require.EqualValues(t, 10, sum.Inserted)
 	requireBalanced(t, s, "p1")
 }
@@ -235,8 +236,7 @@ func TestImportSameCodesTwoPools(t *testing.T) {
 	_, err := s.CreatePool(ctx, pool.Pool{ID: "p2"})
 	require.NoError(t, err)
 	for _, id := range []string{"p1", "p2"} {
-		sum, err := s.Import(ctx, lines(id), strings.NewReader(codeFile("X", 0, 100)))
-		require.NoError(t, err)
+		sum := mustImport(t, s, id, codeFile("X", 0, 100))
 		require.EqualValues(t, 100, sum.Inserted)
 	}
 }
@@ -246,9 +246,8 @@ func TestStatsBalancedAcrossStates(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, db := setupImport(t)
-	_, err := s.Import(ctx, lines("p1"), strings.NewReader(codeFile("ST", 0, 1000)))
-	require.NoError(t, err)
-	_, err = db.Pool.Exec(ctx, `UPDATE codes SET state = 'staged', stage_batch = 1 WHERE id IN (SELECT id FROM codes ORDER BY id LIMIT 300)`)
+	mustImport(t, s, "p1", codeFile("ST", 0, 1000))
+	_, err := db.Pool.Exec(ctx, `UPDATE codes SET state = 'staged', stage_batch = 1 WHERE id IN (SELECT id FROM codes ORDER BY id LIMIT 300)`)
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, `UPDATE codes SET state = 'void', void_reason = 'recall' WHERE id IN (SELECT id FROM codes WHERE state = 'available' ORDER BY id LIMIT 50)`)
 	require.NoError(t, err)

@@ -2,7 +2,6 @@ package pool_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,10 +13,9 @@ func TestVoidCodes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, db := setupImport(t)
-	_, err := s.Import(ctx, lines("p1"), strings.NewReader(codeFile("V", 0, 10)))
-	require.NoError(t, err)
+	mustImport(t, s, "p1", codeFile("V", 0, 10))
 	// One code is claimed already; it must stay so.
-	_, err = db.Pool.Exec(ctx, `WITH c AS (UPDATE codes SET state = 'claimed' WHERE code = 'V-00000001' RETURNING id)
+	_, err := db.Pool.Exec(ctx, `WITH c AS (UPDATE codes SET state = 'claimed' WHERE code = 'V-00000001' RETURNING id)
 		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id) SELECT 'p1', 'r', 'u', 1, id FROM c`)
 	require.NoError(t, err)
 
@@ -42,10 +40,8 @@ func TestVoidImport(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := setupImport(t)
-	first, err := s.Import(ctx, lines("p1"), strings.NewReader(codeFile("A", 0, 30)))
-	require.NoError(t, err)
-	_, err = s.Import(ctx, lines("p1"), strings.NewReader(codeFile("B", 0, 20)))
-	require.NoError(t, err)
+	first := mustImport(t, s, "p1", codeFile("A", 0, 30))
+	mustImport(t, s, "p1", codeFile("B", 0, 20))
 	res, err := s.Void(ctx, pool.VoidRequest{PoolID: "p1", ImportID: first.ID, Reason: "leaked batch"})
 	require.NoError(t, err)
 	require.Equal(t, pool.VoidResult{Voided: 30}, res)

@@ -225,24 +225,21 @@ func (d *Deliverer) prestage(ctx context.Context, poolID string) {
 		return
 	}
 	type count struct {
-		pool string
-		n    int
+		Pool string
+		N    int
 	}
-	counts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (count, error) {
-		var c count
-		return c, r.Scan(&c.pool, &c.n)
-	})
+	counts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[count])
 	if err != nil {
 		d.log.WarnContext(ctx, "counting ready prizes failed; assigning without pre-staging", "err", err)
 		return
 	}
 	for _, c := range counts {
-		p, err := d.pools.GetPool(ctx, c.pool)
+		p, err := d.pools.GetPool(ctx, c.Pool)
 		if err == nil {
-			_, err = d.cfg.Claims.StageAtLeast(ctx, p, c.n)
+			_, err = d.cfg.Claims.StageAtLeast(ctx, p, c.N)
 		}
 		if err != nil {
-			d.log.WarnContext(ctx, "pre-staging for delivery failed; claims fall back to Postgres", "pool", c.pool, "err", err)
+			d.log.WarnContext(ctx, "pre-staging for delivery failed; claims fall back to Postgres", "pool", c.Pool, "err", err)
 		}
 	}
 }

@@ -22,6 +22,16 @@ func newStore(t *testing.T) *stock.Store {
 	return stock.New(rdb, stock.NewKeys(ns))
 }
 
+// claimAt runs the claim script once for request of user in pool p1 (limit
+// 1) as if at time at.
+func claimAt(t *testing.T, s *stock.Store, request, user string, at time.Time) stock.Answer {
+	t.Helper()
+	ans, err := s.ClaimOnce(context.Background(),
+		stock.ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: 1, TTL: time.Hour}, at)
+	require.NoError(t, err)
+	return ans
+}
+
 func entries(n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -138,31 +148,22 @@ func TestRelease(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	require.NoError(t, s.Push(ctx, "p1", 1, entries(3)))
-	args := stock.ClaimArgs{PoolID: "p1", RequestID: "r1", UserID: "u1", Limit: 1, TTL: time.Hour}
-	popped, err := s.ClaimOnce(ctx, args, time.Now())
-	require.NoError(t, err)
+	popped := claimAt(t, s, "r1", "u1", time.Now())
 
 	real := stock.FormatEntry(99, "THE-REAL-ONE")
 	require.NoError(t, s.Release(ctx, "p1", "r1", "u1", popped.Entry, stock.ReplayRecord("u1", real), time.Hour, true))
 	n, err := s.InFlightLen(ctx, "p1")
 	require.NoError(t, err)
 	require.Zero(t, n)
-	again, err := s.ClaimOnce(ctx, args, time.Now())
-	require.NoError(t, err)
-	require.Equal(t, stock.Answer{Outcome: "replay", Entry: real, Left: -1}, again, "the record points at the real claim")
+	require.Equal(t, stock.Answer{Outcome: "replay", Entry: real, Left: -1}, claimAt(t, s, "r1", "u1", time.Now()),
+		"the record points at the real claim")
 
 	// The count went back: the user may pop again with another request.
-	other := args
-	other.RequestID = "r2"
-	next, err := s.ClaimOnce(ctx, other, time.Now())
-	require.NoError(t, err)
-	require.Equal(t, "popped", next.Outcome)
+	require.Equal(t, "popped", claimAt(t, s, "r2", "u1", time.Now()).Outcome)
 
 	// A late release of r1's first pop cannot undo the record it no longer owns.
 	require.NoError(t, s.Release(ctx, "p1", "r1", "u1", popped.Entry, "", time.Hour, false))
-	still, err := s.ClaimOnce(ctx, args, time.Now())
-	require.NoError(t, err)
-	require.Equal(t, real, still.Entry)
+	require.Equal(t, real, claimAt(t, s, "r1", "u1", time.Now()).Entry)
 }
 
 // The ledger is read by pop time, batch markers are kept and dropped, and
@@ -173,10 +174,8 @@ func TestLedgerBatchesAndLock(t *testing.T) {
 	s := newStore(t)
 	require.NoError(t, s.Push(ctx, "p1", 11, entries(2)))
 	require.NoError(t, s.Push(ctx, "p1", 12, nil))
-	old, err := s.ClaimOnce(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: "a", UserID: "a", Limit: 1, TTL: time.Hour}, time.Now().Add(-time.Hour))
-	require.NoError(t, err)
-	_, err = s.ClaimOnce(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: "b", UserID: "b", Limit: 1, TTL: time.Hour}, time.Now())
-	require.NoError(t, err)
+	old := claimAt(t, s, "a", "a", time.Now().Add(-time.Hour))
+	claimAt(t, s, "b", "b", time.Now())
 	stale, err := s.InFlightBefore(ctx, "p1", time.Now().Add(-time.Minute))
 	require.NoError(t, err)
 	require.Equal(t, []string{old.Entry}, stale)
