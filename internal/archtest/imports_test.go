@@ -1,0 +1,81 @@
+// Package archtest checks that the packages import only what
+// docs/ARCHITECTURE.md's table allows, so the table stays true.
+package archtest
+
+import (
+	"go/build"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const module = "github.com/dispenserhq/dispenser/"
+
+// allowed is the "may import" column of docs/ARCHITECTURE.md: the module's
+// packages each package's non-test code may import.
+var allowed = map[string][]string{
+	"cmd/dispenserd":     {"dispenser", "claim", "auth", "internal/cliflag"},
+	"cmd/dispenserctl":   {"dispenser", "claim", "pool", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
+	"dispenser":          {"auth", "claim", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "proto/dispenser/v1"},
+	"jobs":               {"claim", "pool", "prize"},
+	"prize":              {"claim", "pool", "webhook", "internal/input", "internal/pgerr"},
+	"claim":              {"pool", "internal/stock", "internal/pgerr", "internal/input"},
+	"pool":               {"internal/pgerr", "internal/input"},
+	"auth":               {},
+	"webhook":            {},
+	"migrations":         {},
+	"internal/stock":     {},
+	"internal/pgerr":     {},
+	"internal/input":     {},
+	"internal/cliflag":   {},
+	"internal/testenv":   {"migrations"},
+	"internal/archtest":  {},
+	"proto/dispenser/v1": {},
+}
+
+func TestImportsFollowTheTable(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs("../..")
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		if name := d.Name(); rel != "." && (strings.HasPrefix(name, ".") || name == "tools" || name == "node_modules") {
+			return filepath.SkipDir
+		}
+		pkg, err := build.ImportDir(path, 0)
+		if err != nil {
+			return nil // no Go files here
+		}
+		rel = filepath.ToSlash(rel)
+		want, ok := allowed[rel]
+		if !ok {
+			t.Errorf("package %s is not in docs/ARCHITECTURE.md's table (and allowed here)", rel)
+			return nil
+		}
+		seen[rel] = true
+		for _, imp := range pkg.Imports {
+			if dep, ours := strings.CutPrefix(imp, module); ours && !slices.Contains(want, dep) {
+				t.Errorf("%s imports %s, which the table does not allow", rel, dep)
+			}
+			if imp == "github.com/redis/go-redis/v9" && rel != "internal/stock" && !slices.Contains([]string{"claim", "dispenser", "cmd/dispenserctl", "internal/testenv"}, rel) {
+				t.Errorf("%s imports go-redis: Redis belongs to internal/stock", rel)
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	for pkg := range allowed {
+		require.True(t, seen[pkg], "the table names %s, which does not exist", pkg)
+	}
+}
