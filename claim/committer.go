@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,6 +77,7 @@ type committer struct {
 	stop    chan struct{}
 	once    sync.Once
 	done    chan struct{}
+	started atomic.Bool
 }
 
 func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
@@ -84,9 +86,16 @@ func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 1)
 	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, 10*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	c := &committer{db: db, cfg: cfg, in: make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
+	return &committer{db: db, cfg: cfg, in: make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
 		batches: make(chan []*commitItem), stop: make(chan struct{}), done: make(chan struct{})}
-	for range cfg.MaxInFlight {
+}
+
+// start starts the batcher and the flushers.
+func (c *committer) start() {
+	if c.started.Swap(true) {
+		return
+	}
+	for range c.cfg.MaxInFlight {
 		c.wg.Go(func() {
 			for batch := range c.batches {
 				c.flush(batch)
@@ -94,7 +103,6 @@ func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
 		})
 	}
 	go c.loop()
-	return c
 }
 
 // submit queues an item and waits for its batch. Once queued, the item is
@@ -125,7 +133,9 @@ func (c *committer) submit(ctx context.Context, it *commitItem) commitResult {
 // Stop stops taking items, commits what was queued and waits for every batch.
 func (c *committer) Stop() {
 	c.once.Do(func() { close(c.stop) })
-	<-c.done
+	if c.started.Load() {
+		<-c.done
+	}
 }
 
 func (c *committer) loop() {

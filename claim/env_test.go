@@ -51,6 +51,7 @@ func newEnv(t *testing.T, opts ...envOpts) *env {
 		BreakerOpenFor: 100 * time.Millisecond,
 		Logger:         slog.New(slog.DiscardHandler),
 	})
+	require.NoError(t, e.svc.Start(context.Background()))
 	t.Cleanup(e.svc.Stop)
 	return e
 }

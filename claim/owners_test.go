@@ -260,6 +260,7 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 	second := NewService(Config{DB: e.db.Pool, Redis: rdb, Keys: e.keys, PoolCacheTTL: 20 * time.Millisecond,
 		BreakerOpenFor: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 		RedisAllocator: RedisConfig{Commit: CommitterConfig{MaxWait: 30 * time.Millisecond}}})
+	require.NoError(t, second.Start(context.Background()))
 	t.Cleanup(second.Stop)
 	services := []*Service{e.svc, second}
 

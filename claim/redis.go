@@ -52,7 +52,8 @@ type RedisAllocator struct {
 	log    *slog.Logger
 }
 
-// NewRedisAllocator starts the allocator's group committer; Stop ends it.
+// NewRedisAllocator returns the allocator; Start starts its script sender
+// and group committer, Stop ends them.
 func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
 	a := &RedisAllocator{db: cfg.DB, stock: cfg.Stock, ttl: cmp.Or(cfg.ReplayTTL, 24*time.Hour),
 		tmo: cmp.Or(cfg.ScriptTimeout, 250*time.Millisecond), refusalTTL: cmp.Or(cfg.RefusalTTL, RefusalTTLDefault),
@@ -62,8 +63,13 @@ func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
 	cc.OnCommitted = a.clearLedger
 	a.commit = newCommitter(cfg.DB, cc)
 	a.pipe = cfg.Stock.NewPipe(a.tmo)
-	a.pipe.Start()
 	return a
+}
+
+// Start starts the script sender and the group committer.
+func (a *RedisAllocator) Start() {
+	a.pipe.Start()
+	a.commit.start()
 }
 
 // Stop commits the claims already popped and stops the group committer and

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -84,6 +85,8 @@ type Service struct {
 	mu       sync.Mutex
 	cache    map[string]cachedPool
 	ahead    *ahead
+	// running is true between Start and Stop.
+	running atomic.Bool
 }
 
 type cachedPool struct {
@@ -91,7 +94,7 @@ type cachedPool struct {
 	at time.Time
 }
 
-// NewService starts a Service; Stop ends it.
+// NewService returns a Service; Start starts it, Stop ends it.
 func NewService(cfg Config) *Service {
 	log := cmp.Or(cfg.Logger, slog.Default())
 	rc := cfg.RedisAllocator
@@ -128,9 +131,21 @@ func NewService(cfg Config) *Service {
 	return s
 }
 
+// Start starts the Redis allocator's script sender and group committer
+// (a FallbackOnly service has none). Claims before Start, or after Stop,
+// answer ErrStopped.
+func (s *Service) Start(context.Context) error {
+	if !s.pgOnly {
+		s.redis.Start()
+	}
+	s.running.Store(true)
+	return nil
+}
+
 // Stop ends refills ahead of demand, commits the claims in flight and stops
 // the group committer.
 func (s *Service) Stop() {
+	s.running.Store(false)
 	if s.ahead != nil {
 		s.ahead.stop()
 	}
@@ -173,6 +188,9 @@ func (s *Service) ClaimPrize(ctx context.Context, poolID, userID string, prizeID
 
 // claim serves a validated request.
 func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Result, error) {
+	if !s.running.Load() {
+		return Result{}, ErrStopped
+	}
 	req.startedAt()
 	p, err := s.pool(ctx, req.PoolID)
 	if err != nil {

@@ -74,6 +74,7 @@ func setup(t *testing.T, opts ...setupOpts) *bundle {
 		Logger: log, Claims: claim.Config{PoolCacheTTL: time.Nanosecond}, MaxImportBytes: 4 << 20,
 		AllowInsecureWebhooks: len(opts) > 0 && opts[0].insecureWebhooks})
 	require.NoError(t, err)
+	require.NoError(t, srv.Start(context.Background()))
 	t.Cleanup(func() { srv.Stop(context.Background()) })
 
 	signalImports := func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {

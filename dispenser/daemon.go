@@ -198,8 +198,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return ms.Shutdown(sctx)
 		})
 	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
 	if !cfg.NoJobs {
 		if err := srv.StartJobs(ctx); err != nil {
+			srv.Stop(ctx)
 			return err
 		}
 	}

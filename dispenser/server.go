@@ -114,6 +114,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 // Metrics are the server's Prometheus metrics.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
+// Start starts the claim service (its Redis sender and group committer);
+// Stop ends it.
+func (s *Server) Start(ctx context.Context) error { return s.claims.Start(ctx) }
+
 // StartJobs schedules refill and reconcile with ctx until Stop.
 func (s *Server) StartJobs(ctx context.Context) error { return s.jobs.Start(ctx) }
 

@@ -38,6 +38,7 @@ func setup(t *testing.T) *bundle {
 	log := slog.New(slog.DiscardHandler)
 	keys := stock.NewKeys(ns)
 	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: log})
+	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	r := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, RefillEvery: 100 * time.Millisecond,
 		ReconcileEvery: 100 * time.Millisecond, ReconcileGrace: time.Hour, Logger: log})
@@ -125,6 +126,7 @@ func TestDeliverSchedule(t *testing.T) {
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
 	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: stock.NewKeys(ns), Logger: log})
+	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	d := prize.NewDeliverer(prize.DeliverConfig{DB: db.Pool, Claims: svc, Logger: log})
 	shanghai, err := time.LoadLocation("Asia/Shanghai")

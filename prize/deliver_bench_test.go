@@ -35,6 +35,9 @@ func BenchmarkDeliver10k(b *testing.B) {
 		rdb, ns := testenv.Redis(b)
 		keys := stock.NewKeys(ns)
 		svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: slog.New(slog.DiscardHandler)})
+		if err := svc.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 		var received atomic.Int64
 		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, _ := io.ReadAll(r.Body)

@@ -110,6 +110,7 @@ func newEnv(t *testing.T) *env {
 	rdb, ns := testenv.Redis(t)
 	keys := stock.NewKeys(ns)
 	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys}
 }

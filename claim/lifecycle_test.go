@@ -1,0 +1,37 @@
+package claim
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// A service starts nothing until Start: claims before it, and after Stop,
+// answer ErrStopped at once instead of waiting on a sender that is not
+// there. Stop without Start returns.
+func TestServiceLifecycle(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
+
+	idle := NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys})
+	_, err := idle.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
+	require.ErrorIs(t, err, ErrStopped)
+	idle.Stop()
+
+	svc := NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys})
+	require.NoError(t, svc.Start(ctx))
+	res, err := svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
+	require.NoError(t, err)
+	require.Equal(t, PathRedis, res.Path)
+	svc.Stop()
+	_, err = svc.Claim(ctx, Request{PoolID: "p1", UserID: "u2", RequestID: "r2"})
+	require.ErrorIs(t, err, ErrStopped)
+	e.audit("p1")
+}
