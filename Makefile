@@ -36,12 +36,12 @@ check-generated: proto
 	$(GO) mod tidy
 	git diff --exit-code -- proto go.mod go.sum || { echo "generated code or go.mod is stale: run 'make proto' and 'go mod tidy'"; exit 1; }
 
-## bench: the claim benchmark (dispenserctl bench, ghz, the classic claim under pgbench, fallback only) and the 1M-code import benchmark, on a private stock-settings cluster
+## bench: the claim benchmark (dispenser-bench claims, ghz, the classic claim under pgbench, fallback only) and the 1M-code import benchmark, on a private stock-settings cluster
 bench: services
 	scripts/bench-claims.sh
 	scripts/bench-import.sh
 
-## bench-claims: dispenserctl bench and ghz against dispenserd, the classic claim under pgbench, and the fallback-only mode
+## bench-claims: dispenser-bench claims and ghz against dispenserd, the classic claim under pgbench, and the fallback-only mode
 bench-claims: services
 	scripts/bench-claims.sh
 

@@ -7,7 +7,7 @@
 #   RUNS=3 CLAIMS=20000 CONCURRENCY=64 scripts/bench-ab.sh REV
 #   B_ARGS="--commit-max-wait 3ms" scripts/bench-ab.sh HEAD   # flags, same code
 #
-# Each round runs `dispenserctl bench` (fresh pool, staged, audited) against a
+# Each round runs `dispenser-bench claims` (fresh pool, staged, audited) against a
 # dispenserd built from REV, then from the working tree; every bench must
 # audit clean. Per run it prints answered calls/s, p50/p99, and CPU per
 # answered call of each server process, read from /proc/<pid>/stat before and
@@ -53,8 +53,9 @@ run_one() { # label bindir [dispenserd flags...]
 	# load's start, which it reports on stderr, to its JSON line (the window
 	# also holds the bench's audit: one read of the pool).
 	local d0 p0 r0 d1 p1 r1 out
-	exec 3< <(DISPENSER_KEY="$key" DISPENSER_REDIS_NAMESPACE=bench-ab "$bin/dispenserctl" --addr 127.0.0.1:28093 \
-		bench --claims "$claims" --concurrency "$conc" --replay-ratio 0.1 2>&1)
+	# The load tool is the working tree's on both sides.
+	exec 3< <(DISPENSER_KEY="$key" DISPENSER_REDIS_NAMESPACE=bench-ab "$work/b/dispenser-bench" --addr 127.0.0.1:28093 \
+		claims --claims "$claims" --concurrency "$conc" --replay-ratio 0.1 2>&1)
 	while IFS= read -r line <&3; do
 		if [[ "$line" == "bench: "*" callers, "* ]]; then
 			d0=$(ticks "$pid") p0=$(pg_ticks) r0=$(ticks "$redis_pid")

@@ -3,7 +3,7 @@
 # private PostgreSQL cluster with stock settings (autovacuum on; .dev/postgres
 # on port 25432, started if needed) and the machine's Redis:
 #
-#   1. dispenserctl bench --default-pool: CLAIMS calls, CONCURRENCY callers,
+#   1. dispenser-bench claims --default-pool: CLAIMS calls, CONCURRENCY callers,
 #      10% retries of earlier request ids, on a fresh pool with default
 #      settings and nothing staged (refill must keep up); audited.
 #   2. ghz (pinned in tools/ghz): CLAIMS ClaimCode calls, unique request and
@@ -107,10 +107,10 @@ EOF
 echo "machine: $(nproc) cores; PostgreSQL $(psql "$pg/postgres" -tAc 'SHOW server_version') (private cluster, stock settings, autovacuum $(psql "$pg/postgres" -tAc 'SHOW autovacuum')); $(redis-server --version | cut -d' ' -f1-3)"
 echo "$calls calls, $conc callers, pools of $codes codes (default settings, nothing staged)"
 
-echo "== 1. dispenserctl bench --default-pool"
+echo "== 1. dispenser-bench claims --default-pool"
 serve
 before=""
-exec 3< <(bin/dispenserctl bench --default-pool --claims "$calls" --concurrency "$conc" --replay-ratio 0.1 2>&1)
+exec 3< <(bin/dispenser-bench claims --default-pool --claims "$calls" --concurrency "$conc" --replay-ratio 0.1 2>&1)
 f0=$(fallbacks)
 while IFS= read -r line <&3; do
 	[[ "$line" == "bench: "*" callers, "* ]] && before=$(cpu_mark "$pid")
@@ -119,8 +119,8 @@ while IFS= read -r line <&3; do
 done
 after=$(cpu_mark "$pid")
 exec 3<&-
-python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"dispenserctl bench: {r['calls']} calls, {r['claims_per_s']:.0f} calls/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, served by the fallback {sys.argv[2]}; audit duplicates {r['duplicates']}, lost {r['lost']}, limit {r['limit_violations']}, replays {r['replay_mismatches']}\")" "$json" "$(($(fallbacks) - f0))"
-cpu_report "dispenserctl bench" "$calls" "$before" "$after" 0
+python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"dispenser-bench claims: {r['calls']} calls, {r['claims_per_s']:.0f} calls/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, served by the fallback {sys.argv[2]}; audit duplicates {r['duplicates']}, lost {r['lost']}, limit {r['limit_violations']}, replays {r['replay_mismatches']}\")" "$json" "$(($(fallbacks) - f0))"
+cpu_report "dispenser-bench claims" "$calls" "$before" "$after" 0
 
 echo "== 2. ghz"
 codes_file "$codes" "$work/codes.txt"

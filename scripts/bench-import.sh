@@ -35,5 +35,5 @@ for _ in $(seq 1 50); do
 	sleep 0.2
 done
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(psql "$DISPENSER_DATABASE_URL" -tAc 'SHOW server_version') (private cluster, stock settings)"
-bin/dispenserctl bench import --codes "$codes"
+bin/dispenser-bench import --codes "$codes"
 grep 'import landed' .dev/bench-import.log | sed 's/.*import landed //'

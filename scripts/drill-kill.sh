@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kill drill: start dispenserd, run `dispenserctl bench` against it, kill -9
+# Kill drill: start dispenserd, run `dispenser-bench claims` against it, kill -9
 # the server several times mid-run and restart it, then reconcile and audit.
 # Passes when every answered claim is committed in Postgres and nothing is
 # lost or doubled (the bench's audit and `dispenserctl audit` both exit 0).
@@ -63,7 +63,7 @@ echo "${summary%%$'\n'*}"
 bin/dispenserctl jobs run refill --pool drill >/dev/null
 
 echo "drill: $claims calls, $kills kill -9 of the server, one every ${every}s"
-bin/dispenserctl bench --pool drill --claims "$claims" --concurrency 32 --replay-ratio 0.2 \
+bin/dispenser-bench claims --pool drill --claims "$claims" --concurrency 32 --replay-ratio 0.2 \
 	--retry-for 120s >.dev/drill-bench.txt 2>&1 &
 bench=$!
 for i in $(seq 1 "$kills"); do

@@ -6,12 +6,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
 	"github.com/dispenserhq/dispenser/internal/stock"
 )
 
+// auditOpts are the flags of dispenserctl audit.
+type auditOpts struct {
+	poolID                           string
+	databaseURL, redisURL, namespace string
+}
+
 func (a *app) auditCmd() *cobra.Command {
-	var o benchOpts
+	var o auditOpts
 	cmd := &cobra.Command{
 		Use:   "audit --pool ID",
 		Short: "Reconcile a pool against the promises, straight from Postgres and Redis",
@@ -26,7 +33,7 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 			if o.poolID == "" {
 				return fmt.Errorf("--pool is required")
 			}
-			db, rdb, err := o.openStores(cmd.Context(), 2)
+			db, rdb, err := cli.OpenStores(cmd.Context(), o.databaseURL, o.redisURL, 2)
 			if err != nil {
 				return err
 			}
@@ -38,9 +45,9 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 			}
 			w := a.stdout
 			fmt.Fprintf(w, "pool %s: imported %s = available %s + staged %s + claimed %s + void %s (off by %d)\n", r.PoolID,
-				fmtInt(r.Imported), fmtInt(r.Available), fmtInt(r.Staged), fmtInt(r.Claimed), fmtInt(r.Void), r.Unbalanced())
+				cli.FormatInt(r.Imported), cli.FormatInt(r.Available), cli.FormatInt(r.Staged), cli.FormatInt(r.Claimed), cli.FormatInt(r.Void), r.Unbalanced())
 			fmt.Fprintf(w, "claims %s; codes with two claims %d; claims on unclaimed codes %d; claimed codes without claim %d; users over limit %d\n",
-				fmtInt(r.Claims), r.MultiClaimed, r.ClaimsOnUnclaimed, r.ClaimedNoClaim, r.UsersOverLimit)
+				cli.FormatInt(r.Claims), r.MultiClaimed, r.ClaimsOnUnclaimed, r.ClaimedNoClaim, r.UsersOverLimit)
 			fmt.Fprintf(w, "prizes sent a code not their own claim's %d; prize claims no prize holds %d\n",
 				r.PrizesAstray, r.PrizeClaimsAstray)
 			if r.RedisError != "" {
@@ -58,8 +65,8 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.poolID, "pool", "", "the pool (required)")
-	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", defaultDatabaseURL, "the server's Postgres")
-	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", defaultRedisURL, "the server's Redis")
-	f.StringVar(&o.namespace, "redis-namespace", envOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "[DISPENSER_REDIS_NAMESPACE]")
+	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", cli.DefaultDatabaseURL, "the server's Postgres")
+	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", cli.DefaultRedisURL, "the server's Redis")
+	f.StringVar(&o.namespace, "redis-namespace", cli.EnvOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "[DISPENSER_REDIS_NAMESPACE]")
 	return cmd
 }

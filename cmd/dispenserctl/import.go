@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
-)
 
-// importChunkBytes is the size of one data message of an import stream.
-const importChunkBytes = 256 << 10
+	"github.com/dispenserhq/dispenser/internal/cli"
+)
 
 func (a *app) importCmd() *cobra.Command {
 	var poolID, format string
@@ -57,7 +54,7 @@ line number and reason.`,
 			}
 			opts := &dispenserv1.ImportOptions{PoolId: poolID, Format: f, Strict: strict, SourceName: filepath.Base(name)}
 			start := time.Now()
-			resp, err := uploadImport(cmd.Context(), c, opts, src, a.newProgress(size))
+			resp, err := cli.Upload(cmd.Context(), c, opts, src, a.newProgress(size))
 			if err != nil {
 				return err
 			}
@@ -106,60 +103,9 @@ func resolveFormat(format, name string) (dispenserv1.ImportFormat, error) {
 	return 0, fmt.Errorf("--format must be lines, csv or auto, not %q", format)
 }
 
-// uploadImport streams src to ImportCodes and waits for the summary. If the
-// upload fails midway, the server lands nothing.
-func uploadImport(ctx context.Context, c dispenserv1.AdminServiceClient, opts *dispenserv1.ImportOptions,
-	src io.Reader, prog progress,
-) (*dispenserv1.ImportCodesResponse, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := c.ImportCodes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{Options: opts}}); err != nil {
-		_, rerr := stream.CloseAndRecv()
-		return nil, cmpErr(rerr, err)
-	}
-	buf := make([]byte, importChunkBytes)
-	for {
-		n, rerr := io.ReadFull(src, buf)
-		if n > 0 {
-			chunk := buf[:n]
-			msg := &dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: chunk}}
-			if err := stream.Send(msg); err != nil {
-				// The server ended the call; its status says why.
-				_, serr := stream.CloseAndRecv()
-				prog.abort()
-				return nil, cmpErr(serr, err)
-			}
-			prog.add(int64(n), int64(bytes.Count(chunk, []byte{'\n'})))
-		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
-		}
-		if rerr != nil {
-			prog.abort()
-			return nil, fmt.Errorf("read file: %w (nothing was imported)", rerr)
-		}
-	}
-	prog.uploaded()
-	resp, err := stream.CloseAndRecv()
-	prog.abort()
-	return resp, err
-}
-
-// cmpErr prefers the server's status over the local send error.
-func cmpErr(serverErr, sendErr error) error {
-	if serverErr != nil && !errors.Is(serverErr, io.EOF) {
-		return serverErr
-	}
-	return sendErr
-}
-
 func printImportSummary(w io.Writer, poolID, source string, r *dispenserv1.ImportCodesResponse, took time.Duration) {
 	fmt.Fprintf(w, "import %d into pool %s (%s): %s in %s (%s lines/s)\n", r.GetImportId(), poolID, source,
-		fmtBytes(r.GetBytes()), took.Round(time.Millisecond), fmtInt(int64(float64(r.GetLines())/took.Seconds())))
+		fmtBytes(r.GetBytes()), took.Round(time.Millisecond), cli.FormatInt(int64(float64(r.GetLines())/took.Seconds())))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	for _, row := range []struct {
 		name string
@@ -171,39 +117,26 @@ func printImportSummary(w io.Writer, poolID, source string, r *dispenserv1.Impor
 		{"already in pool", r.GetDuplicatesInPool()},
 		{"invalid", r.GetInvalid()},
 	} {
-		fmt.Fprintf(tw, "  %s\t%s\t\n", row.name, fmtInt(row.n))
+		fmt.Fprintf(tw, "  %s\t%s\t\n", row.name, cli.FormatInt(row.n))
 	}
 	_ = tw.Flush()
 	for _, l := range r.GetInvalidLines() {
 		fmt.Fprintf(w, "    line %d: %s\n", l.GetLine(), l.GetReason())
 	}
 	if n := r.GetInvalid() - int64(len(r.GetInvalidLines())); n > 0 {
-		fmt.Fprintf(w, "    … and %s more invalid lines\n", fmtInt(n))
+		fmt.Fprintf(w, "    … and %s more invalid lines\n", cli.FormatInt(n))
 	}
 }
 
-// progress reports an upload as it goes.
-type progress interface {
-	add(bytes, rows int64)
-	uploaded() // every byte is sent; the server is landing the import
-	abort()    // stop drawing
-}
-
-func (a *app) newProgress(size int64) progress {
+func (a *app) newProgress(size int64) cli.Progress {
 	if a.asJSON {
-		return noProgress{}
+		return cli.NoProgress{}
 	}
 	if a.isTerminal() {
 		return newBarProgress(a.stderr, size)
 	}
 	return &lineProgress{w: a.stderr, size: size, start: time.Now(), every: 2 * time.Second}
 }
-
-type noProgress struct{}
-
-func (noProgress) add(int64, int64) {}
-func (noProgress) uploaded()        {}
-func (noProgress) abort()           {}
 
 // barProgress draws a live bar: bytes, rate, ETA, and rows sent.
 type barProgress struct {
@@ -227,19 +160,19 @@ func newBarProgress(w io.Writer, size int64) *barProgress {
 	return &barProgress{bar: bar, w: w, start: time.Now()}
 }
 
-func (p *barProgress) add(n, rows int64) {
+func (p *barProgress) Add(n, rows int64) {
 	p.rows += rows
 	rate := float64(p.rows) / time.Since(p.start).Seconds()
-	p.bar.Describe(fmt.Sprintf("%s rows (%s rows/s)", fmtInt(p.rows), fmtInt(int64(rate))))
+	p.bar.Describe(fmt.Sprintf("%s rows (%s rows/s)", cli.FormatInt(p.rows), cli.FormatInt(int64(rate))))
 	_ = p.bar.Add64(n)
 }
 
-func (p *barProgress) uploaded() {
+func (p *barProgress) Uploaded() {
 	_ = p.bar.Finish()
-	fmt.Fprintf(p.w, "\nsent %s rows; the server is landing the import…\n", fmtInt(p.rows))
+	fmt.Fprintf(p.w, "\nsent %s rows; the server is landing the import…\n", cli.FormatInt(p.rows))
 }
 
-func (p *barProgress) abort() { _ = p.bar.Exit() }
+func (p *barProgress) Abort() { _ = p.bar.Exit() }
 
 // lineProgress prints a plain line every few seconds, for logs and pipes.
 type lineProgress struct {
@@ -252,7 +185,7 @@ type lineProgress struct {
 	every      time.Duration
 }
 
-func (p *lineProgress) add(n, rows int64) {
+func (p *lineProgress) Add(n, rows int64) {
 	p.sent += n
 	p.rows += rows
 	if time.Since(p.last) < p.every {
@@ -266,11 +199,11 @@ func (p *lineProgress) print() {
 	p.printed = p.sent
 	el := time.Since(p.start).Seconds()
 	rate := float64(p.rows) / el
-	line := fmt.Sprintf("import: %s rows, %s", fmtInt(p.rows), fmtBytes(p.sent))
+	line := fmt.Sprintf("import: %s rows, %s", cli.FormatInt(p.rows), fmtBytes(p.sent))
 	if p.size > 0 {
 		line += fmt.Sprintf(" of %s (%.0f%%)", fmtBytes(p.size), 100*float64(p.sent)/float64(p.size))
 	}
-	line += fmt.Sprintf(", %s rows/s", fmtInt(int64(rate)))
+	line += fmt.Sprintf(", %s rows/s", cli.FormatInt(int64(rate)))
 	if p.size > 0 && p.sent > 0 && p.sent < p.size {
 		eta := time.Duration(el * float64(p.size-p.sent) / float64(p.sent) * float64(time.Second))
 		line += ", ETA " + eta.Round(time.Second).String()
@@ -278,11 +211,11 @@ func (p *lineProgress) print() {
 	fmt.Fprintln(p.w, line)
 }
 
-func (p *lineProgress) uploaded() {
+func (p *lineProgress) Uploaded() {
 	if p.printed != p.sent {
 		p.print()
 	}
 	fmt.Fprintln(p.w, "import: upload complete; the server is landing the import")
 }
 
-func (p *lineProgress) abort() {}
+func (p *lineProgress) Abort() {}

@@ -10,12 +10,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
 )
 
 func TestKeysCommands(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	addr, dbURL, _ := startServerWith(t, false)
+	d := testdaemon.Start(t, true)
+	addr, dbURL := d.Addr, d.DatabaseURL
 	db, err := pgxpool.New(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)

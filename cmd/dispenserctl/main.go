@@ -16,10 +16,9 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -66,7 +65,7 @@ func (a *app) root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&a.addr, "addr", envOr("DISPENSER_ADDR", "localhost:50051"), "dispenserd gRPC address [DISPENSER_ADDR]")
+	f.StringVar(&a.addr, "addr", cli.EnvOr("DISPENSER_ADDR", "localhost:50051"), "dispenserd gRPC address [DISPENSER_ADDR]")
 	f.BoolVar(&a.asJSON, "json", false, "print results as JSON for scripts")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline of each unary call")
 	cliflag.Secret(f, &a.key, "key", "DISPENSER_KEY", "", "API key, sent as a bearer token")
@@ -74,7 +73,7 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.tlsCA, "tls-ca", os.Getenv("DISPENSER_TLS_CA"), "trust this CA (PEM) instead of the system's [DISPENSER_TLS_CA]")
 	f.StringVar(&a.tlsCert, "tls-cert", os.Getenv("DISPENSER_TLS_CERT"), "client certificate for mTLS (PEM) [DISPENSER_TLS_CERT]")
 	f.StringVar(&a.tlsKey, "tls-key", os.Getenv("DISPENSER_TLS_KEY"), "client certificate's key (PEM) [DISPENSER_TLS_KEY]")
-	root.AddCommand(a.keysCmd(), a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd(), a.benchCmd())
+	root.AddCommand(a.keysCmd(), a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd())
 	return root
 }
 
@@ -83,35 +82,13 @@ func (a *app) dial() (*grpc.ClientConn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	creds := insecure.NewCredentials()
-	if a.useTLS || a.tlsCA != "" || a.tlsCert != "" {
-		c, err := dispenser.ClientTLS(a.tlsCA, a.tlsCert, a.tlsKey)
-		if err != nil {
-			return nil, err
-		}
-		creds = c
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-	if a.key != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerKey(a.key)))
-	}
-	conn, err := grpc.NewClient(a.addr, opts...)
+	conn, err := cli.Dial(cli.Conn{Addr: a.addr, Key: a.key, TLS: a.useTLS, CA: a.tlsCA, Cert: a.tlsCert, CertKey: a.tlsKey})
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", a.addr, err)
+		return nil, err
 	}
 	a.conn = conn
 	return conn, nil
 }
-
-// bearerKey sends the API key with every call. It is allowed over plaintext
-// too, for local use; use TLS on any real network.
-type bearerKey string
-
-func (k bearerKey) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(k)}, nil
-}
-
-func (bearerKey) RequireTransportSecurity() bool { return false }
 
 // close releases the connection, if one was made.
 func (a *app) close() {

@@ -5,67 +5,34 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/dispenserhq/dispenser/dispenser"
-	"github.com/dispenserhq/dispenser/internal/testenv"
-	"github.com/dispenserhq/dispenser/prize"
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// startServer runs a real dispenserd (dispenser.Run) on a loopback port, on
-// the test's own schema and Redis namespace, and returns its address.
+// startServer runs a real dispenserd without authentication and returns
+// its address.
 func startServer(t *testing.T) string {
 	t.Helper()
-	addr, _, _ := startServerEnv(t)
-	return addr
+	return testdaemon.Start(t, false).Addr
 }
 
 // startServerEnv is startServer that also returns the database URL and the
-// Redis namespace, for commands that read them directly (audit, bench).
+// Redis namespace, for commands that read them directly (audit).
 func startServerEnv(t *testing.T) (addr, dbURL, namespace string) {
 	t.Helper()
-	return startServerWith(t, true)
-}
-
-// startServerWith starts a server with or without API-key authentication.
-func startServerWith(t *testing.T, noAuth bool) (addr, dbURL, namespace string) {
-	t.Helper()
-	db := testenv.Postgres(t)
-	_, ns := testenv.Redis(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- dispenser.Run(ctx, dispenser.Config{
-			DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
-			Listener: lis, ShutdownTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
-			// Tests run jobs when they mean to; a scheduled refill would
-			// move codes between states under their feet.
-			NoJobs: true,
-			// Authentication has its own tests; most of these test commands.
-			NoAuth:  noAuth,
-			Deliver: prize.DeliverConfig{MaxAttempts: 2, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return lis.Addr().String(), db.URL, ns
+	d := testdaemon.Start(t, false)
+	return d.Addr, d.DatabaseURL, d.Namespace
 }
 
 // ctl runs one dispenserctl command and returns its stdout, stderr and error.

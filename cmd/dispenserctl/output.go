@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -14,6 +12,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+
+	"github.com/dispenserhq/dispenser/internal/cli"
 )
 
 func stderrIsTerminal() bool { return term.IsTerminal(2) }
@@ -46,24 +46,6 @@ func fmtTime(ts *timestamppb.Timestamp) string {
 	return ts.AsTime().Local().Format(time.RFC3339)
 }
 
-// fmtInt groups digits by thousands: 1234567 -> 1,234,567.
-func fmtInt(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
-
 func fmtBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
@@ -88,7 +70,7 @@ func printPool(w io.Writer, p *dispenserv1.Pool) {
 	fmt.Fprintf(tw, "state\t%s\n", state)
 	fmt.Fprintf(tw, "claim window\t%s .. %s\n", fmtTime(p.GetClaimStartsAt()), fmtTime(p.GetClaimEndsAt()))
 	fmt.Fprintf(tw, "per-user limit\t%d\n", p.GetPerUserLimit())
-	fmt.Fprintf(tw, "refill\tbelow %s, %s at a time\n", fmtInt(int64(p.GetRefillLowWater())), fmtInt(int64(p.GetRefillBatchSize())))
+	fmt.Fprintf(tw, "refill\tbelow %s, %s at a time\n", cli.FormatInt(int64(p.GetRefillLowWater())), cli.FormatInt(int64(p.GetRefillBatchSize())))
 	hook := p.GetWebhookUrl()
 	if hook == "" {
 		hook = "-"
@@ -120,7 +102,7 @@ func printPoolList(w io.Writer, pools []*dispenserv1.Pool) {
 
 func printStats(w io.Writer, s *dispenserv1.PoolStats) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	row := func(name string, n int64) { fmt.Fprintf(tw, "%s\t%s\t\n", name, fmtInt(n)) }
+	row := func(name string, n int64) { fmt.Fprintf(tw, "%s\t%s\t\n", name, cli.FormatInt(n)) }
 	fmt.Fprintf(w, "pool %s at %s\n", s.GetPoolId(), fmtTime(s.GetReadTime()))
 	row("imported", s.GetImported())
 	row("available", s.GetAvailable())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -59,7 +60,7 @@ The summary counts codes, it never prints them.`,
 			}
 			return show(a, total, func(w io.Writer, r *dispenserv1.VoidCodesResponse) {
 				fmt.Fprintf(w, "voided %s, already void %s, claimed (left as is) %s, not found %s\n",
-					fmtInt(r.GetVoided()), fmtInt(r.GetAlreadyVoid()), fmtInt(r.GetClaimed()), fmtInt(r.GetNotFound()))
+					cli.FormatInt(r.GetVoided()), cli.FormatInt(r.GetAlreadyVoid()), cli.FormatInt(r.GetClaimed()), cli.FormatInt(r.GetNotFound()))
 			})
 		},
 	}

@@ -18,23 +18,26 @@ const module = "github.com/dispenserhq/dispenser/"
 // allowed is the "may import" column of docs/ARCHITECTURE.md: the module's
 // packages each package's non-test code may import.
 var allowed = map[string][]string{
-	"cmd/dispenserd":     {"dispenser", "claim", "auth", "internal/cliflag"},
-	"cmd/dispenserctl":   {"dispenser", "claim", "pool", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
-	"dispenser":          {"auth", "claim", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "proto/dispenser/v1"},
-	"jobs":               {"claim", "pool", "prize"},
-	"prize":              {"claim", "pool", "webhook", "internal/input", "internal/pgerr"},
-	"claim":              {"pool", "internal/stock", "internal/pgerr", "internal/input"},
-	"pool":               {"internal/pgerr", "internal/input"},
-	"auth":               {},
-	"webhook":            {},
-	"migrations":         {},
-	"internal/stock":     {},
-	"internal/pgerr":     {},
-	"internal/input":     {},
-	"internal/cliflag":   {},
-	"internal/testenv":   {"migrations"},
-	"internal/archtest":  {},
-	"proto/dispenser/v1": {},
+	"cmd/dispenserd":      {"dispenser", "claim", "auth", "internal/cliflag"},
+	"cmd/dispenserctl":    {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
+	"cmd/dispenser-bench": {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
+	"internal/cli":        {"dispenser", "proto/dispenser/v1"},
+	"internal/testdaemon": {"dispenser", "prize", "internal/testenv"},
+	"dispenser":           {"auth", "claim", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "proto/dispenser/v1"},
+	"jobs":                {"claim", "pool", "prize"},
+	"prize":               {"claim", "pool", "webhook", "internal/input", "internal/pgerr"},
+	"claim":               {"pool", "internal/stock", "internal/pgerr", "internal/input"},
+	"pool":                {"internal/pgerr", "internal/input"},
+	"auth":                {},
+	"webhook":             {},
+	"migrations":          {},
+	"internal/stock":      {},
+	"internal/pgerr":      {},
+	"internal/input":      {},
+	"internal/cliflag":    {},
+	"internal/testenv":    {"migrations"},
+	"internal/archtest":   {},
+	"proto/dispenser/v1":  {},
 }
 
 func TestImportsFollowTheTable(t *testing.T) {
@@ -68,7 +71,7 @@ func TestImportsFollowTheTable(t *testing.T) {
 			if dep, ours := strings.CutPrefix(imp, module); ours && !slices.Contains(want, dep) {
 				t.Errorf("%s imports %s, which the table does not allow", rel, dep)
 			}
-			if imp == "github.com/redis/go-redis/v9" && rel != "internal/stock" && !slices.Contains([]string{"claim", "dispenser", "cmd/dispenserctl", "internal/testenv"}, rel) {
+			if imp == "github.com/redis/go-redis/v9" && rel != "internal/stock" && !slices.Contains([]string{"claim", "dispenser", "cmd/dispenserctl", "cmd/dispenser-bench", "internal/cli", "internal/testenv"}, rel) {
 				t.Errorf("%s imports go-redis: Redis belongs to internal/stock", rel)
 			}
 		}

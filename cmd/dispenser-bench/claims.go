@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -15,20 +14,20 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
-// benchOpts are the flags of dispenserctl bench.
+// benchOpts are the flags of dispenser-bench claims.
 type benchOpts struct {
 	claims, concurrency, users, codes int
 	replayRatio                       float64
@@ -63,25 +62,12 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
 	f.BoolVar(&o.defaultPool, "default-pool", false, "create the fresh pool with default settings and stage nothing (refill must keep up)")
-	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", defaultDatabaseURL,
+	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", cli.DefaultDatabaseURL,
 		"the server's Postgres, for the audit")
-	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", defaultRedisURL, "the server's Redis, for the audit")
-	f.StringVar(&o.namespace, "redis-namespace", envOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "the server's Redis namespace [DISPENSER_REDIS_NAMESPACE]")
+	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", cli.DefaultRedisURL, "the server's Redis, for the audit")
+	f.StringVar(&o.namespace, "redis-namespace", cli.EnvOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "the server's Redis namespace [DISPENSER_REDIS_NAMESPACE]")
 	f.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "deadline of one ClaimCode call")
 	f.DurationVar(&o.retryFor, "retry-for", 60*time.Second, "keep retrying a call that fails Unavailable (same request_id) this long")
-}
-
-// Defaults of the store flags, as `make run` sets the stores up.
-const (
-	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"
-	defaultRedisURL    = "redis://127.0.0.1:6379/0"
-)
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
 
 func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
@@ -91,7 +77,7 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	if o.users == 0 {
 		o.users = 10 * o.claims
 	}
-	db, rdb, err := o.openStores(ctx, 4)
+	db, rdb, err := cli.OpenStores(ctx, o.databaseURL, o.redisURL, 4)
 	if err != nil {
 		return err
 	}
@@ -109,14 +95,14 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 			n = int(float64(o.claims)*(1-o.replayRatio)) + 100
 		}
 		o.poolID = fmt.Sprintf("bench-%d", time.Now().UnixNano())
-		fmt.Fprintf(a.stderr, "bench: creating pool %s with %s codes\n", o.poolID, fmtInt(int64(n)))
+		fmt.Fprintf(a.stderr, "bench: creating pool %s with %s codes\n", o.poolID, cli.FormatInt(int64(n)))
 		if err := a.createBenchPool(ctx, admin, o.poolID, n, !o.defaultPool); err != nil {
 			return err
 		}
 	}
 
 	fmt.Fprintf(a.stderr, "bench: %s calls, %d callers, %s users, %.0f%% replays on pool %s\n",
-		fmtInt(int64(o.claims)), o.concurrency, fmtInt(int64(o.users)), 100*o.replayRatio, o.poolID)
+		cli.FormatInt(int64(o.claims)), o.concurrency, cli.FormatInt(int64(o.users)), 100*o.replayRatio, o.poolID)
 	cc := dispenserv1.NewClaimServiceClient(conn)
 	led := runClaimLoad(ctx, o, func(ctx context.Context, req claimReq) (string, bool, error) {
 		resp, err := cc.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: o.poolID, UserId: req.user, RequestId: req.id})
@@ -183,7 +169,7 @@ func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServic
 		}
 		_ = pw.Close()
 	}()
-	resp, err := uploadImport(ctx, admin, &dispenserv1.ImportOptions{PoolId: id, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: "bench"}, pr, noProgress{})
+	resp, err := cli.Upload(ctx, admin, &dispenserv1.ImportOptions{PoolId: id, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: "bench"}, pr, cli.NoProgress{})
 	_ = pr.Close()
 	if err != nil {
 		return err
@@ -345,46 +331,26 @@ func checkCommitted(ctx context.Context, db *pgxpool.Pool, poolID string, l *loa
 
 func (a *app) printBench(r benchResult, l *loadLedger, au claim.AuditReport) {
 	w := a.stdout
-	fmt.Fprintf(w, "pool %s: %s calls in %s\n", r.Pool, fmtInt(int64(r.Calls)), l.elapsed.Round(time.Millisecond))
-	fmt.Fprintf(w, "  answered   %s calls for %s requests (%s answered as replays): %s claims/s\n", fmtInt(int64(l.ok)),
-		fmtInt(int64(len(l.answered))), fmtInt(int64(l.replays)), fmtInt(int64(r.ClaimsPerS)))
+	fmt.Fprintf(w, "pool %s: %s calls in %s\n", r.Pool, cli.FormatInt(int64(r.Calls)), l.elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "  answered   %s calls for %s requests (%s answered as replays): %s claims/s\n", cli.FormatInt(int64(l.ok)),
+		cli.FormatInt(int64(len(l.answered))), cli.FormatInt(int64(l.replays)), cli.FormatInt(int64(r.ClaimsPerS)))
 	fmt.Fprintf(w, "  latency    p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n",
 		l.percentile(0.5), l.percentile(0.9), l.percentile(0.99), l.percentile(1))
 	var refused []string
 	for reason, n := range l.refused {
-		refused = append(refused, fmt.Sprintf("%s %s", reason, fmtInt(int64(n))))
+		refused = append(refused, fmt.Sprintf("%s %s", reason, cli.FormatInt(int64(n))))
 	}
 	slices.Sort(refused)
 	if len(refused) > 0 {
 		fmt.Fprintf(w, "  refused    %s\n", strings.Join(refused, ", "))
 	}
 	fmt.Fprintf(w, "audit: imported %s, available %s + staged %s + claimed %s + void %s (off by %d)\n",
-		fmtInt(au.Imported), fmtInt(au.Available), fmtInt(au.Staged), fmtInt(au.Claimed), fmtInt(au.Void), au.Unbalanced())
+		cli.FormatInt(au.Imported), cli.FormatInt(au.Available), cli.FormatInt(au.Staged), cli.FormatInt(au.Claimed), cli.FormatInt(au.Void), au.Unbalanced())
 	fmt.Fprintf(w, "audit: redis list: %d entries staged twice, %d stale; %s in flight\n",
-		au.RedisDuplicates, au.RedisStale, fmtInt(au.RedisInFlight))
+		au.RedisDuplicates, au.RedisStale, cli.FormatInt(au.RedisInFlight))
 	if au.RedisError != "" {
 		fmt.Fprintf(w, "audit: redis not audited: %s\n", au.RedisError)
 	}
 	fmt.Fprintf(w, "audit: duplicates %d, lost %d, limit violations %d, replay mismatches %d\n",
 		r.Duplicates, r.Lost, r.LimitViolations, r.ReplayMismatches)
-}
-
-// openStores connects straight to the server's Postgres and Redis, for the
-// audit and the classic approaches; maxConns sizes the Postgres pool.
-func (o benchOpts) openStores(ctx context.Context, maxConns int) (*pgxpool.Pool, *redis.Client, error) {
-	pcfg, err := pgxpool.ParseConfig(o.databaseURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--database-url: %w", err)
-	}
-	pcfg.MaxConns = int32(maxConns)
-	db, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("database: %w", err)
-	}
-	ropts, err := redis.ParseURL(o.redisURL)
-	if err != nil {
-		db.Close()
-		return nil, nil, fmt.Errorf("--redis-url: %w", err)
-	}
-	return db, redis.NewClient(ropts), nil
 }

@@ -15,14 +15,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
-func (a *app) benchCmd() *cobra.Command {
+func (a *app) claimsCmd() *cobra.Command {
 	var o benchOpts
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use:   "claims",
 		Short: "Drive ClaimCode through a running dispenserd, then audit every promise",
 		Long: `Drives ClaimCode through a running server over gRPC: --claims calls from
 --concurrency callers for --users users, a --replay-ratio share of them retrying
@@ -39,11 +40,10 @@ pgbench, on the same Postgres).`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runBenchClaims(cmd.Context(), o) },
 	}
 	a.benchClaimsFlags(cmd, &o)
-	cmd.AddCommand(a.benchImportCmd())
 	return cmd
 }
 
-// importBenchResult is the JSON line bench import ends with.
+// importBenchResult is the JSON line the import benchmark ends with.
 type importBenchResult struct {
 	Codes            int     `json:"codes"`
 	Pool             string  `json:"pool"`
@@ -76,7 +76,7 @@ rate can be read against the raw rate of the same machine in the same run.`,
 				return err
 			}
 			file := filepath.Join(dir, fmt.Sprintf("bench-codes-%d.txt", n))
-			fmt.Fprintf(a.stderr, "writing %s random codes to %s\n", fmtInt(int64(n)), file)
+			fmt.Fprintf(a.stderr, "writing %s random codes to %s\n", cli.FormatInt(int64(n)), file)
 			if err := writeRandomCodes(file, n); err != nil {
 				return err
 			}
@@ -105,7 +105,7 @@ rate can be read against the raw rate of the same machine in the same run.`,
 				defer f.Close()
 				opts := &dispenserv1.ImportOptions{PoolId: poolID, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: filepath.Base(file)}
 				start := time.Now()
-				resp, err := uploadImport(ctx, c, opts, f, noProgress{})
+				resp, err := cli.Upload(ctx, c, opts, f, cli.NoProgress{})
 				secs := time.Since(start).Seconds()
 				if err != nil {
 					return 0, err
@@ -144,12 +144,12 @@ rate can be read against the raw rate of the same machine in the same run.`,
 
 func printImportBench(a *app, r importBenchResult) {
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%s codes into pool %s\tseconds\trows/s\t\n", fmtInt(int64(r.Codes)), r.Pool)
+	fmt.Fprintf(tw, "%s codes into pool %s\tseconds\trows/s\t\n", cli.FormatInt(int64(r.Codes)), r.Pool)
 	if r.RawCopyRowsPerS > 0 {
-		fmt.Fprintf(tw, "raw pgx CopyFrom (same table)\t%.2f\t%s\t\n", r.RawCopySeconds, fmtInt(int64(r.RawCopyRowsPerS)))
+		fmt.Fprintf(tw, "raw pgx CopyFrom (same table)\t%.2f\t%s\t\n", r.RawCopySeconds, cli.FormatInt(int64(r.RawCopyRowsPerS)))
 	}
-	fmt.Fprintf(tw, "dispenserctl import via server\t%.2f\t%s\t\n", r.ImportSeconds, fmtInt(int64(r.ImportRowsPerS)))
-	fmt.Fprintf(tw, "re-import (all duplicates)\t%.2f\t%s\t\n", r.ReimportSeconds, fmtInt(int64(r.ReimportRowsPerS)))
+	fmt.Fprintf(tw, "dispenserctl import via server\t%.2f\t%s\t\n", r.ImportSeconds, cli.FormatInt(int64(r.ImportRowsPerS)))
+	fmt.Fprintf(tw, "re-import (all duplicates)\t%.2f\t%s\t\n", r.ReimportSeconds, cli.FormatInt(int64(r.ReimportRowsPerS)))
 	_ = tw.Flush()
 	if r.ImportVsRaw > 0 {
 		fmt.Fprintf(a.stdout, "import runs at %.0f%% of the raw CopyFrom rate\n", 100*r.ImportVsRaw)

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// run runs one dispenser-bench command and returns its stdout, stderr and
+// error.
+func run(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	a := &app{stdout: &out, stderr: &errOut}
+	cmd := a.root()
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	err := cmd.ExecuteContext(context.Background())
+	a.close()
+	return out.String(), errOut.String(), err
+}
+
+// A small claims run: every answer is checked against Postgres and the
+// audit of the pool comes out clean.
+func TestClaimsCommand(t *testing.T) {
+	t.Parallel()
+	d := testdaemon.Start(t, false)
+	out, errOut, err := run(t, "claims", "--addr", d.Addr, "--claims", "600", "--concurrency", "8", "--users", "300",
+		"--replay-ratio", "0.2", "--database-url", d.DatabaseURL, "--redis-namespace", d.Namespace)
+	require.NoError(t, err, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var res benchResult
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	require.Equal(t, 600, res.Calls)
+	require.Positive(t, res.Claims)
+	require.Zero(t, res.Duplicates+res.Lost+res.LimitViolations+res.ReplayMismatches)
+	require.Contains(t, out, "audit: duplicates 0, lost 0, limit violations 0, replay mismatches 0")
+}
+
+// Help names the environment variables that hold secrets but never shows
+// their values.
+func TestHelpShowsNoSecrets(t *testing.T) {
+	t.Setenv("DISPENSER_KEY", "dk_abcdefabcdef_S3CR3TKEYVALUE")
+	t.Setenv("DISPENSER_DATABASE_URL", "postgres://app:HUNTER2@db.internal/dispenser")
+	t.Setenv("DISPENSER_REDIS_URL", "redis://:R3D1SPASS@cache.internal:6379/0")
+	for _, args := range [][]string{{"--help"}, {"claims", "--help"}, {"import", "--help"}} {
+		out, _, err := run(t, args...)
+		require.NoError(t, err, "%v", args)
+		for _, v := range []string{"S3CR3TKEYVALUE", "HUNTER2", "R3D1SPASS"} {
+			require.NotContains(t, out, v, "%v", args)
+		}
+		require.Contains(t, out, "DISPENSER_", "%v", args)
+	}
+}

@@ -1,0 +1,194 @@
+// Package cli is what the command-line tools share as clients of
+// dispenserd: dialing it with a key and TLS, uploading an import, and
+// formatting numbers for people.
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dispenserhq/dispenser/dispenser"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+)
+
+// Defaults of the store flags of the tools that read Postgres and Redis
+// directly (audit, the benchmarks), as `make run` sets the stores up.
+const (
+	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable"
+	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
+)
+
+// EnvOr returns the environment variable key, or def when it is empty.
+func EnvOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// OpenStores connects straight to the server's Postgres and Redis, for the
+// tools that read them (audit, the benchmarks); maxConns sizes the Postgres
+// pool.
+func OpenStores(ctx context.Context, databaseURL, redisURL string, maxConns int) (*pgxpool.Pool, *redis.Client, error) {
+	pcfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--database-url: %w", err)
+	}
+	pcfg.MaxConns = int32(maxConns)
+	db, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("database: %w", err)
+	}
+	ropts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	return db, redis.NewClient(ropts), nil
+}
+
+// Conn says how to reach dispenserd.
+type Conn struct {
+	// Addr is host:port.
+	Addr string
+	// Key is the API key, sent as a bearer token with every call.
+	Key string
+	// TLS connects with TLS; implied by CA or Cert.
+	TLS bool
+	// CA, if set, is trusted instead of the system's roots (PEM file).
+	CA string
+	// Cert and CertKey are a client certificate for mTLS (PEM files).
+	Cert, CertKey string
+}
+
+// Dial returns a client connection; gRPC connects on the first call.
+func Dial(c Conn) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if c.TLS || c.CA != "" || c.Cert != "" {
+		tc, err := dispenser.ClientTLS(c.CA, c.Cert, c.CertKey)
+		if err != nil {
+			return nil, err
+		}
+		creds = tc
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if c.Key != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerKey(c.Key)))
+	}
+	conn, err := grpc.NewClient(c.Addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", c.Addr, err)
+	}
+	return conn, nil
+}
+
+// bearerKey sends the API key with every call. It is allowed over plaintext
+// too, for local use; use TLS on any real network.
+type bearerKey string
+
+func (k bearerKey) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(k)}, nil
+}
+
+func (bearerKey) RequireTransportSecurity() bool { return false }
+
+// Progress is told how an upload goes.
+type Progress interface {
+	// Add reports bytes and rows sent.
+	Add(bytes, rows int64)
+	// Uploaded reports that every byte is sent: the server is landing the
+	// import.
+	Uploaded()
+	// Abort stops drawing.
+	Abort()
+}
+
+// NoProgress reports nothing.
+type NoProgress struct{}
+
+func (NoProgress) Add(int64, int64) {}
+func (NoProgress) Uploaded()        {}
+func (NoProgress) Abort()           {}
+
+// ImportChunkBytes is the size of one data message of an import stream.
+const ImportChunkBytes = 256 << 10
+
+// Upload streams src to ImportCodes and waits for the summary. If the
+// upload fails midway, the server lands nothing.
+func Upload(ctx context.Context, c dispenserv1.AdminServiceClient, opts *dispenserv1.ImportOptions,
+	src io.Reader, prog Progress,
+) (*dispenserv1.ImportCodesResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.ImportCodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{Options: opts}}); err != nil {
+		_, rerr := stream.CloseAndRecv()
+		return nil, cmpErr(rerr, err)
+	}
+	buf := make([]byte, ImportChunkBytes)
+	for {
+		n, rerr := io.ReadFull(src, buf)
+		if n > 0 {
+			chunk := buf[:n]
+			msg := &dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: chunk}}
+			if err := stream.Send(msg); err != nil {
+				// The server ended the call; its status says why.
+				_, serr := stream.CloseAndRecv()
+				prog.Abort()
+				return nil, cmpErr(serr, err)
+			}
+			prog.Add(int64(n), int64(bytes.Count(chunk, []byte{'\n'})))
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			prog.Abort()
+			return nil, fmt.Errorf("read file: %w (nothing was imported)", rerr)
+		}
+	}
+	prog.Uploaded()
+	resp, err := stream.CloseAndRecv()
+	prog.Abort()
+	return resp, err
+}
+
+// cmpErr prefers the server's status over the local send error.
+func cmpErr(serverErr, sendErr error) error {
+	if serverErr != nil && !errors.Is(serverErr, io.EOF) {
+		return serverErr
+	}
+	return sendErr
+}
+
+// FormatInt groups digits by thousands: 1234567 -> 1,234,567.
+func FormatInt(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
