@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -36,7 +37,7 @@ func getPool(conn *grpc.ClientConn, d time.Duration) codes.Code {
 // Past MaxConnections, a new connection is not served until one closes.
 func TestConnectionLimit(t *testing.T) {
 	t.Parallel()
-	addr, _, _ := runDaemon(t, func(c *dispenser.Config) { c.MaxConnections = 2 })
+	addr := testdaemon.Run(t, func(c *dispenser.Config) { c.MaxConnections = 2 }).Addr
 	first, second := dial(t, addr), dial(t, addr)
 	require.Equal(t, codes.NotFound, getPool(first, 5*time.Second))
 	require.Equal(t, codes.NotFound, getPool(second, 5*time.Second))
@@ -51,7 +52,7 @@ func TestConnectionLimit(t *testing.T) {
 // stream instead of costing the server another one.
 func TestConcurrentStreamLimit(t *testing.T) {
 	t.Parallel()
-	addr, _, _ := runDaemon(t, func(c *dispenser.Config) { c.MaxConcurrentStreams = 2 })
+	addr := testdaemon.Run(t, func(c *dispenser.Config) { c.MaxConcurrentStreams = 2 }).Addr
 	conn := dial(t, addr)
 	require.Equal(t, codes.NotFound, getPool(conn, 5*time.Second))
 	ctx, cancel := context.WithCancel(context.Background())

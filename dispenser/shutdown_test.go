@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -21,7 +21,8 @@ import (
 // committed (durable before visible, also at shutdown).
 func TestShutdownDrainsClaims(t *testing.T) {
 	t.Parallel()
-	addr, db, stop := runDaemon(t, func(*dispenser.Config) {})
+	d := testdaemon.Run(t, nil)
+	addr, db, stop := d.Addr, d.DB, d.Stop
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })

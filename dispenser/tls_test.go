@@ -8,12 +8,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/dispenser"
-	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -79,35 +77,10 @@ func (p *pki) issue(name string, server bool) (certFile, keyFile string) {
 	return p.write(name+".pem", "CERTIFICATE", der), p.write(name+"-key.pem", "EC PRIVATE KEY", keyDER)
 }
 
-// runDaemon runs dispenser.Run on a loopback port with the test's own schema
-// and Redis namespace; edit adjusts the config. stop ends it and returns
-// Run's error; it is also called when the test ends.
-func runDaemon(t *testing.T, edit func(*dispenser.Config)) (addr string, db *testenv.Schema, stop func() error) {
-	t.Helper()
-	db = testenv.Postgres(t)
-	_, ns := testenv.Redis(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cfg := dispenser.Config{DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
-		Listener: lis, NoJobs: true, NoAuth: true, ShutdownTimeout: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)}
-	edit(&cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- dispenser.Run(ctx, cfg) }()
-	var once sync.Once
-	var runErr error
-	stop = func() error {
-		once.Do(func() { cancel(); runErr = <-done })
-		return runErr
-	}
-	t.Cleanup(func() { require.NoError(t, stop()) })
-	return lis.Addr().String(), db, stop
-}
-
 // serveTLS runs a server with the TLS config and returns its address.
 func serveTLS(t *testing.T, tlsCfg dispenser.TLSConfig) string {
 	t.Helper()
-	addr, _, _ := runDaemon(t, func(c *dispenser.Config) { c.TLS = tlsCfg })
+	addr := testdaemon.Run(t, func(c *dispenser.Config) { c.TLS = tlsCfg }).Addr
 	return addr
 }
 

@@ -36,7 +36,7 @@ func TestClaimsCommand(t *testing.T) {
 	t.Parallel()
 	d := testdaemon.Start(t, false)
 	out, errOut, err := run(t, "claims", "--addr", d.Addr, "--claims", "600", "--concurrency", "8", "--users", "300",
-		"--replay-ratio", "0.2", "--database-url", d.DatabaseURL, "--redis-namespace", d.Namespace)
+		"--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
 	require.NoError(t, err, errOut)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res benchResult

@@ -17,7 +17,7 @@ func TestKeysCommands(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	d := testdaemon.Start(t, true)
-	addr, dbURL := d.Addr, d.DatabaseURL
+	addr, dbURL := d.Addr, d.DB.URL
 	db, err := pgxpool.New(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)

@@ -32,7 +32,7 @@ func startServer(t *testing.T) string {
 func startServerEnv(t *testing.T) (addr, dbURL, namespace string) {
 	t.Helper()
 	d := testdaemon.Start(t, false)
-	return d.Addr, d.DatabaseURL, d.Namespace
+	return d.Addr, d.DB.URL, d.Namespace
 }
 
 // ctl runs one dispenserctl command and returns its stdout, stderr and error.

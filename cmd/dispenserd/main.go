@@ -25,6 +25,7 @@ import (
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
 )
 
@@ -35,13 +36,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "dispenserd:", err)
 		os.Exit(1)
 	}
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
 }
 
 // common holds the flags every subcommand shares.
@@ -55,8 +49,8 @@ func (c *common) register(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	cliflag.Secret(f, &c.databaseURL, "database-url", "DISPENSER_DATABASE_URL",
 		"postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable", "Postgres URL")
-	f.StringVar(&c.logLevel, "log-level", env("DISPENSER_LOG_LEVEL", "info"), "debug, info, warn or error [DISPENSER_LOG_LEVEL]")
-	f.StringVar(&c.logFormat, "log-format", env("DISPENSER_LOG_FORMAT", "json"), "json or text [DISPENSER_LOG_FORMAT]")
+	f.StringVar(&c.logLevel, "log-level", cli.EnvOr("DISPENSER_LOG_LEVEL", "info"), "debug, info, warn or error [DISPENSER_LOG_LEVEL]")
+	f.StringVar(&c.logFormat, "log-format", cli.EnvOr("DISPENSER_LOG_FORMAT", "json"), "json or text [DISPENSER_LOG_FORMAT]")
 }
 
 func (c *common) logger() (*slog.Logger, error) {
@@ -106,10 +100,10 @@ func newRootCmd() *cobra.Command {
 	c.register(root)
 	f := root.Flags()
 	cliflag.Secret(f, &cfg.RedisURL, "redis-url", "DISPENSER_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL")
-	f.StringVar(&cfg.RedisNamespace, "redis-namespace", env("DISPENSER_REDIS_NAMESPACE", "dispenser"), "prefix of every Redis key [DISPENSER_REDIS_NAMESPACE]")
-	f.StringVar(&cfg.Listen, "listen", env("DISPENSER_LISTEN", "127.0.0.1:50051"), "gRPC listen address [DISPENSER_LISTEN]")
-	f.BoolVar(&cfg.Migrate, "migrate", env("DISPENSER_MIGRATE", "true") == "true", "apply pending migrations at start-up [DISPENSER_MIGRATE]")
-	f.BoolVar(&cfg.Reflection, "reflection", env("DISPENSER_REFLECTION", "true") == "true", "serve gRPC reflection for grpcurl [DISPENSER_REFLECTION]")
+	f.StringVar(&cfg.RedisNamespace, "redis-namespace", cli.EnvOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "prefix of every Redis key [DISPENSER_REDIS_NAMESPACE]")
+	f.StringVar(&cfg.Listen, "listen", cli.EnvOr("DISPENSER_LISTEN", "127.0.0.1:50051"), "gRPC listen address [DISPENSER_LISTEN]")
+	f.BoolVar(&cfg.Migrate, "migrate", cli.EnvOr("DISPENSER_MIGRATE", "true") == "true", "apply pending migrations at start-up [DISPENSER_MIGRATE]")
+	f.BoolVar(&cfg.Reflection, "reflection", cli.EnvOr("DISPENSER_REFLECTION", "true") == "true", "serve gRPC reflection for grpcurl [DISPENSER_REFLECTION]")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
 	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxBatch, "commit-max-batch", 256, "most claims per group commit")
 	f.DurationVar(&cfg.Claims.RedisAllocator.Commit.MaxWait, "commit-max-wait", time.Millisecond, "how long a group commit waits to fill")
@@ -121,26 +115,26 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", 2*time.Second, "refill period")
 	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", 30*time.Second, "reconcile period")
 	f.DurationVar(&cfg.Jobs.ReconcileGrace, "reconcile-grace", time.Minute, "age before reconcile may return staged or in-flight codes")
-	f.StringVar(&cfg.Jobs.DeliverSchedule, "deliver-schedule", env("DISPENSER_DELIVER_SCHEDULE", "0 3 * * *"), "cron spec of the prize delivery run [DISPENSER_DELIVER_SCHEDULE]")
-	f.StringVar(&deliverTZ, "deliver-timezone", env("DISPENSER_DELIVER_TIMEZONE", "UTC"), "time zone of --deliver-schedule, e.g. Asia/Shanghai [DISPENSER_DELIVER_TIMEZONE]")
+	f.StringVar(&cfg.Jobs.DeliverSchedule, "deliver-schedule", cli.EnvOr("DISPENSER_DELIVER_SCHEDULE", "0 3 * * *"), "cron spec of the prize delivery run [DISPENSER_DELIVER_SCHEDULE]")
+	f.StringVar(&deliverTZ, "deliver-timezone", cli.EnvOr("DISPENSER_DELIVER_TIMEZONE", "UTC"), "time zone of --deliver-schedule, e.g. Asia/Shanghai [DISPENSER_DELIVER_TIMEZONE]")
 	f.IntVar(&cfg.Deliver.MaxAttempts, "deliver-max-attempts", 6, "webhook attempts before a prize is parked")
 	f.DurationVar(&webhookTimeout, "webhook-timeout", 10*time.Second, "timeout of one webhook attempt")
-	f.BoolVar(&cfg.AllowInsecureWebhooks, "webhook-allow-insecure", env("DISPENSER_WEBHOOK_ALLOW_INSECURE", "") == "true",
+	f.BoolVar(&cfg.AllowInsecureWebhooks, "webhook-allow-insecure", cli.EnvOr("DISPENSER_WEBHOOK_ALLOW_INSECURE", "") == "true",
 		"accept and deliver to plain-http webhook URLs on any host (default: https, or http to loopback only) [DISPENSER_WEBHOOK_ALLOW_INSECURE]")
 	f.IntVar(&cfg.Claims.FallbackConcurrency, "fallback-concurrency", claim.FallbackConcurrencyDefault, "fallback claims in Postgres at once")
 	f.BoolVar(&cfg.Claims.FallbackOnly, "fallback-only", false, "serve every claim from Postgres (SKIP LOCKED), never from Redis")
-	f.StringVar(&cfg.TLS.CertFile, "tls-cert", env("DISPENSER_TLS_CERT", ""), "serve gRPC over TLS with this certificate (PEM) [DISPENSER_TLS_CERT]")
-	f.StringVar(&cfg.TLS.KeyFile, "tls-key", env("DISPENSER_TLS_KEY", ""), "the certificate's private key (PEM) [DISPENSER_TLS_KEY]")
-	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", env("DISPENSER_TLS_CLIENT_CA", ""), "require client certificates signed by this CA (mTLS) [DISPENSER_TLS_CLIENT_CA]")
-	f.BoolVar(&cfg.NoAuth, "insecure-no-auth", env("DISPENSER_INSECURE_NO_AUTH", "") == "true", "serve without API keys: anyone who reaches the port may do anything [DISPENSER_INSECURE_NO_AUTH]")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert", cli.EnvOr("DISPENSER_TLS_CERT", ""), "serve gRPC over TLS with this certificate (PEM) [DISPENSER_TLS_CERT]")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key", cli.EnvOr("DISPENSER_TLS_KEY", ""), "the certificate's private key (PEM) [DISPENSER_TLS_KEY]")
+	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", cli.EnvOr("DISPENSER_TLS_CLIENT_CA", ""), "require client certificates signed by this CA (mTLS) [DISPENSER_TLS_CLIENT_CA]")
+	f.BoolVar(&cfg.NoAuth, "insecure-no-auth", cli.EnvOr("DISPENSER_INSECURE_NO_AUTH", "") == "true", "serve without API keys: anyone who reaches the port may do anything [DISPENSER_INSECURE_NO_AUTH]")
 	f.Int64Var(&cfg.MaxImportBytes, "max-import-bytes", 1<<30, "largest import file accepted")
 	f.IntVar(&cfg.MaxConnections, "max-connections", dispenser.MaxConnectionsDefault, "gRPC connections served at once")
 	f.Uint32Var(&cfg.MaxConcurrentStreams, "max-concurrent-streams", dispenser.MaxConcurrentStreamsDefault, "calls in flight per gRPC connection")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "default requests per second per API key (0: unlimited)")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 100, "default burst per API key")
-	f.StringVar(&cfg.MetricsListen, "metrics-listen", env("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")
-	f.StringVar(&debugListen, "debug-listen", env("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
-	f.BoolVar(&cfg.NoJobs, "no-jobs", env("DISPENSER_NO_JOBS", "") == "true", "do not schedule refill, reconcile and delivery on this replica [DISPENSER_NO_JOBS]")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", cli.EnvOr("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")
+	f.StringVar(&debugListen, "debug-listen", cli.EnvOr("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
+	f.BoolVar(&cfg.NoJobs, "no-jobs", cli.EnvOr("DISPENSER_NO_JOBS", "") == "true", "do not schedule refill, reconcile and delivery on this replica [DISPENSER_NO_JOBS]")
 
 	serveCmd := &cobra.Command{
 		Use:   "serve",

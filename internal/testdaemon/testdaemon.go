@@ -1,12 +1,12 @@
-// Package testdaemon runs a real dispenserd (dispenser.Run) for the tests of
-// the command-line tools, on a loopback port, the test's own schema and
-// Redis namespace.
+// Package testdaemon runs a real dispenserd (dispenser.Run) for tests, on a
+// loopback port, the test's own schema and Redis namespace.
 package testdaemon
 
 import (
 	"context"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,16 +19,23 @@ import (
 type Daemon struct {
 	// Addr is its gRPC address.
 	Addr string
-	// DatabaseURL reaches its schema, for commands that read Postgres.
-	DatabaseURL string
+	// DB is its schema; DB.URL reaches it, for commands that read Postgres.
+	DB *testenv.Schema
 	// Namespace is its Redis namespace.
 	Namespace string
+	stop      func() error
 }
 
-// Start runs a dispenserd until the test ends; with auth false, calls need
-// no API key. Jobs run only when a test asks (RunJob): a scheduled refill
-// would move codes between states under its feet.
-func Start(t *testing.T, auth bool) Daemon {
+// Stop ends the daemon and returns Run's error. It is also called when the
+// test ends.
+func (d Daemon) Stop() error { return d.stop() }
+
+// Run runs a dispenserd until Stop or the end of the test. By default it
+// runs no scheduled jobs (tests run them when they mean to: a scheduled
+// refill would move codes between states under their feet), needs no API
+// key, and retries webhooks quickly; edit changes the config before it
+// starts.
+func Run(t *testing.T, edit func(*dispenser.Config)) Daemon {
 	t.Helper()
 	db := testenv.Postgres(t)
 	_, ns := testenv.Redis(t)
@@ -36,22 +43,34 @@ func Start(t *testing.T, auth bool) Daemon {
 	if err != nil {
 		t.Fatalf("testdaemon: listen: %v", err)
 	}
+	cfg := dispenser.Config{
+		DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
+		Listener: lis, NoJobs: true, NoAuth: true, ShutdownTimeout: 10 * time.Second,
+		Logger:  slog.New(slog.DiscardHandler),
+		Deliver: prize.DeliverConfig{MaxAttempts: 2, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- dispenser.Run(ctx, dispenser.Config{
-			DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
-			Listener: lis, ShutdownTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
-			NoJobs:  true,
-			NoAuth:  !auth,
-			Deliver: prize.DeliverConfig{MaxAttempts: 2, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
-		})
-	}()
+	go func() { done <- dispenser.Run(ctx, cfg) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("testdaemon: dispenserd: %v", err)
 		}
 	})
-	return Daemon{Addr: lis.Addr().String(), DatabaseURL: db.URL, Namespace: ns}
+	return Daemon{Addr: lis.Addr().String(), DB: db, Namespace: ns, stop: stop}
+}
+
+// Start is Run with authentication on or off and nothing else changed.
+func Start(t *testing.T, auth bool) Daemon {
+	t.Helper()
+	return Run(t, func(c *dispenser.Config) { c.NoAuth = !auth })
 }
