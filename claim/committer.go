@@ -81,10 +81,10 @@ type committer struct {
 }
 
 func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
-	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 256)
-	cfg.MaxWait = cmp.Or(cfg.MaxWait, time.Millisecond)
-	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 1)
-	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, 10*time.Second)
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, CommitMaxBatchDefault)
+	cfg.MaxWait = cmp.Or(cfg.MaxWait, CommitMaxWaitDefault)
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, CommitMaxInFlightDefault)
+	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, CommitTimeoutDefault)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &committer{db: db, cfg: cfg, in: make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
 		batches: make(chan []*commitItem), stop: make(chan struct{}), done: make(chan struct{})}

@@ -45,12 +45,12 @@ func newEnv(t *testing.T, opts ...envOpts) *env {
 		use = opts[0].redis
 	}
 	e := &env{t: t, db: db, rdb: use, keys: stock.NewKeys(ns), store: pool.NewStore(db.Pool)}
-	e.svc = NewService(Config{
+	e.svc = must(NewService(Config{
 		DB: db.Pool, Redis: use, Keys: e.keys,
 		PoolCacheTTL:   20 * time.Millisecond,
 		BreakerOpenFor: 100 * time.Millisecond,
 		Logger:         slog.New(slog.DiscardHandler),
-	})
+	}))
 	require.NoError(t, e.svc.Start(context.Background()))
 	t.Cleanup(e.svc.Stop)
 	return e

@@ -20,12 +20,12 @@ func TestServiceLifecycle(t *testing.T) {
 	e := newEnv(t)
 	e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
 
-	idle := NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys})
+	idle := must(NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys}))
 	_, err := idle.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
 	require.ErrorIs(t, err, ErrStopped)
 	idle.Stop()
 
-	svc := NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys})
+	svc := must(NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys}))
 	require.NoError(t, svc.Start(ctx))
 	res, err := svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
 	require.NoError(t, err)
@@ -34,4 +34,19 @@ func TestServiceLifecycle(t *testing.T) {
 	_, err = svc.Claim(ctx, Request{PoolID: "p1", UserID: "u2", RequestID: "r2"})
 	require.ErrorIs(t, err, ErrStopped)
 	e.audit("p1")
+}
+
+// A tunable out of range is refused when the service is made, naming it.
+func TestConfigValidated(t *testing.T) {
+	t.Parallel()
+	for name, cfg := range map[string]Config{
+		"PoolCacheTTL":                      {PoolCacheTTL: -time.Second},
+		"RedisAllocator.Commit.MaxBatch":    {RedisAllocator: RedisConfig{Commit: CommitterConfig{MaxBatch: 1_000_000}}},
+		"RedisAllocator.Commit.MaxInFlight": {RedisAllocator: RedisConfig{Commit: CommitterConfig{MaxInFlight: -1}}},
+		"FallbackConcurrency":               {FallbackConcurrency: -2},
+	} {
+		_, err := NewService(cfg)
+		require.ErrorContains(t, err, name)
+	}
+	require.NoError(t, Config{}.Validate(), "zero values mean the defaults")
 }

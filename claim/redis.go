@@ -55,8 +55,8 @@ type RedisAllocator struct {
 // NewRedisAllocator returns the allocator; Start starts its script sender
 // and group committer, Stop ends them.
 func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
-	a := &RedisAllocator{db: cfg.DB, stock: cfg.Stock, ttl: cmp.Or(cfg.ReplayTTL, 24*time.Hour),
-		tmo: cmp.Or(cfg.ScriptTimeout, 250*time.Millisecond), refusalTTL: cmp.Or(cfg.RefusalTTL, RefusalTTLDefault),
+	a := &RedisAllocator{db: cfg.DB, stock: cfg.Stock, ttl: cmp.Or(cfg.ReplayTTL, ReplayTTLDefault),
+		tmo: cmp.Or(cfg.ScriptTimeout, ScriptTimeoutDefault), refusalTTL: cmp.Or(cfg.RefusalTTL, RefusalTTLDefault),
 		log: cmp.Or(cfg.Logger, slog.Default())}
 	cc := cfg.Commit
 	cc.Logger, cc.RefusalTTL = a.log, a.refusalTTL

@@ -31,8 +31,54 @@ var (
 	exportClaimsSQL string
 )
 
-// RefusalTTLDefault is how long a definite refusal is kept by default.
-const RefusalTTLDefault = 10 * time.Minute
+// Defaults of the claim service's tunables; dispenserd's flags use them.
+const (
+	// RefusalTTLDefault is how long a definite refusal is kept.
+	RefusalTTLDefault = 10 * time.Minute
+	// PoolCacheTTLDefault is how long pool settings are cached.
+	PoolCacheTTLDefault = time.Second
+	// BreakerFailuresDefault is how many Redis failures in a row open the breaker.
+	BreakerFailuresDefault = 3
+	// BreakerOpenForDefault is how long the breaker stays open before a probe.
+	BreakerOpenForDefault = time.Second
+	// ReplayTTLDefault is how long Redis keeps replay records and user counts.
+	ReplayTTLDefault = 24 * time.Hour
+	// ScriptTimeoutDefault bounds each Redis call of a claim.
+	ScriptTimeoutDefault = 250 * time.Millisecond
+	// CommitMaxBatchDefault is the most claims in one group commit.
+	CommitMaxBatchDefault = 256
+	// CommitMaxWaitDefault is how long a group commit waits to fill.
+	CommitMaxWaitDefault = time.Millisecond
+	// CommitMaxInFlightDefault is how many group commits run at once.
+	CommitMaxInFlightDefault = 1
+	// CommitTimeoutDefault bounds one group commit transaction.
+	CommitTimeoutDefault = 10 * time.Second
+)
+
+// Validate reports a tunable out of range (zero means its default).
+func (c Config) Validate() error {
+	cc := c.RedisAllocator.Commit
+	for _, d := range []struct {
+		name string
+		bad  bool
+	}{
+		{"PoolCacheTTL", c.PoolCacheTTL < 0},
+		{"BreakerOpenFor", c.BreakerOpenFor < 0},
+		{"RefusalTTL", c.RefusalTTL < 0},
+		{"FallbackConcurrency", c.FallbackConcurrency < 0},
+		{"RedisAllocator.ReplayTTL", c.RedisAllocator.ReplayTTL < 0},
+		{"RedisAllocator.ScriptTimeout", c.RedisAllocator.ScriptTimeout < 0},
+		{"RedisAllocator.Commit.MaxBatch", cc.MaxBatch < 0 || cc.MaxBatch > 10_000},
+		{"RedisAllocator.Commit.MaxWait", cc.MaxWait < 0 || cc.MaxWait > time.Second},
+		{"RedisAllocator.Commit.MaxInFlight", cc.MaxInFlight < 0 || cc.MaxInFlight > 64},
+		{"RedisAllocator.Commit.CommitTimeout", cc.CommitTimeout < 0},
+	} {
+		if d.bad {
+			return fmt.Errorf("claim config: %s is out of range", d.name)
+		}
+	}
+	return nil
+}
 
 // Config configures a Service.
 type Config struct {
@@ -94,8 +140,12 @@ type cachedPool struct {
 	at time.Time
 }
 
-// NewService returns a Service; Start starts it, Stop ends it.
-func NewService(cfg Config) *Service {
+// NewService checks cfg and returns a Service; Start starts it, Stop ends
+// it.
+func NewService(cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	log := cmp.Or(cfg.Logger, slog.Default())
 	rc := cfg.RedisAllocator
 	rc.DB, rc.Stock, rc.Logger = cfg.DB, stock.New(cfg.Redis, cfg.Keys), log
@@ -107,18 +157,18 @@ func NewService(cfg Config) *Service {
 		fallback: NewFallback(cfg.DB, rc.RefusalTTL, cfg.FallbackConcurrency),
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,
-		cacheTTL: cmp.Or(cfg.PoolCacheTTL, time.Second),
+		cacheTTL: cmp.Or(cfg.PoolCacheTTL, PoolCacheTTLDefault),
 		cache:    map[string]cachedPool{},
 	}
 	if !cfg.FallbackOnly {
 		s.ahead = newAhead(s)
 		s.redis.ahead = s.ahead
 	}
-	failures := cmp.Or(cfg.BreakerFailures, 3)
+	failures := cmp.Or(cfg.BreakerFailures, BreakerFailuresDefault)
 	s.breaker = gobreaker.NewCircuitBreaker[Result](gobreaker.Settings{
 		Name:        "redis",
 		MaxRequests: 1,
-		Timeout:     cmp.Or(cfg.BreakerOpenFor, time.Second),
+		Timeout:     cmp.Or(cfg.BreakerOpenFor, BreakerOpenForDefault),
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 		IsSuccessful: func(err error) bool {
 			var re *redisError
@@ -128,7 +178,7 @@ func NewService(cfg Config) *Service {
 			log.Warn("redis breaker changed state", "from", from.String(), "to", to.String())
 		},
 	})
-	return s
+	return s, nil
 }
 
 // Start starts the Redis allocator's script sender and group committer

@@ -105,6 +105,10 @@ const maxRecvMsgBytes = 8 << 20
 const (
 	MaxConnectionsDefault       = 4096
 	MaxConcurrentStreamsDefault = 1024
+	// ShutdownTimeoutDefault is how long SIGTERM waits for in-flight calls.
+	ShutdownTimeoutDefault = 30 * time.Second
+	// MaxImportBytesDefault is the largest import file accepted.
+	MaxImportBytesDefault = 1 << 30
 	// Clients may ping no more often than this (grpc-go clients never go
 	// below 10s); a client that does is sent GOAWAY.
 	minClientPingInterval = 5 * time.Second
@@ -217,7 +221,7 @@ func Run(ctx context.Context, cfg Config) error {
 		<-ctx.Done()
 		hs.Shutdown() // tell load balancers first
 		log.Info("shutting down: draining in-flight calls")
-		deadline, cancel := context.WithTimeout(context.Background(), cmp.Or(cfg.ShutdownTimeout, 30*time.Second))
+		deadline, cancel := context.WithTimeout(context.Background(), cmp.Or(cfg.ShutdownTimeout, ShutdownTimeoutDefault))
 		defer cancel()
 		drained := make(chan struct{})
 		go func() { g.GracefulStop(); close(drained) }()

@@ -90,7 +90,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		apiKeys:      auth.NewStore(cfg.DB),
 		keys:         stock.NewKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
-		maxImport:    cmp.Or(cfg.MaxImportBytes, 1<<30),
+		maxImport:    cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault),
 		log:          cmp.Or(cfg.Logger, slog.Default()),
 
 		insecureWebhooks: cfg.AllowInsecureWebhooks,
@@ -100,7 +100,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	cc := cfg.Claims
 	cc.DB, cc.Redis, cc.Keys, cc.Logger = cfg.DB, cfg.Redis, s.keys, s.log
 	cc.RedisAllocator.Commit.OnBatch = func(n int) { s.metrics.batchSize.Observe(float64(n)) }
-	s.claims = claim.NewService(cc)
+	claims, err := claim.NewService(cc)
+	if err != nil {
+		return nil, err
+	}
+	s.claims = claims
 	dc := cfg.Deliver
 	dc.DB, dc.Claims, dc.Logger = cfg.DB, s.claims, s.log
 	dc.AllowInsecureWebhooks = cfg.AllowInsecureWebhooks

@@ -26,6 +26,14 @@ import (
 // ErrBusy means another replica is running the job right now.
 var ErrBusy = errors.New("job is running on another replica")
 
+// Defaults of the schedule; dispenserd's flags use them.
+const (
+	RefillEveryDefault     = 2 * time.Second
+	ReconcileEveryDefault  = 30 * time.Second
+	ReconcileGraceDefault  = time.Minute
+	DeliverScheduleDefault = "0 3 * * *" // cron: 03:00 every night
+)
+
 // Config configures the Runner.
 type Config struct {
 	// DB is the Postgres pool; the advisory locks live there.
@@ -97,9 +105,9 @@ type Runner struct {
 
 // New returns a Runner; Start schedules it.
 func New(cfg Config) *Runner {
-	cfg.RefillEvery = cmp.Or(cfg.RefillEvery, 2*time.Second)
-	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, 30*time.Second)
-	cfg.ReconcileGrace = cmp.Or(cfg.ReconcileGrace, time.Minute)
+	cfg.RefillEvery = cmp.Or(cfg.RefillEvery, RefillEveryDefault)
+	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, ReconcileEveryDefault)
+	cfg.ReconcileGrace = cmp.Or(cfg.ReconcileGrace, ReconcileGraceDefault)
 	log := cmp.Or(cfg.Logger, slog.Default()).With("component", "jobs")
 	cl := cronLogger{log}
 	return &Runner{
@@ -123,7 +131,7 @@ func (r *Runner) Start(ctx context.Context) error {
 		}
 	}
 	if r.cfg.Deliverer != nil {
-		spec := cmp.Or(r.cfg.DeliverSchedule, "0 3 * * *")
+		spec := cmp.Or(r.cfg.DeliverSchedule, DeliverScheduleDefault)
 		loc := cmp.Or(r.cfg.DeliverLocation, time.UTC)
 		sched, err := cron.ParseStandard("CRON_TZ=" + loc.String() + " " + spec)
 		if err != nil {

@@ -37,7 +37,7 @@ func setup(t *testing.T) *bundle {
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
 	keys := stock.NewKeys(ns)
-	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: log})
+	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: log}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	r := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, RefillEvery: 100 * time.Millisecond,
@@ -125,7 +125,7 @@ func TestDeliverSchedule(t *testing.T) {
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
-	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: stock.NewKeys(ns), Logger: log})
+	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: stock.NewKeys(ns), Logger: log}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	d := prize.NewDeliverer(prize.DeliverConfig{DB: db.Pool, Claims: svc, Logger: log})
@@ -145,4 +145,11 @@ func TestDeliverSchedule(t *testing.T) {
 	none := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, Logger: log})
 	_, err = none.Run(context.Background(), jobs.Deliver, "")
 	require.ErrorContains(t, err, "not configured")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

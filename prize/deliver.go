@@ -95,6 +95,10 @@ func parkReason(err error) string {
 	return ParkAssignFailed
 }
 
+// MaxAttemptsDefault is how many webhook attempts a delivery gets before
+// its prize is parked; dispenserd's flag uses it.
+const MaxAttemptsDefault = 6
+
 // DeliverConfig configures the delivery run.
 type DeliverConfig struct {
 	DB     *pgxpool.Pool
@@ -132,7 +136,7 @@ type Deliverer struct {
 func NewDeliverer(cfg DeliverConfig) *Deliverer {
 	cfg.BatchSize = cmp.Or(cfg.BatchSize, 500)
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 32)
-	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, 6)
+	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, MaxAttemptsDefault)
 	cfg.BaseBackoff = cmp.Or(cfg.BaseBackoff, time.Second)
 	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 30*time.Second)
 	client := &http.Client{Timeout: 10 * time.Second}

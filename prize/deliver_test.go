@@ -109,7 +109,7 @@ func newEnv(t *testing.T) *env {
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	keys := stock.NewKeys(ns)
-	svc := claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: slog.New(slog.DiscardHandler)})
+	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: slog.New(slog.DiscardHandler)}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys}
@@ -321,4 +321,11 @@ func TestDeliverPoolExhaustedAndNoWebhook(t *testing.T) {
 	require.Equal(t, prize.ParkNoWebhook, nohook[0].ParkReason)
 	e.audit(t, "small")
 	e.audit(t, "nohook")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

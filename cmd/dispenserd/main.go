@@ -27,6 +27,8 @@ import (
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
+	"github.com/dispenserhq/dispenser/jobs"
+	"github.com/dispenserhq/dispenser/prize"
 )
 
 func main() {
@@ -104,20 +106,20 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", cli.EnvOr("DISPENSER_LISTEN", "127.0.0.1:50051"), "gRPC listen address [DISPENSER_LISTEN]")
 	f.BoolVar(&cfg.Migrate, "migrate", cli.EnvOr("DISPENSER_MIGRATE", "true") == "true", "apply pending migrations at start-up [DISPENSER_MIGRATE]")
 	f.BoolVar(&cfg.Reflection, "reflection", cli.EnvOr("DISPENSER_REFLECTION", "true") == "true", "serve gRPC reflection for grpcurl [DISPENSER_REFLECTION]")
-	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight calls")
-	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxBatch, "commit-max-batch", 256, "most claims per group commit")
-	f.DurationVar(&cfg.Claims.RedisAllocator.Commit.MaxWait, "commit-max-wait", time.Millisecond, "how long a group commit waits to fill")
-	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxInFlight, "commit-max-in-flight", 1, "group commits in flight at once")
-	f.DurationVar(&cfg.Claims.RedisAllocator.ReplayTTL, "replay-ttl", 24*time.Hour, "how long Redis keeps replay records (Postgres keeps claims forever)")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", dispenser.ShutdownTimeoutDefault, "how long SIGTERM waits for in-flight calls")
+	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxBatch, "commit-max-batch", claim.CommitMaxBatchDefault, "most claims per group commit")
+	f.DurationVar(&cfg.Claims.RedisAllocator.Commit.MaxWait, "commit-max-wait", claim.CommitMaxWaitDefault, "how long a group commit waits to fill")
+	f.IntVar(&cfg.Claims.RedisAllocator.Commit.MaxInFlight, "commit-max-in-flight", claim.CommitMaxInFlightDefault, "group commits in flight at once")
+	f.DurationVar(&cfg.Claims.RedisAllocator.ReplayTTL, "replay-ttl", claim.ReplayTTLDefault, "how long Redis keeps replay records (Postgres keeps claims forever)")
 	f.DurationVar(&cfg.Claims.RefusalTTL, "refusal-ttl", claim.RefusalTTLDefault,
 		"how long a USER_LIMIT_REACHED or POOL_EXHAUSTED answer is kept for copies of its request that started before it")
-	f.DurationVar(&cfg.Claims.PoolCacheTTL, "pool-cache-ttl", time.Second, "how long pool settings are cached (pausing takes effect within it)")
-	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", 2*time.Second, "refill period")
-	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", 30*time.Second, "reconcile period")
-	f.DurationVar(&cfg.Jobs.ReconcileGrace, "reconcile-grace", time.Minute, "age before reconcile may return staged or in-flight codes")
-	f.StringVar(&cfg.Jobs.DeliverSchedule, "deliver-schedule", cli.EnvOr("DISPENSER_DELIVER_SCHEDULE", "0 3 * * *"), "cron spec of the prize delivery run [DISPENSER_DELIVER_SCHEDULE]")
+	f.DurationVar(&cfg.Claims.PoolCacheTTL, "pool-cache-ttl", claim.PoolCacheTTLDefault, "how long pool settings are cached (pausing takes effect within it)")
+	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", jobs.RefillEveryDefault, "refill period")
+	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", jobs.ReconcileEveryDefault, "reconcile period")
+	f.DurationVar(&cfg.Jobs.ReconcileGrace, "reconcile-grace", jobs.ReconcileGraceDefault, "age before reconcile may return staged or in-flight codes")
+	f.StringVar(&cfg.Jobs.DeliverSchedule, "deliver-schedule", cli.EnvOr("DISPENSER_DELIVER_SCHEDULE", jobs.DeliverScheduleDefault), "cron spec of the prize delivery run [DISPENSER_DELIVER_SCHEDULE]")
 	f.StringVar(&deliverTZ, "deliver-timezone", cli.EnvOr("DISPENSER_DELIVER_TIMEZONE", "UTC"), "time zone of --deliver-schedule, e.g. Asia/Shanghai [DISPENSER_DELIVER_TIMEZONE]")
-	f.IntVar(&cfg.Deliver.MaxAttempts, "deliver-max-attempts", 6, "webhook attempts before a prize is parked")
+	f.IntVar(&cfg.Deliver.MaxAttempts, "deliver-max-attempts", prize.MaxAttemptsDefault, "webhook attempts before a prize is parked")
 	f.DurationVar(&webhookTimeout, "webhook-timeout", 10*time.Second, "timeout of one webhook attempt")
 	f.BoolVar(&cfg.AllowInsecureWebhooks, "webhook-allow-insecure", cli.EnvOr("DISPENSER_WEBHOOK_ALLOW_INSECURE", "") == "true",
 		"accept and deliver to plain-http webhook URLs on any host (default: https, or http to loopback only) [DISPENSER_WEBHOOK_ALLOW_INSECURE]")
@@ -127,7 +129,7 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", cli.EnvOr("DISPENSER_TLS_KEY", ""), "the certificate's private key (PEM) [DISPENSER_TLS_KEY]")
 	f.StringVar(&cfg.TLS.ClientCAFile, "tls-client-ca", cli.EnvOr("DISPENSER_TLS_CLIENT_CA", ""), "require client certificates signed by this CA (mTLS) [DISPENSER_TLS_CLIENT_CA]")
 	f.BoolVar(&cfg.NoAuth, "insecure-no-auth", cli.EnvOr("DISPENSER_INSECURE_NO_AUTH", "") == "true", "serve without API keys: anyone who reaches the port may do anything [DISPENSER_INSECURE_NO_AUTH]")
-	f.Int64Var(&cfg.MaxImportBytes, "max-import-bytes", 1<<30, "largest import file accepted")
+	f.Int64Var(&cfg.MaxImportBytes, "max-import-bytes", dispenser.MaxImportBytesDefault, "largest import file accepted")
 	f.IntVar(&cfg.MaxConnections, "max-connections", dispenser.MaxConnectionsDefault, "gRPC connections served at once")
 	f.Uint32Var(&cfg.MaxConcurrentStreams, "max-concurrent-streams", dispenser.MaxConcurrentStreamsDefault, "calls in flight per gRPC connection")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "default requests per second per API key (0: unlimited)")
