@@ -309,7 +309,18 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 			for j := i; j < i+straddle; j++ {
 				send(j, 1)
 			}
-			time.Sleep(10 * time.Millisecond)
+			// Once each has popped (its replay record is written), and
+			// while its batch still waits to fill (30 ms), Redis loses
+			// everything.
+			first := i
+			require.Eventually(t, func() bool {
+				for j := first; j < first+straddle; j++ {
+					if rdb.Exists(ctx, e.keys.Replay("storm", fmt.Sprint("req-", j))).Val() == 0 {
+						return false
+					}
+				}
+				return true
+			}, 10*time.Second, time.Millisecond)
 			require.NoError(t, rdb.FlushAll(ctx).Err())
 			for j := i; j < i+straddle; j++ {
 				for c := 2; c < copies+1; c++ {

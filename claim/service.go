@@ -105,6 +105,9 @@ type Config struct {
 	// commit a claim; after it, a retry is decided afresh. It must outlast
 	// the slowest group commit. Defaults to RefusalTTLDefault.
 	RefusalTTL time.Duration
+	// Now is the clock of the claim window; defaults to time.Now. Tests
+	// move it instead of sleeping past a window's end.
+	Now func() time.Time
 	// FallbackConcurrency bounds the fallback claims in Postgres at once in
 	// this process; defaults to FallbackConcurrencyDefault.
 	FallbackConcurrency int
@@ -131,6 +134,7 @@ type Service struct {
 	mu       sync.Mutex
 	cache    map[string]cachedPool
 	ahead    *ahead
+	now      func() time.Time
 	// running is true between Start and Stop.
 	running atomic.Bool
 }
@@ -158,6 +162,7 @@ func NewService(cfg Config) (*Service, error) {
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,
 		cacheTTL: cmp.Or(cfg.PoolCacheTTL, PoolCacheTTLDefault),
+		now:      cfg.Now,
 		cache:    map[string]cachedPool{},
 	}
 	if !cfg.FallbackOnly {
@@ -178,6 +183,9 @@ func NewService(cfg Config) (*Service, error) {
 			log.Warn("redis breaker changed state", "from", from.String(), "to", to.String())
 		},
 	})
+	if s.now == nil {
+		s.now = time.Now
+	}
 	return s, nil
 }
 
@@ -249,7 +257,7 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 	if p.Paused {
 		return Result{}, ErrPoolPaused
 	}
-	if checkWindow && !p.ClaimWindowOpen(time.Now()) {
+	if checkWindow && !p.ClaimWindowOpen(s.now()) {
 		return Result{}, ErrPoolClosed
 	}
 	// A pool whose last codes are locked by others (a refill staging them,

@@ -61,7 +61,12 @@ func TestShutdownDrainsClaims(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Stop once the load is well under way.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(answered) >= 50
+	}, 30*time.Second, time.Millisecond)
 	require.NoError(t, stop())
 	wg.Wait()
 

@@ -102,6 +102,7 @@ type env struct {
 	pools  *pool.Store
 	claims *claim.Service
 	keys   stock.Keys
+	clock  *testClock
 }
 
 func newEnv(t *testing.T) *env {
@@ -109,10 +110,30 @@ func newEnv(t *testing.T) *env {
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	keys := stock.NewKeys(ns)
-	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: slog.New(slog.DiscardHandler)}))
+	clock := &testClock{now: time.Now()}
+	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Now: clock.Now, Logger: slog.New(slog.DiscardHandler)}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
-	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys}
+	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys, clock: clock}
+}
+
+// testClock is the claim service's clock in these tests: it moves only
+// when a test moves it.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 // setupPool creates a pool with codes and a webhook, and n ready prizes.
@@ -120,7 +141,7 @@ func (e *env) setupPool(t *testing.T, id, url string, codes, prizes int) {
 	t.Helper()
 	ctx := context.Background()
 	_, err := e.pools.CreatePool(ctx, pool.Pool{ID: id, WebhookURL: url, WebhookSecret: secret,
-		ClaimEndsAt: time.Now().Add(time.Millisecond)})
+		ClaimEndsAt: e.clock.Now().Add(time.Minute)})
 	require.NoError(t, err)
 	var b strings.Builder
 	for i := range codes {
@@ -134,7 +155,7 @@ func (e *env) setupPool(t *testing.T, id, url string, codes, prizes int) {
 		_, err = e.store.MarkReady(ctx, p.ID, `{"phone": "+1555"}`)
 		require.NoError(t, err)
 	}
-	time.Sleep(2 * time.Millisecond) // the claim window is closed now: delivery ignores it
+	e.clock.Add(time.Hour) // the claim window is closed now: delivery ignores it
 }
 
 func (e *env) deliverer(timeout time.Duration) *prize.Deliverer {
