@@ -76,9 +76,9 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 				require.ErrorIs(t, err, ErrRequestReused)
 				require.Zero(t, res.Claim.Code)
 			}
-			_, err = e.svc.GetClaim(ctx, "p1", "order-77", "eve")
+			_, err = NewReads(e.db.Pool).GetClaim(ctx, "p1", "order-77", "eve")
 			require.ErrorIs(t, err, ErrRequestReused)
-			got, err := e.svc.GetClaim(ctx, "p1", "order-77", "alice")
+			got, err := NewReads(e.db.Pool).GetClaim(ctx, "p1", "order-77", "alice")
 			require.NoError(t, err)
 			require.Equal(t, alice.Claim.Code, got.Code)
 
@@ -139,10 +139,10 @@ func TestPrizeRequestIDsUnreachable(t *testing.T) {
 		_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "winner", RequestID: rid})
 		var fe *FieldError
 		require.ErrorAs(t, err, &fe, "request id %q", rid)
-		_, err = e.svc.GetClaim(ctx, "p1", rid, "")
+		_, err = NewReads(e.db.Pool).GetClaim(ctx, "p1", rid, "")
 		require.ErrorAs(t, err, &fe, "request id %q", rid)
 	}
-	got, err := e.svc.GetClaim(ctx, "p1", "prize:1", "")
+	got, err := NewReads(e.db.Pool).GetClaim(ctx, "p1", "prize:1", "")
 	require.NoError(t, err)
 	require.Equal(t, "mallory", got.UserID)
 	require.Equal(t, mallory.Claim.Code, got.Code)
@@ -152,7 +152,7 @@ func TestPrizeRequestIDsUnreachable(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, again.Replayed)
 	require.Equal(t, winner.Claim.Code, again.Claim.Code)
-	list, err := e.svc.ListUserClaims(ctx, "p1", "winner")
+	list, err := NewReads(e.db.Pool).ListUserClaims(ctx, "p1", "winner")
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	require.EqualValues(t, 1, list[0].PrizeID)

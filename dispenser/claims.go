@@ -42,7 +42,7 @@ func (s *Server) ClaimCode(ctx context.Context, req *dispenserv1.ClaimCodeReques
 
 // GetClaim implements ClaimService.GetClaim.
 func (s *Server) GetClaim(ctx context.Context, req *dispenserv1.GetClaimRequest) (*dispenserv1.GetClaimResponse, error) {
-	c, err := s.claims.GetClaim(ctx, req.GetPoolId(), req.GetRequestId(), req.GetUserId())
+	c, err := s.claimReads.GetClaim(ctx, req.GetPoolId(), req.GetRequestId(), req.GetUserId())
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
@@ -51,7 +51,7 @@ func (s *Server) GetClaim(ctx context.Context, req *dispenserv1.GetClaimRequest)
 
 // ListUserClaims implements ClaimService.ListUserClaims.
 func (s *Server) ListUserClaims(ctx context.Context, req *dispenserv1.ListUserClaimsRequest) (*dispenserv1.ListUserClaimsResponse, error) {
-	cs, err := s.claims.ListUserClaims(ctx, req.GetPoolId(), req.GetUserId())
+	cs, err := s.claimReads.ListUserClaims(ctx, req.GetPoolId(), req.GetUserId())
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
@@ -77,7 +77,7 @@ func (s *Server) ExportClaims(req *dispenserv1.ExportClaimsRequest, stream grpc.
 	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
 		return invalidArgument("until", "must be after since")
 	}
-	err = s.claims.ExportClaims(ctx, req.GetPoolId(), since, until, func(page []claim.Claim) error {
+	err = s.claimReads.ExportClaims(ctx, req.GetPoolId(), since, until, func(page []claim.Claim) error {
 		msg := &dispenserv1.ExportClaimsResponse{Claims: make([]*dispenserv1.Claim, len(page))}
 		for i, c := range page {
 			msg.Claims[i] = claimToProto(c, req.GetIncludeCodes())

@@ -59,6 +59,7 @@ type Server struct {
 	prizes       *prize.Store
 	apiKeys      *auth.Store
 	claims       *claim.Service
+	claimReads   *claim.Reads
 	jobs         *jobs.Runner
 	stock        *stock.Store
 	keys         stock.Keys
@@ -105,6 +106,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.claims = claims
+	s.claimReads = claim.NewReads(cfg.DB)
 	dc := cfg.Deliver
 	dc.DB, dc.Claims, dc.Logger = cfg.DB, s.claims, s.log
 	dc.AllowInsecureWebhooks = cfg.AllowInsecureWebhooks
