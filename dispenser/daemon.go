@@ -18,7 +18,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/net/netutil"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -177,68 +176,123 @@ func Run(ctx context.Context, cfg Config) error {
 		reflection.Register(g)
 	}
 
-	log.InfoContext(ctx, "dispenserd serving", "addr", lis.Addr().String())
-	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { hc.run(ctx, 2*time.Second); return nil })
-	if cfg.MetricsListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", srv.Metrics().Handler())
-		ms := &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		mlis, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics listen: %w", err)
-		}
-		log.InfoContext(ctx, "metrics serving", "addr", mlis.Addr().String())
-		eg.Go(func() error {
-			if err := ms.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics: %w", err)
-			}
-			return nil
-		})
-		eg.Go(func() error {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			return ms.Shutdown(sctx)
-		})
-	}
-	if err := srv.Start(ctx); err != nil {
-		return err
+	// The parts start in this order and stop in the reverse one: the API
+	// last up and first down (health NOT_SERVING, then the calls in flight
+	// drain), the claim service first up and last down (the last group
+	// commit runs after every call has ended).
+	serveErr := make(chan error, 2)
+	parts := []part{
+		{"claims", srv.Start, func(context.Context) { srv.StopClaims() }},
 	}
 	if !cfg.NoJobs {
-		if err := srv.StartJobs(ctx); err != nil {
-			srv.Stop(ctx)
-			return err
+		parts = append(parts, part{"jobs", srv.StartJobs, srv.StopJobs})
+	}
+	parts = append(parts, healthPart(hc), metricsPart(cfg.MetricsListen, srv, log, serveErr))
+	parts = append(parts, part{"grpc",
+		func(context.Context) error {
+			go func() {
+				if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+					serveErr <- fmt.Errorf("serve: %w", err)
+				}
+			}()
+			log.InfoContext(ctx, "dispenserd serving", "addr", lis.Addr().String())
+			return nil
+		},
+		func(deadline context.Context) {
+			hs.Shutdown() // tell load balancers first
+			log.Info("shutting down: draining in-flight calls")
+			drained := make(chan struct{})
+			go func() { g.GracefulStop(); close(drained) }()
+			select {
+			case <-drained:
+			case <-deadline.Done():
+				log.Warn("shutdown deadline passed: cutting remaining calls")
+				g.Stop()
+				<-drained
+			}
+		}})
+	stopAll, err := startAll(ctx, parts)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		log.Error("shutting down after a failure", "err", err)
+	}
+	deadline, cancel := context.WithTimeout(context.WithoutCancel(ctx), cmp.Or(cfg.ShutdownTimeout, ShutdownTimeoutDefault))
+	defer cancel()
+	stopAll(deadline)
+	log.Info("shut down")
+	return err
+}
+
+// part is one piece of the daemon with a lifecycle: start must not block;
+// stop ends what start began, within its context's deadline.
+type part struct {
+	name  string
+	start func(context.Context) error
+	stop  func(context.Context)
+}
+
+// startAll starts parts in order. If one fails, the ones already started
+// are stopped, in reverse order, and its error is returned; otherwise
+// stopAll stops them all in reverse order.
+func startAll(ctx context.Context, parts []part) (stopAll func(context.Context), err error) {
+	started := 0
+	stopAll = func(ctx context.Context) {
+		for i := started - 1; i >= 0; i-- {
+			parts[i].stop(ctx)
 		}
 	}
-	eg.Go(func() error {
-		if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("serve: %w", err)
+	for _, p := range parts {
+		if err := p.start(ctx); err != nil {
+			stopAll(ctx)
+			return nil, fmt.Errorf("start %s: %w", p.name, err)
 		}
-		return nil
-	})
-	eg.Go(func() error {
-		<-ctx.Done()
-		hs.Shutdown() // tell load balancers first
-		log.Info("shutting down: draining in-flight calls")
-		deadline, cancel := context.WithTimeout(context.Background(), cmp.Or(cfg.ShutdownTimeout, ShutdownTimeoutDefault))
-		defer cancel()
-		drained := make(chan struct{})
-		go func() { g.GracefulStop(); close(drained) }()
-		select {
-		case <-drained:
-		case <-deadline.Done():
-			log.Warn("shutdown deadline passed: cutting remaining calls")
-			g.Stop()
-			<-drained
-		}
-		// Calls are drained; finish the running jobs and the last group
-		// commit (claims already popped are committed, not dropped).
-		srv.Stop(deadline)
-		log.Info("shut down")
-		return nil
-	})
-	return eg.Wait()
+		started++
+	}
+	return stopAll, nil
+}
+
+// healthPart runs the health checker until stopped.
+func healthPart(hc *healthChecker) part {
+	var cancel context.CancelFunc
+	done := make(chan struct{})
+	return part{"health",
+		func(ctx context.Context) error {
+			var hctx context.Context
+			hctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+			go func() { defer close(done); hc.run(hctx, 2*time.Second) }()
+			return nil
+		},
+		func(context.Context) { cancel(); <-done }}
+}
+
+// metricsPart serves /metrics on addr (nothing when addr is empty); a
+// failure of the server is sent to serveErr.
+func metricsPart(addr string, srv *Server, log *slog.Logger, serveErr chan<- error) part {
+	if addr == "" {
+		return part{"metrics", func(context.Context) error { return nil }, func(context.Context) {}}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", srv.Metrics().Handler())
+	ms := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return part{"metrics",
+		func(ctx context.Context) error {
+			mlis, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("metrics listen: %w", err)
+			}
+			log.InfoContext(ctx, "metrics serving", "addr", mlis.Addr().String())
+			go func() {
+				if err := ms.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					serveErr <- fmt.Errorf("metrics: %w", err)
+				}
+			}()
+			return nil
+		},
+		func(ctx context.Context) { _ = ms.Shutdown(ctx) }}
 }
 
 // NewGRPCServer returns a gRPC server with the service's interceptors:

@@ -127,11 +127,18 @@ func (s *Server) Start(ctx context.Context) error { return s.claims.Start(ctx) }
 // StartJobs schedules refill and reconcile with ctx until Stop.
 func (s *Server) StartJobs(ctx context.Context) error { return s.jobs.Start(ctx) }
 
-// Stop waits for running jobs (up to ctx) and commits the claims still in
-// the group committer. Call it after the gRPC server has drained.
+// StopJobs stops scheduling jobs and waits for the running ones, up to
+// ctx.
+func (s *Server) StopJobs(ctx context.Context) { s.jobs.Stop(ctx) }
+
+// StopClaims commits the claims still in the group committer and stops
+// the claim service. Call it after the gRPC server has drained.
+func (s *Server) StopClaims() { s.claims.Stop() }
+
+// Stop is StopJobs, then StopClaims.
 func (s *Server) Stop(ctx context.Context) {
-	s.jobs.Stop(ctx)
-	s.claims.Stop()
+	s.StopJobs(ctx)
+	s.StopClaims()
 }
 
 // Register adds the dispenser.v1 services to a gRPC server.
