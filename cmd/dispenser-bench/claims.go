@@ -84,7 +84,7 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	defer db.Close()
 	defer rdb.Close()
 
-	conn, err := a.dial()
+	conn, err := a.client.ClientConn()
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServic
 	if stage {
 		p.RefillLowWater, p.RefillBatchSize = int32(min(n, pool.MaxRefillLowWater)), int32(min(n, pool.MaxRefillBatchSize))
 	}
-	if _, err := call(a, ctx, admin.CreatePool, &dispenserv1.CreatePoolRequest{Pool: p}); err != nil {
+	if _, err := cli.Call(ctx, &a.client, admin.CreatePool, &dispenserv1.CreatePoolRequest{Pool: p}); err != nil {
 		return err
 	}
 	pr, pw := io.Pipe()
@@ -178,7 +178,7 @@ func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServic
 		return fmt.Errorf("bench pool %s: inserted %d of %d codes", id, resp.GetInserted(), n)
 	}
 	for staged := int64(0); stage && staged < int64(n); {
-		r, err := call(a, ctx, admin.RunJob, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_REFILL, PoolId: id})
+		r, err := cli.Call(ctx, &a.client, admin.RunJob, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_REFILL, PoolId: id})
 		if err != nil {
 			return err
 		}

@@ -71,7 +71,7 @@ rate can be read against the raw rate of the same machine in the same run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			c, err := a.admin()
+			c, err := a.client.Admin()
 			if err != nil {
 				return err
 			}
@@ -83,7 +83,7 @@ rate can be read against the raw rate of the same machine in the same run.`,
 			defer os.Remove(file)
 
 			poolID := fmt.Sprintf("bench-import-%d", time.Now().Unix())
-			if _, err := call(a, ctx, c.CreatePool, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{
+			if _, err := cli.Call(ctx, &a.client, c.CreatePool, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{
 				Id: poolID, DisplayName: "import benchmark", Paused: true,
 			}}); err != nil {
 				return err

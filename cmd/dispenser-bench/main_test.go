@@ -26,7 +26,7 @@ func run(t *testing.T, args ...string) (string, string, error) {
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
 	err := cmd.ExecuteContext(context.Background())
-	a.close()
+	a.client.Close()
 	return out.String(), errOut.String(), err
 }
 

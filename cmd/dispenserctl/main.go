@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -19,15 +16,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/internal/cli"
-	"github.com/dispenserhq/dispenser/internal/cliflag"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	app := newApp(os.Stdout, os.Stderr)
-	err := app.root().ExecuteContext(ctx)
+	err := cli.Execute(app.root())
 	app.close()
 	if err != nil {
 		app.printError(err)
@@ -37,20 +31,12 @@ func main() {
 
 // app carries the global flags and the output streams of one invocation.
 type app struct {
-	addr    string
-	key     string
-	tlsCA   string
-	tlsCert string
-	tlsKey  string
-	useTLS  bool
-	asJSON  bool
-	timeout time.Duration
-	stdout  io.Writer
-	stderr  io.Writer
+	client cli.Client
+	asJSON bool
+	stdout io.Writer
+	stderr io.Writer
 	// isTerminal tells whether progress may be drawn as a live bar.
 	isTerminal func() bool
-
-	conn *grpc.ClientConn
 }
 
 func newApp(stdout, stderr io.Writer) *app {
@@ -65,52 +51,21 @@ func (a *app) root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&a.addr, "addr", cli.EnvOr("DISPENSER_ADDR", "localhost:50051"), "dispenserd gRPC address [DISPENSER_ADDR]")
+	a.client.Flags(f)
 	f.BoolVar(&a.asJSON, "json", false, "print results as JSON for scripts")
-	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline of each unary call")
-	cliflag.Secret(f, &a.key, "key", "DISPENSER_KEY", "", "API key, sent as a bearer token")
-	f.BoolVar(&a.useTLS, "tls", os.Getenv("DISPENSER_TLS") == "true", "connect with TLS (implied by --tls-ca or --tls-cert) [DISPENSER_TLS]")
-	f.StringVar(&a.tlsCA, "tls-ca", os.Getenv("DISPENSER_TLS_CA"), "trust this CA (PEM) instead of the system's [DISPENSER_TLS_CA]")
-	f.StringVar(&a.tlsCert, "tls-cert", os.Getenv("DISPENSER_TLS_CERT"), "client certificate for mTLS (PEM) [DISPENSER_TLS_CERT]")
-	f.StringVar(&a.tlsKey, "tls-key", os.Getenv("DISPENSER_TLS_KEY"), "client certificate's key (PEM) [DISPENSER_TLS_KEY]")
 	root.AddCommand(a.keysCmd(), a.poolsCmd(), a.importCmd(), a.claimCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd())
 	return root
 }
 
-// dial connects lazily; gRPC connects on the first call.
-func (a *app) dial() (*grpc.ClientConn, error) {
-	if a.conn != nil {
-		return a.conn, nil
-	}
-	conn, err := cli.Dial(cli.Conn{Addr: a.addr, Key: a.key, TLS: a.useTLS, CA: a.tlsCA, Cert: a.tlsCert, CertKey: a.tlsKey})
-	if err != nil {
-		return nil, err
-	}
-	a.conn = conn
-	return conn, nil
-}
+func (a *app) dial() (*grpc.ClientConn, error) { return a.client.ClientConn() }
 
-// close releases the connection, if one was made.
-func (a *app) close() {
-	if a.conn != nil {
-		_ = a.conn.Close()
-		a.conn = nil
-	}
-}
+func (a *app) admin() (dispenserv1.AdminServiceClient, error) { return a.client.Admin() }
 
-func (a *app) admin() (dispenserv1.AdminServiceClient, error) {
-	conn, err := a.dial()
-	if err != nil {
-		return nil, err
-	}
-	return dispenserv1.NewAdminServiceClient(conn), nil
-}
+func (a *app) close() { a.client.Close() }
 
 // call runs a unary call under the --timeout deadline.
 func call[Req, Resp any](a *app, ctx context.Context, fn func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	return fn(ctx, req)
+	return cli.Call(ctx, &a.client, fn, req)
 }
 
 // exitError is an error already reported to the user; main only exits 1.

@@ -10,15 +10,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/cliflag"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -91,6 +97,72 @@ func Dial(c Conn) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("connect to %s: %w", c.Addr, err)
 	}
 	return conn, nil
+}
+
+// Client is how a command-line tool reaches dispenserd: its connection
+// flags, and one connection, dialed on first use.
+type Client struct {
+	Conn Conn
+	// Timeout is the deadline of each unary call made with Call.
+	Timeout time.Duration
+	cc      *grpc.ClientConn
+}
+
+// Flags registers the connection flags: --addr, --key, --tls, --tls-ca,
+// --tls-cert, --tls-key and --timeout, with their environment variables.
+func (c *Client) Flags(f *pflag.FlagSet) {
+	f.StringVar(&c.Conn.Addr, "addr", EnvOr("DISPENSER_ADDR", "localhost:50051"), "dispenserd gRPC address [DISPENSER_ADDR]")
+	f.DurationVar(&c.Timeout, "timeout", 30*time.Second, "deadline of each unary call")
+	cliflag.Secret(f, &c.Conn.Key, "key", "DISPENSER_KEY", "", "API key, sent as a bearer token")
+	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("DISPENSER_TLS") == "true", "connect with TLS (implied by --tls-ca or --tls-cert) [DISPENSER_TLS]")
+	f.StringVar(&c.Conn.CA, "tls-ca", os.Getenv("DISPENSER_TLS_CA"), "trust this CA (PEM) instead of the system's [DISPENSER_TLS_CA]")
+	f.StringVar(&c.Conn.Cert, "tls-cert", os.Getenv("DISPENSER_TLS_CERT"), "client certificate for mTLS (PEM) [DISPENSER_TLS_CERT]")
+	f.StringVar(&c.Conn.CertKey, "tls-key", os.Getenv("DISPENSER_TLS_KEY"), "client certificate's key (PEM) [DISPENSER_TLS_KEY]")
+}
+
+// ClientConn returns the connection, dialing it the first time.
+func (c *Client) ClientConn() (*grpc.ClientConn, error) {
+	if c.cc != nil {
+		return c.cc, nil
+	}
+	cc, err := Dial(c.Conn)
+	if err != nil {
+		return nil, err
+	}
+	c.cc = cc
+	return cc, nil
+}
+
+// Admin returns an AdminService client on the connection.
+func (c *Client) Admin() (dispenserv1.AdminServiceClient, error) {
+	cc, err := c.ClientConn()
+	if err != nil {
+		return nil, err
+	}
+	return dispenserv1.NewAdminServiceClient(cc), nil
+}
+
+// Close releases the connection, if one was made.
+func (c *Client) Close() {
+	if c.cc != nil {
+		_ = c.cc.Close()
+		c.cc = nil
+	}
+}
+
+// Call runs a unary call under the client's --timeout deadline.
+func Call[Req, Resp any](ctx context.Context, c *Client, fn func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	return fn(ctx, req)
+}
+
+// Execute runs a tool's command line with a context that ends on SIGINT or
+// SIGTERM.
+func Execute(cmd *cobra.Command) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return cmd.ExecuteContext(ctx)
 }
 
 // bearerKey sends the API key with every call. It is allowed over plaintext
