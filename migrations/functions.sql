@@ -81,6 +81,21 @@ BEGIN
 END;
 $$;
 
+-- dispenser_decided_v1 takes the request's advisory lock for the rest of
+-- the transaction and answers it from what Postgres holds
+-- (dispenser_recorded_v1): the start of every path that decides one
+-- request alone (fallback, settle).
+CREATE OR REPLACE FUNCTION dispenser_decided_v1(p_pool text, p_request text, p_user text, p_started timestamptz,
+                                                OUT outcome text, OUT code_id bigint, OUT code text,
+                                                OUT expires_at timestamptz, OUT claimed_at timestamptz)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    SELECT * INTO outcome, code_id, code, expires_at, claimed_at
+    FROM dispenser_recorded_v1(p_pool, p_request, p_user, p_started);
+END;
+$$;
+
 -- dispenser_take_slot_v1 inserts the claim of a code the caller has already
 -- marked 'claimed' in this transaction, for a request whose lock it holds
 -- and that has no claim or refusal. Outcomes:
@@ -273,11 +288,9 @@ DECLARE
     r     record;
     bound bigint := p_after;
 BEGIN
-    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
-    SELECT * INTO r FROM dispenser_recorded_v1(p_pool, p_request, p_user, p_started);
-    IF r.outcome IS NOT NULL THEN
-        outcome := r.outcome; code_id := r.code_id; code := r.code;
-        expires_at := r.expires_at; claimed_at := r.claimed_at;
+    SELECT * INTO outcome, code_id, code, expires_at, claimed_at
+    FROM dispenser_decided_v1(p_pool, p_request, p_user, p_started);
+    IF outcome IS NOT NULL THEN
         RETURN;
     END IF;
 
@@ -357,14 +370,11 @@ CREATE OR REPLACE FUNCTION dispenser_settle_v1(p_pool text, p_request text, p_us
 LANGUAGE plpgsql AS $$
 DECLARE
     lim integer;
-    r   record;
 BEGIN
-    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    SELECT * INTO outcome, code_id, code, expires_at, claimed_at
+    FROM dispenser_decided_v1(p_pool, p_request, p_user, p_started);
     SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
-    SELECT * INTO r FROM dispenser_recorded_v1(p_pool, p_request, p_user, p_started);
-    IF r.outcome IS NOT NULL THEN
-        outcome := r.outcome; code_id := r.code_id; code := r.code;
-        expires_at := r.expires_at; claimed_at := r.claimed_at;
+    IF outcome IS NOT NULL THEN
         RETURN;
     END IF;
     SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;

@@ -49,7 +49,7 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 		WHERE n.nspname = $1 AND p.proname LIKE 'dispenser\_%' ORDER BY 1`, s.Name)), pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Equal(t, []string{
-		"dispenser_claim_fallback_v1", "dispenser_claim_staged_v1", "dispenser_recorded_v1", "dispenser_refuse_v1",
+		"dispenser_claim_fallback_v1", "dispenser_claim_staged_v1", "dispenser_decided_v1", "dispenser_recorded_v1", "dispenser_refuse_v1",
 		"dispenser_request_lock_v1", "dispenser_settle_v1", "dispenser_take_slot_v1",
 	}, names)
 
