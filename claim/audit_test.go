@@ -1,7 +1,6 @@
 package claim
 
 import (
-	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,9 +11,7 @@ import (
 
 // The audit must see every kind of breach, or a clean audit proves nothing.
 func TestAuditDetectsBreaches(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.manualStaging()
 	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
 	_, err := e.svc.Refill(ctx, p)

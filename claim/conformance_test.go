@@ -21,6 +21,17 @@ type allocatorCase struct {
 	path  Path
 }
 
+// setup starts a parallel subtest on a pool p1 of n codes with settings,
+// prepared for the allocator.
+func (ac allocatorCase) setup(t *testing.T, n int, settings pool.Pool) (context.Context, *env, pool.Pool) {
+	t.Helper()
+	t.Parallel()
+	e := newEnv(t)
+	p := e.fill("p1", n, settings)
+	ac.prepare(e, p)
+	return context.Background(), e, p
+}
+
 // claim runs one claim through the contract.
 func (ac allocatorCase) claim(ctx context.Context, e *env, p pool.Pool, req Request) (Result, error) {
 	return ac.alloc(e).Claim(ctx, p, req)
@@ -48,11 +59,7 @@ func TestAllocatorConformance(t *testing.T) {
 		t.Run(ac.name, func(t *testing.T) {
 			t.Parallel()
 			t.Run("distinct codes until exhausted", func(t *testing.T) {
-				t.Parallel()
-				ctx := context.Background()
-				e := newEnv(t)
-				p := e.fill("p1", 50, pool.Pool{})
-				ac.prepare(e, p)
+				ctx, e, p := ac.setup(t, 50, pool.Pool{})
 				seen := map[string]bool{}
 				for i := range 50 {
 					res, err := ac.claim(ctx, e, p, Request{PoolID: "p1", UserID: fmt.Sprint("u", i), RequestID: fmt.Sprint("r", i)})
@@ -69,11 +76,7 @@ func TestAllocatorConformance(t *testing.T) {
 				require.EqualValues(t, 50, st.Claimed)
 			})
 			t.Run("replay returns the same code", func(t *testing.T) {
-				t.Parallel()
-				ctx := context.Background()
-				e := newEnv(t)
-				p := e.fill("p1", 10, pool.Pool{})
-				ac.prepare(e, p)
+				ctx, e, p := ac.setup(t, 10, pool.Pool{})
 				req := Request{PoolID: "p1", UserID: "alice", RequestID: "req-1"}
 				first, err := ac.claim(ctx, e, p, req)
 				require.NoError(t, err)
@@ -90,11 +93,7 @@ func TestAllocatorConformance(t *testing.T) {
 				require.EqualValues(t, 1, st.Claimed)
 			})
 			t.Run("per-user limit", func(t *testing.T) {
-				t.Parallel()
-				ctx := context.Background()
-				e := newEnv(t)
-				p := e.fill("p1", 10, pool.Pool{PerUserLimit: 2})
-				ac.prepare(e, p)
+				ctx, e, p := ac.setup(t, 10, pool.Pool{PerUserLimit: 2})
 				for i := range 2 {
 					_, err := ac.claim(ctx, e, p, Request{PoolID: "p1", UserID: "bob", RequestID: fmt.Sprint("r", i)})
 					require.NoError(t, err)
@@ -110,11 +109,7 @@ func TestAllocatorConformance(t *testing.T) {
 				require.EqualValues(t, 8, st.Available+st.Staged, "the refused claim's code went back")
 			})
 			t.Run("void and expired codes are never handed out", func(t *testing.T) {
-				t.Parallel()
-				ctx := context.Background()
-				e := newEnv(t)
-				p := e.fill("p1", 20, pool.Pool{})
-				ac.prepare(e, p)
+				ctx, e, p := ac.setup(t, 20, pool.Pool{})
 				// Half the codes turn void or expire after staging.
 				_, err := e.db.Pool.Exec(ctx, `UPDATE codes SET state = 'void', void_reason = 'recall', stage_batch = NULL
 					WHERE pool_id = 'p1' AND id % 4 = 0`)
@@ -143,9 +138,7 @@ func TestAllocatorConformance(t *testing.T) {
 // A request claimed on one path is replayed, with the same code, on the
 // other: idempotency does not depend on the path.
 func TestReplayAcrossPaths(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.manualStaging()
 	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 5})
 	n, err := e.svc.Refill(ctx, p) // half staged, half left to the fallback

@@ -36,6 +36,13 @@ type envOpts struct {
 	redis redis.UniversalClient
 }
 
+// start begins a parallel test with an env of its own.
+func start(t *testing.T) (context.Context, *env) {
+	t.Helper()
+	t.Parallel()
+	return context.Background(), newEnv(t)
+}
+
 func newEnv(t *testing.T, opts ...envOpts) *env {
 	t.Helper()
 	db := testenv.Postgres(t)

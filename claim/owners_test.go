@@ -59,9 +59,7 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 	}
 	for _, tc := range paths {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			e := newEnv(t)
+			ctx, e := start(t)
 			if tc.pgOnly {
 				e.svc.pgOnly = true
 			}
@@ -99,9 +97,7 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 
 // A refused request id is its user's too, while the refusal is kept.
 func TestRefusedRequestIDBelongsToItsUser(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.fillStaged("p1", 10, pool.Pool{RefillBatchSize: 10})
 	_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "a1"})
 	require.NoError(t, err)
@@ -117,9 +113,7 @@ func TestRefusedRequestIDBelongsToItsUser(t *testing.T) {
 // Prize claims live in an id space no caller can reach: a caller's
 // "prize:1" is an ordinary request id, and the reserved form is refused.
 func TestPrizeRequestIDsUnreachable(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.fillStaged("p1", 10, pool.Pool{RefillBatchSize: 10})
 	var prizeID int64 // the first prize of the schema: 1
 	require.NoError(t, e.db.Pool.QueryRow(ctx,
@@ -170,9 +164,7 @@ func TestRetryAfterRedisForgotGetsItsCode(t *testing.T) {
 	t.Parallel()
 	for _, forget := range []string{"replay record expired", "namespace flushed"} {
 		t.Run(forget, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			e := newEnv(t)
+			ctx, e := start(t)
 			p := e.fillStaged("p1", 20, pool.Pool{RefillBatchSize: 20, PerUserLimit: 2})
 			r0, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R0"})
 			require.NoError(t, err)
@@ -209,9 +201,7 @@ func TestRetryAfterRedisForgotGetsItsCode(t *testing.T) {
 // commits after another copy was refused, answers the same refusal, and so
 // do later retries, until the pool is restocked.
 func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.fillStaged("p1", 1, pool.Pool{RefillBatchSize: 1})
 	req := Request{PoolID: "p1", UserID: "u", RequestID: "R", started: time.Now()}
 	// Copy 1 pops the only code and is slow to commit.
@@ -370,9 +360,7 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 // A sold-out pool with nothing staged has no copy of any request about to
 // commit: its refusals are answered without writing anything.
 func TestSoldOutPoolRefusesWithoutWriting(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.svc.pgOnly = true
 	e.fill("p1", 1, pool.Pool{})
 	_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u0", RequestID: "r0"})

@@ -25,9 +25,7 @@ import (
 // plan matters because PL/pgSQL switches to it after a few calls. The refill
 // query reads the same index.
 func TestFallbackPlanUsesPartialIndex(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.fill("big", 20_000, pool.Pool{})
 	e.fill("small", 500, pool.Pool{})
 	_, err := e.db.Pool.Exec(ctx, "ANALYZE codes")
@@ -108,9 +106,7 @@ func explainingConn(t *testing.T, url string) (conn *pgx.Conn, plans func() []st
 // leave in front, for every code, and claims slow down as a sale goes on.
 // auto_explain reports the nested statements' plans as notices.
 func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	e.manualStaging()
 	p := e.fill("big", 20_000, pool.Pool{RefillBatchSize: 10_000})
 	// Statistics from before the sale, when no code was staged: what misled

@@ -13,9 +13,7 @@ import (
 )
 
 func TestRefillRespectsLowWater(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	p := e.fill("p1", 100, pool.Pool{RefillLowWater: 30, RefillBatchSize: 40})
 	n, err := e.svc.Refill(ctx, p)
 	require.NoError(t, err)
@@ -36,9 +34,7 @@ func TestRefillRespectsLowWater(t *testing.T) {
 // Redis lost the pool's keys: reconciliation returns the staged codes of
 // batches whose marker is gone, but only once they are older than grace.
 func TestReconcileLostBatches(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	p := e.fillStaged("p1", 100, pool.Pool{RefillBatchSize: 30})
 	require.NoError(t, e.rdb.Del(ctx, e.keys.Staged("p1"), e.keys.Batches("p1")).Err())
 
@@ -61,9 +57,7 @@ func TestReconcileLostBatches(t *testing.T) {
 // in-flight ledger. Reconciliation returns it, and a retry of the request
 // claims afresh (Postgres wins over the stale replay record).
 func TestReconcileStaleLedger(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	p := e.fillStaged("p1", 10, pool.Pool{RefillBatchSize: 10})
 	req := Request{PoolID: "p1", UserID: "u1", RequestID: "r1"}
 	ans, err := stock.New(e.rdb, e.keys).ClaimOnce(ctx,
@@ -95,9 +89,7 @@ func TestReconcileStaleLedger(t *testing.T) {
 // A pop whose ledger write Redis lost leaves a staged code that is nowhere
 // in Redis; once the list is empty, reconciliation finds it.
 func TestReconcileOrphans(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	p := e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
 	for range 5 {
 		require.NoError(t, e.rdb.LPop(ctx, e.keys.Staged("p1")).Err())
@@ -111,9 +103,7 @@ func TestReconcileOrphans(t *testing.T) {
 }
 
 func TestReconcileVoidsExpired(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
 	_, err := e.svc.Refill(ctx, p)
 	require.NoError(t, err)
@@ -133,9 +123,7 @@ func TestReconcileVoidsExpired(t *testing.T) {
 // or the process died between the two steps) loses nothing: reconciliation
 // returns the batch.
 func TestRefillPushFailsThenReconcile(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	p := e.fill("p1", 50, pool.Pool{RefillBatchSize: 20})
 	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })

@@ -57,6 +57,13 @@ type setupOpts struct {
 
 // setup serves a Server over an in-memory connection, on a schema and Redis
 // namespace of the test's own.
+// start begins a parallel test with its own server (setup).
+func start(t *testing.T, opts ...setupOpts) (context.Context, *bundle) {
+	t.Helper()
+	t.Parallel()
+	return context.Background(), setup(t, opts...)
+}
+
 func setup(t *testing.T, opts ...setupOpts) *bundle {
 	t.Helper()
 	db := testenv.Postgres(t)
@@ -142,9 +149,7 @@ func (b *bundle) createPool(t *testing.T, id string) {
 }
 
 func TestCreateGetListPools(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	starts := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	resp, err := b.admin.CreatePool(ctx, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{
 		Id: "xmas", DisplayName: "Christmas", PerUserLimit: 2, ClaimStartsAt: timestamppb.New(starts),
@@ -183,9 +188,7 @@ func TestCreateGetListPools(t *testing.T) {
 }
 
 func TestUpdatePoolMask(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	ends := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
 	resp, err := b.admin.UpdatePool(ctx, &dispenserv1.UpdatePoolRequest{
@@ -211,9 +214,7 @@ func TestUpdatePoolMask(t *testing.T) {
 // Every validation error is InvalidArgument naming the field, and writes
 // nothing.
 func TestValidationErrors(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	mask := func(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
 	badTime := &timestamppb.Timestamp{Seconds: 1, Nanos: 2_000_000_000}
@@ -353,9 +354,7 @@ func TestValidationErrors(t *testing.T) {
 }
 
 func TestNotFoundAndExists(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	_, err := b.admin.CreatePool(ctx, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{Id: "p1"}})
 	requireStatus(t, err, codes.AlreadyExists, dispenser.ReasonPoolExists, "")
@@ -398,9 +397,7 @@ func (b *bundle) importData(ctx context.Context, opts *dispenserv1.ImportOptions
 }
 
 func TestImportCodesStream(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	opts := &dispenserv1.ImportOptions{PoolId: "p1", Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: "a.txt"}
 	data := "\xef\xbb\xbfCODE-0001\r\nCODE-0002\r\n\r\nbad\r\nCODE-0001\r\n"
@@ -460,9 +457,7 @@ func TestImportCodesClientCancelLeavesNothing(t *testing.T) {
 }
 
 func TestPoolStatsRedisLevels(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	require.NoError(t, b.rdb.RPush(ctx, b.keys.Staged("p1"), "a1", "a2", "a3").Err())
 	require.NoError(t, b.rdb.ZAdd(ctx, b.keys.InFlight("p1"), redis.Z{Score: 1, Member: "x"}).Err())

@@ -251,9 +251,7 @@ func TestRateLimitPerKey(t *testing.T) {
 
 // Auditors read prizes without their codes.
 func TestAuditorSeesNoCodes(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t, setupOpts{auth: &auth.Config{}})
+	ctx, b := start(t, setupOpts{auth: &auth.Config{}})
 	store := auth.NewStore(b.db.Pool)
 	_, admin, err := store.Create(ctx, auth.Key{Role: auth.Admin})
 	require.NoError(t, err)

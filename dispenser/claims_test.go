@@ -39,9 +39,7 @@ func (b *bundle) claimCode(user, req string) (*dispenserv1.ClaimCodeResponse, er
 }
 
 func TestClaimCodeAndReplay(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.fill(t, &dispenserv1.Pool{Id: "p1", PerUserLimit: 2}, 3)
 
 	first, err := b.claimCode("alice", "r1")
@@ -80,9 +78,7 @@ func TestClaimCodeAndReplay(t *testing.T) {
 }
 
 func TestClaimCodeRules(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.fill(t, &dispenserv1.Pool{Id: "p1"}, 5)
 
 	_, err := b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "nope", UserId: "u", RequestId: "r"})
@@ -124,9 +120,7 @@ func TestClaimCodeRules(t *testing.T) {
 }
 
 func TestExportClaims(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.fill(t, &dispenserv1.Pool{Id: "p1"}, 1500)
 	for i := range 1200 {
 		_, err := b.claimCode(fmt.Sprint("u", i), fmt.Sprint("r", i))
@@ -172,9 +166,7 @@ func TestExportClaims(t *testing.T) {
 }
 
 func TestRunJob(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.fill(t, &dispenserv1.Pool{Id: "p1", RefillBatchSize: 10}, 25)
 	resp, err := b.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_RECONCILE})
 	require.NoError(t, err)
@@ -198,9 +190,7 @@ func TestRunJob(t *testing.T) {
 // Codes voided while staged in Redis are never handed out, and the pool
 // still balances.
 func TestVoidCodesWhileStaged(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.fill(t, &dispenserv1.Pool{Id: "p1"}, 6)
 	var recalled []string
 	for i := range 3 {
@@ -235,9 +225,7 @@ func TestVoidCodesWhileStaged(t *testing.T) {
 // a caller's "prize:<id>" is an ordinary request id, and a prize's claim
 // lists with its prize_id and no request id.
 func TestRequestIDReusedOverTheAPI(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.fill(t, &dispenserv1.Pool{Id: "p1", PerUserLimit: 2}, 10)
 
 	alice, err := b.claimCode("alice", "order-77")

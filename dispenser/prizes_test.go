@@ -1,7 +1,6 @@
 package dispenser_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,9 +17,7 @@ func (b *bundle) prizes() dispenserv1.PrizeServiceClient {
 }
 
 func TestRecordPrizeIdempotent(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	pc := b.prizes()
 	req := &dispenserv1.RecordPrizeRequest{PoolId: "p1", UserId: "alice", ExternalId: "draw-7/win-1",
@@ -62,9 +59,7 @@ func TestRecordPrizeIdempotent(t *testing.T) {
 }
 
 func TestPrizeTransitions(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	pc := b.prizes()
 	record := func(ext string) string {
@@ -119,9 +114,7 @@ func TestPrizeTransitions(t *testing.T) {
 // A parked prize that already has a code goes back to assigned, to be sent
 // again with the same code and delivery id.
 func TestRetryAssignedPrize(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.fill(t, &dispenserv1.Pool{Id: "p1"}, 3)
 	pc := b.prizes()
 	r, err := pc.RecordPrize(ctx, &dispenserv1.RecordPrizeRequest{PoolId: "p1", UserId: "w", ExternalId: "e1"})
@@ -147,9 +140,7 @@ func TestRetryAssignedPrize(t *testing.T) {
 }
 
 func TestListPrizes(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
+	ctx, b := start(t)
 	b.createPool(t, "p1")
 	pc := b.prizes()
 	for i := range 7 {

@@ -92,9 +92,7 @@ func TestImportLinesAndReimport(t *testing.T) {
 }
 
 func TestImportCSV(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := setupImport(t)
+	ctx, s, db := startImport(t)
 	exp := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
 	file := "code,expires_at\r\nCSV-0001," + exp.Format(time.RFC3339) + "\r\nCSV-0002,\r\nCSV-0003,soon\r\n"
 	sum, err := s.Import(ctx, pool.ImportOptions{PoolID: "p1", Format: pool.FormatCSV}, strings.NewReader(file))
@@ -125,9 +123,7 @@ func TestImportDuplicatesInPoolAndFile(t *testing.T) {
 }
 
 func TestImportStrictRejectsWholeFile(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := setupImport(t)
+	ctx, s, db := startImport(t)
 	file := codeFile("S", 0, 1000) + "x\n" + codeFile("S", 1000, 2000) + "with space\n"
 	opts := lines("p1")
 	opts.Strict = true
@@ -145,9 +141,7 @@ func TestImportStrictRejectsWholeFile(t *testing.T) {
 
 // An upload that breaks after many batches were copied leaves no trace.
 func TestImportInterruptedLeavesNothing(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := setupImport(t)
+	ctx, s, db := startImport(t)
 	boom := errors.New("connection reset by client")
 	src := io.MultiReader(strings.NewReader(codeFile("CUT", 0, 100_000)), iotest.ErrReader(boom))
 	_, err := s.Import(ctx, lines("p1"), src)
@@ -181,9 +175,7 @@ func TestImportCancelledLeavesNothing(t *testing.T) {
 }
 
 func TestImportUnknownPoolAndBadOptions(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := setupImport(t)
+	ctx, s, _ := startImport(t)
 	_, err := s.Import(ctx, lines("nope"), strings.NewReader("AAAA\n"))
 	require.ErrorIs(t, err, pool.ErrPoolNotFound)
 
@@ -199,9 +191,7 @@ func TestImportUnknownPoolAndBadOptions(t *testing.T) {
 // Two imports of overlapping files into one pool, at once, leave each code
 // exactly once and account for every line.
 func TestImportConcurrentOverlapping(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := setupImport(t)
+	ctx, s, db := startImport(t)
 	files := []string{
 		codeFile("OV", 0, 60_000),
 		codeFile("OV", 30_000, 90_000),
@@ -230,9 +220,7 @@ func TestImportConcurrentOverlapping(t *testing.T) {
 
 // Codes are unique per pool, not globally: the same file loads into two pools.
 func TestImportSameCodesTwoPools(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := setupImport(t)
+	ctx, s, _ := startImport(t)
 	_, err := s.CreatePool(ctx, pool.Pool{ID: "p2"})
 	require.NoError(t, err)
 	for _, id := range []string{"p1", "p2"} {
@@ -243,9 +231,7 @@ func TestImportSameCodesTwoPools(t *testing.T) {
 
 // Stats add up whatever state the codes are in.
 func TestStatsBalancedAcrossStates(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := setupImport(t)
+	ctx, s, db := startImport(t)
 	mustImport(t, s, "p1", codeFile("ST", 0, 1000))
 	_, err := db.Pool.Exec(ctx, `UPDATE codes SET state = 'staged', stage_batch = 1 WHERE id IN (SELECT id FROM codes ORDER BY id LIMIT 300)`)
 	require.NoError(t, err)
@@ -275,9 +261,7 @@ func TestStatsBalancedAcrossStates(t *testing.T) {
 // Among duplicate lines of one file, the first one wins, also when the import
 // sorts rows by code before inserting them.
 func TestImportFirstDuplicateWins(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := setupImport(t)
+	ctx, s, db := startImport(t)
 	first := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
 	var b strings.Builder
 	b.WriteString("code,expires_at\n")

@@ -11,6 +11,22 @@ import (
 	"github.com/dispenserhq/dispenser/pool"
 )
 
+// startStore begins a parallel test on a store of its own.
+func startStore(t *testing.T) (context.Context, *pool.Store, *testenv.Schema) {
+	t.Helper()
+	t.Parallel()
+	s, db := newStore(t)
+	return context.Background(), s, db
+}
+
+// startImport begins a parallel test on a store with a pool p1 (setupImport).
+func startImport(t *testing.T) (context.Context, *pool.Store, *testenv.Schema) {
+	t.Helper()
+	t.Parallel()
+	s, db := setupImport(t)
+	return context.Background(), s, db
+}
+
 func newStore(t *testing.T) (*pool.Store, *testenv.Schema) {
 	t.Helper()
 	db := testenv.Postgres(t)
@@ -18,9 +34,7 @@ func newStore(t *testing.T) (*pool.Store, *testenv.Schema) {
 }
 
 func TestCreatePoolDefaults(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := newStore(t)
+	ctx, s, _ := startStore(t)
 
 	p, err := s.CreatePool(ctx, pool.Pool{ID: "summer-2026", DisplayName: "Summer"})
 	require.NoError(t, err)
@@ -43,9 +57,7 @@ func TestCreatePoolDefaults(t *testing.T) {
 }
 
 func TestCreatePoolValidation(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := newStore(t)
+	ctx, s, db := startStore(t)
 	now := time.Now()
 	tests := []struct {
 		name  string
@@ -80,9 +92,7 @@ func TestCreatePoolValidation(t *testing.T) {
 }
 
 func TestUpdatePool(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := newStore(t)
+	ctx, s, _ := startStore(t)
 	_, err := s.CreatePool(ctx, pool.Pool{ID: "p1"})
 	require.NoError(t, err)
 
@@ -121,9 +131,7 @@ func TestUpdatePool(t *testing.T) {
 // Concurrent updates of different fields must both land: the row lock makes
 // each read-modify-write see the other's result.
 func TestUpdatePoolConcurrent(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := newStore(t)
+	ctx, s, _ := startStore(t)
 	_, err := s.CreatePool(ctx, pool.Pool{ID: "p1"})
 	require.NoError(t, err)
 	errs := make(chan error, 20)
@@ -150,9 +158,7 @@ func TestUpdatePoolConcurrent(t *testing.T) {
 }
 
 func TestListPools(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := newStore(t)
+	ctx, s, _ := startStore(t)
 	for _, id := range []string{"c", "a", "e", "b", "d"} {
 		_, err := s.CreatePool(ctx, pool.Pool{ID: id})
 		require.NoError(t, err)

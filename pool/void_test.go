@@ -1,7 +1,6 @@
 package pool_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -10,9 +9,7 @@ import (
 )
 
 func TestVoidCodes(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, db := setupImport(t)
+	ctx, s, db := startImport(t)
 	mustImport(t, s, "p1", codeFile("V", 0, 10))
 	// One code is claimed already; it must stay so.
 	_, err := db.Pool.Exec(ctx, `WITH c AS (UPDATE codes SET state = 'claimed' WHERE code = 'V-00000001' RETURNING id)
@@ -37,9 +34,7 @@ func TestVoidCodes(t *testing.T) {
 }
 
 func TestVoidImport(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := setupImport(t)
+	ctx, s, _ := startImport(t)
 	first := mustImport(t, s, "p1", codeFile("A", 0, 30))
 	mustImport(t, s, "p1", codeFile("B", 0, 20))
 	res, err := s.Void(ctx, pool.VoidRequest{PoolID: "p1", ImportID: first.ID, Reason: "leaked batch"})
@@ -51,9 +46,7 @@ func TestVoidImport(t *testing.T) {
 }
 
 func TestVoidValidation(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := setupImport(t)
+	ctx, s, _ := startImport(t)
 	for name, tt := range map[string]struct {
 		req   pool.VoidRequest
 		field string

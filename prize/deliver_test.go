@@ -105,6 +105,13 @@ type env struct {
 	clock  *testClock
 }
 
+// start begins a parallel test with an env of its own.
+func start(t *testing.T) (context.Context, *env) {
+	t.Helper()
+	t.Parallel()
+	return context.Background(), newEnv(t)
+}
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	db := testenv.Postgres(t)
@@ -320,9 +327,7 @@ func TestDeliverOverlappingAndKilledRuns(t *testing.T) {
 }
 
 func TestDeliverPoolExhaustedAndNoWebhook(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	r := newReceiver(t, ok)
 	e.setupPool(t, "small", r.srv.URL, 6, 10)
 	e.setupPool(t, "nohook", "", 5, 3)

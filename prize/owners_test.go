@@ -1,7 +1,6 @@
 package prize_test
 
 import (
-	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -17,9 +16,7 @@ import (
 // the delivery run. It gets a code of its own; the winner's webhook gets
 // another, claimed for the prize and its winner only.
 func TestPrizeCodeNotReachableByClaimers(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	r := newReceiver(t, ok)
 	e.setupPool(t, "p1", r.srv.URL, 10, 1)
 	all, err := e.store.List(ctx, "p1", "", 0, 10)
@@ -56,9 +53,7 @@ func TestPrizeCodeNotReachableByClaimers(t *testing.T) {
 // there by an older version or by hand) parks with a reason; the run goes
 // on for every other prize.
 func TestPoisonedPrizeParksAndTheRunGoesOn(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	r := newReceiver(t, ok)
 	e.setupPool(t, "p1", r.srv.URL, 20, 5)
 

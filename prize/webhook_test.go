@@ -1,7 +1,6 @@
 package prize_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -14,9 +13,7 @@ import (
 // A receiver that redirects: the redirect is a failed attempt, and nothing
 // reaches the place it points to, on any attempt.
 func TestWebhookRedirectsNotFollowed(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	target := newReceiver(t, ok)
 	redirecting := newReceiver(t, func(w http.ResponseWriter, _ int) {
 		w.Header().Set("Location", target.srv.URL+"/stolen")
@@ -41,9 +38,7 @@ func TestWebhookRedirectsNotFollowed(t *testing.T) {
 // A stored plain-http URL to a host that is not loopback is never sent to:
 // its prizes park with WEBHOOK_INSECURE, unless the operator allows it.
 func TestInsecureWebhookURLNotSent(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
+	ctx, e := start(t)
 	r := newReceiver(t, ok)
 	e.setupPool(t, "p1", r.srv.URL, 5, 2)
 	// As an older version could store it.
