@@ -37,15 +37,8 @@ type CommitterConfig struct {
 	MaxInFlight int
 	// CommitTimeout bounds one batch transaction; default 10s.
 	CommitTimeout time.Duration
-	// RefusalTTL is how long a refusal decided in a batch is kept (see
-	// Config.RefusalTTL); filled in by the allocator.
-	RefusalTTL time.Duration
-	// OnCommitted is called after each committed batch with its items, to
-	// clear their in-flight ledger entries.
-	OnCommitted func([]*commitItem)
 	// OnBatch, if set, is told the size of every committed batch (metrics).
 	OnBatch func(size int)
-	Logger  *slog.Logger
 }
 
 // commitItem is one claim waiting for its batch.
@@ -68,7 +61,13 @@ type commitResult struct {
 type committer struct {
 	db  *pgxpool.Pool
 	cfg CommitterConfig
-	in  chan *commitItem
+	// refusalTTL is how long a refusal decided in a batch is kept.
+	refusalTTL time.Duration
+	// onCommitted is called after each committed batch with its items, to
+	// clear their in-flight ledger entries.
+	onCommitted func([]*commitItem)
+	log         *slog.Logger
+	in          chan *commitItem
 	// batches carries full batches to MaxInFlight flusher goroutines: they
 	// live as long as the committer, so their stacks, grown once by pgx,
 	// are not grown again for every batch.
@@ -80,13 +79,13 @@ type committer struct {
 	started atomic.Bool
 }
 
-func newCommitter(db *pgxpool.Pool, cfg CommitterConfig) *committer {
+func newCommitter(db *pgxpool.Pool, cfg CommitterConfig, refusalTTL time.Duration, onCommitted func([]*commitItem), log *slog.Logger) *committer {
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, CommitMaxBatchDefault)
 	cfg.MaxWait = cmp.Or(cfg.MaxWait, CommitMaxWaitDefault)
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, CommitMaxInFlightDefault)
 	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, CommitTimeoutDefault)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	return &committer{db: db, cfg: cfg, in: make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
+	return &committer{db: db, cfg: cfg, refusalTTL: refusalTTL, onCommitted: onCommitted, log: log,
+		in:      make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
 		batches: make(chan []*commitItem), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -202,7 +201,7 @@ func (c *committer) flush(batch []*commitItem) {
 		if err == nil || !isRetryable(err) {
 			break
 		}
-		c.cfg.Logger.Warn("group commit retried", "attempt", attempt+1, "size", len(batch), "err", err)
+		c.log.Warn("group commit retried", "attempt", attempt+1, "size", len(batch), "err", err)
 		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
 	}
 	if err != nil {
@@ -218,8 +217,8 @@ func (c *committer) flush(batch []*commitItem) {
 	for i, it := range batch {
 		it.done <- results[i]
 	}
-	if c.cfg.OnCommitted != nil {
-		c.cfg.OnCommitted(batch)
+	if c.onCommitted != nil {
+		c.onCommitted(batch)
 	}
 	if c.cfg.OnBatch != nil {
 		c.cfg.OnBatch(len(batch))
@@ -244,7 +243,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	results := make([]commitResult, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, c.cfg.RefusalTTL)
+	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, c.refusalTTL)
 	b.Queue("COMMIT")
 	br := c.db.SendBatch(ctx, b)
 	err := func() error {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -20,12 +21,12 @@ func TestServiceLifecycle(t *testing.T) {
 	e := newEnv(t)
 	e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
 
-	idle := must(NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys}))
+	idle := must(NewService(e.db.Pool, e.rdb, e.keys, Config{}))
 	_, err := idle.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
 	require.ErrorIs(t, err, ErrStopped)
 	idle.Stop()
 
-	svc := must(NewService(Config{DB: e.db.Pool, Redis: e.rdb, Keys: e.keys}))
+	svc := must(NewService(e.db.Pool, e.rdb, e.keys, Config{}))
 	require.NoError(t, svc.Start(ctx))
 	res, err := svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
 	require.NoError(t, err)
@@ -45,7 +46,7 @@ func TestConfigValidated(t *testing.T) {
 		"RedisAllocator.Commit.MaxInFlight": {RedisAllocator: RedisConfig{Commit: CommitterConfig{MaxInFlight: -1}}},
 		"FallbackConcurrency":               {FallbackConcurrency: -2},
 	} {
-		_, err := NewService(cfg)
+		_, err := NewService(nil, nil, stock.Keys{}, cfg)
 		require.ErrorContains(t, err, name)
 	}
 	require.NoError(t, Config{}.Validate(), "zero values mean the defaults")

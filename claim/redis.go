@@ -21,19 +21,13 @@ var settleSQL string
 
 // RedisConfig configures the Redis allocator.
 type RedisConfig struct {
-	DB    *pgxpool.Pool
-	Stock *stock.Store
 	// ReplayTTL is how long Redis keeps replay records and user counts;
 	// older replays are answered from Postgres. Default 24h.
 	ReplayTTL time.Duration
 	// ScriptTimeout bounds each Redis call of a claim; default 250ms.
 	ScriptTimeout time.Duration
-	// RefusalTTL is how long refusals are kept (see Config.RefusalTTL);
-	// default RefusalTTLDefault.
-	RefusalTTL time.Duration
 	// Commit tunes the group commit.
 	Commit CommitterConfig
-	Logger *slog.Logger
 }
 
 // RedisAllocator pops staged codes from Redis with one Lua script and
@@ -52,17 +46,15 @@ type RedisAllocator struct {
 	log    *slog.Logger
 }
 
-// NewRedisAllocator returns the allocator; Start starts its script sender
-// and group committer, Stop ends them.
-func NewRedisAllocator(cfg RedisConfig) *RedisAllocator {
-	a := &RedisAllocator{db: cfg.DB, stock: cfg.Stock, ttl: cmp.Or(cfg.ReplayTTL, ReplayTTLDefault),
-		tmo: cmp.Or(cfg.ScriptTimeout, ScriptTimeoutDefault), refusalTTL: cmp.Or(cfg.RefusalTTL, RefusalTTLDefault),
-		log: cmp.Or(cfg.Logger, slog.Default())}
-	cc := cfg.Commit
-	cc.Logger, cc.RefusalTTL = a.log, a.refusalTTL
-	cc.OnCommitted = a.clearLedger
-	a.commit = newCommitter(cfg.DB, cc)
-	a.pipe = cfg.Stock.NewPipe(a.tmo)
+// NewRedisAllocator returns the allocator of the pools in st, deciding in db
+// and keeping refusals for refusalTTL; Start starts its script sender and
+// group committer, Stop ends them.
+func NewRedisAllocator(db *pgxpool.Pool, st *stock.Store, refusalTTL time.Duration, log *slog.Logger, cfg RedisConfig) *RedisAllocator {
+	a := &RedisAllocator{db: db, stock: st, ttl: cmp.Or(cfg.ReplayTTL, ReplayTTLDefault),
+		tmo: cmp.Or(cfg.ScriptTimeout, ScriptTimeoutDefault), refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault),
+		log: cmp.Or(log, slog.Default())}
+	a.commit = newCommitter(db, cfg.Commit, a.refusalTTL, a.clearLedger, a.log)
+	a.pipe = st.NewPipe(a.tmo)
 	return a
 }
 

@@ -72,12 +72,6 @@ func (c Config) Validate() error {
 
 // Config configures a Service.
 type Config struct {
-	// DB is the Postgres pool (source of truth).
-	DB *pgxpool.Pool
-	// Redis is the fast allocator's store.
-	Redis redis.UniversalClient
-	// Keys builds the Redis keys (the namespace of this service's pools).
-	Keys stock.Keys
 	// PoolCacheTTL is how long pool settings are cached: pausing a pool
 	// takes effect within it. Default 1s.
 	PoolCacheTTL time.Duration
@@ -87,7 +81,7 @@ type Config struct {
 	// BreakerOpenFor is how long the breaker stays open before one probe
 	// may try Redis again; default 1s.
 	BreakerOpenFor time.Duration
-	// Redis tunes the Redis allocator (its DB, Redis and Keys are filled in).
+	// RedisAllocator tunes the Redis allocator.
 	RedisAllocator RedisConfig
 	// RefusalTTL is how long a definite refusal (USER_LIMIT_REACHED,
 	// POOL_EXHAUSTED) of a request is kept: copies and retries of the
@@ -105,7 +99,8 @@ type Config struct {
 	// same promises, Postgres-bound throughput. For benchmarks and for running
 	// without Redis on purpose.
 	FallbackOnly bool
-	Logger       *slog.Logger
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
 }
 
 // Service claims codes: pool rules first, then the Redis allocator behind a
@@ -134,21 +129,20 @@ type cachedPool struct {
 	at time.Time
 }
 
-// NewService checks cfg and returns a Service; Start starts it, Stop ends
-// it.
-func NewService(cfg Config) (*Service, error) {
+// NewService checks cfg and returns the claim service of the pools in db,
+// with rdb as the fast allocator's store and keys naming their Redis keys;
+// Start starts it, Stop ends it.
+func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	log := cmp.Or(cfg.Logger, slog.Default())
-	rc := cfg.RedisAllocator
-	rc.DB, rc.Stock, rc.Logger = cfg.DB, stock.New(cfg.Redis, cfg.Keys), log
-	rc.RefusalTTL = cmp.Or(cfg.RefusalTTL, RefusalTTLDefault)
+	refusalTTL := cmp.Or(cfg.RefusalTTL, RefusalTTLDefault)
 	s := &Service{
-		db:       cfg.DB,
-		pools:    pool.NewStore(cfg.DB),
-		redis:    NewRedisAllocator(rc),
-		fallback: NewFallback(cfg.DB, rc.RefusalTTL, cfg.FallbackConcurrency),
+		db:       db,
+		pools:    pool.NewStore(db),
+		redis:    NewRedisAllocator(db, stock.New(rdb, keys), refusalTTL, log, cfg.RedisAllocator),
+		fallback: NewFallback(db, refusalTTL, cfg.FallbackConcurrency),
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,
 		cacheTTL: cmp.Or(cfg.PoolCacheTTL, PoolCacheTTLDefault),

@@ -127,7 +127,7 @@ func TestRefillPushFailsThenReconcile(t *testing.T) {
 	p := e.fill("p1", 50, pool.Pool{RefillBatchSize: 20})
 	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })
-	broken := must(NewService(Config{DB: e.db.Pool, Redis: dead, Keys: e.keys}))
+	broken := must(NewService(e.db.Pool, dead, e.keys, Config{}))
 	require.NoError(t, broken.Start(context.Background()))
 	t.Cleanup(broken.Stop)
 	// With Redis down, a refill fails as a Redis failure and stages nothing.

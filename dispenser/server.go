@@ -99,9 +99,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.stock = stock.New(cfg.Redis, s.keys)
 	s.metrics = NewMetrics(func() string { return s.claims.BreakerState() })
 	cc := cfg.Claims
-	cc.DB, cc.Redis, cc.Keys, cc.Logger = cfg.DB, cfg.Redis, s.keys, s.log
+	cc.Logger = cmp.Or(cc.Logger, s.log)
 	cc.RedisAllocator.Commit.OnBatch = func(n int) { s.metrics.batchSize.Observe(float64(n)) }
-	claims, err := claim.NewService(cc)
+	claims, err := claim.NewService(cfg.DB, cfg.Redis, s.keys, cc)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func setup(t *testing.T) *bundle {
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
 	keys := stock.NewKeys(ns)
-	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Logger: log}))
+	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	r := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, RefillEvery: 100 * time.Millisecond,
@@ -125,7 +125,7 @@ func TestDeliverSchedule(t *testing.T) {
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
-	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: stock.NewKeys(ns), Logger: log}))
+	svc := must(claim.NewService(db.Pool, rdb, stock.NewKeys(ns), claim.Config{Logger: log}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	d := prize.NewDeliverer(prize.DeliverConfig{DB: db.Pool, Claims: svc, Logger: log})

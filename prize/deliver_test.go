@@ -118,7 +118,7 @@ func newEnv(t *testing.T) *env {
 	rdb, ns := testenv.Redis(t)
 	keys := stock.NewKeys(ns)
 	clock := &testClock{now: time.Now()}
-	svc := must(claim.NewService(claim.Config{DB: db.Pool, Redis: rdb, Keys: keys, Now: clock.Now, Logger: slog.New(slog.DiscardHandler)}))
+	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Now: clock.Now, Logger: slog.New(slog.DiscardHandler)}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys, clock: clock}
