@@ -129,7 +129,7 @@ func (a *ahead) background(p pool.Pool, d *drain) {
 		return // Redis failing (the claims fall back), or a refill running elsewhere
 	}
 	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), p.ID, token) }()
-	if _, err := a.svc.stageBatch(ctx, p, a.size(p, d)); err != nil && ctx.Err() == nil {
+	if _, err := a.svc.stager.stageBatch(ctx, p, a.size(p, d)); err != nil && ctx.Err() == nil {
 		a.svc.log.WarnContext(ctx, "refill ahead of demand failed; the refill job will retry", "pool", p.ID, "err", err)
 	}
 }
@@ -148,7 +148,7 @@ func (a *ahead) empty(ctx context.Context, p pool.Pool) (int, error) {
 		if a.awaitRefill(rctx, p) {
 			return 1, nil // pop again
 		}
-		return a.svc.stageBatch(rctx, p, a.size(p, d))
+		return a.svc.stager.stageBatch(rctx, p, a.size(p, d))
 	})
 	if err != nil {
 		return 0, err

@@ -14,7 +14,7 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	ctx, e := start(t)
 	e.manualStaging()
 	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
-	_, err := e.svc.Refill(ctx, p)
+	_, err := e.stager.Refill(ctx, p)
 	require.NoError(t, err)
 	first, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})
 	require.NoError(t, err)

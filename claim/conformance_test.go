@@ -141,7 +141,7 @@ func TestReplayAcrossPaths(t *testing.T) {
 	ctx, e := start(t)
 	e.manualStaging()
 	p := e.fill("p1", 10, pool.Pool{RefillBatchSize: 5})
-	n, err := e.svc.Refill(ctx, p) // half staged, half left to the fallback
+	n, err := e.stager.Refill(ctx, p) // half staged, half left to the fallback
 	require.NoError(t, err)
 	require.Equal(t, 5, n)
 	viaRedis, err := e.svc.redis.Claim(ctx, p, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})

@@ -29,6 +29,9 @@ type env struct {
 	keys  stock.Keys
 	store *pool.Store
 	svc   *Service
+	// stager and reconciler work on the same pools as svc.
+	stager     *Stager
+	reconciler *Reconciler
 }
 
 type envOpts struct {
@@ -57,6 +60,7 @@ func newEnv(t *testing.T, opts ...envOpts) *env {
 		BreakerOpenFor: 100 * time.Millisecond,
 		Logger:         slog.New(slog.DiscardHandler),
 	}))
+	e.stager, e.reconciler = NewStager(db.Pool, use, e.keys, false), NewReconciler(db.Pool, use, e.keys)
 	require.NoError(t, e.svc.Start(context.Background()))
 	t.Cleanup(e.svc.Stop)
 	return e
@@ -97,7 +101,7 @@ func (e *env) stageAll(p pool.Pool) {
 	for {
 		// A zero low-water mark with a non-empty list would skip the refill.
 		p.RefillLowWater = 1 << 30
-		n, err := e.svc.Refill(context.Background(), p)
+		n, err := e.stager.Refill(context.Background(), p)
 		require.NoError(e.t, err)
 		if n == 0 {
 			return

@@ -191,13 +191,13 @@ func TestClaimDrillRedisFlushed(t *testing.T) {
 				require.NoError(t, rdb.FlushAll(ctx).Err())
 			case 3, 5, 7:
 				// What the jobs do: return lost batches, stage again.
-				_, err := e.svc.Reconcile(ctx, p, 0)
+				_, err := e.reconciler.Reconcile(ctx, p, 0)
 				require.NoError(t, err)
-				_, err = e.svc.Refill(ctx, p)
+				_, err = e.stager.Refill(ctx, p)
 				require.NoError(t, err)
 			}
 		}})
-	_, err := e.svc.Reconcile(ctx, p, 0)
+	_, err := e.reconciler.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	codes := l.check(t, e, "drill")
 	st := e.audit("drill")
@@ -218,7 +218,7 @@ func TestClaimDrillRedisStoppedAndRestarted(t *testing.T) {
 	// codes that the pool outlasts the outage.
 	e.manualStaging()
 	p := e.fill("drill", 3*drillCodes, pool.Pool{RefillBatchSize: 200})
-	_, err := e.svc.Refill(context.Background(), p)
+	_, err := e.stager.Refill(context.Background(), p)
 	require.NoError(t, err)
 	ctx := context.Background()
 	var duringOutage, afterRestart map[Path]int
@@ -244,10 +244,10 @@ func TestClaimDrillRedisStoppedAndRestarted(t *testing.T) {
 				// The jobs: codes staged in the dead Redis come back, a new
 				// batch is staged.
 				require.Eventually(t, func() bool {
-					_, err := e.svc.Reconcile(ctx, p, 0)
+					_, err := e.reconciler.Reconcile(ctx, p, 0)
 					return err == nil
 				}, 5*time.Second, 50*time.Millisecond)
-				_, err := e.svc.Refill(ctx, p)
+				_, err := e.stager.Refill(ctx, p)
 				require.NoError(t, err)
 			}
 		}})
@@ -280,7 +280,7 @@ func TestClaimDrillPostgresConnectionsKilled(t *testing.T) {
 	require.Positive(t, killed)
 	// Recovery: popped codes whose commit died come back through the
 	// ledger, and every unanswered request can still be claimed.
-	_, err := e.svc.Reconcile(ctx, p, 0)
+	_, err := e.reconciler.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	codes := l.check(t, e, "drill")
 	st := e.audit("drill")

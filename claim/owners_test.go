@@ -48,7 +48,7 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 			e.flushNamespace()
 			p, err := e.store.GetPool(context.Background(), "p1")
 			require.NoError(e.t, err)
-			_, err = e.svc.Reconcile(context.Background(), p, 0)
+			_, err = e.reconciler.Reconcile(context.Background(), p, 0)
 			require.NoError(e.t, err)
 			e.stageAll(p)
 		}},
@@ -61,7 +61,7 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, e := start(t)
 			if tc.pgOnly {
-				e.svc.pgOnly = true
+				e.svc.pgOnly, e.stager.pgOnly = true, true
 			}
 			p := e.fillStaged("p1", 20, pool.Pool{RefillBatchSize: 10, PerUserLimit: 5})
 			alice, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "order-77"})
@@ -88,7 +88,7 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 			eve, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "eve", RequestID: "order-78"})
 			require.NoError(t, err)
 			require.NotEqual(t, alice.Claim.Code, eve.Claim.Code)
-			_, err = e.svc.Reconcile(ctx, p, 0)
+			_, err = e.reconciler.Reconcile(ctx, p, 0)
 			require.NoError(t, err)
 			e.audit("p1")
 		})
@@ -175,7 +175,7 @@ func TestRetryAfterRedisForgotGetsItsCode(t *testing.T) {
 				// The guard comes back (as it would after more claims) while
 				// R0's record does not.
 				require.NoError(t, e.rdb.Set(ctx, e.keys.UserClaims("p1", "u"), 2, time.Hour).Err())
-				_, err := e.svc.Reconcile(ctx, p, 0)
+				_, err := e.reconciler.Reconcile(ctx, p, 0)
 				require.NoError(t, err)
 				e.stageAll(p)
 			} else {
@@ -320,9 +320,9 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 			i += straddle
 			continue
 		case requests/4 + 50, requests/2 + 50, 3 * requests / 4:
-			_, err := e.svc.Reconcile(ctx, p, 0)
+			_, err := e.reconciler.Reconcile(ctx, p, 0)
 			require.NoError(t, err)
-			_, err = e.svc.Refill(ctx, p)
+			_, err = e.stager.Refill(ctx, p)
 			require.NoError(t, err)
 		}
 		for c := range copies {
@@ -350,7 +350,7 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 		owner[as[0].code] = rid
 	}
 	require.Positive(t, refused, "the storm should exhaust the pool or hit limits")
-	_, err := e.svc.Reconcile(ctx, p, 0)
+	_, err := e.reconciler.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	st := e.audit("storm")
 	require.EqualValues(t, claimed, st.Claimed, "every claim answered is committed, and only those")

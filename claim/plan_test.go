@@ -113,7 +113,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 	// the planner into the staged index in the claim benchmark.
 	_, err := e.db.Pool.Exec(ctx, "ANALYZE codes")
 	require.NoError(t, err)
-	_, err = e.svc.Refill(ctx, p)
+	_, err = e.stager.Refill(ctx, p)
 	require.NoError(t, err)
 
 	conn, plans := explainingConn(t, e.db.URL)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
@@ -31,6 +33,20 @@ var (
 	dropExpiredRefusalsSQL string
 )
 
+// Reconciler makes Postgres and Redis agree, pool by pool (the reconcile
+// job).
+type Reconciler struct {
+	db     *pgxpool.Pool
+	stock  *stock.Store
+	stager *Stager
+}
+
+// NewReconciler returns the reconciler of the pools in db and their Redis
+// keys in rdb.
+func NewReconciler(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys) *Reconciler {
+	return &Reconciler{db: db, stock: stock.New(rdb, keys), stager: NewStager(db, rdb, keys, false)}
+}
+
 // ReconcileReport counts what a reconciliation changed.
 type ReconcileReport struct {
 	// Expired codes voided.
@@ -52,7 +68,7 @@ type ReconcileReport struct {
 // being staged, so a claim committing at the same moment wins. Batches and
 // ledger entries younger than grace are left alone: their refill or claim
 // may still be under way.
-func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duration) (ReconcileReport, error) {
+func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Duration) (ReconcileReport, error) {
 	var rep ReconcileReport
 	tag, err := s.db.Exec(ctx, voidExpiredSQL, p.ID)
 	if err != nil {
@@ -63,7 +79,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 		return rep, pgerr.Wrap("drop expired refusals", err)
 	}
 
-	st := s.redis.stock
+	st := s.stock
 	cutoff := time.Now().Add(-grace)
 
 	// 1. Batches Redis lost.
@@ -123,7 +139,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 
 	// 3. With the list empty, a staged code of an old batch that is not in the
 	// ledger is nowhere in Redis (a pop whose ledger write Redis lost).
-	if n, err := s.StagedLen(ctx, p.ID); err != nil {
+	if n, err := s.stager.StagedLen(ctx, p.ID); err != nil {
 		return rep, err
 	} else if n == 0 {
 		if rep.Orphans, err = s.returnOrphans(ctx, p.ID, cutoff); err != nil {
@@ -138,7 +154,7 @@ func (s *Service) Reconcile(ctx context.Context, p pool.Pool, grace time.Duratio
 	return rep, nil
 }
 
-func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.Time) (int64, error) {
+func (s *Reconciler) returnOrphans(ctx context.Context, poolID string, cutoff time.Time) (int64, error) {
 	rows, err := s.db.Query(ctx, stagedCodesBeforeSQL, poolID, cutoff)
 	if err != nil {
 		return 0, pgerr.Wrap("staged codes", err)
@@ -147,7 +163,7 @@ func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.
 	if err != nil || len(staged) == 0 {
 		return 0, pgerr.Wrap("staged codes", err)
 	}
-	ledger, err := s.redis.stock.InFlight(ctx, poolID)
+	ledger, err := s.stock.InFlight(ctx, poolID)
 	if err != nil {
 		return 0, &redisError{fmt.Errorf("in-flight ledger: %w", err)}
 	}
@@ -173,8 +189,8 @@ func (s *Service) returnOrphans(ctx context.Context, poolID string, cutoff time.
 	return tag.RowsAffected(), nil
 }
 
-func (s *Service) dropSpentMarkers(ctx context.Context, poolID string) error {
-	ids, err := s.redis.stock.Batches(ctx, poolID)
+func (s *Reconciler) dropSpentMarkers(ctx context.Context, poolID string) error {
+	ids, err := s.stock.Batches(ctx, poolID)
 	if err != nil {
 		return &redisError{fmt.Errorf("batch markers: %w", err)}
 	}
@@ -195,7 +211,7 @@ func (s *Service) dropSpentMarkers(ctx context.Context, poolID string) error {
 			spent = append(spent, id)
 		}
 	}
-	if err := s.redis.stock.DropBatches(ctx, poolID, spent); err != nil {
+	if err := s.stock.DropBatches(ctx, poolID, spent); err != nil {
 		return &redisError{fmt.Errorf("drop spent markers: %w", err)}
 	}
 	return nil

@@ -9,6 +9,8 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
@@ -24,15 +26,31 @@ var (
 	setStageBatchSizeSQL string
 )
 
+// Stager moves pools' available codes into Redis: the refill job, refill
+// ahead of demand (through the claim service) and the delivery run's
+// pre-staging all stage through it.
+type Stager struct {
+	db     *pgxpool.Pool
+	stock  *stock.Store
+	pgOnly bool
+}
+
+// NewStager returns the stager of the pools in db, staging into rdb under
+// keys. A fallbackOnly stager stages nothing (no claim is served from
+// Redis).
+func NewStager(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, fallbackOnly bool) *Stager {
+	return &Stager{db: db, stock: stock.New(rdb, keys), pgOnly: fallbackOnly}
+}
+
 // Refill stages a batch of the pool's available codes into Redis when fewer
 // than its low-water mark are staged, and returns how many it staged. A
-// FallbackOnly service stages nothing.
+// fallback-only stager stages nothing.
 //
 // The batch is first marked 'staged' in Postgres under a new batch id, then
 // pushed with its batch marker by one script. If the push fails, or the
 // process dies between the two steps, the batch's codes are staged in
 // Postgres but not in Redis; Reconcile returns them to available.
-func (s *Service) Refill(ctx context.Context, p pool.Pool) (int, error) {
+func (s *Stager) Refill(ctx context.Context, p pool.Pool) (int, error) {
 	if s.pgOnly {
 		return 0, nil // nothing is served from Redis, so nothing is staged
 	}
@@ -50,7 +68,7 @@ func (s *Service) Refill(ctx context.Context, p pool.Pool) (int, error) {
 // Redis list or nothing is left to stage, and returns how many it staged. A
 // run that knows how many claims it is about to make (the prize delivery)
 // uses it so that they ride the Redis path and its group commit.
-func (s *Service) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int, error) {
+func (s *Stager) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int, error) {
 	if s.pgOnly {
 		return 0, nil
 	}
@@ -73,7 +91,7 @@ func (s *Service) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int,
 
 // stageBatch moves up to size available codes to staged under a new batch id
 // and pushes them, with the batch marker, to the pool's Redis list.
-func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, error) {
+func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, size int) (int, error) {
 	var batchID int64
 	var entries []string
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
@@ -112,7 +130,7 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 	if err != nil {
 		return 0, pgerr.Wrap("stage batch", err)
 	}
-	if err := s.redis.stock.Push(ctx, p.ID, batchID, entries); err != nil {
+	if err := s.stock.Push(ctx, p.ID, batchID, entries); err != nil {
 		return 0, &redisError{fmt.Errorf("push batch %d (reconcile returns its codes): %w", batchID, err)}
 	}
 	return len(entries), nil
@@ -121,8 +139,8 @@ func (s *Service) stageBatch(ctx context.Context, p pool.Pool, size int) (int, e
 var errNothingToStage = errors.New("nothing to stage")
 
 // StagedLen is the length of the pool's staged list in Redis.
-func (s *Service) StagedLen(ctx context.Context, poolID string) (int64, error) {
-	n, err := s.redis.stock.StagedLen(ctx, poolID)
+func (s *Stager) StagedLen(ctx context.Context, poolID string) (int64, error) {
+	n, err := s.stock.StagedLen(ctx, poolID)
 	if err != nil {
 		return 0, &redisError{fmt.Errorf("staged length: %w", err)}
 	}

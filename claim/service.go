@@ -119,6 +119,7 @@ type Service struct {
 	mu       sync.Mutex
 	cache    map[string]cachedPool
 	ahead    *ahead
+	stager   *Stager
 	now      func() time.Time
 	// running is true between Start and Stop.
 	running atomic.Bool
@@ -142,6 +143,7 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 		db:       db,
 		pools:    pool.NewStore(db),
 		redis:    NewRedisAllocator(db, stock.New(rdb, keys), refusalTTL, log, cfg.RedisAllocator),
+		stager:   NewStager(db, rdb, keys, cfg.FallbackOnly),
 		fallback: NewFallback(db, refusalTTL, cfg.FallbackConcurrency),
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,

@@ -1,7 +1,6 @@
 package claim
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,14 +14,14 @@ import (
 func TestRefillRespectsLowWater(t *testing.T) {
 	ctx, e := start(t)
 	p := e.fill("p1", 100, pool.Pool{RefillLowWater: 30, RefillBatchSize: 40})
-	n, err := e.svc.Refill(ctx, p)
+	n, err := e.stager.Refill(ctx, p)
 	require.NoError(t, err)
 	require.Equal(t, 40, n)
-	n, err = e.svc.Refill(ctx, p) // 40 staged >= 30: nothing to do
+	n, err = e.stager.Refill(ctx, p) // 40 staged >= 30: nothing to do
 	require.NoError(t, err)
 	require.Zero(t, n)
 	require.NoError(t, e.rdb.LTrim(ctx, e.keys.Staged("p1"), 0, 19).Err()) // 20 left < 30
-	n, err = e.svc.Refill(ctx, p)
+	n, err = e.stager.Refill(ctx, p)
 	require.NoError(t, err)
 	require.Equal(t, 40, n)
 	require.EqualValues(t, 60, e.rdb.LLen(ctx, e.keys.Staged("p1")).Val())
@@ -38,10 +37,10 @@ func TestReconcileLostBatches(t *testing.T) {
 	p := e.fillStaged("p1", 100, pool.Pool{RefillBatchSize: 30})
 	require.NoError(t, e.rdb.Del(ctx, e.keys.Staged("p1"), e.keys.Batches("p1")).Err())
 
-	rep, err := e.svc.Reconcile(ctx, p, time.Hour)
+	rep, err := e.reconciler.Reconcile(ctx, p, time.Hour)
 	require.NoError(t, err)
 	require.Zero(t, rep.LostBatches, "young batches are left alone")
-	rep, err = e.svc.Reconcile(ctx, p, 0)
+	rep, err = e.reconciler.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 100, rep.LostBatches)
 	st := e.audit("p1")
@@ -67,7 +66,7 @@ func TestReconcileStaleLedger(t *testing.T) {
 	popped, err := stock.EntryCodeID(ans.Entry)
 	require.NoError(t, err)
 
-	rep, err := e.svc.Reconcile(ctx, p, 30*time.Second)
+	rep, err := e.reconciler.Reconcile(ctx, p, 30*time.Second)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, rep.Stale)
 	require.Zero(t, e.rdb.ZCard(ctx, e.keys.InFlight("p1")).Val())
@@ -94,7 +93,7 @@ func TestReconcileOrphans(t *testing.T) {
 	for range 5 {
 		require.NoError(t, e.rdb.LPop(ctx, e.keys.Staged("p1")).Err())
 	}
-	rep, err := e.svc.Reconcile(ctx, p, 0)
+	rep, err := e.reconciler.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 5, rep.Orphans)
 	st := e.audit("p1")
@@ -105,11 +104,11 @@ func TestReconcileOrphans(t *testing.T) {
 func TestReconcileVoidsExpired(t *testing.T) {
 	ctx, e := start(t)
 	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
-	_, err := e.svc.Refill(ctx, p)
+	_, err := e.stager.Refill(ctx, p)
 	require.NoError(t, err)
 	_, err = e.db.Pool.Exec(ctx, `UPDATE codes SET expires_at = now() - interval '1 second' WHERE id % 2 = 0`)
 	require.NoError(t, err)
-	rep, err := e.svc.Reconcile(ctx, p, time.Hour)
+	rep, err := e.reconciler.Reconcile(ctx, p, time.Hour)
 	require.NoError(t, err)
 	require.EqualValues(t, 10, rep.Expired)
 	st := e.audit("p1")
@@ -127,9 +126,7 @@ func TestRefillPushFailsThenReconcile(t *testing.T) {
 	p := e.fill("p1", 50, pool.Pool{RefillBatchSize: 20})
 	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })
-	broken := must(NewService(e.db.Pool, dead, e.keys, Config{}))
-	require.NoError(t, broken.Start(context.Background()))
-	t.Cleanup(broken.Stop)
+	broken := NewStager(e.db.Pool, dead, e.keys, false)
 	// With Redis down, a refill fails as a Redis failure and stages nothing.
 	_, err := broken.Refill(ctx, p)
 	var re *redisError
@@ -144,7 +141,7 @@ func TestRefillPushFailsThenReconcile(t *testing.T) {
 	require.NoError(t, err)
 	st := e.audit("p1")
 	require.EqualValues(t, 20, st.Staged)
-	rep, err := e.svc.Reconcile(ctx, p, 0)
+	rep, err := e.reconciler.Reconcile(ctx, p, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 20, rep.LostBatches)
 	st = e.audit("p1")

@@ -108,10 +108,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.claims = claims
 	s.claimReads = claim.NewReads(cfg.DB)
 	dc := cfg.Deliver
-	dc.DB, dc.Claims, dc.Logger = cfg.DB, s.claims, s.log
+	stager := claim.NewStager(cfg.DB, cfg.Redis, s.keys, cc.FallbackOnly)
+	dc.DB, dc.Claims, dc.Stager, dc.Logger = cfg.DB, s.claims, stager, s.log
 	dc.AllowInsecureWebhooks = cfg.AllowInsecureWebhooks
 	jc := cfg.Jobs
-	jc.DB, jc.Claims, jc.Logger, jc.Deliverer = cfg.DB, s.claims, s.log, prize.NewDeliverer(dc)
+	jc.DB, jc.Stager, jc.Reconciler = cfg.DB, stager, claim.NewReconciler(cfg.DB, cfg.Redis, s.keys)
+	jc.Logger, jc.Deliverer = s.log, prize.NewDeliverer(dc)
 	jc.Observe = s.metrics.observeJob
 	s.jobs = jobs.New(jc)
 	return s, nil

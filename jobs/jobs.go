@@ -38,8 +38,9 @@ const (
 type Config struct {
 	// DB is the Postgres pool; the advisory locks live there.
 	DB *pgxpool.Pool
-	// Claims stages and reconciles.
-	Claims *claim.Service
+	// Stager refills; Reconciler reconciles.
+	Stager     *claim.Stager
+	Reconciler *claim.Reconciler
 	// RefillEvery is the refill period; default 2s.
 	RefillEvery time.Duration
 	// ReconcileEvery is the reconcile period; default 30s.
@@ -199,10 +200,10 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 				if p.Paused || (!p.ClaimEndsAt.IsZero() && time.Now().After(p.ClaimEndsAt)) {
 					continue
 				}
-				rep.Staged, rep.Err = r.cfg.Claims.Refill(ctx, p)
+				rep.Staged, rep.Err = r.cfg.Stager.Refill(ctx, p)
 			case Reconcile:
-				rep.Reconcile, rep.Err = r.cfg.Claims.Reconcile(ctx, p, r.cfg.ReconcileGrace)
-				if n, err := r.cfg.Claims.StagedLen(ctx, p.ID); err == nil {
+				rep.Reconcile, rep.Err = r.cfg.Reconciler.Reconcile(ctx, p, r.cfg.ReconcileGrace)
+				if n, err := r.cfg.Stager.StagedLen(ctx, p.ID); err == nil {
 					rep.RedisStaged = n
 				}
 				if rep.Err == nil {

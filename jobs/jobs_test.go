@@ -40,7 +40,8 @@ func setup(t *testing.T) *bundle {
 	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
-	r := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, RefillEvery: 100 * time.Millisecond,
+	r := jobs.New(jobs.Config{DB: db.Pool, Stager: claim.NewStager(db.Pool, rdb, keys, false),
+		Reconciler: claim.NewReconciler(db.Pool, rdb, keys), RefillEvery: 100 * time.Millisecond,
 		ReconcileEvery: 100 * time.Millisecond, ReconcileGrace: time.Hour, Logger: log})
 	return &bundle{db: db, store: pool.NewStore(db.Pool), claims: svc, keys: keys, runner: r}
 }
@@ -132,17 +133,17 @@ func TestDeliverSchedule(t *testing.T) {
 	shanghai, err := time.LoadLocation("Asia/Shanghai")
 	require.NoError(t, err)
 
-	ok := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, Deliverer: d, DeliverSchedule: "30 2 * * *", DeliverLocation: shanghai, Logger: log})
+	ok := jobs.New(jobs.Config{DB: db.Pool, Deliverer: d, DeliverSchedule: "30 2 * * *", DeliverLocation: shanghai, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, ok.Start(ctx))
 	cancel()
 	ok.Stop(context.Background())
 
-	bad := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, Deliverer: d, DeliverSchedule: "at three", Logger: log})
+	bad := jobs.New(jobs.Config{DB: db.Pool, Deliverer: d, DeliverSchedule: "at three", Logger: log})
 	require.ErrorContains(t, bad.Start(context.Background()), "deliver schedule")
 	bad.Stop(context.Background())
 
-	none := jobs.New(jobs.Config{DB: db.Pool, Claims: svc, Logger: log})
+	none := jobs.New(jobs.Config{DB: db.Pool, Logger: log})
 	_, err = none.Run(context.Background(), jobs.Deliver, "")
 	require.ErrorContains(t, err, "not configured")
 }

@@ -103,6 +103,9 @@ const MaxAttemptsDefault = 6
 type DeliverConfig struct {
 	DB     *pgxpool.Pool
 	Claims *claim.Service
+	// Stager, if set, stages each pool's ready prizes' worth of codes before
+	// they are assigned, so the claims ride the Redis path.
+	Stager *claim.Stager
 	// HTTP sends the webhooks; default a client with a 10s timeout.
 	HTTP *http.Client
 	// BatchSize is how many prizes one transaction assigns, and how many
@@ -223,6 +226,9 @@ func (d *Deliverer) assignAll(ctx context.Context, poolID string, t *tally) erro
 // Postgres transaction each. It is only an optimisation: if Redis cannot
 // take them, the claims fall back to Postgres with the same promises.
 func (d *Deliverer) prestage(ctx context.Context, poolID string) {
+	if d.cfg.Stager == nil {
+		return
+	}
 	rows, err := d.cfg.DB.Query(ctx, readyCountsSQL, poolID)
 	if err != nil {
 		d.log.WarnContext(ctx, "counting ready prizes failed; assigning without pre-staging", "err", err)
@@ -240,7 +246,7 @@ func (d *Deliverer) prestage(ctx context.Context, poolID string) {
 	for _, c := range counts {
 		p, err := d.pools.GetPool(ctx, c.Pool)
 		if err == nil {
-			_, err = d.cfg.Claims.StageAtLeast(ctx, p, c.N)
+			_, err = d.cfg.Stager.StageAtLeast(ctx, p, c.N)
 		}
 		if err != nil {
 			d.log.WarnContext(ctx, "pre-staging for delivery failed; claims fall back to Postgres", "pool", c.Pool, "err", err)

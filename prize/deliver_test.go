@@ -103,6 +103,7 @@ type env struct {
 	claims *claim.Service
 	keys   stock.Keys
 	clock  *testClock
+	stager *claim.Stager
 }
 
 // start begins a parallel test with an env of its own.
@@ -121,7 +122,8 @@ func newEnv(t *testing.T) *env {
 	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Now: clock.Now, Logger: slog.New(slog.DiscardHandler)}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
-	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys, clock: clock}
+	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys, clock: clock,
+		stager: claim.NewStager(db.Pool, rdb, keys, false)}
 }
 
 // testClock is the claim service's clock in these tests: it moves only
@@ -166,7 +168,7 @@ func (e *env) setupPool(t *testing.T, id, url string, codes, prizes int) {
 }
 
 func (e *env) deliverer(timeout time.Duration) *prize.Deliverer {
-	return prize.NewDeliverer(prize.DeliverConfig{DB: e.db.Pool, Claims: e.claims,
+	return prize.NewDeliverer(prize.DeliverConfig{DB: e.db.Pool, Claims: e.claims, Stager: e.stager,
 		HTTP: &http.Client{Timeout: timeout}, BatchSize: 50, MaxAttempts: 3,
 		BaseBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
