@@ -107,15 +107,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.claims = claims
 	s.claimReads = claim.NewReads(cfg.DB)
-	dc := cfg.Deliver
 	stager := claim.NewStager(cfg.DB, cfg.Redis, s.keys, cc.FallbackOnly)
-	dc.DB, dc.Claims, dc.Stager, dc.Logger = cfg.DB, s.claims, stager, s.log
-	dc.AllowInsecureWebhooks = cfg.AllowInsecureWebhooks
+	dc := cfg.Deliver
+	dc.Logger = cmp.Or(dc.Logger, s.log)
+	dc.AllowInsecureWebhooks = dc.AllowInsecureWebhooks || cfg.AllowInsecureWebhooks
+	deliverer := prize.NewDeliverer(cfg.DB, s.claims, stager, dc)
 	jc := cfg.Jobs
-	jc.DB, jc.Stager, jc.Reconciler = cfg.DB, stager, claim.NewReconciler(cfg.DB, cfg.Redis, s.keys)
-	jc.Logger, jc.Deliverer = s.log, prize.NewDeliverer(dc)
+	jc.Logger = cmp.Or(jc.Logger, s.log)
 	jc.Observe = s.metrics.observeJob
-	s.jobs = jobs.New(jc)
+	s.jobs = jobs.New(cfg.DB, stager, claim.NewReconciler(cfg.DB, cfg.Redis, s.keys), deliverer, jc)
 	return s, nil
 }
 

@@ -34,13 +34,8 @@ const (
 	DeliverScheduleDefault = "0 3 * * *" // cron: 03:00 every night
 )
 
-// Config configures the Runner.
+// Config tunes the Runner.
 type Config struct {
-	// DB is the Postgres pool; the advisory locks live there.
-	DB *pgxpool.Pool
-	// Stager refills; Reconciler reconciles.
-	Stager     *claim.Stager
-	Reconciler *claim.Reconciler
 	// RefillEvery is the refill period; default 2s.
 	RefillEvery time.Duration
 	// ReconcileEvery is the reconcile period; default 30s.
@@ -49,8 +44,6 @@ type Config struct {
 	// before reconcile may return it; default 1m. It must exceed the longest
 	// a claim can take to commit.
 	ReconcileGrace time.Duration
-	// Deliverer assigns and delivers prizes; nil leaves the deliver job out.
-	Deliverer *prize.Deliverer
 	// DeliverSchedule is the deliver job's cron spec (five fields); default
 	// "0 3 * * *", nightly at 03:00.
 	DeliverSchedule string
@@ -98,24 +91,34 @@ type PoolReport struct {
 
 // Runner schedules the jobs and runs them on demand.
 type Runner struct {
-	cfg   Config
-	pools *pool.Store
-	cron  *cron.Cron
-	log   *slog.Logger
+	cfg        Config
+	db         *pgxpool.Pool
+	stager     *claim.Stager
+	reconciler *claim.Reconciler
+	deliverer  *prize.Deliverer
+	pools      *pool.Store
+	cron       *cron.Cron
+	log        *slog.Logger
 }
 
-// New returns a Runner; Start schedules it.
-func New(cfg Config) *Runner {
+// New returns the Runner of the jobs over the pools in db: refill with
+// stager, reconcile with reconciler, deliver with deliverer (nil leaves the
+// deliver job out); the jobs' advisory locks live in db. Start schedules it.
+func New(db *pgxpool.Pool, stager *claim.Stager, reconciler *claim.Reconciler, deliverer *prize.Deliverer, cfg Config) *Runner {
 	cfg.RefillEvery = cmp.Or(cfg.RefillEvery, RefillEveryDefault)
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, ReconcileEveryDefault)
 	cfg.ReconcileGrace = cmp.Or(cfg.ReconcileGrace, ReconcileGraceDefault)
 	log := cmp.Or(cfg.Logger, slog.Default()).With("component", "jobs")
 	cl := cronLogger{log}
 	return &Runner{
-		cfg:   cfg,
-		pools: pool.NewStore(cfg.DB),
-		log:   log,
-		cron:  cron.New(cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)), cron.WithLogger(cl)),
+		cfg:        cfg,
+		db:         db,
+		stager:     stager,
+		reconciler: reconciler,
+		deliverer:  deliverer,
+		pools:      pool.NewStore(db),
+		log:        log,
+		cron:       cron.New(cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)), cron.WithLogger(cl)),
 	}
 }
 
@@ -131,7 +134,7 @@ func (r *Runner) Start(ctx context.Context) error {
 			return fmt.Errorf("schedule %s: %w", name, err)
 		}
 	}
-	if r.cfg.Deliverer != nil {
+	if r.deliverer != nil {
 		spec := cmp.Or(r.cfg.DeliverSchedule, DeliverScheduleDefault)
 		loc := cmp.Or(r.cfg.DeliverLocation, time.UTC)
 		sched, err := cron.ParseStandard("CRON_TZ=" + loc.String() + " " + spec)
@@ -169,7 +172,7 @@ func (r *Runner) Run(ctx context.Context, name Name, poolID string) ([]PoolRepor
 // running elsewhere, as scheduled ticks do.
 func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (reports []PoolReport, err error) {
 	switch {
-	case name == Deliver && r.cfg.Deliverer == nil:
+	case name == Deliver && r.deliverer == nil:
 		return nil, fmt.Errorf("the deliver job is not configured")
 	case name != Refill && name != Reconcile && name != Deliver:
 		return nil, fmt.Errorf("unknown job %q", name)
@@ -180,7 +183,7 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 	}
 	err = r.withLock(ctx, LockText(name), wait, func() error {
 		if name == Deliver {
-			byPool, err := r.cfg.Deliverer.Run(ctx, poolID)
+			byPool, err := r.deliverer.Run(ctx, poolID)
 			for id, rep := range byPool {
 				reports = append(reports, PoolReport{PoolID: id, Deliver: rep})
 				r.log.Info("deliver run", "pool", id, "assigned", rep.Assigned, "delivered", rep.Delivered,
@@ -200,10 +203,10 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 				if p.Paused || (!p.ClaimEndsAt.IsZero() && time.Now().After(p.ClaimEndsAt)) {
 					continue
 				}
-				rep.Staged, rep.Err = r.cfg.Stager.Refill(ctx, p)
+				rep.Staged, rep.Err = r.stager.Refill(ctx, p)
 			case Reconcile:
-				rep.Reconcile, rep.Err = r.cfg.Reconciler.Reconcile(ctx, p, r.cfg.ReconcileGrace)
-				if n, err := r.cfg.Stager.StagedLen(ctx, p.ID); err == nil {
+				rep.Reconcile, rep.Err = r.reconciler.Reconcile(ctx, p, r.cfg.ReconcileGrace)
+				if n, err := r.stager.StagedLen(ctx, p.ID); err == nil {
 					rep.RedisStaged = n
 				}
 				if rep.Err == nil {
@@ -257,7 +260,7 @@ func (r *Runner) selectPools(ctx context.Context, poolID string) ([]pool.Pool, e
 // ErrBusy at once. If this process dies, its connection closes and the lock
 // is released.
 func (r *Runner) withLock(ctx context.Context, key string, wait bool, fn func() error) error {
-	conn, err := r.cfg.DB.Acquire(ctx)
+	conn, err := r.db.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("job lock: %w", err)
 	}

@@ -40,9 +40,9 @@ func setup(t *testing.T) *bundle {
 	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
-	r := jobs.New(jobs.Config{DB: db.Pool, Stager: claim.NewStager(db.Pool, rdb, keys, false),
-		Reconciler: claim.NewReconciler(db.Pool, rdb, keys), RefillEvery: 100 * time.Millisecond,
-		ReconcileEvery: 100 * time.Millisecond, ReconcileGrace: time.Hour, Logger: log})
+	r := jobs.New(db.Pool, claim.NewStager(db.Pool, rdb, keys, false), claim.NewReconciler(db.Pool, rdb, keys), nil,
+		jobs.Config{RefillEvery: 100 * time.Millisecond,
+			ReconcileEvery: 100 * time.Millisecond, ReconcileGrace: time.Hour, Logger: log})
 	return &bundle{db: db, store: pool.NewStore(db.Pool), claims: svc, keys: keys, runner: r}
 }
 
@@ -126,24 +126,26 @@ func TestDeliverSchedule(t *testing.T) {
 	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
-	svc := must(claim.NewService(db.Pool, rdb, stock.NewKeys(ns), claim.Config{Logger: log}))
+	keys := stock.NewKeys(ns)
+	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
+	stager, reconciler := claim.NewStager(db.Pool, rdb, keys, false), claim.NewReconciler(db.Pool, rdb, keys)
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
-	d := prize.NewDeliverer(prize.DeliverConfig{DB: db.Pool, Claims: svc, Logger: log})
+	d := prize.NewDeliverer(db.Pool, svc, nil, prize.DeliverConfig{Logger: log})
 	shanghai, err := time.LoadLocation("Asia/Shanghai")
 	require.NoError(t, err)
 
-	ok := jobs.New(jobs.Config{DB: db.Pool, Deliverer: d, DeliverSchedule: "30 2 * * *", DeliverLocation: shanghai, Logger: log})
+	ok := jobs.New(db.Pool, stager, reconciler, d, jobs.Config{DeliverSchedule: "30 2 * * *", DeliverLocation: shanghai, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	require.NoError(t, ok.Start(ctx))
 	cancel()
 	ok.Stop(context.Background())
 
-	bad := jobs.New(jobs.Config{DB: db.Pool, Deliverer: d, DeliverSchedule: "at three", Logger: log})
+	bad := jobs.New(db.Pool, stager, reconciler, d, jobs.Config{DeliverSchedule: "at three", Logger: log})
 	require.ErrorContains(t, bad.Start(context.Background()), "deliver schedule")
 	bad.Stop(context.Background())
 
-	none := jobs.New(jobs.Config{DB: db.Pool, Logger: log})
+	none := jobs.New(db.Pool, stager, reconciler, nil, jobs.Config{Logger: log})
 	_, err = none.Run(context.Background(), jobs.Deliver, "")
 	require.ErrorContains(t, err, "not configured")
 }

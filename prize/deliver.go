@@ -101,11 +101,6 @@ const MaxAttemptsDefault = 6
 
 // DeliverConfig configures the delivery run.
 type DeliverConfig struct {
-	DB     *pgxpool.Pool
-	Claims *claim.Service
-	// Stager, if set, stages each pool's ready prizes' worth of codes before
-	// they are assigned, so the claims ride the Redis path.
-	Stager *claim.Stager
 	// HTTP sends the webhooks; default a client with a 10s timeout.
 	HTTP *http.Client
 	// BatchSize is how many prizes one transaction assigns, and how many
@@ -129,14 +124,19 @@ type DeliverConfig struct {
 // Deliverer assigns codes to ready prizes and sends them to the pools'
 // webhooks.
 type Deliverer struct {
-	cfg   DeliverConfig
-	log   *slog.Logger
-	http  *http.Client
-	pools *pool.Store
+	db     *pgxpool.Pool
+	claims *claim.Service
+	stager *claim.Stager
+	cfg    DeliverConfig
+	log    *slog.Logger
+	http   *http.Client
+	pools  *pool.Store
 }
 
-// NewDeliverer fills defaults and returns a Deliverer.
-func NewDeliverer(cfg DeliverConfig) *Deliverer {
+// NewDeliverer returns the delivery run of the prizes in db, claiming their
+// codes through claims; stager, if not nil, stages each pool's ready
+// prizes' worth of codes first, so that the claims ride the Redis path.
+func NewDeliverer(db *pgxpool.Pool, claims *claim.Service, stager *claim.Stager, cfg DeliverConfig) *Deliverer {
 	cfg.BatchSize = cmp.Or(cfg.BatchSize, 500)
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 32)
 	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, MaxAttemptsDefault)
@@ -149,7 +149,8 @@ func NewDeliverer(cfg DeliverConfig) *Deliverer {
 	// A redirect is a failed attempt: following it would re-send the body,
 	// code included, somewhere the pool never named (even https to http).
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Deliverer{cfg: cfg, http: client, log: cmp.Or(cfg.Logger, slog.Default()), pools: pool.NewStore(cfg.DB)}
+	return &Deliverer{db: db, claims: claims, stager: stager, cfg: cfg, http: client,
+		log: cmp.Or(cfg.Logger, slog.Default()), pools: pool.NewStore(db)}
 }
 
 // DeliverReport counts what one run did, per pool.
@@ -226,10 +227,10 @@ func (d *Deliverer) assignAll(ctx context.Context, poolID string, t *tally) erro
 // Postgres transaction each. It is only an optimisation: if Redis cannot
 // take them, the claims fall back to Postgres with the same promises.
 func (d *Deliverer) prestage(ctx context.Context, poolID string) {
-	if d.cfg.Stager == nil {
+	if d.stager == nil {
 		return
 	}
-	rows, err := d.cfg.DB.Query(ctx, readyCountsSQL, poolID)
+	rows, err := d.db.Query(ctx, readyCountsSQL, poolID)
 	if err != nil {
 		d.log.WarnContext(ctx, "counting ready prizes failed; assigning without pre-staging", "err", err)
 		return
@@ -246,7 +247,7 @@ func (d *Deliverer) prestage(ctx context.Context, poolID string) {
 	for _, c := range counts {
 		p, err := d.pools.GetPool(ctx, c.Pool)
 		if err == nil {
-			_, err = d.cfg.Stager.StageAtLeast(ctx, p, c.N)
+			_, err = d.stager.StageAtLeast(ctx, p, c.N)
 		}
 		if err != nil {
 			d.log.WarnContext(ctx, "pre-staging for delivery failed; claims fall back to Postgres", "pool", c.Pool, "err", err)
@@ -261,7 +262,7 @@ func (d *Deliverer) assignBatch(ctx context.Context, poolID string, skip []strin
 	var handled int
 	var mu sync.Mutex
 	var paused []string
-	err := pgx.BeginFunc(ctx, d.cfg.DB, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, readyBatchSQL, poolID, skip, d.cfg.BatchSize)
 		if err != nil {
 			return err
@@ -281,7 +282,7 @@ func (d *Deliverer) assignBatch(ctx context.Context, poolID string, skip []strin
 		g.SetLimit(d.cfg.Concurrency)
 		for _, p := range batch {
 			g.Go(func() error {
-				_, err := d.cfg.Claims.ClaimPrize(gctx, p.pool, p.userID, p.id)
+				_, err := d.claims.ClaimPrize(gctx, p.pool, p.userID, p.id)
 				mu.Lock()
 				defer mu.Unlock()
 				if errors.Is(err, claim.ErrPoolPaused) {
@@ -350,7 +351,7 @@ type leased struct {
 func (d *Deliverer) deliverAll(ctx context.Context, poolID string, t *tally) error {
 	lease := fmt.Sprintf("%d milliseconds", (2*d.http.Timeout + 5*time.Second).Milliseconds())
 	for {
-		rows, err := d.cfg.DB.Query(ctx, leaseDueSQL, poolID, d.cfg.BatchSize, lease)
+		rows, err := d.db.Query(ctx, leaseDueSQL, poolID, d.cfg.BatchSize, lease)
 		if err != nil {
 			return fmt.Errorf("lease deliveries: %w", err)
 		}
@@ -370,7 +371,7 @@ func (d *Deliverer) deliverAll(ctx context.Context, poolID string, t *tally) err
 		// Nothing due now: wait for the next retry, or stop when every
 		// assigned prize is delivered or parked.
 		var next pgtype.Timestamptz
-		if err := d.cfg.DB.QueryRow(ctx, nextDueSQL, poolID).Scan(&next); err != nil {
+		if err := d.db.QueryRow(ctx, nextDueSQL, poolID).Scan(&next); err != nil {
 			return fmt.Errorf("next delivery: %w", err)
 		}
 		if !next.Valid {
@@ -414,7 +415,7 @@ func (d *Deliverer) sendBatch(ctx context.Context, batch []leased, tl *tally) er
 		ids[i] = l.prizeID
 		byPrize[l.prizeID] = l
 	}
-	rows, err := d.cfg.DB.Query(ctx, deliveryPayloadsSQL, ids)
+	rows, err := d.db.Query(ctx, deliveryPayloadsSQL, ids)
 	if err != nil {
 		return fmt.Errorf("delivery payloads: %w", err)
 	}
@@ -441,12 +442,12 @@ func (d *Deliverer) sendBatch(ctx context.Context, batch []leased, tl *tally) er
 func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
 	prizeID, attempt := t.prizeID, t.body.Attempt
 	if t.url == "" || t.secret == "" {
-		_, err := d.cfg.DB.Exec(ctx, attemptFailedSQL, prizeID, nil, "the pool has no webhook URL or secret", ParkNoWebhook)
+		_, err := d.db.Exec(ctx, attemptFailedSQL, prizeID, nil, "the pool has no webhook URL or secret", ParkNoWebhook)
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
 		return err
 	}
 	if err := webhook.CheckURL(t.url, d.cfg.AllowInsecureWebhooks); err != nil {
-		_, err := d.cfg.DB.Exec(ctx, attemptFailedSQL, prizeID, nil,
+		_, err := d.db.Exec(ctx, attemptFailedSQL, prizeID, nil,
 			"the webhook URL is plain http to a host that is not loopback; use https", ParkWebhookInsecure)
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
 		return err
@@ -456,7 +457,7 @@ func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
 		return ctx.Err() // the lease runs out and a later run retries
 	}
 	if attemptErr == nil {
-		if _, err := d.cfg.DB.Exec(ctx, deliveredSQL, prizeID); err != nil {
+		if _, err := d.db.Exec(ctx, deliveredSQL, prizeID); err != nil {
 			return fmt.Errorf("record delivery: %w", err)
 		}
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Delivered++ })
@@ -471,7 +472,7 @@ func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
 		d.log.WarnContext(ctx, "delivery parked after its last attempt", "pool", t.body.PoolID,
 			"prize", prizeID, "delivery_id", t.body.DeliveryID, "err", attemptErr.Error())
 	}
-	if _, err := d.cfg.DB.Exec(ctx, attemptFailedSQL, prizeID, next, attemptErr.Error(), ParkWebhookFailed); err != nil {
+	if _, err := d.db.Exec(ctx, attemptFailedSQL, prizeID, next, attemptErr.Error(), ParkWebhookFailed); err != nil {
 		return fmt.Errorf("record failed attempt: %w", err)
 	}
 	return nil

@@ -59,7 +59,7 @@ func BenchmarkDeliver10k(b *testing.B) {
 		_, err = db.Pool.Exec(ctx, `INSERT INTO prizes (pool_id, user_id, external_id, state, details, ready_at)
 			SELECT 'bench', 'winner-' || g, 'win-' || g, 'ready', '{}', now() FROM generate_series(1, $1) g`, n)
 		require.NoError(b, err)
-		d := prize.NewDeliverer(prize.DeliverConfig{DB: db.Pool, Claims: svc, Stager: claim.NewStager(db.Pool, rdb, keys, false),
+		d := prize.NewDeliverer(db.Pool, svc, claim.NewStager(db.Pool, rdb, keys, false), prize.DeliverConfig{
 			Logger: slog.New(slog.NewTextHandler(b.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))})
 
 		b.StartTimer()

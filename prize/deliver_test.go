@@ -168,7 +168,7 @@ func (e *env) setupPool(t *testing.T, id, url string, codes, prizes int) {
 }
 
 func (e *env) deliverer(timeout time.Duration) *prize.Deliverer {
-	return prize.NewDeliverer(prize.DeliverConfig{DB: e.db.Pool, Claims: e.claims, Stager: e.stager,
+	return prize.NewDeliverer(e.db.Pool, e.claims, e.stager, prize.DeliverConfig{
 		HTTP: &http.Client{Timeout: timeout}, BatchSize: 50, MaxAttempts: 3,
 		BaseBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
