@@ -55,7 +55,7 @@ func newEnv(t *testing.T, opts ...envOpts) *env {
 		use = opts[0].redis
 	}
 	e := &env{t: t, db: db, rdb: use, keys: stock.NewKeys(ns), store: pool.NewStore(db.Pool)}
-	e.svc = must(NewService(db.Pool, use, e.keys, Config{
+	e.svc = testenv.Must(NewService(db.Pool, use, e.keys, Config{
 		PoolCacheTTL:   20 * time.Millisecond,
 		BreakerOpenFor: 100 * time.Millisecond,
 		Logger:         slog.New(slog.DiscardHandler),

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/stock"
+	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -21,12 +22,12 @@ func TestServiceLifecycle(t *testing.T) {
 	e := newEnv(t)
 	e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
 
-	idle := must(NewService(e.db.Pool, e.rdb, e.keys, Config{}))
+	idle := testenv.Must(NewService(e.db.Pool, e.rdb, e.keys, Config{}))
 	_, err := idle.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
 	require.ErrorIs(t, err, ErrStopped)
 	idle.Stop()
 
-	svc := must(NewService(e.db.Pool, e.rdb, e.keys, Config{}))
+	svc := testenv.Must(NewService(e.db.Pool, e.rdb, e.keys, Config{}))
 	require.NoError(t, svc.Start(ctx))
 	res, err := svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "r"})
 	require.NoError(t, err)

@@ -247,7 +247,7 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 	e := newEnv(t, envOpts{redis: rdb})
 	// The second service commits slowly, so its copies sit popped and
 	// uncommitted when Redis is flushed.
-	second := must(NewService(e.db.Pool, rdb, e.keys, Config{PoolCacheTTL: 20 * time.Millisecond,
+	second := testenv.Must(NewService(e.db.Pool, rdb, e.keys, Config{PoolCacheTTL: 20 * time.Millisecond,
 		BreakerOpenFor: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 		RedisAllocator: RedisConfig{Commit: CommitterConfig{MaxWait: 30 * time.Millisecond}}}))
 	require.NoError(t, second.Start(context.Background()))

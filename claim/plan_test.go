@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -117,7 +118,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 	require.NoError(t, err)
 
 	conn, plans := explainingConn(t, e.db.URL)
-	ids, err := pgx.CollectRows(must(conn.Query(ctx,
+	ids, err := pgx.CollectRows(testenv.Must(conn.Query(ctx,
 		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 40`)), pgx.RowTo[int64])
 	require.NoError(t, err)
 
@@ -186,11 +187,4 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 		require.Contains(t, plan, "codes_pkey", plan)
 	}
 	require.GreaterOrEqual(t, updates, 2*7*2, "plans seen: set-based and per-item, every round")
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }

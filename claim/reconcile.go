@@ -36,15 +36,14 @@ var (
 // Reconciler makes Postgres and Redis agree, pool by pool (the reconcile
 // job).
 type Reconciler struct {
-	db     *pgxpool.Pool
-	stock  *stock.Store
-	stager *Stager
+	db    *pgxpool.Pool
+	stock *stock.Store
 }
 
 // NewReconciler returns the reconciler of the pools in db and their Redis
 // keys in rdb.
 func NewReconciler(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys) *Reconciler {
-	return &Reconciler{db: db, stock: stock.New(rdb, keys), stager: NewStager(db, rdb, keys, false)}
+	return &Reconciler{db: db, stock: stock.New(rdb, keys)}
 }
 
 // ReconcileReport counts what a reconciliation changed.
@@ -139,8 +138,8 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 
 	// 3. With the list empty, a staged code of an old batch that is not in the
 	// ledger is nowhere in Redis (a pop whose ledger write Redis lost).
-	if n, err := s.stager.StagedLen(ctx, p.ID); err != nil {
-		return rep, err
+	if n, err := s.stock.StagedLen(ctx, p.ID); err != nil {
+		return rep, &redisError{fmt.Errorf("staged length: %w", err)}
 	} else if n == 0 {
 		if rep.Orphans, err = s.returnOrphans(ctx, p.ID, cutoff); err != nil {
 			return rep, err

@@ -37,7 +37,7 @@ func setup(t *testing.T) *bundle {
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
 	keys := stock.NewKeys(ns)
-	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
+	svc := testenv.Must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	r := jobs.New(db.Pool, claim.NewStager(db.Pool, rdb, keys, false), claim.NewReconciler(db.Pool, rdb, keys), nil,
@@ -127,7 +127,7 @@ func TestDeliverSchedule(t *testing.T) {
 	rdb, ns := testenv.Redis(t)
 	log := slog.New(slog.DiscardHandler)
 	keys := stock.NewKeys(ns)
-	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
+	svc := testenv.Must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: log}))
 	stager, reconciler := claim.NewStager(db.Pool, rdb, keys, false), claim.NewReconciler(db.Pool, rdb, keys)
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
@@ -148,11 +148,4 @@ func TestDeliverSchedule(t *testing.T) {
 	none := jobs.New(db.Pool, stager, reconciler, nil, jobs.Config{Logger: log})
 	_, err = none.Run(context.Background(), jobs.Deliver, "")
 	require.ErrorContains(t, err, "not configured")
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }

@@ -44,7 +44,7 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	names, err := pgx.CollectRows(must(s.Pool.Query(ctx, `
+	names, err := pgx.CollectRows(testenv.Must(s.Pool.Query(ctx, `
 		SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 		WHERE n.nspname = $1 AND p.proname LIKE 'dispenser\_%' ORDER BY 1`, s.Name)), pgx.RowTo[string])
 	require.NoError(t, err)
@@ -59,11 +59,4 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 	require.NoError(t, s.Pool.QueryRow(ctx,
 		`SELECT dispenser_request_lock_v1('pool-1', 'req/x') = hashtextextended('pool-1/req/x', 0)`).Scan(&same))
 	require.True(t, same)
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }

@@ -34,7 +34,7 @@ func BenchmarkDeliver10k(b *testing.B) {
 		db := testenv.Postgres(b)
 		rdb, ns := testenv.Redis(b)
 		keys := stock.NewKeys(ns)
-		svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: slog.New(slog.DiscardHandler)}))
+		svc := testenv.Must(claim.NewService(db.Pool, rdb, keys, claim.Config{Logger: slog.New(slog.DiscardHandler)}))
 		if err := svc.Start(context.Background()); err != nil {
 			b.Fatal(err)
 		}

@@ -119,7 +119,7 @@ func newEnv(t *testing.T) *env {
 	rdb, ns := testenv.Redis(t)
 	keys := stock.NewKeys(ns)
 	clock := &testClock{now: time.Now()}
-	svc := must(claim.NewService(db.Pool, rdb, keys, claim.Config{Now: clock.Now, Logger: slog.New(slog.DiscardHandler)}))
+	svc := testenv.Must(claim.NewService(db.Pool, rdb, keys, claim.Config{Now: clock.Now, Logger: slog.New(slog.DiscardHandler)}))
 	require.NoError(t, svc.Start(context.Background()))
 	t.Cleanup(svc.Stop)
 	return &env{db: db, store: prize.NewStore(db.Pool), pools: pool.NewStore(db.Pool), claims: svc, keys: keys, clock: clock,
@@ -349,11 +349,4 @@ func TestDeliverPoolExhaustedAndNoWebhook(t *testing.T) {
 	require.Equal(t, prize.ParkNoWebhook, nohook[0].ParkReason)
 	e.audit(t, "small")
 	e.audit(t, "nohook")
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }

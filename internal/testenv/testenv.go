@@ -72,6 +72,15 @@ var ensureDB = sync.OnceValue(func() error {
 	return err
 })
 
+// Must returns v, and panics if err is not nil: for test set-up calls that
+// cannot fail unless the environment is broken.
+func Must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 // Schema is a migrated schema of its own for one test.
 type Schema struct {
 	// Name is the schema's name.
