@@ -21,11 +21,11 @@ var (
 // AuditReport is a reconciliation of one pool: every count that must be
 // zero for the promises to hold, read from Postgres and Redis.
 type AuditReport struct {
-	PoolID                                          string
-	Imported, Available, Staged, Claimed, Void      int64
-	Claims                                          int64
-	MultiClaimed, ClaimsOnUnclaimed, ClaimedNoClaim int64
-	UsersOverLimit                                  int64
+	PoolID                                           string
+	Imported, Available, Staged, Held, Claimed, Void int64
+	Claims                                           int64
+	MultiClaimed, ClaimsOnUnclaimed, ClaimedNoClaim  int64
+	UsersOverLimit                                   int64
 	// PrizesAstray counts prizes assigned a code that is not their own
 	// claim's (another user's claim, a caller's claim that took the
 	// prize's old request id): that code reached two people.
@@ -44,10 +44,11 @@ type AuditReport struct {
 	RedisError string
 }
 
-// Unbalanced is imported - (available + staged + claimed + void): codes lost
-// (positive) or appeared from nowhere (negative). Must be zero (promise 2).
+// Unbalanced is imported - (available + staged + held + claimed + void):
+// codes lost (positive) or appeared from nowhere (negative). Must be zero
+// (promise 2).
 func (r AuditReport) Unbalanced() int64 {
-	return r.Imported - (r.Available + r.Staged + r.Claimed + r.Void)
+	return r.Imported - (r.Available + r.Staged + r.Held + r.Claimed + r.Void)
 }
 
 // Duplicates counts double issue: codes with two claims, codes staged twice,
@@ -71,7 +72,7 @@ func (r AuditReport) Lost() int64 {
 // after; it changes nothing.
 func Audit(ctx context.Context, db *pgxpool.Pool, st *stock.Store, poolID string) (AuditReport, error) {
 	r := AuditReport{PoolID: poolID}
-	err := db.QueryRow(ctx, auditSQL, poolID).Scan(&r.Imported, &r.Available, &r.Staged, &r.Claimed, &r.Void,
+	err := db.QueryRow(ctx, auditSQL, poolID).Scan(&r.Imported, &r.Available, &r.Staged, &r.Held, &r.Claimed, &r.Void,
 		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.UsersOverLimit, &r.Claims,
 		&r.PrizesAstray, &r.PrizeClaimsAstray)
 	if err != nil {

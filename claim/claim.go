@@ -36,6 +36,26 @@ var (
 	// pool: it was first used, claimed or refused, for someone else. Nothing
 	// of that user's claim is revealed.
 	ErrRequestReused = errors.New("request id used by another user")
+	// ErrHoldLimit means the user has the pool's holds_per_user
+	// reservations open. Not recorded: it ends when one of them does.
+	ErrHoldLimit = errors.New("user holds the pool's limit of open reservations")
+	// ErrReservationPending means the request is an open reservation: it
+	// is not a claim until confirmed, and its code is not shown.
+	ErrReservationPending = errors.New("the request is an open reservation")
+	// ErrReservationExpired means the request was a reservation whose hold
+	// ran out before it was confirmed; its code went back to the pool.
+	ErrReservationExpired = errors.New("reservation expired")
+	// ErrReservationCancelled means the request was a reservation that was
+	// cancelled; its code went back to the pool.
+	ErrReservationCancelled = errors.New("reservation cancelled")
+	// ErrReservationConfirmed means the reservation is a claim already and
+	// cannot be cancelled.
+	ErrReservationConfirmed = errors.New("reservation already confirmed")
+	// ErrReservationNotFound means no reservation was made with the request id.
+	ErrReservationNotFound = errors.New("reservation not found")
+	// ErrNotReservation means the request id names a ClaimCode claim, not
+	// a reservation.
+	ErrNotReservation = errors.New("the request id names a claim, not a reservation")
 	// ErrStopped means the service is shutting down; nothing was claimed.
 	ErrStopped = errors.New("claim service stopped")
 	// errStagedEmpty is the Redis allocator's ErrPoolExhausted: nothing is
@@ -53,10 +73,20 @@ type Request struct {
 	PoolID    string
 	UserID    string
 	RequestID string
+	// reserve makes the request a reservation holding its code for hold
+	// (Service.Reserve sets both; a zero hold is the pool's default).
+	reserve bool
+	hold    time.Duration
 	// started is when this attempt began: a refusal recorded after it binds
 	// it (it may have been about to commit), an older one does not (a retry
 	// is decided afresh). Zero: when the allocator sees it.
 	started time.Time
+}
+
+// holdMillis is the hold in milliseconds as the claim functions take it:
+// NULL for a claim.
+func (r *Request) holdMillis() pgtype.Int8 {
+	return pgtype.Int8{Int64: r.hold.Milliseconds(), Valid: r.hold > 0}
 }
 
 // startedAt returns when the attempt began, stamping it now if unset.
@@ -104,6 +134,15 @@ const (
 	outDup       outcome = "dup"       // the request came twice in one batch
 	outOpen      outcome = "open"      // nothing decided (settle only)
 	outBusy      outcome = "busy"      // nothing decided: the last codes are locked (fallback only)
+
+	// Holds (the version 2 functions and the hold functions).
+	outHeld           outcome = "held"            // the request is an open hold of this user
+	outExpired        outcome = "expired"         // the request was a hold that ran out
+	outCancelled      outcome = "cancelled"       // the request was a hold that was cancelled
+	outHoldLimit      outcome = "hold_limit"      // refused: the user's open holds (not recorded)
+	outConfirmed      outcome = "confirmed"       // the hold became a claim now
+	outNotReservation outcome = "not_reservation" // the request is a ClaimCode claim
+	outNotFound       outcome = "not_found"       // no such request
 )
 
 // refusal is the error a refusing outcome answers with, or nil.
@@ -115,6 +154,14 @@ func (o outcome) refusal() error {
 		return ErrUserLimit
 	case outExhausted:
 		return ErrPoolExhausted
+	case outHoldLimit:
+		return ErrHoldLimit
+	case outExpired:
+		return ErrReservationExpired
+	case outCancelled:
+		return ErrReservationCancelled
+	case outNotReservation:
+		return ErrNotReservation
 	}
 	return nil
 }
@@ -141,6 +188,8 @@ const (
 	PathFallback Path = "fallback"
 	// PathReplay is an earlier claim of the same request, returned again.
 	PathReplay Path = "replay"
+	// PathConfirm is a reservation confirmed into a claim.
+	PathConfirm Path = "confirm"
 )
 
 // Claim is a claim committed in Postgres.
@@ -156,6 +205,12 @@ type Claim struct {
 	Code      Secret
 	ClaimedAt time.Time
 	ExpiresAt time.Time // zero: no expiry
+	// ReservedAt is when the reservation this claim came from was made;
+	// zero for a ClaimCode claim.
+	ReservedAt time.Time
+	// HeldUntil is set while the row is an open hold (not a claim yet: its
+	// code must not be shown), or for an ended hold, when it ran out.
+	HeldUntil time.Time
 }
 
 // Result is the answer to a Request.
@@ -198,15 +253,20 @@ func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"[code]"`), nil }
 
 // claimRow holds the columns every claim query and claim function answers
 // a claim with, in this order: code_id, code, expires_at, claimed_at. They
-// are NULL where nothing was claimed.
+// are NULL where nothing was claimed. The functions of version 2 add
+// held_until and reserved_at (holdDest).
 type claimRow struct {
-	codeID             pgtype.Int8
-	code               pgtype.Text
-	expires, claimedAt pgtype.Timestamptz
+	codeID                pgtype.Int8
+	code                  pgtype.Text
+	expires, claimedAt    pgtype.Timestamptz
+	heldUntil, reservedAt pgtype.Timestamptz
 }
 
 // dest returns the row's Scan destinations, in column order.
 func (r *claimRow) dest() []any { return []any{&r.codeID, &r.code, &r.expires, &r.claimedAt} }
+
+// holdDest returns dest and the hold columns' destinations.
+func (r *claimRow) holdDest() []any { return append(r.dest(), &r.heldUntil, &r.reservedAt) }
 
 // claim is the row as the Claim of request requestID of userID in poolID.
 // A prize's reserved request id becomes PrizeID, so it never reaches a
@@ -217,6 +277,7 @@ func (r claimRow) claim(poolID, requestID, userID string) Claim {
 		c.RequestID, c.PrizeID = "", id
 	}
 	c.CodeID, c.Code, c.ExpiresAt, c.ClaimedAt = r.codeID.Int64, Secret(r.code.String), timeOrZero(r.expires), timeOrZero(r.claimedAt)
+	c.HeldUntil, c.ReservedAt = timeOrZero(r.heldUntil), timeOrZero(r.reservedAt)
 	return c
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dispenserhq/dispenser/internal/pgerr"
@@ -230,10 +231,10 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	defer cancel()
 	n := len(batch)
 	pools, reqs, users, codes := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
-	started := make([]time.Time, n)
+	started, holds := make([]time.Time, n), make([]pgtype.Int8, n)
 	for i, it := range batch {
 		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
-		started[i] = it.req.startedAt()
+		started[i], holds[i] = it.req.startedAt(), it.req.holdMillis()
 	}
 	// BEGIN, the batch and COMMIT go to Postgres in one round trip (one
 	// pipeline with one Sync: if the batch fails, COMMIT is skipped and
@@ -243,7 +244,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	results := make([]commitResult, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, c.refusalTTL)
+	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, holds, c.refusalTTL)
 	b.Queue("COMMIT")
 	br := c.db.SendBatch(ctx, b)
 	err := func() error {
@@ -259,7 +260,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 			var ord int
 			var out string
 			var row claimRow
-			if err := rows.Scan(append([]any{&ord, &out}, row.dest()...)...); err != nil {
+			if err := rows.Scan(append([]any{&ord, &out}, row.holdDest()...)...); err != nil {
 				rows.Close()
 				return err
 			}

@@ -116,12 +116,12 @@ func (e *env) audit(poolID string) pool.Stats {
 	ctx := context.Background()
 	rep, err := Audit(ctx, e.db.Pool, stock.New(e.rdb, e.keys), poolID)
 	require.NoError(e.t, err)
-	require.Zero(e.t, rep.Unbalanced(), "imported %d != available %d + staged %d + claimed %d + void %d",
-		rep.Imported, rep.Available, rep.Staged, rep.Claimed, rep.Void)
+	require.Zero(e.t, rep.Unbalanced(), "imported %d != available %d + staged %d + held %d + claimed %d + void %d",
+		rep.Imported, rep.Available, rep.Staged, rep.Held, rep.Claimed, rep.Void)
 	require.Zero(e.t, rep.Duplicates(), "duplicates: %+v", rep)
 	require.Zero(e.t, rep.Lost(), "lost: %+v", rep)
 	require.Zero(e.t, rep.UsersOverLimit, "users over the limit")
-	require.Equal(e.t, rep.Claimed, rep.Claims)
+	require.Equal(e.t, rep.Claimed+rep.Held, rep.Claims)
 	st, err := e.store.PoolStats(ctx, poolID)
 	require.NoError(e.t, err)
 	return st

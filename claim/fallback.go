@@ -59,8 +59,8 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 
 	var out string
 	var row claimRow
-	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after, req.startedAt(), f.refusalTTL).
-		Scan(append([]any{&out}, row.dest()...)...)
+	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after, req.startedAt(),
+		req.holdMillis(), f.refusalTTL).Scan(append([]any{&out}, row.holdDest()...)...)
 	if err != nil {
 		return Result{}, pgerr.Wrap("fallback claim", err)
 	}
@@ -71,11 +71,11 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	if o == outBusy {
 		return Result{}, errFallbackBusy
 	}
-	if o != outClaimed && o != outReplay {
+	if o != outClaimed && o != outReplay && o != outHeld {
 		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", out)
 	}
 	c := row.claim(req.PoolID, req.RequestID, req.UserID)
-	if o == outReplay {
+	if o == outReplay || o == outHeld {
 		return Result{Claim: c, Replayed: true, Path: PathReplay}, nil
 	}
 	f.mu.Lock()

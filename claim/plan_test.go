@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/testenv"
@@ -47,8 +48,10 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 			for round := range 6 {
 				tx, err := conn.Begin(ctx)
 				require.NoError(t, err)
-				_, err = tx.Exec(ctx, `SELECT * FROM dispenser_claim_fallback_v1($1, $2, 'u', 100, now(), '1 minute')`,
-					poolID, fmt.Sprintf("%s-%d", mode, round))
+				// Claims and holds alike.
+				hold := pgtype.Int8{Int64: 60_000, Valid: round%2 == 1}
+				_, err = tx.Exec(ctx, claimFallbackSQL, poolID, fmt.Sprintf("%s-%d", mode, round), "u", int64(100),
+					time.Now(), hold, time.Minute)
 				require.NoError(t, err)
 				require.NoError(t, tx.Rollback(ctx))
 			}
@@ -130,13 +133,16 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 			// twice (the per-item path), each in a transaction rolled back.
 			n := 8
 			pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+			holds := make([]pgtype.Int8, n)
 			for i := range n {
 				pools[i], reqs[i], users[i], started[i] = "big", fmt.Sprintf("r%d-%d", round, i), fmt.Sprintf("u%d-%d", round, i), time.Now()
+				// Every other item is a hold.
+				holds[i] = pgtype.Int8{Int64: 60_000, Valid: i%2 == 1}
 			}
 			reqs[n-1], users[n-1] = reqs[n-2], users[n-2]
 			tx, err := conn.Begin(ctx)
 			require.NoError(t, err)
-			rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*2:round*2+n], started, time.Minute)
+			rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*2:round*2+n], started, holds, time.Minute)
 			require.NoError(t, err)
 			rows.Close()
 			require.NoError(t, rows.Err())
@@ -164,8 +170,9 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 		_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
 		require.NoError(t, err)
 		for round := range 7 {
-			_, err := conn.Exec(ctx, `SELECT * FROM dispenser_claim_fallback_v1('big', $1, $2, 0, now(), '1 minute')`,
-				fmt.Sprintf("%s-%d", mode, round), fmt.Sprintf("user-%s-%d", mode, round%3))
+			hold := pgtype.Int8{Int64: 60_000, Valid: round%2 == 1}
+			_, err := conn.Exec(ctx, claimFallbackSQL, "big", fmt.Sprintf("%s-%d", mode, round),
+				fmt.Sprintf("user-%s-%d", mode, round%3), int64(0), time.Now(), hold, time.Minute)
 			require.NoError(t, err)
 		}
 	}
@@ -187,4 +194,61 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 		require.Contains(t, plan, "codes_pkey", plan)
 	}
 	require.GreaterOrEqual(t, updates, 2*7*2, "plans seen: set-based and per-item, every round")
+}
+
+// The hold statements read what they need: the expiry job the partial index
+// of open holds, confirm and cancel the request's row, never a pool's
+// claims. Seeded with 9,000 claims and 300 holds, some of them due.
+func TestHoldPlans(t *testing.T) {
+	ctx, e := start(t)
+	e.fill("big", 10_000, pool.Pool{})
+	_, err := e.db.Pool.Exec(ctx, `WITH c AS (
+			UPDATE codes SET state = CASE WHEN id % 30 = 0 THEN 'held' ELSE 'claimed' END::code_state
+			WHERE id IN (SELECT id FROM codes WHERE pool_id = 'big' ORDER BY id LIMIT 9000)
+			RETURNING id, state)
+		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id, reserved_at, held_until)
+		SELECT 'big', 'seed-' || id, 'seed-user-' || id, 1, id,
+		       CASE WHEN state = 'held' THEN now() END,
+		       CASE WHEN state = 'held' THEN now() + ((id / 30) % 2) * interval '1 hour' - interval '1 second' END
+		FROM c`)
+	require.NoError(t, err)
+	_, err = e.db.Pool.Exec(ctx, "ANALYZE claims")
+	require.NoError(t, err)
+	var held []string
+	held, err = pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT request_id FROM claims WHERE held_until > now() ORDER BY id LIMIT 10`)), pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Len(t, held, 10)
+
+	conn, plans := explainingConn(t, e.db.URL)
+	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
+		require.NoError(t, err)
+		for round := range 6 {
+			tx, err := conn.Begin(ctx)
+			require.NoError(t, err)
+			for _, q := range []string{confirmSQL, cancelSQL} {
+				rows, err := tx.Query(ctx, q, "big", held[round], "")
+				require.NoError(t, err)
+				rows.Close()
+				require.NoError(t, rows.Err())
+			}
+			rows, err := tx.Query(ctx, expireHoldsSQL, "big", 50)
+			require.NoError(t, err)
+			rows.Close()
+			require.NoError(t, rows.Err())
+			require.NoError(t, tx.Rollback(ctx))
+		}
+	}
+	expiry := 0
+	for _, plan := range plans() {
+		for _, bad := range []string{"Seq Scan on claims", "Seq Scan on codes", "Bitmap Heap Scan on claims"} {
+			require.NotContains(t, plan, bad, "a hold statement reads more than it needs:\n%s", plan)
+		}
+		if strings.Contains(plan, "LockRows") && strings.Contains(plan, "held_until <= now()") {
+			expiry++
+			require.Contains(t, plan, "claims_held_idx", plan)
+		}
+	}
+	require.GreaterOrEqual(t, expiry, 2*6, "plans of the expiry pick seen")
 }

@@ -38,7 +38,8 @@ func NewReads(db *pgxpool.Pool) *Reads {
 
 // GetClaim returns the claim made for a request, or ErrNotFound. With a
 // userID, a claim of another user is ErrRequestReused, as ClaimCode would
-// answer: nothing of it is returned.
+// answer: nothing of it is returned. An open reservation is
+// ErrReservationPending: it is not a claim until confirmed.
 func (r *Reads) GetClaim(ctx context.Context, poolID, requestID, userID string) (Claim, error) {
 	if err := pool.ValidateID("pool_id", poolID); err != nil {
 		return Claim{}, err
@@ -52,10 +53,15 @@ func (r *Reads) GetClaim(ctx context.Context, poolID, requestID, userID string) 
 		}
 	}
 	var owner string
+	var held bool
 	var row claimRow
-	err := r.db.QueryRow(ctx, getClaimSQL, poolID, requestID).Scan(append([]any{&owner}, row.dest()...)...)
+	err := r.db.QueryRow(ctx, getClaimSQL, poolID, requestID).Scan(append([]any{&owner, &held}, row.dest()...)...)
 	if err == nil && userID != "" && owner != userID {
 		return Claim{}, ErrRequestReused
+	}
+	if err == nil && held {
+		// Not a claim until confirmed; Postgres did not send its code.
+		return Claim{}, ErrReservationPending
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		if _, perr := r.pools.GetPool(ctx, poolID); perr != nil {

@@ -155,8 +155,8 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		switch res.outcome {
 		case outClaimed:
 			return Result{Claim: res.claim, Replayed: false, Path: PathRedis}, nil
-		case outReplay:
-			// Postgres already had this user's claim for the request. If
+		case outReplay, outHeld:
+			// Postgres already had this user's claim (or hold) for the request. If
 			// Redis named another code (it forgot the request), the popped
 			// one went back to available; point the replay record at the
 			// real claim.
@@ -168,7 +168,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 				a.release(ctx, p.ID, req, entry, record, popped)
 			}
 			return Result{Claim: res.claim, Replayed: true, Path: PathReplay}, nil
-		case outReused, outLimit, outExhausted:
+		case outReused, outLimit, outExhausted, outHoldLimit, outExpired, outCancelled:
 			a.release(ctx, p.ID, req, entry, "", popped)
 			return Result{}, res.outcome.refusal()
 		case outRefused, outDup:
@@ -190,14 +190,14 @@ func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (r
 	var out string
 	var row claimRow
 	err = a.db.QueryRow(ctx, settleSQL, req.PoolID, req.RequestID, req.UserID, limit, req.startedAt(), a.refusalTTL).
-		Scan(append(append([]any{&out}, row.dest()...), &held)...)
+		Scan(append(append([]any{&out}, row.holdDest()...), &held)...)
 	if err != nil {
 		return Result{}, true, 0, pgerr.Wrap("settle request", err)
 	}
 	switch o := outcome(out); o {
 	case outOpen:
 		return Result{}, false, held, nil
-	case outReplay:
+	case outReplay, outHeld:
 		return Result{Claim: row.claim(req.PoolID, req.RequestID, req.UserID), Replayed: true, Path: PathReplay}, true, held, nil
 	default:
 		if err := o.refusal(); err != nil {

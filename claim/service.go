@@ -209,7 +209,13 @@ func (s *Service) Claim(ctx context.Context, req Request) (Result, error) {
 	if err := req.Validate(); err != nil {
 		return Result{}, err
 	}
-	return s.claim(ctx, req, true)
+	res, err := s.claim(ctx, req, true)
+	if err == nil && !res.Claim.HeldUntil.IsZero() {
+		// The request is an open reservation of this user: not a claim
+		// until confirmed, and its code is not shown.
+		return Result{}, ErrReservationPending
+	}
+	return res, err
 }
 
 // ClaimPrize claims the code of prize prizeID, drawn earlier for userID:
@@ -245,6 +251,14 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 	}
 	if checkWindow && !p.ClaimWindowOpen(s.now()) {
 		return Result{}, ErrPoolClosed
+	}
+	if req.reserve {
+		if req.hold == 0 {
+			req.hold = p.HoldDefault
+		}
+		if req.hold > p.HoldMax {
+			return Result{}, &FieldError{Field: "hold_for", Description: fmt.Sprintf("must be at most the pool's hold_max (%s)", p.HoldMax)}
+		}
 	}
 	// A pool whose last codes are locked by others (a refill staging them,
 	// claims taking them) is not exhausted: wait a little for them to land.

@@ -387,3 +387,509 @@ BEGIN
     outcome := 'limit';
 END;
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Version 2: holds (migration 006). A request is a claim (p_hold_ms NULL)
+-- or a reservation holding its code for p_hold_ms milliseconds. Outcomes
+-- add to version 1's:
+--   'held'       the request is an open hold of this user (its code is
+--                returned for the caller's own bookkeeping, never to be shown);
+--   'expired', 'cancelled'
+--                the request was a hold that ended without a claim;
+--   'hold_limit' the user has the pool's holds_per_user holds open: not
+--                recorded, since it ends when one of them does.
+-- Rows and OUT parameters add held_until (set while a hold is open, or the
+-- time an ended hold had) and reserved_at (set for a reservation's row).
+-- ---------------------------------------------------------------------------
+
+-- dispenser_release_hold_v1 ends the open hold of claims row p_claim for
+-- p_reason ('cancelled' or 'expired'): the row moves to hold_releases and
+-- the code goes back to available. False if the row is not an open hold.
+CREATE OR REPLACE FUNCTION dispenser_release_hold_v1(p_claim bigint, p_reason text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    DELETE FROM claims c WHERE c.id = p_claim AND c.held_until IS NOT NULL
+    RETURNING c.pool_id, c.request_id, c.user_id, c.code_id, c.reserved_at, c.held_until INTO r;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO hold_releases (pool_id, request_id, user_id, reason, reserved_at, held_until)
+    VALUES (r.pool_id, r.request_id, r.user_id, p_reason, r.reserved_at, r.held_until);
+    UPDATE codes SET state = 'available', changed_at = now() WHERE id = r.code_id AND state = 'held';
+    RETURN true;
+END;
+$$;
+
+-- dispenser_release_user_expired_v1 ends the user's holds in the pool whose
+-- time is up (the expiry job would, within seconds), so that they neither
+-- take the user's slots nor count as open.
+CREATE OR REPLACE FUNCTION dispenser_release_user_expired_v1(p_pool text, p_user text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT dispenser_release_hold_v1(c.id, 'expired') FROM claims c
+    WHERE c.pool_id = p_pool AND c.user_id = p_user AND c.held_until <= now()
+$$;
+
+-- dispenser_expire_holds_v1 ends up to p_limit holds whose time is up, of
+-- pool p_pool (NULL: every pool), the oldest first, skipping rows a confirm
+-- or cancel holds (it decides them), and returns how many ended per pool. A
+-- confirm that waited for one of these rows then finds the hold expired.
+CREATE OR REPLACE FUNCTION dispenser_expire_holds_v1(p_pool text, p_limit integer)
+RETURNS TABLE (pool_id text, expired bigint)
+LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT c.id FROM claims c
+        WHERE c.held_until <= now() AND (p_pool IS NULL OR c.pool_id = p_pool)
+        ORDER BY c.held_until
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM claims c USING due
+        WHERE c.id = due.id AND c.held_until <= now()
+        RETURNING c.pool_id, c.request_id, c.user_id, c.code_id, c.reserved_at, c.held_until
+    ), released AS (
+        INSERT INTO hold_releases (pool_id, request_id, user_id, reason, reserved_at, held_until)
+        SELECT g.pool_id, g.request_id, g.user_id, 'expired', g.reserved_at, g.held_until FROM gone g
+    ), back AS (
+        UPDATE codes k SET state = 'available', changed_at = now()
+        FROM gone g WHERE k.id = g.code_id AND k.state = 'held'
+    )
+    SELECT g.pool_id, count(*) FROM gone g GROUP BY g.pool_id
+$$;
+
+-- dispenser_recorded_v2 is dispenser_recorded_v1 knowing holds: an open
+-- hold answers 'held' (or 'expired' once its time is up, even before the
+-- expiry job ends it), an ended one its reason.
+CREATE OR REPLACE FUNCTION dispenser_recorded_v2(p_pool text, p_request text, p_user text, p_started timestamptz,
+                                                 OUT outcome text, OUT code_id bigint, OUT code text,
+                                                 OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                                 OUT held_until timestamptz, OUT reserved_at timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT c.user_id, c.code_id, c.claimed_at, c.held_until AS hold, c.reserved_at AS reserved,
+           k.code, k.expires_at AS code_expires INTO r
+    FROM claims c JOIN codes k ON k.id = c.code_id
+    WHERE c.pool_id = p_pool AND c.request_id = p_request;
+    IF FOUND THEN
+        IF r.user_id <> p_user THEN
+            outcome := 'reused';
+            RETURN;
+        END IF;
+        held_until := r.hold; reserved_at := r.reserved;
+        IF r.hold IS NULL THEN
+            outcome := 'replay';
+        ELSIF r.hold > now() THEN
+            outcome := 'held';
+        ELSE
+            outcome := 'expired';
+            RETURN;
+        END IF;
+        code_id := r.code_id; code := r.code; expires_at := r.code_expires; claimed_at := r.claimed_at;
+        RETURN;
+    END IF;
+    SELECT h.user_id, h.reason, h.reserved_at AS reserved, h.held_until AS hold INTO r FROM hold_releases h
+    WHERE h.pool_id = p_pool AND h.request_id = p_request;
+    IF FOUND THEN
+        IF r.user_id <> p_user THEN
+            outcome := 'reused';
+        ELSE
+            outcome := r.reason; held_until := r.hold; reserved_at := r.reserved;
+        END IF;
+        RETURN;
+    END IF;
+    SELECT o.outcome INTO outcome FROM dispenser_recorded_v1(p_pool, p_request, p_user, p_started) o;
+END;
+$$;
+
+-- dispenser_decided_v2 is dispenser_decided_v1 over dispenser_recorded_v2.
+CREATE OR REPLACE FUNCTION dispenser_decided_v2(p_pool text, p_request text, p_user text, p_started timestamptz,
+                                                OUT outcome text, OUT code_id bigint, OUT code text,
+                                                OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                                OUT held_until timestamptz, OUT reserved_at timestamptz)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    SELECT * INTO outcome, code_id, code, expires_at, claimed_at, held_until, reserved_at
+    FROM dispenser_recorded_v2(p_pool, p_request, p_user, p_started);
+END;
+$$;
+
+-- dispenser_take_slot_v2 is dispenser_take_slot_v1 for a claim or a hold:
+-- the caller has already marked the code 'claimed' or 'held'. A hold first
+-- checks the user's open holds against holds_per_user ('hold_limit': the
+-- code goes back to available). The user's expired holds end first.
+CREATE OR REPLACE FUNCTION dispenser_take_slot_v2(p_pool text, p_request text, p_user text, p_code bigint,
+                                                  p_hold_ms bigint, p_ttl interval,
+                                                  OUT outcome text, OUT claimed_at timestamptz,
+                                                  OUT held_until timestamptz, OUT reserved_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim   integer;
+    hlim  integer;
+    slot  integer;
+    n_open integer;
+    taken smallint[];
+BEGIN
+    PERFORM dispenser_release_user_expired_v1(p_pool, p_user);
+    SELECT per_user_limit, holds_per_user INTO lim, hlim FROM pools WHERE id = p_pool;
+    LOOP
+        SELECT coalesce(array_agg(c.user_slot), '{}'), count(*) FILTER (WHERE c.held_until IS NOT NULL)
+        INTO taken, n_open
+        FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+        IF p_hold_ms IS NOT NULL AND n_open >= hlim THEN
+            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            outcome := 'hold_limit';
+            RETURN;
+        END IF;
+        SELECT min(s) INTO slot FROM generate_series(1, lim) AS s WHERE s <> ALL (taken);
+        IF slot IS NULL THEN
+            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
+            outcome := 'limit';
+            RETURN;
+        END IF;
+        INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id, reserved_at, held_until)
+        VALUES (p_pool, p_request, p_user, slot, p_code,
+                CASE WHEN p_hold_ms IS NOT NULL THEN now() END,
+                CASE WHEN p_hold_ms IS NOT NULL THEN now() + p_hold_ms * interval '1 millisecond' END)
+        ON CONFLICT DO NOTHING
+        RETURNING claims.claimed_at, claims.held_until, claims.reserved_at INTO claimed_at, held_until, reserved_at;
+        IF FOUND THEN
+            outcome := 'claimed';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request) THEN
+            UPDATE codes SET state = 'available', changed_at = now()
+            WHERE id = p_code AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code);
+            outcome := 'dup';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code) THEN
+            outcome := 'refused';
+            RETURN;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_staged_v2 is dispenser_claim_staged_v1 with holds: item i
+-- is a reservation when p_hold_ms[i] is not NULL. Rows add held_until and
+-- reserved_at.
+CREATE OR REPLACE FUNCTION dispenser_claim_staged_v2(p_pool text[], p_request text[], p_user text[], p_code bigint[],
+                                                     p_started timestamptz[], p_hold_ms bigint[], p_ttl interval)
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n     integer := coalesce(array_length(p_request, 1), 0);
+    done  boolean[] := array_fill(false, ARRAY[n]);
+    i     integer;
+    r     record;
+    f     record;
+    taken record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(l.k)
+    FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
+          FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
+
+    -- Fast path, as in version 1; a user with no row in the pool has no
+    -- hold open either, so a reservation takes it too.
+    FOR f IN
+        WITH input AS (
+            SELECT * FROM (
+                SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n,
+                       count(*) OVER (PARTITION BY t.code_id) AS code_n
+                FROM unnest(p_pool, p_request, p_user, p_code, p_started, p_hold_ms) WITH ORDINALITY
+                    AS t(pool_id, request_id, user_id, code_id, started, hold_ms, ord)
+            ) x WHERE x.req_n = 1 AND x.code_n = 1
+        ), taken AS (
+            UPDATE codes k SET state = CASE WHEN i.hold_ms IS NULL THEN 'claimed' ELSE 'held' END::code_state,
+                               stage_batch = NULL, changed_at = now()
+            FROM input i
+            WHERE k.id = i.code_id AND k.pool_id = i.pool_id AND k.stage_batch IS NOT NULL
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+              AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
+                                AND rf.expires_at > now())
+              AND NOT EXISTS (SELECT 1 FROM hold_releases h WHERE h.pool_id = i.pool_id AND h.request_id = i.request_id)
+            RETURNING k.id, k.code, k.expires_at
+        ), ins AS (
+            INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id, reserved_at, held_until)
+            SELECT i.pool_id, i.request_id, i.user_id, 1, t.id,
+                   CASE WHEN i.hold_ms IS NOT NULL THEN now() END,
+                   CASE WHEN i.hold_ms IS NOT NULL THEN now() + i.hold_ms * interval '1 millisecond' END
+            FROM input i JOIN taken t ON t.id = i.code_id
+            ON CONFLICT DO NOTHING
+            RETURNING claims.code_id, claims.claimed_at, claims.held_until, claims.reserved_at
+        )
+        SELECT i.ord::integer AS ord, t.id, t.code, t.expires_at, ins.claimed_at,
+               ins.held_until AS hold, ins.reserved_at AS reserved
+        FROM input i JOIN taken t ON t.id = i.code_id
+        LEFT JOIN ins ON ins.code_id = t.id
+    LOOP
+        done[f.ord] := true;
+        IF f.claimed_at IS NOT NULL THEN
+            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, f.claimed_at, f.hold, f.reserved;
+            CONTINUE;
+        END IF;
+        SELECT * INTO r FROM dispenser_take_slot_v2(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id,
+                                                    p_hold_ms[f.ord], p_ttl);
+        IF r.outcome = 'claimed' THEN
+            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, r.claimed_at, r.held_until, r.reserved_at;
+        ELSE
+            RETURN QUERY SELECT f.ord, r.outcome, f.id, NULL::text, NULL::timestamptz, NULL::timestamptz,
+                                NULL::timestamptz, NULL::timestamptz;
+        END IF;
+    END LOOP;
+
+    -- Slow path, per item, in batch order.
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN done[i];
+        SELECT * INTO r FROM dispenser_recorded_v2(p_pool[i], p_request[i], p_user[i], p_started[i]);
+        IF r.outcome IS NOT NULL THEN
+            IF r.code_id IS DISTINCT FROM p_code[i] THEN
+                UPDATE codes SET state = 'available', stage_batch = NULL, changed_at = now()
+                WHERE id = p_code[i] AND stage_batch IS NOT NULL;
+            END IF;
+            RETURN QUERY SELECT i, r.outcome, r.code_id, r.code, r.expires_at, r.claimed_at, r.held_until, r.reserved_at;
+            CONTINUE;
+        END IF;
+
+        UPDATE codes k SET state = CASE WHEN p_hold_ms[i] IS NULL THEN 'claimed' ELSE 'held' END::code_state,
+                           stage_batch = NULL, changed_at = now()
+        WHERE k.id = p_code[i] AND k.pool_id = p_pool[i] AND k.stage_batch IS NOT NULL
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+        RETURNING k.id, k.code, k.expires_at INTO taken;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT i, 'refused'::text, p_code[i], NULL::text, NULL::timestamptz, NULL::timestamptz,
+                                NULL::timestamptz, NULL::timestamptz;
+            CONTINUE;
+        END IF;
+        SELECT * INTO r FROM dispenser_take_slot_v2(p_pool[i], p_request[i], p_user[i], taken.id, p_hold_ms[i], p_ttl);
+        IF r.outcome = 'claimed' THEN
+            RETURN QUERY SELECT i, 'claimed'::text, taken.id, taken.code, taken.expires_at, r.claimed_at,
+                                r.held_until, r.reserved_at;
+        ELSE
+            RETURN QUERY SELECT i, r.outcome, taken.id, NULL::text, NULL::timestamptz, NULL::timestamptz,
+                                NULL::timestamptz, NULL::timestamptz;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- dispenser_claim_fallback_v2 is dispenser_claim_fallback_v1 for a claim
+-- or (p_hold_ms not NULL) a hold.
+CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v2(p_pool text, p_request text, p_user text, p_after bigint,
+                                                       p_started timestamptz, p_hold_ms bigint, p_ttl interval,
+                                                       OUT outcome text, OUT code_id bigint, OUT code text,
+                                                       OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                                       OUT held_until timestamptz, OUT reserved_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim   integer;
+    hlim  integer;
+    held  integer;
+    n_open integer;
+    r     record;
+    bound bigint := p_after;
+BEGIN
+    SELECT * INTO outcome, code_id, code, expires_at, claimed_at, held_until, reserved_at
+    FROM dispenser_decided_v2(p_pool, p_request, p_user, p_started);
+    IF outcome IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    PERFORM dispenser_release_user_expired_v1(p_pool, p_user);
+    SELECT per_user_limit, holds_per_user INTO lim, hlim FROM pools WHERE id = p_pool;
+    SELECT count(*), count(*) FILTER (WHERE c.held_until IS NOT NULL) INTO held, n_open
+    FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    IF held >= lim THEN
+        PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
+        PERFORM set_config('synchronous_commit', 'off', true);
+        outcome := 'limit';
+        RETURN;
+    END IF;
+    IF p_hold_ms IS NOT NULL AND n_open >= hlim THEN
+        outcome := 'hold_limit';
+        RETURN;
+    END IF;
+
+    LOOP
+        WITH picked AS (
+            -- As in version 1 (plan_test.go checks the plan).
+            SELECT k.id FROM codes k
+            WHERE k.state = 'available'
+              AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+            ORDER BY k.pool_id, k.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE codes k SET state = CASE WHEN p_hold_ms IS NULL THEN 'claimed' ELSE 'held' END::code_state,
+                           changed_at = now()
+        FROM picked WHERE k.id = picked.id
+        RETURNING k.id, k.code, k.expires_at INTO r;
+        EXIT WHEN FOUND;
+        IF bound = 0 THEN
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'available'
+                       AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
+                outcome := 'busy';
+                RETURN;
+            END IF;
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
+                PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'exhausted', p_ttl);
+                PERFORM set_config('synchronous_commit', 'off', true);
+            END IF;
+            outcome := 'exhausted';
+            RETURN;
+        END IF;
+        bound := 0;
+    END LOOP;
+
+    SELECT t.outcome, t.claimed_at, t.held_until, t.reserved_at INTO outcome, claimed_at, held_until, reserved_at
+    FROM dispenser_take_slot_v2(p_pool, p_request, p_user, r.id, p_hold_ms, p_ttl) t;
+    IF outcome = 'claimed' THEN
+        code_id := r.id; code := r.code; expires_at := r.expires_at;
+    ELSIF outcome = 'limit' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END;
+$$;
+
+-- dispenser_settle_v2 is dispenser_settle_v1 over dispenser_decided_v2; the
+-- user's expired holds end first, so held counts only live rows.
+CREATE OR REPLACE FUNCTION dispenser_settle_v2(p_pool text, p_request text, p_user text, p_limit boolean,
+                                               p_started timestamptz, p_ttl interval,
+                                               OUT outcome text, OUT code_id bigint, OUT code text,
+                                               OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                               OUT held_until timestamptz, OUT reserved_at timestamptz,
+                                               OUT held integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim integer;
+BEGIN
+    SELECT * INTO outcome, code_id, code, expires_at, claimed_at, held_until, reserved_at
+    FROM dispenser_decided_v2(p_pool, p_request, p_user, p_started);
+    PERFORM dispenser_release_user_expired_v1(p_pool, p_user);
+    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    IF outcome IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
+    IF NOT p_limit OR held < lim THEN
+        outcome := 'open';
+        RETURN;
+    END IF;
+    PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    outcome := 'limit';
+END;
+$$;
+
+-- dispenser_confirm_v1 turns the open hold of (pool, request) into a claim.
+-- With p_user not empty, a request of another user answers 'reused'.
+-- Outcomes: 'confirmed' (the code is returned); 'replay' (confirmed before:
+-- the same code); 'expired' (its time is up: it ends now if it had not,
+-- and no code is returned), 'cancelled'; 'not_reservation' (the request
+-- is a ClaimCode's claim); 'not_found'; 'reused'. user_id is the owner.
+CREATE OR REPLACE FUNCTION dispenser_confirm_v1(p_pool text, p_request text, p_user text,
+                                                OUT outcome text, OUT code_id bigint, OUT code text,
+                                                OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                                OUT held_until timestamptz, OUT reserved_at timestamptz,
+                                                OUT user_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    SELECT c.id, c.user_id AS owner, c.code_id AS code, c.claimed_at AS at, c.held_until AS hold,
+           c.reserved_at AS reserved INTO r
+    FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT h.user_id AS owner, h.reason, h.reserved_at AS reserved, h.held_until AS hold INTO r
+        FROM hold_releases h WHERE h.pool_id = p_pool AND h.request_id = p_request;
+        IF NOT FOUND THEN
+            outcome := 'not_found';
+        ELSIF p_user <> '' AND r.owner <> p_user THEN
+            outcome := 'reused';
+        ELSE
+            outcome := r.reason; user_id := r.owner; held_until := r.hold; reserved_at := r.reserved;
+        END IF;
+        RETURN;
+    END IF;
+    IF p_user <> '' AND r.owner <> p_user THEN
+        outcome := 'reused';
+        RETURN;
+    END IF;
+    user_id := r.owner; reserved_at := r.reserved;
+    IF r.reserved IS NULL THEN
+        outcome := 'not_reservation';
+        RETURN;
+    END IF;
+    IF r.hold IS NULL THEN
+        outcome := 'replay';
+        claimed_at := r.at;
+    ELSIF r.hold <= now() THEN
+        PERFORM dispenser_release_hold_v1(r.id, 'expired');
+        outcome := 'expired'; held_until := r.hold;
+        RETURN;
+    ELSE
+        UPDATE claims c SET held_until = NULL, claimed_at = now() WHERE c.id = r.id
+        RETURNING c.claimed_at INTO claimed_at;
+        UPDATE codes k SET state = 'claimed', changed_at = now() WHERE k.id = r.code;
+        outcome := 'confirmed'; held_until := r.hold;
+    END IF;
+    SELECT k.id, k.code, k.expires_at INTO code_id, code, expires_at FROM codes k WHERE k.id = r.code;
+END;
+$$;
+
+-- dispenser_cancel_v1 ends the open hold of (pool, request) at once; its
+-- code goes back to available. Outcomes: 'cancelled' (now or before),
+-- 'expired' (its time was up: it ended as expired), 'confirmed' (it is a
+-- claim now: nothing changes), 'not_reservation', 'not_found', 'reused'.
+CREATE OR REPLACE FUNCTION dispenser_cancel_v1(p_pool text, p_request text, p_user text,
+                                               OUT outcome text, OUT held_until timestamptz,
+                                               OUT reserved_at timestamptz, OUT user_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    SELECT c.id, c.user_id AS owner, c.held_until AS hold, c.reserved_at AS reserved INTO r
+    FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT h.user_id AS owner, h.reason, h.reserved_at AS reserved, h.held_until AS hold INTO r
+        FROM hold_releases h WHERE h.pool_id = p_pool AND h.request_id = p_request;
+        IF NOT FOUND THEN
+            outcome := 'not_found';
+        ELSIF p_user <> '' AND r.owner <> p_user THEN
+            outcome := 'reused';
+        ELSE
+            outcome := r.reason; user_id := r.owner; held_until := r.hold; reserved_at := r.reserved;
+        END IF;
+        RETURN;
+    END IF;
+    IF p_user <> '' AND r.owner <> p_user THEN
+        outcome := 'reused';
+        RETURN;
+    END IF;
+    user_id := r.owner; reserved_at := r.reserved; held_until := r.hold;
+    IF r.reserved IS NULL THEN
+        outcome := 'not_reservation';
+    ELSIF r.hold IS NULL THEN
+        outcome := 'confirmed';
+    ELSIF r.hold <= now() THEN
+        PERFORM dispenser_release_hold_v1(r.id, 'expired');
+        outcome := 'expired';
+    ELSE
+        PERFORM dispenser_release_hold_v1(r.id, 'cancelled');
+        outcome := 'cancelled';
+    END IF;
+END;
+$$;

@@ -49,8 +49,12 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 		WHERE n.nspname = $1 AND p.proname LIKE 'dispenser\_%' ORDER BY 1`, s.Name)), pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Equal(t, []string{
-		"dispenser_claim_fallback_v1", "dispenser_claim_staged_v1", "dispenser_decided_v1", "dispenser_recorded_v1", "dispenser_refuse_v1",
-		"dispenser_request_lock_v1", "dispenser_settle_v1", "dispenser_take_slot_v1",
+		"dispenser_cancel_v1", "dispenser_claim_fallback_v1", "dispenser_claim_fallback_v2",
+		"dispenser_claim_staged_v1", "dispenser_claim_staged_v2", "dispenser_confirm_v1",
+		"dispenser_decided_v1", "dispenser_decided_v2", "dispenser_expire_holds_v1",
+		"dispenser_recorded_v1", "dispenser_recorded_v2", "dispenser_refuse_v1",
+		"dispenser_release_hold_v1", "dispenser_release_user_expired_v1", "dispenser_request_lock_v1",
+		"dispenser_settle_v1", "dispenser_settle_v2", "dispenser_take_slot_v1", "dispenser_take_slot_v2",
 	}, names)
 
 	// Replicas of the previous version lock requests by the same key

@@ -16,6 +16,9 @@ const (
 	DefaultPerUserLimit    = 1
 	DefaultRefillLowWater  = 1000
 	DefaultRefillBatchSize = 5000
+	DefaultHoldDefault     = 10 * time.Minute
+	DefaultHoldMax         = time.Hour
+	DefaultHoldsPerUser    = 1
 )
 
 // Limits on pool settings; the schema checks the same bounds.
@@ -25,6 +28,10 @@ const (
 	MaxRefillBatchSize  = 100_000
 	MaxDisplayNameChars = 200
 	MinWebhookSecretLen = 16
+	// Holds are whole seconds from one second to a day.
+	MinHold         = time.Second
+	MaxHold         = 24 * time.Hour
+	MaxHoldsPerUser = 1000
 )
 
 // Pool is a pool's settings as stored.
@@ -41,6 +48,13 @@ type Pool struct {
 	// RefillLowWater and RefillBatchSize tune the Redis refill job.
 	RefillLowWater  int
 	RefillBatchSize int
+	// HoldDefault is how long a reservation that names no hold time holds
+	// its code; HoldMax bounds every hold. Whole seconds.
+	HoldDefault time.Duration
+	HoldMax     time.Duration
+	// HoldsPerUser is how many reservations one user may have open at once
+	// (they also count toward PerUserLimit).
+	HoldsPerUser int
 	// WebhookURL and WebhookSecret configure prize delivery. The secret is
 	// never returned through the API.
 	WebhookURL    string
@@ -59,6 +73,9 @@ func (p Pool) withDefaults() Pool {
 	p.PerUserLimit = cmp.Or(p.PerUserLimit, DefaultPerUserLimit)
 	p.RefillLowWater = cmp.Or(p.RefillLowWater, DefaultRefillLowWater)
 	p.RefillBatchSize = cmp.Or(p.RefillBatchSize, DefaultRefillBatchSize)
+	p.HoldMax = cmp.Or(p.HoldMax, max(DefaultHoldMax, p.HoldDefault))
+	p.HoldDefault = cmp.Or(p.HoldDefault, min(DefaultHoldDefault, p.HoldMax))
+	p.HoldsPerUser = cmp.Or(p.HoldsPerUser, DefaultHoldsPerUser)
 	return p
 }
 
@@ -82,6 +99,20 @@ func (p Pool) Validate() error {
 	}
 	if p.RefillBatchSize < 1 || p.RefillBatchSize > MaxRefillBatchSize {
 		return fieldErrorf("pool.refill_batch_size", "must be between 1 and %d", MaxRefillBatchSize)
+	}
+	for _, h := range []struct {
+		field string
+		d     time.Duration
+	}{{"pool.hold_default", p.HoldDefault}, {"pool.hold_max", p.HoldMax}} {
+		if h.d < MinHold || h.d > MaxHold || h.d%time.Second != 0 {
+			return fieldErrorf(h.field, "must be whole seconds between %s and %s", MinHold, MaxHold)
+		}
+	}
+	if p.HoldDefault > p.HoldMax {
+		return fieldErrorf("pool.hold_default", "must not exceed pool.hold_max")
+	}
+	if p.HoldsPerUser < 1 || p.HoldsPerUser > MaxHoldsPerUser {
+		return fieldErrorf("pool.holds_per_user", "must be between 1 and %d", MaxHoldsPerUser)
 	}
 	if p.WebhookURL != "" {
 		u, err := url.Parse(p.WebhookURL)

@@ -49,6 +49,7 @@ func (s *Store) CreatePool(ctx context.Context, p Pool) (Pool, error) {
 	err := s.db.QueryRow(ctx, createPoolSQL, p.ID, p.DisplayName, p.Paused,
 		nullTime(p.ClaimStartsAt), nullTime(p.ClaimEndsAt), p.PerUserLimit,
 		p.RefillLowWater, p.RefillBatchSize, p.WebhookURL, p.WebhookSecret,
+		seconds(p.HoldDefault), seconds(p.HoldMax), p.HoldsPerUser,
 	).Scan(&p.CreatedAt, &p.UpdatedAt)
 	if isUniqueViolation(err, "pools_pkey") {
 		return Pool{}, ErrPoolExists
@@ -94,6 +95,7 @@ func (s *Store) UpdatePool(ctx context.Context, id string, change func(*Pool) er
 		err = tx.QueryRow(ctx, updatePoolSQL, p.ID, p.DisplayName, p.Paused,
 			nullTime(p.ClaimStartsAt), nullTime(p.ClaimEndsAt), p.PerUserLimit,
 			p.RefillLowWater, p.RefillBatchSize, p.WebhookURL, p.WebhookSecret,
+			seconds(p.HoldDefault), seconds(p.HoldMax), p.HoldsPerUser,
 		).Scan(&p.UpdatedAt)
 		if err != nil {
 			return storeError("update pool", err)
@@ -129,11 +131,17 @@ type Stats struct {
 	Imports   int64
 	Available int64
 	Staged    int64
+	// Held codes are reserved by an open hold: given to nobody else until
+	// it is confirmed (claimed) or ends (available).
+	Held      int64
 	Claimed   int64
 	Void      int64
 	Claimants int64
-	Prizes    PrizeCounts
-	ReadAt    time.Time
+	// HoldsDue counts open holds past their time that the expiry job has
+	// not ended yet (it runs every second or so).
+	HoldsDue int64
+	Prizes   PrizeCounts
+	ReadAt   time.Time
 }
 
 // PrizeCounts counts prizes by state.
@@ -142,9 +150,9 @@ type PrizeCounts struct {
 }
 
 // Balanced reports whether every imported code is in exactly one state:
-// imported = available + staged + claimed + void (promise 2).
+// imported = available + staged + held + claimed + void (promise 2).
 func (st Stats) Balanced() bool {
-	return st.Imported == st.Available+st.Staged+st.Claimed+st.Void
+	return st.Imported == st.Available+st.Staged+st.Held+st.Claimed+st.Void
 }
 
 // PoolStats reads the counts of one pool, or returns ErrPoolNotFound.
@@ -155,7 +163,7 @@ func (s *Store) PoolStats(ctx context.Context, id string) (Stats, error) {
 	st := Stats{PoolID: id}
 	pz := &st.Prizes
 	err := s.db.QueryRow(ctx, poolStatsSQL, id).Scan(
-		&st.Imported, &st.Imports, &st.Available, &st.Staged, &st.Claimed, &st.Void, &st.Claimants,
+		&st.Imported, &st.Imports, &st.Available, &st.Staged, &st.Held, &st.Claimed, &st.Void, &st.Claimants, &st.HoldsDue,
 		&pz.Pending, &pz.Ready, &pz.Assigned, &pz.Delivered, &pz.Failed, &pz.Cancelled, &st.ReadAt)
 	if err != nil {
 		return Stats{}, storeError("pool stats", err)
@@ -166,8 +174,11 @@ func (s *Store) PoolStats(ctx context.Context, id string) (Stats, error) {
 func scanPool(row pgx.Row) (Pool, error) {
 	var p Pool
 	var starts, ends pgtype.Timestamptz
+	var holdDefault, holdMax int64
 	err := row.Scan(&p.ID, &p.DisplayName, &p.Paused, &starts, &ends, &p.PerUserLimit,
-		&p.RefillLowWater, &p.RefillBatchSize, &p.WebhookURL, &p.WebhookSecret, &p.CreatedAt, &p.UpdatedAt)
+		&p.RefillLowWater, &p.RefillBatchSize, &p.WebhookURL, &p.WebhookSecret,
+		&holdDefault, &holdMax, &p.HoldsPerUser, &p.CreatedAt, &p.UpdatedAt)
+	p.HoldDefault, p.HoldMax = time.Duration(holdDefault)*time.Second, time.Duration(holdMax)*time.Second
 	if starts.Valid {
 		p.ClaimStartsAt = starts.Time
 	}
@@ -176,6 +187,9 @@ func scanPool(row pgx.Row) (Pool, error) {
 	}
 	return p, err
 }
+
+// seconds is a hold time as the schema stores it.
+func seconds(d time.Duration) int64 { return int64(d / time.Second) }
 
 // nullTime maps the zero time to SQL NULL.
 func nullTime(t time.Time) pgtype.Timestamptz {

@@ -3,16 +3,19 @@ SELECT
     (SELECT coalesce(sum(inserted), 0)::bigint FROM imports WHERE pool_id = $1) AS imported,
     count(*) FILTER (WHERE k.state = 'available') AS available,
     count(*) FILTER (WHERE k.state = 'staged') AS staged,
+    count(*) FILTER (WHERE k.state = 'held') AS held,
     count(*) FILTER (WHERE k.state = 'claimed') AS claimed,
     count(*) FILTER (WHERE k.state = 'void') AS void,
     -- a code with more than one claim (the constraint forbids it)
     (SELECT count(*) FROM (SELECT code_id FROM claims WHERE pool_id = $1
                            GROUP BY code_id HAVING count(*) > 1) d) AS multi_claimed,
-    -- a claim whose code is missing or not in state claimed
+    -- a claim whose code is missing or not in state claimed, or a hold whose
+    -- code is not in state held
     (SELECT count(*) FROM claims c LEFT JOIN codes x ON x.id = c.code_id
-     WHERE c.pool_id = $1 AND (x.id IS NULL OR x.state <> 'claimed')) AS claims_on_unclaimed,
-    -- a code in state claimed that no claim holds
-    count(*) FILTER (WHERE k.state = 'claimed'
+     WHERE c.pool_id = $1 AND (x.id IS NULL OR x.state <> CASE WHEN c.held_until IS NULL
+                                                              THEN 'claimed' ELSE 'held' END::code_state)) AS claims_on_unclaimed,
+    -- a code in state claimed or held that no claim or hold holds
+    count(*) FILTER (WHERE k.state IN ('claimed', 'held')
                      AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id)) AS claimed_without_claim,
     -- users holding more claims than the pool's limit
     (SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1 GROUP BY user_id

@@ -3,13 +3,15 @@
 SELECT
     (SELECT coalesce(sum(inserted), 0)::bigint FROM imports WHERE pool_id = $1) AS imported,
     (SELECT count(*) FROM imports WHERE pool_id = $1) AS imports,
-    c.available, c.staged, c.claimed, c.void,
-    (SELECT count(DISTINCT user_id) FROM claims WHERE pool_id = $1) AS claimants,
+    c.available, c.staged, c.held, c.claimed, c.void,
+    (SELECT count(DISTINCT user_id) FROM claims WHERE pool_id = $1 AND held_until IS NULL) AS claimants,
+    (SELECT count(*) FROM claims WHERE pool_id = $1 AND held_until IS NOT NULL AND held_until <= now()) AS holds_due,
     p.pending, p.ready, p.assigned, p.delivered, p.failed, p.cancelled,
     now() AS read_at
 FROM (
     SELECT count(*) FILTER (WHERE state = 'available') AS available,
            count(*) FILTER (WHERE state = 'staged') AS staged,
+           count(*) FILTER (WHERE state = 'held') AS held,
            count(*) FILTER (WHERE state = 'claimed') AS claimed,
            count(*) FILTER (WHERE state = 'void') AS void
     FROM codes WHERE pool_id = $1
