@@ -30,17 +30,20 @@ const (
 // Rules says which roles may call each method. Methods not listed are
 // refused to everyone but admins; health and reflection need no key.
 var Rules = map[string][]Role{
-	"/dispenser.v1.ClaimService/ClaimCode":      {Claimer, Admin},
-	"/dispenser.v1.ClaimService/GetClaim":       {Claimer, Admin},
-	"/dispenser.v1.ClaimService/ListUserClaims": {Claimer, Admin},
-	"/dispenser.v1.AdminService/GetPool":        {Auditor, Admin},
-	"/dispenser.v1.AdminService/ListPools":      {Auditor, Admin},
-	"/dispenser.v1.AdminService/GetPoolStats":   {Auditor, Admin},
-	"/dispenser.v1.AdminService/ExportClaims":   {Auditor, Admin},
-	"/dispenser.v1.PrizeService/RecordPrize":    {Claimer, Admin},
-	"/dispenser.v1.PrizeService/MarkPrizeReady": {Claimer, Admin},
-	"/dispenser.v1.PrizeService/GetPrize":       {Auditor, Admin},
-	"/dispenser.v1.PrizeService/ListPrizes":     {Auditor, Admin},
+	"/dispenser.v1.ClaimService/ClaimCode":          {Claimer, Admin},
+	"/dispenser.v1.ClaimService/GetClaim":           {Claimer, Admin},
+	"/dispenser.v1.ClaimService/ListUserClaims":     {Claimer, Admin},
+	"/dispenser.v1.ClaimService/ReserveCode":        {Claimer, Admin},
+	"/dispenser.v1.ClaimService/ConfirmReservation": {Claimer, Admin},
+	"/dispenser.v1.ClaimService/CancelReservation":  {Claimer, Admin},
+	"/dispenser.v1.AdminService/GetPool":            {Auditor, Admin},
+	"/dispenser.v1.AdminService/ListPools":          {Auditor, Admin},
+	"/dispenser.v1.AdminService/GetPoolStats":       {Auditor, Admin},
+	"/dispenser.v1.AdminService/ExportClaims":       {Auditor, Admin},
+	"/dispenser.v1.PrizeService/RecordPrize":        {Claimer, Admin},
+	"/dispenser.v1.PrizeService/MarkPrizeReady":     {Claimer, Admin},
+	"/dispenser.v1.PrizeService/GetPrize":           {Auditor, Admin},
+	"/dispenser.v1.PrizeService/ListPrizes":         {Auditor, Admin},
 }
 
 // poolFreeForClaimers are claimer methods whose request names no pool; their

@@ -85,6 +85,18 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := b.claim.ListUserClaims(ctx, &dispenserv1.ListUserClaimsRequest{PoolId: "p1", UserId: "u"})
 			return err
 		}},
+		{"ReserveCode", claimers, func(ctx context.Context) error {
+			_, err := b.claim.ReserveCode(ctx, &dispenserv1.ReserveCodeRequest{PoolId: "p1", UserId: "u", RequestId: "h"})
+			return err
+		}},
+		{"ConfirmReservation", claimers, func(ctx context.Context) error {
+			_, err := b.claim.ConfirmReservation(ctx, &dispenserv1.ConfirmReservationRequest{PoolId: "p1", RequestId: "h"})
+			return err
+		}},
+		{"CancelReservation", claimers, func(ctx context.Context) error {
+			_, err := b.claim.CancelReservation(ctx, &dispenserv1.CancelReservationRequest{PoolId: "p1", RequestId: "h"})
+			return err
+		}},
 		{"CreatePool", admins, func(ctx context.Context) error {
 			_, err := b.admin.CreatePool(ctx, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{Id: "p1"}})
 			return err

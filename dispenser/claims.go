@@ -97,8 +97,10 @@ func (s *Server) RunJob(ctx context.Context, req *dispenserv1.RunJobRequest) (*d
 		name = jobs.Reconcile
 	case dispenserv1.Job_JOB_DELIVER:
 		name = jobs.Deliver
+	case dispenserv1.Job_JOB_EXPIRE_HOLDS:
+		name = jobs.ExpireHolds
 	default:
-		return nil, invalidArgument("job", "must be JOB_REFILL, JOB_RECONCILE or JOB_DELIVER")
+		return nil, invalidArgument("job", "must be JOB_REFILL, JOB_RECONCILE, JOB_DELIVER or JOB_EXPIRE_HOLDS")
 	}
 	if req.GetPoolId() != "" {
 		if _, err := s.pools.GetPool(ctx, req.GetPoolId()); err != nil {
@@ -117,6 +119,7 @@ func (s *Server) RunJob(ctx context.Context, req *dispenserv1.RunJobRequest) (*d
 			ReturnedOrphans: r.Reconcile.Orphans, Balanced: r.Balanced,
 			PrizesAssigned: int64(r.Deliver.Assigned), PrizesDelivered: int64(r.Deliver.Delivered),
 			DeliveryRetries: int64(r.Deliver.Retried), PrizesParked: int64(r.Deliver.Parked),
+			HoldsExpired: r.HoldsExpired,
 		}
 		if r.Err != nil {
 			// The same safe text a failed call would carry.

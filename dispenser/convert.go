@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/dispenserhq/dispenser/pool"
@@ -30,6 +31,17 @@ func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 	return ts.AsTime(), nil
 }
 
+// durationFromProto converts an optional duration; nil is zero.
+func durationFromProto(field string, d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, &pool.FieldError{Field: field, Description: "is not a valid duration"}
+	}
+	return d.AsDuration(), nil
+}
+
 // poolToProto converts a stored pool. The webhook secret never leaves.
 func poolToProto(p pool.Pool) *dispenserv1.Pool {
 	return &dispenserv1.Pool{
@@ -43,6 +55,9 @@ func poolToProto(p pool.Pool) *dispenserv1.Pool {
 		RefillBatchSize:  int32(p.RefillBatchSize),
 		WebhookUrl:       p.WebhookURL,
 		WebhookSecretSet: p.WebhookSecret != "",
+		HoldDefault:      durationpb.New(p.HoldDefault),
+		HoldMax:          durationpb.New(p.HoldMax),
+		HoldsPerUser:     int32(p.HoldsPerUser),
 		CreateTime:       timeOrNil(p.CreatedAt),
 		UpdateTime:       timeOrNil(p.UpdatedAt),
 	}
@@ -59,7 +74,18 @@ func poolFromProto(in *dispenserv1.Pool) (pool.Pool, error) {
 	if err != nil {
 		return pool.Pool{}, err
 	}
+	holdDefault, err := durationFromProto("pool.hold_default", in.GetHoldDefault())
+	if err != nil {
+		return pool.Pool{}, err
+	}
+	holdMax, err := durationFromProto("pool.hold_max", in.GetHoldMax())
+	if err != nil {
+		return pool.Pool{}, err
+	}
 	return pool.Pool{
+		HoldDefault:     holdDefault,
+		HoldMax:         holdMax,
+		HoldsPerUser:    int(in.GetHoldsPerUser()),
 		ID:              in.GetId(),
 		DisplayName:     in.GetDisplayName(),
 		Paused:          in.GetPaused(),
@@ -98,6 +124,12 @@ func applyMask(p *pool.Pool, in pool.Pool, paths []string) error {
 			p.WebhookURL = in.WebhookURL
 		case "webhook_secret":
 			p.WebhookSecret = in.WebhookSecret
+		case "hold_default":
+			p.HoldDefault = in.HoldDefault
+		case "hold_max":
+			p.HoldMax = in.HoldMax
+		case "holds_per_user":
+			p.HoldsPerUser = in.HoldsPerUser
 		default:
 			return &pool.FieldError{Field: "update_mask", Description: "cannot update " + strconv.Quote(path)}
 		}
@@ -113,6 +145,8 @@ func statsToProto(st pool.Stats) *dispenserv1.PoolStats {
 		Staged:    st.Staged,
 		Claimed:   st.Claimed,
 		Void:      st.Void,
+		Held:      st.Held,
+		HoldsDue:  st.HoldsDue,
 		Balanced:  st.Balanced(),
 		Imports:   st.Imports,
 		Claimants: st.Claimants,

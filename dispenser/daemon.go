@@ -300,7 +300,8 @@ func metricsPart(addr string, srv *Server, log *slog.Logger, serveErr chan<- err
 // per finished call, and its limits: message size, concurrent streams per
 // connection, keepalive enforcement (pings too frequent get GOAWAY), idle
 // connections closed, handshakes bounded. Payloads are never logged: they
-// carry codes. ClaimCode, the flash-sale path, is logged only at debug level
+// carry codes. ClaimCode, ReserveCode and ConfirmReservation, the flash-sale
+// path, are logged only at debug level
 // (its answers are counted in metrics, and failures log themselves): a line
 // and a write(2) per claim would cost a seventh of the server's CPU.
 func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
@@ -316,7 +317,7 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	accessLog := logging.UnaryServerInterceptor(logger, logOpts...)
 	if !log.Enabled(context.Background(), slog.LevelDebug) {
 		accessLog = selector.UnaryServerInterceptor(accessLog, selector.MatchFunc(
-			func(_ context.Context, c interceptors.CallMeta) bool { return c.FullMethod() != claimCodeMethod }))
+			func(_ context.Context, c interceptors.CallMeta) bool { return !hotMethods[c.FullMethod()] }))
 	}
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
@@ -347,8 +348,12 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 // their stacks.
 const streamWorkers = 256
 
-// claimCodeMethod is the hot path's full method name.
-const claimCodeMethod = "/dispenser.v1.ClaimService/ClaimCode"
+// hotMethods are the flash-sale calls, logged only at debug level.
+var hotMethods = map[string]bool{
+	"/dispenser.v1.ClaimService/ClaimCode":          true,
+	"/dispenser.v1.ClaimService/ReserveCode":        true,
+	"/dispenser.v1.ClaimService/ConfirmReservation": true,
+}
 
 // requestFields adds the pool, request id and prize id of a call to its log
 // line, each only when it is well formed (a hostile 8 MiB id is logged as

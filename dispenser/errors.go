@@ -23,23 +23,30 @@ const ErrorDomain = "dispenser.v1"
 // Reasons carried in google.rpc.ErrorInfo. They are part of the API: callers
 // switch on them, so they never change meaning.
 const (
-	ReasonInvalidArgument  = "INVALID_ARGUMENT"
-	ReasonPoolNotFound     = "POOL_NOT_FOUND"
-	ReasonPoolExists       = "POOL_ALREADY_EXISTS"
-	ReasonImportRejected   = "IMPORT_REJECTED"
-	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
-	ReasonPoolExhausted    = "POOL_EXHAUSTED"
-	ReasonPoolPaused       = "POOL_PAUSED"
-	ReasonPoolClosed       = "POOL_CLOSED"
-	ReasonUserLimit        = "USER_LIMIT_REACHED"
-	ReasonClaimNotFound    = "CLAIM_NOT_FOUND"
-	ReasonRequestReused    = "REQUEST_ID_REUSED"
-	ReasonJobBusy          = "JOB_BUSY"
-	ReasonShuttingDown     = "SHUTTING_DOWN"
-	ReasonPrizeNotFound    = "PRIZE_NOT_FOUND"
-	ReasonPrizeConflict    = "PRIZE_CONFLICT"
-	ReasonPrizeState       = "PRIZE_STATE"
-	ReasonInternal         = "INTERNAL"
+	ReasonInvalidArgument      = "INVALID_ARGUMENT"
+	ReasonPoolNotFound         = "POOL_NOT_FOUND"
+	ReasonPoolExists           = "POOL_ALREADY_EXISTS"
+	ReasonImportRejected       = "IMPORT_REJECTED"
+	ReasonStoreUnavailable     = "STORE_UNAVAILABLE"
+	ReasonPoolExhausted        = "POOL_EXHAUSTED"
+	ReasonPoolPaused           = "POOL_PAUSED"
+	ReasonPoolClosed           = "POOL_CLOSED"
+	ReasonUserLimit            = "USER_LIMIT_REACHED"
+	ReasonClaimNotFound        = "CLAIM_NOT_FOUND"
+	ReasonRequestReused        = "REQUEST_ID_REUSED"
+	ReasonJobBusy              = "JOB_BUSY"
+	ReasonShuttingDown         = "SHUTTING_DOWN"
+	ReasonPrizeNotFound        = "PRIZE_NOT_FOUND"
+	ReasonPrizeConflict        = "PRIZE_CONFLICT"
+	ReasonPrizeState           = "PRIZE_STATE"
+	ReasonInternal             = "INTERNAL"
+	ReasonHoldLimit            = "HOLD_LIMIT_REACHED"
+	ReasonReservationPending   = "RESERVATION_PENDING"
+	ReasonReservationExpired   = "RESERVATION_EXPIRED"
+	ReasonReservationCancelled = "RESERVATION_CANCELLED"
+	ReasonReservationConfirmed = "RESERVATION_CONFIRMED"
+	ReasonReservationNotFound  = "RESERVATION_NOT_FOUND"
+	ReasonNotAReservation      = "NOT_A_RESERVATION"
 )
 
 // statusError is the one place that turns domain errors into gRPC statuses a
@@ -72,6 +79,24 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.Is(err, claim.ErrRequestReused):
 		return withInfo(codes.AlreadyExists, "this request_id belongs to another user of the pool; use a request_id of your own",
 			ReasonRequestReused)
+	case errors.Is(err, claim.ErrHoldLimit):
+		return withInfo(codes.FailedPrecondition, "the user has the pool's limit of open reservations", ReasonHoldLimit)
+	case errors.Is(err, claim.ErrReservationPending):
+		return withInfo(codes.FailedPrecondition, "this request_id is an open reservation; confirm or cancel it",
+			ReasonReservationPending)
+	case errors.Is(err, claim.ErrReservationExpired):
+		return withInfo(codes.FailedPrecondition, "the reservation expired; its code went back to the pool",
+			ReasonReservationExpired)
+	case errors.Is(err, claim.ErrReservationCancelled):
+		return withInfo(codes.FailedPrecondition, "the reservation was cancelled; its code went back to the pool",
+			ReasonReservationCancelled)
+	case errors.Is(err, claim.ErrReservationConfirmed):
+		return withInfo(codes.FailedPrecondition, "the reservation is confirmed: it is a claim", ReasonReservationConfirmed)
+	case errors.Is(err, claim.ErrReservationNotFound):
+		return withInfo(codes.NotFound, "no reservation for this request", ReasonReservationNotFound)
+	case errors.Is(err, claim.ErrNotReservation):
+		return withInfo(codes.FailedPrecondition, "this request_id names a ClaimCode claim, not a reservation",
+			ReasonNotAReservation)
 	case errors.Is(err, claim.ErrNotFound):
 		return withInfo(codes.NotFound, "no claim for this request", ReasonClaimNotFound)
 	case errors.Is(err, claim.ErrStopped):

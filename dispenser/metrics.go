@@ -31,6 +31,8 @@ type Metrics struct {
 	jobSeconds   *prometheus.HistogramVec
 	jobChanges   *prometheus.CounterVec
 	prizes       *prometheus.CounterVec
+	holds        *prometheus.CounterVec
+	holdSeconds  *prometheus.HistogramVec
 }
 
 // NewMetrics registers the metrics; breaker reads the Redis breaker's state.
@@ -52,7 +54,7 @@ func NewMetrics(breaker func() string) *Metrics {
 	})
 	m.poolCodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dispenser_pool_codes",
-		Help: "Codes of a pool by state (available, staged, claimed, void, imported), as of the last reconcile.",
+		Help: "Codes of a pool by state (available, staged, held, claimed, void, imported), as of the last reconcile.",
 	}, []string{"pool", "state"})
 	m.redisStaged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dispenser_pool_redis_staged",
@@ -69,12 +71,21 @@ func NewMetrics(breaker func() string) *Metrics {
 	}, []string{"job"})
 	m.jobChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dispenser_job_codes_total",
-		Help: "Codes the jobs moved, by job and kind (staged, expired, returned_lost_batches, returned_stale, returned_orphans).",
+		Help: "Codes the jobs moved, by job and kind (staged, expired, returned_lost_batches, returned_stale, returned_orphans, holds_expired).",
 	}, []string{"job", "kind"})
 	m.prizes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dispenser_prizes_total",
 		Help: "Prize delivery outcomes by pool (assigned, delivered, retried, parked).",
 	}, []string{"pool", "outcome"})
+	m.holds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dispenser_reservations_total",
+		Help: "ReserveCode, ConfirmReservation and CancelReservation answers by pool, op (reserve, confirm, cancel) and result.",
+	}, []string{"pool", "op", "result"})
+	m.holdSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "dispenser_reservation_duration_seconds",
+		Help:    "Reservation call latency by pool and op.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"pool", "op"})
 	breakerGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dispenser_redis_breaker_open",
 		Help: "1 while the Redis breaker is open or half-open (claims served by Postgres), else 0.",
@@ -85,7 +96,7 @@ func NewMetrics(breaker func() string) *Metrics {
 		return 1
 	})
 	m.Registry.MustRegister(m.claims, m.claimSeconds, m.batchSize, m.poolCodes, m.redisStaged, m.jobRuns,
-		m.jobSeconds, m.jobChanges, m.prizes, breakerGauge,
+		m.jobSeconds, m.jobChanges, m.prizes, m.holds, m.holdSeconds, breakerGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,6 +116,12 @@ func (m *Metrics) observeClaim(poolID string, res claim.Result, err error, took 
 	m.claimSeconds.WithLabelValues(poolID, path).Observe(took.Seconds())
 }
 
+// observeHold records one reservation call's answer.
+func (m *Metrics) observeHold(poolID, op string, err error, took time.Duration) {
+	m.holds.WithLabelValues(poolID, op, claimResult(err)).Inc()
+	m.holdSeconds.WithLabelValues(poolID, op).Observe(took.Seconds())
+}
+
 // claimResult names the outcome of a claim for the result label.
 func claimResult(err error) string {
 	var fe *input.FieldError
@@ -121,6 +138,17 @@ func claimResult(err error) string {
 		return "paused"
 	case errors.Is(err, claim.ErrPoolClosed):
 		return "closed"
+	case errors.Is(err, claim.ErrHoldLimit):
+		return "hold_limit"
+	case errors.Is(err, claim.ErrReservationExpired):
+		return "expired"
+	case errors.Is(err, claim.ErrReservationCancelled):
+		return "cancelled"
+	case errors.Is(err, claim.ErrReservationPending), errors.Is(err, claim.ErrReservationConfirmed),
+		errors.Is(err, claim.ErrNotReservation):
+		return "conflict"
+	case errors.Is(err, claim.ErrReservationNotFound):
+		return "not_found"
 	case errors.Is(err, pool.ErrPoolNotFound):
 		return "not_found"
 	case errors.As(err, &fe):
@@ -155,6 +183,7 @@ func (m *Metrics) observeJob(name jobs.Name, reports []jobs.PoolReport, err erro
 		add("returned_lost_batches", r.Reconcile.LostBatches)
 		add("returned_stale", r.Reconcile.Stale)
 		add("returned_orphans", r.Reconcile.Orphans)
+		add("holds_expired", r.HoldsExpired)
 		for outcome, n := range map[string]int{"assigned": r.Deliver.Assigned, "delivered": r.Deliver.Delivered,
 			"retried": r.Deliver.Retried, "parked": r.Deliver.Parked} {
 			if n > 0 {
@@ -163,7 +192,7 @@ func (m *Metrics) observeJob(name jobs.Name, reports []jobs.PoolReport, err erro
 		}
 		if r.Stats != nil {
 			st := r.Stats
-			for state, n := range map[string]int64{"available": st.Available, "staged": st.Staged,
+			for state, n := range map[string]int64{"available": st.Available, "staged": st.Staged, "held": st.Held,
 				"claimed": st.Claimed, "void": st.Void, "imported": st.Imported} {
 				m.poolCodes.WithLabelValues(r.PoolID, state).Set(float64(n))
 			}

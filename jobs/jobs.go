@@ -1,7 +1,7 @@
 // Package jobs runs the scheduled work of dispenserd on robfig/cron: refill
-// (stage codes into Redis for pools below their low-water mark) and
-// reconcile (void expired codes, return codes Redis lost or that stayed in
-// flight). Each job runs on one replica at a time, under a Postgres advisory
+// (stage codes into Redis for pools below their low-water mark), reconcile
+// (void expired codes, return codes Redis lost or that stayed in flight),
+// expire holds (end reservations whose hold ran out) and deliver (prizes). Each job runs on one replica at a time, under a Postgres advisory
 // lock; a runner that dies mid-batch leaves nothing the next run cannot
 // finish, because every step is a conditional update.
 package jobs
@@ -28,10 +28,11 @@ var ErrBusy = errors.New("job is running on another replica")
 
 // Defaults of the schedule; dispenserd's flags use them.
 const (
-	RefillEveryDefault     = 2 * time.Second
-	ReconcileEveryDefault  = 30 * time.Second
-	ReconcileGraceDefault  = time.Minute
-	DeliverScheduleDefault = "0 3 * * *" // cron: 03:00 every night
+	RefillEveryDefault      = 2 * time.Second
+	ReconcileEveryDefault   = 30 * time.Second
+	ReconcileGraceDefault   = time.Minute
+	ExpireHoldsEveryDefault = time.Second
+	DeliverScheduleDefault  = "0 3 * * *" // cron: 03:00 every night
 )
 
 // Config tunes the Runner.
@@ -44,6 +45,10 @@ type Config struct {
 	// before reconcile may return it; default 1m. It must exceed the longest
 	// a claim can take to commit.
 	ReconcileGrace time.Duration
+	// ExpireHoldsEvery is the hold expiry period; default 1s. Holds end
+	// within about this long after their time (a confirm refuses them
+	// at once).
+	ExpireHoldsEvery time.Duration
 	// DeliverSchedule is the deliver job's cron spec (five fields); default
 	// "0 3 * * *", nightly at 03:00.
 	DeliverSchedule string
@@ -63,6 +68,8 @@ const (
 	Refill    Name = "refill"
 	Reconcile Name = "reconcile"
 	Deliver   Name = "deliver"
+	// ExpireHolds ends reservations whose hold ran out.
+	ExpireHolds Name = "expire-holds"
 )
 
 // LockText names a job's advisory lock. The lock key is a hash of the
@@ -80,7 +87,9 @@ type PoolReport struct {
 	Staged    int
 	Reconcile claim.ReconcileReport
 	Deliver   prize.DeliverReport
-	Balanced  bool
+	// HoldsExpired counts reservations the expire-holds job ended.
+	HoldsExpired int64
+	Balanced     bool
 	// Stats are the pool's counts after a reconcile; nil for other jobs.
 	Stats *pool.Stats
 	// RedisStaged is the pool's staged list length after a reconcile, -1
@@ -108,6 +117,7 @@ func New(db *pgxpool.Pool, stager *claim.Stager, reconciler *claim.Reconciler, d
 	cfg.RefillEvery = cmp.Or(cfg.RefillEvery, RefillEveryDefault)
 	cfg.ReconcileEvery = cmp.Or(cfg.ReconcileEvery, ReconcileEveryDefault)
 	cfg.ReconcileGrace = cmp.Or(cfg.ReconcileGrace, ReconcileGraceDefault)
+	cfg.ExpireHoldsEvery = cmp.Or(cfg.ExpireHoldsEvery, ExpireHoldsEveryDefault)
 	log := cmp.Or(cfg.Logger, slog.Default()).With("component", "jobs")
 	cl := cronLogger{log}
 	return &Runner{
@@ -125,7 +135,8 @@ func New(db *pgxpool.Pool, stager *claim.Stager, reconciler *claim.Reconciler, d
 // Start schedules the jobs. They run with ctx (cron gives jobs none) until
 // Stop.
 func (r *Runner) Start(ctx context.Context) error {
-	for name, every := range map[Name]time.Duration{Refill: r.cfg.RefillEvery, Reconcile: r.cfg.ReconcileEvery} {
+	for name, every := range map[Name]time.Duration{Refill: r.cfg.RefillEvery, Reconcile: r.cfg.ReconcileEvery,
+		ExpireHolds: r.cfg.ExpireHoldsEvery} {
 		if _, err := r.cron.AddFunc(fmt.Sprintf("@every %s", every), func() {
 			if _, err := r.run(ctx, name, "", false); err != nil && !errors.Is(err, ErrBusy) && ctx.Err() == nil {
 				r.log.Error("job failed", "job", string(name), "err", err)
@@ -174,7 +185,7 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 	switch {
 	case name == Deliver && r.deliverer == nil:
 		return nil, fmt.Errorf("the deliver job is not configured")
-	case name != Refill && name != Reconcile && name != Deliver:
+	case name != Refill && name != Reconcile && name != Deliver && name != ExpireHolds:
 		return nil, fmt.Errorf("unknown job %q", name)
 	}
 	start := time.Now()
@@ -188,6 +199,17 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 				reports = append(reports, PoolReport{PoolID: id, Deliver: rep})
 				r.log.Info("deliver run", "pool", id, "assigned", rep.Assigned, "delivered", rep.Delivered,
 					"retried", rep.Retried, "parked", rep.Parked)
+			}
+			slices.SortFunc(reports, func(a, b PoolReport) int { return cmp.Compare(a.PoolID, b.PoolID) })
+			return err
+		}
+		if name == ExpireHolds {
+			// One statement over every pool's due holds (an index of open
+			// holds by expiry), not a pass per pool.
+			byPool, err := claim.ExpireHolds(ctx, r.db, poolID)
+			for id, n := range byPool {
+				reports = append(reports, PoolReport{PoolID: id, HoldsExpired: n, RedisStaged: -1})
+				r.log.Info("holds expired", "pool", id, "expired", n)
 			}
 			slices.SortFunc(reports, func(a, b PoolReport) int { return cmp.Compare(a.PoolID, b.PoolID) })
 			return err
@@ -214,7 +236,7 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 					rep.Balanced, rep.Err, rep.Stats = st.Balanced(), err, &st
 					if err == nil && !st.Balanced() {
 						r.log.Error("pool does not balance", "pool", p.ID, "imported", st.Imported,
-							"available", st.Available, "staged", st.Staged, "claimed", st.Claimed, "void", st.Void)
+							"available", st.Available, "staged", st.Staged, "held", st.Held, "claimed", st.Claimed, "void", st.Void)
 					}
 				}
 			}

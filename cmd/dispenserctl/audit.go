@@ -25,7 +25,7 @@ func (a *app) auditCmd() *cobra.Command {
 		Long: `Reads a pool's codes, claims and Redis keys and counts every breach of the
 promises: duplicates (a code with two claims, or staged twice, a prize sent
 a code that is not its own claim's), lost codes
-(imported != available + staged + claimed + void, claimed codes without a
+(imported != available + staged + held + claimed + void, claimed codes without a
 claim), users over the limit. Exits non-zero if any count is not zero.
 Reads only; changes nothing. Needs the server's database (and Redis).`,
 		Args: cobra.NoArgs,
@@ -44,8 +44,9 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 				return err
 			}
 			w := a.stdout
-			fmt.Fprintf(w, "pool %s: imported %s = available %s + staged %s + claimed %s + void %s (off by %d)\n", r.PoolID,
-				cli.FormatInt(r.Imported), cli.FormatInt(r.Available), cli.FormatInt(r.Staged), cli.FormatInt(r.Claimed), cli.FormatInt(r.Void), r.Unbalanced())
+			fmt.Fprintf(w, "pool %s: imported %s = available %s + staged %s + held %s + claimed %s + void %s (off by %d)\n", r.PoolID,
+				cli.FormatInt(r.Imported), cli.FormatInt(r.Available), cli.FormatInt(r.Staged), cli.FormatInt(r.Held),
+				cli.FormatInt(r.Claimed), cli.FormatInt(r.Void), r.Unbalanced())
 			fmt.Fprintf(w, "claims %s; codes with two claims %d; claims on unclaimed codes %d; claimed codes without claim %d; users over limit %d\n",
 				cli.FormatInt(r.Claims), r.MultiClaimed, r.ClaimsOnUnclaimed, r.ClaimedNoClaim, r.UsersOverLimit)
 			fmt.Fprintf(w, "prizes sent a code not their own claim's %d; prize claims no prize holds %d\n",

@@ -13,17 +13,19 @@ func (a *app) jobsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "jobs", Short: "Run scheduled jobs now"}
 	var poolID string
 	run := &cobra.Command{
-		Use:   "run refill|reconcile|deliver",
+		Use:   "run refill|reconcile|deliver|expire-holds",
 		Short: "Run a job once, on the server, and show what it did",
 		Long: `Runs a job once on the server you reach, for every pool or one (--pool), and
 waits for it. refill stages available codes into Redis for pools below their
 low-water mark; reconcile voids expired codes and returns to available the
 staged codes Redis lost or that stayed in flight past the grace period;
 deliver assigns codes to ready prizes and sends them to the pools' webhooks,
-retrying until each is delivered or parked (the nightly run, now). If
-another replica is running the job, it waits for that run first.`,
+retrying until each is delivered or parked (the nightly run, now);
+expire-holds ends the reservations whose hold ran out and puts their codes
+back (it runs every second anyway). If another replica is running the job,
+it waits for that run first.`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"refill", "reconcile", "deliver"},
+		ValidArgs: []string{"refill", "reconcile", "deliver", "expire-holds"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var job dispenserv1.Job
 			switch args[0] {
@@ -33,8 +35,10 @@ another replica is running the job, it waits for that run first.`,
 				job = dispenserv1.Job_JOB_RECONCILE
 			case "deliver":
 				job = dispenserv1.Job_JOB_DELIVER
+			case "expire-holds":
+				job = dispenserv1.Job_JOB_EXPIRE_HOLDS
 			default:
-				return fmt.Errorf("unknown job %q: want refill, reconcile or deliver", args[0])
+				return fmt.Errorf("unknown job %q: want refill, reconcile, deliver or expire-holds", args[0])
 			}
 			c, err := a.admin()
 			if err != nil {
@@ -53,6 +57,13 @@ another replica is running the job, it waits for that run first.`,
 				for _, p := range resp.GetPools() {
 					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.GetPoolId(), p.GetPrizesAssigned(), p.GetPrizesDelivered(),
 						p.GetDeliveryRetries(), p.GetPrizesParked())
+				}
+				return tw.Flush()
+			}
+			if job == dispenserv1.Job_JOB_EXPIRE_HOLDS {
+				fmt.Fprintln(tw, "POOL\tHOLDS_EXPIRED")
+				for _, p := range resp.GetPools() {
+					fmt.Fprintf(tw, "%s\t%d\n", p.GetPoolId(), p.GetHoldsExpired())
 				}
 				return tw.Flush()
 			}

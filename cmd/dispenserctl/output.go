@@ -70,6 +70,8 @@ func printPool(w io.Writer, p *dispenserv1.Pool) {
 	fmt.Fprintf(tw, "state\t%s\n", state)
 	fmt.Fprintf(tw, "claim window\t%s .. %s\n", fmtTime(p.GetClaimStartsAt()), fmtTime(p.GetClaimEndsAt()))
 	fmt.Fprintf(tw, "per-user limit\t%d\n", p.GetPerUserLimit())
+	fmt.Fprintf(tw, "holds\t%s by default, at most %s, %d open per user\n",
+		p.GetHoldDefault().AsDuration(), p.GetHoldMax().AsDuration(), p.GetHoldsPerUser())
 	fmt.Fprintf(tw, "refill\tbelow %s, %s at a time\n", cli.FormatInt(int64(p.GetRefillLowWater())), cli.FormatInt(int64(p.GetRefillBatchSize())))
 	hook := p.GetWebhookUrl()
 	if hook == "" {
@@ -107,10 +109,14 @@ func printStats(w io.Writer, s *dispenserv1.PoolStats) {
 	row("imported", s.GetImported())
 	row("available", s.GetAvailable())
 	row("staged", s.GetStaged())
+	row("held", s.GetHeld())
 	row("claimed", s.GetClaimed())
 	row("void", s.GetVoid())
 	row("claimants", s.GetClaimants())
 	row("imports", s.GetImports())
+	if s.GetHoldsDue() > 0 {
+		row("holds due to expire", s.GetHoldsDue())
+	}
 	if s.RedisStaged != nil {
 		row("redis staged", s.GetRedisStaged())
 		row("redis in flight", s.GetRedisInFlight())
@@ -120,9 +126,9 @@ func printStats(w io.Writer, s *dispenserv1.PoolStats) {
 		fmt.Fprintf(w, "redis: %s\n", s.GetRedisError())
 	}
 	if s.GetBalanced() {
-		fmt.Fprintln(w, "balanced: imported = available + staged + claimed + void")
+		fmt.Fprintln(w, "balanced: imported = available + staged + held + claimed + void")
 	} else {
-		fmt.Fprintln(w, "NOT BALANCED: imported != available + staged + claimed + void; run reconcile and investigate")
+		fmt.Fprintln(w, "NOT BALANCED: imported != available + staged + held + claimed + void; run reconcile and investigate")
 	}
 	pz := s.GetPrizes()
 	fmt.Fprintf(w, "prizes: %d pending, %d ready, %d assigned, %d delivered, %d failed, %d cancelled\n",

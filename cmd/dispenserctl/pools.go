@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -23,7 +24,8 @@ func (a *app) poolsCmd() *cobra.Command {
 // poolFlags are the settings create and update share.
 type poolFlags struct {
 	name, startsAt, endsAt, webhookURL, webhookSecret string
-	limit, lowWater, batchSize                        int32
+	limit, lowWater, batchSize, holdsPerUser          int32
+	holdDefault, holdMax                              time.Duration
 }
 
 func (pf *poolFlags) register(f *pflag.FlagSet) {
@@ -35,6 +37,9 @@ func (pf *poolFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&pf.endsAt, "ends-at", "", `claims close at this RFC 3339 time ("none" clears)`)
 	f.StringVar(&pf.webhookURL, "webhook-url", "", "prize delivery webhook (http or https)")
 	f.StringVar(&pf.webhookSecret, "webhook-secret", "", "HMAC key signing deliveries, at least 16 bytes")
+	f.DurationVar(&pf.holdDefault, "hold-default", 0, "how long a reservation holds its code unless it asks (default 10m)")
+	f.DurationVar(&pf.holdMax, "hold-max", 0, "the longest hold a reservation may ask for (default 1h)")
+	f.Int32Var(&pf.holdsPerUser, "holds-per-user", 0, "reservations one user may have open at once (default 1)")
 }
 
 func parseTimeFlag(name, v string) (*timestamppb.Timestamp, error) {
@@ -52,7 +57,14 @@ func parseTimeFlag(name, v string) (*timestamppb.Timestamp, error) {
 // the flags that were given.
 func (pf *poolFlags) toPool(id string, f *pflag.FlagSet) (*dispenserv1.Pool, []string, error) {
 	p := &dispenserv1.Pool{Id: id, DisplayName: pf.name, PerUserLimit: pf.limit, RefillLowWater: pf.lowWater,
-		RefillBatchSize: pf.batchSize, WebhookUrl: pf.webhookURL, WebhookSecret: pf.webhookSecret}
+		RefillBatchSize: pf.batchSize, WebhookUrl: pf.webhookURL, WebhookSecret: pf.webhookSecret,
+		HoldsPerUser: pf.holdsPerUser}
+	if pf.holdDefault != 0 {
+		p.HoldDefault = durationpb.New(pf.holdDefault)
+	}
+	if pf.holdMax != 0 {
+		p.HoldMax = durationpb.New(pf.holdMax)
+	}
 	var err error
 	if p.ClaimStartsAt, err = parseTimeFlag("starts-at", pf.startsAt); err != nil {
 		return nil, nil, err
@@ -64,6 +76,7 @@ func (pf *poolFlags) toPool(id string, f *pflag.FlagSet) (*dispenserv1.Pool, []s
 		"name": "display_name", "limit": "per_user_limit", "low-water": "refill_low_water",
 		"batch-size": "refill_batch_size", "starts-at": "claim_starts_at", "ends-at": "claim_ends_at",
 		"webhook-url": "webhook_url", "webhook-secret": "webhook_secret", "pause": "paused", "resume": "paused",
+		"hold-default": "hold_default", "hold-max": "hold_max", "holds-per-user": "holds_per_user",
 	}
 	var mask []string
 	f.Visit(func(fl *pflag.Flag) {

@@ -59,7 +59,7 @@ The summary counts codes, it never prints them.`,
 				return err
 			}
 			return show(a, total, func(w io.Writer, r *dispenserv1.VoidCodesResponse) {
-				fmt.Fprintf(w, "voided %s, already void %s, claimed (left as is) %s, not found %s\n",
+				fmt.Fprintf(w, "voided %s, already void %s, claimed or held (left as is) %s, not found %s\n",
 					cli.FormatInt(r.GetVoided()), cli.FormatInt(r.GetAlreadyVoid()), cli.FormatInt(r.GetClaimed()), cli.FormatInt(r.GetNotFound()))
 			})
 		},

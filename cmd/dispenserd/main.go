@@ -115,6 +115,8 @@ func newRootCmd() *cobra.Command {
 		"how long a USER_LIMIT_REACHED or POOL_EXHAUSTED answer is kept for copies of its request that started before it")
 	f.DurationVar(&cfg.Claims.PoolCacheTTL, "pool-cache-ttl", claim.PoolCacheTTLDefault, "how long pool settings are cached (pausing takes effect within it)")
 	f.DurationVar(&cfg.Jobs.RefillEvery, "refill-every", jobs.RefillEveryDefault, "refill period")
+	f.DurationVar(&cfg.Jobs.ExpireHoldsEvery, "expire-holds-every", jobs.ExpireHoldsEveryDefault,
+		"how often reservations whose hold ran out are ended (their codes go back to the pool)")
 	f.DurationVar(&cfg.Jobs.ReconcileEvery, "reconcile-every", jobs.ReconcileEveryDefault, "reconcile period")
 	f.DurationVar(&cfg.Jobs.ReconcileGrace, "reconcile-grace", jobs.ReconcileGraceDefault, "age before reconcile may return staged or in-flight codes")
 	f.StringVar(&cfg.Jobs.DeliverSchedule, "deliver-schedule", cli.EnvOr("DISPENSER_DELIVER_SCHEDULE", jobs.DeliverScheduleDefault), "cron spec of the prize delivery run [DISPENSER_DELIVER_SCHEDULE]")

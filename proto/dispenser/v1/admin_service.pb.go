@@ -91,6 +91,8 @@ const (
 	Job_JOB_RECONCILE Job = 2
 	// Assign and deliver ready prizes.
 	Job_JOB_DELIVER Job = 3
+	// End reservations whose hold ran out; their codes go back to the pool.
+	Job_JOB_EXPIRE_HOLDS Job = 4
 )
 
 // Enum value maps for Job.
@@ -100,12 +102,14 @@ var (
 		1: "JOB_REFILL",
 		2: "JOB_RECONCILE",
 		3: "JOB_DELIVER",
+		4: "JOB_EXPIRE_HOLDS",
 	}
 	Job_value = map[string]int32{
-		"JOB_UNSPECIFIED": 0,
-		"JOB_REFILL":      1,
-		"JOB_RECONCILE":   2,
-		"JOB_DELIVER":     3,
+		"JOB_UNSPECIFIED":  0,
+		"JOB_REFILL":       1,
+		"JOB_RECONCILE":    2,
+		"JOB_DELIVER":      3,
+		"JOB_EXPIRE_HOLDS": 4,
 	}
 )
 
@@ -1349,7 +1353,8 @@ type JobPoolReport struct {
 	ReturnedStale int64 `protobuf:"varint,5,opt,name=returned_stale,json=returnedStale,proto3" json:"returned_stale,omitempty"`
 	// Staged codes in neither the list nor the ledger, returned (reconcile).
 	ReturnedOrphans int64 `protobuf:"varint,6,opt,name=returned_orphans,json=returnedOrphans,proto3" json:"returned_orphans,omitempty"`
-	// Whether imported = available + staged + claimed + void afterwards.
+	// Whether imported = available + staged + held + claimed + void
+	// afterwards (reconcile).
 	Balanced bool `protobuf:"varint,7,opt,name=balanced,proto3" json:"balanced,omitempty"`
 	// Why the job failed for this pool, empty on success.
 	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
@@ -1361,7 +1366,9 @@ type JobPoolReport struct {
 	DeliveryRetries int64 `protobuf:"varint,11,opt,name=delivery_retries,json=deliveryRetries,proto3" json:"delivery_retries,omitempty"`
 	// Prizes parked: pool exhausted, user limit, last attempt failed, or no
 	// webhook (deliver).
-	PrizesParked  int64 `protobuf:"varint,12,opt,name=prizes_parked,json=prizesParked,proto3" json:"prizes_parked,omitempty"`
+	PrizesParked int64 `protobuf:"varint,12,opt,name=prizes_parked,json=prizesParked,proto3" json:"prizes_parked,omitempty"`
+	// Reservations ended because their hold ran out (expire holds).
+	HoldsExpired  int64 `protobuf:"varint,13,opt,name=holds_expired,json=holdsExpired,proto3" json:"holds_expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1476,6 +1483,13 @@ func (x *JobPoolReport) GetDeliveryRetries() int64 {
 func (x *JobPoolReport) GetPrizesParked() int64 {
 	if x != nil {
 		return x.PrizesParked
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetHoldsExpired() int64 {
+	if x != nil {
+		return x.HoldsExpired
 	}
 	return 0
 }
@@ -1983,7 +1997,7 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\tnot_found\x18\x04 \x01(\x03R\bnotFound\"M\n" +
 	"\rRunJobRequest\x12#\n" +
 	"\x03job\x18\x01 \x01(\x0e2\x11.dispenser.v1.JobR\x03job\x12\x17\n" +
-	"\apool_id\x18\x02 \x01(\tR\x06poolId\"\xb6\x03\n" +
+	"\apool_id\x18\x02 \x01(\tR\x06poolId\"\xdb\x03\n" +
 	"\rJobPoolReport\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x16\n" +
 	"\x06staged\x18\x02 \x01(\x03R\x06staged\x12\x18\n" +
@@ -1997,7 +2011,8 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x10prizes_delivered\x18\n" +
 	" \x01(\x03R\x0fprizesDelivered\x12)\n" +
 	"\x10delivery_retries\x18\v \x01(\x03R\x0fdeliveryRetries\x12#\n" +
-	"\rprizes_parked\x18\f \x01(\x03R\fprizesParked\"C\n" +
+	"\rprizes_parked\x18\f \x01(\x03R\fprizesParked\x12#\n" +
+	"\rholds_expired\x18\r \x01(\x03R\fholdsExpired\"C\n" +
 	"\x0eRunJobResponse\x121\n" +
 	"\x05pools\x18\x01 \x03(\v2\x1b.dispenser.v1.JobPoolReportR\x05pools\"\x91\x02\n" +
 	"\x06ApiKey\x12\x0e\n" +
@@ -2026,13 +2041,14 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\fImportFormat\x12\x1d\n" +
 	"\x19IMPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13IMPORT_FORMAT_LINES\x10\x01\x12\x15\n" +
-	"\x11IMPORT_FORMAT_CSV\x10\x02*N\n" +
+	"\x11IMPORT_FORMAT_CSV\x10\x02*d\n" +
 	"\x03Job\x12\x13\n" +
 	"\x0fJOB_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"JOB_REFILL\x10\x01\x12\x11\n" +
 	"\rJOB_RECONCILE\x10\x02\x12\x0f\n" +
-	"\vJOB_DELIVER\x10\x03*c\n" +
+	"\vJOB_DELIVER\x10\x03\x12\x14\n" +
+	"\x10JOB_EXPIRE_HOLDS\x10\x04*c\n" +
 	"\aKeyRole\x12\x18\n" +
 	"\x14KEY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_ROLE_CLAIMER\x10\x01\x12\x12\n" +

@@ -9,6 +9,8 @@ package dispenserv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +22,67 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// ReservationState is where a reservation stands.
+type ReservationState int32
+
+const (
+	// Not used.
+	ReservationState_RESERVATION_STATE_UNSPECIFIED ReservationState = 0
+	// The code is held for the user until expire_time.
+	ReservationState_RESERVATION_STATE_HELD ReservationState = 1
+	// The hold became a claim.
+	ReservationState_RESERVATION_STATE_CONFIRMED ReservationState = 2
+	// Cancelled; the code went back to the pool.
+	ReservationState_RESERVATION_STATE_CANCELLED ReservationState = 3
+	// The hold ran out; the code went back to the pool.
+	ReservationState_RESERVATION_STATE_EXPIRED ReservationState = 4
+)
+
+// Enum value maps for ReservationState.
+var (
+	ReservationState_name = map[int32]string{
+		0: "RESERVATION_STATE_UNSPECIFIED",
+		1: "RESERVATION_STATE_HELD",
+		2: "RESERVATION_STATE_CONFIRMED",
+		3: "RESERVATION_STATE_CANCELLED",
+		4: "RESERVATION_STATE_EXPIRED",
+	}
+	ReservationState_value = map[string]int32{
+		"RESERVATION_STATE_UNSPECIFIED": 0,
+		"RESERVATION_STATE_HELD":        1,
+		"RESERVATION_STATE_CONFIRMED":   2,
+		"RESERVATION_STATE_CANCELLED":   3,
+		"RESERVATION_STATE_EXPIRED":     4,
+	}
+)
+
+func (x ReservationState) Enum() *ReservationState {
+	p := new(ReservationState)
+	*p = x
+	return p
+}
+
+func (x ReservationState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReservationState) Descriptor() protoreflect.EnumDescriptor {
+	return file_dispenser_v1_claim_service_proto_enumTypes[0].Descriptor()
+}
+
+func (ReservationState) Type() protoreflect.EnumType {
+	return &file_dispenser_v1_claim_service_proto_enumTypes[0]
+}
+
+func (x ReservationState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReservationState.Descriptor instead.
+func (ReservationState) EnumDescriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{0}
+}
 
 // ClaimCodeRequest asks for one code.
 type ClaimCodeRequest struct {
@@ -355,11 +418,473 @@ func (x *ListUserClaimsResponse) GetClaims() []*Claim {
 	return nil
 }
 
+// ReserveCodeRequest asks to hold one code.
+type ReserveCodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool to reserve from.
+	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// The user the code is held for (as in ClaimCodeRequest).
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The caller's idempotency key (as in ClaimCodeRequest); confirm and
+	// cancel name the reservation by it.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// How long to hold the code: whole or fractional seconds from 1s to the
+	// pool's hold_max. Unset: the pool's hold_default.
+	HoldFor       *durationpb.Duration `protobuf:"bytes,4,opt,name=hold_for,json=holdFor,proto3" json:"hold_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveCodeRequest) Reset() {
+	*x = ReserveCodeRequest{}
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveCodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveCodeRequest) ProtoMessage() {}
+
+func (x *ReserveCodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveCodeRequest.ProtoReflect.Descriptor instead.
+func (*ReserveCodeRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReserveCodeRequest) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *ReserveCodeRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ReserveCodeRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ReserveCodeRequest) GetHoldFor() *durationpb.Duration {
+	if x != nil {
+		return x.HoldFor
+	}
+	return nil
+}
+
+// ReserveCodeResponse carries the reservation, never the code.
+type ReserveCodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reservation.
+	Reservation *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
+	// True when the reservation already existed (a retry).
+	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveCodeResponse) Reset() {
+	*x = ReserveCodeResponse{}
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveCodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveCodeResponse) ProtoMessage() {}
+
+func (x *ReserveCodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveCodeResponse.ProtoReflect.Descriptor instead.
+func (*ReserveCodeResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReserveCodeResponse) GetReservation() *Reservation {
+	if x != nil {
+		return x.Reservation
+	}
+	return nil
+}
+
+func (x *ReserveCodeResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// ConfirmReservationRequest names a reservation.
+type ConfirmReservationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool the reservation was made in.
+	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// The reservation's request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Optional: the user the caller acts for. When set, another user's
+	// reservation is refused with REQUEST_ID_REUSED.
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmReservationRequest) Reset() {
+	*x = ConfirmReservationRequest{}
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmReservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmReservationRequest) ProtoMessage() {}
+
+func (x *ConfirmReservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmReservationRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmReservationRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ConfirmReservationRequest) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *ConfirmReservationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ConfirmReservationRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ConfirmReservationResponse carries the claim the hold became.
+type ConfirmReservationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The claim, committed in Postgres, with its code.
+	Claim *Claim `protobuf:"bytes,1,opt,name=claim,proto3" json:"claim,omitempty"`
+	// True when the reservation was confirmed before (a retry).
+	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmReservationResponse) Reset() {
+	*x = ConfirmReservationResponse{}
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmReservationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmReservationResponse) ProtoMessage() {}
+
+func (x *ConfirmReservationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmReservationResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmReservationResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ConfirmReservationResponse) GetClaim() *Claim {
+	if x != nil {
+		return x.Claim
+	}
+	return nil
+}
+
+func (x *ConfirmReservationResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// CancelReservationRequest names a reservation.
+type CancelReservationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool the reservation was made in.
+	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// The reservation's request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Optional: the user the caller acts for (as in ConfirmReservationRequest).
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelReservationRequest) Reset() {
+	*x = CancelReservationRequest{}
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelReservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelReservationRequest) ProtoMessage() {}
+
+func (x *CancelReservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelReservationRequest.ProtoReflect.Descriptor instead.
+func (*CancelReservationRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CancelReservationRequest) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *CancelReservationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CancelReservationRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// CancelReservationResponse carries the ended reservation.
+type CancelReservationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reservation, in state CANCELLED or EXPIRED.
+	Reservation   *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelReservationResponse) Reset() {
+	*x = CancelReservationResponse{}
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelReservationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelReservationResponse) ProtoMessage() {}
+
+func (x *CancelReservationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelReservationResponse.ProtoReflect.Descriptor instead.
+func (*CancelReservationResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CancelReservationResponse) GetReservation() *Reservation {
+	if x != nil {
+		return x.Reservation
+	}
+	return nil
+}
+
+// Reservation is a hold on one code for one user. It never carries the
+// code: ConfirmReservation reveals it.
+type Reservation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool the code is held in.
+	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// The request_id the reservation was made with.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The user the code is held for.
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Where the reservation stands.
+	State ReservationState `protobuf:"varint,4,opt,name=state,proto3,enum=dispenser.v1.ReservationState" json:"state,omitempty"`
+	// When the hold began.
+	ReserveTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=reserve_time,json=reserveTime,proto3" json:"reserve_time,omitempty"`
+	// When the hold ends (HELD) or ended (CANCELLED, EXPIRED). Unset once
+	// CONFIRMED.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// When it was confirmed (CONFIRMED only).
+	ConfirmTime   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=confirm_time,json=confirmTime,proto3" json:"confirm_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reservation) Reset() {
+	*x = Reservation{}
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reservation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reservation) ProtoMessage() {}
+
+func (x *Reservation) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_claim_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reservation.ProtoReflect.Descriptor instead.
+func (*Reservation) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_claim_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Reservation) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *Reservation) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Reservation) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Reservation) GetState() ReservationState {
+	if x != nil {
+		return x.State
+	}
+	return ReservationState_RESERVATION_STATE_UNSPECIFIED
+}
+
+func (x *Reservation) GetReserveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReserveTime
+	}
+	return nil
+}
+
+func (x *Reservation) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Reservation) GetConfirmTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConfirmTime
+	}
+	return nil
+}
+
 var File_dispenser_v1_claim_service_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_claim_service_proto_rawDesc = "" +
 	"\n" +
-	" dispenser/v1/claim_service.proto\x12\fdispenser.v1\x1a\x17dispenser/v1/pool.proto\"c\n" +
+	" dispenser/v1/claim_service.proto\x12\fdispenser.v1\x1a\x17dispenser/v1/pool.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n" +
 	"\x10ClaimCodeRequest\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1d\n" +
@@ -379,11 +904,54 @@ const file_dispenser_v1_claim_service_proto_rawDesc = "" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\"E\n" +
 	"\x16ListUserClaimsResponse\x12+\n" +
-	"\x06claims\x18\x01 \x03(\v2\x13.dispenser.v1.ClaimR\x06claims2\x84\x02\n" +
+	"\x06claims\x18\x01 \x03(\v2\x13.dispenser.v1.ClaimR\x06claims\"\x9b\x01\n" +
+	"\x12ReserveCodeRequest\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x124\n" +
+	"\bhold_for\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aholdFor\"n\n" +
+	"\x13ReserveCodeResponse\x12;\n" +
+	"\vreservation\x18\x01 \x01(\v2\x19.dispenser.v1.ReservationR\vreservation\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"l\n" +
+	"\x19ConfirmReservationRequest\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"c\n" +
+	"\x1aConfirmReservationResponse\x12)\n" +
+	"\x05claim\x18\x01 \x01(\v2\x13.dispenser.v1.ClaimR\x05claim\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"k\n" +
+	"\x18CancelReservationRequest\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"X\n" +
+	"\x19CancelReservationResponse\x12;\n" +
+	"\vreservation\x18\x01 \x01(\v2\x19.dispenser.v1.ReservationR\vreservation\"\xcf\x02\n" +
+	"\vReservation\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x124\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1e.dispenser.v1.ReservationStateR\x05state\x12=\n" +
+	"\freserve_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vreserveTime\x12;\n" +
+	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12=\n" +
+	"\fconfirm_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime*\xb2\x01\n" +
+	"\x10ReservationState\x12!\n" +
+	"\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n" +
+	"\x1bRESERVATION_STATE_CONFIRMED\x10\x02\x12\x1f\n" +
+	"\x1bRESERVATION_STATE_CANCELLED\x10\x03\x12\x1d\n" +
+	"\x19RESERVATION_STATE_EXPIRED\x10\x042\xa7\x04\n" +
 	"\fClaimService\x12L\n" +
 	"\tClaimCode\x12\x1e.dispenser.v1.ClaimCodeRequest\x1a\x1f.dispenser.v1.ClaimCodeResponse\x12I\n" +
 	"\bGetClaim\x12\x1d.dispenser.v1.GetClaimRequest\x1a\x1e.dispenser.v1.GetClaimResponse\x12[\n" +
-	"\x0eListUserClaims\x12#.dispenser.v1.ListUserClaimsRequest\x1a$.dispenser.v1.ListUserClaimsResponseB\xb7\x01\n" +
+	"\x0eListUserClaims\x12#.dispenser.v1.ListUserClaimsRequest\x1a$.dispenser.v1.ListUserClaimsResponse\x12R\n" +
+	"\vReserveCode\x12 .dispenser.v1.ReserveCodeRequest\x1a!.dispenser.v1.ReserveCodeResponse\x12g\n" +
+	"\x12ConfirmReservation\x12'.dispenser.v1.ConfirmReservationRequest\x1a(.dispenser.v1.ConfirmReservationResponse\x12d\n" +
+	"\x11CancelReservation\x12&.dispenser.v1.CancelReservationRequest\x1a'.dispenser.v1.CancelReservationResponseB\xb7\x01\n" +
 	"\x10com.dispenser.v1B\x11ClaimServiceProtoP\x01Z?github.com/dispenserhq/dispenser/proto/dispenser/v1;dispenserv1\xa2\x02\x03DXX\xaa\x02\fDispenser.V1\xca\x02\fDispenser\\V1\xe2\x02\x18Dispenser\\V1\\GPBMetadata\xea\x02\rDispenser::V1b\x06proto3"
 
 var (
@@ -398,31 +966,56 @@ func file_dispenser_v1_claim_service_proto_rawDescGZIP() []byte {
 	return file_dispenser_v1_claim_service_proto_rawDescData
 }
 
-var file_dispenser_v1_claim_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_dispenser_v1_claim_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_dispenser_v1_claim_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_dispenser_v1_claim_service_proto_goTypes = []any{
-	(*ClaimCodeRequest)(nil),       // 0: dispenser.v1.ClaimCodeRequest
-	(*ClaimCodeResponse)(nil),      // 1: dispenser.v1.ClaimCodeResponse
-	(*GetClaimRequest)(nil),        // 2: dispenser.v1.GetClaimRequest
-	(*GetClaimResponse)(nil),       // 3: dispenser.v1.GetClaimResponse
-	(*ListUserClaimsRequest)(nil),  // 4: dispenser.v1.ListUserClaimsRequest
-	(*ListUserClaimsResponse)(nil), // 5: dispenser.v1.ListUserClaimsResponse
-	(*Claim)(nil),                  // 6: dispenser.v1.Claim
+	(ReservationState)(0),              // 0: dispenser.v1.ReservationState
+	(*ClaimCodeRequest)(nil),           // 1: dispenser.v1.ClaimCodeRequest
+	(*ClaimCodeResponse)(nil),          // 2: dispenser.v1.ClaimCodeResponse
+	(*GetClaimRequest)(nil),            // 3: dispenser.v1.GetClaimRequest
+	(*GetClaimResponse)(nil),           // 4: dispenser.v1.GetClaimResponse
+	(*ListUserClaimsRequest)(nil),      // 5: dispenser.v1.ListUserClaimsRequest
+	(*ListUserClaimsResponse)(nil),     // 6: dispenser.v1.ListUserClaimsResponse
+	(*ReserveCodeRequest)(nil),         // 7: dispenser.v1.ReserveCodeRequest
+	(*ReserveCodeResponse)(nil),        // 8: dispenser.v1.ReserveCodeResponse
+	(*ConfirmReservationRequest)(nil),  // 9: dispenser.v1.ConfirmReservationRequest
+	(*ConfirmReservationResponse)(nil), // 10: dispenser.v1.ConfirmReservationResponse
+	(*CancelReservationRequest)(nil),   // 11: dispenser.v1.CancelReservationRequest
+	(*CancelReservationResponse)(nil),  // 12: dispenser.v1.CancelReservationResponse
+	(*Reservation)(nil),                // 13: dispenser.v1.Reservation
+	(*Claim)(nil),                      // 14: dispenser.v1.Claim
+	(*durationpb.Duration)(nil),        // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
 }
 var file_dispenser_v1_claim_service_proto_depIdxs = []int32{
-	6, // 0: dispenser.v1.ClaimCodeResponse.claim:type_name -> dispenser.v1.Claim
-	6, // 1: dispenser.v1.GetClaimResponse.claim:type_name -> dispenser.v1.Claim
-	6, // 2: dispenser.v1.ListUserClaimsResponse.claims:type_name -> dispenser.v1.Claim
-	0, // 3: dispenser.v1.ClaimService.ClaimCode:input_type -> dispenser.v1.ClaimCodeRequest
-	2, // 4: dispenser.v1.ClaimService.GetClaim:input_type -> dispenser.v1.GetClaimRequest
-	4, // 5: dispenser.v1.ClaimService.ListUserClaims:input_type -> dispenser.v1.ListUserClaimsRequest
-	1, // 6: dispenser.v1.ClaimService.ClaimCode:output_type -> dispenser.v1.ClaimCodeResponse
-	3, // 7: dispenser.v1.ClaimService.GetClaim:output_type -> dispenser.v1.GetClaimResponse
-	5, // 8: dispenser.v1.ClaimService.ListUserClaims:output_type -> dispenser.v1.ListUserClaimsResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	14, // 0: dispenser.v1.ClaimCodeResponse.claim:type_name -> dispenser.v1.Claim
+	14, // 1: dispenser.v1.GetClaimResponse.claim:type_name -> dispenser.v1.Claim
+	14, // 2: dispenser.v1.ListUserClaimsResponse.claims:type_name -> dispenser.v1.Claim
+	15, // 3: dispenser.v1.ReserveCodeRequest.hold_for:type_name -> google.protobuf.Duration
+	13, // 4: dispenser.v1.ReserveCodeResponse.reservation:type_name -> dispenser.v1.Reservation
+	14, // 5: dispenser.v1.ConfirmReservationResponse.claim:type_name -> dispenser.v1.Claim
+	13, // 6: dispenser.v1.CancelReservationResponse.reservation:type_name -> dispenser.v1.Reservation
+	0,  // 7: dispenser.v1.Reservation.state:type_name -> dispenser.v1.ReservationState
+	16, // 8: dispenser.v1.Reservation.reserve_time:type_name -> google.protobuf.Timestamp
+	16, // 9: dispenser.v1.Reservation.expire_time:type_name -> google.protobuf.Timestamp
+	16, // 10: dispenser.v1.Reservation.confirm_time:type_name -> google.protobuf.Timestamp
+	1,  // 11: dispenser.v1.ClaimService.ClaimCode:input_type -> dispenser.v1.ClaimCodeRequest
+	3,  // 12: dispenser.v1.ClaimService.GetClaim:input_type -> dispenser.v1.GetClaimRequest
+	5,  // 13: dispenser.v1.ClaimService.ListUserClaims:input_type -> dispenser.v1.ListUserClaimsRequest
+	7,  // 14: dispenser.v1.ClaimService.ReserveCode:input_type -> dispenser.v1.ReserveCodeRequest
+	9,  // 15: dispenser.v1.ClaimService.ConfirmReservation:input_type -> dispenser.v1.ConfirmReservationRequest
+	11, // 16: dispenser.v1.ClaimService.CancelReservation:input_type -> dispenser.v1.CancelReservationRequest
+	2,  // 17: dispenser.v1.ClaimService.ClaimCode:output_type -> dispenser.v1.ClaimCodeResponse
+	4,  // 18: dispenser.v1.ClaimService.GetClaim:output_type -> dispenser.v1.GetClaimResponse
+	6,  // 19: dispenser.v1.ClaimService.ListUserClaims:output_type -> dispenser.v1.ListUserClaimsResponse
+	8,  // 20: dispenser.v1.ClaimService.ReserveCode:output_type -> dispenser.v1.ReserveCodeResponse
+	10, // 21: dispenser.v1.ClaimService.ConfirmReservation:output_type -> dispenser.v1.ConfirmReservationResponse
+	12, // 22: dispenser.v1.ClaimService.CancelReservation:output_type -> dispenser.v1.CancelReservationResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_claim_service_proto_init() }
@@ -436,13 +1029,14 @@ func file_dispenser_v1_claim_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispenser_v1_claim_service_proto_rawDesc), len(file_dispenser_v1_claim_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   6,
+			NumEnums:      1,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_dispenser_v1_claim_service_proto_goTypes,
 		DependencyIndexes: file_dispenser_v1_claim_service_proto_depIdxs,
+		EnumInfos:         file_dispenser_v1_claim_service_proto_enumTypes,
 		MessageInfos:      file_dispenser_v1_claim_service_proto_msgTypes,
 	}.Build()
 	File_dispenser_v1_claim_service_proto = out.File

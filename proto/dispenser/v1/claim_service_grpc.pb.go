@@ -19,9 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClaimService_ClaimCode_FullMethodName      = "/dispenser.v1.ClaimService/ClaimCode"
-	ClaimService_GetClaim_FullMethodName       = "/dispenser.v1.ClaimService/GetClaim"
-	ClaimService_ListUserClaims_FullMethodName = "/dispenser.v1.ClaimService/ListUserClaims"
+	ClaimService_ClaimCode_FullMethodName          = "/dispenser.v1.ClaimService/ClaimCode"
+	ClaimService_GetClaim_FullMethodName           = "/dispenser.v1.ClaimService/GetClaim"
+	ClaimService_ListUserClaims_FullMethodName     = "/dispenser.v1.ClaimService/ListUserClaims"
+	ClaimService_ReserveCode_FullMethodName        = "/dispenser.v1.ClaimService/ReserveCode"
+	ClaimService_ConfirmReservation_FullMethodName = "/dispenser.v1.ClaimService/ConfirmReservation"
+	ClaimService_CancelReservation_FullMethodName  = "/dispenser.v1.ClaimService/CancelReservation"
 )
 
 // ClaimServiceClient is the client API for ClaimService service.
@@ -48,6 +51,28 @@ const (
 //   - InvalidArgument / INVALID_ARGUMENT, naming the field.
 //   - Unavailable / STORE_UNAVAILABLE: nothing was claimed; safe to retry
 //     with the same request_id.
+//   - FailedPrecondition / HOLD_LIMIT_REACHED: the user has the pool's
+//     holds_per_user reservations open. Not binding: once one of them is
+//     confirmed, cancelled or expired, a retry with the same request_id may
+//     succeed.
+//   - FailedPrecondition / RESERVATION_PENDING: the request_id is an open
+//     reservation; confirm or cancel it (its code is not shown until then).
+//   - FailedPrecondition / RESERVATION_EXPIRED: the reservation's hold ran
+//     out; its code went back to the pool. Never answered with another code.
+//   - FailedPrecondition / RESERVATION_CANCELLED: the reservation was
+//     cancelled; its code went back to the pool.
+//   - FailedPrecondition / RESERVATION_CONFIRMED: the reservation is a claim
+//     already and cannot be cancelled.
+//   - FailedPrecondition / NOT_A_RESERVATION: the request_id names a
+//     ClaimCode claim, not a reservation.
+//   - NotFound / RESERVATION_NOT_FOUND: no reservation has this request_id.
+//
+// Holds: a flash-sale checkout calls ReserveCode when the buyer picks a
+// card, ConfirmReservation once they paid (the code is revealed then) and
+// CancelReservation if they give up. A hold not confirmed in time expires
+// within seconds and its code goes back to the pool; a held code is never
+// given to anyone else, and a released one was never shown to anyone. Holds
+// count toward the pool's per_user_limit.
 type ClaimServiceClient interface {
 	// ClaimCode gives the user one code from the pool, or the code an earlier
 	// call with the same request_id got.
@@ -57,6 +82,20 @@ type ClaimServiceClient interface {
 	GetClaim(ctx context.Context, in *GetClaimRequest, opts ...grpc.CallOption) (*GetClaimResponse, error)
 	// ListUserClaims returns every claim a user holds in a pool.
 	ListUserClaims(ctx context.Context, in *ListUserClaimsRequest, opts ...grpc.CallOption) (*ListUserClaimsResponse, error)
+	// ReserveCode holds one code for the user until the hold expires, and
+	// answers the reservation without the code. Idempotent by request_id as
+	// ClaimCode is: a retry answers the same reservation (or, once
+	// confirmed, its state CONFIRMED).
+	ReserveCode(ctx context.Context, in *ReserveCodeRequest, opts ...grpc.CallOption) (*ReserveCodeResponse, error)
+	// ConfirmReservation turns the hold into a claim and reveals its code;
+	// a retry returns the same claim. After the hold expired it is refused
+	// with RESERVATION_EXPIRED. A paused pool or a closed claim window does
+	// not stop a confirm: the hold was granted while they allowed it.
+	ConfirmReservation(ctx context.Context, in *ConfirmReservationRequest, opts ...grpc.CallOption) (*ConfirmReservationResponse, error)
+	// CancelReservation ends the hold at once; its code goes back to the
+	// pool. Cancelling again answers the same; a hold that already expired
+	// answers state EXPIRED.
+	CancelReservation(ctx context.Context, in *CancelReservationRequest, opts ...grpc.CallOption) (*CancelReservationResponse, error)
 }
 
 type claimServiceClient struct {
@@ -97,6 +136,36 @@ func (c *claimServiceClient) ListUserClaims(ctx context.Context, in *ListUserCla
 	return out, nil
 }
 
+func (c *claimServiceClient) ReserveCode(ctx context.Context, in *ReserveCodeRequest, opts ...grpc.CallOption) (*ReserveCodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReserveCodeResponse)
+	err := c.cc.Invoke(ctx, ClaimService_ReserveCode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *claimServiceClient) ConfirmReservation(ctx context.Context, in *ConfirmReservationRequest, opts ...grpc.CallOption) (*ConfirmReservationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfirmReservationResponse)
+	err := c.cc.Invoke(ctx, ClaimService_ConfirmReservation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *claimServiceClient) CancelReservation(ctx context.Context, in *CancelReservationRequest, opts ...grpc.CallOption) (*CancelReservationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelReservationResponse)
+	err := c.cc.Invoke(ctx, ClaimService_CancelReservation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClaimServiceServer is the server API for ClaimService service.
 // All implementations must embed UnimplementedClaimServiceServer
 // for forward compatibility.
@@ -121,6 +190,28 @@ func (c *claimServiceClient) ListUserClaims(ctx context.Context, in *ListUserCla
 //   - InvalidArgument / INVALID_ARGUMENT, naming the field.
 //   - Unavailable / STORE_UNAVAILABLE: nothing was claimed; safe to retry
 //     with the same request_id.
+//   - FailedPrecondition / HOLD_LIMIT_REACHED: the user has the pool's
+//     holds_per_user reservations open. Not binding: once one of them is
+//     confirmed, cancelled or expired, a retry with the same request_id may
+//     succeed.
+//   - FailedPrecondition / RESERVATION_PENDING: the request_id is an open
+//     reservation; confirm or cancel it (its code is not shown until then).
+//   - FailedPrecondition / RESERVATION_EXPIRED: the reservation's hold ran
+//     out; its code went back to the pool. Never answered with another code.
+//   - FailedPrecondition / RESERVATION_CANCELLED: the reservation was
+//     cancelled; its code went back to the pool.
+//   - FailedPrecondition / RESERVATION_CONFIRMED: the reservation is a claim
+//     already and cannot be cancelled.
+//   - FailedPrecondition / NOT_A_RESERVATION: the request_id names a
+//     ClaimCode claim, not a reservation.
+//   - NotFound / RESERVATION_NOT_FOUND: no reservation has this request_id.
+//
+// Holds: a flash-sale checkout calls ReserveCode when the buyer picks a
+// card, ConfirmReservation once they paid (the code is revealed then) and
+// CancelReservation if they give up. A hold not confirmed in time expires
+// within seconds and its code goes back to the pool; a held code is never
+// given to anyone else, and a released one was never shown to anyone. Holds
+// count toward the pool's per_user_limit.
 type ClaimServiceServer interface {
 	// ClaimCode gives the user one code from the pool, or the code an earlier
 	// call with the same request_id got.
@@ -130,6 +221,20 @@ type ClaimServiceServer interface {
 	GetClaim(context.Context, *GetClaimRequest) (*GetClaimResponse, error)
 	// ListUserClaims returns every claim a user holds in a pool.
 	ListUserClaims(context.Context, *ListUserClaimsRequest) (*ListUserClaimsResponse, error)
+	// ReserveCode holds one code for the user until the hold expires, and
+	// answers the reservation without the code. Idempotent by request_id as
+	// ClaimCode is: a retry answers the same reservation (or, once
+	// confirmed, its state CONFIRMED).
+	ReserveCode(context.Context, *ReserveCodeRequest) (*ReserveCodeResponse, error)
+	// ConfirmReservation turns the hold into a claim and reveals its code;
+	// a retry returns the same claim. After the hold expired it is refused
+	// with RESERVATION_EXPIRED. A paused pool or a closed claim window does
+	// not stop a confirm: the hold was granted while they allowed it.
+	ConfirmReservation(context.Context, *ConfirmReservationRequest) (*ConfirmReservationResponse, error)
+	// CancelReservation ends the hold at once; its code goes back to the
+	// pool. Cancelling again answers the same; a hold that already expired
+	// answers state EXPIRED.
+	CancelReservation(context.Context, *CancelReservationRequest) (*CancelReservationResponse, error)
 	mustEmbedUnimplementedClaimServiceServer()
 }
 
@@ -148,6 +253,15 @@ func (UnimplementedClaimServiceServer) GetClaim(context.Context, *GetClaimReques
 }
 func (UnimplementedClaimServiceServer) ListUserClaims(context.Context, *ListUserClaimsRequest) (*ListUserClaimsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUserClaims not implemented")
+}
+func (UnimplementedClaimServiceServer) ReserveCode(context.Context, *ReserveCodeRequest) (*ReserveCodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReserveCode not implemented")
+}
+func (UnimplementedClaimServiceServer) ConfirmReservation(context.Context, *ConfirmReservationRequest) (*ConfirmReservationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmReservation not implemented")
+}
+func (UnimplementedClaimServiceServer) CancelReservation(context.Context, *CancelReservationRequest) (*CancelReservationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelReservation not implemented")
 }
 func (UnimplementedClaimServiceServer) mustEmbedUnimplementedClaimServiceServer() {}
 func (UnimplementedClaimServiceServer) testEmbeddedByValue()                      {}
@@ -224,6 +338,60 @@ func _ClaimService_ListUserClaims_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClaimService_ReserveCode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReserveCodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClaimServiceServer).ReserveCode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClaimService_ReserveCode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClaimServiceServer).ReserveCode(ctx, req.(*ReserveCodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClaimService_ConfirmReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClaimServiceServer).ConfirmReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClaimService_ConfirmReservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClaimServiceServer).ConfirmReservation(ctx, req.(*ConfirmReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClaimService_CancelReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClaimServiceServer).CancelReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClaimService_CancelReservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClaimServiceServer).CancelReservation(ctx, req.(*CancelReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClaimService_ServiceDesc is the grpc.ServiceDesc for ClaimService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -242,6 +410,18 @@ var ClaimService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUserClaims",
 			Handler:    _ClaimService_ListUserClaims_Handler,
+		},
+		{
+			MethodName: "ReserveCode",
+			Handler:    _ClaimService_ReserveCode_Handler,
+		},
+		{
+			MethodName: "ConfirmReservation",
+			Handler:    _ClaimService_ConfirmReservation_Handler,
+		},
+		{
+			MethodName: "CancelReservation",
+			Handler:    _ClaimService_CancelReservation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -9,6 +9,7 @@ package dispenserv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -60,7 +61,16 @@ type Pool struct {
 	// Output only: when the pool was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only: when the pool's settings last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// How long ReserveCode holds a code when the call names no hold_for:
+	// whole seconds, 1s to 24h, at most hold_max. Default 10 minutes.
+	HoldDefault *durationpb.Duration `protobuf:"bytes,14,opt,name=hold_default,json=holdDefault,proto3" json:"hold_default,omitempty"`
+	// The longest hold a ReserveCode may ask for: whole seconds, 1s to 24h.
+	// Default 1 hour.
+	HoldMax *durationpb.Duration `protobuf:"bytes,15,opt,name=hold_max,json=holdMax,proto3" json:"hold_max,omitempty"`
+	// How many reservations one user may have open at once, 1 to 1000
+	// (holds also count toward per_user_limit). Default 1.
+	HoldsPerUser  int32 `protobuf:"varint,16,opt,name=holds_per_user,json=holdsPerUser,proto3" json:"holds_per_user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -186,9 +196,31 @@ func (x *Pool) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Pool) GetHoldDefault() *durationpb.Duration {
+	if x != nil {
+		return x.HoldDefault
+	}
+	return nil
+}
+
+func (x *Pool) GetHoldMax() *durationpb.Duration {
+	if x != nil {
+		return x.HoldMax
+	}
+	return nil
+}
+
+func (x *Pool) GetHoldsPerUser() int32 {
+	if x != nil {
+		return x.HoldsPerUser
+	}
+	return 0
+}
+
 // PoolStats counts a pool's codes by state. Every imported code is in exactly
-// one state, so imported = available + staged + claimed + void holds at every
-// moment (promise 2); balanced reports that check, made in one snapshot.
+// one state, so imported = available + staged + held + claimed + void holds
+// at every moment (promise 2); balanced reports that check, made in one
+// snapshot.
 type PoolStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pool these counts belong to.
@@ -203,7 +235,7 @@ type PoolStats struct {
 	Claimed int64 `protobuf:"varint,5,opt,name=claimed,proto3" json:"claimed,omitempty"`
 	// Codes voided by an admin or by expiry; never handed out.
 	Void int64 `protobuf:"varint,6,opt,name=void,proto3" json:"void,omitempty"`
-	// Whether imported equals available + staged + claimed + void.
+	// Whether imported equals available + staged + held + claimed + void.
 	Balanced bool `protobuf:"varint,7,opt,name=balanced,proto3" json:"balanced,omitempty"`
 	// Length of the pool's staged list in Redis. Unset when Redis could not be
 	// asked (see redis_error).
@@ -221,7 +253,13 @@ type PoolStats struct {
 	// Prizes of this pool by state.
 	Prizes *PrizeCounts `protobuf:"bytes,13,opt,name=prizes,proto3" json:"prizes,omitempty"`
 	// When these counts were read.
-	ReadTime      *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=read_time,json=readTime,proto3" json:"read_time,omitempty"`
+	ReadTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=read_time,json=readTime,proto3" json:"read_time,omitempty"`
+	// Codes held by an open reservation: given to nobody else until it is
+	// confirmed (claimed) or ends (available).
+	Held int64 `protobuf:"varint,15,opt,name=held,proto3" json:"held,omitempty"`
+	// Open reservations past their hold that the expiry job has not ended
+	// yet (it runs every second; a confirm refuses them already).
+	HoldsDue      int64 `protobuf:"varint,16,opt,name=holds_due,json=holdsDue,proto3" json:"holds_due,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -352,6 +390,20 @@ func (x *PoolStats) GetReadTime() *timestamppb.Timestamp {
 		return x.ReadTime
 	}
 	return nil
+}
+
+func (x *PoolStats) GetHeld() int64 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
+func (x *PoolStats) GetHoldsDue() int64 {
+	if x != nil {
+		return x.HoldsDue
+	}
+	return 0
 }
 
 // PrizeCounts counts a pool's prizes by state.
@@ -553,7 +605,7 @@ var File_dispenser_v1_pool_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_pool_proto_rawDesc = "" +
 	"\n" +
-	"\x17dispenser/v1/pool.proto\x12\fdispenser.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x04\n" +
+	"\x17dispenser/v1/pool.proto\x12\fdispenser.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x05\n" +
 	"\x04Pool\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x16\n" +
@@ -571,7 +623,10 @@ const file_dispenser_v1_pool_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xff\x03\n" +
+	"updateTime\x12<\n" +
+	"\fhold_default\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vholdDefault\x124\n" +
+	"\bhold_max\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\aholdMax\x12$\n" +
+	"\x0eholds_per_user\x18\x10 \x01(\x05R\fholdsPerUser\"\xb0\x04\n" +
 	"\tPoolStats\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1a\n" +
 	"\bimported\x18\x02 \x01(\x03R\bimported\x12\x1c\n" +
@@ -588,7 +643,9 @@ const file_dispenser_v1_pool_proto_rawDesc = "" +
 	"\aimports\x18\v \x01(\x03R\aimports\x12\x1c\n" +
 	"\tclaimants\x18\f \x01(\x03R\tclaimants\x121\n" +
 	"\x06prizes\x18\r \x01(\v2\x19.dispenser.v1.PrizeCountsR\x06prizes\x127\n" +
-	"\tread_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\breadTimeB\x0f\n" +
+	"\tread_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\breadTime\x12\x12\n" +
+	"\x04held\x18\x0f \x01(\x03R\x04held\x12\x1b\n" +
+	"\tholds_due\x18\x10 \x01(\x03R\bholdsDueB\x0f\n" +
 	"\r_redis_stagedB\x12\n" +
 	"\x10_redis_in_flight\"\xad\x01\n" +
 	"\vPrizeCounts\x12\x18\n" +
@@ -629,21 +686,24 @@ var file_dispenser_v1_pool_proto_goTypes = []any{
 	(*PrizeCounts)(nil),           // 2: dispenser.v1.PrizeCounts
 	(*Claim)(nil),                 // 3: dispenser.v1.Claim
 	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
 }
 var file_dispenser_v1_pool_proto_depIdxs = []int32{
-	4, // 0: dispenser.v1.Pool.claim_starts_at:type_name -> google.protobuf.Timestamp
-	4, // 1: dispenser.v1.Pool.claim_ends_at:type_name -> google.protobuf.Timestamp
-	4, // 2: dispenser.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
-	4, // 3: dispenser.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
-	2, // 4: dispenser.v1.PoolStats.prizes:type_name -> dispenser.v1.PrizeCounts
-	4, // 5: dispenser.v1.PoolStats.read_time:type_name -> google.protobuf.Timestamp
-	4, // 6: dispenser.v1.Claim.claim_time:type_name -> google.protobuf.Timestamp
-	4, // 7: dispenser.v1.Claim.code_expires_at:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	4,  // 0: dispenser.v1.Pool.claim_starts_at:type_name -> google.protobuf.Timestamp
+	4,  // 1: dispenser.v1.Pool.claim_ends_at:type_name -> google.protobuf.Timestamp
+	4,  // 2: dispenser.v1.Pool.create_time:type_name -> google.protobuf.Timestamp
+	4,  // 3: dispenser.v1.Pool.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 4: dispenser.v1.Pool.hold_default:type_name -> google.protobuf.Duration
+	5,  // 5: dispenser.v1.Pool.hold_max:type_name -> google.protobuf.Duration
+	2,  // 6: dispenser.v1.PoolStats.prizes:type_name -> dispenser.v1.PrizeCounts
+	4,  // 7: dispenser.v1.PoolStats.read_time:type_name -> google.protobuf.Timestamp
+	4,  // 8: dispenser.v1.Claim.claim_time:type_name -> google.protobuf.Timestamp
+	4,  // 9: dispenser.v1.Claim.code_expires_at:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_pool_proto_init() }
