@@ -2,13 +2,20 @@ package claim
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -334,4 +341,161 @@ func TestHoldIsPrivate(t *testing.T) {
 		require.ErrorIs(t, err, pool.ErrPoolNotFound)
 		e.audit("p1")
 	})
+}
+
+// The hold drill: claims, reservations confirmed at once, late (some after
+// their hold ran out) or cancelled, and retries of all of them, from many
+// callers, while the expiry job runs every 50 ms and Redis is flushed with
+// holds open mid-run. Every code reaches at most one request, every answer
+// is committed, no held code is ever answered, and once the last holds
+// ran out the pool balances with nothing held.
+func TestHoldDrill(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedisServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := newEnv(t, envOpts{redis: rdb})
+	const codes, workers, ops = 1500, 64, 3000
+	p := e.fillStaged("drill", codes, pool.Pool{RefillBatchSize: 300, PerUserLimit: 2, HoldsPerUser: 1})
+	ctx := context.Background()
+
+	var mu sync.Mutex
+	answered := map[string]int64{} // request -> code id answered
+	owner := map[int64]string{}    // code id -> request
+	var issued []ReserveRequest    // requests sent so far (HoldFor 0: a claim)
+	counts := map[string]int{}
+	answer := func(req string, c Claim) {
+		mu.Lock()
+		defer mu.Unlock()
+		if prev, ok := answered[req]; ok && prev != c.CodeID {
+			t.Errorf("request %s answered codes %d and %d", req, prev, c.CodeID)
+		}
+		if other, ok := owner[c.CodeID]; ok && other != req {
+			t.Errorf("code %d answered to %s and %s", c.CodeID, other, req)
+		}
+		answered[req], owner[c.CodeID] = c.CodeID, req
+	}
+	allowed := []error{ErrPoolExhausted, ErrUserLimit, ErrHoldLimit, ErrReservationExpired, ErrReservationCancelled}
+	note := func(op string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil {
+			counts[op+" ok"]++
+			return
+		}
+		for _, a := range allowed {
+			if errors.Is(err, a) {
+				counts[op+" "+a.Error()]++
+				return
+			}
+		}
+		t.Errorf("%s: unexpected error: %v", op, err)
+	}
+
+	stopJob := make(chan struct{})
+	jobDone := make(chan struct{})
+	go func() {
+		defer close(jobDone)
+		for {
+			select {
+			case <-stopJob:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			_, err := ExpireHolds(ctx, e.db.Pool, "")
+			assert.NoError(t, err)
+		}
+	}()
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for {
+				i := next.Add(1)
+				if i > ops {
+					return
+				}
+				if i == ops/3 {
+					// Redis loses everything with holds open; the jobs bring
+					// the staged codes back.
+					assert.NoError(t, rdb.FlushAll(ctx).Err())
+					_, err := e.reconciler.Reconcile(ctx, p, 0)
+					assert.NoError(t, err)
+				}
+				var req ReserveRequest
+				mu.Lock()
+				replay := len(issued) > 0 && rng.Float64() < 0.2
+				if replay {
+					req = issued[rng.IntN(len(issued))]
+				} else {
+					req = ReserveRequest{PoolID: "drill", UserID: fmt.Sprint("u", rng.IntN(2000)), RequestID: fmt.Sprint("r", i)}
+					if rng.IntN(2) == 0 {
+						req.HoldFor = time.Second
+					}
+					issued = append(issued, req)
+				}
+				mu.Unlock()
+				if req.HoldFor == 0 {
+					res, err := e.svc.Claim(ctx, Request{PoolID: req.PoolID, UserID: req.UserID, RequestID: req.RequestID})
+					note("claim", err)
+					if err == nil {
+						answer(req.RequestID, res.Claim)
+					}
+					continue
+				}
+				if !replay {
+					_, err := e.svc.Reserve(ctx, req)
+					note("reserve", err)
+					if err != nil {
+						continue
+					}
+					switch k := rng.IntN(10); {
+					case k < 2:
+						_, err := e.svc.Cancel(ctx, "drill", req.RequestID, req.UserID)
+						assert.NoError(t, err)
+						continue
+					case k < 5:
+						// A slow payer: some confirm after the hold ran out.
+						time.Sleep(time.Duration(800+rng.IntN(400)) * time.Millisecond)
+					}
+				}
+				res, err := e.svc.Confirm(ctx, "drill", req.RequestID, req.UserID)
+				if errors.Is(err, ErrReservationNotFound) {
+					continue // a retry of a reserve that was refused
+				}
+				note("confirm", err)
+				if err == nil {
+					answer(req.RequestID, res.Claim)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stopJob)
+	<-jobDone
+
+	// The last holds run out; the jobs end them and return lost codes.
+	time.Sleep(1100 * time.Millisecond)
+	_, err := ExpireHolds(ctx, e.db.Pool, "")
+	require.NoError(t, err)
+	_, err = e.reconciler.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	st := e.audit("drill")
+	require.Zero(t, st.Held)
+	require.EqualValues(t, len(answered), st.Claimed, "every claim was answered, and only claims")
+	rows, err := e.db.Pool.Query(ctx, `SELECT request_id, code_id FROM claims WHERE pool_id = 'drill'`)
+	require.NoError(t, err)
+	committed, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+		Req  string
+		Code int64
+	}])
+	require.NoError(t, err)
+	for _, c := range committed {
+		require.Equal(t, answered[c.Req], c.Code, "request %s", c.Req)
+	}
+	require.Positive(t, counts["confirm ok"])
+	require.Positive(t, counts["confirm "+ErrReservationExpired.Error()], "some confirms came too late")
+	t.Logf("outcomes %v; stats %+v", counts, st)
 }

@@ -47,7 +47,7 @@ func (s *Server) ReserveCode(ctx context.Context, req *dispenserv1.ReserveCodeRe
 	}
 	r, err := s.claims.Reserve(ctx, claim.ReserveRequest{PoolID: req.GetPoolId(), UserID: req.GetUserId(),
 		RequestID: req.GetRequestId(), HoldFor: hold})
-	s.metrics.observeHold(s.poolLabel(req.GetPoolId()), "reserve", err, time.Since(start))
+	s.metrics.observeHold(s.poolLabel(req.GetPoolId()), "reserve", r.Path, err, time.Since(start))
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
@@ -58,7 +58,7 @@ func (s *Server) ReserveCode(ctx context.Context, req *dispenserv1.ReserveCodeRe
 func (s *Server) ConfirmReservation(ctx context.Context, req *dispenserv1.ConfirmReservationRequest) (*dispenserv1.ConfirmReservationResponse, error) {
 	start := time.Now()
 	res, err := s.claims.Confirm(ctx, req.GetPoolId(), req.GetRequestId(), req.GetUserId())
-	s.metrics.observeHold(s.poolLabel(req.GetPoolId()), "confirm", err, time.Since(start))
+	s.metrics.observeHold(s.poolLabel(req.GetPoolId()), "confirm", res.Path, err, time.Since(start))
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
@@ -69,7 +69,7 @@ func (s *Server) ConfirmReservation(ctx context.Context, req *dispenserv1.Confir
 func (s *Server) CancelReservation(ctx context.Context, req *dispenserv1.CancelReservationRequest) (*dispenserv1.CancelReservationResponse, error) {
 	start := time.Now()
 	r, err := s.claims.Cancel(ctx, req.GetPoolId(), req.GetRequestId(), req.GetUserId())
-	s.metrics.observeHold(s.poolLabel(req.GetPoolId()), "cancel", err, time.Since(start))
+	s.metrics.observeHold(s.poolLabel(req.GetPoolId()), "cancel", "", err, time.Since(start))
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}

@@ -79,8 +79,8 @@ func NewMetrics(breaker func() string) *Metrics {
 	}, []string{"pool", "outcome"})
 	m.holds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dispenser_reservations_total",
-		Help: "ReserveCode, ConfirmReservation and CancelReservation answers by pool, op (reserve, confirm, cancel) and result.",
-	}, []string{"pool", "op", "result"})
+		Help: "ReserveCode, ConfirmReservation and CancelReservation answers by pool, op (reserve, confirm, cancel), path (a new hold's: redis, fallback; else replay or none) and result.",
+	}, []string{"pool", "op", "path", "result"})
 	m.holdSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "dispenser_reservation_duration_seconds",
 		Help:    "Reservation call latency by pool and op.",
@@ -117,8 +117,11 @@ func (m *Metrics) observeClaim(poolID string, res claim.Result, err error, took 
 }
 
 // observeHold records one reservation call's answer.
-func (m *Metrics) observeHold(poolID, op string, err error, took time.Duration) {
-	m.holds.WithLabelValues(poolID, op, claimResult(err)).Inc()
+func (m *Metrics) observeHold(poolID, op string, path claim.Path, err error, took time.Duration) {
+	if err != nil || path == "" {
+		path = "none"
+	}
+	m.holds.WithLabelValues(poolID, op, string(path), claimResult(err)).Inc()
 	m.holdSeconds.WithLabelValues(poolID, op).Observe(took.Seconds())
 }
 

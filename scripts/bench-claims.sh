@@ -5,7 +5,9 @@
 #
 #   1. dispenser-bench claims --default-pool: CLAIMS calls, CONCURRENCY callers,
 #      10% retries of earlier request ids, on a fresh pool with default
-#      settings and nothing staged (refill must keep up); audited.
+#      settings and nothing staged (refill must keep up); audited. Then the
+#      same with --reserve: every request a ReserveCode and a
+#      ConfirmReservation.
 #   2. ghz (pinned in tools/ghz): CLAIMS ClaimCode calls, unique request and
 #      user ids, CONCURRENCY callers, on a pool with default settings and
 #      CODES codes imported; then DURATION (60s) of the same on a fresh pool
@@ -62,7 +64,7 @@ trap cleanup EXIT
 # fallbacks: claims the fallback has served since the server started.
 fallbacks() {
 	curl -s "127.0.0.1:$metrics_port/metrics" |
-		awk '/^dispenser_claims_total\{/ && /path="fallback"/ {n += $NF} END {print n + 0}'
+		awk '/^dispenser_(claims|reservations)_total\{/ && /path="fallback"/ {n += $NF} END {print n + 0}'
 }
 
 # codes_file N FILE: N random 16-hex-digit codes.
@@ -107,20 +109,28 @@ EOF
 echo "machine: $(nproc) cores; PostgreSQL $(psql "$pg/postgres" -tAc 'SHOW server_version') (private cluster, stock settings, autovacuum $(psql "$pg/postgres" -tAc 'SHOW autovacuum')); $(redis-server --version | cut -d' ' -f1-3)"
 echo "$calls calls, $conc callers, pools of $codes codes (default settings, nothing staged)"
 
-echo "== 1. dispenser-bench claims --default-pool"
+# bench_run LABEL [dispenser-bench claims flags...]: one dispenser-bench
+# claims run on a fresh default pool, with the server's CPU per request.
+bench_run() {
+	local label="$1" before="" after json="" f0
+	shift
+	exec 3< <(bin/dispenser-bench claims --default-pool --claims "$calls" --concurrency "$conc" --replay-ratio 0.1 "$@" 2>&1)
+	f0=$(fallbacks)
+	while IFS= read -r line <&3; do
+		[[ "$line" == "bench: "*" callers, "* ]] && before=$(cpu_mark "$pid")
+		[[ "$line" == "{"* ]] && json="$line"
+		[[ "$line" == "  "* || "$line" == "audit:"* ]] && echo "$line"
+	done
+	after=$(cpu_mark "$pid")
+	exec 3<&-
+	python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"{sys.argv[3]}: {r['calls']} requests, {r['claims_per_s']:.0f} requests/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, served by the fallback {sys.argv[2]}; audit duplicates {r['duplicates']}, lost {r['lost']}, limit {r['limit_violations']}, replays {r['replay_mismatches']}\")" "$json" "$(($(fallbacks) - f0))" "$label"
+	cpu_report "$label" "$calls" "$before" "$after" 0
+}
+
+echo "== 1. dispenser-bench claims --default-pool, then --reserve (reserve + confirm per request)"
 serve
-before=""
-exec 3< <(bin/dispenser-bench claims --default-pool --claims "$calls" --concurrency "$conc" --replay-ratio 0.1 2>&1)
-f0=$(fallbacks)
-while IFS= read -r line <&3; do
-	[[ "$line" == "bench: "*" callers, "* ]] && before=$(cpu_mark "$pid")
-	[[ "$line" == "{"* ]] && json="$line"
-	[[ "$line" == "  "* || "$line" == "audit:"* ]] && echo "$line"
-done
-after=$(cpu_mark "$pid")
-exec 3<&-
-python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"dispenser-bench claims: {r['calls']} calls, {r['claims_per_s']:.0f} calls/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, served by the fallback {sys.argv[2]}; audit duplicates {r['duplicates']}, lost {r['lost']}, limit {r['limit_violations']}, replays {r['replay_mismatches']}\")" "$json" "$(($(fallbacks) - f0))"
-cpu_report "dispenser-bench claims" "$calls" "$before" "$after" 0
+bench_run "dispenser-bench claims"
+bench_run "dispenser-bench claims --reserve" --reserve
 
 echo "== 2. ghz"
 codes_file "$codes" "$work/codes.txt"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Kill drill: start dispenserd, run `dispenser-bench claims` against it, kill -9
-# the server several times mid-run and restart it, then reconcile and audit.
-# Passes when every answered claim is committed in Postgres and nothing is
-# lost or doubled (the bench's audit and `dispenserctl audit` both exit 0).
+# Kill drill: start dispenserd, run `dispenser-bench claims` against it (and,
+# beside it on a second pool, `dispenser-bench claims --reserve`: every
+# request a reservation then its confirm), kill -9 the server several times
+# mid-run and restart it, then reconcile and audit. Passes when every
+# answered claim is committed in Postgres and nothing is lost or doubled
+# (both benches' audits and `dispenserctl audit` of both pools exit 0).
 #
 #   scripts/drill-kill.sh                     # 40,000 calls, 4 kills
 #   CLAIMS=8000 KILLS=2 scripts/drill-kill.sh # the short version CI runs
@@ -61,11 +63,18 @@ bin/dispenserctl pools create drill --limit 1 --low-water 100000 --batch-size 10
 summary="$(bin/dispenserctl import --pool drill .dev/drill-codes.txt 2>/dev/null)"
 echo "${summary%%$'\n'*}"
 bin/dispenserctl jobs run refill --pool drill >/dev/null
+holds=$((claims / 4))
+bin/dispenserctl pools create drill-holds --limit 1 >/dev/null
+head -n $((holds + 100)) .dev/drill-codes.txt | sed 's/^/H/' >.dev/drill-hold-codes.txt
+bin/dispenserctl import --pool drill-holds .dev/drill-hold-codes.txt >/dev/null
 
 echo "drill: $claims calls, $kills kill -9 of the server, one every ${every}s"
 bin/dispenser-bench claims --pool drill --claims "$claims" --concurrency 32 --replay-ratio 0.2 \
 	--retry-for 120s >.dev/drill-bench.txt 2>&1 &
 bench=$!
+bin/dispenser-bench claims --reserve --pool drill-holds --claims "$holds" --concurrency 16 --replay-ratio 0.2 \
+	--retry-for 120s >.dev/drill-bench-holds.txt 2>&1 &
+bench_holds=$!
 for i in $(seq 1 "$kills"); do
 	sleep "$every"
 	if ! kill -0 "$bench" 2>/dev/null; then
@@ -78,21 +87,26 @@ for i in $(seq 1 "$kills"); do
 	sleep 0.3
 	start_server
 done
-rc=0
+rc=0 rc_holds=0
 wait "$bench" || rc=$?
+wait "$bench_holds" || rc_holds=$?
 cat .dev/drill-bench.txt | grep -v '^bench:' || true
-if [[ $rc -ne 0 ]]; then
-	echo "drill: FAILED: the bench's audit found a broken promise (exit $rc)" >&2
+echo "drill: reserve + confirm on drill-holds:"
+cat .dev/drill-bench-holds.txt | grep -v '^bench:' || true
+if [[ $rc -ne 0 || $rc_holds -ne 0 ]]; then
+	echo "drill: FAILED: a bench's audit found a broken promise (exit $rc, $rc_holds)" >&2
 	exit 1
 fi
 
 # Popped codes whose commit died with a server sit in the in-flight ledger;
 # once they are older than the grace period, reconcile returns them.
 sleep 4
-bin/dispenserctl jobs run reconcile --pool drill
-bin/dispenserctl audit --pool drill | tee .dev/drill-audit.txt
-if ! grep -q ", 0 in flight" .dev/drill-audit.txt; then
-	echo "drill: FAILED: codes still in flight after reconcile" >&2
-	exit 1
-fi
+for p in drill drill-holds; do
+	bin/dispenserctl jobs run reconcile --pool "$p"
+	bin/dispenserctl audit --pool "$p" | tee .dev/drill-audit.txt
+	if ! grep -q ", 0 in flight" .dev/drill-audit.txt; then
+		echo "drill: FAILED: codes of $p still in flight after reconcile" >&2
+		exit 1
+	fi
+done
 echo "drill: passed"

@@ -35,7 +35,10 @@ type benchOpts struct {
 	databaseURL, redisURL, namespace  string
 	// defaultPool creates the fresh pool with default settings and stages
 	// nothing: refill has to keep up with the load.
-	defaultPool           bool
+	defaultPool bool
+	// reserve makes every request a ReserveCode and then a
+	// ConfirmReservation (a checkout that pays at once), not a ClaimCode.
+	reserve               bool
 	callTimeout, retryFor time.Duration
 }
 
@@ -62,6 +65,7 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
 	f.BoolVar(&o.defaultPool, "default-pool", false, "create the fresh pool with default settings and stage nothing (refill must keep up)")
+	f.BoolVar(&o.reserve, "reserve", false, "each request reserves a code, then confirms the reservation (two calls) instead of claiming")
 	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", cli.DefaultDatabaseURL,
 		"the server's Postgres, for the audit")
 	cliflag.Secret(f, &o.redisURL, "redis-url", "DISPENSER_REDIS_URL", cli.DefaultRedisURL, "the server's Redis, for the audit")
@@ -104,10 +108,23 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	fmt.Fprintf(a.stderr, "bench: %s calls, %d callers, %s users, %.0f%% replays on pool %s\n",
 		cli.FormatInt(int64(o.claims)), o.concurrency, cli.FormatInt(int64(o.users)), 100*o.replayRatio, o.poolID)
 	cc := dispenserv1.NewClaimServiceClient(conn)
-	led := runClaimLoad(ctx, o, func(ctx context.Context, req claimReq) (string, bool, error) {
+	claimFn := func(ctx context.Context, req claimReq) (string, bool, error) {
 		resp, err := cc.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: o.poolID, UserId: req.user, RequestId: req.id})
 		return resp.GetClaim().GetCode(), resp.GetReplayed(), err
-	})
+	}
+	if o.reserve {
+		fmt.Fprintf(a.stderr, "bench: every request reserves, then confirms\n")
+		claimFn = func(ctx context.Context, req claimReq) (string, bool, error) {
+			r, err := cc.ReserveCode(ctx, &dispenserv1.ReserveCodeRequest{PoolId: o.poolID, UserId: req.user, RequestId: req.id})
+			if err != nil {
+				return "", false, err
+			}
+			resp, err := cc.ConfirmReservation(ctx, &dispenserv1.ConfirmReservationRequest{PoolId: o.poolID,
+				UserId: req.user, RequestId: req.id})
+			return resp.GetClaim().GetCode(), r.GetReplayed(), err
+		}
+	}
+	led := runClaimLoad(ctx, o, claimFn)
 
 	audit, err := claim.Audit(ctx, db, stock.New(rdb, stock.NewKeys(o.namespace)), o.poolID)
 	if err != nil {
@@ -344,8 +361,9 @@ func (a *app) printBench(r benchResult, l *loadLedger, au claim.AuditReport) {
 	if len(refused) > 0 {
 		fmt.Fprintf(w, "  refused    %s\n", strings.Join(refused, ", "))
 	}
-	fmt.Fprintf(w, "audit: imported %s, available %s + staged %s + claimed %s + void %s (off by %d)\n",
-		cli.FormatInt(au.Imported), cli.FormatInt(au.Available), cli.FormatInt(au.Staged), cli.FormatInt(au.Claimed), cli.FormatInt(au.Void), au.Unbalanced())
+	fmt.Fprintf(w, "audit: imported %s, available %s + staged %s + held %s + claimed %s + void %s (off by %d)\n",
+		cli.FormatInt(au.Imported), cli.FormatInt(au.Available), cli.FormatInt(au.Staged), cli.FormatInt(au.Held),
+		cli.FormatInt(au.Claimed), cli.FormatInt(au.Void), au.Unbalanced())
 	fmt.Fprintf(w, "audit: redis list: %d entries staged twice, %d stale; %s in flight\n",
 		au.RedisDuplicates, au.RedisStale, cli.FormatInt(au.RedisInFlight))
 	if au.RedisError != "" {

@@ -47,6 +47,22 @@ func TestClaimsCommand(t *testing.T) {
 	require.Contains(t, out, "audit: duplicates 0, lost 0, limit violations 0, replay mismatches 0")
 }
 
+// The same with every request a reservation confirmed at once: each answer
+// is the confirmed claim, nothing stays held.
+func TestClaimsCommandReserve(t *testing.T) {
+	t.Parallel()
+	d := testdaemon.Start(t, false)
+	out, errOut, err := run(t, "claims", "--reserve", "--addr", d.Addr, "--claims", "400", "--concurrency", "8",
+		"--users", "200", "--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
+	require.NoError(t, err, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var res benchResult
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	require.Positive(t, res.Claims)
+	require.Zero(t, res.Duplicates+res.Lost+res.LimitViolations+res.ReplayMismatches)
+	require.Contains(t, out, "+ held 0 +")
+}
+
 // Help names the environment variables that hold secrets but never shows
 // their values.
 func TestHelpShowsNoSecrets(t *testing.T) {
