@@ -454,7 +454,9 @@ func TestHoldDrill(t *testing.T) {
 					switch k := rng.IntN(10); {
 					case k < 2:
 						_, err := e.svc.Cancel(ctx, "drill", req.RequestID, req.UserID)
-						assert.NoError(t, err)
+						if !errors.Is(err, ErrReservationConfirmed) { // a retry may have confirmed it first
+							assert.NoError(t, err)
+						}
 						continue
 					case k < 5:
 						// A slow payer: some confirm after the hold ran out.

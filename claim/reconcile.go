@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -106,7 +107,7 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 			}
 		}
 		if len(lost) > 0 {
-			tag, err := s.db.Exec(ctx, unstageBatchesSQL, p.ID, lost)
+			tag, err := s.exec(ctx, unstageBatchesSQL, p.ID, lost)
 			if err != nil {
 				return rep, pgerr.Wrap("return lost batches", err)
 			}
@@ -126,7 +127,7 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 				ids = append(ids, id)
 			}
 		}
-		tag, err := s.db.Exec(ctx, unstageCodesSQL, p.ID, ids)
+		tag, err := s.exec(ctx, unstageCodesSQL, p.ID, ids)
 		if err != nil {
 			return rep, pgerr.Wrap("return stale in-flight codes", err)
 		}
@@ -151,6 +152,25 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 		return rep, err
 	}
 	return rep, nil
+}
+
+// exec runs one of reconcile's conditional updates, again if it lost a
+// deadlock: it locks many staged codes at once, in index order, while group
+// commits lock theirs in batch order (with no grace period, as in drills,
+// they can meet on the same codes). Each run is one statement and every
+// change is conditional, so running it again is safe.
+func (s *Reconciler) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	for attempt := 1; ; attempt++ {
+		tag, err := s.db.Exec(ctx, sql, args...)
+		if err == nil || !isRetryable(err) || attempt == 5 {
+			return tag, err
+		}
+		select {
+		case <-ctx.Done():
+			return tag, err
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
+	}
 }
 
 func (s *Reconciler) returnOrphans(ctx context.Context, poolID string, cutoff time.Time) (int64, error) {
@@ -181,7 +201,7 @@ func (s *Reconciler) returnOrphans(ctx context.Context, poolID string, cutoff ti
 	if len(orphans) == 0 {
 		return 0, nil
 	}
-	tag, err := s.db.Exec(ctx, unstageCodesSQL, poolID, orphans)
+	tag, err := s.exec(ctx, unstageCodesSQL, poolID, orphans)
 	if err != nil {
 		return 0, pgerr.Wrap("return orphaned codes", err)
 	}

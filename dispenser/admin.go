@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -237,4 +238,59 @@ func (s *Server) checkWebhook(u string) error {
 			Description: "must be an absolute https URL (plain http only to a loopback host, unless the server allows insecure webhooks)"}
 	}
 	return nil
+}
+
+// generateProgressEvery is how often GenerateCodes reports progress.
+const generateProgressEvery = 250 * time.Millisecond
+
+// GenerateCodes implements AdminService.GenerateCodes.
+func (s *Server) GenerateCodes(req *dispenserv1.GenerateCodesRequest, stream grpc.ServerStreamingServer[dispenserv1.GenerateCodesResponse]) error {
+	ctx := stream.Context()
+	opts := pool.GenerateOptions{PoolID: req.GetPoolId(), Count: req.GetCount(), Pattern: req.GetPattern(),
+		SafetyFactor: req.GetSafetyFactor(), SourceName: req.GetSourceName()}
+	switch req.GetCharset() {
+	case dispenserv1.CodeCharset_CODE_CHARSET_UNSPECIFIED, dispenserv1.CodeCharset_CODE_CHARSET_UNAMBIGUOUS:
+		opts.Charset = pool.Charsets["unambiguous"]
+	case dispenserv1.CodeCharset_CODE_CHARSET_DIGITS:
+		opts.Charset = pool.Charsets["digits"]
+	case dispenserv1.CodeCharset_CODE_CHARSET_UPPER:
+		opts.Charset = pool.Charsets["upper"]
+	case dispenserv1.CodeCharset_CODE_CHARSET_ALPHANUMERIC:
+		opts.Charset = pool.Charsets["alphanumeric"]
+	case dispenserv1.CodeCharset_CODE_CHARSET_CUSTOM:
+		if req.GetCustomCharset() == "" {
+			return invalidArgument("custom_charset", "is required with CODE_CHARSET_CUSTOM")
+		}
+		opts.Charset = req.GetCustomCharset()
+	default:
+		return invalidArgument("charset", "is not a known charset")
+	}
+	if req.GetCustomCharset() != "" && req.GetCharset() != dispenserv1.CodeCharset_CODE_CHARSET_CUSTOM {
+		return invalidArgument("custom_charset", "is only for CODE_CHARSET_CUSTOM")
+	}
+	var last time.Time
+	var sendErr error
+	sum, err := s.pools.Generate(ctx, opts, func(drawn int64) {
+		if sendErr != nil || time.Since(last) < generateProgressEvery {
+			return
+		}
+		last = time.Now()
+		sendErr = stream.Send(&dispenserv1.GenerateCodesResponse{Drawn: drawn})
+	})
+	if err == nil {
+		err = sendErr
+	}
+	var fe *input.FieldError
+	if errors.As(err, &fe) && fe.Field == "charset" {
+		// Only a custom charset can be wrong.
+		fe.Field = "custom_charset"
+	}
+	if err != nil {
+		return statusError(ctx, s.log, err)
+	}
+	s.log.InfoContext(ctx, "codes generated", "pool", opts.PoolID, "import_id", sum.ImportID, "inserted", sum.Inserted,
+		"collisions", sum.Collisions, "entropy_bits", sum.EntropyBits, "staging", sum.Staging, "landing", sum.Landing)
+	return stream.Send(&dispenserv1.GenerateCodesResponse{Drawn: sum.Inserted + sum.Collisions,
+		Summary: &dispenserv1.GenerateCodesSummary{ImportId: sum.ImportID, Inserted: sum.Inserted,
+			Collisions: sum.Collisions, EntropyBits: sum.EntropyBits}})
 }

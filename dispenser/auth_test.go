@@ -150,6 +150,20 @@ func TestAuthMatrix(t *testing.T) {
 			}
 			return err
 		}},
+		{"GenerateCodes", admins, func(ctx context.Context) error {
+			s, err := b.admin.GenerateCodes(ctx, &dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 1, Pattern: "AUTH-############"})
+			if err != nil {
+				return err
+			}
+			for {
+				if _, err := s.Recv(); err != nil {
+					if errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+			}
+		}},
 		{"VoidCodes", admins, func(ctx context.Context) error {
 			_, err := b.admin.VoidCodes(ctx, &dispenserv1.VoidCodesRequest{PoolId: "p1", Codes: []string{"AAAA"}, Reason: "r"})
 			return err

@@ -140,3 +140,67 @@ func TestPoolHoldSettings(t *testing.T) {
 		requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, bad.field)
 	}
 }
+
+// generate runs GenerateCodes to its end and returns the summary and the
+// progress messages seen.
+func (b *bundle) generate(ctx context.Context, req *dispenserv1.GenerateCodesRequest) (*dispenserv1.GenerateCodesSummary, int, error) {
+	s, err := b.admin.GenerateCodes(ctx, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	msgs := 0
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			return nil, msgs, err
+		}
+		msgs++
+		if m.GetSummary() != nil {
+			return m.GetSummary(), msgs, nil
+		}
+	}
+}
+
+func TestGenerateCodesOverTheAPI(t *testing.T) {
+	ctx, b := start(t)
+	b.createPool(t, "p1")
+	sum, _, err := b.generate(ctx, &dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 2000, Pattern: "GIFT-####-####-####",
+		Charset: dispenserv1.CodeCharset_CODE_CHARSET_DIGITS})
+	require.NoError(t, err)
+	require.EqualValues(t, 2000, sum.GetInserted())
+	require.InDelta(t, 39.86, sum.GetEntropyBits(), 0.01)
+	st, err := b.admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: "p1"})
+	require.NoError(t, err)
+	require.EqualValues(t, 2000, st.GetStats().GetAvailable())
+
+	// Generated codes are claimed like imported ones.
+	_, err = b.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_REFILL, PoolId: "p1"})
+	require.NoError(t, err)
+	c, err := b.claimCode("alice", "r1")
+	require.NoError(t, err)
+	require.Regexp(t, `^GIFT-\d{4}-\d{4}-\d{4}$`, c.GetClaim().GetCode())
+
+	// Voided as a whole: all but the claimed one.
+	v, err := b.admin.VoidCodes(ctx, &dispenserv1.VoidCodesRequest{PoolId: "p1", ImportId: sum.GetImportId(), Reason: "campaign off"})
+	require.NoError(t, err)
+	require.EqualValues(t, 1999, v.GetVoided())
+	require.EqualValues(t, 1, v.GetClaimed())
+
+	for _, bad := range []struct {
+		req   *dispenserv1.GenerateCodesRequest
+		field string
+	}{
+		{&dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 10, Pattern: "SALE-##"}, "pattern"},
+		{&dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 10, Pattern: "####-####-####", Charset: dispenserv1.CodeCharset_CODE_CHARSET_CUSTOM}, "custom_charset"},
+		{&dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 10, Pattern: "####-####-####", Charset: dispenserv1.CodeCharset_CODE_CHARSET_CUSTOM, CustomCharset: "AA"}, "custom_charset"},
+		{&dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 10, Pattern: "####-####-####", CustomCharset: "ABC"}, "custom_charset"},
+		{&dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 10, Pattern: "####-####-####", Charset: 99}, "charset"},
+		{&dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: -1, Pattern: "####-####-####"}, "count"},
+		{&dispenserv1.GenerateCodesRequest{PoolId: "p1", Count: 10, Pattern: "####-####-####", SafetyFactor: 1}, "safety_factor"},
+	} {
+		_, _, err := b.generate(ctx, bad.req)
+		requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, bad.field)
+	}
+	_, _, err = b.generate(ctx, &dispenserv1.GenerateCodesRequest{PoolId: "nope", Count: 10, Pattern: "####-####-####"})
+	requireStatus(t, err, codes.NotFound, dispenser.ReasonPoolNotFound, "")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,9 @@ var (
 // Store keeps pools and codes in Postgres. It is safe for concurrent use.
 type Store struct {
 	db *pgxpool.Pool
+	// random is the generator's source; nil is crypto/rand (tests replace it
+	// to force collisions).
+	random io.Reader
 }
 
 // NewStore returns a Store on db, whose schema must be migrated.

@@ -123,3 +123,27 @@ func TestReserveConfirmCancelCommands(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "POOL  HOLDS_EXPIRED\n", out)
 }
+
+func TestGenerateCommand(t *testing.T) {
+	t.Parallel()
+	addr := startServer(t)
+	_, _, err := ctl(t, addr, "pools", "create", "p1")
+	require.NoError(t, err)
+	out, errOut, err := ctl(t, addr, "generate", "--pool", "p1", "--count", "3000", "--length", "12", "--group", "4", "--prefix", "SALE-")
+	require.NoError(t, err, errOut)
+	require.Regexp(t, `^generated 3,000 codes into pool p1 as import \d+ \(60\.0 bits of entropy each, \d+ collisions drawn again\)\n$`, out)
+	require.NotContains(t, out+errOut, "SALE-")
+	_, errOut, err = ctl(t, addr, "generate", "--pool", "p1", "--count", "1000", "--pattern", "S-####", "--charset", "digits")
+	require.Error(t, err)
+	require.Contains(t, errOut, "has 13.3 bits of entropy")
+	_, _, err = ctl(t, addr, "generate", "--pool", "p1", "--count", "10", "--pattern", "S-####", "--length", "4")
+	require.ErrorContains(t, err, "not both")
+	_, _, err = ctl(t, addr, "generate", "--pool", "p1", "--count", "10", "--length", "12", "--charset", "base64")
+	require.ErrorContains(t, err, "--charset")
+	out, _, err = ctl(t, addr, "generate", "--pool", "p1", "--count", "10", "--length", "10", "--charset", "custom:ABCDEFGHJK")
+	require.NoError(t, err)
+	require.Contains(t, out, "generated 10 codes")
+	out, _, err = ctl(t, addr, "pools", "stats", "p1")
+	require.NoError(t, err)
+	require.Regexp(t, `available\s+3,010`, out)
+}

@@ -53,7 +53,7 @@ func (a *app) root() *cobra.Command {
 	f := root.PersistentFlags()
 	a.client.Flags(f)
 	f.BoolVar(&a.asJSON, "json", false, "print results as JSON for scripts")
-	root.AddCommand(a.keysCmd(), a.poolsCmd(), a.importCmd(), a.claimCmd(), a.reserveCmd(), a.confirmCmd(), a.cancelCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd())
+	root.AddCommand(a.keysCmd(), a.poolsCmd(), a.importCmd(), a.generateCmd(), a.claimCmd(), a.reserveCmd(), a.confirmCmd(), a.cancelCmd(), a.voidCmd(), a.prizesCmd(), a.jobsCmd(), a.auditCmd())
 	return root
 }
 

@@ -78,6 +78,72 @@ func (ImportFormat) EnumDescriptor() ([]byte, []int) {
 	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{0}
 }
 
+// CodeCharset names the characters generated codes draw from.
+type CodeCharset int32
+
+const (
+	// CODE_CHARSET_UNAMBIGUOUS.
+	CodeCharset_CODE_CHARSET_UNSPECIFIED CodeCharset = 0
+	// Digits and upper-case letters without look-alikes (no 0, O, 1, I):
+	// 32 characters, 5 bits each.
+	CodeCharset_CODE_CHARSET_UNAMBIGUOUS CodeCharset = 1
+	// 0-9.
+	CodeCharset_CODE_CHARSET_DIGITS CodeCharset = 2
+	// A-Z.
+	CodeCharset_CODE_CHARSET_UPPER CodeCharset = 3
+	// 0-9 and A-Z.
+	CodeCharset_CODE_CHARSET_ALPHANUMERIC CodeCharset = 4
+	// The characters of custom_charset.
+	CodeCharset_CODE_CHARSET_CUSTOM CodeCharset = 5
+)
+
+// Enum value maps for CodeCharset.
+var (
+	CodeCharset_name = map[int32]string{
+		0: "CODE_CHARSET_UNSPECIFIED",
+		1: "CODE_CHARSET_UNAMBIGUOUS",
+		2: "CODE_CHARSET_DIGITS",
+		3: "CODE_CHARSET_UPPER",
+		4: "CODE_CHARSET_ALPHANUMERIC",
+		5: "CODE_CHARSET_CUSTOM",
+	}
+	CodeCharset_value = map[string]int32{
+		"CODE_CHARSET_UNSPECIFIED":  0,
+		"CODE_CHARSET_UNAMBIGUOUS":  1,
+		"CODE_CHARSET_DIGITS":       2,
+		"CODE_CHARSET_UPPER":        3,
+		"CODE_CHARSET_ALPHANUMERIC": 4,
+		"CODE_CHARSET_CUSTOM":       5,
+	}
+)
+
+func (x CodeCharset) Enum() *CodeCharset {
+	p := new(CodeCharset)
+	*p = x
+	return p
+}
+
+func (x CodeCharset) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CodeCharset) Descriptor() protoreflect.EnumDescriptor {
+	return file_dispenser_v1_admin_service_proto_enumTypes[1].Descriptor()
+}
+
+func (CodeCharset) Type() protoreflect.EnumType {
+	return &file_dispenser_v1_admin_service_proto_enumTypes[1]
+}
+
+func (x CodeCharset) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CodeCharset.Descriptor instead.
+func (CodeCharset) EnumDescriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Job names a scheduled job.
 type Job int32
 
@@ -124,11 +190,11 @@ func (x Job) String() string {
 }
 
 func (Job) Descriptor() protoreflect.EnumDescriptor {
-	return file_dispenser_v1_admin_service_proto_enumTypes[1].Descriptor()
+	return file_dispenser_v1_admin_service_proto_enumTypes[2].Descriptor()
 }
 
 func (Job) Type() protoreflect.EnumType {
-	return &file_dispenser_v1_admin_service_proto_enumTypes[1]
+	return &file_dispenser_v1_admin_service_proto_enumTypes[2]
 }
 
 func (x Job) Number() protoreflect.EnumNumber {
@@ -137,7 +203,7 @@ func (x Job) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Job.Descriptor instead.
 func (Job) EnumDescriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{1}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{2}
 }
 
 // KeyRole is what an API key may do.
@@ -181,11 +247,11 @@ func (x KeyRole) String() string {
 }
 
 func (KeyRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_dispenser_v1_admin_service_proto_enumTypes[2].Descriptor()
+	return file_dispenser_v1_admin_service_proto_enumTypes[3].Descriptor()
 }
 
 func (KeyRole) Type() protoreflect.EnumType {
-	return &file_dispenser_v1_admin_service_proto_enumTypes[2]
+	return &file_dispenser_v1_admin_service_proto_enumTypes[3]
 }
 
 func (x KeyRole) Number() protoreflect.EnumNumber {
@@ -194,7 +260,7 @@ func (x KeyRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyRole.Descriptor instead.
 func (KeyRole) EnumDescriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{2}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{3}
 }
 
 // CreatePoolRequest names the new pool and its settings.
@@ -1016,6 +1082,241 @@ func (x *ImportCodesResponse) GetBytes() int64 {
 	return 0
 }
 
+// GenerateCodesRequest describes codes to mint.
+type GenerateCodesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool to add the codes to.
+	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// How many codes, 1 to 10,000,000.
+	Count int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// The codes' shape: every '#' becomes a random character of the charset,
+	// every other character stays as written, e.g. "SALE-####-####-####".
+	// 4 to 128 characters, at least one '#'.
+	Pattern string `protobuf:"bytes,3,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	// The random characters' set. Unset: CODE_CHARSET_UNAMBIGUOUS.
+	Charset CodeCharset `protobuf:"varint,4,opt,name=charset,proto3,enum=dispenser.v1.CodeCharset" json:"charset,omitempty"`
+	// With CODE_CHARSET_CUSTOM: 2 to 256 distinct printable characters (no
+	// space, no '#').
+	CustomCharset string `protobuf:"bytes,5,opt,name=custom_charset,json=customCharset,proto3" json:"custom_charset,omitempty"`
+	// The pattern's space must hold this many times the pool's codes after
+	// generation: 1e3 to 1e18. Unset: 1e6 (a guess hits a valid code once in
+	// a million tries).
+	SafetyFactor float64 `protobuf:"fixed64,6,opt,name=safety_factor,json=safetyFactor,proto3" json:"safety_factor,omitempty"`
+	// Kept in the import's record, like an import's file name.
+	SourceName    string `protobuf:"bytes,7,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateCodesRequest) Reset() {
+	*x = GenerateCodesRequest{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateCodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateCodesRequest) ProtoMessage() {}
+
+func (x *GenerateCodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateCodesRequest.ProtoReflect.Descriptor instead.
+func (*GenerateCodesRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GenerateCodesRequest) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *GenerateCodesRequest) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *GenerateCodesRequest) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+func (x *GenerateCodesRequest) GetCharset() CodeCharset {
+	if x != nil {
+		return x.Charset
+	}
+	return CodeCharset_CODE_CHARSET_UNSPECIFIED
+}
+
+func (x *GenerateCodesRequest) GetCustomCharset() string {
+	if x != nil {
+		return x.CustomCharset
+	}
+	return ""
+}
+
+func (x *GenerateCodesRequest) GetSafetyFactor() float64 {
+	if x != nil {
+		return x.SafetyFactor
+	}
+	return 0
+}
+
+func (x *GenerateCodesRequest) GetSourceName() string {
+	if x != nil {
+		return x.SourceName
+	}
+	return ""
+}
+
+// GenerateCodesResponse is a progress report, or the summary (last).
+type GenerateCodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Codes drawn so far (collisions drawn again count too).
+	Drawn int64 `protobuf:"varint,1,opt,name=drawn,proto3" json:"drawn,omitempty"`
+	// Set on the last message, once the codes have landed.
+	Summary       *GenerateCodesSummary `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateCodesResponse) Reset() {
+	*x = GenerateCodesResponse{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateCodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateCodesResponse) ProtoMessage() {}
+
+func (x *GenerateCodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateCodesResponse.ProtoReflect.Descriptor instead.
+func (*GenerateCodesResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GenerateCodesResponse) GetDrawn() int64 {
+	if x != nil {
+		return x.Drawn
+	}
+	return 0
+}
+
+func (x *GenerateCodesResponse) GetSummary() *GenerateCodesSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+// GenerateCodesSummary tells what a generation did. It never carries a code:
+// export or claim them like imported ones.
+type GenerateCodesSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The import the codes landed as (VoidCodes with this import_id voids
+	// them all).
+	ImportId int64 `protobuf:"varint,1,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
+	// Codes added: the requested count.
+	Inserted int64 `protobuf:"varint,2,opt,name=inserted,proto3" json:"inserted,omitempty"`
+	// Drawn codes the pool already held or that were drawn twice, drawn again.
+	Collisions int64 `protobuf:"varint,3,opt,name=collisions,proto3" json:"collisions,omitempty"`
+	// log2 of the pattern's space.
+	EntropyBits   float64 `protobuf:"fixed64,4,opt,name=entropy_bits,json=entropyBits,proto3" json:"entropy_bits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateCodesSummary) Reset() {
+	*x = GenerateCodesSummary{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateCodesSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateCodesSummary) ProtoMessage() {}
+
+func (x *GenerateCodesSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateCodesSummary.ProtoReflect.Descriptor instead.
+func (*GenerateCodesSummary) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GenerateCodesSummary) GetImportId() int64 {
+	if x != nil {
+		return x.ImportId
+	}
+	return 0
+}
+
+func (x *GenerateCodesSummary) GetInserted() int64 {
+	if x != nil {
+		return x.Inserted
+	}
+	return 0
+}
+
+func (x *GenerateCodesSummary) GetCollisions() int64 {
+	if x != nil {
+		return x.Collisions
+	}
+	return 0
+}
+
+func (x *GenerateCodesSummary) GetEntropyBits() float64 {
+	if x != nil {
+		return x.EntropyBits
+	}
+	return 0
+}
+
 // ExportClaimsRequest selects the claims to export.
 type ExportClaimsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1034,7 +1335,7 @@ type ExportClaimsRequest struct {
 
 func (x *ExportClaimsRequest) Reset() {
 	*x = ExportClaimsRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1347,7 @@ func (x *ExportClaimsRequest) String() string {
 func (*ExportClaimsRequest) ProtoMessage() {}
 
 func (x *ExportClaimsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1360,7 @@ func (x *ExportClaimsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportClaimsRequest.ProtoReflect.Descriptor instead.
 func (*ExportClaimsRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{14}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExportClaimsRequest) GetPoolId() string {
@@ -1101,7 +1402,7 @@ type ExportClaimsResponse struct {
 
 func (x *ExportClaimsResponse) Reset() {
 	*x = ExportClaimsResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1414,7 @@ func (x *ExportClaimsResponse) String() string {
 func (*ExportClaimsResponse) ProtoMessage() {}
 
 func (x *ExportClaimsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1427,7 @@ func (x *ExportClaimsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportClaimsResponse.ProtoReflect.Descriptor instead.
 func (*ExportClaimsResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{15}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExportClaimsResponse) GetClaims() []*Claim {
@@ -1154,7 +1455,7 @@ type VoidCodesRequest struct {
 
 func (x *VoidCodesRequest) Reset() {
 	*x = VoidCodesRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1467,7 @@ func (x *VoidCodesRequest) String() string {
 func (*VoidCodesRequest) ProtoMessage() {}
 
 func (x *VoidCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1480,7 @@ func (x *VoidCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoidCodesRequest.ProtoReflect.Descriptor instead.
 func (*VoidCodesRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{16}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VoidCodesRequest) GetPoolId() string {
@@ -1227,7 +1528,7 @@ type VoidCodesResponse struct {
 
 func (x *VoidCodesResponse) Reset() {
 	*x = VoidCodesResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1540,7 @@ func (x *VoidCodesResponse) String() string {
 func (*VoidCodesResponse) ProtoMessage() {}
 
 func (x *VoidCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1553,7 @@ func (x *VoidCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoidCodesResponse.ProtoReflect.Descriptor instead.
 func (*VoidCodesResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{17}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VoidCodesResponse) GetVoided() int64 {
@@ -1296,7 +1597,7 @@ type RunJobRequest struct {
 
 func (x *RunJobRequest) Reset() {
 	*x = RunJobRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1609,7 @@ func (x *RunJobRequest) String() string {
 func (*RunJobRequest) ProtoMessage() {}
 
 func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1622,7 @@ func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
 func (*RunJobRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{18}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunJobRequest) GetJob() Job {
@@ -1375,7 +1676,7 @@ type JobPoolReport struct {
 
 func (x *JobPoolReport) Reset() {
 	*x = JobPoolReport{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1688,7 @@ func (x *JobPoolReport) String() string {
 func (*JobPoolReport) ProtoMessage() {}
 
 func (x *JobPoolReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1701,7 @@ func (x *JobPoolReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobPoolReport.ProtoReflect.Descriptor instead.
 func (*JobPoolReport) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{19}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JobPoolReport) GetPoolId() string {
@@ -1505,7 +1806,7 @@ type RunJobResponse struct {
 
 func (x *RunJobResponse) Reset() {
 	*x = RunJobResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1818,7 @@ func (x *RunJobResponse) String() string {
 func (*RunJobResponse) ProtoMessage() {}
 
 func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1831,7 @@ func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
 func (*RunJobResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{20}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunJobResponse) GetPools() []*JobPoolReport {
@@ -1565,7 +1866,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1878,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1891,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{21}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApiKey) GetId() string {
@@ -1660,7 +1961,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1973,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1986,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{22}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateKeyRequest) GetKey() *ApiKey {
@@ -1709,7 +2010,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +2022,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +2035,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{23}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateKeyResponse) GetKey() *ApiKey {
@@ -1760,7 +2061,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +2073,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +2086,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{24}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{27}
 }
 
 // ListKeysResponse lists the keys.
@@ -1799,7 +2100,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +2112,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +2125,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{25}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListKeysResponse) GetKeys() []*ApiKey {
@@ -1845,7 +2146,7 @@ type RevokeKeyRequest struct {
 
 func (x *RevokeKeyRequest) Reset() {
 	*x = RevokeKeyRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2158,7 @@ func (x *RevokeKeyRequest) String() string {
 func (*RevokeKeyRequest) ProtoMessage() {}
 
 func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2171,7 @@ func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{26}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevokeKeyRequest) GetKeyId() string {
@@ -1891,7 +2192,7 @@ type RevokeKeyResponse struct {
 
 func (x *RevokeKeyResponse) Reset() {
 	*x = RevokeKeyResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2204,7 @@ func (x *RevokeKeyResponse) String() string {
 func (*RevokeKeyResponse) ProtoMessage() {}
 
 func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2217,7 @@ func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{27}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeKeyResponse) GetKey() *ApiKey {
@@ -1977,7 +2278,26 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x12duplicates_in_pool\x18\x05 \x01(\x03R\x10duplicatesInPool\x12\x18\n" +
 	"\ainvalid\x18\x06 \x01(\x03R\ainvalid\x12>\n" +
 	"\rinvalid_lines\x18\a \x03(\v2\x19.dispenser.v1.InvalidLineR\finvalidLines\x12\x14\n" +
-	"\x05bytes\x18\b \x01(\x03R\x05bytes\"\xb7\x01\n" +
+	"\x05bytes\x18\b \x01(\x03R\x05bytes\"\x81\x02\n" +
+	"\x14GenerateCodesRequest\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x18\n" +
+	"\apattern\x18\x03 \x01(\tR\apattern\x123\n" +
+	"\acharset\x18\x04 \x01(\x0e2\x19.dispenser.v1.CodeCharsetR\acharset\x12%\n" +
+	"\x0ecustom_charset\x18\x05 \x01(\tR\rcustomCharset\x12#\n" +
+	"\rsafety_factor\x18\x06 \x01(\x01R\fsafetyFactor\x12\x1f\n" +
+	"\vsource_name\x18\a \x01(\tR\n" +
+	"sourceName\"k\n" +
+	"\x15GenerateCodesResponse\x12\x14\n" +
+	"\x05drawn\x18\x01 \x01(\x03R\x05drawn\x12<\n" +
+	"\asummary\x18\x02 \x01(\v2\".dispenser.v1.GenerateCodesSummaryR\asummary\"\x92\x01\n" +
+	"\x14GenerateCodesSummary\x12\x1b\n" +
+	"\timport_id\x18\x01 \x01(\x03R\bimportId\x12\x1a\n" +
+	"\binserted\x18\x02 \x01(\x03R\binserted\x12\x1e\n" +
+	"\n" +
+	"collisions\x18\x03 \x01(\x03R\n" +
+	"collisions\x12!\n" +
+	"\fentropy_bits\x18\x04 \x01(\x01R\ventropyBits\"\xb7\x01\n" +
 	"\x13ExportClaimsRequest\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
@@ -2041,7 +2361,14 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\fImportFormat\x12\x1d\n" +
 	"\x19IMPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13IMPORT_FORMAT_LINES\x10\x01\x12\x15\n" +
-	"\x11IMPORT_FORMAT_CSV\x10\x02*d\n" +
+	"\x11IMPORT_FORMAT_CSV\x10\x02*\xb2\x01\n" +
+	"\vCodeCharset\x12\x1c\n" +
+	"\x18CODE_CHARSET_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18CODE_CHARSET_UNAMBIGUOUS\x10\x01\x12\x17\n" +
+	"\x13CODE_CHARSET_DIGITS\x10\x02\x12\x16\n" +
+	"\x12CODE_CHARSET_UPPER\x10\x03\x12\x1d\n" +
+	"\x19CODE_CHARSET_ALPHANUMERIC\x10\x04\x12\x17\n" +
+	"\x13CODE_CHARSET_CUSTOM\x10\x05*d\n" +
 	"\x03Job\x12\x13\n" +
 	"\x0fJOB_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2053,7 +2380,7 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x14KEY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_ROLE_CLAIMER\x10\x01\x12\x12\n" +
 	"\x0eKEY_ROLE_ADMIN\x10\x02\x12\x14\n" +
-	"\x10KEY_ROLE_AUDITOR\x10\x032\xc6\a\n" +
+	"\x10KEY_ROLE_AUDITOR\x10\x032\xa2\b\n" +
 	"\fAdminService\x12O\n" +
 	"\n" +
 	"CreatePool\x12\x1f.dispenser.v1.CreatePoolRequest\x1a .dispenser.v1.CreatePoolResponse\x12O\n" +
@@ -2063,7 +2390,8 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\tListPools\x12\x1e.dispenser.v1.ListPoolsRequest\x1a\x1f.dispenser.v1.ListPoolsResponse\x12U\n" +
 	"\fGetPoolStats\x12!.dispenser.v1.GetPoolStatsRequest\x1a\".dispenser.v1.GetPoolStatsResponse\x12T\n" +
 	"\vImportCodes\x12 .dispenser.v1.ImportCodesRequest\x1a!.dispenser.v1.ImportCodesResponse(\x01\x12W\n" +
-	"\fExportClaims\x12!.dispenser.v1.ExportClaimsRequest\x1a\".dispenser.v1.ExportClaimsResponse0\x01\x12L\n" +
+	"\fExportClaims\x12!.dispenser.v1.ExportClaimsRequest\x1a\".dispenser.v1.ExportClaimsResponse0\x01\x12Z\n" +
+	"\rGenerateCodes\x12\".dispenser.v1.GenerateCodesRequest\x1a#.dispenser.v1.GenerateCodesResponse0\x01\x12L\n" +
 	"\tVoidCodes\x12\x1e.dispenser.v1.VoidCodesRequest\x1a\x1f.dispenser.v1.VoidCodesResponse\x12C\n" +
 	"\x06RunJob\x12\x1b.dispenser.v1.RunJobRequest\x1a\x1c.dispenser.v1.RunJobResponse\x12L\n" +
 	"\tCreateKey\x12\x1e.dispenser.v1.CreateKeyRequest\x1a\x1f.dispenser.v1.CreateKeyResponse\x12I\n" +
@@ -2083,99 +2411,107 @@ func file_dispenser_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_dispenser_v1_admin_service_proto_rawDescData
 }
 
-var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_dispenser_v1_admin_service_proto_goTypes = []any{
 	(ImportFormat)(0),             // 0: dispenser.v1.ImportFormat
-	(Job)(0),                      // 1: dispenser.v1.Job
-	(KeyRole)(0),                  // 2: dispenser.v1.KeyRole
-	(*CreatePoolRequest)(nil),     // 3: dispenser.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 4: dispenser.v1.CreatePoolResponse
-	(*UpdatePoolRequest)(nil),     // 5: dispenser.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 6: dispenser.v1.UpdatePoolResponse
-	(*GetPoolRequest)(nil),        // 7: dispenser.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 8: dispenser.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 9: dispenser.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 10: dispenser.v1.ListPoolsResponse
-	(*GetPoolStatsRequest)(nil),   // 11: dispenser.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),  // 12: dispenser.v1.GetPoolStatsResponse
-	(*ImportOptions)(nil),         // 13: dispenser.v1.ImportOptions
-	(*ImportCodesRequest)(nil),    // 14: dispenser.v1.ImportCodesRequest
-	(*InvalidLine)(nil),           // 15: dispenser.v1.InvalidLine
-	(*ImportCodesResponse)(nil),   // 16: dispenser.v1.ImportCodesResponse
-	(*ExportClaimsRequest)(nil),   // 17: dispenser.v1.ExportClaimsRequest
-	(*ExportClaimsResponse)(nil),  // 18: dispenser.v1.ExportClaimsResponse
-	(*VoidCodesRequest)(nil),      // 19: dispenser.v1.VoidCodesRequest
-	(*VoidCodesResponse)(nil),     // 20: dispenser.v1.VoidCodesResponse
-	(*RunJobRequest)(nil),         // 21: dispenser.v1.RunJobRequest
-	(*JobPoolReport)(nil),         // 22: dispenser.v1.JobPoolReport
-	(*RunJobResponse)(nil),        // 23: dispenser.v1.RunJobResponse
-	(*ApiKey)(nil),                // 24: dispenser.v1.ApiKey
-	(*CreateKeyRequest)(nil),      // 25: dispenser.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 26: dispenser.v1.CreateKeyResponse
-	(*ListKeysRequest)(nil),       // 27: dispenser.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 28: dispenser.v1.ListKeysResponse
-	(*RevokeKeyRequest)(nil),      // 29: dispenser.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),     // 30: dispenser.v1.RevokeKeyResponse
-	(*Pool)(nil),                  // 31: dispenser.v1.Pool
-	(*fieldmaskpb.FieldMask)(nil), // 32: google.protobuf.FieldMask
-	(*PoolStats)(nil),             // 33: dispenser.v1.PoolStats
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*Claim)(nil),                 // 35: dispenser.v1.Claim
+	(CodeCharset)(0),              // 1: dispenser.v1.CodeCharset
+	(Job)(0),                      // 2: dispenser.v1.Job
+	(KeyRole)(0),                  // 3: dispenser.v1.KeyRole
+	(*CreatePoolRequest)(nil),     // 4: dispenser.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),    // 5: dispenser.v1.CreatePoolResponse
+	(*UpdatePoolRequest)(nil),     // 6: dispenser.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),    // 7: dispenser.v1.UpdatePoolResponse
+	(*GetPoolRequest)(nil),        // 8: dispenser.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),       // 9: dispenser.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),      // 10: dispenser.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),     // 11: dispenser.v1.ListPoolsResponse
+	(*GetPoolStatsRequest)(nil),   // 12: dispenser.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),  // 13: dispenser.v1.GetPoolStatsResponse
+	(*ImportOptions)(nil),         // 14: dispenser.v1.ImportOptions
+	(*ImportCodesRequest)(nil),    // 15: dispenser.v1.ImportCodesRequest
+	(*InvalidLine)(nil),           // 16: dispenser.v1.InvalidLine
+	(*ImportCodesResponse)(nil),   // 17: dispenser.v1.ImportCodesResponse
+	(*GenerateCodesRequest)(nil),  // 18: dispenser.v1.GenerateCodesRequest
+	(*GenerateCodesResponse)(nil), // 19: dispenser.v1.GenerateCodesResponse
+	(*GenerateCodesSummary)(nil),  // 20: dispenser.v1.GenerateCodesSummary
+	(*ExportClaimsRequest)(nil),   // 21: dispenser.v1.ExportClaimsRequest
+	(*ExportClaimsResponse)(nil),  // 22: dispenser.v1.ExportClaimsResponse
+	(*VoidCodesRequest)(nil),      // 23: dispenser.v1.VoidCodesRequest
+	(*VoidCodesResponse)(nil),     // 24: dispenser.v1.VoidCodesResponse
+	(*RunJobRequest)(nil),         // 25: dispenser.v1.RunJobRequest
+	(*JobPoolReport)(nil),         // 26: dispenser.v1.JobPoolReport
+	(*RunJobResponse)(nil),        // 27: dispenser.v1.RunJobResponse
+	(*ApiKey)(nil),                // 28: dispenser.v1.ApiKey
+	(*CreateKeyRequest)(nil),      // 29: dispenser.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 30: dispenser.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 31: dispenser.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 32: dispenser.v1.ListKeysResponse
+	(*RevokeKeyRequest)(nil),      // 33: dispenser.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 34: dispenser.v1.RevokeKeyResponse
+	(*Pool)(nil),                  // 35: dispenser.v1.Pool
+	(*fieldmaskpb.FieldMask)(nil), // 36: google.protobuf.FieldMask
+	(*PoolStats)(nil),             // 37: dispenser.v1.PoolStats
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*Claim)(nil),                 // 39: dispenser.v1.Claim
 }
 var file_dispenser_v1_admin_service_proto_depIdxs = []int32{
-	31, // 0: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	31, // 1: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	31, // 2: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	32, // 3: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	31, // 4: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	31, // 5: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
-	31, // 6: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
-	33, // 7: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
+	35, // 0: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	35, // 1: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	35, // 2: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	36, // 3: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	35, // 4: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	35, // 5: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
+	35, // 6: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
+	37, // 7: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
 	0,  // 8: dispenser.v1.ImportOptions.format:type_name -> dispenser.v1.ImportFormat
-	13, // 9: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
-	15, // 10: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
-	34, // 11: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
-	34, // 12: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
-	35, // 13: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
-	1,  // 14: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
-	22, // 15: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
-	2,  // 16: dispenser.v1.ApiKey.role:type_name -> dispenser.v1.KeyRole
-	34, // 17: dispenser.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	34, // 18: dispenser.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	24, // 19: dispenser.v1.CreateKeyRequest.key:type_name -> dispenser.v1.ApiKey
-	24, // 20: dispenser.v1.CreateKeyResponse.key:type_name -> dispenser.v1.ApiKey
-	24, // 21: dispenser.v1.ListKeysResponse.keys:type_name -> dispenser.v1.ApiKey
-	24, // 22: dispenser.v1.RevokeKeyResponse.key:type_name -> dispenser.v1.ApiKey
-	3,  // 23: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
-	5,  // 24: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
-	7,  // 25: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
-	9,  // 26: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
-	11, // 27: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
-	14, // 28: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
-	17, // 29: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
-	19, // 30: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
-	21, // 31: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
-	25, // 32: dispenser.v1.AdminService.CreateKey:input_type -> dispenser.v1.CreateKeyRequest
-	27, // 33: dispenser.v1.AdminService.ListKeys:input_type -> dispenser.v1.ListKeysRequest
-	29, // 34: dispenser.v1.AdminService.RevokeKey:input_type -> dispenser.v1.RevokeKeyRequest
-	4,  // 35: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
-	6,  // 36: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
-	8,  // 37: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
-	10, // 38: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
-	12, // 39: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
-	16, // 40: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
-	18, // 41: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
-	20, // 42: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
-	23, // 43: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
-	26, // 44: dispenser.v1.AdminService.CreateKey:output_type -> dispenser.v1.CreateKeyResponse
-	28, // 45: dispenser.v1.AdminService.ListKeys:output_type -> dispenser.v1.ListKeysResponse
-	30, // 46: dispenser.v1.AdminService.RevokeKey:output_type -> dispenser.v1.RevokeKeyResponse
-	35, // [35:47] is the sub-list for method output_type
-	23, // [23:35] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 9: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
+	16, // 10: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
+	1,  // 11: dispenser.v1.GenerateCodesRequest.charset:type_name -> dispenser.v1.CodeCharset
+	20, // 12: dispenser.v1.GenerateCodesResponse.summary:type_name -> dispenser.v1.GenerateCodesSummary
+	38, // 13: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
+	38, // 14: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
+	39, // 15: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
+	2,  // 16: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
+	26, // 17: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
+	3,  // 18: dispenser.v1.ApiKey.role:type_name -> dispenser.v1.KeyRole
+	38, // 19: dispenser.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	38, // 20: dispenser.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	28, // 21: dispenser.v1.CreateKeyRequest.key:type_name -> dispenser.v1.ApiKey
+	28, // 22: dispenser.v1.CreateKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	28, // 23: dispenser.v1.ListKeysResponse.keys:type_name -> dispenser.v1.ApiKey
+	28, // 24: dispenser.v1.RevokeKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	4,  // 25: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
+	6,  // 26: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
+	8,  // 27: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
+	10, // 28: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
+	12, // 29: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
+	15, // 30: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
+	21, // 31: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
+	18, // 32: dispenser.v1.AdminService.GenerateCodes:input_type -> dispenser.v1.GenerateCodesRequest
+	23, // 33: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
+	25, // 34: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
+	29, // 35: dispenser.v1.AdminService.CreateKey:input_type -> dispenser.v1.CreateKeyRequest
+	31, // 36: dispenser.v1.AdminService.ListKeys:input_type -> dispenser.v1.ListKeysRequest
+	33, // 37: dispenser.v1.AdminService.RevokeKey:input_type -> dispenser.v1.RevokeKeyRequest
+	5,  // 38: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
+	7,  // 39: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
+	9,  // 40: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
+	11, // 41: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
+	13, // 42: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
+	17, // 43: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
+	22, // 44: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
+	19, // 45: dispenser.v1.AdminService.GenerateCodes:output_type -> dispenser.v1.GenerateCodesResponse
+	24, // 46: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
+	27, // 47: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
+	30, // 48: dispenser.v1.AdminService.CreateKey:output_type -> dispenser.v1.CreateKeyResponse
+	32, // 49: dispenser.v1.AdminService.ListKeys:output_type -> dispenser.v1.ListKeysResponse
+	34, // 50: dispenser.v1.AdminService.RevokeKey:output_type -> dispenser.v1.RevokeKeyResponse
+	38, // [38:51] is the sub-list for method output_type
+	25, // [25:38] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_admin_service_proto_init() }
@@ -2193,8 +2529,8 @@ func file_dispenser_v1_admin_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispenser_v1_admin_service_proto_rawDesc), len(file_dispenser_v1_admin_service_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   28,
+			NumEnums:      4,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

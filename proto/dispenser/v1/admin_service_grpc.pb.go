@@ -19,18 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreatePool_FullMethodName   = "/dispenser.v1.AdminService/CreatePool"
-	AdminService_UpdatePool_FullMethodName   = "/dispenser.v1.AdminService/UpdatePool"
-	AdminService_GetPool_FullMethodName      = "/dispenser.v1.AdminService/GetPool"
-	AdminService_ListPools_FullMethodName    = "/dispenser.v1.AdminService/ListPools"
-	AdminService_GetPoolStats_FullMethodName = "/dispenser.v1.AdminService/GetPoolStats"
-	AdminService_ImportCodes_FullMethodName  = "/dispenser.v1.AdminService/ImportCodes"
-	AdminService_ExportClaims_FullMethodName = "/dispenser.v1.AdminService/ExportClaims"
-	AdminService_VoidCodes_FullMethodName    = "/dispenser.v1.AdminService/VoidCodes"
-	AdminService_RunJob_FullMethodName       = "/dispenser.v1.AdminService/RunJob"
-	AdminService_CreateKey_FullMethodName    = "/dispenser.v1.AdminService/CreateKey"
-	AdminService_ListKeys_FullMethodName     = "/dispenser.v1.AdminService/ListKeys"
-	AdminService_RevokeKey_FullMethodName    = "/dispenser.v1.AdminService/RevokeKey"
+	AdminService_CreatePool_FullMethodName    = "/dispenser.v1.AdminService/CreatePool"
+	AdminService_UpdatePool_FullMethodName    = "/dispenser.v1.AdminService/UpdatePool"
+	AdminService_GetPool_FullMethodName       = "/dispenser.v1.AdminService/GetPool"
+	AdminService_ListPools_FullMethodName     = "/dispenser.v1.AdminService/ListPools"
+	AdminService_GetPoolStats_FullMethodName  = "/dispenser.v1.AdminService/GetPoolStats"
+	AdminService_ImportCodes_FullMethodName   = "/dispenser.v1.AdminService/ImportCodes"
+	AdminService_ExportClaims_FullMethodName  = "/dispenser.v1.AdminService/ExportClaims"
+	AdminService_GenerateCodes_FullMethodName = "/dispenser.v1.AdminService/GenerateCodes"
+	AdminService_VoidCodes_FullMethodName     = "/dispenser.v1.AdminService/VoidCodes"
+	AdminService_RunJob_FullMethodName        = "/dispenser.v1.AdminService/RunJob"
+	AdminService_CreateKey_FullMethodName     = "/dispenser.v1.AdminService/CreateKey"
+	AdminService_ListKeys_FullMethodName      = "/dispenser.v1.AdminService/ListKeys"
+	AdminService_RevokeKey_FullMethodName     = "/dispenser.v1.AdminService/RevokeKey"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -66,6 +67,14 @@ type AdminServiceClient interface {
 	ImportCodes(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportCodesRequest, ImportCodesResponse], error)
 	// ExportClaims streams a pool's claims in claim order, in batches.
 	ExportClaims(ctx context.Context, in *ExportClaimsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportClaimsResponse], error)
+	// GenerateCodes mints count new codes of a pattern for the pool with a
+	// cryptographic random source, unique within the pool, landing like an
+	// import: all or nothing, with an import id, voidable as a whole. It
+	// streams progress while drawing and ends with the summary. A pattern
+	// whose space is under safety_factor times the pool's codes (after
+	// generation) is refused with InvalidArgument naming "pattern" and the
+	// bits of entropy it has and needs: short patterns invite guessing.
+	GenerateCodes(ctx context.Context, in *GenerateCodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GenerateCodesResponse], error)
 	// VoidCodes takes codes out of circulation (a supplier recall, a leak).
 	// Only codes no claim holds can be voided; claims are never undone.
 	VoidCodes(ctx context.Context, in *VoidCodesRequest, opts ...grpc.CallOption) (*VoidCodesResponse, error)
@@ -172,6 +181,25 @@ func (c *adminServiceClient) ExportClaims(ctx context.Context, in *ExportClaimsR
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_ExportClaimsClient = grpc.ServerStreamingClient[ExportClaimsResponse]
 
+func (c *adminServiceClient) GenerateCodes(ctx context.Context, in *GenerateCodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GenerateCodesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[2], AdminService_GenerateCodes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GenerateCodesRequest, GenerateCodesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_GenerateCodesClient = grpc.ServerStreamingClient[GenerateCodesResponse]
+
 func (c *adminServiceClient) VoidCodes(ctx context.Context, in *VoidCodesRequest, opts ...grpc.CallOption) (*VoidCodesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(VoidCodesResponse)
@@ -255,6 +283,14 @@ type AdminServiceServer interface {
 	ImportCodes(grpc.ClientStreamingServer[ImportCodesRequest, ImportCodesResponse]) error
 	// ExportClaims streams a pool's claims in claim order, in batches.
 	ExportClaims(*ExportClaimsRequest, grpc.ServerStreamingServer[ExportClaimsResponse]) error
+	// GenerateCodes mints count new codes of a pattern for the pool with a
+	// cryptographic random source, unique within the pool, landing like an
+	// import: all or nothing, with an import id, voidable as a whole. It
+	// streams progress while drawing and ends with the summary. A pattern
+	// whose space is under safety_factor times the pool's codes (after
+	// generation) is refused with InvalidArgument naming "pattern" and the
+	// bits of entropy it has and needs: short patterns invite guessing.
+	GenerateCodes(*GenerateCodesRequest, grpc.ServerStreamingServer[GenerateCodesResponse]) error
 	// VoidCodes takes codes out of circulation (a supplier recall, a leak).
 	// Only codes no claim holds can be voided; claims are never undone.
 	VoidCodes(context.Context, *VoidCodesRequest) (*VoidCodesResponse, error)
@@ -299,6 +335,9 @@ func (UnimplementedAdminServiceServer) ImportCodes(grpc.ClientStreamingServer[Im
 }
 func (UnimplementedAdminServiceServer) ExportClaims(*ExportClaimsRequest, grpc.ServerStreamingServer[ExportClaimsResponse]) error {
 	return status.Error(codes.Unimplemented, "method ExportClaims not implemented")
+}
+func (UnimplementedAdminServiceServer) GenerateCodes(*GenerateCodesRequest, grpc.ServerStreamingServer[GenerateCodesResponse]) error {
+	return status.Error(codes.Unimplemented, "method GenerateCodes not implemented")
 }
 func (UnimplementedAdminServiceServer) VoidCodes(context.Context, *VoidCodesRequest) (*VoidCodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VoidCodes not implemented")
@@ -443,6 +482,17 @@ func _AdminService_ExportClaims_Handler(srv interface{}, stream grpc.ServerStrea
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_ExportClaimsServer = grpc.ServerStreamingServer[ExportClaimsResponse]
+
+func _AdminService_GenerateCodes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GenerateCodesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).GenerateCodes(m, &grpc.GenericServerStream[GenerateCodesRequest, GenerateCodesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_GenerateCodesServer = grpc.ServerStreamingServer[GenerateCodesResponse]
 
 func _AdminService_VoidCodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(VoidCodesRequest)
@@ -591,6 +641,11 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ExportClaims",
 			Handler:       _AdminService_ExportClaims_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GenerateCodes",
+			Handler:       _AdminService_GenerateCodes_Handler,
 			ServerStreams: true,
 		},
 	},
