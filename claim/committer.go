@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -68,16 +66,7 @@ type committer struct {
 	// clear their in-flight ledger entries.
 	onCommitted func([]*commitItem)
 	log         *slog.Logger
-	in          chan *commitItem
-	// batches carries full batches to MaxInFlight flusher goroutines: they
-	// live as long as the committer, so their stacks, grown once by pgx,
-	// are not grown again for every batch.
-	batches chan []*commitItem
-	wg      sync.WaitGroup
-	stop    chan struct{}
-	once    sync.Once
-	done    chan struct{}
-	started atomic.Bool
+	group       *grouper[*commitItem]
 }
 
 func newCommitter(db *pgxpool.Pool, cfg CommitterConfig, refusalTTL time.Duration, onCommitted func([]*commitItem), log *slog.Logger) *committer {
@@ -85,42 +74,21 @@ func newCommitter(db *pgxpool.Pool, cfg CommitterConfig, refusalTTL time.Duratio
 	cfg.MaxWait = cmp.Or(cfg.MaxWait, CommitMaxWaitDefault)
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, CommitMaxInFlightDefault)
 	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, CommitTimeoutDefault)
-	return &committer{db: db, cfg: cfg, refusalTTL: refusalTTL, onCommitted: onCommitted, log: log,
-		in:      make(chan *commitItem, cfg.MaxBatch*cfg.MaxInFlight),
-		batches: make(chan []*commitItem), stop: make(chan struct{}), done: make(chan struct{})}
+	c := &committer{db: db, cfg: cfg, refusalTTL: refusalTTL, onCommitted: onCommitted, log: log}
+	c.group = newGrouper(cfg.MaxBatch, cfg.MaxWait, cfg.MaxInFlight, c.flush)
+	return c
 }
 
 // start starts the batcher and the flushers.
-func (c *committer) start() {
-	if c.started.Swap(true) {
-		return
-	}
-	for range c.cfg.MaxInFlight {
-		c.wg.Go(func() {
-			for batch := range c.batches {
-				c.flush(batch)
-			}
-		})
-	}
-	go c.loop()
-}
+func (c *committer) start() { c.group.start() }
 
 // submit queues an item and waits for its batch. Once queued, the item is
 // committed or refused even if ctx ends; the caller then just stops waiting
 // (a retry with the same request id finds the claim).
 func (c *committer) submit(ctx context.Context, it *commitItem) commitResult {
 	it.done = make(chan commitResult, 1)
-	select {
-	case <-c.stop:
-		return commitResult{err: ErrStopped}
-	default:
-	}
-	select {
-	case c.in <- it:
-	case <-c.stop:
-		return commitResult{err: ErrStopped}
-	case <-ctx.Done():
-		return commitResult{err: ctx.Err()}
+	if err := c.group.put(ctx, it); err != nil {
+		return commitResult{err: err}
 	}
 	select {
 	case r := <-it.done:
@@ -131,60 +99,7 @@ func (c *committer) submit(ctx context.Context, it *commitItem) commitResult {
 }
 
 // Stop stops taking items, commits what was queued and waits for every batch.
-func (c *committer) Stop() {
-	c.once.Do(func() { close(c.stop) })
-	if c.started.Load() {
-		<-c.done
-	}
-}
-
-func (c *committer) loop() {
-	defer close(c.done)
-	for {
-		var first *commitItem
-		select {
-		case first = <-c.in:
-		case <-c.stop:
-			close(c.batches)
-			c.wg.Wait()
-			c.drain()
-			return
-		}
-		batch := []*commitItem{first}
-		timer := time.NewTimer(c.cfg.MaxWait)
-	fill:
-		for len(batch) < c.cfg.MaxBatch {
-			select {
-			case it := <-c.in:
-				batch = append(batch, it)
-			case <-timer.C:
-				break fill
-			}
-		}
-		timer.Stop()
-		c.batches <- batch
-	}
-}
-
-// drain commits the items still queued at Stop.
-func (c *committer) drain() {
-	for {
-		var batch []*commitItem
-	collect:
-		for len(batch) < c.cfg.MaxBatch {
-			select {
-			case it := <-c.in:
-				batch = append(batch, it)
-			default:
-				break collect
-			}
-		}
-		if len(batch) == 0 {
-			return
-		}
-		c.flush(batch)
-	}
-}
+func (c *committer) Stop() { c.group.Stop() }
 
 // flush commits one batch. Items are sorted by pool, user and request so
 // that concurrent batches take index locks in one order; a deadlock or

@@ -113,14 +113,23 @@ func (s *Service) Confirm(ctx context.Context, poolID, requestID, userID string)
 	if err := validateHoldCall(poolID, requestID, userID); err != nil {
 		return Result{}, err
 	}
-	var out string
-	var owner pgtype.Text
-	var row claimRow
-	err := s.db.QueryRow(ctx, confirmSQL, poolID, requestID, userID).
-		Scan(append(append([]any{&out}, row.holdDest()...), &owner)...)
-	if err != nil {
-		return Result{}, pgerr.Wrap("confirm reservation", err)
+	if !s.running.Load() {
+		return Result{}, ErrStopped
 	}
+	it := &confirmItem{poolID: poolID, requestID: requestID, userID: userID, done: make(chan confirmAnswer, 1)}
+	if err := s.confirms.put(ctx, it); err != nil {
+		return Result{}, err
+	}
+	var ans confirmAnswer
+	select {
+	case ans = <-it.done:
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	if ans.err != nil {
+		return Result{}, ans.err
+	}
+	out, owner, row := ans.out, ans.owner, ans.row
 	switch o := outcome(out); o {
 	case outConfirmed, outReplay:
 		c := row.claim(poolID, requestID, owner.String)
@@ -136,6 +145,79 @@ func (s *Service) Confirm(ctx context.Context, poolID, requestID, userID string)
 		}
 		return Result{}, fmt.Errorf("confirm reservation: unexpected outcome %q", out)
 	}
+}
+
+// confirmItem is one confirm waiting for its batch.
+type confirmItem struct {
+	poolID, requestID, userID string
+	done                      chan confirmAnswer
+}
+
+// confirmAnswer is Postgres's answer for one confirm.
+type confirmAnswer struct {
+	out   string
+	owner pgtype.Text
+	row   claimRow
+	err   error
+}
+
+// confirmBatch confirms a batch in one transaction (one statement: Postgres
+// commits it before the answers are read to the end, so no code is shown
+// before its claim is durable) and hands each item its answer. A batch that
+// lost a deadlock is run again: nothing of it stayed.
+func (s *Service) confirmBatch(batch []*confirmItem) {
+	ctx, cancel := context.WithTimeout(context.Background(), CommitTimeoutDefault)
+	defer cancel()
+	n := len(batch)
+	pools, reqs, users := make([]string, n), make([]string, n), make([]string, n)
+	for i, it := range batch {
+		pools[i], reqs[i], users[i] = it.poolID, it.requestID, it.userID
+	}
+	answers := make([]confirmAnswer, n)
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		if err = s.confirmOnce(ctx, pools, reqs, users, answers); err == nil || !isRetryable(err) {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 2 * time.Millisecond)
+	}
+	for i, it := range batch {
+		if err != nil {
+			answers[i] = confirmAnswer{err: pgerr.Wrap("confirm reservation", err)}
+		}
+		it.done <- answers[i]
+	}
+}
+
+// confirmOnce runs one batch and fills answers.
+func (s *Service) confirmOnce(ctx context.Context, pools, reqs, users []string, answers []confirmAnswer) error {
+	rows, err := s.db.Query(ctx, confirmSQL, pools, reqs, users)
+	if err != nil {
+		return err
+	}
+	seen := 0
+	for rows.Next() {
+		var ord int
+		var a confirmAnswer
+		if err := rows.Scan(append(append([]any{&ord, &a.out}, a.row.holdDest()...), &a.owner)...); err != nil {
+			rows.Close()
+			return err
+		}
+		if ord < 1 || ord > len(answers) {
+			rows.Close()
+			return fmt.Errorf("row for item %d of %d", ord, len(answers))
+		}
+		answers[ord-1] = a
+		seen++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if seen != len(answers) {
+		return fmt.Errorf("%d answers for %d confirms", seen, len(answers))
+	}
+	return nil
 }
 
 // Cancel ends the reservation made with the request id at once: its code

@@ -219,6 +219,7 @@ func TestHoldPlans(t *testing.T) {
 		`SELECT request_id FROM claims WHERE held_until > now() ORDER BY id LIMIT 10`)), pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Len(t, held, 10)
+	updates := 0
 
 	conn, plans := explainingConn(t, e.db.URL)
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
@@ -227,13 +228,18 @@ func TestHoldPlans(t *testing.T) {
 		for round := range 6 {
 			tx, err := conn.Begin(ctx)
 			require.NoError(t, err)
-			for _, q := range []string{confirmSQL, cancelSQL} {
-				rows, err := tx.Query(ctx, q, "big", held[round], "")
-				require.NoError(t, err)
-				rows.Close()
-				require.NoError(t, rows.Err())
-			}
-			rows, err := tx.Query(ctx, expireHoldsSQL, "big", 50)
+			// A batch of confirms: two open holds (the set-based path) and
+			// one twice (the per-item path); then a cancel.
+			rows, err := tx.Query(ctx, confirmSQL, []string{"big", "big", "big", "big"},
+				[]string{held[round], held[round+1], held[round+2], held[round+2]}, []string{"", "", "", ""})
+			require.NoError(t, err)
+			rows.Close()
+			require.NoError(t, rows.Err())
+			rows, err = tx.Query(ctx, cancelSQL, "big", held[round+3], "")
+			require.NoError(t, err)
+			rows.Close()
+			require.NoError(t, rows.Err())
+			rows, err = tx.Query(ctx, expireHoldsSQL, "big", 50)
 			require.NoError(t, err)
 			rows.Close()
 			require.NoError(t, rows.Err())
@@ -245,10 +251,15 @@ func TestHoldPlans(t *testing.T) {
 		for _, bad := range []string{"Seq Scan on claims", "Seq Scan on codes", "Bitmap Heap Scan on claims"} {
 			require.NotContains(t, plan, bad, "a hold statement reads more than it needs:\n%s", plan)
 		}
+		if strings.Contains(plan, "Update on claims") && strings.Contains(plan, "unnest") {
+			updates++
+			require.Contains(t, plan, "claims_request_key", "the set-based confirm:\n%s", plan)
+		}
 		if strings.Contains(plan, "LockRows") && strings.Contains(plan, "held_until <= now()") {
 			expiry++
 			require.Contains(t, plan, "claims_held_idx", plan)
 		}
 	}
 	require.GreaterOrEqual(t, expiry, 2*6, "plans of the expiry pick seen")
+	require.GreaterOrEqual(t, updates, 2*6, "plans of the set-based confirm seen")
 }

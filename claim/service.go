@@ -120,6 +120,8 @@ type Service struct {
 	cache    map[string]cachedPool
 	ahead    *ahead
 	stager   *Stager
+	// confirms batches ConfirmReservation calls like the group commit.
+	confirms *grouper[*confirmItem]
 	now      func() time.Time
 	// running is true between Start and Stop.
 	running atomic.Bool
@@ -151,6 +153,9 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 		now:      cfg.Now,
 		cache:    map[string]cachedPool{},
 	}
+	cc := cfg.RedisAllocator.Commit
+	s.confirms = newGrouper(cmp.Or(cc.MaxBatch, CommitMaxBatchDefault), cmp.Or(cc.MaxWait, CommitMaxWaitDefault),
+		cmp.Or(cc.MaxInFlight, CommitMaxInFlightDefault), s.confirmBatch)
 	if !cfg.FallbackOnly {
 		s.ahead = newAhead(s)
 		s.redis.ahead = s.ahead
@@ -182,6 +187,7 @@ func (s *Service) Start(context.Context) error {
 	if !s.pgOnly {
 		s.redis.Start()
 	}
+	s.confirms.start()
 	s.running.Store(true)
 	return nil
 }
@@ -194,6 +200,7 @@ func (s *Service) Stop() {
 		s.ahead.stop()
 	}
 	s.redis.Stop()
+	s.confirms.Stop()
 }
 
 // BreakerState is "closed" (Redis serves), "open" (Postgres serves) or

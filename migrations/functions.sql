@@ -893,3 +893,52 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- dispenser_confirm_many_v1 confirms a batch in one transaction: item i is
+-- (p_pool[i], p_request[i], p_user[i]), answered by one row with
+-- dispenser_confirm_v1's outcome and columns (held_until is not returned
+-- for a hold confirmed here). Open holds named once in the batch are
+-- confirmed set-based; everything else goes through dispenser_confirm_v1.
+CREATE OR REPLACE FUNCTION dispenser_confirm_many_v1(p_pool text[], p_request text[], p_user text[])
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz, user_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n    integer := coalesce(array_length(p_request, 1), 0);
+    done boolean[] := array_fill(false, ARRAY[n]);
+    f    record;
+    i    integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(l.k)
+    FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
+          FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
+    FOR f IN
+        WITH input AS (
+            SELECT * FROM (
+                SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n
+                FROM unnest(p_pool, p_request, p_user) WITH ORDINALITY AS t(pool_id, request_id, user_id, ord)
+            ) x WHERE x.req_n = 1
+        ), confirmed AS (
+            UPDATE claims c SET held_until = NULL, claimed_at = now()
+            FROM input i
+            WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id AND c.held_until > now()
+              AND (i.user_id = '' OR c.user_id = i.user_id)
+            RETURNING i.ord, c.code_id AS code, c.claimed_at AS at, c.user_id AS owner, c.reserved_at AS reserved
+        ), taken AS (
+            UPDATE codes k SET state = 'claimed', changed_at = now()
+            FROM confirmed c WHERE k.id = c.code
+            RETURNING k.id, k.code, k.expires_at
+        )
+        SELECT c.ord::integer AS ord, t.id, t.code, t.expires_at, c.at, c.owner, c.reserved
+        FROM confirmed c JOIN taken t ON t.id = c.code
+    LOOP
+        done[f.ord] := true;
+        RETURN QUERY SELECT f.ord, 'confirmed'::text, f.id, f.code, f.expires_at, f.at, NULL::timestamptz,
+                            f.reserved, f.owner;
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN done[i];
+        RETURN QUERY SELECT i, c.* FROM dispenser_confirm_v1(p_pool[i], p_request[i], p_user[i]) c;
+    END LOOP;
+END;
+$$;

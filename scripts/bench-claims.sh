@@ -11,7 +11,8 @@
 #   2. ghz (pinned in tools/ghz): CLAIMS ClaimCode calls, unique request and
 #      user ids, CONCURRENCY callers, on a pool with default settings and
 #      CODES codes imported; then DURATION (60s) of the same on a fresh pool
-#      of twice the codes, to compare the first and last 10 seconds.
+#      of twice the codes, to compare the first and last 10 seconds; then
+#      CLAIMS ReserveCode calls the same way (holds alone).
 #   3. the classic claim (scripts/bench/classic.sql) under pgbench, 32
 #      clients, prepared statements, CLAIMS transactions, on its own tables with CODES codes, in
 #      the same cluster; its pick's plan is checked to use the partial index.
@@ -70,14 +71,15 @@ fallbacks() {
 # codes_file N FILE: N random 16-hex-digit codes.
 codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$2"; }
 
-# ghz_run LABEL POOL N|DURATION: N ClaimCode calls (or calls for DURATION,
+# ghz_run LABEL POOL N|DURATION: N ClaimCode calls (ReserveCode with
+# METHOD=ReserveCode; or calls for DURATION,
 # e.g. 60s) with unique ids; prints the figures.
 ghz_run() {
 	local label="$1" poolid="$2" amount=(-n "$3") n before after f0
 	[[ "$3" == *s ]] && amount=(-z "$3")
 	f0=$(fallbacks)
 	before=$(cpu_mark "$pid")
-	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
+	client_cpu "$work/ghz" --insecure --call "dispenser.v1.ClaimService.${METHOD:-ClaimCode}" \
 		-m "{\"authorization\":\"Bearer $DISPENSER_KEY\"}" \
 		-d "{\"pool_id\":\"$poolid\",\"user_id\":\"u{{.RequestNumber}}\",\"request_id\":\"r{{.RequestNumber}}\"}" \
 		-c "$conc" "${amount[@]}" -O json "127.0.0.1:$port" >"$work/$poolid.json"
@@ -145,6 +147,11 @@ bin/dispenserctl pools create ghz-long >/dev/null
 bin/dispenserctl import --pool ghz-long "$work/codes-long.txt" >/dev/null
 ghz_run "ghz, $duration" ghz-long "$duration"
 bin/dispenserctl audit --pool ghz-long --database-url "$DISPENSER_DATABASE_URL" | tail -1
+# ReserveCode alone, the same way: holds ride the claim path.
+bin/dispenserctl pools create ghz-reserve >/dev/null
+bin/dispenserctl import --pool ghz-reserve "$work/codes.txt" >/dev/null
+METHOD=ReserveCode ghz_run "ghz ReserveCode" ghz-reserve "$calls"
+bin/dispenserctl audit --pool ghz-reserve --database-url "$DISPENSER_DATABASE_URL" | tail -1
 stop
 
 echo "== 3. classic claim, pgbench -c 32"
