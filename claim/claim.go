@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -66,6 +67,11 @@ var (
 	// codes locked by others (a refill staging them, claims taking them):
 	// not exhausted, nothing decided; try again shortly.
 	errFallbackBusy = errors.New("the pool's last codes are being staged or claimed")
+	// ErrStagedUnreachable means the pool's only codes left are staged in a
+	// Redis that cannot be reached: not sold out, nothing claimed; a retry
+	// with the same request id gets a code once Redis is back (or
+	// reconcile returns them). It wraps pgerr.ErrUnavailable.
+	ErrStagedUnreachable = fmt.Errorf("the pool's last codes are staged in Redis, which cannot be reached: %w", pgerr.ErrUnavailable)
 )
 
 // Request asks for one code.
@@ -77,6 +83,9 @@ type Request struct {
 	// (Service.Reserve sets both; a zero hold is the pool's default).
 	reserve bool
 	hold    time.Duration
+	// redisDown tells the fallback that Redis failed (rather than having
+	// nothing staged): staged codes are then not sold out.
+	redisDown bool
 	// started is when this attempt began: a refusal recorded after it binds
 	// it (it may have been about to commit), an older one does not (a retry
 	// is decided afresh). Zero: when the allocator sees it.
@@ -124,16 +133,17 @@ func prizeOf(requestID string) int64 {
 type outcome string
 
 const (
-	outPopped    outcome = "popped"    // Redis: a staged code was popped (Postgres has not decided yet)
-	outClaimed   outcome = "claimed"   // committed with the given code
-	outReplay    outcome = "replay"    // the request's earlier claim, same user (Redis: its replay record)
-	outReused    outcome = "reused"    // the request belongs to another user
-	outLimit     outcome = "limit"     // refused: the user's limit (Redis: the user's count says so)
-	outExhausted outcome = "exhausted" // refused: no code left (Redis: nothing staged)
-	outRefused   outcome = "refused"   // this code cannot be claimed; try another
-	outDup       outcome = "dup"       // the request came twice in one batch
-	outOpen      outcome = "open"      // nothing decided (settle only)
-	outBusy      outcome = "busy"      // nothing decided: the last codes are locked (fallback only)
+	outPopped    outcome = "popped"      // Redis: a staged code was popped (Postgres has not decided yet)
+	outClaimed   outcome = "claimed"     // committed with the given code
+	outReplay    outcome = "replay"      // the request's earlier claim, same user (Redis: its replay record)
+	outReused    outcome = "reused"      // the request belongs to another user
+	outLimit     outcome = "limit"       // refused: the user's limit (Redis: the user's count says so)
+	outExhausted outcome = "exhausted"   // refused: no code left (Redis: nothing staged)
+	outRefused   outcome = "refused"     // this code cannot be claimed; try another
+	outDup       outcome = "dup"         // the request came twice in one batch
+	outOpen      outcome = "open"        // nothing decided (settle only)
+	outBusy      outcome = "busy"        // nothing decided: the last codes are locked (fallback only)
+	outUnreach   outcome = "unreachable" // nothing decided: the last codes are staged in a Redis that failed (fallback only)
 
 	// Holds (the version 2 functions and the hold functions).
 	outHeld           outcome = "held"            // the request is an open hold of this user

@@ -60,7 +60,7 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	var out string
 	var row claimRow
 	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after, req.startedAt(),
-		req.holdMillis(), f.refusalTTL).Scan(append([]any{&out}, row.holdDest()...)...)
+		req.holdMillis(), f.refusalTTL, req.redisDown).Scan(append([]any{&out}, row.holdDest()...)...)
 	if err != nil {
 		return Result{}, pgerr.Wrap("fallback claim", err)
 	}
@@ -70,6 +70,9 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	}
 	if o == outBusy {
 		return Result{}, errFallbackBusy
+	}
+	if o == outUnreach {
+		return Result{}, ErrStagedUnreachable
 	}
 	if o != outClaimed && o != outReplay && o != outHeld {
 		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", out)

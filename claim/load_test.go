@@ -35,6 +35,7 @@ type ledger struct {
 	mu        sync.Mutex
 	issued    []string          // request ids sent so far
 	user      map[string]string // request id -> user id
+	pool      map[string]string // request id -> pool id
 	answered  map[string]Claim  // request id -> first code seen
 	mismatch  int               // a request answered with two different codes
 	byPath    map[Path]int
@@ -43,7 +44,15 @@ type ledger struct {
 
 func runWorkload(t *testing.T, e *env, poolID string, wl workload) *ledger {
 	t.Helper()
-	l := &ledger{user: map[string]string{}, answered: map[string]Claim{}, byPath: map[Path]int{}, errCounts: map[string]int{}}
+	return runMultiPoolWorkload(t, e, []string{poolID}, wl)
+}
+
+// runMultiPoolWorkload is runWorkload over several pools: each new request
+// goes to one drawn at random.
+func runMultiPoolWorkload(t *testing.T, e *env, pools []string, wl workload) *ledger {
+	t.Helper()
+	l := &ledger{user: map[string]string{}, pool: map[string]string{}, answered: map[string]Claim{}, byPath: map[Path]int{},
+		errCounts: map[string]int{}}
 	var next atomic.Int64
 	var done atomic.Int64
 	var wg sync.WaitGroup
@@ -56,12 +65,12 @@ func runWorkload(t *testing.T, e *env, poolID string, wl workload) *ledger {
 				l.mu.Lock()
 				if len(l.issued) > 0 && rng.Float64() < wl.replayRatio {
 					rid := l.issued[rng.IntN(len(l.issued))]
-					req = Request{PoolID: poolID, UserID: l.user[rid], RequestID: rid}
+					req = Request{PoolID: l.pool[rid], UserID: l.user[rid], RequestID: rid}
 				} else {
 					rid := fmt.Sprintf("req-%d-%d", w, rng.Uint64())
-					req = Request{PoolID: poolID, UserID: fmt.Sprint("user-", rng.IntN(wl.users)), RequestID: rid}
+					req = Request{PoolID: pools[rng.IntN(len(pools))], UserID: fmt.Sprint("user-", rng.IntN(wl.users)), RequestID: rid}
 					l.issued = append(l.issued, rid)
-					l.user[rid] = req.UserID
+					l.user[rid], l.pool[rid] = req.UserID, req.PoolID
 				}
 				l.mu.Unlock()
 

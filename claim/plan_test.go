@@ -51,7 +51,7 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 				// Claims and holds alike.
 				hold := pgtype.Int8{Int64: 60_000, Valid: round%2 == 1}
 				_, err = tx.Exec(ctx, claimFallbackSQL, poolID, fmt.Sprintf("%s-%d", mode, round), "u", int64(100),
-					time.Now(), hold, time.Minute)
+					time.Now(), hold, time.Minute, false)
 				require.NoError(t, err)
 				require.NoError(t, tx.Rollback(ctx))
 			}
@@ -172,7 +172,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 		for round := range 7 {
 			hold := pgtype.Int8{Int64: 60_000, Valid: round%2 == 1}
 			_, err := conn.Exec(ctx, claimFallbackSQL, "big", fmt.Sprintf("%s-%d", mode, round),
-				fmt.Sprintf("user-%s-%d", mode, round%3), int64(0), time.Now(), hold, time.Minute)
+				fmt.Sprintf("user-%s-%d", mode, round%3), int64(0), time.Now(), hold, time.Minute, round%2 == 0)
 			require.NoError(t, err)
 		}
 	}

@@ -305,7 +305,9 @@ func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, 
 	case errors.Is(err, errStagedEmpty):
 	case errors.As(err, &re):
 		s.log.WarnContext(ctx, "redis failed; claiming from Postgres", "pool", p.ID, "err", err)
+		req.redisDown = true
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		req.redisDown = true
 	default:
 		return Result{}, err
 	}

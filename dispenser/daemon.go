@@ -423,15 +423,10 @@ func MigrateDB(ctx context.Context, db *pgxpool.Pool, log *slog.Logger) error {
 	return nil
 }
 
-// OpenRedis returns a client for url. It does not wait for Redis to answer:
-// the service starts and serves without it (claims fall back to Postgres).
-func OpenRedis(url string) (redis.UniversalClient, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
-	}
-	return redis.NewClient(opts), nil
-}
+// OpenRedis returns a client for url: one node, Sentinel or Cluster (see
+// stock.Open). It does not wait for Redis to answer: the service starts and
+// serves without it (claims fall back to Postgres).
+func OpenRedis(url string) (redis.UniversalClient, error) { return stock.Open(url) }
 
 // redactURL drops the password from a connection string for messages.
 func redactURL(raw string) string {

@@ -682,9 +682,13 @@ END;
 $$;
 
 -- dispenser_claim_fallback_v2 is dispenser_claim_fallback_v1 for a claim
--- or (p_hold_ms not NULL) a hold.
+-- or (p_hold_ms not NULL) a hold. With p_redis_down (the fallback serves
+-- because Redis failed, not because its list was empty), a pool whose only
+-- codes left are staged answers 'unreachable' instead of refusing as
+-- exhausted: those codes are in Redis, not sold.
 CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v2(p_pool text, p_request text, p_user text, p_after bigint,
                                                        p_started timestamptz, p_hold_ms bigint, p_ttl interval,
+                                                       p_redis_down boolean,
                                                        OUT outcome text, OUT code_id bigint, OUT code text,
                                                        OUT expires_at timestamptz, OUT claimed_at timestamptz,
                                                        OUT held_until timestamptz, OUT reserved_at timestamptz)
@@ -741,6 +745,14 @@ BEGIN
                 RETURN;
             END IF;
             IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
+                IF p_redis_down THEN
+                    -- The pool's last codes sit in a Redis that cannot be
+                    -- reached: not sold out. Nothing is decided; the caller
+                    -- answers Unavailable and a retry finds them once Redis
+                    -- (or reconcile) gives them back.
+                    outcome := 'unreachable';
+                    RETURN;
+                END IF;
                 PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'exhausted', p_ttl);
                 PERFORM set_config('synchronous_commit', 'off', true);
             END IF;

@@ -21,7 +21,7 @@ var allowed = map[string][]string{
 	"cmd/dispenserd":      {"dispenser", "claim", "auth", "jobs", "prize", "internal/cli", "internal/cliflag"},
 	"cmd/dispenserctl":    {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
 	"cmd/dispenser-bench": {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
-	"internal/cli":        {"dispenser", "internal/cliflag", "proto/dispenser/v1"},
+	"internal/cli":        {"dispenser", "internal/cliflag", "internal/stock", "proto/dispenser/v1"},
 	"internal/testdaemon": {"dispenser", "prize", "internal/testenv"},
 	"dispenser":           {"auth", "claim", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "proto/dispenser/v1"},
 	"jobs":                {"claim", "pool", "prize"},

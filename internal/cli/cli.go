@@ -25,6 +25,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -46,7 +47,7 @@ func EnvOr(key, def string) string {
 // OpenStores connects straight to the server's Postgres and Redis, for the
 // tools that read them (audit, the benchmarks); maxConns sizes the Postgres
 // pool.
-func OpenStores(ctx context.Context, databaseURL, redisURL string, maxConns int) (*pgxpool.Pool, *redis.Client, error) {
+func OpenStores(ctx context.Context, databaseURL, redisURL string, maxConns int) (*pgxpool.Pool, redis.UniversalClient, error) {
 	pcfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--database-url: %w", err)
@@ -56,12 +57,12 @@ func OpenStores(ctx context.Context, databaseURL, redisURL string, maxConns int)
 	if err != nil {
 		return nil, nil, fmt.Errorf("database: %w", err)
 	}
-	ropts, err := redis.ParseURL(redisURL)
+	rdb, err := stock.Open(redisURL)
 	if err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("--redis-url: %w", err)
 	}
-	return db, redis.NewClient(ropts), nil
+	return db, rdb, nil
 }
 
 // Conn says how to reach dispenserd.

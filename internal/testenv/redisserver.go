@@ -19,6 +19,9 @@ type RedisServer struct {
 	Port int
 	dir  string
 	cmd  *exec.Cmd
+	// extra are more redis-server arguments (cluster mode).
+	extra []string
+	plain *redis.Client
 }
 
 // StartRedisServer starts a private redis-server on a free loopback port. It
@@ -44,8 +47,8 @@ func (s *RedisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port)
 // until it answers.
 func (s *RedisServer) Start() {
 	s.t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	s.cmd = exec.Command("redis-server", append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir}, s.extra...)...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("testenv: start redis-server (make test installs it): %v", err)
 	}

@@ -1,0 +1,153 @@
+package claim
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/internal/stock"
+	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// clusterEnv is an env on a Redis Cluster of its own (three masters, a
+// replica each), opened the way dispenserd opens it.
+func clusterEnv(t *testing.T) (*env, *testenv.RedisCluster) {
+	t.Helper()
+	cluster := testenv.StartRedisCluster(t)
+	rdb, err := stock.Open(cluster.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return newEnv(t, envOpts{redis: rdb}), cluster
+}
+
+// Every key one script touches is in one slot, whatever the pool, request
+// and user ids: the pool id is the hash tag.
+func TestKeysOfAPoolShareASlot(t *testing.T) {
+	t.Parallel()
+	e, cluster := clusterEnv(t)
+	node := cluster.Nodes[0]
+	ctx := context.Background()
+	slot := func(key string) int64 {
+		n, err := e.rdb.Do(ctx, "CLUSTER", "KEYSLOT", key).Int64()
+		require.NoError(t, err, node.String())
+		return n
+	}
+	slots := map[int64]bool{}
+	for i := range 20 {
+		p := fmt.Sprintf("pool-%d", i)
+		k := e.keys
+		want := slot(k.Staged(p))
+		slots[want] = true
+		for _, key := range []string{k.InFlight(p), k.Replay(p, "req-{x}-"+p), k.UserClaims(p, "user}{"+p),
+			k.Batches(p), k.RefillLock(p)} {
+			require.Equal(t, want, slot(key), key)
+		}
+	}
+	require.Greater(t, len(slots), 10, "pools spread over slots")
+}
+
+// The claim drill on a Redis Cluster, over pools spread across its masters:
+// the scripts, pipelines (split by node), refill and reconcile work as on
+// one node, and the promises hold.
+func TestClaimDrillOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	e, _ := clusterEnv(t)
+	ctx := context.Background()
+	pools := []string{"alpha", "bravo", "charlie", "delta"}
+	for _, id := range pools {
+		e.fillStaged(id, 300, pool.Pool{RefillBatchSize: 100})
+	}
+	l := runMultiPoolWorkload(t, e, pools, workload{workers: 64, calls: 3000, users: 2000, replayRatio: 0.2,
+		allowed: []error{ErrPoolExhausted, ErrUserLimit}})
+	require.Zero(t, l.mismatch)
+	for _, id := range pools {
+		p, err := e.store.GetPool(ctx, id)
+		require.NoError(t, err)
+		_, err = e.reconciler.Reconcile(ctx, p, 0)
+		require.NoError(t, err)
+		st := e.audit(id)
+		require.EqualValues(t, 300, st.Claimed, "pool %s sold out", id)
+	}
+	require.Positive(t, l.byPath[PathRedis])
+	t.Logf("paths %v, errors %v", l.byPath, l.errCounts)
+}
+
+// A Redis Cluster master dies mid-run: its replica takes over after the
+// node timeout. Claims of its pools go to the fallback meanwhile (the
+// breaker), the fast path comes back on the promoted replica, and after
+// reconcile every promise holds.
+func TestClaimDrillRedisClusterFailover(t *testing.T) {
+	t.Parallel()
+	e, cluster := clusterEnv(t)
+	ctx := context.Background()
+	pools := []string{"alpha", "bravo", "charlie", "delta", "echo", "foxtrot"}
+	for _, id := range pools {
+		e.fill(id, 1000, pool.Pool{RefillBatchSize: 200})
+	}
+	var killed string
+	l := runMultiPoolWorkload(t, e, pools, workload{workers: 48, calls: 4000, users: 3000, replayRatio: 0.2,
+		allowed: []error{ErrPoolExhausted, ErrUserLimit, ErrStagedUnreachable},
+		during: func(tenth int, _ *ledger) {
+			if tenth == 3 {
+				m := cluster.Master()
+				killed = m.String()
+				m.Kill()
+			}
+			if tenth == 6 {
+				cluster.WaitHealthy()
+			}
+		}})
+	require.NotEmpty(t, killed)
+	cluster.WaitHealthy()
+	require.Eventually(t, func() bool {
+		for _, id := range pools {
+			p, err := e.store.GetPool(ctx, id)
+			require.NoError(t, err)
+			if _, err := e.reconciler.Reconcile(ctx, p, 0); err != nil {
+				t.Logf("reconcile %s: %v", id, err)
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 200*time.Millisecond)
+	require.Zero(t, l.mismatch)
+	for _, id := range pools {
+		e.audit(id)
+	}
+	res, err := e.svc.Claim(ctx, Request{PoolID: "alpha", UserID: "after", RequestID: "after"})
+	require.NoError(t, err)
+	require.NotZero(t, res.Claim.CodeID)
+	t.Logf("killed %s; paths %v, errors %v", killed, l.byPath, l.errCounts)
+}
+
+// Redis down while the pool's only codes left are staged in it: the
+// fallback answers Unavailable (nothing decided, no refusal recorded), not
+// POOL_EXHAUSTED; once Redis is back the same request gets a code.
+func TestStagedCodesInADeadRedisAreNotSoldOut(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedisServer(t)
+	rdb, err := stock.Open("redis://" + srv.Addr() + "?dial_timeout=100ms&max_retries=1")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := newEnv(t, envOpts{redis: rdb})
+	ctx := context.Background()
+	p := e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
+	srv.Kill()
+	req := Request{PoolID: "p1", UserID: "u1", RequestID: "r1"}
+	_, err = e.svc.Claim(ctx, req)
+	require.ErrorIs(t, err, ErrStagedUnreachable)
+	require.NotErrorIs(t, err, ErrPoolExhausted)
+	srv.Start()
+	// Redis came back empty: reconcile returns the lost batch.
+	_, err = e.reconciler.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		res, err := e.svc.Claim(ctx, req)
+		return err == nil && res.Claim.CodeID != 0
+	}, 10*time.Second, 100*time.Millisecond)
+	e.audit("p1")
+}
