@@ -78,4 +78,3 @@ func scrub(err error, url string) error {
 	}
 	return err
 }
-
