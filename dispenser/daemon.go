@@ -15,6 +15,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/net/netutil"
@@ -37,8 +38,17 @@ import (
 
 // Config configures a dispenserd process.
 type Config struct {
-	// DatabaseURL is the Postgres connection string (source of truth).
+	// DatabaseURL is the Postgres connection string (source of truth). It
+	// may reach a pooler in transaction mode (PgBouncer) when
+	// DatabaseDirectURL is set.
 	DatabaseURL string
+	// DatabaseDirectURL, if set, reaches the same database without a
+	// transaction pooler, for the work that needs one session across
+	// statements: migrations, imports (a temporary table) and the jobs'
+	// advisory locks. DatabaseURL then carries the claim path, with pgx's
+	// statements described and executed unnamed (no prepared statement
+	// outlives its transaction).
+	DatabaseDirectURL string
 	// RedisURL is the Redis connection string (fast allocator).
 	RedisURL string
 	// RedisNamespace prefixes every Redis key; default "dispenser".
@@ -122,13 +132,21 @@ const (
 // up to ShutdownTimeout and returns.
 func Run(ctx context.Context, cfg Config) error {
 	log := cmp.Or(cfg.Logger, slog.Default())
-	db, err := OpenDB(ctx, cfg.DatabaseURL)
+	db, err := OpenDB(ctx, cfg.DatabaseURL, cfg.DatabaseDirectURL != "")
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	session := db
+	if cfg.DatabaseDirectURL != "" {
+		if session, err = OpenDB(ctx, cfg.DatabaseDirectURL, false); err != nil {
+			return err
+		}
+		defer session.Close()
+		log.InfoContext(ctx, "database behind a transaction pooler: sessions (migrations, imports, job locks) go direct")
+	}
 	if cfg.Migrate {
-		if err := MigrateDB(ctx, db, log); err != nil {
+		if err := MigrateDB(ctx, session, log); err != nil {
 			return err
 		}
 	}
@@ -139,7 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rdb.Close()
 
-	srv, err := NewServer(ServerConfig{DB: db, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log,
+	srv, err := NewServer(ServerConfig{DB: db, SessionDB: session, Redis: rdb, RedisNamespace: cfg.RedisNamespace, Logger: log,
 		Claims: cfg.Claims, Jobs: cfg.Jobs, Deliver: cfg.Deliver, MaxImportBytes: cfg.MaxImportBytes,
 		AllowInsecureWebhooks: cfg.AllowInsecureWebhooks})
 	if err != nil {
@@ -382,10 +400,16 @@ func requestFields(_ context.Context, c interceptors.CallMeta) logging.Fields {
 }
 
 // OpenDB opens a Postgres pool and checks that it answers.
-func OpenDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
+func OpenDB(ctx context.Context, url string, pooler bool) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
+	}
+	if pooler && !strings.Contains(url, "default_query_exec_mode") {
+		// Behind a transaction pooler a named prepared statement lives on
+		// whichever server connection prepared it: describe once, then
+		// parse, bind and execute unnamed in every round trip.
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		// pgxpool's default (4 on this machine) queues concurrent claims

@@ -24,8 +24,13 @@ import (
 
 // ServerConfig holds what the gRPC handlers need.
 type ServerConfig struct {
-	// DB is the Postgres pool; its schema must be migrated.
+	// DB is the Postgres pool; its schema must be migrated. It may reach
+	// the database through a transaction pooler if SessionDB does not.
 	DB *pgxpool.Pool
+	// SessionDB reaches the same database without a transaction pooler,
+	// for imports (a temporary table across statements) and the jobs'
+	// advisory locks; default DB.
+	SessionDB *pgxpool.Pool
 	// Redis is the fast allocator's store. Cluster or single node.
 	Redis redis.UniversalClient
 	// RedisNamespace prefixes every Redis key; default "dispenser".
@@ -86,7 +91,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("dispenser: ServerConfig.Redis is required")
 	}
 	s := &Server{
-		pools:        pool.NewStore(cfg.DB),
+		pools:        pool.NewStore(cfg.DB).WithSession(cfg.SessionDB),
 		prizes:       prize.NewStore(cfg.DB),
 		apiKeys:      auth.NewStore(cfg.DB),
 		keys:         stock.NewKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
@@ -115,6 +120,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	jc := cfg.Jobs
 	jc.Logger = cmp.Or(jc.Logger, s.log)
 	jc.Observe = s.metrics.observeJob
+	jc.SessionDB = cmp.Or(jc.SessionDB, cfg.SessionDB)
 	s.jobs = jobs.New(cfg.DB, stager, claim.NewReconciler(cfg.DB, cfg.Redis, s.keys), deliverer, jc)
 	return s, nil
 }

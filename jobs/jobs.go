@@ -54,6 +54,10 @@ type Config struct {
 	DeliverSchedule string
 	// DeliverLocation is the time zone of DeliverSchedule; default UTC.
 	DeliverLocation *time.Location
+	// SessionDB, if set, holds the jobs' advisory locks instead of the
+	// runner's db (which may sit behind a transaction pooler, where a
+	// session lock would stay on a server connection other clients get).
+	SessionDB *pgxpool.Pool
 	// Observe, if set, is called after every run with its reports, error and
 	// duration (metrics).
 	Observe func(name Name, reports []PoolReport, err error, took time.Duration)
@@ -282,7 +286,7 @@ func (r *Runner) selectPools(ctx context.Context, poolID string) ([]pool.Pool, e
 // ErrBusy at once. If this process dies, its connection closes and the lock
 // is released.
 func (r *Runner) withLock(ctx context.Context, key string, wait bool, fn func() error) error {
-	conn, err := r.db.Acquire(ctx)
+	conn, err := cmp.Or(r.cfg.SessionDB, r.db).Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("job lock: %w", err)
 	}

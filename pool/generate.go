@@ -220,7 +220,7 @@ func (s *Store) Generate(ctx context.Context, opts GenerateOptions, progress fun
 		progress = func(int64) {}
 	}
 
-	conn, err := s.db.Acquire(ctx)
+	conn, err := s.session.Acquire(ctx)
 	if err != nil {
 		return GenerateSummary{}, storeError("generate: acquire connection", err)
 	}

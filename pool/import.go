@@ -85,7 +85,7 @@ func (s *Store) Import(ctx context.Context, opts ImportOptions, src io.Reader) (
 		return ImportSummary{}, err
 	}
 
-	conn, err := s.db.Acquire(ctx)
+	conn, err := s.session.Acquire(ctx)
 	if err != nil {
 		return ImportSummary{}, storeError("import: acquire connection", err)
 	}

@@ -33,6 +33,9 @@ var (
 // Store keeps pools and codes in Postgres. It is safe for concurrent use.
 type Store struct {
 	db *pgxpool.Pool
+	// session holds a connection across statements (an import's temporary
+	// table); it is db unless db sits behind a transaction pooler.
+	session *pgxpool.Pool
 	// random is the generator's source; nil is crypto/rand (tests replace it
 	// to force collisions).
 	random io.Reader
@@ -40,7 +43,17 @@ type Store struct {
 
 // NewStore returns a Store on db, whose schema must be migrated.
 func NewStore(db *pgxpool.Pool) *Store {
-	return &Store{db: db}
+	return &Store{db: db, session: db}
+}
+
+// WithSession returns the store with imports on session, a pool that
+// reaches the same database without a transaction pooler (nil: db).
+func (s *Store) WithSession(session *pgxpool.Pool) *Store {
+	c := *s
+	if session != nil {
+		c.session = session
+	}
+	return &c
 }
 
 // CreatePool stores a new pool, filling defaults for zero tunables, and

@@ -121,5 +121,16 @@ ensure_redis() {
 	wait_for Redis redis_up
 }
 
+# PgBouncer is not run as a service: the tests and `make cluster` start
+# their own, in front of the database they use. It only has to be installed.
+ensure_pgbouncer() {
+	if command -v pgbouncer >/dev/null; then return 0; fi
+	say "installing PgBouncer (Debian package; not started)"
+	apt_install pgbouncer
+	# The package starts a system instance on port 6432; nothing here uses it.
+	as_root service pgbouncer stop >/dev/null 2>&1 || true
+}
+
 ensure_postgres
 ensure_redis
+ensure_pgbouncer

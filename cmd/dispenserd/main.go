@@ -43,16 +43,29 @@ func main() {
 // common holds the flags every subcommand shares.
 type common struct {
 	databaseURL string
-	logLevel    string
-	logFormat   string
+	// directURL is the database without a transaction pooler ("": the same).
+	directURL string
+	logLevel  string
+	logFormat string
 }
 
 func (c *common) register(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	cliflag.Secret(f, &c.databaseURL, "database-url", "DISPENSER_DATABASE_URL",
-		"postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable", "Postgres URL")
+		"postgres://postgres@127.0.0.1:5432/dispenser?sslmode=disable", "Postgres URL (may be a transaction pooler such as PgBouncer; then set --database-direct-url)")
+	cliflag.Secret(f, &c.directURL, "database-direct-url", "DISPENSER_DATABASE_DIRECT_URL", "",
+		"Postgres without a transaction pooler, for migrations, imports and job locks (default: --database-url)")
 	f.StringVar(&c.logLevel, "log-level", cli.EnvOr("DISPENSER_LOG_LEVEL", "info"), "debug, info, warn or error [DISPENSER_LOG_LEVEL]")
 	f.StringVar(&c.logFormat, "log-format", cli.EnvOr("DISPENSER_LOG_FORMAT", "json"), "json or text [DISPENSER_LOG_FORMAT]")
+}
+
+// sessionURL is the database for one-off sessions (migrate, keys): the
+// direct URL when a pooler fronts the database.
+func (c *common) sessionURL() string {
+	if c.directURL != "" {
+		return c.directURL
+	}
+	return c.databaseURL
 }
 
 func (c *common) logger() (*slog.Logger, error) {
@@ -88,7 +101,7 @@ func newRootCmd() *cobra.Command {
 		if debugListen != "" {
 			go serveDebug(debugListen, log)
 		}
-		cfg.DatabaseURL, cfg.Logger = c.databaseURL, log
+		cfg.DatabaseURL, cfg.DatabaseDirectURL, cfg.Logger = c.databaseURL, c.directURL, log
 		return dispenser.Run(cmd.Context(), cfg)
 	}
 	root := &cobra.Command{
@@ -157,7 +170,7 @@ func newRootCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := dispenser.OpenDB(cmd.Context(), c.databaseURL)
+			db, err := dispenser.OpenDB(cmd.Context(), c.sessionURL(), false)
 			if err != nil {
 				return err
 			}
@@ -187,7 +200,7 @@ func keysCmd(c *common) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := dispenser.OpenDB(cmd.Context(), c.databaseURL)
+			db, err := dispenser.OpenDB(cmd.Context(), c.sessionURL(), false)
 			if err != nil {
 				return err
 			}

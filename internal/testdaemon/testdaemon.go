@@ -39,6 +39,29 @@ func Run(t *testing.T, edit func(*dispenser.Config)) Daemon {
 	t.Helper()
 	db := testenv.Postgres(t)
 	_, ns := testenv.Redis(t)
+	return RunOn(t, db, ns, edit)
+}
+
+// Replicas runs n dispensers on one schema and one Redis namespace, as
+// replicas of one deployment; edit(i, cfg) changes replica i's config.
+func Replicas(t *testing.T, n int, edit func(i int, c *dispenser.Config)) []Daemon {
+	t.Helper()
+	db := testenv.Postgres(t)
+	_, ns := testenv.Redis(t)
+	out := make([]Daemon, n)
+	for i := range n {
+		out[i] = RunOn(t, db, ns, func(c *dispenser.Config) {
+			if edit != nil {
+				edit(i, c)
+			}
+		})
+	}
+	return out
+}
+
+// RunOn is Run on a given schema and Redis namespace.
+func RunOn(t *testing.T, db *testenv.Schema, ns string, edit func(*dispenser.Config)) Daemon {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("testdaemon: listen: %v", err)
