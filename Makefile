@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated bench bench-import bench-claims drill services clean
+.PHONY: run test build lint proto check-generated bench bench-import bench-claims drill drill-cluster cluster cluster-down services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -48,6 +48,18 @@ bench-claims: services
 ## drill: kill -9 the server under load, restart it, reconcile and audit
 drill: services
 	scripts/drill-kill.sh
+
+## cluster: a local Redis Cluster (3+3), PgBouncer and 3 dispenserd replicas (scripts/cluster.sh)
+cluster: services
+	scripts/cluster.sh up
+
+## cluster-down: stop the local cluster and remove its data
+cluster-down:
+	scripts/cluster.sh down
+
+## drill-cluster: a claim storm over the local cluster while a replica, a Redis master and Postgres backends die; then audit
+drill-cluster: services
+	scripts/drill-cluster.sh
 
 ## bench-import: import 1,000,000 codes through dispenserd, beside a raw CopyFrom
 bench-import: services

@@ -22,6 +22,8 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
@@ -93,7 +95,21 @@ func Dial(c Conn) (*grpc.ClientConn, error) {
 	if c.Key != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearerKey(c.Key)))
 	}
-	conn, err := grpc.NewClient(c.Addr, opts...)
+	target := c.Addr
+	if addrs := strings.Split(c.Addr, ","); len(addrs) > 1 {
+		// Several replicas: one channel balancing round-robin over them,
+		// as the operations guide tells clients to.
+		r := manual.NewBuilderWithScheme("dispenser-replicas")
+		var state resolver.State
+		for _, a := range addrs {
+			state.Addresses = append(state.Addresses, resolver.Address{Addr: strings.TrimSpace(a)})
+		}
+		r.InitialState(state)
+		target = r.Scheme() + ":///replicas"
+		opts = append(opts, grpc.WithResolvers(r),
+			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	}
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", c.Addr, err)
 	}
@@ -112,7 +128,8 @@ type Client struct {
 // Flags registers the connection flags: --addr, --key, --tls, --tls-ca,
 // --tls-cert, --tls-key and --timeout, with their environment variables.
 func (c *Client) Flags(f *pflag.FlagSet) {
-	f.StringVar(&c.Conn.Addr, "addr", EnvOr("DISPENSER_ADDR", "localhost:50051"), "dispenserd gRPC address [DISPENSER_ADDR]")
+	f.StringVar(&c.Conn.Addr, "addr", EnvOr("DISPENSER_ADDR", "localhost:50051"),
+		"dispenserd gRPC address; several, comma-separated, are used round-robin [DISPENSER_ADDR]")
 	f.DurationVar(&c.Timeout, "timeout", 30*time.Second, "deadline of each unary call")
 	cliflag.Secret(f, &c.Conn.Key, "key", "DISPENSER_KEY", "", "API key, sent as a bearer token")
 	f.BoolVar(&c.Conn.TLS, "tls", os.Getenv("DISPENSER_TLS") == "true", "connect with TLS (implied by --tls-ca or --tls-cert) [DISPENSER_TLS]")
