@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated bench bench-import bench-claims drill drill-cluster cluster cluster-down services clean
+.PHONY: run test build lint proto check-generated bench bench-import bench-claims bench-cluster drill drill-cluster cluster cluster-down services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -48,6 +48,10 @@ bench-claims: services
 ## drill: kill -9 the server under load, restart it, reconcile and audit
 drill: services
 	scripts/drill-kill.sh
+
+## bench-cluster: the claim bench on one node, on the local cluster (3 replicas) and on one replica of it, side by side
+bench-cluster: services
+	scripts/bench-cluster.sh
 
 ## cluster: a local Redis Cluster (3+3), PgBouncer and 3 dispenserd replicas (scripts/cluster.sh)
 cluster: services
