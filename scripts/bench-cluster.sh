@@ -8,8 +8,11 @@
 #   one      one replica of that cluster.
 # Each run is `dispenser-bench claims --default-pool` (fresh pool with
 # default settings, nothing staged: refill must keep up; 10% retries;
-# audited), ROUNDS times in turn. CPU per answered call is summed by process
-# name over /proc: dispenserd, redis-server, pgbouncer, postgres.
+# audited), ROUNDS times in turn, on the private stock-settings Postgres
+# cluster of the other benches. CPU per answered call is summed by process
+# name over /proc (dispenserd, redis-server, pgbouncer, postgres: the
+# machine's own idle Postgres counts too, a few µs), with the WAL Postgres
+# wrote and the transactions it committed per call.
 #
 #   CLAIMS=20000 ROUNDS=3 scripts/bench-cluster.sh     # or: make bench-cluster
 set -euo pipefail
@@ -18,7 +21,11 @@ cd "$root"
 claims="${CLAIMS:-20000}" rounds="${ROUNDS:-3}" conc="${CONCURRENCY:-64}"
 dir="$root/.dev/cluster"
 single_port=28110 single_redis=17100
-pg="postgres://postgres@127.0.0.1:5432"
+# Everything on the private stock-settings cluster (.dev/postgres, port 25432).
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
+bench_cluster
+export DISPENSER_CLUSTER_PG="$pg"
 
 scripts/cluster.sh down >/dev/null 2>&1 || true
 single_pid=""
@@ -50,10 +57,10 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-ticks() { # sum of utime+stime of the processes named $1
+name_ticks() { # sum of utime+stime of the processes named $1
 	local name="$1" sum=0 f line fields
 	for f in /proc/[0-9]*/stat; do
-		read -r line <"$f" 2>/dev/null || continue
+		{ read -r line <"$f"; } 2>/dev/null || continue
 		[[ "$line" == *"($name) "* ]] || continue
 		read -ra fields <<<"${line##*) }"
 		sum=$((sum + fields[11] + fields[12]))
@@ -61,7 +68,7 @@ ticks() { # sum of utime+stime of the processes named $1
 	echo "$sum"
 }
 marks() {
-	echo "$(ticks dispenserd) $(ticks redis-server) $(ticks pgbouncer) $(ticks postgres)" \
+	echo "$(name_ticks dispenserd) $(name_ticks redis-server) $(name_ticks pgbouncer) $(name_ticks postgres)" \
 		"$(psql "$pg/postgres" -qtAc "SELECT pg_current_wal_lsn() - '0/0', (SELECT sum(xact_commit) FROM pg_stat_database)")"
 }
 

@@ -21,6 +21,8 @@ bouncer_port=16432
 grpc_ports=(28101 28102 28103)
 metrics_ports=(29101 29102 29103)
 db=dispenser_cluster
+# The Postgres it fronts (a URL without a database): the machine's, unless
+# DISPENSER_CLUSTER_PG names another (the cluster bench uses its private one).
 pg="${DISPENSER_CLUSTER_PG:-postgres://postgres@127.0.0.1:5432}"
 namespace=cluster
 
@@ -65,7 +67,7 @@ up_pgbouncer() {
 		return
 	fi
 	local host port user
-	host=127.0.0.1 port=5432 user=postgres
+	read -r user host port < <(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print(p.username or "postgres", p.hostname or "127.0.0.1", p.port or 5432)' "$pg")
 	mkdir -p "$dir/pgbouncer"
 	chmod 777 "$dir/pgbouncer"
 	cat >"$dir/pgbouncer/pgbouncer.ini" <<EOF
