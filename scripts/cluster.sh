@@ -39,7 +39,8 @@ start_redis_node() { # port
 	mkdir -p "$d"
 	redis-server --port "$p" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no --dir "$d" \
 		--cluster-enabled yes --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 2000 \
-		--cluster-replica-validity-factor 0 --logfile "$d/redis.log" --pidfile "$d/redis.pid"
+		--cluster-replica-validity-factor 0 --repl-diskless-sync-delay 0 \
+		--logfile "$d/redis.log" --pidfile "$d/redis.pid"
 }
 
 cluster_ok() { redis-cli -p "${redis_ports[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; }

@@ -69,6 +69,12 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 		t.Fatalf("testenv: redis-cli --cluster create: %v\n%s", err, out)
 	}
 	c.WaitHealthy()
+	for _, n := range c.Nodes {
+		role, err := n.client().Do(context.Background(), "ROLE").Slice()
+		if err == nil && len(role) > 0 && fmt.Sprint(role[0]) == "slave" {
+			n.WaitReplicaSynced()
+		}
+	}
 	return c
 }
 
@@ -128,4 +134,16 @@ func (s *RedisServer) client() *redis.Client {
 		s.t.Cleanup(func() { _ = s.plain.Close() })
 	}
 	return s.plain
+}
+
+// KillMaster kills a live master once its replica has acknowledged its
+// writes (WAIT), so the failover loses none, and returns its address.
+func (c *RedisCluster) KillMaster() string {
+	c.t.Helper()
+	m := c.Master()
+	if _, err := m.client().Do(context.Background(), "WAIT", 1, 2000).Result(); err != nil {
+		c.t.Fatalf("testenv: WAIT on %s: %v", m.Addr(), err)
+	}
+	m.Kill()
+	return m.String()
 }

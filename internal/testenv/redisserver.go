@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,7 +49,10 @@ func (s *RedisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port)
 func (s *RedisServer) Start() {
 	s.t.Helper()
 	s.cmd = exec.Command("redis-server", append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir}, s.extra...)...)
+		"--save", "", "--appendonly", "no", "--dir", s.dir,
+		// Replicas sync at once, not five seconds after they connect:
+		// failover tests kill masters within seconds.
+		"--repl-diskless-sync-delay", "0"}, s.extra...)...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("testenv: start redis-server (make test installs it): %v", err)
 	}
@@ -75,3 +79,18 @@ func (s *RedisServer) Kill() {
 }
 
 func (s *RedisServer) String() string { return fmt.Sprintf("redis-server %s", s.Addr()) }
+
+// WaitReplicaSynced waits until this server, a replica, has finished its
+// sync with its master.
+func (s *RedisServer) WaitReplicaSynced() {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		info, err := s.client().Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatalf("testenv: replica %s did not sync", s.Addr())
+}
