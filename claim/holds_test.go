@@ -501,3 +501,44 @@ func TestHoldDrill(t *testing.T) {
 	require.Positive(t, counts["confirm "+ErrReservationExpired.Error()], "some confirms came too late")
 	t.Logf("outcomes %v; stats %+v", counts, st)
 }
+
+// Replicas of the previous version call the _v1 functions during a rolling
+// deploy: they answer as before, and a request that is a hold answers
+// 'held' (an outcome those replicas refuse to turn into an answer), never
+// as a claim.
+func TestVersion1FunctionsStillAnswer(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("p1", 10, pool.Pool{PerUserLimit: 3, RefillBatchSize: 3})
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'p1' AND state = 'staged' ORDER BY id LIMIT 3`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	now := time.Now()
+	type row struct {
+		Ord     int32
+		Outcome string
+	}
+	outcomes, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT ord, outcome FROM dispenser_claim_staged_v1($1, $2, $3, $4, $5, '1 minute')`,
+		[]string{"p1", "p1"}, []string{"r1", "r2"}, []string{"u1", "u2"}, ids[:2], []time.Time{now, now})), pgx.RowToStructByPos[row])
+	require.NoError(t, err)
+	require.ElementsMatch(t, []row{{1, "claimed"}, {2, "claimed"}}, outcomes)
+
+	var out string
+	require.NoError(t, e.db.Pool.QueryRow(ctx,
+		`SELECT outcome FROM dispenser_claim_fallback_v1('p1', 'r3', 'u3', 0, now(), '1 minute')`).Scan(&out))
+	require.Equal(t, "claimed", out)
+
+	_, err = e.svc.Reserve(ctx, reserveReq("u4", "h4", time.Minute))
+	require.NoError(t, err)
+	var code *string
+	require.NoError(t, e.db.Pool.QueryRow(ctx,
+		`SELECT outcome, code FROM dispenser_settle_v1('p1', 'h4', 'u4', false, now(), '1 minute')`).Scan(&out, &code))
+	require.Equal(t, "held", out)
+	require.NoError(t, e.db.Pool.QueryRow(ctx,
+		`SELECT outcome FROM dispenser_claim_fallback_v1('p1', 'h4', 'u4', 0, now(), '1 minute')`).Scan(&out))
+	require.Equal(t, "held", out)
+	e.audit("p1")
+}

@@ -96,298 +96,6 @@ BEGIN
 END;
 $$;
 
--- dispenser_take_slot_v1 inserts the claim of a code the caller has already
--- marked 'claimed' in this transaction, for a request whose lock it holds
--- and that has no claim or refusal. Outcomes:
---   'claimed'  the claim is in; claimed_at is set;
---   'limit'    the user holds per_user_limit claims: the code goes back to
---              available and the refusal is recorded;
---   'dup'      the request got a claim earlier in this same transaction (it
---              came twice in one batch): the code goes back unless that
---              claim holds it;
---   'refused'  the code already has another claim.
--- Slots are unique per (pool, user), so two concurrent claims never share
--- one: the loser of a race sees the conflict and tries the next slot.
-CREATE OR REPLACE FUNCTION dispenser_take_slot_v1(p_pool text, p_request text, p_user text, p_code bigint, p_ttl interval,
-                                    OUT outcome text, OUT claimed_at timestamptz)
-LANGUAGE plpgsql AS $$
-DECLARE
-    lim   integer;
-    slot  integer;
-    taken smallint[];
-BEGIN
-    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
-    LOOP
-        -- The user's own slots, read through claims_user_slot_key: a
-        -- NOT EXISTS over generate_series let the planner read every claim
-        -- of the pool for each claim.
-        SELECT coalesce(array_agg(c.user_slot), '{}') INTO taken
-        FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
-        SELECT min(s) INTO slot FROM generate_series(1, lim) AS s WHERE s <> ALL (taken);
-        IF slot IS NULL THEN
-            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
-            PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
-            outcome := 'limit';
-            RETURN;
-        END IF;
-        INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
-        VALUES (p_pool, p_request, p_user, slot, p_code)
-        ON CONFLICT DO NOTHING
-        RETURNING claims.claimed_at INTO claimed_at;
-        IF FOUND THEN
-            outcome := 'claimed';
-            RETURN;
-        END IF;
-        IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request) THEN
-            UPDATE codes SET state = 'available', changed_at = now()
-            WHERE id = p_code AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code);
-            outcome := 'dup';
-            RETURN;
-        END IF;
-        IF EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code) THEN
-            outcome := 'refused';
-            RETURN;
-        END IF;
-        -- Another transaction took this slot first: look again.
-    END LOOP;
-END;
-$$;
-
--- dispenser_claim_staged_v1 persists a group commit: item i claims code
--- p_code[i] (popped from Redis, so 'staged') for request p_request[i] of
--- user p_user[i] in pool p_pool[i], an attempt that started at p_started[i].
--- Every item gets its own outcome, and no
--- outcome fails the batch:
---   'claimed'    committed with the given code;
---   'replay'     the request already had a claim of this user: its code is
---                returned, and the given code, if different, goes back;
---   'reused'     the request belongs to another user: nothing is returned;
---   'limit', 'exhausted'
---                the request is refused (now, or by a live refusal);
---   'refused'    the code is no longer staged (claimed, void, expired or
---                reconciled): the caller claims again with another code.
--- Refusals are kept for p_ttl.
-CREATE OR REPLACE FUNCTION dispenser_claim_staged_v1(p_pool text[], p_request text[], p_user text[], p_code bigint[],
-                                       p_started timestamptz[], p_ttl interval)
-RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
-               claimed_at timestamptz)
-LANGUAGE plpgsql AS $$
-DECLARE
-    n     integer := coalesce(array_length(p_request, 1), 0);
-    done  boolean[] := array_fill(false, ARRAY[n]);
-    i     integer;
-    r     record;
-    f     record;
-    taken record;
-BEGIN
-    -- Lock every request of the batch, in one order, so that no fallback or
-    -- other batch decides the same request meanwhile.
-    PERFORM pg_advisory_xact_lock(l.k)
-    FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
-          FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
-
-    -- Fast path, set-based: fresh requests (no claim, no live refusal, once
-    -- in the batch, with a code no other item names) of users without a
-    -- claim in the pool take their code and slot 1 in one UPDATE and one
-    -- INSERT for the whole batch. The filters only pick candidates; the
-    -- constraints decide, and what they refuse goes the slow way below.
-    FOR f IN
-        WITH input AS (
-            SELECT * FROM (
-                SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n,
-                       count(*) OVER (PARTITION BY t.code_id) AS code_n
-                FROM unnest(p_pool, p_request, p_user, p_code, p_started) WITH ORDINALITY
-                    AS t(pool_id, request_id, user_id, code_id, started, ord)
-            ) x WHERE x.req_n = 1 AND x.code_n = 1
-        ), taken AS (
-            UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
-            FROM input i
-            WHERE k.id = i.code_id AND k.pool_id = i.pool_id AND k.stage_batch IS NOT NULL
-              AND (k.expires_at IS NULL OR k.expires_at > now())
-              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
-              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
-              AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
-                                AND rf.expires_at > now())
-            RETURNING k.id, k.code, k.expires_at
-        ), ins AS (
-            INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
-            SELECT i.pool_id, i.request_id, i.user_id, 1, t.id FROM input i JOIN taken t ON t.id = i.code_id
-            ON CONFLICT DO NOTHING
-            RETURNING claims.code_id, claims.claimed_at
-        )
-        SELECT i.ord::integer AS ord, t.id, t.code, t.expires_at, ins.claimed_at
-        FROM input i JOIN taken t ON t.id = i.code_id
-        LEFT JOIN ins ON ins.code_id = t.id
-    LOOP
-        done[f.ord] := true;
-        IF f.claimed_at IS NOT NULL THEN
-            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, f.claimed_at;
-            CONTINUE;
-        END IF;
-        -- The code is ours but the claim was refused (the user came twice in
-        -- the batch, or claimed concurrently): find a slot or put it back.
-        SELECT * INTO r FROM dispenser_take_slot_v1(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id, p_ttl);
-        IF r.outcome = 'claimed' THEN
-            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, r.claimed_at;
-        ELSE
-            RETURN QUERY SELECT f.ord, r.outcome, f.id, NULL::text, NULL::timestamptz, NULL::timestamptz;
-        END IF;
-    END LOOP;
-
-    -- Slow path, per item, in batch order: replays, refusals, refused codes,
-    -- users with claims, requests that came twice.
-    FOR i IN 1 .. n LOOP
-        CONTINUE WHEN done[i];
-        SELECT * INTO r FROM dispenser_recorded_v1(p_pool[i], p_request[i], p_user[i], p_started[i]);
-        IF r.outcome IS NOT NULL THEN
-            IF r.code_id IS DISTINCT FROM p_code[i] THEN
-                UPDATE codes SET state = 'available', stage_batch = NULL, changed_at = now()
-                WHERE id = p_code[i] AND stage_batch IS NOT NULL;
-            END IF;
-            RETURN QUERY SELECT i, r.outcome, r.code_id, r.code, r.expires_at, r.claimed_at;
-            CONTINUE;
-        END IF;
-
-        UPDATE codes k SET state = 'claimed', stage_batch = NULL, changed_at = now()
-        WHERE k.id = p_code[i] AND k.pool_id = p_pool[i] AND k.stage_batch IS NOT NULL
-          AND (k.expires_at IS NULL OR k.expires_at > now())
-        RETURNING k.id, k.code, k.expires_at INTO taken;
-        IF NOT FOUND THEN
-            RETURN QUERY SELECT i, 'refused'::text, p_code[i], NULL::text, NULL::timestamptz, NULL::timestamptz;
-            CONTINUE;
-        END IF;
-        SELECT * INTO r FROM dispenser_take_slot_v1(p_pool[i], p_request[i], p_user[i], taken.id, p_ttl);
-        IF r.outcome = 'claimed' THEN
-            RETURN QUERY SELECT i, 'claimed'::text, taken.id, taken.code, taken.expires_at, r.claimed_at;
-        ELSE
-            RETURN QUERY SELECT i, r.outcome, taken.id, NULL::text, NULL::timestamptz, NULL::timestamptz;
-        END IF;
-    END LOOP;
-END;
-$$;
-
--- dispenser_claim_fallback_v1 claims one available code straight from Postgres,
--- in the caller's single transaction, for when Redis cannot serve, for an
--- attempt that started at p_started. Outcomes:
--- 'claimed', 'replay', 'reused', 'limit' and 'exhausted' (no available
--- code), the last two recorded as refusals for p_ttl (an exhausted pool with
--- nothing staged records nothing), or 'busy': the only available codes are
--- locked by others (a refill staging them, claims taking them); nothing is
--- decided and the caller tries again. p_after is a hint: codes with smaller ids were claimed
--- recently, so the scan starts past them and skips the dead index entries
--- they left; if nothing is found past it, the scan starts again from the
--- beginning.
-CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v1(p_pool text, p_request text, p_user text, p_after bigint,
-                                         p_started timestamptz, p_ttl interval,
-                                         OUT outcome text, OUT code_id bigint, OUT code text,
-                                         OUT expires_at timestamptz, OUT claimed_at timestamptz)
-LANGUAGE plpgsql AS $$
-DECLARE
-    lim   integer;
-    held  integer;
-    r     record;
-    bound bigint := p_after;
-BEGIN
-    SELECT * INTO outcome, code_id, code, expires_at, claimed_at
-    FROM dispenser_decided_v1(p_pool, p_request, p_user, p_started);
-    IF outcome IS NOT NULL THEN
-        RETURN;
-    END IF;
-
-    -- Refuse at the limit before touching any code.
-    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
-    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
-    IF held >= lim THEN
-        PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
-        PERFORM set_config('synchronous_commit', 'off', true);
-        outcome := 'limit';
-        RETURN;
-    END IF;
-
-    LOOP
-        WITH picked AS (
-            -- The pool's range of codes_available_idx past the hint, as two
-            -- row comparisons: a plain "id > bound" lets the planner take
-            -- the primary key and re-read every claimed row, and beside
-            -- "pool_id = p_pool" the index scan starts at the pool's first
-            -- entry and steps over every dead one up to the bound
-            -- (plan_test.go checks both).
-            SELECT k.id FROM codes k
-            WHERE k.state = 'available'
-              AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
-              AND (k.expires_at IS NULL OR k.expires_at > now())
-            ORDER BY k.pool_id, k.id
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE codes k SET state = 'claimed', changed_at = now()
-        FROM picked WHERE k.id = picked.id
-        RETURNING k.id, k.code, k.expires_at INTO r;
-        EXIT WHEN FOUND;
-        IF bound = 0 THEN
-            -- Available codes that others hold locks on (a refill staging
-            -- them, claims about to take them) mean the pool is not
-            -- exhausted yet: nothing is decided, the caller tries again.
-            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'available'
-                       AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
-                outcome := 'busy';
-                RETURN;
-            END IF;
-            -- A copy of this request about to commit would hold a staged
-            -- code (its batch has not taken the request's lock yet). With
-            -- none staged in the pool, none can: a sold-out pool refuses
-            -- without writing anything.
-            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
-                PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'exhausted', p_ttl);
-                PERFORM set_config('synchronous_commit', 'off', true);
-            END IF;
-            outcome := 'exhausted';
-            RETURN;
-        END IF;
-        bound := 0;
-    END LOOP;
-
-    SELECT t.outcome, t.claimed_at INTO outcome, claimed_at
-    FROM dispenser_take_slot_v1(p_pool, p_request, p_user, r.id, p_ttl) t;
-    IF outcome = 'claimed' THEN
-        code_id := r.id; code := r.code; expires_at := r.expires_at;
-    ELSIF outcome = 'limit' THEN
-        PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
-END;
-$$;
-
--- dispenser_settle_v1 answers a request that Redis refused, before the refusal
--- reaches the caller: Postgres decides. Outcomes: what dispenser_recorded_v1
--- finds ('replay', 'reused', 'limit', 'exhausted'); else, if p_limit and the
--- user holds the pool's limit, 'limit' (recorded); else 'open': nothing is
--- decided (for a limit, Redis's guard was stale). held is the user's claim
--- count.
-CREATE OR REPLACE FUNCTION dispenser_settle_v1(p_pool text, p_request text, p_user text, p_limit boolean,
-                                 p_started timestamptz, p_ttl interval,
-                                 OUT outcome text, OUT code_id bigint, OUT code text,
-                                 OUT expires_at timestamptz, OUT claimed_at timestamptz, OUT held integer)
-LANGUAGE plpgsql AS $$
-DECLARE
-    lim integer;
-BEGIN
-    SELECT * INTO outcome, code_id, code, expires_at, claimed_at
-    FROM dispenser_decided_v1(p_pool, p_request, p_user, p_started);
-    SELECT count(*) INTO held FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
-    IF outcome IS NOT NULL THEN
-        RETURN;
-    END IF;
-    SELECT per_user_limit INTO lim FROM pools WHERE id = p_pool;
-    IF NOT p_limit OR held < lim THEN
-        outcome := 'open';
-        RETURN;
-    END IF;
-    PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
-    PERFORM set_config('synchronous_commit', 'off', true);
-    outcome := 'limit';
-END;
-$$;
-
 -- ---------------------------------------------------------------------------
 -- Version 2: holds (migration 006). A request is a claim (p_hold_ms NULL)
 -- or a reservation holding its code for p_hold_ms milliseconds. Outcomes
@@ -517,10 +225,22 @@ BEGIN
 END;
 $$;
 
--- dispenser_take_slot_v2 is dispenser_take_slot_v1 for a claim or a hold:
--- the caller has already marked the code 'claimed' or 'held'. A hold first
--- checks the user's open holds against holds_per_user ('hold_limit': the
--- code goes back to available). The user's expired holds end first.
+-- dispenser_take_slot_v2 inserts the claim (p_hold_ms NULL) or hold of a
+-- code the caller has already marked 'claimed' or 'held' in this
+-- transaction, for a request whose lock it holds and that has no claim or
+-- refusal. The user's expired holds end first. Outcomes:
+--   'claimed'    the row is in; claimed_at (and for a hold held_until,
+--                reserved_at) are set;
+--   'hold_limit' a hold, and the user has holds_per_user open: the code
+--                goes back to available; nothing is recorded;
+--   'limit'      the user holds per_user_limit rows: the code goes back to
+--                available and the refusal is recorded;
+--   'dup'        the request got a row earlier in this same transaction (it
+--                came twice in one batch): the code goes back unless that
+--                row holds it;
+--   'refused'    the code already has another claim.
+-- Slots are unique per (pool, user), so two concurrent claims never share
+-- one: the loser of a race sees the conflict and tries the next slot.
 CREATE OR REPLACE FUNCTION dispenser_take_slot_v2(p_pool text, p_request text, p_user text, p_code bigint,
                                                   p_hold_ms bigint, p_ttl interval,
                                                   OUT outcome text, OUT claimed_at timestamptz,
@@ -575,9 +295,23 @@ BEGIN
 END;
 $$;
 
--- dispenser_claim_staged_v2 is dispenser_claim_staged_v1 with holds: item i
--- is a reservation when p_hold_ms[i] is not NULL. Rows add held_until and
--- reserved_at.
+-- dispenser_claim_staged_v2 persists a group commit: item i claims (or,
+-- with p_hold_ms[i] not NULL, holds for that many milliseconds) code
+-- p_code[i] (popped from Redis, so 'staged') for request p_request[i] of
+-- user p_user[i] in pool p_pool[i], an attempt that started at p_started[i].
+-- Every item gets its own outcome, and no outcome fails the batch:
+--   'claimed'    committed with the given code (as a hold for a hold);
+--   'replay', 'held'
+--                the request already had a claim (or an open hold) of this
+--                user: its code is returned, and the given code, if
+--                different, goes back;
+--   'reused'     the request belongs to another user: nothing is returned;
+--   'limit', 'exhausted', 'expired', 'cancelled', 'hold_limit'
+--                the request is refused (now, by a live refusal, or by the
+--                hold it was);
+--   'refused'    the code is no longer staged (claimed, void, expired or
+--                reconciled): the caller claims again with another code.
+-- Refusals are kept for p_ttl. Rows carry held_until and reserved_at.
 CREATE OR REPLACE FUNCTION dispenser_claim_staged_v2(p_pool text[], p_request text[], p_user text[], p_code bigint[],
                                                      p_started timestamptz[], p_hold_ms bigint[], p_ttl interval)
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
@@ -595,8 +329,12 @@ BEGIN
     FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
           FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
 
-    -- Fast path, as in version 1; a user with no row in the pool has no
-    -- hold open either, so a reservation takes it too.
+    -- Fast path, set-based: fresh requests (no claim, no live refusal, no
+    -- ended hold, once in the batch, with a code no other item names) of
+    -- users without a row in the pool (so with no hold open either) take
+    -- their code and slot 1 in one UPDATE and one INSERT for the whole
+    -- batch. The filters only pick candidates; the constraints decide, and
+    -- what they refuse goes the slow way below.
     FOR f IN
         WITH input AS (
             SELECT * FROM (
@@ -681,11 +419,20 @@ BEGIN
 END;
 $$;
 
--- dispenser_claim_fallback_v2 is dispenser_claim_fallback_v1 for a claim
--- or (p_hold_ms not NULL) a hold. With p_redis_down (the fallback serves
--- because Redis failed, not because its list was empty), a pool whose only
--- codes left are staged answers 'unreachable' instead of refusing as
--- exhausted: those codes are in Redis, not sold.
+-- dispenser_claim_fallback_v2 claims (or, with p_hold_ms not NULL, holds)
+-- one available code straight from Postgres, in the caller's single
+-- transaction, for when Redis cannot serve, for an attempt that started at
+-- p_started. Outcomes: 'claimed', 'replay', 'held', 'reused', 'expired',
+-- 'cancelled', 'hold_limit', 'limit' and 'exhausted' (no available code),
+-- the last two recorded as refusals for p_ttl (an exhausted pool with
+-- nothing staged records nothing); 'busy': the only available codes are
+-- locked by others (a refill staging them, claims taking them), nothing is
+-- decided and the caller tries again; 'unreachable': with p_redis_down (the
+-- fallback serves because Redis failed, not because its list was empty),
+-- the pool's only codes left are staged, in Redis, not sold: nothing is
+-- decided. p_after is a hint: codes with smaller ids were claimed recently,
+-- so the scan starts past them and skips the dead index entries they left;
+-- if nothing is found past it, the scan starts again from the beginning.
 CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v2(p_pool text, p_request text, p_user text, p_after bigint,
                                                        p_started timestamptz, p_hold_ms bigint, p_ttl interval,
                                                        p_redis_down boolean,
@@ -724,7 +471,12 @@ BEGIN
 
     LOOP
         WITH picked AS (
-            -- As in version 1 (plan_test.go checks the plan).
+            -- The pool's range of codes_available_idx past the hint, as two
+            -- row comparisons: a plain "id > bound" lets the planner take
+            -- the primary key and re-read every claimed row, and beside
+            -- "pool_id = p_pool" the index scan starts at the pool's first
+            -- entry and steps over every dead one up to the bound
+            -- (plan_test.go checks both).
             SELECT k.id FROM codes k
             WHERE k.state = 'available'
               AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
@@ -772,8 +524,13 @@ BEGIN
 END;
 $$;
 
--- dispenser_settle_v2 is dispenser_settle_v1 over dispenser_decided_v2; the
--- user's expired holds end first, so held counts only live rows.
+-- dispenser_settle_v2 answers a request that Redis refused, before the
+-- refusal reaches the caller: Postgres decides. Outcomes: what
+-- dispenser_recorded_v2 finds ('replay', 'held', 'reused', 'limit',
+-- 'exhausted', 'expired', 'cancelled'); else, if p_limit and the user holds
+-- the pool's limit, 'limit' (recorded); else 'open': nothing is decided (for
+-- a limit, Redis's guard was stale). held is the user's row count (claims
+-- and open holds); the user's expired holds end first.
 CREATE OR REPLACE FUNCTION dispenser_settle_v2(p_pool text, p_request text, p_user text, p_limit boolean,
                                                p_started timestamptz, p_ttl interval,
                                                OUT outcome text, OUT code_id bigint, OUT code text,
@@ -953,4 +710,46 @@ BEGIN
         RETURN QUERY SELECT i, c.* FROM dispenser_confirm_v1(p_pool[i], p_request[i], p_user[i]) c;
     END LOOP;
 END;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Version 1, kept for replicas of the previous version during a rolling
+-- deploy: each is version 2 without holds, its answers cut to version 1's
+-- columns. A request that is a hold answers 'held', 'expired' or 'cancelled',
+-- outcomes version 1 replicas do not know: they fail that call (Internal)
+-- rather than show a held code.
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION dispenser_take_slot_v1(p_pool text, p_request text, p_user text, p_code bigint, p_ttl interval,
+                                    OUT outcome text, OUT claimed_at timestamptz)
+LANGUAGE sql AS $$
+    SELECT t.outcome, t.claimed_at FROM dispenser_take_slot_v2(p_pool, p_request, p_user, p_code, NULL, p_ttl) t
+$$;
+
+CREATE OR REPLACE FUNCTION dispenser_claim_staged_v1(p_pool text[], p_request text[], p_user text[], p_code bigint[],
+                                       p_started timestamptz[], p_ttl interval)
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz)
+LANGUAGE sql AS $$
+    SELECT c.ord, c.outcome, c.code_id, c.code, c.expires_at, c.claimed_at
+    FROM dispenser_claim_staged_v2(p_pool, p_request, p_user, p_code, p_started,
+                                   array_fill(NULL::bigint, ARRAY[coalesce(array_length(p_request, 1), 0)]), p_ttl) c
+$$;
+
+CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v1(p_pool text, p_request text, p_user text, p_after bigint,
+                                         p_started timestamptz, p_ttl interval,
+                                         OUT outcome text, OUT code_id bigint, OUT code text,
+                                         OUT expires_at timestamptz, OUT claimed_at timestamptz)
+LANGUAGE sql AS $$
+    SELECT f.outcome, f.code_id, f.code, f.expires_at, f.claimed_at
+    FROM dispenser_claim_fallback_v2(p_pool, p_request, p_user, p_after, p_started, NULL, p_ttl, false) f
+$$;
+
+CREATE OR REPLACE FUNCTION dispenser_settle_v1(p_pool text, p_request text, p_user text, p_limit boolean,
+                                 p_started timestamptz, p_ttl interval,
+                                 OUT outcome text, OUT code_id bigint, OUT code text,
+                                 OUT expires_at timestamptz, OUT claimed_at timestamptz, OUT held integer)
+LANGUAGE sql AS $$
+    SELECT t.outcome, t.code_id, t.code, t.expires_at, t.claimed_at, t.held
+    FROM dispenser_settle_v2(p_pool, p_request, p_user, p_limit, p_started, p_ttl) t
 $$;

@@ -37,7 +37,7 @@ func TestClaimsCommand(t *testing.T) {
 	d := testdaemon.Start(t, false)
 	out, errOut, err := run(t, "claims", "--addr", d.Addr, "--claims", "600", "--concurrency", "8", "--users", "300",
 		"--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
-	require.NoError(t, err, errOut)
+	require.NoError(t, err, "%s\n%s", errOut, out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res benchResult
 	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
@@ -54,7 +54,7 @@ func TestClaimsCommandReserve(t *testing.T) {
 	d := testdaemon.Start(t, false)
 	out, errOut, err := run(t, "claims", "--reserve", "--addr", d.Addr, "--claims", "400", "--concurrency", "8",
 		"--users", "200", "--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
-	require.NoError(t, err, errOut)
+	require.NoError(t, err, "%s\n%s", errOut, out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res benchResult
 	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
