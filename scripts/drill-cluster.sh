@@ -4,14 +4,14 @@
 # dispenserd replicas), a claim storm with 20% duplicate requests spread
 # round-robin over the replicas, while the drill
 #   1. kills one replica with -9 (and restarts it),
-#   2. kills a Redis master (its replica is promoted),
-#   3. kills every Postgres backend of the database;
-# then reconciles and audits. Passes when the bench's checks and
+#   2. kills every Postgres backend of the database,
+#   3. kills a Redis master (its replica is promoted);
+# (in that order, STEP seconds apart), then reconciles and audits. Passes when the bench's checks and
 # `dispenserctl audit` find 0 duplicates, 0 lost, 0 over the limit, every
 # request id answered one way and nothing left in flight.
 #
 #   scripts/drill-cluster.sh                  # or: make drill-cluster
-#   CLAIMS=6000 scripts/drill-cluster.sh      # the short version CI runs
+#   CLAIMS=12000 STEP=1 scripts/drill-cluster.sh   # the short version CI runs
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -42,6 +42,10 @@ echo "drill: kill -9 of replica 1 (pid $pid1)"
 sleep 0.5
 scripts/cluster.sh restart-replica 1
 
+step "the Postgres backend kill"
+n="$(psql "$DISPENSER_DATABASE_URL" -qtAc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")"
+echo "drill: terminated $n Postgres backends"
+
 step "the Redis failover"
 master="$(redis-cli -p 17001 cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ {split($2, a, "[:@]"); print a[2]; exit}')"
 kill -9 "$(cat "$dir/redis-$master/redis.pid")"
@@ -51,10 +55,6 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 echo "drill: a replica took over its slots"
-
-step "the Postgres backend kill"
-n="$(psql "$DISPENSER_DATABASE_URL" -qtAc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")"
-echo "drill: terminated $n Postgres backends"
 
 rc=0
 wait "$bench" || rc=$?
