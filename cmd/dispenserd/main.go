@@ -27,6 +27,7 @@ import (
 	"github.com/dispenserhq/dispenser/dispenser"
 	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/prize"
 )
@@ -98,6 +99,8 @@ func newRootCmd() *cobra.Command {
 		}
 		cfg.Deliver.HTTP = &http.Client{Timeout: webhookTimeout}
 		slog.SetDefault(log)
+		// Before any Redis client exists: go-redis reads it unguarded.
+		stock.RouteLogs(log)
 		if debugListen != "" {
 			go serveDebug(debugListen, log)
 		}

@@ -1,8 +1,10 @@
 package stock
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -78,3 +80,16 @@ func scrub(err error, url string) error {
 	}
 	return err
 }
+
+// slogPrinter carries go-redis's own log lines (a node it cannot dial, a
+// failover it follows) into log/slog.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(ctx context.Context, format string, v ...any) {
+	p.log.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// RouteLogs sends go-redis's log lines, process-wide, to log at warn level
+// instead of its own stderr format. Its lines name addresses, never keys or
+// values.
+func RouteLogs(log *slog.Logger) { redis.SetLogger(slogPrinter{log}) }
