@@ -68,10 +68,11 @@ var (
 	// not exhausted, nothing decided; try again shortly.
 	errFallbackBusy = errors.New("the pool's last codes are being staged or claimed")
 	// ErrStagedUnreachable means the pool's only codes left are staged in a
-	// Redis that cannot be reached: not sold out, nothing claimed; a retry
-	// with the same request id gets a code once Redis is back (or
-	// reconcile returns them). It wraps pgerr.ErrUnavailable.
-	ErrStagedUnreachable = fmt.Errorf("the pool's last codes are staged in Redis, which cannot be reached: %w", pgerr.ErrUnavailable)
+	// Redis that cannot serve them now (it is unreachable, or it lost them
+	// and reconcile has not returned them yet): not sold out, nothing
+	// claimed; a retry with the same request id gets a code once they are
+	// back. It wraps pgerr.ErrUnavailable.
+	ErrStagedUnreachable = fmt.Errorf("the pool's last codes are staged in Redis, which cannot serve them now: %w", pgerr.ErrUnavailable)
 )
 
 // Request asks for one code.

@@ -196,3 +196,31 @@ func TestClaimDrillRedisSentinelFailover(t *testing.T) {
 	}
 	t.Logf("paths %v, errors %v", l.byPath, l.errCounts)
 }
+
+// Redis answers, but has lost the pool's staged codes (a failover that
+// dropped writes, a flush): Postgres still has them staged, so the pool is
+// not sold out. Callers get Unavailable (retry) until reconcile returns the
+// codes, never a POOL_EXHAUSTED that would bind their request.
+func TestStagedCodesRedisLostAreNotSoldOut(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fillStaged("p1", 5, pool.Pool{RefillBatchSize: 5})
+	k := e.keys
+	require.NoError(t, e.rdb.Del(ctx, k.Staged("p1"), k.InFlight("p1"), k.Batches("p1")).Err())
+	req := Request{PoolID: "p1", UserID: "u1", RequestID: "r1"}
+	_, err := e.svc.Claim(ctx, req)
+	require.ErrorIs(t, err, ErrStagedUnreachable)
+	_, err = e.reconciler.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	res, err := e.svc.Claim(ctx, req)
+	require.NoError(t, err)
+	require.NotZero(t, res.Claim.CodeID)
+	// Sold out for real: every code claimed, nothing staged.
+	for i := range 4 {
+		_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: fmt.Sprint("v", i), RequestID: fmt.Sprint("s", i)})
+		require.NoError(t, err)
+	}
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "late", RequestID: "late"})
+	require.ErrorIs(t, err, ErrPoolExhausted)
+	e.audit("p1")
+}

@@ -375,7 +375,7 @@ func TestHoldDrill(t *testing.T) {
 		}
 		answered[req], owner[c.CodeID] = c.CodeID, req
 	}
-	allowed := []error{ErrPoolExhausted, ErrUserLimit, ErrHoldLimit, ErrReservationExpired, ErrReservationCancelled}
+	allowed := []error{ErrPoolExhausted, ErrUserLimit, ErrHoldLimit, ErrReservationExpired, ErrReservationCancelled, ErrStagedUnreachable}
 	note := func(op string, err error) {
 		mu.Lock()
 		defer mu.Unlock()

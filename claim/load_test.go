@@ -193,7 +193,7 @@ func TestClaimDrillRedisFlushed(t *testing.T) {
 	p := e.fillStaged("drill", drillCodes, pool.Pool{RefillBatchSize: 300})
 	ctx := context.Background()
 	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls, users: drillUsers,
-		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit},
+		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit, ErrStagedUnreachable},
 		during: func(tenth int, _ *ledger) {
 			switch tenth {
 			case 2:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,8 +212,12 @@ func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	require.Equal(t, string(outPopped), ans.Outcome)
 	codeID, err := stock.EntryCodeID(ans.Entry)
 	require.NoError(t, err)
-	// Redis loses everything; copy 2 finds nothing anywhere.
-	e.flushNamespace()
+	// Redis forgets the request (its replay record expired, the guard
+	// too) while the popped code is still in flight: copy 2 finds nothing
+	// to pop, and every staged code is accounted for (in the ledger), so
+	// the pool is sold out.
+	k := e.keys
+	require.NoError(t, e.rdb.Del(ctx, k.Replay("p1", "R"), k.UserClaims("p1", "u")).Err())
 	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
 	require.ErrorIs(t, err, ErrPoolExhausted)
 	// Copy 1 commits now: the same refusal, and its code goes back.
@@ -263,6 +268,7 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 	}
 	var mu sync.Mutex
 	answers := map[string][]answer{}
+	var unanswered atomic.Int64
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 48)
 	send := func(i, c int) {
@@ -281,6 +287,12 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 			case err == nil:
 			case errors.Is(err, ErrPoolExhausted), errors.Is(err, ErrUserLimit):
 				a = answer{err: err.Error()}
+			case errors.Is(err, ErrStagedUnreachable):
+				// Not an answer: nothing was decided (Redis lost staged
+				// codes, reconcile has not returned them yet). A caller
+				// retries; other copies' answers must still agree.
+				unanswered.Add(1)
+				return
 			default:
 				t.Errorf("%s: unexpected error %v", req.RequestID, err)
 			}
@@ -335,7 +347,6 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 	owner := map[int64]string{}
 	var claimed, refused int
 	for rid, as := range answers {
-		require.Len(t, as, copies)
 		for _, a := range as[1:] {
 			require.Equal(t, as[0], a, "copies of %s answered differently: %v", rid, as)
 		}
@@ -354,7 +365,7 @@ func TestDuplicateStormTwoServicesRedisFlushed(t *testing.T) {
 	require.NoError(t, err)
 	st := e.audit("storm")
 	require.EqualValues(t, claimed, st.Claimed, "every claim answered is committed, and only those")
-	t.Logf("claimed %d, refused %d, stats %+v", claimed, refused, st)
+	t.Logf("claimed %d, refused %d, copies not answered (Unavailable) %d, stats %+v", claimed, refused, unanswered.Load(), st)
 }
 
 // A sold-out pool with nothing staged has no copy of any request about to

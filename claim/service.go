@@ -21,6 +21,9 @@ import (
 	"github.com/dispenserhq/dispenser/pool"
 )
 
+//go:embed sql/staged_count.sql
+var stagedCountSQL string
+
 // Defaults of the claim service's tunables; dispenserd's flags use them.
 const (
 	// RefusalTTLDefault is how long a definite refusal is kept.
@@ -303,6 +306,11 @@ func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, 
 	case err == nil:
 		return res, nil
 	case errors.Is(err, errStagedEmpty):
+		// Nothing staged in Redis. If Postgres holds staged codes that
+		// Redis has neither listed nor in flight, Redis lost them (a
+		// failover that dropped writes, a flush) or a refill is between
+		// its two steps: they are coming back, so the pool is not sold out.
+		req.redisDown = s.stagedLost(ctx, p.ID)
 	case errors.As(err, &re):
 		s.log.WarnContext(ctx, "redis failed; claiming from Postgres", "pool", p.ID, "err", err)
 		req.redisDown = true
@@ -312,6 +320,21 @@ func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, 
 		return Result{}, err
 	}
 	return s.fallback.Claim(ctx, p, req)
+}
+
+// stagedLost reports whether Postgres has more of the pool's codes staged
+// than Redis holds (listed or in flight). Postgres is read first: a commit
+// between the two reads can only make it say yes, which answers a retry
+// (Unavailable), never a wrong POOL_EXHAUSTED. If Redis cannot say, yes.
+func (s *Service) stagedLost(ctx context.Context, poolID string) bool {
+	var staged int64
+	if err := s.db.QueryRow(ctx, stagedCountSQL, poolID).Scan(&staged); err != nil || staged == 0 {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.redis.tmo)
+	defer cancel()
+	inRedis, err := s.redis.stock.Accounted(rctx, poolID)
+	return err != nil || staged > inRedis
 }
 
 // KnownPool reports whether id names a pool this service has found in

@@ -107,6 +107,22 @@ func (s *Store) StagedLen(ctx context.Context, poolID string) (int64, error) {
 	return s.rdb.LLen(ctx, s.keys.Staged(poolID)).Result()
 }
 
+// Accounted is how many of the pool's codes Redis holds: the staged list's
+// length plus the in-flight ledger's, read in one round trip.
+func (s *Store) Accounted(ctx context.Context, poolID string) (int64, error) {
+	var llen *redis.IntCmd
+	var zcard *redis.IntCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		llen = p.LLen(ctx, s.keys.Staged(poolID))
+		zcard = p.ZCard(ctx, s.keys.InFlight(poolID))
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return llen.Val() + zcard.Val(), nil
+}
+
 // StagedEntries returns the pool's whole staged list (for audits).
 func (s *Store) StagedEntries(ctx context.Context, poolID string) ([]string, error) {
 	return s.rdb.LRange(ctx, s.keys.Staged(poolID), 0, -1).Result()
