@@ -76,11 +76,16 @@ return 0
 `)
 
 // pushScript stages a refill batch: the entries go to the tail of the list
-// and the batch id into the batch set, both or neither.
+// and the batch id into the batch set, both or neither. A batch already in
+// the set is not pushed again: the client retries a script whose answer was
+// lost (a read timeout under load), and the first run may have pushed it.
 //
 // KEYS[1] the staged list, KEYS[2] the batch set. ARGV[1] the batch id,
 // ARGV[2..] the entries.
 var pushScript = redis.NewScript(`
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return redis.call('LLEN', KEYS[1])
+end
 for i = 2, #ARGV, 5000 do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 4999, #ARGV)))
 end

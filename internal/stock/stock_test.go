@@ -40,6 +40,24 @@ func entries(n int) []string {
 	return out
 }
 
+// A push whose answer was lost is sent again by the client: the batch must
+// not be staged twice (the audit would count every entry as a duplicate, and
+// each code would be popped twice).
+func TestPushTwiceStagesOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	require.NoError(t, s.Push(ctx, "p1", 7, entries(3)))
+	require.NoError(t, s.Push(ctx, "p1", 7, entries(3)))
+	got, err := s.StagedEntries(ctx, "p1")
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	require.NoError(t, s.Push(ctx, "p1", 8, entries(2)))
+	n, err := s.StagedLen(ctx, "p1")
+	require.NoError(t, err)
+	require.EqualValues(t, 5, n)
+}
+
 // The claim script answers in the claim package's words: a pop, the same
 // entry again for a retry of the same user, nothing for another user, the
 // limit from the user's count, and exhausted on an empty list.
