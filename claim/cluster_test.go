@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/stock"
@@ -223,4 +224,51 @@ func TestStagedCodesRedisLostAreNotSoldOut(t *testing.T) {
 	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "late", RequestID: "late"})
 	require.ErrorIs(t, err, ErrPoolExhausted)
 	e.audit("p1")
+}
+
+// One breaker per pool: when one Cluster master dies, only the pools whose
+// slots it served go to Postgres; a pool on another master keeps the fast
+// path throughout.
+func TestBreakerPerPoolOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	e, cluster := clusterEnv(t)
+	ctx := context.Background()
+	cc := e.rdb.(*redis.ClusterClient)
+	masterOf := func(pool string) string {
+		c, err := cc.MasterForKey(ctx, e.keys.Staged(pool))
+		require.NoError(t, err)
+		return c.Options().Addr
+	}
+	// Two pools on different masters.
+	doomed, safe := "alpha", ""
+	for _, id := range []string{"bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"} {
+		if masterOf(id) != masterOf(doomed) {
+			safe = id
+			break
+		}
+	}
+	require.NotEmpty(t, safe)
+	for _, id := range []string{doomed, safe} {
+		e.fillStaged(id, 200, pool.Pool{RefillBatchSize: 200})
+	}
+	for _, n := range cluster.Nodes {
+		if n.Addr() == masterOf(doomed) {
+			n.Kill()
+		}
+	}
+	// The doomed pool's claims fail over to Postgres (its codes are all
+	// staged on the dead master: Unavailable) until its breaker opens...
+	for i := range 5 {
+		_, err := e.svc.Claim(ctx, Request{PoolID: doomed, UserID: fmt.Sprint("d", i), RequestID: fmt.Sprint("d", i)})
+		require.ErrorIs(t, err, ErrStagedUnreachable)
+	}
+	require.Equal(t, "open", e.svc.BreakerState())
+	// ...while the other pool's claims keep the fast path.
+	for i := range 20 {
+		res, err := e.svc.Claim(ctx, Request{PoolID: safe, UserID: fmt.Sprint("s", i), RequestID: fmt.Sprint("s", i)})
+		require.NoError(t, err)
+		require.Equal(t, PathRedis, res.Path)
+	}
+	cluster.WaitHealthy()
+	e.audit(safe)
 }

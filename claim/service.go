@@ -78,8 +78,10 @@ type Config struct {
 	// PoolCacheTTL is how long pool settings are cached: pausing a pool
 	// takes effect within it. Default 1s.
 	PoolCacheTTL time.Duration
-	// BreakerFailures is how many Redis failures in a row open the breaker;
-	// default 3. While open, claims go straight to Postgres.
+	// BreakerFailures is how many Redis failures in a row open a pool's
+	// breaker; default 3. While it is open, the pool's claims go straight
+	// to Postgres. Each pool has its own, so one Redis Cluster master
+	// failing over only sends its own pools to Postgres.
 	BreakerFailures uint32
 	// BreakerOpenFor is how long the breaker stays open before one probe
 	// may try Redis again; default 1s.
@@ -114,9 +116,13 @@ type Service struct {
 	pools    *pool.Store
 	redis    *RedisAllocator
 	fallback *Fallback
-	breaker  *gobreaker.CircuitBreaker[Result]
-	log      *slog.Logger
-	pgOnly   bool
+	// breakers holds one Redis breaker per pool (pool id ->
+	// *gobreaker.CircuitBreaker[Result]): on a Redis Cluster, a master
+	// failing over only sends its own pools to Postgres.
+	breakers        sync.Map
+	breakerSettings gobreaker.Settings
+	log             *slog.Logger
+	pgOnly          bool
 
 	cacheTTL time.Duration
 	mu       sync.Mutex
@@ -164,8 +170,7 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 		s.redis.ahead = s.ahead
 	}
 	failures := cmp.Or(cfg.BreakerFailures, BreakerFailuresDefault)
-	s.breaker = gobreaker.NewCircuitBreaker[Result](gobreaker.Settings{
-		Name:        "redis",
+	s.breakerSettings = gobreaker.Settings{
 		MaxRequests: 1,
 		Timeout:     cmp.Or(cfg.BreakerOpenFor, BreakerOpenForDefault),
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
@@ -173,10 +178,10 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 			var re *redisError
 			return !errors.As(err, &re)
 		},
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			log.Warn("redis breaker changed state", "from", from.String(), "to", to.String())
+		OnStateChange: func(pool string, from, to gobreaker.State) {
+			log.Warn("redis breaker changed state", "pool", pool, "from", from.String(), "to", to.String())
 		},
-	})
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -208,7 +213,36 @@ func (s *Service) Stop() {
 
 // BreakerState is "closed" (Redis serves), "open" (Postgres serves) or
 // "half-open" (one probe is trying Redis).
-func (s *Service) BreakerState() string { return s.breaker.State().String() }
+//
+// With a breaker per pool, it is "open" if any pool's is, else "half-open"
+// if any is, else "closed".
+func (s *Service) BreakerState() string {
+	state := gobreaker.StateClosed
+	s.breakers.Range(func(_, v any) bool {
+		switch st := v.(*gobreaker.CircuitBreaker[Result]).State(); st {
+		case gobreaker.StateOpen:
+			state = st
+			return false
+		case gobreaker.StateHalfOpen:
+			state = st
+		}
+		return true
+	})
+	return state.String()
+}
+
+// breaker returns the pool's Redis breaker, making it on first use. Pools
+// are never deleted and only ids of existing pools get here, so the map is
+// bounded by the pools.
+func (s *Service) breaker(poolID string) *gobreaker.CircuitBreaker[Result] {
+	if b, ok := s.breakers.Load(poolID); ok {
+		return b.(*gobreaker.CircuitBreaker[Result])
+	}
+	st := s.breakerSettings
+	st.Name = poolID
+	b, _ := s.breakers.LoadOrStore(poolID, gobreaker.NewCircuitBreaker[Result](st))
+	return b.(*gobreaker.CircuitBreaker[Result])
+}
 
 // Claim hands the user a code, or the code an earlier call with the same
 // request id got. A request id that another user holds is ErrRequestReused.
@@ -300,7 +334,7 @@ func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, 
 	if s.pgOnly {
 		return s.fallback.Claim(ctx, p, req)
 	}
-	res, err := s.breaker.Execute(func() (Result, error) { return s.redis.Claim(ctx, p, req) })
+	res, err := s.breaker(p.ID).Execute(func() (Result, error) { return s.redis.Claim(ctx, p, req) })
 	var re *redisError
 	switch {
 	case err == nil:

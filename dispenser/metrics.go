@@ -88,7 +88,7 @@ func NewMetrics(breaker func() string) *Metrics {
 	}, []string{"pool", "op"})
 	breakerGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dispenser_redis_breaker_open",
-		Help: "1 while the Redis breaker is open or half-open (claims served by Postgres), else 0.",
+		Help: "1 while any pool's Redis breaker is open or half-open (its claims served by Postgres), else 0.",
 	}, func() float64 {
 		if breaker() == "closed" {
 			return 0
