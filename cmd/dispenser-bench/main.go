@@ -9,14 +9,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dispenserhq/dispenser/internal/cli"
+	"github.com/dispenserhq/dispenser/internal/stock"
 )
 
 func main() {
+	// go-redis's own lines (a Cluster node it could not dial while it
+	// found another) are noise here: a command that fails says why.
+	stock.RouteLogs(slog.New(slog.DiscardHandler))
 	a := &app{stdout: os.Stdout, stderr: os.Stderr}
 	err := cli.Execute(a.root())
 	a.client.Close()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -16,10 +17,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/internal/cli"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 func main() {
+	// go-redis's own lines (a Cluster node it could not dial while it
+	// found another) are noise here: a command that fails says why.
+	stock.RouteLogs(slog.New(slog.DiscardHandler))
 	app := newApp(os.Stdout, os.Stderr)
 	err := cli.Execute(app.root())
 	app.close()
