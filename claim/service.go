@@ -21,8 +21,8 @@ import (
 	"github.com/dispenserhq/dispenser/pool"
 )
 
-//go:embed sql/staged_count.sql
-var stagedCountSQL string
+//go:embed sql/staged_lost.sql
+var stagedLostSQL string
 
 // Defaults of the claim service's tunables; dispenserd's flags use them.
 const (
@@ -356,19 +356,24 @@ func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, 
 	return s.fallback.Claim(ctx, p, req)
 }
 
-// stagedLost reports whether Postgres has more of the pool's codes staged
-// than Redis holds (listed or in flight). Postgres is read first: a commit
-// between the two reads can only make it say yes, which answers a retry
-// (Unavailable), never a wrong POOL_EXHAUSTED. If Redis cannot say, yes.
+// stagedLost reports whether Postgres has any of the pool's codes staged
+// that Redis holds neither in its list nor in flight. Redis is read first,
+// by code id: a code committed meanwhile is no longer staged in Postgres, a
+// code popped meanwhile stays in Redis (list to ledger in one script), so
+// only a refill between its two steps (staged in Postgres, not yet pushed)
+// can look lost, and its codes are indeed coming. If Redis cannot say, yes.
 func (s *Service) stagedLost(ctx context.Context, poolID string) bool {
-	var staged int64
-	if err := s.db.QueryRow(ctx, stagedCountSQL, poolID).Scan(&staged); err != nil || staged == 0 {
-		return false
-	}
 	rctx, cancel := context.WithTimeout(ctx, s.redis.tmo)
 	defer cancel()
-	inRedis, err := s.redis.stock.Accounted(rctx, poolID)
-	return err != nil || staged > inRedis
+	ids, err := s.redis.stock.CodeIDs(rctx, poolID)
+	if err != nil {
+		return true
+	}
+	var lost bool
+	if err := s.db.QueryRow(ctx, stagedLostSQL, poolID, ids).Scan(&lost); err != nil {
+		return false
+	}
+	return lost
 }
 
 // KnownPool reports whether id names a pool this service has found in

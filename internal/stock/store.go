@@ -107,20 +107,26 @@ func (s *Store) StagedLen(ctx context.Context, poolID string) (int64, error) {
 	return s.rdb.LLen(ctx, s.keys.Staged(poolID)).Result()
 }
 
-// Accounted is how many of the pool's codes Redis holds: the staged list's
-// length plus the in-flight ledger's, read in one round trip.
-func (s *Store) Accounted(ctx context.Context, poolID string) (int64, error) {
-	var llen *redis.IntCmd
-	var zcard *redis.IntCmd
+// CodeIDs returns the ids of the codes Redis holds for the pool: in the
+// staged list or in the in-flight ledger, read in one round trip. Malformed
+// entries are skipped.
+func (s *Store) CodeIDs(ctx context.Context, poolID string) ([]int64, error) {
+	var list, ledger *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		llen = p.LLen(ctx, s.keys.Staged(poolID))
-		zcard = p.ZCard(ctx, s.keys.InFlight(poolID))
+		list = p.LRange(ctx, s.keys.Staged(poolID), 0, -1)
+		ledger = p.ZRange(ctx, s.keys.InFlight(poolID), 0, -1)
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return llen.Val() + zcard.Val(), nil
+	ids := make([]int64, 0, len(list.Val())+len(ledger.Val()))
+	for _, e := range append(list.Val(), ledger.Val()...) {
+		if id, err := EntryCodeID(e); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 // StagedEntries returns the pool's whole staged list (for audits).
