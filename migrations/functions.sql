@@ -559,17 +559,17 @@ BEGIN
 END;
 $$;
 
--- dispenser_confirm_v1 turns the open hold of (pool, request) into a claim.
--- With p_user not empty, a request of another user answers 'reused'.
--- Outcomes: 'confirmed' (the code is returned); 'replay' (confirmed before:
--- the same code); 'expired' (its time is up: it ends now if it had not,
--- and no code is returned), 'cancelled'; 'not_reservation' (the request
--- is a ClaimCode's claim); 'not_found'; 'reused'. user_id is the owner.
-CREATE OR REPLACE FUNCTION dispenser_confirm_v1(p_pool text, p_request text, p_user text,
-                                                OUT outcome text, OUT code_id bigint, OUT code text,
-                                                OUT expires_at timestamptz, OUT claimed_at timestamptz,
-                                                OUT held_until timestamptz, OUT reserved_at timestamptz,
-                                                OUT user_id text)
+-- dispenser_hold_row_v1 takes the request's advisory lock and its claims
+-- row's lock, for a confirm or a cancel, and answers what they share: with
+-- outcome set ('not_found', 'reused', an ended hold's reason, or
+-- 'not_reservation'), the call is decided; with outcome NULL, the row is an
+-- open or confirmed reservation of this user (p_user '' is any user), in
+-- claim_id, code_id, claimed_at, held_until (NULL once confirmed). user_id,
+-- reserved_at and held_until are filled wherever known.
+CREATE OR REPLACE FUNCTION dispenser_hold_row_v1(p_pool text, p_request text, p_user text,
+                                                 OUT outcome text, OUT claim_id bigint, OUT code_id bigint,
+                                                 OUT claimed_at timestamptz, OUT held_until timestamptz,
+                                                 OUT reserved_at timestamptz, OUT user_id text)
 LANGUAGE plpgsql AS $$
 DECLARE
     r record;
@@ -595,25 +595,48 @@ BEGIN
         outcome := 'reused';
         RETURN;
     END IF;
-    user_id := r.owner; reserved_at := r.reserved;
+    user_id := r.owner; reserved_at := r.reserved; held_until := r.hold;
+    claim_id := r.id; code_id := r.code; claimed_at := r.at;
     IF r.reserved IS NULL THEN
         outcome := 'not_reservation';
+    END IF;
+END;
+$$;
+
+-- dispenser_confirm_v1 turns the open hold of (pool, request) into a claim.
+-- With p_user not empty, a request of another user answers 'reused'.
+-- Outcomes: 'confirmed' (the code is returned); 'replay' (confirmed before:
+-- the same code); 'expired' (its time is up: it ends now if it had not,
+-- and no code is returned), 'cancelled'; 'not_reservation' (the request
+-- is a ClaimCode's claim); 'not_found'; 'reused'. user_id is the owner.
+CREATE OR REPLACE FUNCTION dispenser_confirm_v1(p_pool text, p_request text, p_user text,
+                                                OUT outcome text, OUT code_id bigint, OUT code text,
+                                                OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                                OUT held_until timestamptz, OUT reserved_at timestamptz,
+                                                OUT user_id text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM dispenser_hold_row_v1(p_pool, p_request, p_user);
+    outcome := r.outcome; user_id := r.user_id; reserved_at := r.reserved_at; held_until := r.held_until;
+    IF outcome IS NOT NULL THEN
         RETURN;
     END IF;
-    IF r.hold IS NULL THEN
+    IF r.held_until IS NULL THEN
         outcome := 'replay';
-        claimed_at := r.at;
-    ELSIF r.hold <= now() THEN
-        PERFORM dispenser_release_hold_v1(r.id, 'expired');
-        outcome := 'expired'; held_until := r.hold;
+        claimed_at := r.claimed_at;
+    ELSIF r.held_until <= now() THEN
+        PERFORM dispenser_release_hold_v1(r.claim_id, 'expired');
+        outcome := 'expired';
         RETURN;
     ELSE
-        UPDATE claims c SET held_until = NULL, claimed_at = now() WHERE c.id = r.id
+        UPDATE claims c SET held_until = NULL, claimed_at = now() WHERE c.id = r.claim_id
         RETURNING c.claimed_at INTO claimed_at;
-        UPDATE codes k SET state = 'claimed', changed_at = now() WHERE k.id = r.code;
-        outcome := 'confirmed'; held_until := r.hold;
+        UPDATE codes k SET state = 'claimed', changed_at = now() WHERE k.id = r.code_id;
+        outcome := 'confirmed';
     END IF;
-    SELECT k.id, k.code, k.expires_at INTO code_id, code, expires_at FROM codes k WHERE k.id = r.code;
+    SELECT k.id, k.code, k.expires_at INTO code_id, code, expires_at FROM codes k WHERE k.id = r.code_id;
 END;
 $$;
 
@@ -628,36 +651,17 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
-    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
-    SELECT c.id, c.user_id AS owner, c.held_until AS hold, c.reserved_at AS reserved INTO r
-    FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request
-    FOR UPDATE;
-    IF NOT FOUND THEN
-        SELECT h.user_id AS owner, h.reason, h.reserved_at AS reserved, h.held_until AS hold INTO r
-        FROM hold_releases h WHERE h.pool_id = p_pool AND h.request_id = p_request;
-        IF NOT FOUND THEN
-            outcome := 'not_found';
-        ELSIF p_user <> '' AND r.owner <> p_user THEN
-            outcome := 'reused';
-        ELSE
-            outcome := r.reason; user_id := r.owner; held_until := r.hold; reserved_at := r.reserved;
-        END IF;
+    SELECT * INTO r FROM dispenser_hold_row_v1(p_pool, p_request, p_user);
+    outcome := r.outcome; user_id := r.user_id; reserved_at := r.reserved_at; held_until := r.held_until;
+    IF outcome IS NOT NULL THEN
         RETURN;
-    END IF;
-    IF p_user <> '' AND r.owner <> p_user THEN
-        outcome := 'reused';
-        RETURN;
-    END IF;
-    user_id := r.owner; reserved_at := r.reserved; held_until := r.hold;
-    IF r.reserved IS NULL THEN
-        outcome := 'not_reservation';
-    ELSIF r.hold IS NULL THEN
+    ELSIF r.held_until IS NULL THEN
         outcome := 'confirmed';
-    ELSIF r.hold <= now() THEN
-        PERFORM dispenser_release_hold_v1(r.id, 'expired');
+    ELSIF r.held_until <= now() THEN
+        PERFORM dispenser_release_hold_v1(r.claim_id, 'expired');
         outcome := 'expired';
     ELSE
-        PERFORM dispenser_release_hold_v1(r.id, 'cancelled');
+        PERFORM dispenser_release_hold_v1(r.claim_id, 'cancelled');
         outcome := 'cancelled';
     END IF;
 END;
