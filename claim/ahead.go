@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -20,16 +21,17 @@ import (
 // fast the list drains; a claim that finds it empty stages a batch itself
 // (one per pool per process; the others wait for it) and pops again, so the
 // Postgres fallback serves only when Redis cannot, or Postgres has nothing
-// left to stage.
+// left to stage. A pool spread over several Redis shards is watched shard by
+// shard: each has its own drain rate, refill and lock.
 type ahead struct {
 	svc *Service
 	// urgent coalesces the refills of claims that found the list empty.
 	urgent singleflight.Group
 
-	rates sync.Map // pool id -> *drain: pops per pool, for sizing; read on every pop
+	rates sync.Map // shard name -> *drain: pops per shard, for sizing; read on every pop
 
 	mu      sync.Mutex
-	running map[string]bool // pools with a background refill here
+	running map[string]bool // shards with a background refill here
 	ctx     context.Context // ends at Stop
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -46,7 +48,7 @@ const (
 	aheadTimeout = 10 * time.Second
 )
 
-// drain counts a pool's pops, to estimate its drain rate.
+// drain counts a shard's pops, to estimate its drain rate.
 type drain struct {
 	pops atomic.Int64
 	mu   sync.Mutex
@@ -66,15 +68,15 @@ func (a *ahead) stop() {
 	a.wg.Wait()
 }
 
-func (a *ahead) drainOf(poolID string) *drain {
-	if d, ok := a.rates.Load(poolID); ok {
+func (a *ahead) drainOf(shard string) *drain {
+	if d, ok := a.rates.Load(shard); ok {
 		return d.(*drain)
 	}
-	d, _ := a.rates.LoadOrStore(poolID, &drain{at: time.Now()})
+	d, _ := a.rates.LoadOrStore(shard, &drain{at: time.Now()})
 	return d.(*drain)
 }
 
-// perSecond updates and returns the pool's smoothed drain rate.
+// perSecond updates and returns the shard's smoothed drain rate.
 func (d *drain) perSecond() float64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -87,68 +89,86 @@ func (d *drain) perSecond() float64 {
 	return d.rate
 }
 
-// popped is told of every pop and the entries left after it; it starts a
-// background refill when the list runs low.
-func (a *ahead) popped(p pool.Pool, left int64) {
-	d := a.drainOf(p.ID)
+// popped is told of every pop from a shard and the entries left after it;
+// it starts a background refill of the shard when its list runs low.
+func (a *ahead) popped(p pool.Pool, shard int, left int64) {
+	name := stock.Shard(p.ID, shard)
+	d := a.drainOf(name)
 	d.pops.Add(1)
-	mark := max(int64(p.RefillLowWater), int64(d.perSecond()*aheadWarning.Seconds()))
+	mark := max(int64(perShard(p.RefillLowWater, shardCount(p))), int64(d.perSecond()*aheadWarning.Seconds()))
 	if left >= mark {
 		return
 	}
+	a.start(p, shard, name, d)
+}
+
+// dry is told of a shard a claim found empty and left for another: it
+// starts a background refill of the shard.
+func (a *ahead) dry(p pool.Pool, shard int) {
+	name := stock.Shard(p.ID, shard)
+	a.start(p, shard, name, a.drainOf(name))
+}
+
+// start starts a background refill of the shard unless one is running here.
+func (a *ahead) start(p pool.Pool, shard int, name string, d *drain) {
 	a.mu.Lock()
-	if a.running[p.ID] || a.ctx.Err() != nil {
+	if a.running[name] || a.ctx.Err() != nil {
 		a.mu.Unlock()
 		return
 	}
-	a.running[p.ID] = true
+	a.running[name] = true
 	a.wg.Add(1)
 	a.mu.Unlock()
 	go func() {
 		defer a.wg.Done()
-		defer func() { a.mu.Lock(); delete(a.running, p.ID); a.mu.Unlock() }()
-		a.background(p, d)
+		defer func() { a.mu.Lock(); delete(a.running, name); a.mu.Unlock() }()
+		a.background(p, shard, name, d)
 	}()
 }
 
-// size is how many codes one refill of the pool stages: its batch size, or
-// what it drains over aheadHorizon if that is more.
+// size is how many codes one refill of a shard of the pool stages: its share
+// of the batch size, or what it drains over aheadHorizon if that is more.
 func (a *ahead) size(p pool.Pool, d *drain) int {
-	return min(max(p.RefillBatchSize, int(d.perSecond()*aheadHorizon.Seconds())), pool.MaxRefillBatchSize)
+	return min(max(perShard(p.RefillBatchSize, shardCount(p)), int(d.perSecond()*aheadHorizon.Seconds())), pool.MaxRefillBatchSize)
 }
 
-// background stages a batch unless another replica is already refilling the
-// pool.
-func (a *ahead) background(p pool.Pool, d *drain) {
+// background stages a batch into the shard unless another replica is
+// already refilling it.
+func (a *ahead) background(p pool.Pool, shard int, name string, d *drain) {
 	ctx, cancel := context.WithTimeout(a.ctx, aheadTimeout)
 	defer cancel()
 	st := a.svc.redis.stock
 	token := newToken()
-	ok, err := st.TryLock(ctx, p.ID, token, aheadTimeout)
+	ok, err := st.TryLock(ctx, name, token, aheadTimeout)
 	if err != nil || !ok {
 		return // Redis failing (the claims fall back), or a refill running elsewhere
 	}
-	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), p.ID, token) }()
-	if _, err := a.svc.stager.stageBatch(ctx, p, a.size(p, d)); err != nil && ctx.Err() == nil {
-		a.svc.log.WarnContext(ctx, "refill ahead of demand failed; the refill job will retry", "pool", p.ID, "err", err)
+	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), name, token) }()
+	if _, err := a.svc.stager.stageBatch(ctx, p, shard, a.size(p, d)); err != nil && ctx.Err() == nil {
+		a.svc.log.WarnContext(ctx, "refill ahead of demand failed; the refill job will retry", "pool", p.ID, "shard", shard, "err", err)
 	}
 }
 
-// empty stages a batch now for a claim that found the list empty, sharing
-// one refill among the claims of this process that find it so meanwhile,
-// and returns how many codes it staged.
-func (a *ahead) empty(ctx context.Context, p pool.Pool) (int, error) {
-	d := a.drainOf(p.ID)
-	v, err, _ := a.urgent.Do(p.ID, func() (any, error) {
+// empty stages a batch into a shard now, for a claim that found every shard
+// of the pool empty, sharing one refill among the claims of this process
+// that find it so meanwhile, and returns how many codes it staged.
+func (a *ahead) empty(ctx context.Context, p pool.Pool, shard int) (int, error) {
+	name := stock.Shard(p.ID, shard)
+	d := a.drainOf(name)
+	v, err, _ := a.urgent.Do(name, func() (any, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), aheadTimeout)
 		defer cancel()
-		// A refill under way (here or on another replica) holds the rows it
-		// stages: wait for it rather than race it for them, which would
-		// find nothing and send the claim to the fallback.
-		if a.awaitRefill(rctx, p) {
+		// A refill under way (here or on another replica, into any shard)
+		// holds the rows it stages: wait for it rather than race it for
+		// them, which would find nothing and send the claim to the fallback.
+		waited := false
+		for _, sh := range stock.Shards(p.ID, shardCount(p)) {
+			waited = a.awaitRefill(rctx, sh) || waited
+		}
+		if waited {
 			return 1, nil // pop again
 		}
-		return a.svc.stager.stageBatch(rctx, p, a.size(p, d))
+		return a.svc.stager.stageBatch(rctx, p, shard, a.size(p, d))
 	})
 	if err != nil {
 		return 0, err
@@ -156,12 +176,12 @@ func (a *ahead) empty(ctx context.Context, p pool.Pool) (int, error) {
 	return v.(int), nil
 }
 
-// awaitRefill waits while the pool's refill lock is held, and reports
+// awaitRefill waits while the shard's refill lock is held, and reports
 // whether it was.
-func (a *ahead) awaitRefill(ctx context.Context, p pool.Pool) bool {
+func (a *ahead) awaitRefill(ctx context.Context, shard string) bool {
 	waited := false
 	for {
-		held, err := a.svc.redis.stock.Locked(ctx, p.ID)
+		held, err := a.svc.redis.stock.Locked(ctx, shard)
 		if err != nil || !held {
 			return waited
 		}

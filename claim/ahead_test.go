@@ -17,12 +17,28 @@ import (
 // and no refill job running: claims stage ahead of demand themselves, and
 // while Redis is up and Postgres holds codes, none is served by the
 // fallback. Then the pool runs dry: the last claims are refused, none
-// claims a code twice.
+// claims a code twice. The same holds for a pool spread over three Redis
+// shards, whose claims move to another shard when their own is empty.
 func TestFlashSaleOnDefaultPoolNeverFallsBack(t *testing.T) {
 	t.Parallel()
-	const codes, callers, claims = 12_000, 64, 11_000
+	for _, tc := range []struct {
+		name                  string
+		shards, codes, claims int
+	}{
+		{"one shard", 1, 12_000, 11_000},
+		{"three shards", 3, 9_000, 8_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			flashSale(t, tc.shards, tc.codes, tc.claims)
+		})
+	}
+}
+
+func flashSale(t *testing.T, shards, codes, claims int) {
+	const callers = 64
 	e := newEnv(t)
-	p := e.fill("sale", codes, pool.Pool{}) // defaults: low water 1,000, batch 5,000
+	p := e.fill("sale", codes, pool.Pool{RedisShards: shards}) // defaults: low water 1,000, batch 5,000
 	require.Equal(t, pool.DefaultRefillLowWater, p.RefillLowWater)
 
 	var next atomic.Int64
@@ -33,7 +49,7 @@ func TestFlashSaleOnDefaultPoolNeverFallsBack(t *testing.T) {
 		wg.Go(func() {
 			for {
 				i := next.Add(1)
-				if i > claims {
+				if i > int64(claims) {
 					return
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -62,6 +78,13 @@ func TestFlashSaleOnDefaultPoolNeverFallsBack(t *testing.T) {
 	require.ErrorIs(t, err, ErrPoolExhausted)
 	st := e.audit("sale")
 	require.EqualValues(t, codes, st.Claimed)
+	var batchShards []int
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT array_agg(DISTINCT shard ORDER BY shard) FROM stage_batches WHERE pool_id = 'sale'`).Scan(&batchShards))
+	want := make([]int, shards)
+	for i := range want {
+		want[i] = i
+	}
+	require.Equal(t, want, batchShards, "every shard was refilled")
 }
 
 // assertNoError reports err without stopping the calling goroutine's test.

@@ -33,13 +33,17 @@ type AuditReport struct {
 	// PrizeClaimsAstray counts claims in the prizes' id space that no
 	// prize of the same pool and user holds.
 	PrizeClaimsAstray int64
-	// RedisDuplicates counts entries staged twice in the Redis list.
+	// RedisDuplicates counts entries staged twice in the Redis lists (the
+	// same code in one shard's list twice, or in two shards' lists).
 	RedisDuplicates int64
 	// RedisStale counts list entries whose code Postgres no longer has as
 	// staged (harmless: Postgres refuses them; reconcile leaves them).
 	RedisStale int64
-	// RedisInFlight is the size of the in-flight ledger.
+	// RedisInFlight is the size of the in-flight ledgers.
 	RedisInFlight int64
+	// RedisShards lists the Redis shards audited: those claims pop from and
+	// any other still holding staged codes.
+	RedisShards []int
 	// RedisError is why Redis could not be audited, if it could not.
 	RedisError string
 }
@@ -69,7 +73,7 @@ func (r AuditReport) Lost() int64 {
 }
 
 // Audit reconciles one pool. It reads Postgres in one statement and Redis
-// after; it changes nothing.
+// after (every shard that may hold the pool's codes); it changes nothing.
 func Audit(ctx context.Context, db *pgxpool.Pool, st *stock.Store, poolID string) (AuditReport, error) {
 	r := AuditReport{PoolID: poolID}
 	err := db.QueryRow(ctx, auditSQL, poolID).Scan(&r.Imported, &r.Available, &r.Staged, &r.Held, &r.Claimed, &r.Void,
@@ -81,13 +85,23 @@ func Audit(ctx context.Context, db *pgxpool.Pool, st *stock.Store, poolID string
 	if st == nil {
 		return r, nil
 	}
-	entries, err := st.StagedEntries(ctx, poolID)
-	if err == nil {
-		r.RedisInFlight, err = st.InFlightLen(ctx, poolID)
+	if r.RedisShards, err = redisShards(ctx, db, poolID); err != nil {
+		return r, fmt.Errorf("audit %s: %w", poolID, err)
 	}
-	if err != nil {
-		r.RedisError = err.Error()
-		return r, nil
+	var entries []string
+	for _, shard := range r.RedisShards {
+		name := stock.Shard(poolID, shard)
+		list, err := st.StagedEntries(ctx, name)
+		var n int64
+		if err == nil {
+			n, err = st.InFlightLen(ctx, name)
+		}
+		if err != nil {
+			r.RedisError = err.Error()
+			return r, nil
+		}
+		entries = append(entries, list...)
+		r.RedisInFlight += n
 	}
 	seen := make(map[int64]bool, len(entries))
 	ids := make([]int64, 0, len(entries))

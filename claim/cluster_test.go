@@ -272,3 +272,61 @@ func TestBreakerPerPoolOnRedisCluster(t *testing.T) {
 	cluster.WaitHealthy()
 	e.audit(safe)
 }
+
+// A hot pool spread over three shards on a Redis Cluster of three masters:
+// its shards land on different masters (the test picks a pool id whose
+// shards do), claims pop from all of them, a master dies mid-run, and after
+// reconcile every promise holds.
+func TestShardedPoolOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	e, cluster := clusterEnv(t)
+	ctx := context.Background()
+	cc, ok := e.rdb.(*redis.ClusterClient)
+	require.True(t, ok, "a cluster client")
+	masterOf := func(shard string) string {
+		c, err := cc.MasterForKey(ctx, e.keys.Staged(shard))
+		require.NoError(t, err)
+		return c.Options().Addr
+	}
+	var id string
+	for i := 0; id == ""; i++ {
+		cand := fmt.Sprint("hot-", i)
+		masters := map[string]bool{}
+		for _, sh := range stock.Shards(cand, 3) {
+			masters[masterOf(sh)] = true
+		}
+		if len(masters) == 3 {
+			id = cand
+		}
+	}
+	// Nothing staged beforehand: claims stage ahead of demand, shard by
+	// shard.
+	p := e.fill(id, 1800, pool.Pool{RedisShards: 3, RefillBatchSize: 300})
+	var killed string
+	l := runWorkload(t, e, id, workload{workers: 48, calls: 4000, users: 3000, replayRatio: 0.2,
+		allowed: []error{ErrPoolExhausted, ErrUserLimit, ErrStagedUnreachable},
+		during: func(tenth int, _ *ledger) {
+			if tenth == 3 {
+				killed = cluster.KillMaster()
+			}
+			if tenth == 6 {
+				cluster.WaitHealthy()
+			}
+		}})
+	require.NotEmpty(t, killed)
+	cluster.WaitHealthy()
+	require.Eventually(t, func() bool {
+		if _, err := e.reconciler.Reconcile(ctx, p, 0); err != nil {
+			t.Logf("reconcile: %v", err)
+			return false
+		}
+		return true
+	}, 20*time.Second, 200*time.Millisecond)
+	codes := l.check(t, e, id)
+	var popped []int
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT array_agg(DISTINCT b.shard ORDER BY b.shard)
+		FROM stage_batches b WHERE b.pool_id = $1`, id).Scan(&popped))
+	require.Equal(t, []int{0, 1, 2}, popped, "every shard was staged")
+	require.Positive(t, l.byPath[PathRedis])
+	t.Logf("pool %s, killed %s; claimed %d; paths %v, errors %v", id, killed, len(codes), l.byPath, l.errCounts)
+}

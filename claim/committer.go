@@ -45,6 +45,7 @@ type commitItem struct {
 	req    Request
 	codeID int64
 	entry  string // the Redis entry, for the ledger
+	shard  string // the Redis shard that popped it (stock.Shard)
 	done   chan commitResult
 }
 

@@ -32,6 +32,8 @@ var (
 	liveBatchesSQL string
 	//go:embed sql/drop_expired_refusals.sql
 	dropExpiredRefusalsSQL string
+	//go:embed sql/redis_shards.sql
+	redisShardsSQL string
 )
 
 // Reconciler makes Postgres and Redis agree, pool by pool (the reconcile
@@ -58,16 +60,24 @@ type ReconcileReport struct {
 	// Staged codes in neither the list nor the ledger, returned while the
 	// list was empty.
 	Orphans int64
+	// Codes returned from shards the pool no longer claims from (its shard
+	// count was lowered).
+	Dropped int64
 }
 
 // Reconcile makes Postgres and Redis agree for one pool. It voids expired
-// codes, forgets expired refusals, and returns to available the staged codes that Redis lost (their
-// batch marker is gone), that stayed in the in-flight ledger longer than
-// grace (popped by a process that died before its commit), or that are in
-// neither list nor ledger. Every change is conditional on the code still
-// being staged, so a claim committing at the same moment wins. Batches and
-// ledger entries younger than grace are left alone: their refill or claim
-// may still be under way.
+// codes, forgets expired refusals, and returns to available the staged codes
+// that Redis lost (their batch marker is gone), that stayed in the in-flight
+// ledger longer than grace (popped by a process that died before its
+// commit), or that are in neither list nor ledger. Every change is
+// conditional on the code still being staged, so a claim committing at the
+// same moment wins. Batches and ledger entries younger than grace are left
+// alone: their refill or claim may still be under way.
+//
+// A pool spread over several Redis shards is reconciled shard by shard (a
+// batch lives in one). A shard beyond the pool's shard count (it was
+// lowered) gets no claims any more: its batches older than grace are
+// returned, and once none is left its keys are deleted.
 func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Duration) (ReconcileReport, error) {
 	var rep ReconcileReport
 	tag, err := s.db.Exec(ctx, voidExpiredSQL, p.ID)
@@ -78,27 +88,57 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 	if _, err := s.db.Exec(ctx, dropExpiredRefusalsSQL, p.ID); err != nil {
 		return rep, pgerr.Wrap("drop expired refusals", err)
 	}
-
-	st := s.stock
-	cutoff := time.Now().Add(-grace)
-
-	// 1. Batches Redis lost.
-	rows, err := s.db.Query(ctx, stagedBatchesSQL, p.ID, cutoff)
+	shards, err := redisShards(ctx, s.db, p.ID)
 	if err != nil {
-		return rep, pgerr.Wrap("staged batches", err)
+		return rep, err
+	}
+	cutoff := time.Now().Add(-grace)
+	for _, shard := range shards {
+		if err := s.reconcileShard(ctx, p, shard, cutoff, &rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// redisShards returns the Redis shards that may hold the pool's codes (see
+// sql/redis_shards.sql).
+func redisShards(ctx context.Context, db *pgxpool.Pool, poolID string) ([]int, error) {
+	rows, err := db.Query(ctx, redisShardsSQL, poolID)
+	if err != nil {
+		return nil, pgerr.Wrap("redis shards", err)
+	}
+	shards, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return nil, pgerr.Wrap("redis shards", err)
+	}
+	return shards, nil
+}
+
+func (s *Reconciler) reconcileShard(ctx context.Context, p pool.Pool, shard int, cutoff time.Time, rep *ReconcileReport) error {
+	st := s.stock
+	name := stock.Shard(p.ID, shard)
+	dropped := shard >= shardCount(p)
+
+	// 1. Batches Redis lost (on a dropped shard, every old batch).
+	rows, err := s.db.Query(ctx, stagedBatchesSQL, p.ID, cutoff, shard)
+	if err != nil {
+		return pgerr.Wrap("staged batches", err)
 	}
 	batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return rep, pgerr.Wrap("staged batches", err)
+		return pgerr.Wrap("staged batches", err)
 	}
 	if len(batches) > 0 {
-		marked, err := st.Batches(ctx, p.ID)
-		if err != nil {
-			return rep, &redisError{fmt.Errorf("batch markers: %w", err)}
-		}
 		known := map[int64]bool{}
-		for _, id := range marked {
-			known[id] = true
+		if !dropped {
+			marked, err := st.Batches(ctx, name)
+			if err != nil {
+				return &redisError{fmt.Errorf("batch markers: %w", err)}
+			}
+			for _, id := range marked {
+				known[id] = true
+			}
 		}
 		var lost []int64
 		for _, b := range batches {
@@ -109,16 +149,20 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 		if len(lost) > 0 {
 			tag, err := s.exec(ctx, unstageBatchesSQL, p.ID, lost)
 			if err != nil {
-				return rep, pgerr.Wrap("return lost batches", err)
+				return pgerr.Wrap("return lost batches", err)
 			}
-			rep.LostBatches = tag.RowsAffected()
+			if dropped {
+				rep.Dropped += tag.RowsAffected()
+			} else {
+				rep.LostBatches += tag.RowsAffected()
+			}
 		}
 	}
 
 	// 2. Ledger entries past the grace period.
-	stale, err := st.InFlightBefore(ctx, p.ID, cutoff)
+	stale, err := st.InFlightBefore(ctx, name, cutoff)
 	if err != nil {
-		return rep, &redisError{fmt.Errorf("in-flight ledger: %w", err)}
+		return &redisError{fmt.Errorf("in-flight ledger: %w", err)}
 	}
 	if len(stale) > 0 {
 		ids := make([]int64, 0, len(stale))
@@ -129,29 +173,38 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 		}
 		tag, err := s.exec(ctx, unstageCodesSQL, p.ID, ids)
 		if err != nil {
-			return rep, pgerr.Wrap("return stale in-flight codes", err)
+			return pgerr.Wrap("return stale in-flight codes", err)
 		}
-		rep.Stale = tag.RowsAffected()
-		if err := st.ClearInFlight(ctx, map[string][]string{p.ID: stale}); err != nil {
-			return rep, &redisError{fmt.Errorf("clear in-flight ledger: %w", err)}
+		rep.Stale += tag.RowsAffected()
+		if err := st.ClearInFlight(ctx, map[string][]string{name: stale}); err != nil {
+			return &redisError{fmt.Errorf("clear in-flight ledger: %w", err)}
 		}
 	}
 
 	// 3. With the list empty, a staged code of an old batch that is not in the
 	// ledger is nowhere in Redis (a pop whose ledger write Redis lost).
-	if n, err := s.stock.StagedLen(ctx, p.ID); err != nil {
-		return rep, &redisError{fmt.Errorf("staged length: %w", err)}
+	if n, err := st.StagedLen(ctx, name); err != nil {
+		return &redisError{fmt.Errorf("staged length: %w", err)}
 	} else if n == 0 {
-		if rep.Orphans, err = s.returnOrphans(ctx, p.ID, cutoff); err != nil {
-			return rep, err
+		orphans, err := s.returnOrphans(ctx, p.ID, shard, cutoff)
+		if err != nil {
+			return err
 		}
+		rep.Orphans += orphans
 	}
 
-	// 4. Forget markers of batches with no staged code left.
-	if err := s.dropSpentMarkers(ctx, p.ID); err != nil {
-		return rep, err
+	// 4. Forget markers of batches with no staged code left; a dropped shard
+	// with none left goes altogether.
+	left, err := s.dropSpentMarkers(ctx, p.ID, name)
+	if err != nil {
+		return err
 	}
-	return rep, nil
+	if dropped && left == 0 {
+		if err := st.DropShard(ctx, name); err != nil {
+			return &redisError{fmt.Errorf("drop shard: %w", err)}
+		}
+	}
+	return nil
 }
 
 // exec runs one of reconcile's conditional updates, again if it lost a
@@ -173,8 +226,8 @@ func (s *Reconciler) exec(ctx context.Context, sql string, args ...any) (pgconn.
 	}
 }
 
-func (s *Reconciler) returnOrphans(ctx context.Context, poolID string, cutoff time.Time) (int64, error) {
-	rows, err := s.db.Query(ctx, stagedCodesBeforeSQL, poolID, cutoff)
+func (s *Reconciler) returnOrphans(ctx context.Context, poolID string, shard int, cutoff time.Time) (int64, error) {
+	rows, err := s.db.Query(ctx, stagedCodesBeforeSQL, poolID, cutoff, shard)
 	if err != nil {
 		return 0, pgerr.Wrap("staged codes", err)
 	}
@@ -182,7 +235,7 @@ func (s *Reconciler) returnOrphans(ctx context.Context, poolID string, cutoff ti
 	if err != nil || len(staged) == 0 {
 		return 0, pgerr.Wrap("staged codes", err)
 	}
-	ledger, err := s.stock.InFlight(ctx, poolID)
+	ledger, err := s.stock.InFlight(ctx, stock.Shard(poolID, shard))
 	if err != nil {
 		return 0, &redisError{fmt.Errorf("in-flight ledger: %w", err)}
 	}
@@ -208,21 +261,23 @@ func (s *Reconciler) returnOrphans(ctx context.Context, poolID string, cutoff ti
 	return tag.RowsAffected(), nil
 }
 
-func (s *Reconciler) dropSpentMarkers(ctx context.Context, poolID string) error {
-	ids, err := s.stock.Batches(ctx, poolID)
+// dropSpentMarkers forgets the shard's markers of batches with no staged
+// code left, and returns how many of its marked batches are still live.
+func (s *Reconciler) dropSpentMarkers(ctx context.Context, poolID, shard string) (int, error) {
+	ids, err := s.stock.Batches(ctx, shard)
 	if err != nil {
-		return &redisError{fmt.Errorf("batch markers: %w", err)}
+		return 0, &redisError{fmt.Errorf("batch markers: %w", err)}
 	}
 	if len(ids) == 0 {
-		return nil
+		return 0, nil
 	}
 	rows, err := s.db.Query(ctx, liveBatchesSQL, poolID, ids)
 	if err != nil {
-		return pgerr.Wrap("live batches", err)
+		return 0, pgerr.Wrap("live batches", err)
 	}
 	live, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return pgerr.Wrap("live batches", err)
+		return 0, pgerr.Wrap("live batches", err)
 	}
 	var spent []int64
 	for _, id := range ids {
@@ -230,8 +285,8 @@ func (s *Reconciler) dropSpentMarkers(ctx context.Context, poolID string) error 
 			spent = append(spent, id)
 		}
 	}
-	if err := s.stock.DropBatches(ctx, poolID, spent); err != nil {
-		return &redisError{fmt.Errorf("drop spent markers: %w", err)}
+	if err := s.stock.DropBatches(ctx, shard, spent); err != nil {
+		return 0, &redisError{fmt.Errorf("drop spent markers: %w", err)}
 	}
-	return nil
+	return len(live), nil
 }

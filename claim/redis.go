@@ -40,10 +40,12 @@ type RedisAllocator struct {
 	tmo        time.Duration
 	refusalTTL time.Duration
 	// ahead, if set, is told of pops and refills a list found empty.
-	ahead  *ahead
-	pipe   *stock.Pipe
-	commit *committer
-	log    *slog.Logger
+	ahead *ahead
+	// breakers, if set, guard each pool shard (breaker.go).
+	breakers *breakers
+	pipe     *stock.Pipe
+	commit   *committer
+	log      *slog.Logger
 }
 
 // NewRedisAllocator returns the allocator of the pools in st, deciding in db
@@ -93,30 +95,42 @@ const maxRefusals = 8
 // count, another user's replay record) is first settled in Postgres, which
 // may know better: a retry whose replay record expired, a count that
 // outlived its claims.
+//
+// A pool spread over K Redis shards is popped from the user's home shard
+// first (stock.HomeShard), then from the next ones while they are empty; the
+// user's count and the request's replay record live in the shard that
+// popped, so each pop stays one script. A retry that finds a code in
+// another shard than its first claim's is answered by Postgres (outReplay)
+// and its pop released.
 func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (Result, error) {
 	req.startedAt()
-	args := stock.ClaimArgs{PoolID: p.ID, RequestID: req.RequestID, UserID: req.UserID, Limit: p.PerUserLimit, TTL: a.ttl}
+	args := stock.ClaimArgs{RequestID: req.RequestID, UserID: req.UserID, Limit: p.PerUserLimit, TTL: a.ttl}
+	home := stock.HomeShard(req.UserID, shardCount(p))
+	from := home
 	for range maxRefusals {
-		ans, err := a.pipe.Claim(ctx, args)
+		ans, shard, err := a.pop(ctx, p, args, from)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, stock.ErrPipeStopped) {
 				return Result{}, cmp.Or(ctx.Err(), ErrStopped)
 			}
-			return Result{}, &redisError{fmt.Errorf("claim script: %w", err)}
+			return Result{}, err // a *redisError, or every shard's breaker open
 		}
+		from = shard
+		shardName := stock.Shard(p.ID, shard)
 		status, entry := outcome(ans.Outcome), ans.Entry
 		switch status {
 		case outExhausted:
 			if a.ahead == nil {
 				return Result{}, errStagedEmpty
 			}
-			// Stage a batch now (or wait for the one another claim started)
-			// and pop again; only a pool with nothing left to stage goes to
-			// the fallback.
-			n, err := a.ahead.empty(ctx, p)
+			// Every shard is empty. Stage a batch into the home shard now
+			// (or wait for the refills under way) and pop again; only a
+			// pool with nothing left to stage goes to the fallback.
+			n, err := a.ahead.empty(ctx, p, home)
 			if err != nil || n == 0 {
 				return Result{}, errStagedEmpty
 			}
+			from = home
 			continue
 		case outLimit, outReused:
 			res, decided, held, err := a.settle(ctx, req, status == outLimit)
@@ -130,7 +144,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			}
 			// The count was a stale guard: set it to Postgres's and retry.
 			sctx, cancel := context.WithTimeout(ctx, a.tmo)
-			err = a.stock.SetUserCount(sctx, p.ID, req.UserID, held, a.ttl)
+			err = a.stock.SetUserCount(sctx, shardName, req.UserID, held, a.ttl)
 			cancel()
 			if err != nil {
 				return Result{}, &redisError{err}
@@ -146,9 +160,9 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		}
 		popped := status == outPopped
 		if popped && a.ahead != nil && ans.Left >= 0 {
-			a.ahead.popped(p, ans.Left)
+			a.ahead.popped(p, shard, ans.Left)
 		}
-		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry})
+		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry, shard: shardName})
 		if res.err != nil {
 			return Result{}, res.err
 		}
@@ -165,21 +179,78 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 				record = stock.ReplayRecord(req.UserID, stock.FormatEntry(res.claim.CodeID, res.claim.Code.Reveal()))
 			}
 			if popped || res.claim.CodeID != codeID {
-				a.release(ctx, p.ID, req, entry, record, popped)
+				a.release(ctx, shardName, req, entry, record, popped)
 			}
 			return Result{Claim: res.claim, Replayed: true, Path: PathReplay}, nil
 		case outReused, outLimit, outExhausted, outHoldLimit, outExpired, outCancelled:
-			a.release(ctx, p.ID, req, entry, "", popped)
+			a.release(ctx, shardName, req, entry, "", popped)
 			return Result{}, res.outcome.refusal()
 		case outRefused, outDup:
 			// Claimed elsewhere, void, expired or reconciled: skip it.
-			a.release(ctx, p.ID, req, entry, "", popped)
+			a.release(ctx, shardName, req, entry, "", popped)
 			continue
 		default:
 			return Result{}, fmt.Errorf("group commit: unexpected outcome %q", res.outcome)
 		}
 	}
 	return Result{}, errStagedEmpty
+}
+
+// pop runs the claim script on shard from of the pool, then on the next
+// shards while they answer exhausted (starting a background refill of each)
+// or cannot answer (Redis failing, the shard's breaker open), and returns
+// the first other answer and the shard that gave it. When no shard gave one,
+// it returns the first failure met (a *redisError or the breaker's error:
+// the codes may be in that shard), else exhausted: every shard is empty.
+func (a *RedisAllocator) pop(ctx context.Context, p pool.Pool, args stock.ClaimArgs, from int) (stock.Answer, int, error) {
+	k := shardCount(p)
+	shard := from
+	var failed error
+	for tried := 1; ; tried++ {
+		args.PoolID = stock.Shard(p.ID, shard)
+		ans, err := a.popShard(ctx, args)
+		switch {
+		case err == nil && outcome(ans.Outcome) != outExhausted:
+			return ans, shard, nil
+		case err == nil:
+			if a.ahead != nil && tried < k {
+				a.ahead.dry(p, shard)
+			}
+		case ctx.Err() != nil || errors.Is(err, stock.ErrPipeStopped):
+			return ans, shard, err
+		default:
+			failed = cmp.Or(failed, err)
+		}
+		if tried >= k {
+			return stock.Answer{Outcome: string(outExhausted), Left: -1}, shard, failed
+		}
+		shard = (shard + 1) % k
+	}
+}
+
+// popShard runs the claim script on one shard behind its breaker.
+func (a *RedisAllocator) popShard(ctx context.Context, args stock.ClaimArgs) (stock.Answer, error) {
+	if a.breakers == nil {
+		ans, err := a.pipe.Claim(ctx, args)
+		return ans, scriptError(ctx, err)
+	}
+	done, err := a.breakers.of(args.PoolID).Allow()
+	if err != nil {
+		return stock.Answer{}, err
+	}
+	ans, err := a.pipe.Claim(ctx, args)
+	err = scriptError(ctx, err)
+	done(err)
+	return ans, err
+}
+
+// scriptError marks a claim script's failure as Redis's own, unless the call
+// was cancelled or the pipe stopped.
+func scriptError(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, stock.ErrPipeStopped) {
+		return err
+	}
+	return &redisError{fmt.Errorf("claim script: %w", err)}
 }
 
 // settle asks Postgres about a request Redis would refuse. When Postgres
@@ -207,15 +278,15 @@ func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (r
 	}
 }
 
-// release undoes a pop Postgres refused or answered from an earlier claim:
-// it clears the ledger entry, the count if this call popped the entry, and
-// points the request's replay record at replayTo ("" deletes it). Failures
-// only leave guards and ledger entries that expire or that the reconciler
-// clears.
-func (a *RedisAllocator) release(ctx context.Context, poolID string, req Request, entry, replayTo string, popped bool) {
-	err := a.stock.Release(context.WithoutCancel(ctx), poolID, req.RequestID, req.UserID, entry, replayTo, a.ttl, popped)
+// release undoes a pop Postgres refused or answered from an earlier claim,
+// in the shard that popped: it clears the ledger entry, the count if this
+// call popped the entry, and points the request's replay record at replayTo
+// ("" deletes it). Failures only leave guards and ledger entries that expire
+// or that the reconciler clears.
+func (a *RedisAllocator) release(ctx context.Context, shard string, req Request, entry, replayTo string, popped bool) {
+	err := a.stock.Release(context.WithoutCancel(ctx), shard, req.RequestID, req.UserID, entry, replayTo, a.ttl, popped)
 	if err != nil {
-		a.log.WarnContext(ctx, "release after refusal failed; the reconciler will clear it", "pool", poolID, "err", err)
+		a.log.WarnContext(ctx, "release after refusal failed; the reconciler will clear it", "pool", req.PoolID, "err", err)
 	}
 }
 
@@ -223,11 +294,11 @@ func (a *RedisAllocator) release(ctx context.Context, poolID string, req Request
 func (a *RedisAllocator) clearLedger(batch []*commitItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	byPool := make(map[string][]string, 1)
+	byShard := make(map[string][]string, 1)
 	for _, it := range batch {
-		byPool[it.req.PoolID] = append(byPool[it.req.PoolID], it.entry)
+		byShard[it.shard] = append(byShard[it.shard], it.entry)
 	}
-	if err := a.stock.ClearInFlight(ctx, byPool); err != nil {
+	if err := a.stock.ClearInFlight(ctx, byShard); err != nil {
 		a.log.Warn("clearing the in-flight ledger failed; the reconciler will clear it", "err", err)
 	}
 }

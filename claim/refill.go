@@ -42,46 +42,72 @@ func NewStager(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, fal
 	return &Stager{db: db, stock: stock.New(rdb, keys), pgOnly: fallbackOnly}
 }
 
-// Refill stages a batch of the pool's available codes into Redis when fewer
-// than its low-water mark are staged, and returns how many it staged. A
-// fallback-only stager stages nothing.
+// Refill stages a batch of the pool's available codes into each of its Redis
+// shards holding fewer than its share of the low-water mark, and returns how
+// many it staged. A pool of K shards gives each a K-th of its low-water mark
+// and batch size (rounded up). A fallback-only stager stages nothing.
 //
-// The batch is first marked 'staged' in Postgres under a new batch id, then
-// pushed with its batch marker by one script. If the push fails, or the
-// process dies between the two steps, the batch's codes are staged in
-// Postgres but not in Redis; Reconcile returns them to available.
+// A batch is first marked 'staged' in Postgres under a new batch id (which
+// records its shard), then pushed with its batch marker by one script. If
+// the push fails, or the process dies between the two steps, the batch's
+// codes are staged in Postgres but not in Redis; Reconcile returns them to
+// available.
 func (s *Stager) Refill(ctx context.Context, p pool.Pool) (int, error) {
 	if s.pgOnly {
 		return 0, nil // nothing is served from Redis, so nothing is staged
 	}
-	n, err := s.StagedLen(ctx, p.ID)
+	levels, err := s.levels(ctx, p)
 	if err != nil {
 		return 0, err
 	}
-	if n >= int64(p.RefillLowWater) && n > 0 {
-		return 0, nil
+	k := shardCount(p)
+	low, size := perShard(p.RefillLowWater, k), perShard(p.RefillBatchSize, k)
+	total := 0
+	for shard, n := range levels {
+		if n >= int64(low) && n > 0 {
+			continue
+		}
+		staged, err := s.stageBatch(ctx, p, shard, size)
+		total += staged
+		if err != nil || staged == 0 {
+			return total, err
+		}
 	}
-	return s.stageBatch(ctx, p, p.RefillBatchSize)
+	return total, nil
 }
 
 // StageAtLeast stages batches until at least want codes are in the pool's
-// Redis list or nothing is left to stage, and returns how many it staged. A
-// run that knows how many claims it is about to make (the prize delivery)
-// uses it so that they ride the Redis path and its group commit.
+// Redis lists (a K-th of want in each of its K shards) or nothing is left to
+// stage, and returns how many it staged. A run that knows how many claims it
+// is about to make (the prize delivery) uses it so that they ride the Redis
+// path and its group commit.
 func (s *Stager) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int, error) {
 	if s.pgOnly {
 		return 0, nil
 	}
+	k := shardCount(p)
+	each := perShard(want, k)
 	total := 0
 	for {
-		n, err := s.StagedLen(ctx, p.ID)
+		levels, err := s.levels(ctx, p)
 		if err != nil {
 			return total, err
 		}
-		if n >= int64(want) {
+		var sum int64
+		for _, n := range levels {
+			sum += n
+		}
+		if sum >= int64(want) {
 			return total, nil
 		}
-		staged, err := s.stageBatch(ctx, p, min(p.RefillBatchSize, want-int(n)))
+		// The emptiest shard gets the next batch.
+		shard := 0
+		for i, n := range levels {
+			if n < levels[shard] {
+				shard = i
+			}
+		}
+		staged, err := s.stageBatch(ctx, p, shard, max(1, min(p.RefillBatchSize, each-int(levels[shard]), want-int(sum))))
 		total += staged
 		if err != nil || staged == 0 {
 			return total, err
@@ -89,13 +115,29 @@ func (s *Stager) StageAtLeast(ctx context.Context, p pool.Pool, want int) (int, 
 	}
 }
 
-// stageBatch moves up to size available codes to staged under a new batch id
-// and pushes them, with the batch marker, to the pool's Redis list.
-func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, size int) (int, error) {
+// shardCount is how many Redis shards the pool's claims pop from.
+func shardCount(p pool.Pool) int { return max(p.RedisShards, 1) }
+
+// perShard is one shard's share of n over k shards, rounded up.
+func perShard(n, k int) int { return (n + k - 1) / k }
+
+// levels reads the staged list length of each of the pool's shards.
+func (s *Stager) levels(ctx context.Context, p pool.Pool) ([]int64, error) {
+	levels, err := s.stock.ShardLevels(ctx, stock.Shards(p.ID, shardCount(p))...)
+	if err != nil {
+		return nil, &redisError{fmt.Errorf("staged length: %w", err)}
+	}
+	return levels, nil
+}
+
+// stageBatch moves up to size available codes to staged under a new batch
+// id and pushes them, with the batch marker, to the list of one of the
+// pool's Redis shards.
+func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, shard, size int) (int, error) {
 	var batchID int64
 	var entries []string
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, size).Scan(&batchID); err != nil {
+		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, size, shard).Scan(&batchID); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, batchID, size)
@@ -130,7 +172,7 @@ func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, size int) (int, er
 	if err != nil {
 		return 0, pgerr.Wrap("stage batch", err)
 	}
-	if err := s.stock.Push(ctx, p.ID, batchID, entries); err != nil {
+	if err := s.stock.Push(ctx, stock.Shard(p.ID, shard), batchID, entries); err != nil {
 		return 0, &redisError{fmt.Errorf("push batch %d (reconcile returns its codes): %w", batchID, err)}
 	}
 	return len(entries), nil
@@ -138,11 +180,12 @@ func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, size int) (int, er
 
 var errNothingToStage = errors.New("nothing to stage")
 
-// StagedLen is the length of the pool's staged list in Redis.
-func (s *Stager) StagedLen(ctx context.Context, poolID string) (int64, error) {
-	n, err := s.stock.StagedLen(ctx, poolID)
-	if err != nil {
-		return 0, &redisError{fmt.Errorf("staged length: %w", err)}
+// StagedLen is how many codes the pool's Redis lists hold, over its shards.
+func (s *Stager) StagedLen(ctx context.Context, p pool.Pool) (int64, error) {
+	levels, err := s.levels(ctx, p)
+	var n int64
+	for _, l := range levels {
+		n += l
 	}
-	return n, nil
+	return n, err
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/internal/pgerr"
@@ -78,10 +77,11 @@ type Config struct {
 	// PoolCacheTTL is how long pool settings are cached: pausing a pool
 	// takes effect within it. Default 1s.
 	PoolCacheTTL time.Duration
-	// BreakerFailures is how many Redis failures in a row open a pool's
-	// breaker; default 3. While it is open, the pool's claims go straight
-	// to Postgres. Each pool has its own, so one Redis Cluster master
-	// failing over only sends its own pools to Postgres.
+	// BreakerFailures is how many Redis failures in a row open a pool
+	// shard's breaker; default 3. While it is open, claims skip the shard
+	// (a pool of one shard goes straight to Postgres). Each pool shard has
+	// its own, so one Redis Cluster master failing over only affects the
+	// shards it served.
 	BreakerFailures uint32
 	// BreakerOpenFor is how long the breaker stays open before one probe
 	// may try Redis again; default 1s.
@@ -116,13 +116,10 @@ type Service struct {
 	pools    *pool.Store
 	redis    *RedisAllocator
 	fallback *Fallback
-	// breakers holds one Redis breaker per pool (pool id ->
-	// *gobreaker.CircuitBreaker[Result]): on a Redis Cluster, a master
-	// failing over only sends its own pools to Postgres.
-	breakers        sync.Map
-	breakerSettings gobreaker.Settings
-	log             *slog.Logger
-	pgOnly          bool
+	// breakers holds one Redis breaker per pool shard (breaker.go).
+	breakers *breakers
+	log      *slog.Logger
+	pgOnly   bool
 
 	cacheTTL time.Duration
 	mu       sync.Mutex
@@ -169,19 +166,8 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 		s.ahead = newAhead(s)
 		s.redis.ahead = s.ahead
 	}
-	failures := cmp.Or(cfg.BreakerFailures, BreakerFailuresDefault)
-	s.breakerSettings = gobreaker.Settings{
-		MaxRequests: 1,
-		Timeout:     cmp.Or(cfg.BreakerOpenFor, BreakerOpenForDefault),
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		IsSuccessful: func(err error) bool {
-			var re *redisError
-			return !errors.As(err, &re)
-		},
-		OnStateChange: func(pool string, from, to gobreaker.State) {
-			log.Warn("redis breaker changed state", "pool", pool, "from", from.String(), "to", to.String())
-		},
-	}
+	s.breakers = newBreakers(cmp.Or(cfg.BreakerFailures, BreakerFailuresDefault), cmp.Or(cfg.BreakerOpenFor, BreakerOpenForDefault), log)
+	s.redis.breakers = s.breakers
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -214,35 +200,9 @@ func (s *Service) Stop() {
 // BreakerState is "closed" (Redis serves), "open" (Postgres serves) or
 // "half-open" (one probe is trying Redis).
 //
-// With a breaker per pool, it is "open" if any pool's is, else "half-open"
-// if any is, else "closed".
-func (s *Service) BreakerState() string {
-	state := gobreaker.StateClosed
-	s.breakers.Range(func(_, v any) bool {
-		switch st := v.(*gobreaker.CircuitBreaker[Result]).State(); st {
-		case gobreaker.StateOpen:
-			state = st
-			return false
-		case gobreaker.StateHalfOpen:
-			state = st
-		}
-		return true
-	})
-	return state.String()
-}
-
-// breaker returns the pool's Redis breaker, making it on first use. Pools
-// are never deleted and only ids of existing pools get here, so the map is
-// bounded by the pools.
-func (s *Service) breaker(poolID string) *gobreaker.CircuitBreaker[Result] {
-	if b, ok := s.breakers.Load(poolID); ok {
-		return b.(*gobreaker.CircuitBreaker[Result])
-	}
-	st := s.breakerSettings
-	st.Name = poolID
-	b, _ := s.breakers.LoadOrStore(poolID, gobreaker.NewCircuitBreaker[Result](st))
-	return b.(*gobreaker.CircuitBreaker[Result])
-}
+// With a breaker per pool shard, it is "open" if any shard's is, else
+// "half-open" if any is, else "closed".
+func (s *Service) BreakerState() string { return s.breakers.state().String() }
 
 // Claim hands the user a code, or the code an earlier call with the same
 // request id got. A request id that another user holds is ErrRequestReused.
@@ -329,12 +289,12 @@ const (
 	busyPause    = 5 * time.Millisecond
 )
 
-// serve claims through Redis behind the breaker, or from Postgres.
+// serve claims through Redis behind the shards' breakers, or from Postgres.
 func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, error) {
 	if s.pgOnly {
 		return s.fallback.Claim(ctx, p, req)
 	}
-	res, err := s.breaker(p.ID).Execute(func() (Result, error) { return s.redis.Claim(ctx, p, req) })
+	res, err := s.redis.Claim(ctx, p, req)
 	var re *redisError
 	switch {
 	case err == nil:
@@ -344,11 +304,11 @@ func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, 
 		// Redis has neither listed nor in flight, Redis lost them (a
 		// failover that dropped writes, a flush) or a refill is between
 		// its two steps: they are coming back, so the pool is not sold out.
-		req.redisDown = s.stagedLost(ctx, p.ID)
+		req.redisDown = s.stagedLost(ctx, p)
 	case errors.As(err, &re):
 		s.log.WarnContext(ctx, "redis failed; claiming from Postgres", "pool", p.ID, "err", err)
 		req.redisDown = true
-	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+	case isOpen(err):
 		req.redisDown = true
 	default:
 		return Result{}, err
@@ -362,15 +322,18 @@ func (s *Service) serve(ctx context.Context, p pool.Pool, req Request) (Result, 
 // code popped meanwhile stays in Redis (list to ledger in one script), so
 // only a refill between its two steps (staged in Postgres, not yet pushed)
 // can look lost, and its codes are indeed coming. If Redis cannot say, yes.
-func (s *Service) stagedLost(ctx context.Context, poolID string) bool {
+//
+// Only the shards claims pop from count: codes on shards a lowered shard
+// count dropped are lost to claims until reconcile returns them.
+func (s *Service) stagedLost(ctx context.Context, p pool.Pool) bool {
 	rctx, cancel := context.WithTimeout(ctx, s.redis.tmo)
 	defer cancel()
-	ids, err := s.redis.stock.CodeIDs(rctx, poolID)
+	ids, err := s.redis.stock.CodeIDs(rctx, stock.Shards(p.ID, shardCount(p))...)
 	if err != nil {
 		return true
 	}
 	var lost bool
-	if err := s.db.QueryRow(ctx, stagedLostSQL, poolID, ids).Scan(&lost); err != nil {
+	if err := s.db.QueryRow(ctx, stagedLostSQL, p.ID, ids).Scan(&lost); err != nil {
 		return false
 	}
 	return lost

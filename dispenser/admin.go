@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 	"github.com/dispenserhq/dispenser/webhook"
@@ -138,7 +139,7 @@ func (s *Server) GetPoolStats(ctx context.Context, req *dispenserv1.GetPoolStats
 	out := statsToProto(st)
 	rctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
 	defer cancel()
-	if staged, inFlight, err := s.stock.Levels(rctx, st.PoolID); err != nil {
+	if staged, inFlight, err := s.stock.Levels(rctx, stock.Shards(st.PoolID, st.RedisShards)...); err != nil {
 		out.RedisError = "redis unreachable: " + err.Error()
 	} else {
 		out.RedisStaged, out.RedisInFlight = new(staged), new(inFlight)

@@ -517,3 +517,52 @@ func TestImportTooLarge(t *testing.T) {
 	require.NoError(t, b.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM codes").Scan(&n))
 	require.Zero(t, n)
 }
+
+// A pool spread over Redis shards through the API: the setting is checked,
+// refill fills every shard, stats sum their levels, claims are served, and
+// lowering the count returns the dropped shards' codes at reconcile.
+func TestPoolRedisShards(t *testing.T) {
+	ctx, b := start(t)
+	b.fill(t, &dispenserv1.Pool{Id: "hot", RedisShards: 3, RefillBatchSize: 30}, 60)
+	got, err := b.admin.GetPool(ctx, &dispenserv1.GetPoolRequest{PoolId: "hot"})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, got.GetPool().GetRedisShards())
+	for s := range 3 {
+		require.EqualValues(t, 10, b.rdb.LLen(ctx, b.keys.Staged(stock.Shard("hot", s))).Val(), "shard %d", s)
+	}
+	st, err := b.admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: "hot"})
+	require.NoError(t, err)
+	require.EqualValues(t, 30, st.GetStats().GetRedisStaged())
+	require.EqualValues(t, 30, st.GetStats().GetStaged())
+	for i := range 5 {
+		res, err := b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "hot", UserId: fmt.Sprint("u", i), RequestId: fmt.Sprint("r", i)})
+		require.NoError(t, err)
+		require.NotEmpty(t, res.GetClaim().GetCode())
+	}
+
+	for _, n := range []int32{0, 65} {
+		_, err := b.admin.UpdatePool(ctx, &dispenserv1.UpdatePoolRequest{Pool: &dispenserv1.Pool{Id: "hot", RedisShards: n},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"redis_shards"}}})
+		requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "pool.redis_shards")
+	}
+	_, err = b.admin.CreatePool(ctx, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{Id: "wide", RedisShards: 100}})
+	requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "pool.redis_shards")
+
+	up, err := b.admin.UpdatePool(ctx, &dispenserv1.UpdatePoolRequest{Pool: &dispenserv1.Pool{Id: "hot", RedisShards: 1},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"redis_shards"}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, up.GetPool().GetRedisShards())
+	// The server's reconcile grace keeps young batches; the shards' codes
+	// come back once it has passed (here: the job's grace is a minute, so
+	// age the batches).
+	_, err = b.db.Pool.Exec(ctx, `UPDATE stage_batches SET staged_at = staged_at - interval '1 hour' WHERE pool_id = 'hot'`)
+	require.NoError(t, err)
+	rep, err := b.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_RECONCILE, PoolId: "hot"})
+	require.NoError(t, err)
+	require.Len(t, rep.GetPools(), 1)
+	require.Positive(t, rep.GetPools()[0].GetReturnedDroppedShards())
+	require.True(t, rep.GetPools()[0].GetBalanced())
+	st, err = b.admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: "hot"})
+	require.NoError(t, err)
+	require.Equal(t, st.GetStats().GetStaged(), st.GetStats().GetRedisStaged(), "what is staged is in the one shard left")
+}

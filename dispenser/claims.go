@@ -116,7 +116,7 @@ func (s *Server) RunJob(ctx context.Context, req *dispenserv1.RunJobRequest) (*d
 		pr := &dispenserv1.JobPoolReport{
 			PoolId: r.PoolID, Staged: int64(r.Staged), Expired: r.Reconcile.Expired,
 			ReturnedLostBatches: r.Reconcile.LostBatches, ReturnedStale: r.Reconcile.Stale,
-			ReturnedOrphans: r.Reconcile.Orphans, Balanced: r.Balanced,
+			ReturnedOrphans: r.Reconcile.Orphans, ReturnedDroppedShards: r.Reconcile.Dropped, Balanced: r.Balanced,
 			PrizesAssigned: int64(r.Deliver.Assigned), PrizesDelivered: int64(r.Deliver.Delivered),
 			DeliveryRetries: int64(r.Deliver.Retried), PrizesParked: int64(r.Deliver.Parked),
 			HoldsExpired: r.HoldsExpired,

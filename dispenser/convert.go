@@ -58,6 +58,7 @@ func poolToProto(p pool.Pool) *dispenserv1.Pool {
 		HoldDefault:      durationpb.New(p.HoldDefault),
 		HoldMax:          durationpb.New(p.HoldMax),
 		HoldsPerUser:     int32(p.HoldsPerUser),
+		RedisShards:      int32(p.RedisShards),
 		CreateTime:       timeOrNil(p.CreatedAt),
 		UpdateTime:       timeOrNil(p.UpdatedAt),
 	}
@@ -86,6 +87,7 @@ func poolFromProto(in *dispenserv1.Pool) (pool.Pool, error) {
 		HoldDefault:     holdDefault,
 		HoldMax:         holdMax,
 		HoldsPerUser:    int(in.GetHoldsPerUser()),
+		RedisShards:     int(in.GetRedisShards()),
 		ID:              in.GetId(),
 		DisplayName:     in.GetDisplayName(),
 		Paused:          in.GetPaused(),
@@ -130,6 +132,8 @@ func applyMask(p *pool.Pool, in pool.Pool, paths []string) error {
 			p.HoldMax = in.HoldMax
 		case "holds_per_user":
 			p.HoldsPerUser = in.HoldsPerUser
+		case "redis_shards":
+			p.RedisShards = in.RedisShards
 		default:
 			return &pool.FieldError{Field: "update_mask", Description: "cannot update " + strconv.Quote(path)}
 		}

@@ -186,6 +186,7 @@ func (m *Metrics) observeJob(name jobs.Name, reports []jobs.PoolReport, err erro
 		add("returned_lost_batches", r.Reconcile.LostBatches)
 		add("returned_stale", r.Reconcile.Stale)
 		add("returned_orphans", r.Reconcile.Orphans)
+		add("returned_dropped_shards", r.Reconcile.Dropped)
 		add("holds_expired", r.HoldsExpired)
 		for outcome, n := range map[string]int{"assigned": r.Deliver.Assigned, "delivered": r.Deliver.Delivered,
 			"retried": r.Deliver.Retried, "parked": r.Deliver.Parked} {

@@ -232,7 +232,7 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 				rep.Staged, rep.Err = r.stager.Refill(ctx, p)
 			case Reconcile:
 				rep.Reconcile, rep.Err = r.reconciler.Reconcile(ctx, p, r.cfg.ReconcileGrace)
-				if n, err := r.stager.StagedLen(ctx, p.ID); err == nil {
+				if n, err := r.stager.StagedLen(ctx, p); err == nil {
 					rep.RedisStaged = n
 				}
 				if rep.Err == nil {
@@ -249,7 +249,8 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 			} else if rep.Staged > 0 || rep.Reconcile != (claim.ReconcileReport{}) {
 				r.log.Info("job changed a pool", "job", string(name), "pool", p.ID, "staged", rep.Staged,
 					"expired", rep.Reconcile.Expired, "returned_lost_batches", rep.Reconcile.LostBatches,
-					"returned_stale", rep.Reconcile.Stale, "returned_orphans", rep.Reconcile.Orphans)
+					"returned_stale", rep.Reconcile.Stale, "returned_orphans", rep.Reconcile.Orphans,
+					"returned_dropped_shards", rep.Reconcile.Dropped)
 			}
 			reports = append(reports, rep)
 		}

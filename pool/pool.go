@@ -19,6 +19,7 @@ const (
 	DefaultHoldDefault     = 10 * time.Minute
 	DefaultHoldMax         = time.Hour
 	DefaultHoldsPerUser    = 1
+	DefaultRedisShards     = 1
 )
 
 // Limits on pool settings; the schema checks the same bounds.
@@ -32,6 +33,8 @@ const (
 	MinHold         = time.Second
 	MaxHold         = 24 * time.Hour
 	MaxHoldsPerUser = 1000
+	// MaxRedisShards is the most Redis shards one pool spreads over.
+	MaxRedisShards = 64
 )
 
 // Pool is a pool's settings as stored.
@@ -55,6 +58,11 @@ type Pool struct {
 	// HoldsPerUser is how many reservations one user may have open at once
 	// (they also count toward PerUserLimit).
 	HoldsPerUser int
+	// RedisShards is how many Redis shards (hash tags) hold the pool's
+	// staged codes, 1 to MaxRedisShards: a pool hotter than one Redis
+	// Cluster master spreads over several. A claim pops from its user's
+	// shard first; Postgres decides every claim whatever the shard.
+	RedisShards int
 	// WebhookURL and WebhookSecret configure prize delivery. The secret is
 	// never returned through the API.
 	WebhookURL    string
@@ -76,6 +84,7 @@ func (p Pool) withDefaults() Pool {
 	p.HoldMax = cmp.Or(p.HoldMax, max(DefaultHoldMax, p.HoldDefault))
 	p.HoldDefault = cmp.Or(p.HoldDefault, min(DefaultHoldDefault, p.HoldMax))
 	p.HoldsPerUser = cmp.Or(p.HoldsPerUser, DefaultHoldsPerUser)
+	p.RedisShards = cmp.Or(p.RedisShards, DefaultRedisShards)
 	return p
 }
 
@@ -113,6 +122,9 @@ func (p Pool) Validate() error {
 	}
 	if p.HoldsPerUser < 1 || p.HoldsPerUser > MaxHoldsPerUser {
 		return fieldErrorf("pool.holds_per_user", "must be between 1 and %d", MaxHoldsPerUser)
+	}
+	if p.RedisShards < 1 || p.RedisShards > MaxRedisShards {
+		return fieldErrorf("pool.redis_shards", "must be between 1 and %d", MaxRedisShards)
 	}
 	if p.WebhookURL != "" {
 		u, err := url.Parse(p.WebhookURL)

@@ -66,7 +66,7 @@ func (s *Store) CreatePool(ctx context.Context, p Pool) (Pool, error) {
 	err := s.db.QueryRow(ctx, createPoolSQL, p.ID, p.DisplayName, p.Paused,
 		nullTime(p.ClaimStartsAt), nullTime(p.ClaimEndsAt), p.PerUserLimit,
 		p.RefillLowWater, p.RefillBatchSize, p.WebhookURL, p.WebhookSecret,
-		seconds(p.HoldDefault), seconds(p.HoldMax), p.HoldsPerUser,
+		seconds(p.HoldDefault), seconds(p.HoldMax), p.HoldsPerUser, p.RedisShards,
 	).Scan(&p.CreatedAt, &p.UpdatedAt)
 	if isUniqueViolation(err, "pools_pkey") {
 		return Pool{}, ErrPoolExists
@@ -112,7 +112,7 @@ func (s *Store) UpdatePool(ctx context.Context, id string, change func(*Pool) er
 		err = tx.QueryRow(ctx, updatePoolSQL, p.ID, p.DisplayName, p.Paused,
 			nullTime(p.ClaimStartsAt), nullTime(p.ClaimEndsAt), p.PerUserLimit,
 			p.RefillLowWater, p.RefillBatchSize, p.WebhookURL, p.WebhookSecret,
-			seconds(p.HoldDefault), seconds(p.HoldMax), p.HoldsPerUser,
+			seconds(p.HoldDefault), seconds(p.HoldMax), p.HoldsPerUser, p.RedisShards,
 		).Scan(&p.UpdatedAt)
 		if err != nil {
 			return storeError("update pool", err)
@@ -159,6 +159,8 @@ type Stats struct {
 	HoldsDue int64
 	Prizes   PrizeCounts
 	ReadAt   time.Time
+	// RedisShards is the pool's shard count (where to read its Redis levels).
+	RedisShards int
 }
 
 // PrizeCounts counts prizes by state.
@@ -181,7 +183,7 @@ func (s *Store) PoolStats(ctx context.Context, id string) (Stats, error) {
 	pz := &st.Prizes
 	err := s.db.QueryRow(ctx, poolStatsSQL, id).Scan(
 		&st.Imported, &st.Imports, &st.Available, &st.Staged, &st.Held, &st.Claimed, &st.Void, &st.Claimants, &st.HoldsDue,
-		&pz.Pending, &pz.Ready, &pz.Assigned, &pz.Delivered, &pz.Failed, &pz.Cancelled, &st.ReadAt)
+		&pz.Pending, &pz.Ready, &pz.Assigned, &pz.Delivered, &pz.Failed, &pz.Cancelled, &st.ReadAt, &st.RedisShards)
 	if err != nil {
 		return Stats{}, storeError("pool stats", err)
 	}
@@ -194,7 +196,7 @@ func scanPool(row pgx.Row) (Pool, error) {
 	var holdDefault, holdMax int64
 	err := row.Scan(&p.ID, &p.DisplayName, &p.Paused, &starts, &ends, &p.PerUserLimit,
 		&p.RefillLowWater, &p.RefillBatchSize, &p.WebhookURL, &p.WebhookSecret,
-		&holdDefault, &holdMax, &p.HoldsPerUser, &p.CreatedAt, &p.UpdatedAt)
+		&holdDefault, &holdMax, &p.HoldsPerUser, &p.RedisShards, &p.CreatedAt, &p.UpdatedAt)
 	p.HoldDefault, p.HoldMax = time.Duration(holdDefault)*time.Second, time.Duration(holdMax)*time.Second
 	if starts.Valid {
 		p.ClaimStartsAt = starts.Time

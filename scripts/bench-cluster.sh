@@ -5,6 +5,7 @@
 #   single   one dispenserd, one Redis node, Postgres direct;
 #   cluster  three replicas (client round-robin), a Redis Cluster of 3+3,
 #            the claim path through PgBouncer (scripts/cluster.sh);
+#   shards3  the cluster, with the pool spread over 3 Redis shards;
 #   one      one replica of that cluster.
 # Each run is `dispenser-bench claims --default-pool` (fresh pool with
 # default settings, nothing staged: refill must keep up; 10% retries;
@@ -72,11 +73,11 @@ marks() {
 		"$(psql "$pg/postgres" -qtAc "SELECT pg_current_wal_lsn() - '0/0', (SELECT sum(xact_commit) FROM pg_stat_database)")"
 }
 
-run() { # label addr key db redis
-	local label="$1" addr="$2" key="$3" db="$4" redis="$5" before after json=""
+run() { # label addr key db redis [shards]
+	local label="$1" addr="$2" key="$3" db="$4" redis="$5" shards="${6:-1}" before after json=""
 	exec 3< <(DISPENSER_KEY="$key" bin/dispenser-bench claims --addr "$addr" --default-pool --claims "$claims" \
 		--concurrency "$conc" --replay-ratio 0.1 --database-url "$db" --redis-url "$redis" \
-		--redis-namespace "$DISPENSER_REDIS_NAMESPACE" 2>&1)
+		--redis-namespace "$DISPENSER_REDIS_NAMESPACE" --redis-shards "$shards" 2>&1)
 	while IFS= read -r line <&3; do
 		[[ "$line" == "bench: "*" callers, "* ]] && before=$(marks)
 		[[ "$line" == "{"* ]] && json="$line"
@@ -101,5 +102,6 @@ for i in $(seq 1 "$rounds"); do
 	echo "== round $i"
 	run single "127.0.0.1:$single_port" "$single_key" "$single_db" "redis://127.0.0.1:$single_redis/0"
 	DISPENSER_REDIS_NAMESPACE=cluster run cluster "$cluster_addr" "$DISPENSER_KEY" "$DISPENSER_DATABASE_URL" "$DISPENSER_REDIS_URL"
+	DISPENSER_REDIS_NAMESPACE=cluster run shards3 "$cluster_addr" "$DISPENSER_KEY" "$DISPENSER_DATABASE_URL" "$DISPENSER_REDIS_URL" 3
 	DISPENSER_REDIS_NAMESPACE=cluster run one "${cluster_addr%%,*}" "$DISPENSER_KEY" "$DISPENSER_DATABASE_URL" "$DISPENSER_REDIS_URL"
 done

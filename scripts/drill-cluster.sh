@@ -12,6 +12,9 @@
 #
 #   scripts/drill-cluster.sh                  # or: make drill-cluster
 #   CLAIMS=12000 STEP=1 scripts/drill-cluster.sh   # the short version CI runs
+#
+# The drill's pool is spread over SHARDS Redis shards (default 3, so over
+# the cluster's masters): the master killed serves some of them.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -25,7 +28,7 @@ REPLICA_ARGS="--reconcile-every 1s --reconcile-grace 3s" LOG_LEVEL=warn scripts/
 source "$dir/env"
 
 codes=$((claims * 8 / 10 + 100))
-bin/dispenserctl pools create drill --limit 1 --batch-size 2000 >/dev/null
+bin/dispenserctl pools create drill --limit 1 --batch-size 2000 --redis-shards "${SHARDS:-3}" >/dev/null
 bin/dispenserctl generate --pool drill --count "$codes" --length 16 >/dev/null 2>&1
 bin/dispenserctl jobs run refill --pool drill >/dev/null
 

@@ -1,1 +1,2 @@
-INSERT INTO stage_batches (pool_id, size) VALUES ($1, $2) RETURNING id
+-- A refill batch of up to $2 codes of pool $1, for Redis shard $3.
+INSERT INTO stage_batches (pool_id, size, shard) VALUES ($1, $2, $3) RETURNING id

@@ -30,9 +30,11 @@ import (
 // benchOpts are the flags of dispenser-bench claims.
 type benchOpts struct {
 	claims, concurrency, users, codes int
-	replayRatio                       float64
-	poolID                            string
-	databaseURL, redisURL, namespace  string
+	// shards spreads the fresh pool over that many Redis shards.
+	shards                           int
+	replayRatio                      float64
+	poolID                           string
+	databaseURL, redisURL, namespace string
 	// defaultPool creates the fresh pool with default settings and stages
 	// nothing: refill has to keep up with the load.
 	defaultPool bool
@@ -64,6 +66,7 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.Float64Var(&o.replayRatio, "replay-ratio", 0.1, "share of calls that retry an earlier request_id")
 	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
+	f.IntVar(&o.shards, "redis-shards", 1, "Redis shards the fresh pool spreads over (its redis_shards setting)")
 	f.BoolVar(&o.defaultPool, "default-pool", false, "create the fresh pool with default settings and stage nothing (refill must keep up)")
 	f.BoolVar(&o.reserve, "reserve", false, "each request reserves a code, then confirms the reservation (two calls) instead of claiming")
 	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", cli.DefaultDatabaseURL,
@@ -100,7 +103,7 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 		}
 		o.poolID = fmt.Sprintf("bench-%d", time.Now().UnixNano())
 		fmt.Fprintf(a.stderr, "bench: creating pool %s with %s codes\n", o.poolID, cli.FormatInt(int64(n)))
-		if err := a.createBenchPool(ctx, admin, o.poolID, n, !o.defaultPool); err != nil {
+		if err := a.createBenchPool(ctx, admin, o.poolID, n, o.shards, !o.defaultPool); err != nil {
 			return err
 		}
 	}
@@ -159,11 +162,12 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	return nil
 }
 
-// createBenchPool creates pool id with n random codes. With stage, its refill
-// settings let one batch stage them all, and they are staged before the
-// load; without, it has the default settings and nothing is staged.
-func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServiceClient, id string, n int, stage bool) error {
-	p := &dispenserv1.Pool{Id: id, DisplayName: "benchmark"}
+// createBenchPool creates pool id with n random codes, spread over shards
+// Redis shards. With stage, its refill settings let one batch per shard
+// stage them all, and they are staged before the load; without, it has the
+// default settings and nothing is staged.
+func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServiceClient, id string, n, shards int, stage bool) error {
+	p := &dispenserv1.Pool{Id: id, DisplayName: "benchmark", RedisShards: int32(shards)}
 	if stage {
 		p.RefillLowWater, p.RefillBatchSize = int32(min(n, pool.MaxRefillLowWater)), int32(min(n, pool.MaxRefillBatchSize))
 	}

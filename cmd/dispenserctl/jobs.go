@@ -70,7 +70,7 @@ it waits for that run first.`,
 			fmt.Fprintln(tw, "POOL\tSTAGED\tEXPIRED\tRETURNED\tBALANCED\tERROR")
 			failed := false
 			for _, p := range resp.GetPools() {
-				returned := p.GetReturnedLostBatches() + p.GetReturnedStale() + p.GetReturnedOrphans()
+				returned := p.GetReturnedLostBatches() + p.GetReturnedStale() + p.GetReturnedOrphans() + p.GetReturnedDroppedShards()
 				balanced := "-"
 				if job == dispenserv1.Job_JOB_RECONCILE {
 					balanced = fmt.Sprint(p.GetBalanced())

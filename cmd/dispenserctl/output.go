@@ -73,6 +73,10 @@ func printPool(w io.Writer, p *dispenserv1.Pool) {
 	fmt.Fprintf(tw, "holds\t%s by default, at most %s, %d open per user\n",
 		p.GetHoldDefault().AsDuration(), p.GetHoldMax().AsDuration(), p.GetHoldsPerUser())
 	fmt.Fprintf(tw, "refill\tbelow %s, %s at a time\n", cli.FormatInt(int64(p.GetRefillLowWater())), cli.FormatInt(int64(p.GetRefillBatchSize())))
+	if n := p.GetRedisShards(); n > 1 {
+		fmt.Fprintf(tw, "redis shards\t%d (each refilled below %s, %s at a time)\n", n,
+			cli.FormatInt(int64(ceilDiv(p.GetRefillLowWater(), n))), cli.FormatInt(int64(ceilDiv(p.GetRefillBatchSize(), n))))
+	}
 	hook := p.GetWebhookUrl()
 	if hook == "" {
 		hook = "-"
@@ -134,3 +138,6 @@ func printStats(w io.Writer, s *dispenserv1.PoolStats) {
 	fmt.Fprintf(w, "prizes: %d pending, %d ready, %d assigned, %d delivered, %d failed, %d cancelled\n",
 		pz.GetPending(), pz.GetReady(), pz.GetAssigned(), pz.GetDelivered(), pz.GetFailed(), pz.GetCancelled())
 }
+
+// ceilDiv is n over k, rounded up.
+func ceilDiv(n, k int32) int32 { return (n + k - 1) / k }

@@ -24,7 +24,7 @@ func (a *app) poolsCmd() *cobra.Command {
 // poolFlags are the settings create and update share.
 type poolFlags struct {
 	name, startsAt, endsAt, webhookURL, webhookSecret string
-	limit, lowWater, batchSize, holdsPerUser          int32
+	limit, lowWater, batchSize, holdsPerUser, shards  int32
 	holdDefault, holdMax                              time.Duration
 }
 
@@ -40,6 +40,7 @@ func (pf *poolFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&pf.holdDefault, "hold-default", 0, "how long a reservation holds its code unless it asks (default 10m)")
 	f.DurationVar(&pf.holdMax, "hold-max", 0, "the longest hold a reservation may ask for (default 1h)")
 	f.Int32Var(&pf.holdsPerUser, "holds-per-user", 0, "reservations one user may have open at once (default 1)")
+	f.Int32Var(&pf.shards, "redis-shards", 0, "Redis shards (hash tags) the staged codes spread over, 1 to 64 (default 1)")
 }
 
 func parseTimeFlag(name, v string) (*timestamppb.Timestamp, error) {
@@ -58,7 +59,7 @@ func parseTimeFlag(name, v string) (*timestamppb.Timestamp, error) {
 func (pf *poolFlags) toPool(id string, f *pflag.FlagSet) (*dispenserv1.Pool, []string, error) {
 	p := &dispenserv1.Pool{Id: id, DisplayName: pf.name, PerUserLimit: pf.limit, RefillLowWater: pf.lowWater,
 		RefillBatchSize: pf.batchSize, WebhookUrl: pf.webhookURL, WebhookSecret: pf.webhookSecret,
-		HoldsPerUser: pf.holdsPerUser}
+		HoldsPerUser: pf.holdsPerUser, RedisShards: pf.shards}
 	if pf.holdDefault != 0 {
 		p.HoldDefault = durationpb.New(pf.holdDefault)
 	}
@@ -77,6 +78,7 @@ func (pf *poolFlags) toPool(id string, f *pflag.FlagSet) (*dispenserv1.Pool, []s
 		"batch-size": "refill_batch_size", "starts-at": "claim_starts_at", "ends-at": "claim_ends_at",
 		"webhook-url": "webhook_url", "webhook-secret": "webhook_secret", "pause": "paused", "resume": "paused",
 		"hold-default": "hold_default", "hold-max": "hold_max", "holds-per-user": "holds_per_user",
+		"redis-shards": "redis_shards",
 	}
 	var mask []string
 	f.Visit(func(fl *pflag.Flag) {

@@ -1,5 +1,10 @@
 package stock
 
+import (
+	"hash/fnv"
+	"strconv"
+)
+
 // Keys builds the Redis keys of pools. Every key of one pool carries the
 // pool id as its hash tag ({id}), so a pool lives in one Redis Cluster slot
 // and one script can touch all its keys atomically. No key is assembled
@@ -12,6 +17,41 @@ type Keys struct {
 // one Redis use different namespaces; tests use one each.
 func NewKeys(namespace string) Keys {
 	return Keys{prefix: namespace + ":{"}
+}
+
+// Shard names shard s of a pool spread over several Redis shards: every
+// method of this package that takes a pool id takes a shard name too, and
+// keys the shard's structures under it (its own hash tag, so its own Cluster
+// slot). Shard 0 is the pool id itself, so a pool of one shard keeps the keys
+// it always had; shard s > 0 is "<pool id>#<s>" ('#' never appears in a pool
+// id, see input.PoolID).
+func Shard(poolID string, s int) string {
+	if s == 0 {
+		return poolID
+	}
+	return poolID + "#" + strconv.Itoa(s)
+}
+
+// Shards names shards 0 to n-1 of a pool (at least shard 0).
+func Shards(poolID string, n int) []string {
+	out := []string{poolID}
+	for s := 1; s < n; s++ {
+		out = append(out, Shard(poolID, s))
+	}
+	return out
+}
+
+// HomeShard is the shard, of n, where a user's claims start: the user's
+// count and replay records live there, so the claim script reads and writes
+// them with the pop, atomically. A claim moves to the next shards only when
+// its home is empty.
+func HomeShard(userID string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(userID))
+	return int(h.Sum32() % uint32(n))
 }
 
 // Staged is the list of codes staged for fast claims (LPOP from the head).

@@ -76,11 +76,11 @@ func (s *Store) SetUserCount(ctx context.Context, poolID, userID string, n int64
 	return s.rdb.Set(ctx, s.keys.UserClaims(poolID, userID), n, ttl).Err()
 }
 
-// ClearInFlight removes entries from the pools' in-flight ledgers, given by
-// pool id: one ZREM per pool, in one round trip.
-func (s *Store) ClearInFlight(ctx context.Context, byPool map[string][]string) error {
+// ClearInFlight removes entries from the in-flight ledgers of pools' shards,
+// given by shard name (see Shard): one ZREM per shard, in one pipeline.
+func (s *Store) ClearInFlight(ctx context.Context, byShard map[string][]string) error {
 	pipe := s.rdb.Pipeline()
-	for poolID, entries := range byPool {
+	for poolID, entries := range byShard {
 		members := make([]any, len(entries))
 		for i, e := range entries {
 			members[i] = e
@@ -107,23 +107,26 @@ func (s *Store) StagedLen(ctx context.Context, poolID string) (int64, error) {
 	return s.rdb.LLen(ctx, s.keys.Staged(poolID)).Result()
 }
 
-// CodeIDs returns the ids of the codes Redis holds for the pool: in the
-// staged list or in the in-flight ledger, read in one round trip. Malformed
-// entries are skipped.
-func (s *Store) CodeIDs(ctx context.Context, poolID string) ([]int64, error) {
-	var list, ledger *redis.StringSliceCmd
+// CodeIDs returns the ids of the codes Redis holds in the given shards (see
+// Shard): in their staged lists or in their in-flight ledgers, read in one
+// pipeline. Malformed entries are skipped.
+func (s *Store) CodeIDs(ctx context.Context, shards ...string) ([]int64, error) {
+	cmds := make([]*redis.StringSliceCmd, 0, 2*len(shards))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		list = p.LRange(ctx, s.keys.Staged(poolID), 0, -1)
-		ledger = p.ZRange(ctx, s.keys.InFlight(poolID), 0, -1)
+		for _, sh := range shards {
+			cmds = append(cmds, p.LRange(ctx, s.keys.Staged(sh), 0, -1), p.ZRange(ctx, s.keys.InFlight(sh), 0, -1))
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]int64, 0, len(list.Val())+len(ledger.Val()))
-	for _, e := range append(list.Val(), ledger.Val()...) {
-		if id, err := EntryCodeID(e); err == nil {
-			ids = append(ids, id)
+	ids := []int64{} // never nil: callers pass it as an SQL array, and nil is NULL
+	for _, c := range cmds {
+		for _, e := range c.Val() {
+			if id, err := EntryCodeID(e); err == nil {
+				ids = append(ids, id)
+			}
 		}
 	}
 	return ids, nil
@@ -151,16 +154,53 @@ func (s *Store) InFlightBefore(ctx context.Context, poolID string, cutoff time.T
 	}).Result()
 }
 
-// Levels reads the pool's staged list length and ledger size in one round
-// trip.
-func (s *Store) Levels(ctx context.Context, poolID string) (staged, inFlight int64, err error) {
+// Levels reads the staged list lengths and ledger sizes of the given shards
+// (see Shard) in one pipeline, and returns their sums.
+func (s *Store) Levels(ctx context.Context, shards ...string) (staged, inFlight int64, err error) {
 	pipe := s.rdb.Pipeline()
-	st := pipe.LLen(ctx, s.keys.Staged(poolID))
-	fl := pipe.ZCard(ctx, s.keys.InFlight(poolID))
+	lens := make([]*redis.IntCmd, 0, len(shards))
+	cards := make([]*redis.IntCmd, 0, len(shards))
+	for _, sh := range shards {
+		lens = append(lens, pipe.LLen(ctx, s.keys.Staged(sh)))
+		cards = append(cards, pipe.ZCard(ctx, s.keys.InFlight(sh)))
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, 0, err
 	}
-	return st.Val(), fl.Val(), nil
+	for i := range lens {
+		staged += lens[i].Val()
+		inFlight += cards[i].Val()
+	}
+	return staged, inFlight, nil
+}
+
+// ShardLevels returns the staged list length of each given shard, read in
+// one pipeline.
+func (s *Store) ShardLevels(ctx context.Context, shards ...string) ([]int64, error) {
+	pipe := s.rdb.Pipeline()
+	lens := make([]*redis.IntCmd, 0, len(shards))
+	for _, sh := range shards {
+		lens = append(lens, pipe.LLen(ctx, s.keys.Staged(sh)))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(lens))
+	for i, c := range lens {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
+// DropShard deletes the staged list and batch markers of a shard no claim
+// pops from any more (a pool's shard count was lowered), once reconcile has
+// returned its codes. The ledger is left to drain like any other.
+func (s *Store) DropShard(ctx context.Context, shard string) error {
+	pipe := s.rdb.Pipeline()
+	pipe.Del(ctx, s.keys.Staged(shard))
+	pipe.Del(ctx, s.keys.Batches(shard))
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // Batches returns the ids of the refill batches whose entries were pushed

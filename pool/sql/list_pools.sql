@@ -1,7 +1,7 @@
 -- Keyset pagination: $1 is the last id of the previous page ('' for the first).
 SELECT id, display_name, paused, claim_starts_at, claim_ends_at, per_user_limit,
        refill_low_water, refill_batch_size, webhook_url, webhook_secret,
-       hold_default_seconds, hold_max_seconds, holds_per_user, created_at, updated_at
+       hold_default_seconds, hold_max_seconds, holds_per_user, redis_shards, created_at, updated_at
 FROM pools
 WHERE id > $1
 ORDER BY id

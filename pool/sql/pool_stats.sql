@@ -7,7 +7,8 @@ SELECT
     (SELECT count(DISTINCT user_id) FROM claims WHERE pool_id = $1 AND held_until IS NULL) AS claimants,
     (SELECT count(*) FROM claims WHERE pool_id = $1 AND held_until IS NOT NULL AND held_until <= now()) AS holds_due,
     p.pending, p.ready, p.assigned, p.delivered, p.failed, p.cancelled,
-    now() AS read_at
+    now() AS read_at,
+    (SELECT coalesce(max(redis_shards), 1)::int FROM pools WHERE id = $1) AS redis_shards
 FROM (
     SELECT count(*) FILTER (WHERE state = 'available') AS available,
            count(*) FILTER (WHERE state = 'staged') AS staged,

@@ -1669,9 +1669,12 @@ type JobPoolReport struct {
 	// webhook (deliver).
 	PrizesParked int64 `protobuf:"varint,12,opt,name=prizes_parked,json=prizesParked,proto3" json:"prizes_parked,omitempty"`
 	// Reservations ended because their hold ran out (expire holds).
-	HoldsExpired  int64 `protobuf:"varint,13,opt,name=holds_expired,json=holdsExpired,proto3" json:"holds_expired,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HoldsExpired int64 `protobuf:"varint,13,opt,name=holds_expired,json=holdsExpired,proto3" json:"holds_expired,omitempty"`
+	// Staged codes returned from Redis shards the pool no longer claims from,
+	// after its redis_shards was lowered (reconcile).
+	ReturnedDroppedShards int64 `protobuf:"varint,14,opt,name=returned_dropped_shards,json=returnedDroppedShards,proto3" json:"returned_dropped_shards,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *JobPoolReport) Reset() {
@@ -1791,6 +1794,13 @@ func (x *JobPoolReport) GetPrizesParked() int64 {
 func (x *JobPoolReport) GetHoldsExpired() int64 {
 	if x != nil {
 		return x.HoldsExpired
+	}
+	return 0
+}
+
+func (x *JobPoolReport) GetReturnedDroppedShards() int64 {
+	if x != nil {
+		return x.ReturnedDroppedShards
 	}
 	return 0
 }
@@ -2317,7 +2327,7 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\tnot_found\x18\x04 \x01(\x03R\bnotFound\"M\n" +
 	"\rRunJobRequest\x12#\n" +
 	"\x03job\x18\x01 \x01(\x0e2\x11.dispenser.v1.JobR\x03job\x12\x17\n" +
-	"\apool_id\x18\x02 \x01(\tR\x06poolId\"\xdb\x03\n" +
+	"\apool_id\x18\x02 \x01(\tR\x06poolId\"\x93\x04\n" +
 	"\rJobPoolReport\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x16\n" +
 	"\x06staged\x18\x02 \x01(\x03R\x06staged\x12\x18\n" +
@@ -2332,7 +2342,8 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	" \x01(\x03R\x0fprizesDelivered\x12)\n" +
 	"\x10delivery_retries\x18\v \x01(\x03R\x0fdeliveryRetries\x12#\n" +
 	"\rprizes_parked\x18\f \x01(\x03R\fprizesParked\x12#\n" +
-	"\rholds_expired\x18\r \x01(\x03R\fholdsExpired\"C\n" +
+	"\rholds_expired\x18\r \x01(\x03R\fholdsExpired\x126\n" +
+	"\x17returned_dropped_shards\x18\x0e \x01(\x03R\x15returnedDroppedShards\"C\n" +
 	"\x0eRunJobResponse\x121\n" +
 	"\x05pools\x18\x01 \x03(\v2\x1b.dispenser.v1.JobPoolReportR\x05pools\"\x91\x02\n" +
 	"\x06ApiKey\x12\x0e\n" +

@@ -70,7 +70,14 @@ type Pool struct {
 	HoldMax *durationpb.Duration `protobuf:"bytes,15,opt,name=hold_max,json=holdMax,proto3" json:"hold_max,omitempty"`
 	// How many reservations one user may have open at once, 1 to 1000
 	// (holds also count toward per_user_limit). Default 1.
-	HoldsPerUser  int32 `protobuf:"varint,16,opt,name=holds_per_user,json=holdsPerUser,proto3" json:"holds_per_user,omitempty"`
+	HoldsPerUser int32 `protobuf:"varint,16,opt,name=holds_per_user,json=holdsPerUser,proto3" json:"holds_per_user,omitempty"`
+	// How many Redis shards (hash tags) hold the pool's staged codes, 1 to
+	// 64. Default 1. On a Redis Cluster, a pool hotter than one master spreads
+	// over several: a claim pops from its user's shard first and moves to
+	// another when that one is empty; Postgres decides every claim. Lowering
+	// it returns the codes of the dropped shards to available at the next
+	// reconcile.
+	RedisShards   int32 `protobuf:"varint,17,opt,name=redis_shards,json=redisShards,proto3" json:"redis_shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -213,6 +220,13 @@ func (x *Pool) GetHoldMax() *durationpb.Duration {
 func (x *Pool) GetHoldsPerUser() int32 {
 	if x != nil {
 		return x.HoldsPerUser
+	}
+	return 0
+}
+
+func (x *Pool) GetRedisShards() int32 {
+	if x != nil {
+		return x.RedisShards
 	}
 	return 0
 }
@@ -605,7 +619,7 @@ var File_dispenser_v1_pool_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_pool_proto_rawDesc = "" +
 	"\n" +
-	"\x17dispenser/v1/pool.proto\x12\fdispenser.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x05\n" +
+	"\x17dispenser/v1/pool.proto\x12\fdispenser.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
 	"\x04Pool\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x16\n" +
@@ -626,7 +640,8 @@ const file_dispenser_v1_pool_proto_rawDesc = "" +
 	"updateTime\x12<\n" +
 	"\fhold_default\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vholdDefault\x124\n" +
 	"\bhold_max\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\aholdMax\x12$\n" +
-	"\x0eholds_per_user\x18\x10 \x01(\x05R\fholdsPerUser\"\xb0\x04\n" +
+	"\x0eholds_per_user\x18\x10 \x01(\x05R\fholdsPerUser\x12!\n" +
+	"\fredis_shards\x18\x11 \x01(\x05R\vredisShards\"\xb0\x04\n" +
 	"\tPoolStats\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x1a\n" +
 	"\bimported\x18\x02 \x01(\x03R\bimported\x12\x1c\n" +
