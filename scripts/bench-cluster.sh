@@ -68,9 +68,20 @@ name_ticks() { # sum of utime+stime of the processes named $1
 	done
 	echo "$sum"
 }
+redis_ticks() { # pid:ticks of every redis-server, comma-separated
+	local f line fields out=""
+	for f in /proc/[0-9]*/stat; do
+		{ read -r line <"$f"; } 2>/dev/null || continue
+		[[ "$line" == *"(redis-server) "* ]] || continue
+		read -ra fields <<<"${line##*) }"
+		out+="${line%% *}:$((fields[11] + fields[12])),"
+	done
+	echo "${out%,}"
+}
 marks() {
 	echo "$(name_ticks dispenserd) $(name_ticks redis-server) $(name_ticks pgbouncer) $(name_ticks postgres)" \
-		"$(psql "$pg/postgres" -qtAc "SELECT pg_current_wal_lsn() - '0/0', (SELECT sum(xact_commit) FROM pg_stat_database)")"
+		"$(psql "$pg/postgres" -qtAc "SELECT pg_current_wal_lsn() - '0/0', (SELECT sum(xact_commit) FROM pg_stat_database)")" \
+		"$(redis_ticks)"
 }
 
 run() { # label addr key db redis [shards]
@@ -90,9 +101,15 @@ label, r, b, a, hz = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].split(), 
 n = r["claims"]
 d = [(int(x) - int(y)) / hz * 1e6 / n for x, y in zip(a[:4], b[:4])]
 wal, commits = (float(a[4].split("|")[0]) - float(b[4].split("|")[0])) / n, (int(a[4].split("|")[1]) - int(b[4].split("|")[1])) / n
+# The busiest Redis process: how much of the Redis work one node carries.
+rb = dict(x.split(":") for x in b[5].split(",") if x) if len(b) > 5 else {}
+ra = dict(x.split(":") for x in a[5].split(",") if x) if len(a) > 5 else {}
+per = [(int(t) - int(rb.get(pid, t))) / hz * 1e6 / n for pid, t in ra.items() if pid in rb]
+busiest = max(per, default=0)
+share = busiest / sum(per) * 100 if sum(per) else 0
 bad = r["duplicates"] + r["lost"] + r["limit_violations"] + r["replay_mismatches"]
 print(f"{label:8} {r['claims_per_s']:7.0f} calls/s  p50 {r['p50_ms']:5.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
-      f"CPU per call µs: dispenserd {d[0]:.0f}, redis {d[1]:.0f}, pgbouncer {d[2]:.0f}, postgres {d[3]:.0f}, "
+      f"CPU per call µs: dispenserd {d[0]:.0f}, redis {d[1]:.0f} (busiest node {busiest:.0f}, {share:.0f}%), pgbouncer {d[2]:.0f}, postgres {d[3]:.0f}, "
       f"total {sum(d):.0f}; Postgres WAL {wal:.0f} bytes and {commits:.2f} commits per call; audit {'clean' if bad == 0 else 'BROKEN'}")
 EOF
 }
