@@ -232,3 +232,55 @@ func TestEntryCodeID(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+// Shard 0 is the pool id itself (a pool of one shard keeps its keys); other
+// shards are names no pool id can take. Home shards are stable and spread
+// users about evenly.
+func TestShards(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "p1", stock.Shard("p1", 0))
+	require.Equal(t, "p1#2", stock.Shard("p1", 2))
+	require.Equal(t, []string{"p1"}, stock.Shards("p1", 1))
+	require.Equal(t, []string{"p1", "p1#1", "p1#2"}, stock.Shards("p1", 3))
+	k := stock.NewKeys("ns")
+	require.Equal(t, "ns:{p1#2}:staged", k.Staged(stock.Shard("p1", 2)))
+
+	require.Zero(t, stock.HomeShard("anyone", 1))
+	counts := make([]int, 5)
+	for i := range 10_000 {
+		u := fmt.Sprint("user-", i)
+		h := stock.HomeShard(u, 5)
+		require.Equal(t, h, stock.HomeShard(u, 5))
+		counts[h]++
+	}
+	for s, n := range counts {
+		require.InDelta(t, 2000, n, 200, "shard %d", s)
+	}
+}
+
+// Levels and CodeIDs sum over the shards given; ShardLevels reads each.
+func TestShardLevels(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	require.NoError(t, s.Push(ctx, stock.Shard("p1", 0), 1, entries(3)))
+	require.NoError(t, s.Push(ctx, stock.Shard("p1", 2), 2, []string{stock.FormatEntry(10, "X"), stock.FormatEntry(11, "Y")}))
+	levels, err := s.ShardLevels(ctx, stock.Shards("p1", 3)...)
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 0, 2}, levels)
+	staged, inFlight, err := s.Levels(ctx, stock.Shards("p1", 3)...)
+	require.NoError(t, err)
+	require.EqualValues(t, 5, staged)
+	require.Zero(t, inFlight)
+	ids, err := s.CodeIDs(ctx, stock.Shards("p1", 3)...)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []int64{1, 2, 3, 10, 11}, ids)
+	ids, err = s.CodeIDs(ctx, stock.Shard("p1", 1))
+	require.NoError(t, err)
+	require.NotNil(t, ids, "an empty set, never nil (it becomes an SQL array)")
+	require.Empty(t, ids)
+	require.NoError(t, s.DropShard(ctx, stock.Shard("p1", 2)))
+	levels, err = s.ShardLevels(ctx, stock.Shards("p1", 3)...)
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 0, 0}, levels)
+}
