@@ -137,11 +137,17 @@ func (s *RedisServer) client() *redis.Client {
 }
 
 // KillMaster kills a live master once its replica has acknowledged its
-// writes (WAIT), so the failover loses none, and returns its address.
+// writes, so the failover loses none, and returns its address. Writes are
+// paused first (CLIENT PAUSE WRITE), then WAIT: without the pause, a write
+// landing between WAIT's answer and the kill would be lost under load.
 func (c *RedisCluster) KillMaster() string {
 	c.t.Helper()
 	m := c.Master()
-	if _, err := m.client().Do(context.Background(), "WAIT", 1, 2000).Result(); err != nil {
+	ctx := context.Background()
+	if err := m.client().Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err(); err != nil {
+		c.t.Fatalf("testenv: CLIENT PAUSE on %s: %v", m.Addr(), err)
+	}
+	if _, err := m.client().Do(ctx, "WAIT", 1, 2000).Result(); err != nil {
 		c.t.Fatalf("testenv: WAIT on %s: %v", m.Addr(), err)
 	}
 	m.Kill()
