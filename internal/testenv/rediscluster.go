@@ -136,20 +136,70 @@ func (s *RedisServer) client() *redis.Client {
 	return s.plain
 }
 
-// KillMaster kills a live master once its replica has acknowledged its
-// writes, so the failover loses none, and returns its address. Writes are
-// paused first (CLIENT PAUSE WRITE), then WAIT: without the pause, a write
-// landing between WAIT's answer and the kill would be lost under load.
+// KillMaster kills a live master once its replica has every write, so the
+// failover loses none (PauseWritesAndSync), and returns its address.
 func (c *RedisCluster) KillMaster() string {
 	c.t.Helper()
 	m := c.Master()
-	ctx := context.Background()
-	if err := m.client().Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err(); err != nil {
-		c.t.Fatalf("testenv: CLIENT PAUSE on %s: %v", m.Addr(), err)
-	}
-	if _, err := m.client().Do(ctx, "WAIT", 1, 2000).Result(); err != nil {
-		c.t.Fatalf("testenv: WAIT on %s: %v", m.Addr(), err)
-	}
+	PauseWritesAndSync(c.t, m.client())
 	m.Kill()
 	return m.String()
+}
+
+// PauseWritesAndSync pauses the writes of the master c reaches (CLIENT PAUSE
+// WRITE, for ten seconds) and waits until its replicas have acknowledged its
+// whole replication stream: a master killed then loses no write. WAIT alone
+// is not enough under load (a write may land between its answer and the
+// kill), and WAIT is itself blocked while writes are paused, so the offsets
+// are compared instead (replicas acknowledge every second).
+func PauseWritesAndSync(t testing.TB, c redis.UniversalClient) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err(); err != nil {
+		t.Fatalf("testenv: CLIENT PAUSE: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			t.Fatalf("testenv: INFO replication: %v", err)
+		}
+		if synced(info) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: replicas did not catch up with the master: %s", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// synced reports whether INFO replication shows at least one replica and
+// every replica at the master's offset.
+func synced(info string) bool {
+	var master int64 = -1
+	var replicas []int64
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+			master, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "offset=") {
+			for _, kv := range strings.Split(line[strings.Index(line, ":")+1:], ",") {
+				if v, ok := strings.CutPrefix(kv, "offset="); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					replicas = append(replicas, n)
+				}
+			}
+		}
+	}
+	if master < 0 || len(replicas) == 0 {
+		return false
+	}
+	for _, r := range replicas {
+		if r < master {
+			return false
+		}
+	}
+	return true
 }
