@@ -32,7 +32,11 @@ func claimToProto(c claim.Claim, withCode bool) *dispenserv1.Claim {
 // ClaimCode implements ClaimService.ClaimCode.
 func (s *Server) ClaimCode(ctx context.Context, req *dispenserv1.ClaimCodeRequest) (*dispenserv1.ClaimCodeResponse, error) {
 	start := time.Now()
-	res, err := s.claims.Claim(ctx, claim.Request{PoolID: req.GetPoolId(), UserID: req.GetUserId(), RequestID: req.GetRequestId()})
+	requestID, err := idempotencyKey(ctx, "request_id", req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.claims.Claim(ctx, claim.Request{PoolID: req.GetPoolId(), UserID: req.GetUserId(), RequestID: requestID})
 	s.metrics.observeClaim(s.poolLabel(req.GetPoolId()), res, err, time.Since(start))
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)

@@ -3,6 +3,7 @@ package dispenser
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -95,6 +97,11 @@ type Config struct {
 	// MaxConcurrentStreams bounds the calls in flight on one connection;
 	// defaults to MaxConcurrentStreamsDefault.
 	MaxConcurrentStreams uint32
+	// HTTPListen is the address of the HTTP/JSON API (gateway.go), beside
+	// the gRPC one, with the same TLS; empty leaves it off.
+	HTTPListen string
+	// HTTPListener, if set, is served instead of listening on HTTPListen.
+	HTTPListener net.Listener
 	// MetricsListen is the address of the Prometheus /metrics listener,
 	// separate from the API; empty leaves it off.
 	MetricsListen string
@@ -171,18 +178,29 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	lis = netutil.LimitListener(lis, cmp.Or(cfg.MaxConnections, MaxConnectionsDefault))
 	grpcOpts := []grpc.ServerOption{grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxConcurrentStreams, MaxConcurrentStreamsDefault))}
-	if cfg.TLS.Enabled() {
-		creds, err := cfg.TLS.ServerCredentials()
-		if err != nil {
-			return err
-		}
-		grpcOpts = append(grpcOpts, grpc.Creds(creds))
-	}
 	if cfg.NoAuth {
 		log.WarnContext(ctx, "authentication is OFF: anyone who reaches the port may claim and administer")
 	} else {
 		a := auth.New(auth.Config{Store: auth.NewStore(db), Rate: cfg.RateLimit, Burst: cfg.RateBurst, Logger: log})
 		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(a.Unary()), grpc.ChainStreamInterceptor(a.Stream()))
+	}
+	// The HTTP/JSON API calls an in-process gRPC server with the same
+	// services and interceptors, without transport security (its
+	// connection never leaves the process).
+	var gw *gateway
+	if cfg.HTTPListen != "" || cfg.HTTPListener != nil {
+		inner := NewGRPCServer(log, grpcOpts...)
+		srv.Register(inner)
+		if gw, err = newGateway(inner, cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault), log); err != nil {
+			return err
+		}
+	}
+	var serverTLS *tls.Config
+	if cfg.TLS.Enabled() {
+		if serverTLS, err = cfg.TLS.ServerTLS(); err != nil {
+			return err
+		}
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(serverTLS)))
 	}
 	g := NewGRPCServer(log, grpcOpts...)
 	srv.Register(g)
@@ -229,6 +247,9 @@ func Run(ctx context.Context, cfg Config) error {
 				<-drained
 			}
 		}})
+	if gw != nil {
+		parts = append(parts, httpPart(cfg.HTTPListen, cfg.HTTPListener, serverTLS, gw, log, serveErr))
+	}
 	stopAll, err := startAll(ctx, parts)
 	if err != nil {
 		return err
@@ -285,6 +306,38 @@ func healthPart(hc *healthChecker) part {
 			return nil
 		},
 		func(context.Context) { cancel(); <-done }}
+}
+
+// httpPart serves the HTTP/JSON API on lis (or a listener on addr), with
+// TLS when tlsCfg is set; it stops before the gRPC part, draining its calls.
+func httpPart(addr string, lis net.Listener, tlsCfg *tls.Config, gw *gateway, log *slog.Logger, serveErr chan<- error) part {
+	hs := httpServer(gw.handler)
+	return part{"http",
+		func(ctx context.Context) error {
+			if lis == nil {
+				var err error
+				if lis, err = net.Listen("tcp", addr); err != nil {
+					return fmt.Errorf("http listen: %w", err)
+				}
+			}
+			if tlsCfg != nil {
+				lis = tls.NewListener(lis, tlsCfg.Clone())
+			}
+			gw.start()
+			log.InfoContext(ctx, "http api serving", "addr", lis.Addr().String(), "tls", tlsCfg != nil)
+			go func() {
+				if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					serveErr <- fmt.Errorf("http: %w", err)
+				}
+			}()
+			return nil
+		},
+		func(ctx context.Context) {
+			if err := hs.Shutdown(ctx); err != nil {
+				_ = hs.Close()
+			}
+			gw.stop()
+		}}
 }
 
 // metricsPart serves /metrics on addr (nothing when addr is empty); a

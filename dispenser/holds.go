@@ -45,8 +45,12 @@ func (s *Server) ReserveCode(ctx context.Context, req *dispenserv1.ReserveCodeRe
 		}
 		hold = d.AsDuration()
 	}
+	requestID, err := idempotencyKey(ctx, "request_id", req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	r, err := s.claims.Reserve(ctx, claim.ReserveRequest{PoolID: req.GetPoolId(), UserID: req.GetUserId(),
-		RequestID: req.GetRequestId(), HoldFor: hold})
+		RequestID: requestID, HoldFor: hold})
 	s.metrics.observeHold(s.poolLabel(req.GetPoolId()), "reserve", r.Path, err, time.Since(start))
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)

@@ -23,6 +23,16 @@ func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" |
 
 // ServerCredentials loads the certificates into gRPC transport credentials.
 func (c TLSConfig) ServerCredentials() (credentials.TransportCredentials, error) {
+	cfg, err := c.ServerTLS()
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// ServerTLS loads the certificates into a server TLS configuration: the
+// gRPC listener's, and the HTTP listener's (the same rules on both).
+func (c TLSConfig) ServerTLS() (*tls.Config, error) {
 	if c.CertFile == "" || c.KeyFile == "" {
 		return nil, errors.New("tls: both a certificate and a key are required")
 	}
@@ -39,7 +49,7 @@ func (c TLSConfig) ServerCredentials() (credentials.TransportCredentials, error)
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	return credentials.NewTLS(cfg), nil
+	return cfg, nil
 }
 
 func loadCertPool(file string) (*x509.CertPool, error) {

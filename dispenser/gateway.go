@@ -1,0 +1,368 @@
+package dispenser
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/dispenserhq/dispenser/auth"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
+	"github.com/dispenserhq/dispenser/proto/openapi"
+)
+
+// The HTTP/JSON API. grpc-gateway's handlers, generated from the HTTP rules
+// in proto/http/dispenser_http.yaml, turn each HTTP request into a gRPC call
+// on an in-process connection to a second gRPC server that has the same
+// services and interceptors as the public one (API keys, roles, rate limits,
+// logs, panic recovery) but no transport security, since its connection never
+// leaves the process. So every rule of the gRPC API holds over HTTP, by
+// construction. Errors are an HTTP status chosen by the ErrorInfo reason
+// (httpStatusByReason) and a JSON body with the gRPC code, its name, the
+// message, the reason and the details.
+
+// IdempotencyKeyHeader is accepted as the request_id of the calls that take
+// one (ClaimCode, ReserveCode): over gRPC as metadata "idempotency-key", over
+// HTTP as the Idempotency-Key header.
+const IdempotencyKeyHeader = "idempotency-key"
+
+// Body limits of the HTTP API: a JSON request is small (1 MiB is far more
+// than any call needs); an import upload is bounded by MaxImportBytes.
+const maxJSONBodyBytes = 1 << 20
+
+// httpStatusByReason is the HTTP status of each refusal whose gRPC code
+// alone would map to a misleading one (grpc-gateway's table sends
+// ResourceExhausted to 429, which clients retry, and FailedPrecondition to
+// 400, which blames the request). Reasons not listed take the gateway's
+// mapping of their gRPC code (runtime.HTTPStatusFromCode).
+var httpStatusByReason = map[string]int{
+	ReasonPoolExhausted:         http.StatusConflict,
+	ReasonUserLimit:             http.StatusConflict,
+	ReasonHoldLimit:             http.StatusConflict,
+	ReasonPoolPaused:            http.StatusConflict,
+	ReasonPoolClosed:            http.StatusConflict,
+	ReasonRequestReused:         http.StatusConflict,
+	ReasonReservationPending:    http.StatusConflict,
+	ReasonReservationConfirmed:  http.StatusConflict,
+	ReasonNotAReservation:       http.StatusConflict,
+	ReasonReservationExpired:    http.StatusGone,
+	ReasonReservationCancelled:  http.StatusGone,
+	ReasonPrizeState:            http.StatusConflict,
+	ReasonPrizeConflict:         http.StatusConflict,
+	ReasonJobBusy:               http.StatusConflict,
+	ReasonImportRejected:        http.StatusUnprocessableEntity,
+	auth.ReasonRateLimited:      http.StatusTooManyRequests,
+	auth.ReasonUnauthenticated:  http.StatusUnauthorized,
+	auth.ReasonPermissionDenied: http.StatusForbidden,
+	ReasonStoreUnavailable:      http.StatusServiceUnavailable,
+	ReasonShuttingDown:          http.StatusServiceUnavailable,
+}
+
+// HTTPStatus is the HTTP status the API answers err with.
+func HTTPStatus(err error) int {
+	st := status.Convert(err)
+	if code, ok := httpStatusByReason[reasonOf(st)]; ok {
+		return code
+	}
+	return runtime.HTTPStatusFromCode(st.Code())
+}
+
+func reasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+// httpErrorBody is the JSON body of every error over HTTP.
+type httpErrorBody struct {
+	// Code is the gRPC status code, Status its name.
+	Code   int32  `json:"code"`
+	Status string `json:"status"`
+	// Message is for people; Reason (the ErrorInfo reason) is for code.
+	Message string `json:"message"`
+	Reason  string `json:"reason,omitempty"`
+	// Details are the status details (google.rpc.ErrorInfo, BadRequest),
+	// each with its "@type".
+	Details []json.RawMessage `json:"details"`
+}
+
+// errorBody turns a google.rpc.Status into the error body.
+func errorBody(s *spb.Status) httpErrorBody {
+	st := status.FromProto(s)
+	body := httpErrorBody{Code: s.GetCode(), Status: codes.Code(s.GetCode()).String(), Message: s.GetMessage(),
+		Reason: reasonOf(st), Details: []json.RawMessage{}}
+	for _, d := range s.GetDetails() {
+		if b, err := protojson.Marshal(d); err == nil {
+			body.Details = append(body.Details, b)
+		}
+	}
+	return body
+}
+
+// rewriteResponse replaces the gateway's error message (a google.rpc.Status)
+// by the error body; other responses pass unchanged.
+func rewriteResponse(_ context.Context, resp proto.Message) (any, error) {
+	if s, ok := resp.(*spb.Status); ok {
+		return errorBody(s), nil
+	}
+	return resp, nil
+}
+
+// httpError answers an error with the status its reason calls for.
+func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	var hs *runtime.HTTPStatusError
+	if !errors.As(err, &hs) {
+		err = &runtime.HTTPStatusError{HTTPStatus: HTTPStatus(err), Err: err}
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// headerMatcher forwards Idempotency-Key as the "idempotency-key" metadata,
+// and the other headers as grpc-gateway does by default (Authorization as
+// "authorization", the permanent HTTP headers under "grpcgateway-").
+func headerMatcher(key string) (string, bool) {
+	if textproto.CanonicalMIMEHeaderKey(key) == "Idempotency-Key" {
+		return IdempotencyKeyHeader, true
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+// idempotencyKey returns the request id a call names in its field v or, when
+// that is empty, in its "idempotency-key" metadata; both given must agree.
+func idempotencyKey(ctx context.Context, field, v string) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	keys := md.Get(IdempotencyKeyHeader)
+	if len(keys) == 0 {
+		return v, nil
+	}
+	if len(keys) > 1 {
+		return "", invalidArgument(field, "more than one Idempotency-Key")
+	}
+	if v != "" && v != keys[0] {
+		return "", invalidArgument(field, "differs from the Idempotency-Key header; send one or the other, or the same")
+	}
+	return keys[0], nil
+}
+
+// gateway is the HTTP/JSON API: its handler, and the in-process gRPC server
+// and connection its calls go through.
+type gateway struct {
+	handler http.Handler
+	inner   *grpc.Server
+	lis     *bufconn.Listener
+	conn    *grpc.ClientConn
+	log     *slog.Logger
+}
+
+// newGateway returns the HTTP/JSON API over inner, a gRPC server carrying
+// the same services and interceptors as the public one; start serves inner
+// on an in-memory listener.
+func newGateway(inner *grpc.Server, maxImportBytes int64, log *slog.Logger) (*gateway, error) {
+	gw := &gateway{inner: inner, lis: bufconn.Listen(1 << 20), log: log}
+	conn, err := grpc.NewClient("passthrough:///in-process",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return gw.lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)))
+	if err != nil {
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	gw.conn = conn
+	jsonpb := &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{},
+	}
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonpb),
+		runtime.WithErrorHandler(httpError),
+		runtime.WithIncomingHeaderMatcher(headerMatcher),
+		runtime.WithForwardResponseRewriter(rewriteResponse),
+		runtime.WithRoutingErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+			msg := http.StatusText(code)
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code,
+				Err: status.Error(codes.NotFound, "no such route: "+msg)})
+		}),
+	)
+	ctx := context.Background()
+	if err := dispenserv1.RegisterClaimServiceHandlerClient(ctx, mux, dispenserv1.NewClaimServiceClient(conn)); err != nil {
+		return nil, err
+	}
+	admin := dispenserv1.NewAdminServiceClient(conn)
+	if err := dispenserv1.RegisterAdminServiceHandlerClient(ctx, mux, admin); err != nil {
+		return nil, err
+	}
+	if err := dispenserv1.RegisterPrizeServiceHandlerClient(ctx, mux, dispenserv1.NewPrizeServiceClient(conn)); err != nil {
+		return nil, err
+	}
+	if err := mux.HandlePath(http.MethodPost, "/v1/pools/{pool_id}/imports", importUpload(mux, jsonpb, admin)); err != nil {
+		return nil, err
+	}
+	if err := mux.HandlePath(http.MethodGet, "/openapi.json", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	}); err != nil {
+		return nil, err
+	}
+	gw.handler = limitBodies(mux, jsonpb, maxImportBytes)
+	return gw, nil
+}
+
+// start serves the in-process gRPC server.
+func (gw *gateway) start() {
+	go func() {
+		if err := gw.inner.Serve(gw.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			gw.log.Error("in-process grpc server stopped", "err", err)
+		}
+	}()
+}
+
+// stop ends the in-process server (its calls drained) and the connection.
+func (gw *gateway) stop() {
+	gw.inner.GracefulStop()
+	_ = gw.conn.Close()
+}
+
+// limitBodies bounds request bodies: JSON calls to maxJSONBodyBytes, the
+// import upload to maxImport. A larger declared body is refused with 413
+// before it is read.
+func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit := int64(maxJSONBodyBytes)
+		if r.Method == http.MethodPost && isImportPath(r.URL.Path) {
+			limit = maxImport
+		}
+		if r.ContentLength > limit {
+			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{
+				HTTPStatus: http.StatusRequestEntityTooLarge,
+				Err:        invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes"),
+			})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isImportPath matches /v1/pools/{pool_id}/imports.
+func isImportPath(p string) bool {
+	const prefix, suffix = "/v1/pools/", "/imports"
+	return len(p) > len(prefix)+len(suffix) && p[:len(prefix)] == prefix && p[len(p)-len(suffix):] == suffix
+}
+
+// importChunk is how much of an upload one ImportCodes message carries.
+const importChunk = 256 << 10
+
+// importUpload is POST /v1/pools/{pool_id}/imports: the body is the file
+// itself (lines, or CSV with ?format=csv), streamed into ImportCodes as it
+// arrives; ?strict=true refuses the whole file on any invalid line, and
+// ?source_name= names it. The answer is the import summary.
+func importUpload(mux *runtime.ServeMux, m runtime.Marshaler, admin dispenserv1.AdminServiceClient) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		fail := func(ctx context.Context, err error) { runtime.HTTPError(ctx, mux, m, w, r, err) }
+		q := r.URL.Query()
+		opts := &dispenserv1.ImportOptions{PoolId: params["pool_id"], SourceName: q.Get("source_name")}
+		switch q.Get("format") {
+		case "", "lines":
+			opts.Format = dispenserv1.ImportFormat_IMPORT_FORMAT_LINES
+		case "csv":
+			opts.Format = dispenserv1.ImportFormat_IMPORT_FORMAT_CSV
+		default:
+			fail(r.Context(), invalidArgument("format", `must be "lines" or "csv"`))
+			return
+		}
+		if s := q.Get("strict"); s != "" {
+			strict, err := strconv.ParseBool(s)
+			if err != nil {
+				fail(r.Context(), invalidArgument("strict", "must be true or false"))
+				return
+			}
+			opts.Strict = strict
+		}
+		ctx, err := runtime.AnnotateContext(r.Context(), mux, r, "/dispenser.v1.AdminService/ImportCodes",
+			runtime.WithHTTPPathPattern("/v1/pools/{pool_id}/imports"))
+		if err != nil {
+			fail(r.Context(), err)
+			return
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := admin.ImportCodes(ctx)
+		if err != nil {
+			fail(ctx, err)
+			return
+		}
+		if err := stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{Options: opts}}); err != nil {
+			_, err = stream.CloseAndRecv() // the server's reason, if it ended the stream
+			fail(ctx, err)
+			return
+		}
+		buf := make([]byte, importChunk)
+		for {
+			n, rerr := io.ReadFull(r.Body, buf)
+			if n > 0 {
+				msg := &dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: buf[:n]}}
+				if err := stream.Send(msg); err != nil {
+					_, err = stream.CloseAndRecv()
+					fail(ctx, err)
+					return
+				}
+			}
+			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+				break
+			}
+			if rerr != nil {
+				// The upload broke or passed its limit: cancel the stream, so
+				// nothing of it lands.
+				cancel()
+				var tooBig *http.MaxBytesError
+				if errors.As(rerr, &tooBig) {
+					fail(r.Context(), &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
+						Err: invalidArgument("body", "larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")})
+				} else {
+					fail(r.Context(), status.Error(codes.Canceled, "the upload was cut short; nothing was imported"))
+				}
+				return
+			}
+		}
+		resp, err := stream.CloseAndRecv()
+		if err != nil {
+			fail(ctx, err)
+			return
+		}
+		b, err := m.Marshal(resp)
+		if err != nil {
+			fail(ctx, err)
+			return
+		}
+		w.Header().Set("Content-Type", m.ContentType(resp))
+		_, _ = w.Write(b)
+	}
+}
+
+// httpServer returns the HTTP server of the API: header and idle timeouts
+// bound slow clients.
+func httpServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10}
+}

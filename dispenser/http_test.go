@@ -1,0 +1,350 @@
+package dispenser_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
+	"github.com/dispenserhq/dispenser/proto/openapi"
+)
+
+// httpAPI is a live dispenserd with API keys on, reached over HTTP/JSON.
+type httpAPI struct {
+	t                       *testing.T
+	base                    string
+	admin, auditor, claimer string
+	otherPool               string // a claimer key limited to pool "other"
+	client                  *http.Client
+	daemon                  testdaemon.Daemon
+}
+
+func startHTTP(t *testing.T, edit func(*dispenser.Config)) *httpAPI {
+	t.Helper()
+	t.Parallel()
+	d := testdaemon.Run(t, func(c *dispenser.Config) {
+		c.NoAuth = false
+		if edit != nil {
+			edit(c)
+		}
+	})
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, d.DB.URL)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	keys := auth.NewStore(db)
+	mk := func(k auth.Key) string {
+		_, secret, err := keys.Create(ctx, k)
+		require.NoError(t, err)
+		return secret
+	}
+	return &httpAPI{t: t, base: d.HTTP, daemon: d, client: &http.Client{Timeout: 30 * time.Second},
+		admin: mk(auth.Key{Role: auth.Admin, Name: "admin"}), auditor: mk(auth.Key{Role: auth.Auditor, Name: "auditor"}),
+		claimer: mk(auth.Key{Role: auth.Claimer, Name: "claimer"}), otherPool: mk(auth.Key{Role: auth.Claimer, Name: "other", Pools: []string{"other"}})}
+}
+
+// do sends a request and returns the status and the decoded JSON body.
+func (h *httpAPI) do(method, path, key string, body any, headers ...string) (int, map[string]any) {
+	h.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		require.NoError(h.t, err)
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, h.base+path, rd)
+	require.NoError(h.t, err)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := h.client.Do(req)
+	require.NoError(h.t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(h.t, err)
+	out := map[string]any{}
+	if len(raw) > 0 {
+		require.NoError(h.t, json.Unmarshal(raw, &out), "body: %s", raw)
+	}
+	return resp.StatusCode, out
+}
+
+// refusal checks an error answer: HTTP status, gRPC code name and reason.
+func (h *httpAPI) refusal(status int, body map[string]any, wantStatus int, grpcCode, reason string) {
+	h.t.Helper()
+	require.Equal(h.t, wantStatus, status, "body %v", body)
+	require.Equal(h.t, grpcCode, body["status"], "body %v", body)
+	require.Equal(h.t, reason, body["reason"], "body %v", body)
+	require.NotEmpty(h.t, body["message"])
+	details, ok := body["details"].([]any)
+	require.True(h.t, ok && len(details) > 0, "details: %v", body)
+	info := details[0].(map[string]any)
+	require.Equal(h.t, "type.googleapis.com/google.rpc.ErrorInfo", info["@type"])
+	require.Equal(h.t, reason, info["reason"])
+}
+
+// pool creates a pool over HTTP and uploads n codes to it.
+func (h *httpAPI) pool(id string, n int, settings map[string]any) {
+	h.t.Helper()
+	p := map[string]any{"id": id}
+	for k, v := range settings {
+		p[k] = v
+	}
+	st, body := h.do("POST", "/v1/pools", h.admin, p)
+	require.Equal(h.t, http.StatusOK, st, "%v", body)
+	var file strings.Builder
+	for i := range n {
+		fmt.Fprintf(&file, "%s-HTTP-%04d\n", id, i)
+	}
+	st, body = h.do("POST", "/v1/pools/"+id+"/imports?source_name=test.txt", h.admin, file.String(), "Content-Type", "text/plain")
+	require.Equal(h.t, http.StatusOK, st, "%v", body)
+	require.Equal(h.t, fmt.Sprint(n), body["inserted"])
+}
+
+func TestHTTPClaimReplayAndRefusals(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 2, map[string]any{"per_user_limit": 1})
+
+	claimBody := map[string]any{"user_id": "alice", "request_id": "r1"}
+	st, first := h.do("POST", "/v1/pools/p1/claims", h.claimer, claimBody)
+	require.Equal(t, http.StatusOK, st, "%v", first)
+	claim := first["claim"].(map[string]any)
+	require.NotEmpty(t, claim["code"])
+	require.Equal(t, false, first["replayed"])
+
+	// A retry answers the same code.
+	st, again := h.do("POST", "/v1/pools/p1/claims", h.claimer, claimBody)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, claim["code"], again["claim"].(map[string]any)["code"])
+	require.Equal(t, true, again["replayed"])
+
+	// The Idempotency-Key header is the request id.
+	st, viaHeader := h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "alice"}, "Idempotency-Key", "r1")
+	require.Equal(t, http.StatusOK, st, "%v", viaHeader)
+	require.Equal(t, claim["code"], viaHeader["claim"].(map[string]any)["code"])
+	st, body := h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "alice", "request_id": "r1"}, "Idempotency-Key", "other")
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+
+	// GET the claim back.
+	st, got := h.do("GET", "/v1/pools/p1/claims/r1?user_id=alice", h.claimer, nil)
+	require.Equal(t, http.StatusOK, st, "%v", got)
+	require.Equal(t, claim["code"], got["claim"].(map[string]any)["code"])
+
+	// Every refusal of the claim call, with its status and reason.
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "alice", "request_id": "r2"})
+	h.refusal(st, body, http.StatusConflict, "FailedPrecondition", dispenser.ReasonUserLimit)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "bob", "request_id": "r1"})
+	h.refusal(st, body, http.StatusConflict, "AlreadyExists", dispenser.ReasonRequestReused)
+	require.NotContains(t, fmt.Sprint(body), claim["code"], "another user's request shows nothing")
+	st, _ = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "bob", "request_id": "b1"})
+	require.Equal(t, http.StatusOK, st)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "carol", "request_id": "c1"})
+	h.refusal(st, body, http.StatusConflict, "ResourceExhausted", dispenser.ReasonPoolExhausted)
+	st, body = h.do("POST", "/v1/pools/nope/claims", h.claimer, map[string]any{"user_id": "carol", "request_id": "c1"})
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonPoolNotFound)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "", "request_id": "c2"})
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, `{"user_id": "x", "request_id": "y", "surprise": 1}`)
+	require.Equal(t, http.StatusBadRequest, st, "unknown fields are refused: %v", body)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, `{not json`)
+	require.Equal(t, http.StatusBadRequest, st, "%v", body)
+	st, body = h.do("GET", "/v1/pools/p1/claims/nope?user_id=alice", h.claimer, nil)
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonClaimNotFound)
+
+	// Paused and closed pools.
+	st, body = h.do("PATCH", "/v1/pools/p1", h.admin, map[string]any{"paused": true})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, true, body["pool"].(map[string]any)["paused"])
+	require.Eventually(t, func() bool {
+		st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "dave", "request_id": "d1"})
+		return st == http.StatusConflict && body["reason"] == dispenser.ReasonPoolPaused
+	}, 5*time.Second, 50*time.Millisecond)
+	h.refusal(st, body, http.StatusConflict, "FailedPrecondition", dispenser.ReasonPoolPaused)
+	h.pool("closed", 1, map[string]any{"claim_ends_at": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)})
+	st, body = h.do("POST", "/v1/pools/closed/claims", h.claimer, map[string]any{"user_id": "dave", "request_id": "d1"})
+	h.refusal(st, body, http.StatusConflict, "FailedPrecondition", dispenser.ReasonPoolClosed)
+}
+
+// API keys and roles over HTTP: the same as over gRPC.
+func TestHTTPKeysAndRoles(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 3, nil)
+	claim := map[string]any{"user_id": "u1", "request_id": "r1"}
+
+	st, body := h.do("POST", "/v1/pools/p1/claims", "", claim)
+	h.refusal(st, body, http.StatusUnauthorized, "Unauthenticated", auth.ReasonUnauthenticated)
+	st, body = h.do("POST", "/v1/pools/p1/claims", "dk_nope_nope", claim)
+	h.refusal(st, body, http.StatusUnauthorized, "Unauthenticated", auth.ReasonUnauthenticated)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.otherPool, claim)
+	h.refusal(st, body, http.StatusForbidden, "PermissionDenied", auth.ReasonPermissionDenied)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.auditor, claim)
+	h.refusal(st, body, http.StatusForbidden, "PermissionDenied", auth.ReasonPermissionDenied)
+	st, body = h.do("GET", "/v1/pools", h.claimer, nil)
+	h.refusal(st, body, http.StatusForbidden, "PermissionDenied", auth.ReasonPermissionDenied)
+	st, body = h.do("POST", "/v1/pools", h.auditor, map[string]any{"id": "p2"})
+	h.refusal(st, body, http.StatusForbidden, "PermissionDenied", auth.ReasonPermissionDenied)
+
+	// The auditor reads pools and stats, and exports without codes.
+	st, body = h.do("GET", "/v1/pools/p1/stats", h.auditor, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, "3", body["stats"].(map[string]any)["imported"])
+	st, body = h.do("GET", "/v1/pools", h.auditor, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Len(t, body["pools"], 1)
+
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, claim)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	req, err := http.NewRequest("GET", h.base+"/v1/pools/p1/claims:export?include_codes=true", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+h.auditor)
+	resp, err := h.client.Do(req)
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Contains(t, string(raw), auth.ReasonPermissionDenied, "an auditor cannot export codes")
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	resp, err = h.client.Do(req)
+	require.NoError(t, err)
+	raw, _ = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	require.Len(t, lines, 1, "one claim, one NDJSON line: %s", raw)
+	var line map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &line))
+	require.Contains(t, lines[0], "p1-HTTP-")
+
+	// Keys over HTTP: create (shown once), list, revoke.
+	st, body = h.do("POST", "/v1/keys", h.admin, map[string]any{"key": map[string]any{"role": "KEY_ROLE_CLAIMER", "name": "shop"}})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	secret, _ := body["secret"].(string)
+	require.NotEmpty(t, secret, "%v", body)
+	id := body["key"].(map[string]any)["id"].(string)
+	st, _ = h.do("POST", "/v1/pools/p1/claims", secret, map[string]any{"user_id": "u2", "request_id": "r2"})
+	require.Equal(t, http.StatusOK, st)
+	st, body = h.do("POST", "/v1/keys/"+id+":revoke", h.admin, map[string]any{})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Eventually(t, func() bool {
+		st, _ = h.do("POST", "/v1/pools/p1/claims", secret, map[string]any{"user_id": "u3", "request_id": "r3"})
+		return st == http.StatusUnauthorized
+	}, 10*time.Second, 100*time.Millisecond)
+}
+
+// Rate limits over HTTP answer 429 RATE_LIMITED.
+func TestHTTPRateLimited(t *testing.T) {
+	h := startHTTP(t, func(c *dispenser.Config) { c.RateLimit, c.RateBurst = 1, 2 })
+	limited := false
+	for i := range 10 {
+		st, body := h.do("GET", "/v1/pools/nope", h.admin, nil)
+		if st == http.StatusTooManyRequests {
+			h.refusal(st, body, http.StatusTooManyRequests, "ResourceExhausted", auth.ReasonRateLimited)
+			limited = true
+			break
+		}
+		require.Equal(t, http.StatusNotFound, st, "call %d: %v", i, body)
+	}
+	require.True(t, limited)
+}
+
+// Reservations over HTTP: reserve, confirm, cancel, and their refusals.
+func TestHTTPReservations(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 3, map[string]any{"per_user_limit": 3, "holds_per_user": 1})
+	st, body := h.do("POST", "/v1/pools/p1/reservations", h.claimer, map[string]any{"user_id": "u1", "request_id": "h1", "hold_for": "60s"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/reservations", h.claimer, map[string]any{"user_id": "u1", "request_id": "h2"})
+	h.refusal(st, body, http.StatusConflict, "FailedPrecondition", dispenser.ReasonHoldLimit)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "u1", "request_id": "h1"})
+	h.refusal(st, body, http.StatusConflict, "FailedPrecondition", dispenser.ReasonReservationPending)
+	st, body = h.do("POST", "/v1/pools/p1/reservations/h1:confirm", h.claimer, map[string]any{"user_id": "u1"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/reservations/h1:cancel", h.claimer, map[string]any{"user_id": "u1"})
+	h.refusal(st, body, http.StatusConflict, "FailedPrecondition", dispenser.ReasonReservationConfirmed)
+	st, body = h.do("POST", "/v1/pools/p1/reservations", h.claimer, map[string]any{"user_id": "u2"}, "Idempotency-Key", "h3")
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/reservations/h3:cancel", h.claimer, map[string]any{"user_id": "u2"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/reservations/h3:confirm", h.claimer, map[string]any{"user_id": "u2"})
+	h.refusal(st, body, http.StatusGone, "FailedPrecondition", dispenser.ReasonReservationCancelled)
+	st, body = h.do("POST", "/v1/pools/p1/reservations/none:confirm", h.claimer, map[string]any{"user_id": "u2"})
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonReservationNotFound)
+}
+
+// Import as an upload: CSV, strict, limits; the admin calls over HTTP.
+func TestHTTPAdminCalls(t *testing.T) {
+	h := startHTTP(t, func(c *dispenser.Config) { c.MaxImportBytes = 4096 })
+	st, body := h.do("POST", "/v1/pools", h.admin, map[string]any{"id": "p1", "display_name": "Summer", "refill_batch_size": 10})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools", h.admin, map[string]any{"id": "p1"})
+	h.refusal(st, body, http.StatusConflict, "AlreadyExists", dispenser.ReasonPoolExists)
+	st, body = h.do("POST", "/v1/pools", h.admin, map[string]any{"id": "Bad Id!"})
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	st, body = h.do("GET", "/v1/pools/p1", h.admin, nil)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, "Summer", body["pool"].(map[string]any)["display_name"])
+
+	st, body = h.do("POST", "/v1/pools/p1/imports?format=csv", h.admin, "code\nAA-01\nAA-02\n\"AA-03\"\n")
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, "3", body["inserted"], "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/imports?strict=true", h.admin, "B-1\nbad line with spaces\n")
+	h.refusal(st, body, http.StatusUnprocessableEntity, "InvalidArgument", dispenser.ReasonImportRejected)
+	require.NotContains(t, fmt.Sprint(body), "bad line", "invalid lines are named by number, never by text")
+	st, body = h.do("POST", "/v1/pools/p1/imports?format=xml", h.admin, "x\n")
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	st, body = h.do("POST", "/v1/pools/p1/imports", h.admin, strings.Repeat("C-123456789\n", 500))
+	require.Equal(t, http.StatusRequestEntityTooLarge, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.admin, strings.Repeat(" ", 2<<20))
+	require.Equal(t, http.StatusRequestEntityTooLarge, st, "%v", body)
+	st, body = h.do("GET", "/v1/pools/p1/stats", h.admin, nil)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, "3", body["stats"].(map[string]any)["imported"], "nothing of the refused uploads landed")
+
+	st, body = h.do("POST", "/v1/jobs:run", h.admin, map[string]any{"job": "JOB_REFILL", "pool_id": "p1"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/prizes", h.admin, map[string]any{"user_id": "w1", "external_id": "draw-1"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	prizeID := body["prize"].(map[string]any)["id"].(string)
+	st, body = h.do("GET", "/v1/prizes/"+prizeID, h.admin, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("GET", "/v1/prizes/999999", h.admin, nil)
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonPrizeNotFound)
+	st, body = h.do("GET", "/v1/nothing/here", h.admin, nil)
+	require.Equal(t, http.StatusNotFound, st, "%v", body)
+}
+
+// The OpenAPI document is served (proto/openapi's test checks it is current).
+func TestOpenAPIServed(t *testing.T) {
+	h := startHTTP(t, nil)
+	st, body := h.do("GET", "/openapi.json", "", nil)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, "2.0", body["swagger"])
+	paths := body["paths"].(map[string]any)
+	for _, p := range []string{"/v1/pools/{pool_id}/claims", "/v1/pools/{pool_id}/claims/{request_id}", "/v1/pools", "/v1/pools/{pool_id}/stats"} {
+		require.Contains(t, paths, p)
+	}
+	raw, err := json.Marshal(body)
+	require.NoError(t, err)
+	var want map[string]any
+	require.NoError(t, json.Unmarshal(openapi.JSON, &want))
+	wantRaw, err := json.Marshal(want)
+	require.NoError(t, err)
+	require.JSONEq(t, string(wantRaw), string(raw))
+}
