@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -347,4 +349,77 @@ func TestOpenAPIServed(t *testing.T) {
 	wantRaw, err := json.Marshal(want)
 	require.NoError(t, err)
 	require.JSONEq(t, string(wantRaw), string(raw))
+}
+
+// example is a fenced block of docs/CLIENTS.md marked "<lang> example".
+type example struct{ lang, code string }
+
+func clientExamples(t *testing.T) []example {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/CLIENTS.md")
+	require.NoError(t, err)
+	var out []example
+	var cur *example
+	var b strings.Builder
+	for line := range strings.SplitSeq(string(doc), "\n") {
+		switch {
+		case cur == nil && strings.HasPrefix(line, "```") && strings.HasSuffix(line, " example"):
+			cur = &example{lang: strings.TrimSuffix(strings.TrimPrefix(line, "```"), " example")}
+			b.Reset()
+		case cur != nil && line == "```":
+			cur.code = b.String()
+			out = append(out, *cur)
+			cur = nil
+		case cur != nil:
+			b.WriteString(line + "\n")
+		}
+	}
+	return out
+}
+
+// The examples of docs/CLIENTS.md, run as written against a live server:
+// each claims a code, gets the same code back on a retry, and is refused
+// a second code (USER_LIMIT_REACHED). The interpreters come from
+// scripts/services.sh (make test), which installs what is missing.
+func TestClientExamples(t *testing.T) {
+	h := startHTTP(t, nil)
+	examples := clientExamples(t)
+	langs := map[string]bool{}
+	for _, ex := range examples {
+		langs[ex.lang] = true
+	}
+	require.Equal(t, map[string]bool{"sh": true, "php": true, "python": true, "js": true}, langs)
+	run := map[string][]string{"sh": {"bash"}, "php": {"php"}, "python": {"python3"}, "js": {"node"}}
+	ext := map[string]string{"sh": ".sh", "php": ".php", "python": ".py", "js": ".mjs"}
+	for i, ex := range examples {
+		t.Run(ex.lang, func(t *testing.T) {
+			poolID := fmt.Sprintf("ex-%d", i)
+			h.pool(poolID, 5, map[string]any{"per_user_limit": 1})
+			file := t.TempDir() + "/example" + ext[ex.lang]
+			require.NoError(t, os.WriteFile(file, []byte(ex.code), 0o600))
+			_, err := exec.LookPath(run[ex.lang][0])
+			require.NoError(t, err, "%s is missing: scripts/services.sh installs it", run[ex.lang][0])
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, run[ex.lang][0], file)
+			cmd.Env = append(os.Environ(), "DISPENSER_URL="+h.base, "DISPENSER_KEY="+h.claimer, "POOL="+poolID)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			text := string(out)
+			if ex.lang == "sh" {
+				require.Equal(t, 2, strings.Count(text, "HTTP 200"), text)
+				require.Contains(t, text, `"replayed":true`)
+				require.Contains(t, text, "HTTP 409")
+				require.Contains(t, text, `"reason":"USER_LIMIT_REACHED"`)
+				return
+			}
+			lines := strings.Split(strings.TrimSpace(text), "\n")
+			require.Len(t, lines, 3, text)
+			code, ok := strings.CutPrefix(lines[0], "claimed: ")
+			require.True(t, ok, text)
+			require.Contains(t, code, poolID+"-HTTP-")
+			require.Equal(t, "replayed: "+code, lines[1])
+			require.True(t, strings.HasPrefix(lines[2], "refused: USER_LIMIT_REACHED"), text)
+		})
+	}
 }

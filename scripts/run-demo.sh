@@ -10,6 +10,7 @@ export DISPENSER_DATABASE_URL="${DISPENSER_DATABASE_URL:-postgres://postgres@127
 export DISPENSER_REDIS_URL="${DISPENSER_REDIS_URL:-redis://127.0.0.1:6379/0}"
 export DISPENSER_LISTEN="${DISPENSER_LISTEN:-127.0.0.1:50051}"
 export DISPENSER_ADDR="${DISPENSER_ADDR:-$DISPENSER_LISTEN}"
+export DISPENSER_HTTP_LISTEN="${DISPENSER_HTTP_LISTEN:-127.0.0.1:8080}"
 
 scripts/services.sh
 mkdir -p .dev bin
@@ -57,12 +58,18 @@ echo "${summary%%$'\n'*}"
 
 cat <<MSG
 
-dispenserd is serving on $DISPENSER_LISTEN (logs: $log).
+dispenserd is serving gRPC on $DISPENSER_LISTEN and HTTP/JSON on
+$DISPENSER_HTTP_LISTEN (logs: $log).
 The demo admin key (also in .dev/demo-admin.key):
 
   export DISPENSER_KEY=$DISPENSER_KEY
 
-Then try:
+Then claim a demo code over HTTP (run it twice: the same request id gets the
+same code back):
+
+  curl -sS -X POST http://$DISPENSER_HTTP_LISTEN/v1/pools/demo/claims -H "Authorization: Bearer \$DISPENSER_KEY" -H 'Content-Type: application/json' -d '{"user_id": "alice", "request_id": "order-1001"}'
+
+or try:
 
   bin/dispenserctl pools stats demo
   bin/dispenserctl pools list

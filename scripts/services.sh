@@ -131,6 +131,24 @@ ensure_pgbouncer() {
 	as_root service pgbouncer stop >/dev/null 2>&1 || true
 }
 
+# The client examples in docs/CLIENTS.md are run by a test
+# (dispenser.TestClientExamples): PHP with its curl extension, Python with
+# requests, and curl.
+ensure_clients() {
+	if ! command -v php >/dev/null || ! php -m 2>/dev/null | grep -qi '^curl$'; then
+		say "installing PHP (Debian packages php-cli, php-curl) for the client examples"
+		apt_install php-cli php-curl
+	fi
+	if ! python3 -c 'import requests' 2>/dev/null; then
+		say "installing Python requests (Debian package) for the client examples"
+		apt_install python3-requests
+	fi
+	if ! command -v curl >/dev/null; then
+		apt_install curl
+	fi
+}
+
 ensure_postgres
 ensure_redis
 ensure_pgbouncer
+ensure_clients
