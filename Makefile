@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated bench bench-import bench-claims bench-cluster drill drill-cluster cluster cluster-down services clean
+.PHONY: run test build lint proto check-generated bench bench-import bench-claims bench-http bench-cluster drill drill-cluster cluster cluster-down services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -44,6 +44,10 @@ bench: services
 ## bench-claims: dispenser-bench claims and ghz against dispenserd, the classic claim under pgbench, and the fallback-only mode
 bench-claims: services
 	scripts/bench-claims.sh
+
+## bench-http: the same claim load over HTTP/JSON and gRPC, side by side, with CPU per call
+bench-http: services
+	scripts/bench-http.sh
 
 ## drill: kill -9 the server under load, restart it, reconcile and audit
 drill: services

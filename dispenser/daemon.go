@@ -178,11 +178,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	lis = netutil.LimitListener(lis, cmp.Or(cfg.MaxConnections, MaxConnectionsDefault))
 	grpcOpts := []grpc.ServerOption{grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxConcurrentStreams, MaxConcurrentStreamsDefault))}
+	unary := baseUnary(log) // what every call goes through; the gateway's direct claims too
 	if cfg.NoAuth {
 		log.WarnContext(ctx, "authentication is OFF: anyone who reaches the port may claim and administer")
 	} else {
 		a := auth.New(auth.Config{Store: auth.NewStore(db), Rate: cfg.RateLimit, Burst: cfg.RateBurst, Logger: log})
 		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(a.Unary()), grpc.ChainStreamInterceptor(a.Stream()))
+		unary = append(unary, a.Unary())
 	}
 	// The HTTP/JSON API calls an in-process gRPC server with the same
 	// services and interceptors, without transport security (its
@@ -191,7 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.HTTPListen != "" || cfg.HTTPListener != nil {
 		inner := NewGRPCServer(log, grpcOpts...)
 		srv.Register(inner)
-		if gw, err = newGateway(inner, cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault), log); err != nil {
+		if gw, err = newGateway(inner, srv, unary, cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault), log); err != nil {
 			return err
 		}
 	}
@@ -376,20 +378,7 @@ func metricsPart(addr string, srv *Server, log *slog.Logger, serveErr chan<- err
 // (its answers are counted in metrics, and failures log themselves): a line
 // and a write(2) per claim would cost a seventh of the server's CPU.
 func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
-	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		log.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithFieldsFromContextAndCallMeta(requestFields)}
-	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
-		return status.Error(codes.Internal, "internal error")
-	})}
-	accessLog := logging.UnaryServerInterceptor(logger, logOpts...)
-	if !log.Enabled(context.Background(), slog.LevelDebug) {
-		accessLog = selector.UnaryServerInterceptor(accessLog, selector.MatchFunc(
-			func(_ context.Context, c interceptors.CallMeta) bool { return !hotMethods[c.FullMethod()] }))
-	}
+	logger, logOpts, recoverOpts := callLogging(log)
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreamsDefault),
@@ -403,16 +392,40 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 		// many as the calls usually in flight; beyond that gRPC starts a
 		// goroutine per call.
 		grpc.NumStreamWorkers(streamWorkers),
-		grpc.ChainUnaryInterceptor(
-			accessLog,
-			recovery.UnaryServerInterceptor(recoverOpts...),
-		),
+		grpc.ChainUnaryInterceptor(baseUnary(log)...),
 		grpc.ChainStreamInterceptor(
 			logging.StreamServerInterceptor(logger, logOpts...),
 			recovery.StreamServerInterceptor(recoverOpts...),
 		),
 	}, opts...)
 	return grpc.NewServer(opts...)
+}
+
+// callLogging is the access log and panic recovery setup of every server.
+func callLogging(log *slog.Logger) (logging.Logger, []logging.Option, []recovery.Option) {
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContextAndCallMeta(requestFields)}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
+		return status.Error(codes.Internal, "internal error")
+	})}
+	return logger, logOpts, recoverOpts
+}
+
+// baseUnary is the access log (hot methods at debug level only) and panic
+// recovery, the first unary interceptors of every server: the gRPC ones and
+// the HTTP gateway's direct claim path.
+func baseUnary(log *slog.Logger) []grpc.UnaryServerInterceptor {
+	logger, logOpts, recoverOpts := callLogging(log)
+	accessLog := logging.UnaryServerInterceptor(logger, logOpts...)
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		accessLog = selector.UnaryServerInterceptor(accessLog, selector.MatchFunc(
+			func(_ context.Context, c interceptors.CallMeta) bool { return !hotMethods[c.FullMethod()] }))
+	}
+	return []grpc.UnaryServerInterceptor{accessLog, recovery.UnaryServerInterceptor(recoverOpts...)}
 }
 
 // streamWorkers is how many gRPC workers serve calls: idle ones cost only

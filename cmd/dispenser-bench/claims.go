@@ -35,6 +35,9 @@ type benchOpts struct {
 	replayRatio                      float64
 	poolID                           string
 	databaseURL, redisURL, namespace string
+	// httpURL, if set, sends the claims over the HTTP/JSON API at this base
+	// URL instead of gRPC (pools are still made over gRPC).
+	httpURL string
 	// defaultPool creates the fresh pool with default settings and stages
 	// nothing: refill has to keep up with the load.
 	defaultPool bool
@@ -67,6 +70,7 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.StringVar(&o.poolID, "pool", "", "claim from this pool (default: a fresh pool filled with enough codes)")
 	f.IntVar(&o.codes, "codes", 0, "codes in the fresh pool (default: enough for every new request)")
 	f.IntVar(&o.shards, "redis-shards", 1, "Redis shards the fresh pool spreads over (its redis_shards setting)")
+	f.StringVar(&o.httpURL, "http", "", "claim over the HTTP/JSON API at this base URL (e.g. http://127.0.0.1:8080), HTTP/1.1 keep-alive, instead of gRPC")
 	f.BoolVar(&o.defaultPool, "default-pool", false, "create the fresh pool with default settings and stage nothing (refill must keep up)")
 	f.BoolVar(&o.reserve, "reserve", false, "each request reserves a code, then confirms the reservation (two calls) instead of claiming")
 	cliflag.Secret(f, &o.databaseURL, "database-url", "DISPENSER_DATABASE_URL", cli.DefaultDatabaseURL,
@@ -114,6 +118,14 @@ func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
 	claimFn := func(ctx context.Context, req claimReq) (string, bool, error) {
 		resp, err := cc.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: o.poolID, UserId: req.user, RequestId: req.id})
 		return resp.GetClaim().GetCode(), resp.GetReplayed(), err
+	}
+	if o.httpURL != "" {
+		if o.reserve {
+			return fmt.Errorf("--reserve is gRPC only")
+		}
+		fmt.Fprintf(a.stderr, "bench: claims over HTTP/JSON at %s\n", o.httpURL)
+		hc := newHTTPClaimer(o.httpURL, o.poolID, a.client.Conn.Key, o.concurrency)
+		claimFn = func(ctx context.Context, req claimReq) (string, bool, error) { return hc.claim(ctx, req.user, req.id) }
 	}
 	if o.reserve {
 		fmt.Fprintf(a.stderr, "bench: every request reserves, then confirms\n")

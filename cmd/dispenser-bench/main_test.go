@@ -47,6 +47,22 @@ func TestClaimsCommand(t *testing.T) {
 	require.Contains(t, out, "audit: duplicates 0, lost 0, limit violations 0, replay mismatches 0")
 }
 
+// The same over the HTTP/JSON API, with a pool over two Redis shards.
+func TestClaimsCommandHTTP(t *testing.T) {
+	t.Parallel()
+	d := testdaemon.Start(t, false)
+	out, errOut, err := run(t, "claims", "--addr", d.Addr, "--http", d.HTTP, "--redis-shards", "2", "--claims", "600",
+		"--concurrency", "8", "--users", "300", "--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
+	require.NoError(t, err, "%s\n%s", errOut, out)
+	require.Contains(t, errOut, "claims over HTTP/JSON")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var res benchResult
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	require.Positive(t, res.Claims)
+	require.Zero(t, res.Duplicates+res.Lost+res.LimitViolations+res.ReplayMismatches)
+	require.Contains(t, out, "USER_LIMIT_REACHED", "refusals over HTTP are counted by reason")
+}
+
 // The same with every request a reservation confirmed at once: each answer
 // is the confirmed claim, nothing stays held.
 func TestClaimsCommandReserve(t *testing.T) {
