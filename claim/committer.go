@@ -46,6 +46,9 @@ type commitItem struct {
 	codeID int64
 	entry  string // the Redis entry, for the ledger
 	shard  string // the Redis shard that popped it (stock.Shard)
+	// popped is whether this call popped the code (false: Redis replayed
+	// it from the request's record; an earlier copy popped it).
+	popped bool
 	done   chan commitResult
 }
 
@@ -147,10 +150,10 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	defer cancel()
 	n := len(batch)
 	pools, reqs, users, codes := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
-	started, holds := make([]time.Time, n), make([]pgtype.Int8, n)
+	started, holds, popped := make([]time.Time, n), make([]pgtype.Int8, n), make([]bool, n)
 	for i, it := range batch {
 		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
-		started[i], holds[i] = it.req.startedAt(), it.req.holdMillis()
+		started[i], holds[i], popped[i] = it.req.startedAt(), it.req.holdMillis(), it.popped
 	}
 	// BEGIN, the batch and COMMIT go to Postgres in one round trip (one
 	// pipeline with one Sync: if the batch fails, COMMIT is skipped and
@@ -160,7 +163,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	results := make([]commitResult, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, holds, c.refusalTTL)
+	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, holds, popped, c.refusalTTL)
 	b.Queue("COMMIT")
 	br := c.db.SendBatch(ctx, b)
 	err := func() error {

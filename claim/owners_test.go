@@ -221,7 +221,7 @@ func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
 	require.ErrorIs(t, err, ErrPoolExhausted)
 	// Copy 1 commits now: the same refusal, and its code goes back.
-	res := e.svc.redis.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: ans.Entry})
+	res := e.svc.redis.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: ans.Entry, popped: true})
 	require.NoError(t, res.err)
 	require.Equal(t, outExhausted, res.outcome)
 	var state string
@@ -384,4 +384,64 @@ func TestSoldOutPoolRefusesWithoutWriting(t *testing.T) {
 	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM refusals`).Scan(&n))
 	require.Zero(t, n)
 	e.audit("p1")
+}
+
+// A copy of a request that got its code from the request's Redis replay
+// record (another copy popped it) and is refused does not make the code
+// available: the popping copy was refused first and gave the code back, a
+// refill staged it again, and its new entry sits in the list. Making it
+// available would let the next refill stage it a second time: listed
+// twice (issue 12's CI saw "1 entries staged twice"). It goes back to the
+// batch it is staged in; the audit stays clean.
+func TestReplayedCodeRefusedStaysInItsBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hold time.Duration // a hold refused by holds_per_user, or a claim refused by the limit
+	}{{"claim", 0}, {"hold", time.Minute}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, e := start(t)
+			e.manualStaging()
+			p := e.fillStaged("p1", 4, pool.Pool{RefillBatchSize: 4, PerUserLimit: 2, HoldsPerUser: 1})
+			first := Request{PoolID: "p1", UserID: "u", RequestID: "R0"}
+			var err error
+			if tc.hold > 0 {
+				_, err = e.svc.Reserve(ctx, ReserveRequest{PoolID: "p1", UserID: "u", RequestID: "R0", HoldFor: tc.hold})
+			} else {
+				p, err = e.store.UpdatePool(ctx, "p1", func(p *pool.Pool) error { p.PerUserLimit = 1; return nil })
+				require.NoError(t, err)
+				_, err = e.svc.Claim(ctx, first)
+			}
+			require.NoError(t, err)
+
+			// Copy 1 of R1 pops a code (past Redis's guard) and is refused.
+			ans, err := stock.New(e.rdb, e.keys).ClaimOnce(ctx,
+				stock.ClaimArgs{PoolID: "p1", RequestID: "R1", UserID: "u", Limit: 10, TTL: time.Hour}, time.Now())
+			require.NoError(t, err)
+			require.Equal(t, string(outPopped), ans.Outcome)
+			codeID, err := stock.EntryCodeID(ans.Entry)
+			require.NoError(t, err)
+			req := Request{PoolID: "p1", UserID: "u", RequestID: "R1", started: time.Now(), reserve: tc.hold > 0, hold: tc.hold}
+			res := e.svc.redis.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: ans.Entry, popped: true})
+			require.NoError(t, res.err)
+			require.NotEqual(t, outClaimed, res.outcome)
+			var state string
+			require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state::text FROM codes WHERE id = $1`, codeID).Scan(&state))
+			require.Equal(t, "available", state, "the popping copy gives its code back")
+
+			// A refill stages it again; then copy 2, replayed the same code
+			// by Redis, is refused too.
+			e.stageAll(p)
+			require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state::text FROM codes WHERE id = $1`, codeID).Scan(&state))
+			require.Equal(t, "staged", state)
+			req.started = time.Now()
+			res = e.svc.redis.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: ans.Entry, popped: false})
+			require.NoError(t, res.err)
+			require.NotEqual(t, outClaimed, res.outcome)
+			require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state::text FROM codes WHERE id = $1`, codeID).Scan(&state))
+			require.Equal(t, "staged", state, "a replayed code is not the copy's to give back")
+
+			e.stageAll(p)
+			e.audit("p1") // no code listed twice
+		})
+	}
 }

@@ -133,8 +133,10 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 			// twice (the per-item path), each in a transaction rolled back.
 			n := 8
 			pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
-			holds := make([]pgtype.Int8, n)
+			holds, popped := make([]pgtype.Int8, n), make([]bool, n)
 			for i := range n {
+				// The last item got its code from a replay record.
+				popped[i] = i < n-1
 				pools[i], reqs[i], users[i], started[i] = "big", fmt.Sprintf("r%d-%d", round, i), fmt.Sprintf("u%d-%d", round, i), time.Now()
 				// Every other item is a hold.
 				holds[i] = pgtype.Int8{Int64: 60_000, Valid: i%2 == 1}
@@ -142,7 +144,7 @@ func TestGroupCommitPlansUsePrimaryKey(t *testing.T) {
 			reqs[n-1], users[n-1] = reqs[n-2], users[n-2]
 			tx, err := conn.Begin(ctx)
 			require.NoError(t, err)
-			rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*2:round*2+n], started, holds, time.Minute)
+			rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*2:round*2+n], started, holds, popped, time.Minute)
 			require.NoError(t, err)
 			rows.Close()
 			require.NoError(t, rows.Err())

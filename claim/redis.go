@@ -162,7 +162,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		if popped && a.ahead != nil && ans.Left >= 0 {
 			a.ahead.popped(p, shard, ans.Left)
 		}
-		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry, shard: shardName})
+		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry, shard: shardName, popped: popped})
 		if res.err != nil {
 			return Result{}, res.err
 		}

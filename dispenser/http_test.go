@@ -288,6 +288,16 @@ func TestHTTPReservations(t *testing.T) {
 	h.refusal(st, body, http.StatusGone, "FailedPrecondition", dispenser.ReasonReservationCancelled)
 	st, body = h.do("POST", "/v1/pools/p1/reservations/none:confirm", h.claimer, map[string]any{"user_id": "u2"})
 	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonReservationNotFound)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "u3", "request_id": "c1"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/reservations/c1:confirm", h.claimer, map[string]any{"user_id": "u3"})
+	h.refusal(st, body, http.StatusConflict, "FailedPrecondition", dispenser.ReasonNotAReservation)
+	// A hold past its time is refused at confirm, even before the expiry job.
+	st, body = h.do("POST", "/v1/pools/p1/reservations", h.claimer, map[string]any{"user_id": "u4", "request_id": "h4", "hold_for": "1s"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	time.Sleep(1100 * time.Millisecond)
+	st, body = h.do("POST", "/v1/pools/p1/reservations/h4:confirm", h.claimer, map[string]any{"user_id": "u4"})
+	h.refusal(st, body, http.StatusGone, "FailedPrecondition", dispenser.ReasonReservationExpired)
 }
 
 // Import as an upload: CSV, strict, limits; the admin calls over HTTP.
@@ -324,6 +334,8 @@ func TestHTTPAdminCalls(t *testing.T) {
 	st, body = h.do("POST", "/v1/pools/p1/prizes", h.admin, map[string]any{"user_id": "w1", "external_id": "draw-1"})
 	require.Equal(t, http.StatusOK, st, "%v", body)
 	prizeID := body["prize"].(map[string]any)["id"].(string)
+	st, body = h.do("POST", "/v1/pools/p1/prizes", h.admin, map[string]any{"user_id": "w2", "external_id": "draw-1"})
+	h.refusal(st, body, http.StatusConflict, "AlreadyExists", dispenser.ReasonPrizeConflict)
 	st, body = h.do("GET", "/v1/prizes/"+prizeID, h.admin, nil)
 	require.Equal(t, http.StatusOK, st, "%v", body)
 	st, body = h.do("GET", "/v1/prizes/999999", h.admin, nil)

@@ -225,10 +225,12 @@ BEGIN
 END;
 $$;
 
--- dispenser_take_slot_v2 inserts the claim (p_hold_ms NULL) or hold of a
+-- dispenser_take_slot_v3 inserts the claim (p_hold_ms NULL) or hold of a
 -- code the caller has already marked 'claimed' or 'held' in this
 -- transaction, for a request whose lock it holds and that has no claim or
--- refusal. The user's expired holds end first. Outcomes:
+-- refusal. The user's expired holds end first. Where the code "goes back",
+-- it goes back to available, or with p_restore_batch to staged in that
+-- batch (dispenser_give_back_v1). Outcomes:
 --   'claimed'    the row is in; claimed_at (and for a hold held_until,
 --                reserved_at) are set;
 --   'hold_limit' a hold, and the user has holds_per_user open: the code
@@ -241,8 +243,8 @@ $$;
 --   'refused'    the code already has another claim.
 -- Slots are unique per (pool, user), so two concurrent claims never share
 -- one: the loser of a race sees the conflict and tries the next slot.
-CREATE OR REPLACE FUNCTION dispenser_take_slot_v2(p_pool text, p_request text, p_user text, p_code bigint,
-                                                  p_hold_ms bigint, p_ttl interval,
+CREATE OR REPLACE FUNCTION dispenser_take_slot_v3(p_pool text, p_request text, p_user text, p_code bigint,
+                                                  p_hold_ms bigint, p_ttl interval, p_restore_batch bigint,
                                                   OUT outcome text, OUT claimed_at timestamptz,
                                                   OUT held_until timestamptz, OUT reserved_at timestamptz)
 LANGUAGE plpgsql AS $$
@@ -260,13 +262,13 @@ BEGIN
         INTO taken, n_open
         FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
         IF p_hold_ms IS NOT NULL AND n_open >= hlim THEN
-            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            PERFORM dispenser_give_back_v1(p_code, p_restore_batch);
             outcome := 'hold_limit';
             RETURN;
         END IF;
         SELECT min(s) INTO slot FROM generate_series(1, lim) AS s WHERE s <> ALL (taken);
         IF slot IS NULL THEN
-            UPDATE codes SET state = 'available', changed_at = now() WHERE id = p_code;
+            PERFORM dispenser_give_back_v1(p_code, p_restore_batch);
             PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
             outcome := 'limit';
             RETURN;
@@ -282,8 +284,9 @@ BEGIN
             RETURN;
         END IF;
         IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request) THEN
-            UPDATE codes SET state = 'available', changed_at = now()
-            WHERE id = p_code AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code);
+            IF NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = p_code) THEN
+                PERFORM dispenser_give_back_v1(p_code, p_restore_batch);
+            END IF;
             outcome := 'dup';
             RETURN;
         END IF;
@@ -295,10 +298,38 @@ BEGIN
 END;
 $$;
 
--- dispenser_claim_staged_v2 persists a group commit: item i claims (or,
+-- dispenser_take_slot_v2 is dispenser_take_slot_v3 for a code this caller
+-- popped: a refusal makes it available.
+CREATE OR REPLACE FUNCTION dispenser_take_slot_v2(p_pool text, p_request text, p_user text, p_code bigint,
+                                                  p_hold_ms bigint, p_ttl interval,
+                                                  OUT outcome text, OUT claimed_at timestamptz,
+                                                  OUT held_until timestamptz, OUT reserved_at timestamptz)
+LANGUAGE sql AS $$
+    SELECT t.outcome, t.claimed_at, t.held_until, t.reserved_at
+    FROM dispenser_take_slot_v3(p_pool, p_request, p_user, p_code, p_hold_ms, p_ttl, NULL) t
+$$;
+
+-- dispenser_give_back_v1 undoes the take of code p_code that a request was
+-- refused: back to available, or, with p_batch, back to staged in that
+-- batch. A code taken from a Redis replay answer (not popped by this call)
+-- may have been staged again, with its entry in a Redis list: making it
+-- available would let a refill stage it a second time, listed twice.
+CREATE OR REPLACE FUNCTION dispenser_give_back_v1(p_code bigint, p_batch bigint)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE codes SET state = CASE WHEN p_batch IS NULL THEN 'available' ELSE 'staged' END::code_state,
+                     stage_batch = p_batch, changed_at = now()
+    WHERE id = p_code
+$$;
+
+-- dispenser_claim_staged_v3 persists a group commit: item i claims (or,
 -- with p_hold_ms[i] not NULL, holds for that many milliseconds) code
--- p_code[i] (popped from Redis, so 'staged') for request p_request[i] of
+-- p_code[i] (from Redis, so 'staged') for request p_request[i] of
 -- user p_user[i] in pool p_pool[i], an attempt that started at p_started[i].
+-- p_popped[i] says whether this item popped the code, or got it from the
+-- request's Redis replay record (an earlier copy popped it). Only a popped
+-- code goes back to available on a refusal; a replayed one goes back to
+-- the batch it was staged in, since it may have been staged again since,
+-- with an entry in a Redis list (dispenser_give_back_v1).
 -- Every item gets its own outcome, and no outcome fails the batch:
 --   'claimed'    committed with the given code (as a hold for a hold);
 --   'replay', 'held'
@@ -312,8 +343,9 @@ $$;
 --   'refused'    the code is no longer staged (claimed, void, expired or
 --                reconciled): the caller claims again with another code.
 -- Refusals are kept for p_ttl. Rows carry held_until and reserved_at.
-CREATE OR REPLACE FUNCTION dispenser_claim_staged_v2(p_pool text[], p_request text[], p_user text[], p_code bigint[],
-                                                     p_started timestamptz[], p_hold_ms bigint[], p_ttl interval)
+CREATE OR REPLACE FUNCTION dispenser_claim_staged_v3(p_pool text[], p_request text[], p_user text[], p_code bigint[],
+                                                     p_started timestamptz[], p_hold_ms bigint[], p_popped boolean[],
+                                                     p_ttl interval)
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
 LANGUAGE plpgsql AS $$
@@ -324,6 +356,7 @@ DECLARE
     r     record;
     f     record;
     taken record;
+    prev  bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(l.k)
     FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
@@ -340,9 +373,9 @@ BEGIN
             SELECT * FROM (
                 SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n,
                        count(*) OVER (PARTITION BY t.code_id) AS code_n
-                FROM unnest(p_pool, p_request, p_user, p_code, p_started, p_hold_ms) WITH ORDINALITY
-                    AS t(pool_id, request_id, user_id, code_id, started, hold_ms, ord)
-            ) x WHERE x.req_n = 1 AND x.code_n = 1
+                FROM unnest(p_pool, p_request, p_user, p_code, p_started, p_hold_ms, p_popped) WITH ORDINALITY
+                    AS t(pool_id, request_id, user_id, code_id, started, hold_ms, popped, ord)
+            ) x WHERE x.req_n = 1 AND x.code_n = 1 AND x.popped
         ), taken AS (
             UPDATE codes k SET state = CASE WHEN i.hold_ms IS NULL THEN 'claimed' ELSE 'held' END::code_state,
                                stage_batch = NULL, changed_at = now()
@@ -374,8 +407,8 @@ BEGIN
             RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, f.claimed_at, f.hold, f.reserved;
             CONTINUE;
         END IF;
-        SELECT * INTO r FROM dispenser_take_slot_v2(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id,
-                                                    p_hold_ms[f.ord], p_ttl);
+        SELECT * INTO r FROM dispenser_take_slot_v3(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id,
+                                                    p_hold_ms[f.ord], p_ttl, NULL);
         IF r.outcome = 'claimed' THEN
             RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, r.claimed_at, r.held_until, r.reserved_at;
         ELSE
@@ -389,7 +422,9 @@ BEGIN
         CONTINUE WHEN done[i];
         SELECT * INTO r FROM dispenser_recorded_v2(p_pool[i], p_request[i], p_user[i], p_started[i]);
         IF r.outcome IS NOT NULL THEN
-            IF r.code_id IS DISTINCT FROM p_code[i] THEN
+            -- Only a code this item popped is its to give back: a replayed
+            -- one is the popping copy's (or, if that copy died, reconcile's).
+            IF r.code_id IS DISTINCT FROM p_code[i] AND p_popped[i] THEN
                 UPDATE codes SET state = 'available', stage_batch = NULL, changed_at = now()
                 WHERE id = p_code[i] AND stage_batch IS NOT NULL;
             END IF;
@@ -397,6 +432,10 @@ BEGIN
             CONTINUE;
         END IF;
 
+        prev := NULL;
+        IF NOT p_popped[i] THEN
+            SELECT k.stage_batch INTO prev FROM codes k WHERE k.id = p_code[i] AND k.pool_id = p_pool[i] FOR UPDATE;
+        END IF;
         UPDATE codes k SET state = CASE WHEN p_hold_ms[i] IS NULL THEN 'claimed' ELSE 'held' END::code_state,
                            stage_batch = NULL, changed_at = now()
         WHERE k.id = p_code[i] AND k.pool_id = p_pool[i] AND k.stage_batch IS NOT NULL
@@ -407,7 +446,7 @@ BEGIN
                                 NULL::timestamptz, NULL::timestamptz;
             CONTINUE;
         END IF;
-        SELECT * INTO r FROM dispenser_take_slot_v2(p_pool[i], p_request[i], p_user[i], taken.id, p_hold_ms[i], p_ttl);
+        SELECT * INTO r FROM dispenser_take_slot_v3(p_pool[i], p_request[i], p_user[i], taken.id, p_hold_ms[i], p_ttl, prev);
         IF r.outcome = 'claimed' THEN
             RETURN QUERY SELECT i, 'claimed'::text, taken.id, taken.code, taken.expires_at, r.claimed_at,
                                 r.held_until, r.reserved_at;
@@ -417,6 +456,17 @@ BEGIN
         END IF;
     END LOOP;
 END;
+$$;
+
+-- dispenser_claim_staged_v2 is dispenser_claim_staged_v3 with every code
+-- popped by its item (replicas of the previous version).
+CREATE OR REPLACE FUNCTION dispenser_claim_staged_v2(p_pool text[], p_request text[], p_user text[], p_code bigint[],
+                                                     p_started timestamptz[], p_hold_ms bigint[], p_ttl interval)
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
+LANGUAGE sql AS $$
+    SELECT * FROM dispenser_claim_staged_v3(p_pool, p_request, p_user, p_code, p_started, p_hold_ms,
+                                            array_fill(true, ARRAY[coalesce(array_length(p_request, 1), 0)]), p_ttl)
 $$;
 
 -- dispenser_claim_fallback_v2 claims (or, with p_hold_ms not NULL, holds)
