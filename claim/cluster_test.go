@@ -186,7 +186,7 @@ func TestClaimDrillRedisSentinelFailover(t *testing.T) {
 		i++
 		res, err := e.svc.Claim(ctx, Request{PoolID: "alpha", UserID: fmt.Sprint("after-", i), RequestID: fmt.Sprint("after-", i)})
 		return err == nil && res.Path == PathRedis
-	}, 10*time.Second, 50*time.Millisecond)
+	}, 30*time.Second, 50*time.Millisecond, "the fast path serves again from the promoted replica")
 	for _, id := range pools {
 		p, err := e.store.GetPool(ctx, id)
 		require.NoError(t, err)
