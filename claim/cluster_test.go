@@ -89,30 +89,7 @@ func TestClaimDrillRedisClusterFailover(t *testing.T) {
 	for _, id := range pools {
 		e.fill(id, 1000, pool.Pool{RefillBatchSize: 200})
 	}
-	var killed string
-	l := runMultiPoolWorkload(t, e, pools, workload{workers: 48, calls: 4000, users: 3000, replayRatio: 0.2,
-		allowed: []error{ErrPoolExhausted, ErrUserLimit, ErrStagedUnreachable},
-		during: func(tenth int, _ *ledger) {
-			if tenth == 3 {
-				killed = cluster.KillMaster()
-			}
-			if tenth == 6 {
-				cluster.WaitHealthy()
-			}
-		}})
-	require.NotEmpty(t, killed)
-	cluster.WaitHealthy()
-	require.Eventually(t, func() bool {
-		for _, id := range pools {
-			p, err := e.store.GetPool(ctx, id)
-			require.NoError(t, err)
-			if _, err := e.reconciler.Reconcile(ctx, p, 0); err != nil {
-				t.Logf("reconcile %s: %v", id, err)
-				return false
-			}
-		}
-		return true
-	}, 20*time.Second, 200*time.Millisecond)
+	l, killed := failoverStorm(t, e, cluster, pools)
 	require.Zero(t, l.mismatch)
 	for _, id := range pools {
 		e.audit(id)
@@ -300,9 +277,26 @@ func TestShardedPoolOnRedisCluster(t *testing.T) {
 	}
 	// Nothing staged beforehand: claims stage ahead of demand, shard by
 	// shard.
-	p := e.fill(id, 1800, pool.Pool{RedisShards: 3, RefillBatchSize: 300})
+	e.fill(id, 1800, pool.Pool{RedisShards: 3, RefillBatchSize: 300})
+	l, killed := failoverStorm(t, e, cluster, []string{id})
+	codes := l.check(t, e, id)
+	var popped []int
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT array_agg(DISTINCT b.shard ORDER BY b.shard)
+		FROM stage_batches b WHERE b.pool_id = $1`, id).Scan(&popped))
+	require.Equal(t, []int{0, 1, 2}, popped, "every shard was staged")
+	require.Positive(t, l.byPath[PathRedis])
+	t.Logf("pool %s, killed %s; claimed %d; paths %v, errors %v", id, killed, len(codes), l.byPath, l.errCounts)
+}
+
+// failoverStorm runs the drill's workload over pools while a master dies
+// (at a third of the calls; the cluster is healthy again by two thirds),
+// then reconciles every pool once the cluster answers, and returns the
+// answers and the master killed.
+func failoverStorm(t *testing.T, e *env, cluster *testenv.RedisCluster, pools []string) (*ledger, string) {
+	t.Helper()
+	ctx := context.Background()
 	var killed string
-	l := runWorkload(t, e, id, workload{workers: 48, calls: 4000, users: 3000, replayRatio: 0.2,
+	l := runMultiPoolWorkload(t, e, pools, workload{workers: 48, calls: 4000, users: 3000, replayRatio: 0.2,
 		allowed: []error{ErrPoolExhausted, ErrUserLimit, ErrStagedUnreachable},
 		during: func(tenth int, _ *ledger) {
 			if tenth == 3 {
@@ -315,17 +309,15 @@ func TestShardedPoolOnRedisCluster(t *testing.T) {
 	require.NotEmpty(t, killed)
 	cluster.WaitHealthy()
 	require.Eventually(t, func() bool {
-		if _, err := e.reconciler.Reconcile(ctx, p, 0); err != nil {
-			t.Logf("reconcile: %v", err)
-			return false
+		for _, id := range pools {
+			p, err := e.store.GetPool(ctx, id)
+			require.NoError(t, err)
+			if _, err := e.reconciler.Reconcile(ctx, p, 0); err != nil {
+				t.Logf("reconcile %s: %v", id, err)
+				return false
+			}
 		}
 		return true
 	}, 20*time.Second, 200*time.Millisecond)
-	codes := l.check(t, e, id)
-	var popped []int
-	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT array_agg(DISTINCT b.shard ORDER BY b.shard)
-		FROM stage_batches b WHERE b.pool_id = $1`, id).Scan(&popped))
-	require.Equal(t, []int{0, 1, 2}, popped, "every shard was staged")
-	require.Positive(t, l.byPath[PathRedis])
-	t.Logf("pool %s, killed %s; claimed %d; paths %v, errors %v", id, killed, len(codes), l.byPath, l.errCounts)
+	return l, killed
 }

@@ -20,6 +20,7 @@ redis_ports=(17001 17002 17003 17004 17005 17006) # cluster bus: +10000
 bouncer_port=16432
 grpc_ports=(28101 28102 28103)
 metrics_ports=(29101 29102 29103)
+http_ports=(28201 28202 28203)
 db=dispenser_cluster
 # The Postgres it fronts (a URL without a database): the machine's, unless
 # DISPENSER_CLUSTER_PG names another (the cluster bench uses its private one).
@@ -106,6 +107,7 @@ export DISPENSER_DATABASE_URL='$pg/$db?sslmode=disable'
 export DISPENSER_REDIS_URL='$(redis_url)'
 export DISPENSER_REDIS_NAMESPACE=$namespace
 export DISPENSER_KEY=$(cat "$dir/admin.key")
+export DISPENSER_HTTP=http://127.0.0.1:${http_ports[0]}
 EOF
 }
 
@@ -115,6 +117,7 @@ start_replica() { # index
 		DISPENSER_DATABASE_DIRECT_URL="$pg/$db?sslmode=disable" \
 		DISPENSER_REDIS_URL="$(redis_url)" DISPENSER_REDIS_NAMESPACE="$namespace" \
 		bin/dispenserd --listen "127.0.0.1:${grpc_ports[$i]}" --metrics-listen "127.0.0.1:${metrics_ports[$i]}" \
+		--http-listen "127.0.0.1:${http_ports[$i]}" \
 		--log-format text --log-level "${LOG_LEVEL:-info}" ${REPLICA_ARGS:-} >>"$dir/dispenserd-$i.log" 2>&1 &
 	echo $! >"$dir/dispenserd-$i.pid"
 }
