@@ -5,13 +5,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +123,53 @@ func TestTLSAndMutualTLS(t *testing.T) {
 	require.Equal(t, codes.NotFound, reach(t, mtlsAddr, creds(ca.caFile(), clientCert, clientKey)), "client with a certificate gets through")
 	require.Equal(t, codes.Unavailable, reach(t, mtlsAddr, creds(ca.caFile(), "", "")), "client without a certificate refused")
 	require.Equal(t, codes.Unavailable, reach(t, mtlsAddr, creds(ca.caFile(), strangerCert, strangerKey)), "certificate of another CA refused")
+}
+
+// The HTTP/JSON listener uses the gRPC listener's TLS: HTTPS with the same
+// certificate, and with a client CA, only clients with a certificate of it.
+func TestHTTPOverTLS(t *testing.T) {
+	t.Parallel()
+	ca := newPKI(t, "dispenser-test")
+	serverCert, serverKey := ca.issue("server", true)
+	clientCert, clientKey := ca.issue("client", false)
+	client := func(cert, key string) *http.Client {
+		pool := x509.NewCertPool()
+		pemCA, err := os.ReadFile(ca.caFile())
+		require.NoError(t, err)
+		require.True(t, pool.AppendCertsFromPEM(pemCA))
+		cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		if cert != "" {
+			pair, err := tls.LoadX509KeyPair(cert, key)
+			require.NoError(t, err)
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	get := func(c *http.Client, url string) (int, error) {
+		resp, err := c.Get(url + "/v1/pools/nope")
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	d := testdaemon.Run(t, func(c *dispenser.Config) { c.TLS = dispenser.TLSConfig{CertFile: serverCert, KeyFile: serverKey} })
+	httpsURL := strings.Replace(d.HTTP, "http://", "https://", 1)
+	st, err := get(client("", ""), httpsURL)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, st, "an HTTPS call gets through")
+	st, err = get(&http.Client{Timeout: 5 * time.Second}, d.HTTP)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusBadRequest, st, "plain HTTP is refused by the TLS listener")
+
+	m := testdaemon.Run(t, func(c *dispenser.Config) {
+		c.TLS = dispenser.TLSConfig{CertFile: serverCert, KeyFile: serverKey, ClientCAFile: ca.caFile()}
+	})
+	mURL := strings.Replace(m.HTTP, "http://", "https://", 1)
+	st, err = get(client(clientCert, clientKey), mURL)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, st, "a client with a certificate gets through")
+	_, err = get(client("", ""), mURL)
+	require.Error(t, err, "a client without a certificate is refused")
 }

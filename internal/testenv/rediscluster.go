@@ -57,7 +57,8 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	for range 6 {
 		s := &RedisServer{t: t, Port: clusterPort(t), dir: t.TempDir()}
 		s.extra = []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
-			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"}
+			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
+			"--cluster-require-full-coverage", "no"}
 		s.Start()
 		t.Cleanup(s.Kill)
 		c.Nodes = append(c.Nodes, s)
