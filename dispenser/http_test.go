@@ -419,10 +419,25 @@ func TestClientExamples(t *testing.T) {
 			require.NoError(t, err, "%s", out)
 			text := string(out)
 			if ex.lang == "sh" {
-				require.Equal(t, 2, strings.Count(text, "HTTP 200"), text)
-				require.Contains(t, text, `"replayed":true`)
-				require.Contains(t, text, "HTTP 409")
-				require.Contains(t, text, `"reason":"USER_LIMIT_REACHED"`)
+				// Each call prints its JSON body, then "HTTP <status>".
+				var bodies []map[string]any
+				var statuses []string
+				for line := range strings.SplitSeq(strings.TrimSpace(text), "\n") {
+					if s, ok := strings.CutPrefix(line, "HTTP "); ok {
+						statuses = append(statuses, s)
+						continue
+					}
+					var b map[string]any
+					require.NoError(t, json.Unmarshal([]byte(line), &b), text)
+					bodies = append(bodies, b)
+				}
+				require.Equal(t, []string{"200", "200", "409"}, statuses, text)
+				require.Len(t, bodies, 3, text)
+				first, second := bodies[0]["claim"].(map[string]any), bodies[1]["claim"].(map[string]any)
+				require.Equal(t, first["code"], second["code"])
+				require.Equal(t, false, bodies[0]["replayed"])
+				require.Equal(t, true, bodies[1]["replayed"])
+				require.Equal(t, "USER_LIMIT_REACHED", bodies[2]["reason"])
 				return
 			}
 			lines := strings.Split(strings.TrimSpace(text), "\n")
