@@ -91,8 +91,7 @@ func (d *drain) perSecond() float64 {
 
 // popped is told of every pop from a shard and the entries left after it;
 // it starts a background refill of the shard when its list runs low.
-func (a *ahead) popped(p pool.Pool, shard int, left int64) {
-	name := stock.Shard(p.ID, shard)
+func (a *ahead) popped(p pool.Pool, shard int, name string, left int64) {
 	d := a.drainOf(name)
 	d.pops.Add(1)
 	mark := max(int64(perShard(p.RefillLowWater, shardCount(p))), int64(d.perSecond()*aheadWarning.Seconds()))
@@ -104,8 +103,7 @@ func (a *ahead) popped(p pool.Pool, shard int, left int64) {
 
 // dry is told of a shard a claim found empty and left for another: it
 // starts a background refill of the shard.
-func (a *ahead) dry(p pool.Pool, shard int) {
-	name := stock.Shard(p.ID, shard)
+func (a *ahead) dry(p pool.Pool, shard int, name string) {
 	a.start(p, shard, name, a.drainOf(name))
 }
 

@@ -108,7 +108,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 	home := stock.HomeShard(req.UserID, shardCount(p))
 	from := home
 	for range maxRefusals {
-		ans, shard, err := a.pop(ctx, p, args, from)
+		ans, shard, shardName, err := a.pop(ctx, p, args, from)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, stock.ErrPipeStopped) {
 				return Result{}, cmp.Or(ctx.Err(), ErrStopped)
@@ -116,7 +116,6 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			return Result{}, err // a *redisError, or every shard's breaker open
 		}
 		from = shard
-		shardName := stock.Shard(p.ID, shard)
 		status, entry := outcome(ans.Outcome), ans.Entry
 		switch status {
 		case outExhausted:
@@ -160,7 +159,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		}
 		popped := status == outPopped
 		if popped && a.ahead != nil && ans.Left >= 0 {
-			a.ahead.popped(p, shard, ans.Left)
+			a.ahead.popped(p, shard, shardName, ans.Left)
 		}
 		res := a.commit.submit(ctx, &commitItem{req: req, codeID: codeID, entry: entry, shard: shardName, popped: popped})
 		if res.err != nil {
@@ -199,10 +198,11 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 // pop runs the claim script on shard from of the pool, then on the next
 // shards while they answer exhausted (starting a background refill of each)
 // or cannot answer (Redis failing, the shard's breaker open), and returns
-// the first other answer and the shard that gave it. When no shard gave one,
+// the first other answer and the shard that gave it (its index and name).
+// When no shard gave one,
 // it returns the first failure met (a *redisError or the breaker's error:
 // the codes may be in that shard), else exhausted: every shard is empty.
-func (a *RedisAllocator) pop(ctx context.Context, p pool.Pool, args stock.ClaimArgs, from int) (stock.Answer, int, error) {
+func (a *RedisAllocator) pop(ctx context.Context, p pool.Pool, args stock.ClaimArgs, from int) (stock.Answer, int, string, error) {
 	k := shardCount(p)
 	shard := from
 	var failed error
@@ -211,18 +211,18 @@ func (a *RedisAllocator) pop(ctx context.Context, p pool.Pool, args stock.ClaimA
 		ans, err := a.popShard(ctx, args)
 		switch {
 		case err == nil && outcome(ans.Outcome) != outExhausted:
-			return ans, shard, nil
+			return ans, shard, args.PoolID, nil
 		case err == nil:
 			if a.ahead != nil && tried < k {
-				a.ahead.dry(p, shard)
+				a.ahead.dry(p, shard, args.PoolID)
 			}
 		case ctx.Err() != nil || errors.Is(err, stock.ErrPipeStopped):
-			return ans, shard, err
+			return ans, shard, args.PoolID, err
 		default:
 			failed = cmp.Or(failed, err)
 		}
 		if tried >= k {
-			return stock.Answer{Outcome: string(outExhausted), Left: -1}, shard, failed
+			return stock.Answer{Outcome: string(outExhausted), Left: -1}, shard, args.PoolID, failed
 		}
 		shard = (shard + 1) % k
 	}

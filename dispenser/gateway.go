@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -271,8 +272,9 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 
 // isImportPath matches /v1/pools/{pool_id}/imports.
 func isImportPath(p string) bool {
-	const prefix, suffix = "/v1/pools/", "/imports"
-	return len(p) > len(prefix)+len(suffix) && p[:len(prefix)] == prefix && p[len(p)-len(suffix):] == suffix
+	id, ok := strings.CutPrefix(p, "/v1/pools/")
+	id, isImport := strings.CutSuffix(id, "/imports")
+	return ok && isImport && id != ""
 }
 
 // importChunk is how much of an upload one ImportCodes message carries.

@@ -21,15 +21,6 @@ type TLSConfig struct {
 // Enabled reports whether TLS is configured.
 func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" || c.ClientCAFile != "" }
 
-// ServerCredentials loads the certificates into gRPC transport credentials.
-func (c TLSConfig) ServerCredentials() (credentials.TransportCredentials, error) {
-	cfg, err := c.ServerTLS()
-	if err != nil {
-		return nil, err
-	}
-	return credentials.NewTLS(cfg), nil
-}
-
 // ServerTLS loads the certificates into a server TLS configuration: the
 // gRPC listener's, and the HTTP listener's (the same rules on both).
 func (c TLSConfig) ServerTLS() (*tls.Config, error) {

@@ -157,39 +157,44 @@ func (s *Store) InFlightBefore(ctx context.Context, poolID string, cutoff time.T
 // Levels reads the staged list lengths and ledger sizes of the given shards
 // (see Shard) in one pipeline, and returns their sums.
 func (s *Store) Levels(ctx context.Context, shards ...string) (staged, inFlight int64, err error) {
-	pipe := s.rdb.Pipeline()
-	lens := make([]*redis.IntCmd, 0, len(shards))
-	cards := make([]*redis.IntCmd, 0, len(shards))
-	for _, sh := range shards {
-		lens = append(lens, pipe.LLen(ctx, s.keys.Staged(sh)))
-		cards = append(cards, pipe.ZCard(ctx, s.keys.InFlight(sh)))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, 0, err
-	}
+	lens, cards, err := s.shardLevels(ctx, shards, true)
 	for i := range lens {
-		staged += lens[i].Val()
-		inFlight += cards[i].Val()
+		staged += lens[i]
+		inFlight += cards[i]
 	}
-	return staged, inFlight, nil
+	return staged, inFlight, err
 }
 
 // ShardLevels returns the staged list length of each given shard, read in
 // one pipeline.
 func (s *Store) ShardLevels(ctx context.Context, shards ...string) ([]int64, error) {
+	lens, _, err := s.shardLevels(ctx, shards, false)
+	return lens, err
+}
+
+// shardLevels reads each shard's list length and, with ledgers, its ledger
+// size, in one pipeline.
+func (s *Store) shardLevels(ctx context.Context, shards []string, ledgers bool) (lens, cards []int64, err error) {
 	pipe := s.rdb.Pipeline()
-	lens := make([]*redis.IntCmd, 0, len(shards))
-	for _, sh := range shards {
-		lens = append(lens, pipe.LLen(ctx, s.keys.Staged(sh)))
+	lenCmds := make([]*redis.IntCmd, len(shards))
+	cardCmds := make([]*redis.IntCmd, len(shards))
+	for i, sh := range shards {
+		lenCmds[i] = pipe.LLen(ctx, s.keys.Staged(sh))
+		if ledgers {
+			cardCmds[i] = pipe.ZCard(ctx, s.keys.InFlight(sh))
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make([]int64, len(lens))
-	for i, c := range lens {
-		out[i] = c.Val()
+	lens, cards = make([]int64, len(shards)), make([]int64, len(shards))
+	for i := range shards {
+		lens[i] = lenCmds[i].Val()
+		if ledgers {
+			cards[i] = cardCmds[i].Val()
+		}
 	}
-	return out, nil
+	return lens, cards, nil
 }
 
 // DropShard deletes the staged list and batch markers of a shard no claim
