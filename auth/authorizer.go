@@ -31,8 +31,8 @@ const (
 // refused to everyone but admins; health and reflection need no key.
 var Rules = map[string][]Role{
 	"/dispenser.v1.ClaimService/ClaimCode":          {Claimer, Admin},
-	"/dispenser.v1.ClaimService/GetClaim":           {Claimer, Admin},
-	"/dispenser.v1.ClaimService/ListUserClaims":     {Claimer, Admin},
+	"/dispenser.v1.ClaimService/GetClaim":           {Claimer, Admin, Auditor},
+	"/dispenser.v1.ClaimService/ListUserClaims":     {Claimer, Admin, Auditor},
 	"/dispenser.v1.ClaimService/ReserveCode":        {Claimer, Admin},
 	"/dispenser.v1.ClaimService/ConfirmReservation": {Claimer, Admin},
 	"/dispenser.v1.ClaimService/CancelReservation":  {Claimer, Admin},
@@ -40,6 +40,7 @@ var Rules = map[string][]Role{
 	"/dispenser.v1.AdminService/ListPools":          {Auditor, Admin},
 	"/dispenser.v1.AdminService/GetPoolStats":       {Auditor, Admin},
 	"/dispenser.v1.AdminService/ExportClaims":       {Auditor, Admin},
+	"/dispenser.v1.AdminService/GetHealth":          {Auditor, Admin},
 	"/dispenser.v1.PrizeService/RecordPrize":        {Claimer, Admin},
 	"/dispenser.v1.PrizeService/MarkPrizeReady":     {Claimer, Admin},
 	"/dispenser.v1.PrizeService/GetPrize":           {Auditor, Admin},
@@ -162,6 +163,38 @@ func FromContext(ctx context.Context) (Key, bool) {
 func SeesCodes(ctx context.Context) bool {
 	k, ok := FromContext(ctx)
 	return !ok || k.Role == Admin
+}
+
+// WithholdsCodes reports whether the caller is an auditor: it may look
+// claims up, but their codes are left out of every answer.
+func WithholdsCodes(ctx context.Context) bool {
+	k, ok := FromContext(ctx)
+	return ok && k.Role == Auditor
+}
+
+// SignIn checks a key as a call from peerAddr would be (the same failure
+// and lookup limits), for a sign-in that is not a gRPC call: the web
+// console's. Its errors are the statuses a call would get.
+func (a *Authorizer) SignIn(ctx context.Context, text, peerAddr string) (Key, error) {
+	if text == "" {
+		return Key{}, withReason(codes.Unauthenticated, "an API key is required", ReasonUnauthenticated)
+	}
+	k, err := a.verify(ctx, text, peerAddr)
+	switch {
+	case errors.Is(err, ErrBadKey):
+		if !a.noteFailure(peerAddr) {
+			return Key{}, tooManyFailures()
+		}
+		return Key{}, withReason(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
+	case errors.Is(err, errPeerBlocked):
+		return Key{}, tooManyFailures()
+	case errors.Is(err, errLookupsBusy):
+		return Key{}, withReason(codes.Unavailable, "too many new API keys at once; retry shortly", ReasonRateLimited)
+	case err != nil:
+		a.log.WarnContext(ctx, "key lookup failed", "err", err)
+		return Key{}, withReason(codes.Unavailable, "cannot check the API key now; retry later", "STORE_UNAVAILABLE")
+	}
+	return k, nil
 }
 
 // Unary is the unary interceptor.

@@ -3,6 +3,8 @@ package claim
 import (
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +63,25 @@ func (b *breakers) state() gobreaker.State {
 		return true
 	})
 	return state
+}
+
+// ShardBreaker is the state of one pool shard's Redis breaker.
+type ShardBreaker struct {
+	// Shard is the shard's name (its hash tag).
+	Shard string
+	// State is "closed", "open" or "half-open".
+	State string
+}
+
+// states lists every shard's breaker, by shard name.
+func (b *breakers) states() []ShardBreaker {
+	var out []ShardBreaker
+	b.m.Range(func(k, v any) bool {
+		out = append(out, ShardBreaker{Shard: k.(string), State: v.(*gobreaker.TwoStepCircuitBreaker[struct{}]).State().String()})
+		return true
+	})
+	slices.SortFunc(out, func(a, b ShardBreaker) int { return strings.Compare(a.Shard, b.Shard) })
+	return out
 }
 
 // isOpen reports whether err is a breaker refusing a call.

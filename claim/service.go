@@ -204,6 +204,10 @@ func (s *Service) Stop() {
 // "half-open" if any is, else "closed".
 func (s *Service) BreakerState() string { return s.breakers.state().String() }
 
+// Breakers lists the Redis breaker of every pool shard this service has
+// claimed from, by shard name.
+func (s *Service) Breakers() []ShardBreaker { return s.breakers.states() }
+
 // Claim hands the user a code, or the code an earlier call with the same
 // request id got. A request id that another user holds is ErrRequestReused.
 func (s *Service) Claim(ctx context.Context, req Request) (Result, error) {

@@ -77,11 +77,11 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := b.claim.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "p1", UserId: "u", RequestId: "r"})
 			return err
 		}},
-		{"GetClaim", claimers, func(ctx context.Context) error {
+		{"GetClaim", []string{"claimer", "auditor", "admin"}, func(ctx context.Context) error {
 			_, err := b.claim.GetClaim(ctx, &dispenserv1.GetClaimRequest{PoolId: "p1", RequestId: "r"})
 			return err
 		}},
-		{"ListUserClaims", claimers, func(ctx context.Context) error {
+		{"ListUserClaims", []string{"claimer", "auditor", "admin"}, func(ctx context.Context) error {
 			_, err := b.claim.ListUserClaims(ctx, &dispenserv1.ListUserClaimsRequest{PoolId: "p1", UserId: "u"})
 			return err
 		}},
@@ -178,6 +178,10 @@ func TestAuthMatrix(t *testing.T) {
 		}},
 		{"ListKeys", admins, func(ctx context.Context) error {
 			_, err := b.admin.ListKeys(ctx, &dispenserv1.ListKeysRequest{})
+			return err
+		}},
+		{"GetHealth", readers, func(ctx context.Context) error {
+			_, err := b.admin.GetHealth(ctx, &dispenserv1.GetHealthRequest{})
 			return err
 		}},
 		{"RevokeKey", admins, func(ctx context.Context) error {
@@ -301,4 +305,21 @@ func TestAuditorSeesNoCodes(t *testing.T) {
 	list, err := pc.ListPrizes(withKey(auditor), &dispenserv1.ListPrizesRequest{PoolId: "p1"})
 	require.NoError(t, err)
 	require.Empty(t, list.GetPrizes()[0].GetCode())
+
+	// Claims: auditors may look them up, without their codes.
+	_, err = b.db.Pool.Exec(ctx, `WITH k AS (INSERT INTO codes (pool_id, code, import_id, state)
+		SELECT 'p1', 'OTHERSECRET', id, 'claimed' FROM imports WHERE pool_id = 'p1' RETURNING id)
+		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id) SELECT 'p1', 'r1', 'u1', 1, id FROM k`)
+	require.NoError(t, err)
+	got, err := b.claim.GetClaim(withKey(auditor), &dispenserv1.GetClaimRequest{PoolId: "p1", RequestId: "r1"})
+	require.NoError(t, err)
+	require.Equal(t, "u1", got.GetClaim().GetUserId())
+	require.Empty(t, got.GetClaim().GetCode())
+	claims, err := b.claim.ListUserClaims(withKey(auditor), &dispenserv1.ListUserClaimsRequest{PoolId: "p1", UserId: "u1"})
+	require.NoError(t, err)
+	require.Len(t, claims.GetClaims(), 1)
+	require.Empty(t, claims.GetClaims()[0].GetCode())
+	got, err = b.claim.GetClaim(withKey(admin), &dispenserv1.GetClaimRequest{PoolId: "p1", RequestId: "r1"})
+	require.NoError(t, err)
+	require.Equal(t, "OTHERSECRET", got.GetClaim().GetCode())
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/jobs"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
@@ -50,7 +51,7 @@ func (s *Server) GetClaim(ctx context.Context, req *dispenserv1.GetClaimRequest)
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
 	}
-	return &dispenserv1.GetClaimResponse{Claim: claimToProto(c, true)}, nil
+	return &dispenserv1.GetClaimResponse{Claim: claimToProto(c, !auth.WithholdsCodes(ctx))}, nil
 }
 
 // ListUserClaims implements ClaimService.ListUserClaims.
@@ -61,7 +62,7 @@ func (s *Server) ListUserClaims(ctx context.Context, req *dispenserv1.ListUserCl
 	}
 	out := &dispenserv1.ListUserClaimsResponse{}
 	for _, c := range cs {
-		out.Claims = append(out.Claims, claimToProto(c, true))
+		out.Claims = append(out.Claims, claimToProto(c, !auth.WithholdsCodes(ctx)))
 	}
 	return out, nil
 }

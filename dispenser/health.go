@@ -2,14 +2,22 @@ package dispenser
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"maps"
+	"os"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/dispenserhq/dispenser/internal/stock"
+	"github.com/dispenserhq/dispenser/jobs"
 
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -85,4 +93,105 @@ func (h *healthChecker) run(ctx context.Context, every time.Duration) {
 			h.check(ctx)
 		}
 	}
+}
+
+// jobLog keeps the last run of each job on this replica, for GetHealth.
+type jobLog struct {
+	mu   sync.Mutex
+	jobs map[jobs.Name]*jobRecord
+}
+
+type jobRecord struct {
+	start    time.Time
+	took     time.Duration
+	result   string
+	err      string
+	runs     int64
+	failures int64
+	changes  map[string]int64
+}
+
+// observe records one run; errText turns an error into the text callers
+// may see.
+func (l *jobLog) observe(name jobs.Name, reports []jobs.PoolReport, err error, took time.Duration, errText func(error) string) {
+	rec := jobRecord{start: time.Now().Add(-took), took: took, result: "ok", changes: map[string]int64{}}
+	switch {
+	case errors.Is(err, jobs.ErrBusy):
+		rec.result = "busy"
+	case err != nil:
+		rec.result, rec.err = "error", errText(err)
+	}
+	for _, r := range reports {
+		if r.Err != nil && rec.err == "" {
+			rec.result, rec.err = "error", r.PoolID+": "+errText(r.Err)
+		}
+		for kind, n := range map[string]int64{"staged": int64(r.Staged), "expired": r.Reconcile.Expired,
+			"returned_lost_batches": r.Reconcile.LostBatches, "returned_stale": r.Reconcile.Stale,
+			"returned_orphans": r.Reconcile.Orphans, "returned_dropped_shards": r.Reconcile.Dropped,
+			"holds_expired": r.HoldsExpired, "prizes_assigned": int64(r.Deliver.Assigned),
+			"prizes_delivered": int64(r.Deliver.Delivered), "delivery_retries": int64(r.Deliver.Retried),
+			"prizes_parked": int64(r.Deliver.Parked)} {
+			if n > 0 {
+				rec.changes[kind] += n
+			}
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.jobs == nil {
+		l.jobs = map[jobs.Name]*jobRecord{}
+	}
+	prev := l.jobs[name]
+	if prev != nil {
+		rec.runs, rec.failures = prev.runs, prev.failures
+	}
+	rec.runs++
+	if rec.result == "error" {
+		rec.failures++
+	}
+	l.jobs[name] = &rec
+}
+
+// statuses returns every job's last run, by job name; jobs that have not
+// run here are listed without one.
+func (l *jobLog) statuses() []*dispenserv1.JobStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*dispenserv1.JobStatus
+	for _, name := range []jobs.Name{jobs.Deliver, jobs.ExpireHolds, jobs.Reconcile, jobs.Refill} {
+		st := &dispenserv1.JobStatus{Job: string(name)}
+		if rec := l.jobs[name]; rec != nil {
+			st.LastStart, st.LastDuration = timestamppb.New(rec.start), durationpb.New(rec.took)
+			st.LastResult, st.LastError, st.Runs, st.Failures = rec.result, rec.err, rec.runs, rec.failures
+			st.LastChanges = maps.Clone(rec.changes)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// replicaName is this process's name in GetHealth: host name and pid.
+var replicaName = func() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	return host + ":" + strconv.Itoa(os.Getpid())
+}()
+
+// GetHealth implements AdminService.GetHealth: what this replica sees now.
+func (s *Server) GetHealth(ctx context.Context, _ *dispenserv1.GetHealthRequest) (*dispenserv1.GetHealthResponse, error) {
+	out := &dispenserv1.GetHealthResponse{Replica: replicaName, CheckTime: timestamppb.Now()}
+	pctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
+	out.PostgresUp = s.db.Ping(pctx) == nil
+	cancel()
+	rctx, cancel := context.WithTimeout(ctx, s.redisTimeout)
+	out.RedisUp = s.stock.Ping(rctx) == nil
+	cancel()
+	for _, b := range s.claims.Breakers() {
+		out.Breakers = append(out.Breakers, &dispenserv1.BreakerStatus{Shard: b.Shard, State: b.State})
+	}
+	out.Jobs = s.jobLog.statuses()
+	out.ClaimPaths = s.metrics.claimPaths()
+	return out, nil
 }

@@ -1,9 +1,13 @@
 package dispenser
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +19,7 @@ import (
 	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 // Metrics are the service's Prometheus metrics, on a registry of their own.
@@ -114,6 +119,51 @@ func (m *Metrics) observeClaim(poolID string, res claim.Result, err error, took 
 	}
 	m.claims.WithLabelValues(poolID, path, claimResult(err)).Inc()
 	m.claimSeconds.WithLabelValues(poolID, path).Observe(took.Seconds())
+}
+
+// claimPaths reads the ClaimCode answers counted since start, by pool and
+// path: claimed (result ok) and refused (any other result).
+func (m *Metrics) claimPaths() []*dispenserv1.ClaimPathCount {
+	families, err := m.Registry.Gather()
+	if err != nil {
+		return nil
+	}
+	type key struct{ pool, path string }
+	counts := map[key]*dispenserv1.ClaimPathCount{}
+	for _, f := range families {
+		if f.GetName() != "dispenser_claims_total" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			var k key
+			var ok bool
+			for _, l := range mt.GetLabel() {
+				switch l.GetName() {
+				case "pool":
+					k.pool = l.GetValue()
+				case "path":
+					k.path = l.GetValue()
+				case "result":
+					ok = l.GetValue() == "ok"
+				}
+			}
+			c := counts[k]
+			if c == nil {
+				c = &dispenserv1.ClaimPathCount{PoolId: k.pool, Path: k.path}
+				counts[k] = c
+			}
+			if ok {
+				c.Claimed += int64(mt.GetCounter().GetValue())
+			} else {
+				c.Refused += int64(mt.GetCounter().GetValue())
+			}
+		}
+	}
+	out := slices.Collect(maps.Values(counts))
+	slices.SortFunc(out, func(a, b *dispenserv1.ClaimPathCount) int {
+		return cmp.Or(strings.Compare(a.PoolId, b.PoolId), strings.Compare(a.Path, b.Path))
+	})
+	return out
 }
 
 // observeHold records one reservation call's answer.

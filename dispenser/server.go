@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
@@ -69,6 +70,8 @@ type Server struct {
 	stock        *stock.Store
 	keys         stock.Keys
 	metrics      *Metrics
+	jobLog       jobLog
+	db           *pgxpool.Pool
 	redisTimeout time.Duration
 	maxImport    int64
 	log          *slog.Logger
@@ -94,6 +97,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pools:        pool.NewStore(cfg.DB).WithSession(cfg.SessionDB),
 		prizes:       prize.NewStore(cfg.DB),
 		apiKeys:      auth.NewStore(cfg.DB),
+		db:           cfg.DB,
 		keys:         stock.NewKeys(cmp.Or(cfg.RedisNamespace, "dispenser")),
 		redisTimeout: cmp.Or(cfg.RedisTimeout, 500*time.Millisecond),
 		maxImport:    cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault),
@@ -119,7 +123,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	deliverer := prize.NewDeliverer(cfg.DB, s.claims, stager, dc)
 	jc := cfg.Jobs
 	jc.Logger = cmp.Or(jc.Logger, s.log)
-	jc.Observe = s.metrics.observeJob
+	jc.Observe = func(name jobs.Name, reports []jobs.PoolReport, err error, took time.Duration) {
+		s.metrics.observeJob(name, reports, err, took)
+		s.jobLog.observe(name, reports, err, took, func(err error) string {
+			return status.Convert(statusError(context.Background(), s.log, err)).Message()
+		})
+	}
 	jc.SessionDB = cmp.Or(jc.SessionDB, cfg.SessionDB)
 	s.jobs = jobs.New(cfg.DB, stager, claim.NewReconciler(cfg.DB, cfg.Redis, s.keys), deliverer, jc)
 	return s, nil

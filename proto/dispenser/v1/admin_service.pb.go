@@ -9,6 +9,7 @@ package dispenserv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -263,6 +264,384 @@ func (KeyRole) EnumDescriptor() ([]byte, []int) {
 	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{3}
 }
 
+// GetHealthRequest asks the answering replica for its view.
+type GetHealthRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHealthRequest) Reset() {
+	*x = GetHealthRequest{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHealthRequest) ProtoMessage() {}
+
+func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
+func (*GetHealthRequest) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{0}
+}
+
+// GetHealthResponse is one replica's view of the service.
+type GetHealthResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica that answered (host name and process id).
+	Replica string `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	// When this replica last checked the stores (every 2 seconds).
+	CheckTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=check_time,json=checkTime,proto3" json:"check_time,omitempty"`
+	// Whether Postgres answered the last check. Without it nothing is claimed.
+	PostgresUp bool `protobuf:"varint,3,opt,name=postgres_up,json=postgresUp,proto3" json:"postgres_up,omitempty"`
+	// Whether Redis answered the last check. Without it claims fall back to
+	// Postgres, slower but still served.
+	RedisUp bool `protobuf:"varint,4,opt,name=redis_up,json=redisUp,proto3" json:"redis_up,omitempty"`
+	// The Redis breaker of every pool shard this replica has served claims
+	// from, by shard.
+	Breakers []*BreakerStatus `protobuf:"bytes,5,rep,name=breakers,proto3" json:"breakers,omitempty"`
+	// The last run of each job on this replica, by job.
+	Jobs []*JobStatus `protobuf:"bytes,6,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// ClaimCode answers this replica gave since it started, by pool and path.
+	ClaimPaths    []*ClaimPathCount `protobuf:"bytes,7,rep,name=claim_paths,json=claimPaths,proto3" json:"claim_paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHealthResponse) Reset() {
+	*x = GetHealthResponse{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHealthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHealthResponse) ProtoMessage() {}
+
+func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
+func (*GetHealthResponse) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetHealthResponse) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *GetHealthResponse) GetCheckTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CheckTime
+	}
+	return nil
+}
+
+func (x *GetHealthResponse) GetPostgresUp() bool {
+	if x != nil {
+		return x.PostgresUp
+	}
+	return false
+}
+
+func (x *GetHealthResponse) GetRedisUp() bool {
+	if x != nil {
+		return x.RedisUp
+	}
+	return false
+}
+
+func (x *GetHealthResponse) GetBreakers() []*BreakerStatus {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
+}
+
+func (x *GetHealthResponse) GetJobs() []*JobStatus {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *GetHealthResponse) GetClaimPaths() []*ClaimPathCount {
+	if x != nil {
+		return x.ClaimPaths
+	}
+	return nil
+}
+
+// BreakerStatus is the state of one pool shard's Redis breaker.
+type BreakerStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool shard: its Redis hash tag, "{pool}" or "{pool#s}".
+	Shard string `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// "closed" (Redis serves), "open" (Postgres serves) or "half-open" (one
+	// probe is trying Redis again).
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakerStatus) Reset() {
+	*x = BreakerStatus{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakerStatus) ProtoMessage() {}
+
+func (x *BreakerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakerStatus.ProtoReflect.Descriptor instead.
+func (*BreakerStatus) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BreakerStatus) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *BreakerStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// JobStatus is the last run of one job on the answering replica.
+type JobStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// refill, reconcile, deliver or expire_holds.
+	Job string `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// When the last run started; unset if the job has not run here.
+	LastStart *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_start,json=lastStart,proto3" json:"last_start,omitempty"`
+	// How long the last run took.
+	LastDuration *durationpb.Duration `protobuf:"bytes,3,opt,name=last_duration,json=lastDuration,proto3" json:"last_duration,omitempty"`
+	// "ok", "busy" (another replica held the job) or "error".
+	LastResult string `protobuf:"bytes,4,opt,name=last_result,json=lastResult,proto3" json:"last_result,omitempty"`
+	// The last run's error, or the first of its pools' errors; safe to show
+	// (never a code).
+	LastError string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Runs on this replica since it started, and how many ended in an error.
+	Runs     int64 `protobuf:"varint,6,opt,name=runs,proto3" json:"runs,omitempty"`
+	Failures int64 `protobuf:"varint,7,opt,name=failures,proto3" json:"failures,omitempty"`
+	// What the last run changed, summed over its pools (e.g. staged,
+	// expired, holds_expired, prizes_delivered); only non-zero counts.
+	LastChanges   map[string]int64 `protobuf:"bytes,8,rep,name=last_changes,json=lastChanges,proto3" json:"last_changes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStatus) Reset() {
+	*x = JobStatus{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStatus) ProtoMessage() {}
+
+func (x *JobStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
+func (*JobStatus) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JobStatus) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *JobStatus) GetLastStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastStart
+	}
+	return nil
+}
+
+func (x *JobStatus) GetLastDuration() *durationpb.Duration {
+	if x != nil {
+		return x.LastDuration
+	}
+	return nil
+}
+
+func (x *JobStatus) GetLastResult() string {
+	if x != nil {
+		return x.LastResult
+	}
+	return ""
+}
+
+func (x *JobStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *JobStatus) GetRuns() int64 {
+	if x != nil {
+		return x.Runs
+	}
+	return 0
+}
+
+func (x *JobStatus) GetFailures() int64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *JobStatus) GetLastChanges() map[string]int64 {
+	if x != nil {
+		return x.LastChanges
+	}
+	return nil
+}
+
+// ClaimPathCount counts ClaimCode answers of one pool by one path.
+type ClaimPathCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pool ("unknown" for ids that name no pool).
+	PoolId string `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	// "redis", "fallback", "replay" or "none" (refused before a path).
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Answers that gave a code (a claim or a replay).
+	Claimed int64 `protobuf:"varint,3,opt,name=claimed,proto3" json:"claimed,omitempty"`
+	// Answers that refused.
+	Refused       int64 `protobuf:"varint,4,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimPathCount) Reset() {
+	*x = ClaimPathCount{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimPathCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimPathCount) ProtoMessage() {}
+
+func (x *ClaimPathCount) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimPathCount.ProtoReflect.Descriptor instead.
+func (*ClaimPathCount) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ClaimPathCount) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *ClaimPathCount) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ClaimPathCount) GetClaimed() int64 {
+	if x != nil {
+		return x.Claimed
+	}
+	return 0
+}
+
+func (x *ClaimPathCount) GetRefused() int64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
 // CreatePoolRequest names the new pool and its settings.
 type CreatePoolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -275,7 +654,7 @@ type CreatePoolRequest struct {
 
 func (x *CreatePoolRequest) Reset() {
 	*x = CreatePoolRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[0]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +666,7 @@ func (x *CreatePoolRequest) String() string {
 func (*CreatePoolRequest) ProtoMessage() {}
 
 func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[0]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +679,7 @@ func (x *CreatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolRequest.ProtoReflect.Descriptor instead.
 func (*CreatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{0}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreatePoolRequest) GetPool() *Pool {
@@ -321,7 +700,7 @@ type CreatePoolResponse struct {
 
 func (x *CreatePoolResponse) Reset() {
 	*x = CreatePoolResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[1]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +712,7 @@ func (x *CreatePoolResponse) String() string {
 func (*CreatePoolResponse) ProtoMessage() {}
 
 func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[1]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +725,7 @@ func (x *CreatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePoolResponse.ProtoReflect.Descriptor instead.
 func (*CreatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{1}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreatePoolResponse) GetPool() *Pool {
@@ -372,7 +751,7 @@ type UpdatePoolRequest struct {
 
 func (x *UpdatePoolRequest) Reset() {
 	*x = UpdatePoolRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[2]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +763,7 @@ func (x *UpdatePoolRequest) String() string {
 func (*UpdatePoolRequest) ProtoMessage() {}
 
 func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[2]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +776,7 @@ func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{2}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpdatePoolRequest) GetPool() *Pool {
@@ -425,7 +804,7 @@ type UpdatePoolResponse struct {
 
 func (x *UpdatePoolResponse) Reset() {
 	*x = UpdatePoolResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[3]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +816,7 @@ func (x *UpdatePoolResponse) String() string {
 func (*UpdatePoolResponse) ProtoMessage() {}
 
 func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[3]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +829,7 @@ func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{3}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdatePoolResponse) GetPool() *Pool {
@@ -471,7 +850,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[4]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +862,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[4]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +875,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{4}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPoolRequest) GetPoolId() string {
@@ -517,7 +896,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[5]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +908,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[5]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +921,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{5}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -565,7 +944,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[6]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +956,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[6]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +969,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{6}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListPoolsRequest) GetPageSize() int32 {
@@ -620,7 +999,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[7]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +1011,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[7]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +1024,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{7}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -673,7 +1052,7 @@ type GetPoolStatsRequest struct {
 
 func (x *GetPoolStatsRequest) Reset() {
 	*x = GetPoolStatsRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[8]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +1064,7 @@ func (x *GetPoolStatsRequest) String() string {
 func (*GetPoolStatsRequest) ProtoMessage() {}
 
 func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[8]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +1077,7 @@ func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{8}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetPoolStatsRequest) GetPoolId() string {
@@ -719,7 +1098,7 @@ type GetPoolStatsResponse struct {
 
 func (x *GetPoolStatsResponse) Reset() {
 	*x = GetPoolStatsResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[9]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +1110,7 @@ func (x *GetPoolStatsResponse) String() string {
 func (*GetPoolStatsResponse) ProtoMessage() {}
 
 func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[9]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +1123,7 @@ func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{9}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetPoolStatsResponse) GetStats() *PoolStats {
@@ -772,7 +1151,7 @@ type ImportOptions struct {
 
 func (x *ImportOptions) Reset() {
 	*x = ImportOptions{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[10]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1163,7 @@ func (x *ImportOptions) String() string {
 func (*ImportOptions) ProtoMessage() {}
 
 func (x *ImportOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[10]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1176,7 @@ func (x *ImportOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
 func (*ImportOptions) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{10}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ImportOptions) GetPoolId() string {
@@ -844,7 +1223,7 @@ type ImportCodesRequest struct {
 
 func (x *ImportCodesRequest) Reset() {
 	*x = ImportCodesRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[11]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1235,7 @@ func (x *ImportCodesRequest) String() string {
 func (*ImportCodesRequest) ProtoMessage() {}
 
 func (x *ImportCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[11]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1248,7 @@ func (x *ImportCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCodesRequest.ProtoReflect.Descriptor instead.
 func (*ImportCodesRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{11}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ImportCodesRequest) GetPayload() isImportCodesRequest_Payload {
@@ -930,7 +1309,7 @@ type InvalidLine struct {
 
 func (x *InvalidLine) Reset() {
 	*x = InvalidLine{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[12]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1321,7 @@ func (x *InvalidLine) String() string {
 func (*InvalidLine) ProtoMessage() {}
 
 func (x *InvalidLine) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[12]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1334,7 @@ func (x *InvalidLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidLine.ProtoReflect.Descriptor instead.
 func (*InvalidLine) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{12}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InvalidLine) GetLine() int64 {
@@ -998,7 +1377,7 @@ type ImportCodesResponse struct {
 
 func (x *ImportCodesResponse) Reset() {
 	*x = ImportCodesResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[13]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1389,7 @@ func (x *ImportCodesResponse) String() string {
 func (*ImportCodesResponse) ProtoMessage() {}
 
 func (x *ImportCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[13]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1402,7 @@ func (x *ImportCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCodesResponse.ProtoReflect.Descriptor instead.
 func (*ImportCodesResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{13}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ImportCodesResponse) GetImportId() int64 {
@@ -1110,7 +1489,7 @@ type GenerateCodesRequest struct {
 
 func (x *GenerateCodesRequest) Reset() {
 	*x = GenerateCodesRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1501,7 @@ func (x *GenerateCodesRequest) String() string {
 func (*GenerateCodesRequest) ProtoMessage() {}
 
 func (x *GenerateCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[14]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1514,7 @@ func (x *GenerateCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateCodesRequest.ProtoReflect.Descriptor instead.
 func (*GenerateCodesRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{14}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GenerateCodesRequest) GetPoolId() string {
@@ -1200,7 +1579,7 @@ type GenerateCodesResponse struct {
 
 func (x *GenerateCodesResponse) Reset() {
 	*x = GenerateCodesResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1591,7 @@ func (x *GenerateCodesResponse) String() string {
 func (*GenerateCodesResponse) ProtoMessage() {}
 
 func (x *GenerateCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[15]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1604,7 @@ func (x *GenerateCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateCodesResponse.ProtoReflect.Descriptor instead.
 func (*GenerateCodesResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{15}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GenerateCodesResponse) GetDrawn() int64 {
@@ -1261,7 +1640,7 @@ type GenerateCodesSummary struct {
 
 func (x *GenerateCodesSummary) Reset() {
 	*x = GenerateCodesSummary{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1652,7 @@ func (x *GenerateCodesSummary) String() string {
 func (*GenerateCodesSummary) ProtoMessage() {}
 
 func (x *GenerateCodesSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[16]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1665,7 @@ func (x *GenerateCodesSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateCodesSummary.ProtoReflect.Descriptor instead.
 func (*GenerateCodesSummary) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{16}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GenerateCodesSummary) GetImportId() int64 {
@@ -1335,7 +1714,7 @@ type ExportClaimsRequest struct {
 
 func (x *ExportClaimsRequest) Reset() {
 	*x = ExportClaimsRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1726,7 @@ func (x *ExportClaimsRequest) String() string {
 func (*ExportClaimsRequest) ProtoMessage() {}
 
 func (x *ExportClaimsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[17]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1739,7 @@ func (x *ExportClaimsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportClaimsRequest.ProtoReflect.Descriptor instead.
 func (*ExportClaimsRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{17}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExportClaimsRequest) GetPoolId() string {
@@ -1402,7 +1781,7 @@ type ExportClaimsResponse struct {
 
 func (x *ExportClaimsResponse) Reset() {
 	*x = ExportClaimsResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1793,7 @@ func (x *ExportClaimsResponse) String() string {
 func (*ExportClaimsResponse) ProtoMessage() {}
 
 func (x *ExportClaimsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[18]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1806,7 @@ func (x *ExportClaimsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportClaimsResponse.ProtoReflect.Descriptor instead.
 func (*ExportClaimsResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{18}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExportClaimsResponse) GetClaims() []*Claim {
@@ -1455,7 +1834,7 @@ type VoidCodesRequest struct {
 
 func (x *VoidCodesRequest) Reset() {
 	*x = VoidCodesRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1846,7 @@ func (x *VoidCodesRequest) String() string {
 func (*VoidCodesRequest) ProtoMessage() {}
 
 func (x *VoidCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[19]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1859,7 @@ func (x *VoidCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoidCodesRequest.ProtoReflect.Descriptor instead.
 func (*VoidCodesRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{19}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VoidCodesRequest) GetPoolId() string {
@@ -1528,7 +1907,7 @@ type VoidCodesResponse struct {
 
 func (x *VoidCodesResponse) Reset() {
 	*x = VoidCodesResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1919,7 @@ func (x *VoidCodesResponse) String() string {
 func (*VoidCodesResponse) ProtoMessage() {}
 
 func (x *VoidCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[20]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1932,7 @@ func (x *VoidCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoidCodesResponse.ProtoReflect.Descriptor instead.
 func (*VoidCodesResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{20}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *VoidCodesResponse) GetVoided() int64 {
@@ -1597,7 +1976,7 @@ type RunJobRequest struct {
 
 func (x *RunJobRequest) Reset() {
 	*x = RunJobRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1988,7 @@ func (x *RunJobRequest) String() string {
 func (*RunJobRequest) ProtoMessage() {}
 
 func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +2001,7 @@ func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
 func (*RunJobRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{21}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RunJobRequest) GetJob() Job {
@@ -1679,7 +2058,7 @@ type JobPoolReport struct {
 
 func (x *JobPoolReport) Reset() {
 	*x = JobPoolReport{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +2070,7 @@ func (x *JobPoolReport) String() string {
 func (*JobPoolReport) ProtoMessage() {}
 
 func (x *JobPoolReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +2083,7 @@ func (x *JobPoolReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobPoolReport.ProtoReflect.Descriptor instead.
 func (*JobPoolReport) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{22}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *JobPoolReport) GetPoolId() string {
@@ -1816,7 +2195,7 @@ type RunJobResponse struct {
 
 func (x *RunJobResponse) Reset() {
 	*x = RunJobResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2207,7 @@ func (x *RunJobResponse) String() string {
 func (*RunJobResponse) ProtoMessage() {}
 
 func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2220,7 @@ func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
 func (*RunJobResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{23}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RunJobResponse) GetPools() []*JobPoolReport {
@@ -1876,7 +2255,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2267,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2280,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{24}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ApiKey) GetId() string {
@@ -1971,7 +2350,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2362,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2375,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{25}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateKeyRequest) GetKey() *ApiKey {
@@ -2020,7 +2399,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2411,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2424,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{26}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateKeyResponse) GetKey() *ApiKey {
@@ -2071,7 +2450,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2462,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2475,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{27}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{32}
 }
 
 // ListKeysResponse lists the keys.
@@ -2110,7 +2489,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2501,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2514,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{28}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListKeysResponse) GetKeys() []*ApiKey {
@@ -2156,7 +2535,7 @@ type RevokeKeyRequest struct {
 
 func (x *RevokeKeyRequest) Reset() {
 	*x = RevokeKeyRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2547,7 @@ func (x *RevokeKeyRequest) String() string {
 func (*RevokeKeyRequest) ProtoMessage() {}
 
 func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2560,7 @@ func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{29}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeKeyRequest) GetKeyId() string {
@@ -2202,7 +2581,7 @@ type RevokeKeyResponse struct {
 
 func (x *RevokeKeyResponse) Reset() {
 	*x = RevokeKeyResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2593,7 @@ func (x *RevokeKeyResponse) String() string {
 func (*RevokeKeyResponse) ProtoMessage() {}
 
 func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2606,7 @@ func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{30}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeKeyResponse) GetKey() *ApiKey {
@@ -2241,7 +2620,42 @@ var File_dispenser_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
-	" dispenser/v1/admin_service.proto\x12\fdispenser.v1\x1a\x17dispenser/v1/pool.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
+	" dispenser/v1/admin_service.proto\x12\fdispenser.v1\x1a\x17dispenser/v1/pool.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
+	"\x10GetHealthRequest\"\xc9\x02\n" +
+	"\x11GetHealthResponse\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x129\n" +
+	"\n" +
+	"check_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcheckTime\x12\x1f\n" +
+	"\vpostgres_up\x18\x03 \x01(\bR\n" +
+	"postgresUp\x12\x19\n" +
+	"\bredis_up\x18\x04 \x01(\bR\aredisUp\x127\n" +
+	"\bbreakers\x18\x05 \x03(\v2\x1b.dispenser.v1.BreakerStatusR\bbreakers\x12+\n" +
+	"\x04jobs\x18\x06 \x03(\v2\x17.dispenser.v1.JobStatusR\x04jobs\x12=\n" +
+	"\vclaim_paths\x18\a \x03(\v2\x1c.dispenser.v1.ClaimPathCountR\n" +
+	"claimPaths\";\n" +
+	"\rBreakerStatus\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\"\x95\x03\n" +
+	"\tJobStatus\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x129\n" +
+	"\n" +
+	"last_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tlastStart\x12>\n" +
+	"\rlast_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\flastDuration\x12\x1f\n" +
+	"\vlast_result\x18\x04 \x01(\tR\n" +
+	"lastResult\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12\x12\n" +
+	"\x04runs\x18\x06 \x01(\x03R\x04runs\x12\x1a\n" +
+	"\bfailures\x18\a \x01(\x03R\bfailures\x12K\n" +
+	"\flast_changes\x18\b \x03(\v2(.dispenser.v1.JobStatus.LastChangesEntryR\vlastChanges\x1a>\n" +
+	"\x10LastChangesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"q\n" +
+	"\x0eClaimPathCount\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n" +
+	"\aclaimed\x18\x03 \x01(\x03R\aclaimed\x12\x18\n" +
+	"\arefused\x18\x04 \x01(\x03R\arefused\";\n" +
 	"\x11CreatePoolRequest\x12&\n" +
 	"\x04pool\x18\x01 \x01(\v2\x12.dispenser.v1.PoolR\x04pool\"<\n" +
 	"\x12CreatePoolResponse\x12&\n" +
@@ -2391,7 +2805,7 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x14KEY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_ROLE_CLAIMER\x10\x01\x12\x12\n" +
 	"\x0eKEY_ROLE_ADMIN\x10\x02\x12\x14\n" +
-	"\x10KEY_ROLE_AUDITOR\x10\x032\xa2\b\n" +
+	"\x10KEY_ROLE_AUDITOR\x10\x032\xf0\b\n" +
 	"\fAdminService\x12O\n" +
 	"\n" +
 	"CreatePool\x12\x1f.dispenser.v1.CreatePoolRequest\x1a .dispenser.v1.CreatePoolResponse\x12O\n" +
@@ -2407,7 +2821,8 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x06RunJob\x12\x1b.dispenser.v1.RunJobRequest\x1a\x1c.dispenser.v1.RunJobResponse\x12L\n" +
 	"\tCreateKey\x12\x1e.dispenser.v1.CreateKeyRequest\x1a\x1f.dispenser.v1.CreateKeyResponse\x12I\n" +
 	"\bListKeys\x12\x1d.dispenser.v1.ListKeysRequest\x1a\x1e.dispenser.v1.ListKeysResponse\x12L\n" +
-	"\tRevokeKey\x12\x1e.dispenser.v1.RevokeKeyRequest\x1a\x1f.dispenser.v1.RevokeKeyResponseB\xb7\x01\n" +
+	"\tRevokeKey\x12\x1e.dispenser.v1.RevokeKeyRequest\x1a\x1f.dispenser.v1.RevokeKeyResponse\x12L\n" +
+	"\tGetHealth\x12\x1e.dispenser.v1.GetHealthRequest\x1a\x1f.dispenser.v1.GetHealthResponseB\xb7\x01\n" +
 	"\x10com.dispenser.v1B\x11AdminServiceProtoP\x01Z?github.com/dispenserhq/dispenser/proto/dispenser/v1;dispenserv1\xa2\x02\x03DXX\xaa\x02\fDispenser.V1\xca\x02\fDispenser\\V1\xe2\x02\x18Dispenser\\V1\\GPBMetadata\xea\x02\rDispenser::V1b\x06proto3"
 
 var (
@@ -2423,106 +2838,122 @@ func file_dispenser_v1_admin_service_proto_rawDescGZIP() []byte {
 }
 
 var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_dispenser_v1_admin_service_proto_goTypes = []any{
 	(ImportFormat)(0),             // 0: dispenser.v1.ImportFormat
 	(CodeCharset)(0),              // 1: dispenser.v1.CodeCharset
 	(Job)(0),                      // 2: dispenser.v1.Job
 	(KeyRole)(0),                  // 3: dispenser.v1.KeyRole
-	(*CreatePoolRequest)(nil),     // 4: dispenser.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 5: dispenser.v1.CreatePoolResponse
-	(*UpdatePoolRequest)(nil),     // 6: dispenser.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 7: dispenser.v1.UpdatePoolResponse
-	(*GetPoolRequest)(nil),        // 8: dispenser.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 9: dispenser.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 10: dispenser.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 11: dispenser.v1.ListPoolsResponse
-	(*GetPoolStatsRequest)(nil),   // 12: dispenser.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),  // 13: dispenser.v1.GetPoolStatsResponse
-	(*ImportOptions)(nil),         // 14: dispenser.v1.ImportOptions
-	(*ImportCodesRequest)(nil),    // 15: dispenser.v1.ImportCodesRequest
-	(*InvalidLine)(nil),           // 16: dispenser.v1.InvalidLine
-	(*ImportCodesResponse)(nil),   // 17: dispenser.v1.ImportCodesResponse
-	(*GenerateCodesRequest)(nil),  // 18: dispenser.v1.GenerateCodesRequest
-	(*GenerateCodesResponse)(nil), // 19: dispenser.v1.GenerateCodesResponse
-	(*GenerateCodesSummary)(nil),  // 20: dispenser.v1.GenerateCodesSummary
-	(*ExportClaimsRequest)(nil),   // 21: dispenser.v1.ExportClaimsRequest
-	(*ExportClaimsResponse)(nil),  // 22: dispenser.v1.ExportClaimsResponse
-	(*VoidCodesRequest)(nil),      // 23: dispenser.v1.VoidCodesRequest
-	(*VoidCodesResponse)(nil),     // 24: dispenser.v1.VoidCodesResponse
-	(*RunJobRequest)(nil),         // 25: dispenser.v1.RunJobRequest
-	(*JobPoolReport)(nil),         // 26: dispenser.v1.JobPoolReport
-	(*RunJobResponse)(nil),        // 27: dispenser.v1.RunJobResponse
-	(*ApiKey)(nil),                // 28: dispenser.v1.ApiKey
-	(*CreateKeyRequest)(nil),      // 29: dispenser.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 30: dispenser.v1.CreateKeyResponse
-	(*ListKeysRequest)(nil),       // 31: dispenser.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 32: dispenser.v1.ListKeysResponse
-	(*RevokeKeyRequest)(nil),      // 33: dispenser.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),     // 34: dispenser.v1.RevokeKeyResponse
-	(*Pool)(nil),                  // 35: dispenser.v1.Pool
-	(*fieldmaskpb.FieldMask)(nil), // 36: google.protobuf.FieldMask
-	(*PoolStats)(nil),             // 37: dispenser.v1.PoolStats
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(*Claim)(nil),                 // 39: dispenser.v1.Claim
+	(*GetHealthRequest)(nil),      // 4: dispenser.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),     // 5: dispenser.v1.GetHealthResponse
+	(*BreakerStatus)(nil),         // 6: dispenser.v1.BreakerStatus
+	(*JobStatus)(nil),             // 7: dispenser.v1.JobStatus
+	(*ClaimPathCount)(nil),        // 8: dispenser.v1.ClaimPathCount
+	(*CreatePoolRequest)(nil),     // 9: dispenser.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),    // 10: dispenser.v1.CreatePoolResponse
+	(*UpdatePoolRequest)(nil),     // 11: dispenser.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),    // 12: dispenser.v1.UpdatePoolResponse
+	(*GetPoolRequest)(nil),        // 13: dispenser.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),       // 14: dispenser.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),      // 15: dispenser.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),     // 16: dispenser.v1.ListPoolsResponse
+	(*GetPoolStatsRequest)(nil),   // 17: dispenser.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),  // 18: dispenser.v1.GetPoolStatsResponse
+	(*ImportOptions)(nil),         // 19: dispenser.v1.ImportOptions
+	(*ImportCodesRequest)(nil),    // 20: dispenser.v1.ImportCodesRequest
+	(*InvalidLine)(nil),           // 21: dispenser.v1.InvalidLine
+	(*ImportCodesResponse)(nil),   // 22: dispenser.v1.ImportCodesResponse
+	(*GenerateCodesRequest)(nil),  // 23: dispenser.v1.GenerateCodesRequest
+	(*GenerateCodesResponse)(nil), // 24: dispenser.v1.GenerateCodesResponse
+	(*GenerateCodesSummary)(nil),  // 25: dispenser.v1.GenerateCodesSummary
+	(*ExportClaimsRequest)(nil),   // 26: dispenser.v1.ExportClaimsRequest
+	(*ExportClaimsResponse)(nil),  // 27: dispenser.v1.ExportClaimsResponse
+	(*VoidCodesRequest)(nil),      // 28: dispenser.v1.VoidCodesRequest
+	(*VoidCodesResponse)(nil),     // 29: dispenser.v1.VoidCodesResponse
+	(*RunJobRequest)(nil),         // 30: dispenser.v1.RunJobRequest
+	(*JobPoolReport)(nil),         // 31: dispenser.v1.JobPoolReport
+	(*RunJobResponse)(nil),        // 32: dispenser.v1.RunJobResponse
+	(*ApiKey)(nil),                // 33: dispenser.v1.ApiKey
+	(*CreateKeyRequest)(nil),      // 34: dispenser.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 35: dispenser.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 36: dispenser.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 37: dispenser.v1.ListKeysResponse
+	(*RevokeKeyRequest)(nil),      // 38: dispenser.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 39: dispenser.v1.RevokeKeyResponse
+	nil,                           // 40: dispenser.v1.JobStatus.LastChangesEntry
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
+	(*Pool)(nil),                  // 43: dispenser.v1.Pool
+	(*fieldmaskpb.FieldMask)(nil), // 44: google.protobuf.FieldMask
+	(*PoolStats)(nil),             // 45: dispenser.v1.PoolStats
+	(*Claim)(nil),                 // 46: dispenser.v1.Claim
 }
 var file_dispenser_v1_admin_service_proto_depIdxs = []int32{
-	35, // 0: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	35, // 1: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	35, // 2: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	36, // 3: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	35, // 4: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	35, // 5: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
-	35, // 6: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
-	37, // 7: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
-	0,  // 8: dispenser.v1.ImportOptions.format:type_name -> dispenser.v1.ImportFormat
-	14, // 9: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
-	16, // 10: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
-	1,  // 11: dispenser.v1.GenerateCodesRequest.charset:type_name -> dispenser.v1.CodeCharset
-	20, // 12: dispenser.v1.GenerateCodesResponse.summary:type_name -> dispenser.v1.GenerateCodesSummary
-	38, // 13: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
-	38, // 14: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
-	39, // 15: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
-	2,  // 16: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
-	26, // 17: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
-	3,  // 18: dispenser.v1.ApiKey.role:type_name -> dispenser.v1.KeyRole
-	38, // 19: dispenser.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	38, // 20: dispenser.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	28, // 21: dispenser.v1.CreateKeyRequest.key:type_name -> dispenser.v1.ApiKey
-	28, // 22: dispenser.v1.CreateKeyResponse.key:type_name -> dispenser.v1.ApiKey
-	28, // 23: dispenser.v1.ListKeysResponse.keys:type_name -> dispenser.v1.ApiKey
-	28, // 24: dispenser.v1.RevokeKeyResponse.key:type_name -> dispenser.v1.ApiKey
-	4,  // 25: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
-	6,  // 26: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
-	8,  // 27: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
-	10, // 28: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
-	12, // 29: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
-	15, // 30: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
-	21, // 31: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
-	18, // 32: dispenser.v1.AdminService.GenerateCodes:input_type -> dispenser.v1.GenerateCodesRequest
-	23, // 33: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
-	25, // 34: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
-	29, // 35: dispenser.v1.AdminService.CreateKey:input_type -> dispenser.v1.CreateKeyRequest
-	31, // 36: dispenser.v1.AdminService.ListKeys:input_type -> dispenser.v1.ListKeysRequest
-	33, // 37: dispenser.v1.AdminService.RevokeKey:input_type -> dispenser.v1.RevokeKeyRequest
-	5,  // 38: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
-	7,  // 39: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
-	9,  // 40: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
-	11, // 41: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
-	13, // 42: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
-	17, // 43: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
-	22, // 44: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
-	19, // 45: dispenser.v1.AdminService.GenerateCodes:output_type -> dispenser.v1.GenerateCodesResponse
-	24, // 46: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
-	27, // 47: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
-	30, // 48: dispenser.v1.AdminService.CreateKey:output_type -> dispenser.v1.CreateKeyResponse
-	32, // 49: dispenser.v1.AdminService.ListKeys:output_type -> dispenser.v1.ListKeysResponse
-	34, // 50: dispenser.v1.AdminService.RevokeKey:output_type -> dispenser.v1.RevokeKeyResponse
-	38, // [38:51] is the sub-list for method output_type
-	25, // [25:38] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	41, // 0: dispenser.v1.GetHealthResponse.check_time:type_name -> google.protobuf.Timestamp
+	6,  // 1: dispenser.v1.GetHealthResponse.breakers:type_name -> dispenser.v1.BreakerStatus
+	7,  // 2: dispenser.v1.GetHealthResponse.jobs:type_name -> dispenser.v1.JobStatus
+	8,  // 3: dispenser.v1.GetHealthResponse.claim_paths:type_name -> dispenser.v1.ClaimPathCount
+	41, // 4: dispenser.v1.JobStatus.last_start:type_name -> google.protobuf.Timestamp
+	42, // 5: dispenser.v1.JobStatus.last_duration:type_name -> google.protobuf.Duration
+	40, // 6: dispenser.v1.JobStatus.last_changes:type_name -> dispenser.v1.JobStatus.LastChangesEntry
+	43, // 7: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	43, // 8: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	43, // 9: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	44, // 10: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	43, // 11: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	43, // 12: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
+	43, // 13: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
+	45, // 14: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
+	0,  // 15: dispenser.v1.ImportOptions.format:type_name -> dispenser.v1.ImportFormat
+	19, // 16: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
+	21, // 17: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
+	1,  // 18: dispenser.v1.GenerateCodesRequest.charset:type_name -> dispenser.v1.CodeCharset
+	25, // 19: dispenser.v1.GenerateCodesResponse.summary:type_name -> dispenser.v1.GenerateCodesSummary
+	41, // 20: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
+	41, // 21: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
+	46, // 22: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
+	2,  // 23: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
+	31, // 24: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
+	3,  // 25: dispenser.v1.ApiKey.role:type_name -> dispenser.v1.KeyRole
+	41, // 26: dispenser.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	41, // 27: dispenser.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	33, // 28: dispenser.v1.CreateKeyRequest.key:type_name -> dispenser.v1.ApiKey
+	33, // 29: dispenser.v1.CreateKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	33, // 30: dispenser.v1.ListKeysResponse.keys:type_name -> dispenser.v1.ApiKey
+	33, // 31: dispenser.v1.RevokeKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	9,  // 32: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
+	11, // 33: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
+	13, // 34: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
+	15, // 35: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
+	17, // 36: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
+	20, // 37: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
+	26, // 38: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
+	23, // 39: dispenser.v1.AdminService.GenerateCodes:input_type -> dispenser.v1.GenerateCodesRequest
+	28, // 40: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
+	30, // 41: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
+	34, // 42: dispenser.v1.AdminService.CreateKey:input_type -> dispenser.v1.CreateKeyRequest
+	36, // 43: dispenser.v1.AdminService.ListKeys:input_type -> dispenser.v1.ListKeysRequest
+	38, // 44: dispenser.v1.AdminService.RevokeKey:input_type -> dispenser.v1.RevokeKeyRequest
+	4,  // 45: dispenser.v1.AdminService.GetHealth:input_type -> dispenser.v1.GetHealthRequest
+	10, // 46: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
+	12, // 47: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
+	14, // 48: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
+	16, // 49: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
+	18, // 50: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
+	22, // 51: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
+	27, // 52: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
+	24, // 53: dispenser.v1.AdminService.GenerateCodes:output_type -> dispenser.v1.GenerateCodesResponse
+	29, // 54: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
+	32, // 55: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
+	35, // 56: dispenser.v1.AdminService.CreateKey:output_type -> dispenser.v1.CreateKeyResponse
+	37, // 57: dispenser.v1.AdminService.ListKeys:output_type -> dispenser.v1.ListKeysResponse
+	39, // 58: dispenser.v1.AdminService.RevokeKey:output_type -> dispenser.v1.RevokeKeyResponse
+	5,  // 59: dispenser.v1.AdminService.GetHealth:output_type -> dispenser.v1.GetHealthResponse
+	46, // [46:60] is the sub-list for method output_type
+	32, // [32:46] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_admin_service_proto_init() }
@@ -2531,7 +2962,7 @@ func file_dispenser_v1_admin_service_proto_init() {
 		return
 	}
 	file_dispenser_v1_pool_proto_init()
-	file_dispenser_v1_admin_service_proto_msgTypes[11].OneofWrappers = []any{
+	file_dispenser_v1_admin_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*ImportCodesRequest_Options)(nil),
 		(*ImportCodesRequest_Data)(nil),
 	}
@@ -2541,7 +2972,7 @@ func file_dispenser_v1_admin_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispenser_v1_admin_service_proto_rawDesc), len(file_dispenser_v1_admin_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   31,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

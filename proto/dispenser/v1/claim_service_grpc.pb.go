@@ -79,8 +79,10 @@ type ClaimServiceClient interface {
 	ClaimCode(ctx context.Context, in *ClaimCodeRequest, opts ...grpc.CallOption) (*ClaimCodeResponse, error)
 	// GetClaim returns the claim made for a request_id. With user_id, a claim
 	// of another user is refused as ClaimCode refuses it (REQUEST_ID_REUSED).
+	// Auditors may call it; their answers carry no code.
 	GetClaim(ctx context.Context, in *GetClaimRequest, opts ...grpc.CallOption) (*GetClaimResponse, error)
-	// ListUserClaims returns every claim a user holds in a pool.
+	// ListUserClaims returns every claim a user holds in a pool. Auditors may
+	// call it; their answers carry no code.
 	ListUserClaims(ctx context.Context, in *ListUserClaimsRequest, opts ...grpc.CallOption) (*ListUserClaimsResponse, error)
 	// ReserveCode holds one code for the user until the hold expires, and
 	// answers the reservation without the code. Idempotent by request_id as
@@ -218,8 +220,10 @@ type ClaimServiceServer interface {
 	ClaimCode(context.Context, *ClaimCodeRequest) (*ClaimCodeResponse, error)
 	// GetClaim returns the claim made for a request_id. With user_id, a claim
 	// of another user is refused as ClaimCode refuses it (REQUEST_ID_REUSED).
+	// Auditors may call it; their answers carry no code.
 	GetClaim(context.Context, *GetClaimRequest) (*GetClaimResponse, error)
-	// ListUserClaims returns every claim a user holds in a pool.
+	// ListUserClaims returns every claim a user holds in a pool. Auditors may
+	// call it; their answers carry no code.
 	ListUserClaims(context.Context, *ListUserClaimsRequest) (*ListUserClaimsResponse, error)
 	// ReserveCode holds one code for the user until the hold expires, and
 	// answers the reservation without the code. Idempotent by request_id as
