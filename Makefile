@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated bench bench-import bench-claims bench-http bench-cluster drill drill-cluster cluster cluster-down services clean
+.PHONY: run test build lint proto check-generated console-assets bench bench-import bench-claims bench-http bench-cluster drill drill-cluster cluster cluster-down services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -31,10 +31,14 @@ lint:
 proto:
 	$(BUF) generate
 
-## check-generated: fail if generated code or go.mod is not current
-check-generated: proto
+## console-assets: copy the console's pinned npm packages (htmx) into console/static
+console-assets:
+	scripts/console-assets.sh
+
+## check-generated: fail if generated code, the console's assets or go.mod is not current
+check-generated: proto console-assets
 	$(GO) mod tidy
-	git diff --exit-code -- proto go.mod go.sum || { echo "generated code or go.mod is stale: run 'make proto' and 'go mod tidy'"; exit 1; }
+	git diff --exit-code -- proto console/static go.mod go.sum || { echo "generated code, console assets or go.mod is stale: run 'make proto console-assets' and 'go mod tidy'"; exit 1; }
 
 ## bench: the claim benchmark (dispenser-bench claims, ghz, the classic claim under pgbench, fallback only) and the 1M-code import benchmark, on a private stock-settings cluster
 bench: services

@@ -31,6 +31,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
+	"github.com/dispenserhq/dispenser/console"
 	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/jobs"
@@ -102,6 +103,12 @@ type Config struct {
 	HTTPListen string
 	// HTTPListener, if set, is served instead of listening on HTTPListen.
 	HTTPListener net.Listener
+	// ConsoleListen is the address of the web console (package console),
+	// with the gRPC listener's TLS; empty leaves it off.
+	ConsoleListen string
+	// ConsoleListener, if set, is served instead of listening on
+	// ConsoleListen.
+	ConsoleListener net.Listener
 	// MetricsListen is the address of the Prometheus /metrics listener,
 	// separate from the API; empty leaves it off.
 	MetricsListen string
@@ -178,22 +185,36 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	lis = netutil.LimitListener(lis, cmp.Or(cfg.MaxConnections, MaxConnectionsDefault))
 	grpcOpts := []grpc.ServerOption{grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxConcurrentStreams, MaxConcurrentStreamsDefault))}
-	unary := baseUnary(log) // what every call goes through; the gateway's direct claims too
+	unary := baseUnary(log)    // what every call goes through; the gateway's direct claims too
+	var authz *auth.Authorizer // nil when authentication is off
 	if cfg.NoAuth {
 		log.WarnContext(ctx, "authentication is OFF: anyone who reaches the port may claim and administer")
 	} else {
 		a := auth.New(auth.Config{Store: auth.NewStore(db), Rate: cfg.RateLimit, Burst: cfg.RateBurst, Logger: log})
+		authz = a
 		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(a.Unary()), grpc.ChainStreamInterceptor(a.Stream()))
 		unary = append(unary, a.Unary())
 	}
 	// The HTTP/JSON API calls an in-process gRPC server with the same
 	// services and interceptors, without transport security (its
 	// connection never leaves the process).
-	var gw *gateway
-	if cfg.HTTPListen != "" || cfg.HTTPListener != nil {
+	var ip *inProcess
+	if cfg.HTTPListen != "" || cfg.HTTPListener != nil || cfg.ConsoleListen != "" || cfg.ConsoleListener != nil {
 		inner := NewGRPCServer(log, grpcOpts...)
 		srv.Register(inner)
-		if gw, err = newGateway(inner, srv, unary, cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault), log); err != nil {
+		if ip, err = newInProcess(inner, log); err != nil {
+			return err
+		}
+	}
+	var gw *gateway
+	if cfg.HTTPListen != "" || cfg.HTTPListener != nil {
+		if gw, err = newGateway(ip.conn, srv, unary, cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault)); err != nil {
+			return err
+		}
+	}
+	var con *console.Console
+	if cfg.ConsoleListen != "" || cfg.ConsoleListener != nil {
+		if con, err = newConsole(ip.conn, authz, cfg, log); err != nil {
 			return err
 		}
 	}
@@ -249,8 +270,14 @@ func Run(ctx context.Context, cfg Config) error {
 				<-drained
 			}
 		}})
+	if ip != nil {
+		parts = append(parts, ip.part())
+	}
 	if gw != nil {
-		parts = append(parts, httpPart(cfg.HTTPListen, cfg.HTTPListener, serverTLS, gw, log, serveErr))
+		parts = append(parts, listenerPart("http api", cfg.HTTPListen, cfg.HTTPListener, serverTLS, gw.handler, log, serveErr))
+	}
+	if con != nil {
+		parts = append(parts, listenerPart("console", cfg.ConsoleListen, cfg.ConsoleListener, serverTLS, con.Handler(), log, serveErr))
 	}
 	stopAll, err := startAll(ctx, parts)
 	if err != nil {
@@ -310,26 +337,26 @@ func healthPart(hc *healthChecker) part {
 		func(context.Context) { cancel(); <-done }}
 }
 
-// httpPart serves the HTTP/JSON API on lis (or a listener on addr), with
-// TLS when tlsCfg is set; it stops before the gRPC part, draining its calls.
-func httpPart(addr string, lis net.Listener, tlsCfg *tls.Config, gw *gateway, log *slog.Logger, serveErr chan<- error) part {
-	hs := httpServer(gw.handler)
-	return part{"http",
+// listenerPart serves h (the HTTP/JSON API, the console) on lis, or a
+// listener on addr, with TLS when tlsCfg is set; it stops before the gRPC
+// part, draining its requests.
+func listenerPart(name, addr string, lis net.Listener, tlsCfg *tls.Config, h http.Handler, log *slog.Logger, serveErr chan<- error) part {
+	hs := httpServer(h)
+	return part{name,
 		func(ctx context.Context) error {
 			if lis == nil {
 				var err error
 				if lis, err = net.Listen("tcp", addr); err != nil {
-					return fmt.Errorf("http listen: %w", err)
+					return fmt.Errorf("%s listen: %w", name, err)
 				}
 			}
 			if tlsCfg != nil {
 				lis = tls.NewListener(lis, tlsCfg.Clone())
 			}
-			gw.start()
-			log.InfoContext(ctx, "http api serving", "addr", lis.Addr().String(), "tls", tlsCfg != nil)
+			log.InfoContext(ctx, name+" serving", "addr", lis.Addr().String(), "tls", tlsCfg != nil)
 			go func() {
 				if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-					serveErr <- fmt.Errorf("http: %w", err)
+					serveErr <- fmt.Errorf("%s: %w", name, err)
 				}
 			}()
 			return nil
@@ -338,7 +365,6 @@ func httpPart(addr string, lis net.Listener, tlsCfg *tls.Config, gw *gateway, lo
 			if err := hs.Shutdown(ctx); err != nil {
 				_ = hs.Close()
 			}
-			gw.stop()
 		}}
 }
 

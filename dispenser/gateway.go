@@ -168,32 +168,61 @@ func idempotencyKey(ctx context.Context, field, v string) (string, error) {
 	return keys[0], nil
 }
 
-// gateway is the HTTP/JSON API: its handler, and the in-process gRPC server
-// and connection its calls go through.
-type gateway struct {
-	handler http.Handler
-	inner   *grpc.Server
-	lis     *bufconn.Listener
-	conn    *grpc.ClientConn
-	log     *slog.Logger
+// inProcess is a gRPC server with the public one's services and
+// interceptors, served on an in-memory listener, and the connection to it:
+// the HTTP/JSON API's admin and prize calls, and the web console's, go
+// through it, so every rule of the gRPC API holds for them too. It has no
+// transport security: its connection never leaves the process.
+type inProcess struct {
+	inner *grpc.Server
+	lis   *bufconn.Listener
+	conn  *grpc.ClientConn
+	log   *slog.Logger
 }
 
-// newGateway returns the HTTP/JSON API over inner, a gRPC server carrying
-// the same services and interceptors as the public one; start serves inner
-// on an in-memory listener. ClaimService, the hot path, is called directly
-// on claims with the unary interceptors in order (directClaims).
-func newGateway(inner *grpc.Server, claims dispenserv1.ClaimServiceServer, unary []grpc.UnaryServerInterceptor,
-	maxImportBytes int64, log *slog.Logger,
-) (*gateway, error) {
-	gw := &gateway{inner: inner, lis: bufconn.Listen(1 << 20), log: log}
+func newInProcess(inner *grpc.Server, log *slog.Logger) (*inProcess, error) {
+	ip := &inProcess{inner: inner, lis: bufconn.Listen(1 << 20), log: log}
 	conn, err := grpc.NewClient("passthrough:///in-process",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return gw.lis.DialContext(ctx) }),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ip.lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)))
 	if err != nil {
-		return nil, fmt.Errorf("gateway connection: %w", err)
+		return nil, fmt.Errorf("in-process connection: %w", err)
 	}
-	gw.conn = conn
+	ip.conn = conn
+	return ip, nil
+}
+
+// part serves the in-process server; it stops after the listeners that
+// use it (it is started before them).
+func (ip *inProcess) part() part {
+	return part{"in-process grpc",
+		func(context.Context) error {
+			go func() {
+				if err := ip.inner.Serve(ip.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+					ip.log.Error("in-process grpc server stopped", "err", err)
+				}
+			}()
+			return nil
+		},
+		func(context.Context) {
+			ip.inner.GracefulStop()
+			_ = ip.conn.Close()
+		}}
+}
+
+// gateway is the HTTP/JSON API's handler.
+type gateway struct {
+	handler http.Handler
+}
+
+// newGateway returns the HTTP/JSON API: admin and prize calls go over conn
+// (the in-process connection); ClaimService, the hot path, is called
+// directly on claims with the unary interceptors in order (directClaims).
+func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, unary []grpc.UnaryServerInterceptor,
+	maxImportBytes int64,
+) (*gateway, error) {
+	gw := &gateway{}
 	jsonpb := &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{},
@@ -232,21 +261,6 @@ func newGateway(inner *grpc.Server, claims dispenserv1.ClaimServiceServer, unary
 	}
 	gw.handler = limitBodies(mux, jsonpb, maxImportBytes)
 	return gw, nil
-}
-
-// start serves the in-process gRPC server.
-func (gw *gateway) start() {
-	go func() {
-		if err := gw.inner.Serve(gw.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			gw.log.Error("in-process grpc server stopped", "err", err)
-		}
-	}()
-}
-
-// stop ends the in-process server (its calls drained) and the connection.
-func (gw *gateway) stop() {
-	gw.inner.GracefulStop()
-	_ = gw.conn.Close()
 }
 
 // limitBodies bounds request bodies: JSON calls to maxJSONBodyBytes, the

@@ -46,7 +46,7 @@ export DISPENSER_KEY
 
 pid=""
 serve() {
-	bin/dispenserd --listen "127.0.0.1:$port" --http-listen "" --log-format text --log-level warn \
+	bin/dispenserd --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --log-format text --log-level warn \
 		--metrics-listen "127.0.0.1:$metrics_port" "$@" >>"$work/server.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do

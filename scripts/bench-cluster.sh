@@ -50,7 +50,7 @@ single_db="$pg/dispenser_single?sslmode=disable"
 DISPENSER_DATABASE_URL="$single_db" bin/dispenserd migrate --log-format text >/dev/null 2>&1
 single_key="$(DISPENSER_DATABASE_URL="$single_db" bin/dispenserd keys create --role admin 2>/dev/null)"
 DISPENSER_DATABASE_URL="$single_db" DISPENSER_REDIS_URL="redis://127.0.0.1:$single_redis/0" \
-	bin/dispenserd --listen "127.0.0.1:$single_port" --metrics-listen "" --http-listen "" --log-format text --log-level warn \
+	bin/dispenserd --listen "127.0.0.1:$single_port" --metrics-listen "" --http-listen "" --console-listen "" --log-format text --log-level warn \
 	>>"$dir/single.log" 2>&1 &
 single_pid=$!
 for _ in $(seq 1 100); do

@@ -27,7 +27,7 @@ bin/dispenserd migrate --log-format text >/dev/null 2>&1
 DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name bench-http 2>/dev/null)"
 export DISPENSER_KEY
 
-bin/dispenserd --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http_port" --metrics-listen "" \
+bin/dispenserd --listen "127.0.0.1:$port" --http-listen "127.0.0.1:$http_port" --console-listen "" --metrics-listen "" \
 	--log-format text --log-level warn >>"$work/server.log" 2>&1 &
 pid=$!
 cleanup() {

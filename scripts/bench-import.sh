@@ -28,7 +28,7 @@ mkdir -p .dev
 bin/dispenserd migrate --log-format text 2>/dev/null
 DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name "$(basename "$0")" 2>/dev/null)"
 export DISPENSER_KEY
-bin/dispenserd --log-format text --metrics-listen "" --http-listen "" >.dev/bench-import.log 2>&1 &
+bin/dispenserd --log-format text --metrics-listen "" --http-listen "" --console-listen "" >.dev/bench-import.log 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true; redis-cli --scan --pattern "bench-import:*" | xargs -r redis-cli unlink >/dev/null' EXIT
 for _ in $(seq 1 50); do

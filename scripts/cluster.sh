@@ -117,7 +117,7 @@ start_replica() { # index
 		DISPENSER_DATABASE_DIRECT_URL="$pg/$db?sslmode=disable" \
 		DISPENSER_REDIS_URL="$(redis_url)" DISPENSER_REDIS_NAMESPACE="$namespace" \
 		bin/dispenserd --listen "127.0.0.1:${grpc_ports[$i]}" --metrics-listen "127.0.0.1:${metrics_ports[$i]}" \
-		--http-listen "127.0.0.1:${http_ports[$i]}" \
+		--http-listen "127.0.0.1:${http_ports[$i]}" --console-listen "" \
 		--log-format text --log-level "${LOG_LEVEL:-info}" ${REPLICA_ARGS:-} >>"$dir/dispenserd-$i.log" 2>&1 &
 	echo $! >"$dir/dispenserd-$i.pid"
 }

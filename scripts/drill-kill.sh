@@ -34,7 +34,7 @@ export DISPENSER_KEY
 
 pid=""
 start_server() {
-	bin/dispenserd --log-format text --metrics-listen "" --http-listen "" --reconcile-every 1s --reconcile-grace 3s >>"$log" 2>&1 &
+	bin/dispenserd --log-format text --metrics-listen "" --http-listen "" --console-listen "" --reconcile-every 1s --reconcile-grace 3s >>"$log" 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do
 		bin/dispenserctl pools list >/dev/null 2>&1 && return 0

@@ -11,6 +11,7 @@ export DISPENSER_REDIS_URL="${DISPENSER_REDIS_URL:-redis://127.0.0.1:6379/0}"
 export DISPENSER_LISTEN="${DISPENSER_LISTEN:-127.0.0.1:50051}"
 export DISPENSER_ADDR="${DISPENSER_ADDR:-$DISPENSER_LISTEN}"
 export DISPENSER_HTTP_LISTEN="${DISPENSER_HTTP_LISTEN:-127.0.0.1:8080}"
+export DISPENSER_CONSOLE_LISTEN="${DISPENSER_CONSOLE_LISTEN:-127.0.0.1:8081}"
 
 scripts/services.sh
 mkdir -p .dev bin
@@ -58,8 +59,9 @@ echo "${summary%%$'\n'*}"
 
 cat <<MSG
 
-dispenserd is serving gRPC on $DISPENSER_LISTEN and HTTP/JSON on
-$DISPENSER_HTTP_LISTEN (logs: $log).
+dispenserd is serving gRPC on $DISPENSER_LISTEN, HTTP/JSON on
+$DISPENSER_HTTP_LISTEN and the web console on http://$DISPENSER_CONSOLE_LISTEN/
+(sign in with the key below; logs: $log).
 The demo admin key (also in .dev/demo-admin.key):
 
   export DISPENSER_KEY=$DISPENSER_KEY

@@ -148,7 +148,16 @@ ensure_clients() {
 	fi
 }
 
+# The web console's end-to-end tests (console.TestConsoleEndToEnd) drive
+# Debian's Chromium, headless.
+ensure_chromium() {
+	if command -v chromium >/dev/null; then return 0; fi
+	say "installing Chromium (Debian package) for the console's browser tests"
+	apt_install chromium
+}
+
 ensure_postgres
 ensure_redis
 ensure_pgbouncer
 ensure_clients
+ensure_chromium

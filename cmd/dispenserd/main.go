@@ -153,6 +153,7 @@ func newRootCmd() *cobra.Command {
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "default requests per second per API key (0: unlimited)")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 100, "default burst per API key")
 	f.StringVar(&cfg.HTTPListen, "http-listen", cli.EnvOr("DISPENSER_HTTP_LISTEN", "127.0.0.1:8080"), "HTTP/JSON API listen address, beside gRPC, with the same keys and TLS; empty turns it off [DISPENSER_HTTP_LISTEN]")
+	f.StringVar(&cfg.ConsoleListen, "console-listen", cli.EnvOr("DISPENSER_CONSOLE_LISTEN", "127.0.0.1:8081"), "web console listen address (admin and auditor keys sign in), with the API's TLS; empty turns it off [DISPENSER_CONSOLE_LISTEN]")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", cli.EnvOr("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")
 	f.StringVar(&debugListen, "debug-listen", cli.EnvOr("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
 	f.BoolVar(&cfg.NoJobs, "no-jobs", cli.EnvOr("DISPENSER_NO_JOBS", "") == "true", "do not schedule refill, reconcile and delivery on this replica [DISPENSER_NO_JOBS]")

@@ -21,6 +21,8 @@ type Daemon struct {
 	Addr string
 	// HTTP is the base URL of its HTTP/JSON API ("http://127.0.0.1:port").
 	HTTP string
+	// Console is the base URL of its web console.
+	Console string
 	// DB is its schema; DB.URL reaches it, for commands that read Postgres.
 	DB *testenv.Schema
 	// Namespace is its Redis namespace.
@@ -72,9 +74,13 @@ func RunOn(t *testing.T, db *testenv.Schema, ns string, edit func(*dispenser.Con
 	if err != nil {
 		t.Fatalf("testdaemon: listen: %v", err)
 	}
+	clis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testdaemon: listen: %v", err)
+	}
 	cfg := dispenser.Config{
 		DatabaseURL: db.URL, RedisURL: testenv.RedisURL(), RedisNamespace: ns,
-		Listener: lis, HTTPListener: hlis, NoJobs: true, NoAuth: true, ShutdownTimeout: 10 * time.Second,
+		Listener: lis, HTTPListener: hlis, ConsoleListener: clis, NoJobs: true, NoAuth: true, ShutdownTimeout: 10 * time.Second,
 		Logger:  slog.New(slog.DiscardHandler),
 		Deliver: prize.DeliverConfig{MaxAttempts: 2, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
 	}
@@ -95,7 +101,8 @@ func RunOn(t *testing.T, db *testenv.Schema, ns string, edit func(*dispenser.Con
 			t.Errorf("testdaemon: dispenserd: %v", err)
 		}
 	})
-	return Daemon{Addr: lis.Addr().String(), HTTP: "http://" + hlis.Addr().String(), DB: db, Namespace: ns, stop: stop}
+	return Daemon{Addr: lis.Addr().String(), HTTP: "http://" + hlis.Addr().String(), Console: "http://" + clis.Addr().String(),
+		DB: db, Namespace: ns, stop: stop}
 }
 
 // Start is Run with authentication on or off and nothing else changed.

@@ -1,0 +1,209 @@
+package console_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/dispenser"
+	"github.com/dispenserhq/dispenser/internal/testdaemon"
+)
+
+// site is a live dispenserd with its console, and keys of each role.
+type site struct {
+	d                       testdaemon.Daemon
+	db                      *pgxpool.Pool
+	admin, auditor, claimer string
+	adminID                 string
+}
+
+func startSite(t *testing.T) *site {
+	t.Helper()
+	d := testdaemon.Run(t, func(c *dispenser.Config) { c.NoAuth = false })
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, d.DB.URL)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	keys := auth.NewStore(db)
+	s := &site{d: d, db: db}
+	k, text, err := keys.Create(ctx, auth.Key{Name: "ops", Role: auth.Admin})
+	require.NoError(t, err)
+	s.admin, s.adminID = text, k.ID
+	_, s.auditor, err = keys.Create(ctx, auth.Key{Name: "audit", Role: auth.Auditor})
+	require.NoError(t, err)
+	_, s.claimer, err = keys.Create(ctx, auth.Key{Name: "backend", Role: auth.Claimer})
+	require.NoError(t, err)
+	return s
+}
+
+// browser is an HTTP client with a cookie jar that does not follow
+// redirects, so tests see them.
+func browser(t *testing.T) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func signIn(t *testing.T, s *site, c *http.Client, key string) *http.Response {
+	t.Helper()
+	resp, err := c.PostForm(s.d.Console+"/login", url.Values{"key": {key}})
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	return resp
+}
+
+func get(t *testing.T, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// createPool creates a pool through an admin's console session.
+func (s *site) createPool(t *testing.T, id string) {
+	t.Helper()
+	c := browser(t)
+	signIn(t, s, c, s.admin)
+	_, body := get(t, c, s.d.Console+"/pools")
+	resp, err := c.PostForm(s.d.Console+"/pools", url.Values{"csrf": {csrfField.FindStringSubmatch(body)[1]}, "id": {id}})
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// The session cookie is HttpOnly and SameSite=Strict; claimer keys, wrong
+// keys and no key do not get in; pages without a session send the browser
+// to the sign-in page.
+func TestSignIn(t *testing.T) {
+	t.Parallel()
+	s := startSite(t)
+	c := browser(t)
+	code, _ := get(t, c, s.d.Console+"/pools")
+	require.Equal(t, http.StatusSeeOther, code)
+
+	for _, key := range []string{"", "not-a-key", s.claimer} {
+		resp := signIn(t, s, c, key)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, key)
+		require.Empty(t, resp.Cookies())
+	}
+	resp := signIn(t, s, c, s.admin)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Len(t, resp.Cookies(), 1)
+	ck := resp.Cookies()[0]
+	require.True(t, ck.HttpOnly)
+	require.Equal(t, http.SameSiteStrictMode, ck.SameSite)
+	require.False(t, ck.Secure) // plain HTTP here; under TLS it is Secure and __Host-
+	require.Equal(t, "/", ck.Path)
+
+	code, body := get(t, c, s.d.Console+"/pools")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "key "+s.adminID)
+	require.NotContains(t, body, s.admin, "the key's secret is never written into a page")
+
+	// Security headers.
+	r, err := c.Get(s.d.Console + "/pools")
+	require.NoError(t, err)
+	_ = r.Body.Close()
+	require.Contains(t, r.Header.Get("Content-Security-Policy"), "script-src 'self'")
+	require.Equal(t, "no-store", r.Header.Get("Cache-Control"))
+	require.Equal(t, "DENY", r.Header.Get("X-Frame-Options"))
+
+	// Sign out needs the CSRF token, then ends the session.
+	r, err = c.PostForm(s.d.Console+"/logout", url.Values{})
+	require.NoError(t, err)
+	_ = r.Body.Close()
+	require.Equal(t, http.StatusForbidden, r.StatusCode)
+	token := csrfField.FindStringSubmatch(body)[1]
+	r, err = c.PostForm(s.d.Console+"/logout", url.Values{"csrf": {token}})
+	require.NoError(t, err)
+	_ = r.Body.Close()
+	require.Equal(t, http.StatusSeeOther, r.StatusCode)
+	code, _ = get(t, c, s.d.Console+"/pools")
+	require.Equal(t, http.StatusSeeOther, code)
+}
+
+// Every change needs the session's CSRF token, and a cross-site request is
+// refused from its Sec-Fetch-Site header before the token is looked at.
+func TestChangesNeedCSRFToken(t *testing.T) {
+	t.Parallel()
+	s := startSite(t)
+	c := browser(t)
+	signIn(t, s, c, s.admin)
+	_, body := get(t, c, s.d.Console+"/pools")
+	token := csrfField.FindStringSubmatch(body)[1]
+
+	post := func(form url.Values, header map[string]string) int {
+		req, err := http.NewRequest(http.MethodPost, s.d.Console+"/pools", strings.NewReader(form.Encode()))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusForbidden, post(url.Values{"id": {"p1"}}, nil))
+	require.Equal(t, http.StatusForbidden, post(url.Values{"id": {"p1"}, "csrf": {"forged"}}, nil))
+	require.Equal(t, http.StatusForbidden, post(url.Values{"id": {"p1"}, "csrf": {token}}, map[string]string{"Sec-Fetch-Site": "cross-site"}))
+	var n int
+	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT count(*) FROM pools`).Scan(&n))
+	require.Zero(t, n, "no refused request created a pool")
+
+	require.Equal(t, http.StatusSeeOther, post(url.Values{"id": {"p1"}, "csrf": {token}}, map[string]string{"Sec-Fetch-Site": "same-origin"}))
+	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT count(*) FROM pools`).Scan(&n))
+	require.Equal(t, 1, n)
+
+	// A token is bound to its session: another admin's does not work here.
+	other := browser(t)
+	signIn(t, s, other, s.auditor)
+	_, body = get(t, other, s.d.Console+"/pools")
+	otherToken := csrfField.FindStringSubmatch(body)[1]
+	require.NotEqual(t, token, otherToken)
+	require.Equal(t, http.StatusForbidden, post(url.Values{"id": {"p2"}, "csrf": {otherToken}}, nil))
+}
+
+// Auditors see pools and claims but no codes and no buttons; what an
+// auditor's session posts anyway is refused by the console or the API.
+func TestAuditorChangesNothing(t *testing.T) {
+	t.Parallel()
+	s := startSite(t)
+	ctx := context.Background()
+	s.createPool(t, "p1")
+	c := browser(t)
+	signIn(t, s, c, s.auditor)
+	code, body := get(t, c, s.d.Console+"/pools/p1")
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, body, `id="pause"`)
+	require.NotContains(t, body, `id="import"`)
+	token := csrfField.FindStringSubmatch(body)[1]
+	for _, path := range []string{"/pools/p1/pause", "/pools", "/keys", "/claims/reveal"} {
+		resp, err := c.PostForm(s.d.Console+path, url.Values{"csrf": {token}, "id": {"p9"}, "name": {"x"}, "role": {"admin"},
+			"pool": {"p1"}, "request_id": {"r"}})
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, path)
+	}
+	var paused bool
+	require.NoError(t, s.db.QueryRow(ctx, `SELECT paused FROM pools WHERE id = 'p1'`).Scan(&paused))
+	require.False(t, paused)
+	code, body = get(t, c, s.d.Console+"/keys")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "Only admins")
+}

@@ -1,0 +1,38 @@
+package console
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Rates are differences of the claimed count over time; the path mix is
+// shares of the answers in the same window; the sparkline spans the samples.
+func TestTrackerLive(t *testing.T) {
+	t.Parallel()
+	tr := newTracker()
+	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	require.False(t, tr.live("p").Known)
+	tr.add("p", sample{at: t0, claimed: 100, paths: map[string]int64{"redis": 100}})
+	tr.add("p", sample{at: t0.Add(500 * time.Millisecond), claimed: 900}) // too soon: dropped
+	require.False(t, tr.live("p").Known)
+	tr.add("p", sample{at: t0.Add(2 * time.Second), claimed: 300, paths: map[string]int64{"redis": 250, "fallback": 50}})
+	tr.add("p", sample{at: t0.Add(4 * time.Second), claimed: 300, paths: map[string]int64{"redis": 250, "fallback": 50}})
+	l := tr.live("p")
+	require.True(t, l.Known)
+	require.InDelta(t, 50.0, l.Rate, 0.01) // 200 claims over 4 s
+	require.Equal(t, []share{{"redis", 75}, {"fallback", 25}, {"replay", 0}}, l.Mix)
+	require.InDelta(t, 100.0, l.SparkMax, 0.01)
+	points := strings.Fields(l.Spark)
+	require.Len(t, points, 2)
+	require.Equal(t, "60.0,1.0", points[0])
+	require.Equal(t, "120.0,23.0", points[1])
+
+	// Samples older than the window are dropped.
+	tr.add("p", sample{at: t0.Add(sparkWindow + 3*time.Second), claimed: 400})
+	tr.mu.Lock()
+	require.Len(t, tr.pools["p"], 2)
+	tr.mu.Unlock()
+}
