@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated console-assets bench bench-import bench-claims bench-http bench-cluster drill drill-cluster cluster cluster-down services clean
+.PHONY: run test build lint proto check-generated console-assets console-screenshots bench bench-import bench-claims bench-http bench-cluster drill drill-cluster cluster cluster-down services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -34,6 +34,10 @@ proto:
 ## console-assets: copy the console's pinned npm packages (htmx) into console/static
 console-assets:
 	scripts/console-assets.sh
+
+## console-screenshots: run the console's browser test, writing a screenshot of each page into docs/console
+console-screenshots: services
+	DISPENSER_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -run TestConsoleEndToEnd ./console/
 
 ## check-generated: fail if generated code, the console's assets or go.mod is not current
 check-generated: proto console-assets

@@ -207,3 +207,69 @@ func TestAuditorChangesNothing(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, "Only admins")
 }
+
+// An upload over the size limit is refused and lands nothing; an upload of
+// a strict file with an invalid line lands nothing either.
+func TestImportLimits(t *testing.T) {
+	t.Parallel()
+	d := testdaemon.Run(t, func(c *dispenser.Config) { c.NoAuth = false; c.MaxImportBytes = 1 << 10 })
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, d.DB.URL)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	_, admin, err := auth.NewStore(db).Create(ctx, auth.Key{Role: auth.Admin})
+	require.NoError(t, err)
+	s := &site{d: d, db: db, admin: admin}
+	s.createPool(t, "p1")
+	c := browser(t)
+	signIn(t, s, c, admin)
+	_, body := get(t, c, d.Console+"/pools/p1")
+	token := csrfField.FindStringSubmatch(body)[1]
+	upload := func(query, data string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, d.Console+"/pools/p1/import?"+query, strings.NewReader(data))
+		require.NoError(t, err)
+		req.Header.Set("X-CSRF-Token", token)
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	code, body := upload("", strings.Repeat("CODE-0123456789\n", 100))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+	require.Contains(t, body, "larger than")
+	code, body = upload("strict=true", "GOOD-CODE-1\nx\n")
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, body, "IMPORT_REJECTED")
+	require.NotContains(t, body, "GOOD-CODE-1")
+	var n int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM codes`).Scan(&n))
+	require.Zero(t, n)
+	code, body = upload("", "GOOD-CODE-1\nGOOD-CODE-2\n")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `<strong id="import-inserted">2</strong>`)
+	require.NotContains(t, body, "GOOD-CODE")
+}
+
+// Hostile ids in paths and forms are answered as the API answers them
+// (not found, invalid), escaped in the page, and never crash a handler.
+func TestHostileInput(t *testing.T) {
+	t.Parallel()
+	s := startSite(t)
+	s.createPool(t, "p1")
+	c := browser(t)
+	signIn(t, s, c, s.admin)
+	for _, path := range []string{"/pools/%3Cscript%3Ealert(1)%3C%2Fscript%3E", "/pools/..%2F..%2Fetc", "/pools/" + strings.Repeat("a", 5000),
+		"/claims?pool=%3Cb%3E&request_id=%00", "/claims?pool=p1&user_id=" + strings.Repeat("u", 300), "/prizes?pool=p1&state=%3Cx%3E"} {
+		code, body := get(t, c, s.d.Console+path)
+		require.Less(t, code, 500, path)
+		require.NotContains(t, body, "<script>alert", path)
+		require.NotContains(t, body, "<b>", path)
+	}
+	// A login body far over the limit is refused without reading it all.
+	resp, err := http.Post(s.d.Console+"/login", "application/x-www-form-urlencoded", strings.NewReader("key="+strings.Repeat("k", 1<<20)))
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+}
