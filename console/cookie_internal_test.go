@@ -20,7 +20,9 @@ func TestSecureCookie(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	c, err := New(Config{Conn: conn, Secure: true, MaxImportBytes: 1 << 20,
-		SignIn: func(context.Context, string, string) (Identity, error) { return Identity{KeyID: "k1", Role: RoleAdmin}, nil }})
+		SignIn: func(context.Context, string, string) (Identity, error) {
+			return Identity{KeyID: "k1", Role: RoleAdmin}, nil
+		}})
 	require.NoError(t, err)
 	req := httptest.NewRequest(http.MethodPost, "https://console.example/login", strings.NewReader(url.Values{"key": {"k1.secret"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -211,6 +211,11 @@ func TestHTTPKeysAndRoles(t *testing.T) {
 	st, body = h.do("GET", "/v1/pools", h.auditor, nil)
 	require.Equal(t, http.StatusOK, st, "%v", body)
 	require.Len(t, body["pools"], 1)
+	st, body = h.do("GET", "/v1/health", h.auditor, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, true, body["postgres_up"])
+	st, body = h.do("GET", "/v1/health", h.claimer, nil)
+	h.refusal(st, body, http.StatusForbidden, "PermissionDenied", auth.ReasonPermissionDenied)
 
 	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, claim)
 	require.Equal(t, http.StatusOK, st, "%v", body)
