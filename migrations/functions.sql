@@ -574,6 +574,126 @@ BEGIN
 END;
 $$;
 
+-- dispenser_claim_fallback_v3 is dispenser_claim_fallback_v2 in fewer
+-- statements, for the common case of a fresh request by a user with no
+-- expired hold: one probe tells whether Postgres holds anything for the
+-- request (only then does dispenser_recorded_v2 read it), one query reads
+-- the pool's limits with the user's slots and holds, and the claim row goes
+-- in with the first free slot. v2 ran about fifteen statements per claim
+-- (the user's rows and the pool were read twice, in nested calls); a race
+-- for the slot, which the request lock does not cover, takes v2's path
+-- (dispenser_take_slot_v3). Outcomes and effects are v2's.
+CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v3(p_pool text, p_request text, p_user text, p_after bigint,
+                                                       p_started timestamptz, p_hold_ms bigint, p_ttl interval,
+                                                       p_redis_down boolean,
+                                                       OUT outcome text, OUT code_id bigint, OUT code text,
+                                                       OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                                       OUT held_until timestamptz, OUT reserved_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim     integer;
+    hlim    integer;
+    taken   smallint[];
+    n_open  integer;
+    expired boolean;
+    slot    integer;
+    r       record;
+    bound   bigint := p_after;
+BEGIN
+    PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
+    IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request)
+       OR EXISTS (SELECT 1 FROM hold_releases h WHERE h.pool_id = p_pool AND h.request_id = p_request)
+       OR EXISTS (SELECT 1 FROM refusals f WHERE f.pool_id = p_pool AND f.request_id = p_request
+                  AND f.expires_at > now()) THEN
+        SELECT * INTO outcome, code_id, code, expires_at, claimed_at, held_until, reserved_at
+        FROM dispenser_recorded_v2(p_pool, p_request, p_user, p_started);
+        IF outcome IS NOT NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    SELECT p.per_user_limit, p.holds_per_user,
+           coalesce(array_agg(c.user_slot) FILTER (WHERE c.id IS NOT NULL), '{}'),
+           count(c.id) FILTER (WHERE c.held_until IS NOT NULL),
+           coalesce(bool_or(c.held_until <= now()), false)
+    INTO lim, hlim, taken, n_open, expired
+    FROM pools p LEFT JOIN claims c ON c.pool_id = p.id AND c.user_id = p_user
+    WHERE p.id = p_pool
+    GROUP BY p.per_user_limit, p.holds_per_user;
+    IF expired THEN
+        PERFORM dispenser_release_user_expired_v1(p_pool, p_user);
+        SELECT coalesce(array_agg(c.user_slot), '{}'), count(*) FILTER (WHERE c.held_until IS NOT NULL)
+        INTO taken, n_open
+        FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
+    END IF;
+    IF cardinality(taken) >= lim THEN
+        PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
+        PERFORM set_config('synchronous_commit', 'off', true);
+        outcome := 'limit';
+        RETURN;
+    END IF;
+    IF p_hold_ms IS NOT NULL AND n_open >= hlim THEN
+        outcome := 'hold_limit';
+        RETURN;
+    END IF;
+
+    LOOP
+        WITH picked AS (
+            -- As in dispenser_claim_fallback_v2 (plan_test.go checks it).
+            SELECT k.id FROM codes k
+            WHERE k.state = 'available'
+              AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
+              AND (k.expires_at IS NULL OR k.expires_at > now())
+            ORDER BY k.pool_id, k.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE codes k SET state = CASE WHEN p_hold_ms IS NULL THEN 'claimed' ELSE 'held' END::code_state,
+                           changed_at = now()
+        FROM picked WHERE k.id = picked.id
+        RETURNING k.id, k.code, k.expires_at INTO r;
+        EXIT WHEN FOUND;
+        IF bound = 0 THEN
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'available'
+                       AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
+                outcome := 'busy';
+                RETURN;
+            END IF;
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
+                IF p_redis_down THEN
+                    outcome := 'unreachable';
+                    RETURN;
+                END IF;
+                PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'exhausted', p_ttl);
+                PERFORM set_config('synchronous_commit', 'off', true);
+            END IF;
+            outcome := 'exhausted';
+            RETURN;
+        END IF;
+        bound := 0;
+    END LOOP;
+
+    SELECT min(s) INTO slot FROM generate_series(1, lim) AS s WHERE s <> ALL (taken);
+    INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id, reserved_at, held_until)
+    VALUES (p_pool, p_request, p_user, slot, r.id,
+            CASE WHEN p_hold_ms IS NOT NULL THEN now() END,
+            CASE WHEN p_hold_ms IS NOT NULL THEN now() + p_hold_ms * interval '1 millisecond' END)
+    ON CONFLICT DO NOTHING
+    RETURNING claims.claimed_at, claims.held_until, claims.reserved_at INTO claimed_at, held_until, reserved_at;
+    IF FOUND THEN
+        outcome := 'claimed';
+    ELSE
+        SELECT t.outcome, t.claimed_at, t.held_until, t.reserved_at INTO outcome, claimed_at, held_until, reserved_at
+        FROM dispenser_take_slot_v3(p_pool, p_request, p_user, r.id, p_hold_ms, p_ttl, NULL) t;
+    END IF;
+    IF outcome = 'claimed' THEN
+        code_id := r.id; code := r.code; expires_at := r.expires_at;
+    ELSIF outcome = 'limit' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END;
+$$;
+
 -- dispenser_settle_v2 answers a request that Redis refused, before the
 -- refusal reaches the caller: Postgres decides. Outcomes: what
 -- dispenser_recorded_v2 finds ('replay', 'held', 'reused', 'limit',
