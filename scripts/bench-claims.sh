@@ -22,12 +22,15 @@
 # For each: calls/s, p50/p99, claims the fallback served, and CPU per call of
 # the server, Postgres and Redis (from /proc/<pid>/stat) and of the client.
 #   CLAIMS=60000 CONCURRENCY=64 CODES=300000 scripts/bench-claims.sh
+#   STEPS="3 4" scripts/bench-claims.sh   # only some of the steps
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
 calls="${CLAIMS:-60000}" conc="${CONCURRENCY:-64}" codes="${CODES:-300000}" duration="${DURATION:-60s}"
+steps=" ${STEPS:-1 2 3 4} "
+step() { [[ "$steps" == *" $1 "* ]]; }
 port="${BENCH_PORT:-28091}" metrics_port="${BENCH_METRICS_PORT:-29491}"
 work="$root/.dev/bench-claims"
 mkdir -p "$work"
@@ -129,12 +132,17 @@ bench_run() {
 	cpu_report "$label" "$calls" "$before" "$after" 0
 }
 
+if step 1; then
 echo "== 1. dispenser-bench claims --default-pool, then --reserve (reserve + confirm per request)"
 serve
 bench_run "dispenser-bench claims"
 bench_run "dispenser-bench claims --reserve" --reserve
+stop
+fi
 
+if step 2; then
 echo "== 2. ghz"
+serve
 codes_file "$codes" "$work/codes.txt"
 bin/dispenserctl pools create ghz >/dev/null
 bin/dispenserctl import --pool ghz "$work/codes.txt" >/dev/null
@@ -153,7 +161,9 @@ bin/dispenserctl import --pool ghz-reserve "$work/codes.txt" >/dev/null
 METHOD=ReserveCode ghz_run "ghz ReserveCode" ghz-reserve "$calls"
 bin/dispenserctl audit --pool ghz-reserve --database-url "$DISPENSER_DATABASE_URL" | tail -1
 stop
+fi
 
+if step 3; then
 echo "== 3. classic claim, pgbench -c 32"
 bench_fresh_db classic_bench
 PGOPTIONS="-c client_min_messages=warning" psql "$pg/classic_bench" -q -f scripts/bench/classic-schema.sql
@@ -175,7 +185,9 @@ p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
 print(f"classic (pgbench): {len(lat)} claims, {tps:.0f} claims/s, p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
 EOF
 cpu_report "classic (pgbench)" $((calls / 32 * 32)) "$before" "$after" "$(cat "$client_cpu_file")"
+fi
 
+if step 4; then
 echo "== 4. ghz, dispenserd --fallback-only"
 serve --fallback-only
 codes_file $((calls / 2 + 1000)) "$work/codes-fallback.txt"
@@ -183,3 +195,4 @@ bin/dispenserctl pools create ghz-fallback >/dev/null
 bin/dispenserctl import --pool ghz-fallback "$work/codes-fallback.txt" >/dev/null
 ghz_run "ghz, fallback only" ghz-fallback $((calls / 2))
 stop
+fi
