@@ -79,6 +79,7 @@ type Console struct {
 	claims  dispenserv1.ClaimServiceClient
 	prizes  dispenserv1.PrizeServiceClient
 	tracker *tracker
+	stats   statsCache
 	handler http.Handler
 }
 

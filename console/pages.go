@@ -218,12 +218,21 @@ func (c *Console) poolRows(r *http.Request, q *request, only string) ([]poolRow,
 	rows := make([]poolRow, 0, len(pools))
 	for _, p := range pools {
 		row := poolRow{Pool: p}
-		st, err := c.admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: p.GetId()})
+		st, err := c.stats.get(ctx, p.GetId(), func(ctx context.Context) (*dispenserv1.PoolStats, error) {
+			resp, err := c.admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: p.GetId()})
+			return resp.GetStats(), err
+		})
 		if err != nil {
 			row.StatsErr = errorText(err)
 		} else {
-			row.Stats = st.GetStats()
-			c.tracker.add(p.GetId(), sample{at: time.Now(), claimed: row.Stats.GetClaimed(), paths: paths[p.GetId()]})
+			row.Stats = st
+			// Stamped with when Postgres counted, so that a cached answer
+			// read twice is one sample.
+			at := time.Now()
+			if st.GetReadTime() != nil {
+				at = st.GetReadTime().AsTime()
+			}
+			c.tracker.add(p.GetId(), sample{at: at, claimed: row.Stats.GetClaimed(), paths: paths[p.GetId()]})
 		}
 		row.Live = c.tracker.live(p.GetId())
 		rows = append(rows, row)

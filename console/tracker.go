@@ -44,7 +44,7 @@ func (t *tracker) add(pool string, s sample) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	h := t.pools[pool]
-	if n := len(h); n > 0 && s.at.Sub(h[n-1].at) < minSampleGap {
+	if n := len(h); n > 0 && s.at.Sub(h[n-1].at) < minSampleGap { // too soon, the same, or out of order
 		return
 	}
 	if _, known := t.pools[pool]; !known && len(t.pools) >= maxTrackedPools {

@@ -1,11 +1,15 @@
 package console
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
 // Rates are differences of the claimed count over time; the path mix is
@@ -35,4 +39,37 @@ func TestTrackerLive(t *testing.T) {
 	tr.mu.Lock()
 	require.Len(t, tr.pools["p"], 2)
 	tr.mu.Unlock()
+}
+
+// One stats answer serves every page for statsTTL; concurrent pages share
+// one call; errors are not kept.
+func TestStatsCache(t *testing.T) {
+	t.Parallel()
+	var c statsCache
+	calls := 0
+	fetch := func(context.Context) (*dispenserv1.PoolStats, error) {
+		calls++
+		return &dispenserv1.PoolStats{PoolId: "p", Claimed: int64(calls)}, nil
+	}
+	for range 5 {
+		st, err := c.get(context.Background(), "p", fetch)
+		require.NoError(t, err)
+		require.Equal(t, int64(1), st.GetClaimed())
+	}
+	require.Equal(t, 1, calls)
+	_, err := c.get(context.Background(), "q", func(context.Context) (*dispenserv1.PoolStats, error) {
+		return nil, errors.New("down")
+	})
+	require.Error(t, err)
+	st, err := c.get(context.Background(), "q", fetch)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), st.GetClaimed())
+	c.mu.Lock()
+	e := c.entries["p"]
+	e.at = e.at.Add(-statsTTL)
+	c.entries["p"] = e
+	c.mu.Unlock()
+	st, err = c.get(context.Background(), "p", fetch)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), st.GetClaimed())
 }
