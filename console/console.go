@@ -135,6 +135,7 @@ func (c *Console) routes() http.Handler {
 	mux.HandleFunc("POST /keys/{id}/revoke", c.session(c.revokeKey, true))
 	mux.HandleFunc("GET /health", c.session(c.healthPage, false))
 	mux.HandleFunc("GET /health/live", c.session(c.healthLive, false))
+	mux.HandleFunc("POST /health/jobs/{job}/run", c.session(c.adminOnly(c.runJob), true))
 	// Cross-origin changes are refused from the browser's own headers
 	// (Sec-Fetch-Site, Origin) before any handler; the CSRF token is the
 	// second lock, for browsers that send neither.
@@ -246,6 +247,17 @@ func (c *Console) session(h func(http.ResponseWriter, *http.Request, *request), 
 				http.Error(w, "missing or wrong CSRF token: reload the page", http.StatusForbidden)
 				return
 			}
+		}
+		h(w, r, q)
+	}
+}
+
+// adminOnly refuses auditors before h makes any call (the API would too).
+func (c *Console) adminOnly(h func(http.ResponseWriter, *http.Request, *request)) func(http.ResponseWriter, *http.Request, *request) {
+	return func(w http.ResponseWriter, r *http.Request, q *request) {
+		if !q.Admin() {
+			http.Error(w, "only admins may do this", http.StatusForbidden)
+			return
 		}
 		h(w, r, q)
 	}

@@ -193,7 +193,7 @@ func TestAuditorChangesNothing(t *testing.T) {
 	require.NotContains(t, body, `id="pause"`)
 	require.NotContains(t, body, `id="import"`)
 	token := csrfField.FindStringSubmatch(body)[1]
-	for _, path := range []string{"/pools/p1/pause", "/pools", "/keys", "/claims/reveal"} {
+	for _, path := range []string{"/pools/p1/pause", "/pools", "/keys", "/claims/reveal", "/health/jobs/refill/run", "/keys/abc/revoke", "/prizes/1/retry"} {
 		resp, err := c.PostForm(s.d.Console+path, url.Values{"csrf": {token}, "id": {"p9"}, "name": {"x"}, "role": {"admin"},
 			"pool": {"p1"}, "request_id": {"r"}})
 		require.NoError(t, err)

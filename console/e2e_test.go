@@ -254,6 +254,14 @@ func TestConsoleEndToEnd(t *testing.T) {
 	stopLoad()
 	<-loadDone
 
+	// Settings: a claim window's end, in UTC, saved and shown back.
+	do(ctx, t, chromedp.Navigate(site+"/pools/spring-sale"), chromedp.WaitVisible(chromedp.ID("settings")),
+		chromedp.SetValue(chromedp.CSS(`#settings input[name="claim_ends_at"]`), "2099-12-31T23:59"),
+		chromedp.Click(chromedp.ID("save-settings")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	pool, err := adminAPI.GetPool(as(admin), &dispenserv1.GetPoolRequest{PoolId: "spring-sale"})
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2099, 12, 31, 23, 59, 0, 0, time.UTC), pool.GetPool().GetClaimEndsAt().AsTime())
+
 	// Pause: a claim is refused with POOL_PAUSED.
 	do(ctx, t, chromedp.Navigate(site+"/pools/spring-sale"), chromedp.WaitVisible(chromedp.ID("pause")),
 		chromedp.Click(chromedp.ID("pause")), chromedp.WaitVisible(chromedp.ID("resume")))
@@ -325,6 +333,9 @@ func TestConsoleEndToEnd(t *testing.T) {
 	require.Contains(t, textOf(ctx, t, "#postgres"), "up")
 	require.Contains(t, textOf(ctx, t, "#redis"), "up")
 	require.Contains(t, textOf(ctx, t, `#jobs tr[data-job="refill"]`), "ok")
+	do(ctx, t, chromedp.Click(chromedp.CSS(`#jobs tr[data-job="reconcile"] button.run-job`)), chromedp.WaitVisible(chromedp.ID("job-ran")))
+	require.Contains(t, textOf(ctx, t, "#job-ran"), "spring-sale")
+	require.Contains(t, textOf(ctx, t, `#jobs tr[data-job="reconcile"]`), "ok")
 	shots.shot(ctx, t, "health")
 
 	// Sign out.
@@ -351,6 +362,8 @@ func TestConsoleEndToEnd(t *testing.T) {
 	do(ctx, t, chromedp.Navigate(site+"/prizes?pool=vip-draw&state=ready"), chromedp.WaitVisible(chromedp.ID("prizes")))
 	require.Zero(t, count(ctx, t, "button.retry, button.cancel"))
 	require.Zero(t, count(ctx, t, `nav a[href="/keys"]`))
+	do(ctx, t, chromedp.Navigate(site+"/health"), chromedp.WaitVisible(chromedp.ID("jobs")))
+	require.Zero(t, count(ctx, t, "button.run-job"))
 	do(ctx, t, chromedp.Click(chromedp.ID("sign-out")), chromedp.WaitVisible(chromedp.ID("key")))
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal("the browser session ran out of time")

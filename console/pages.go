@@ -40,9 +40,15 @@ var funcs = template.FuncMap{
 		return d.AsDuration().Round(time.Millisecond).String()
 	},
 	"seconds": func(d *durationpb.Duration) int64 { return int64(d.AsDuration().Seconds()) },
-	"count":   groupDigits,
-	"rate":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
-	"pct":     func(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) + "%" },
+	"window": func(ts *timestamppb.Timestamp) string {
+		if ts == nil {
+			return ""
+		}
+		return ts.AsTime().UTC().Format(windowLayout)
+	},
+	"count": groupDigits,
+	"rate":  func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+	"pct":   func(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) + "%" },
 	"prizeState": func(s dispenserv1.PrizeState) string {
 		return strings.ToLower(strings.TrimPrefix(s.String(), "PRIZE_STATE_"))
 	},
@@ -258,6 +264,10 @@ func (c *Console) poolsRows(w http.ResponseWriter, r *http.Request, q *request) 
 	c.fragment(w, "pools", "rows", q, data)
 }
 
+// windowLayout is how the settings form writes a claim window's ends: a
+// datetime-local input, read as UTC.
+const windowLayout = "2006-01-02T15:04"
+
 // poolForm reads the pool settings of a create or edit form; mask lists
 // the fields it set.
 func poolForm(r *http.Request) (*dispenserv1.Pool, []string, error) {
@@ -302,6 +312,27 @@ func poolForm(r *http.Request) (*dispenserv1.Pool, []string, error) {
 		}
 		f.set(durationpb.New(time.Duration(v) * time.Second))
 		mask = append(mask, f.field)
+	}
+	for _, f := range []struct {
+		field string
+		set   func(*timestamppb.Timestamp)
+	}{
+		{"claim_starts_at", func(ts *timestamppb.Timestamp) { p.ClaimStartsAt = ts }},
+		{"claim_ends_at", func(ts *timestamppb.Timestamp) { p.ClaimEndsAt = ts }},
+	} {
+		if _, ok := r.PostForm[f.field]; !ok {
+			continue
+		}
+		mask = append(mask, f.field)
+		s := strings.TrimSpace(r.PostFormValue(f.field))
+		if s == "" {
+			continue // unset: the window has no such end
+		}
+		t, err := time.ParseInLocation(windowLayout, s, time.UTC)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: must be a UTC date and time (%s)", f.field, windowLayout)
+		}
+		f.set(timestamppb.New(t))
 	}
 	if _, ok := r.PostForm["webhook_url"]; ok {
 		p.WebhookUrl = strings.TrimSpace(r.PostFormValue("webhook_url"))
@@ -669,6 +700,37 @@ func (c *Console) health(r *http.Request, q *request) map[string]any {
 		return map[string]any{"HealthError": errorText(err)}
 	}
 	return map[string]any{"Health": h}
+}
+
+// jobNames are the jobs an admin may run from the health page.
+var jobNames = map[string]dispenserv1.Job{
+	"refill": dispenserv1.Job_JOB_REFILL, "reconcile": dispenserv1.Job_JOB_RECONCILE,
+	"deliver": dispenserv1.Job_JOB_DELIVER, "expire-holds": dispenserv1.Job_JOB_EXPIRE_HOLDS,
+}
+
+// runJob runs a job now, on this replica, over every pool (RunJob), and
+// shows what it did.
+func (c *Console) runJob(w http.ResponseWriter, r *http.Request, q *request) {
+	name := r.PathValue("job")
+	job, ok := jobNames[name]
+	data := c.health(r, q)
+	if !ok {
+		data["Error"] = "no such job"
+		c.render(w, r, http.StatusNotFound, "health", q, data)
+		return
+	}
+	ctx, cancel := context.WithTimeout(q.ctx(r.Context()), time.Minute)
+	defer cancel()
+	resp, err := c.admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: job})
+	if err != nil {
+		data["Error"] = errorText(err)
+		c.render(w, r, httpCode(err), "health", q, data)
+		return
+	}
+	c.log.InfoContext(r.Context(), "console: job run", "key", q.ID.KeyID, "job", name)
+	data = c.health(r, q) // after the run
+	data["Ran"], data["Reports"] = name, resp.GetPools()
+	c.render(w, r, http.StatusOK, "health", q, data)
 }
 
 func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, q *request) {
