@@ -469,120 +469,16 @@ LANGUAGE sql AS $$
                                             array_fill(true, ARRAY[coalesce(array_length(p_request, 1), 0)]), p_ttl)
 $$;
 
--- dispenser_claim_fallback_v2 claims (or, with p_hold_ms not NULL, holds)
--- one available code straight from Postgres, in the caller's single
--- transaction, for when Redis cannot serve, for an attempt that started at
--- p_started. Outcomes: 'claimed', 'replay', 'held', 'reused', 'expired',
--- 'cancelled', 'hold_limit', 'limit' and 'exhausted' (no available code),
--- the last two recorded as refusals for p_ttl (an exhausted pool with
--- nothing staged records nothing); 'busy': the only available codes are
--- locked by others (a refill staging them, claims taking them), nothing is
--- decided and the caller tries again; 'unreachable': with p_redis_down (the
--- fallback serves because Redis failed, not because its list was empty),
--- the pool's only codes left are staged, in Redis, not sold: nothing is
--- decided. p_after is a hint: codes with smaller ids were claimed recently,
--- so the scan starts past them and skips the dead index entries they left;
--- if nothing is found past it, the scan starts again from the beginning.
-CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v2(p_pool text, p_request text, p_user text, p_after bigint,
-                                                       p_started timestamptz, p_hold_ms bigint, p_ttl interval,
-                                                       p_redis_down boolean,
-                                                       OUT outcome text, OUT code_id bigint, OUT code text,
-                                                       OUT expires_at timestamptz, OUT claimed_at timestamptz,
-                                                       OUT held_until timestamptz, OUT reserved_at timestamptz)
-LANGUAGE plpgsql AS $$
-DECLARE
-    lim   integer;
-    hlim  integer;
-    held  integer;
-    n_open integer;
-    r     record;
-    bound bigint := p_after;
-BEGIN
-    SELECT * INTO outcome, code_id, code, expires_at, claimed_at, held_until, reserved_at
-    FROM dispenser_decided_v2(p_pool, p_request, p_user, p_started);
-    IF outcome IS NOT NULL THEN
-        RETURN;
-    END IF;
-
-    PERFORM dispenser_release_user_expired_v1(p_pool, p_user);
-    SELECT per_user_limit, holds_per_user INTO lim, hlim FROM pools WHERE id = p_pool;
-    SELECT count(*), count(*) FILTER (WHERE c.held_until IS NOT NULL) INTO held, n_open
-    FROM claims c WHERE c.pool_id = p_pool AND c.user_id = p_user;
-    IF held >= lim THEN
-        PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'limit', p_ttl);
-        PERFORM set_config('synchronous_commit', 'off', true);
-        outcome := 'limit';
-        RETURN;
-    END IF;
-    IF p_hold_ms IS NOT NULL AND n_open >= hlim THEN
-        outcome := 'hold_limit';
-        RETURN;
-    END IF;
-
-    LOOP
-        WITH picked AS (
-            -- The pool's range of codes_available_idx past the hint, as two
-            -- row comparisons: a plain "id > bound" lets the planner take
-            -- the primary key and re-read every claimed row, and beside
-            -- "pool_id = p_pool" the index scan starts at the pool's first
-            -- entry and steps over every dead one up to the bound
-            -- (plan_test.go checks both).
-            SELECT k.id FROM codes k
-            WHERE k.state = 'available'
-              AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
-              AND (k.expires_at IS NULL OR k.expires_at > now())
-            ORDER BY k.pool_id, k.id
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE codes k SET state = CASE WHEN p_hold_ms IS NULL THEN 'claimed' ELSE 'held' END::code_state,
-                           changed_at = now()
-        FROM picked WHERE k.id = picked.id
-        RETURNING k.id, k.code, k.expires_at INTO r;
-        EXIT WHEN FOUND;
-        IF bound = 0 THEN
-            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'available'
-                       AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
-                outcome := 'busy';
-                RETURN;
-            END IF;
-            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
-                IF p_redis_down THEN
-                    -- The pool's last codes sit in a Redis that cannot be
-                    -- reached: not sold out. Nothing is decided; the caller
-                    -- answers Unavailable and a retry finds them once Redis
-                    -- (or reconcile) gives them back.
-                    outcome := 'unreachable';
-                    RETURN;
-                END IF;
-                PERFORM dispenser_refuse_v1(p_pool, p_request, p_user, 'exhausted', p_ttl);
-                PERFORM set_config('synchronous_commit', 'off', true);
-            END IF;
-            outcome := 'exhausted';
-            RETURN;
-        END IF;
-        bound := 0;
-    END LOOP;
-
-    SELECT t.outcome, t.claimed_at, t.held_until, t.reserved_at INTO outcome, claimed_at, held_until, reserved_at
-    FROM dispenser_take_slot_v2(p_pool, p_request, p_user, r.id, p_hold_ms, p_ttl) t;
-    IF outcome = 'claimed' THEN
-        code_id := r.id; code := r.code; expires_at := r.expires_at;
-    ELSIF outcome = 'limit' THEN
-        PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
-END;
-$$;
-
--- dispenser_claim_fallback_v3 is dispenser_claim_fallback_v2 in fewer
--- statements, for the common case of a fresh request by a user with no
--- expired hold: one probe tells whether Postgres holds anything for the
--- request (only then does dispenser_recorded_v2 read it), one query reads
--- the pool's limits with the user's slots and holds, and the claim row goes
--- in with the first free slot. v2 ran about fifteen statements per claim
--- (the user's rows and the pool were read twice, in nested calls); a race
--- for the slot, which the request lock does not cover, takes v2's path
--- (dispenser_take_slot_v3). Outcomes and effects are v2's.
+-- dispenser_claim_fallback_v3 does what dispenser_claim_fallback_v2 did
+-- (its outcomes are described with v2, below, which now calls v3), in
+-- fewer statements. One probe tells whether Postgres holds anything for the
+-- request; only then does dispenser_recorded_v2 read it. One query reads
+-- the pool's limits with the user's slots and holds; the user's expired
+-- holds are released only when there is one. The claim row goes in with
+-- the first free slot. The old body ran about fifteen statements per claim
+-- (the user's rows and the pool were read twice, in nested calls). A race
+-- for the slot, which the request lock does not cover, takes the general
+-- path (dispenser_take_slot_v3).
 CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v3(p_pool text, p_request text, p_user text, p_after bigint,
                                                        p_started timestamptz, p_hold_ms bigint, p_ttl interval,
                                                        p_redis_down boolean,
@@ -639,7 +535,12 @@ BEGIN
 
     LOOP
         WITH picked AS (
-            -- As in dispenser_claim_fallback_v2 (plan_test.go checks it).
+            -- The pool's range of codes_available_idx past the hint, as two
+            -- row comparisons: a plain "id > bound" lets the planner take
+            -- the primary key and re-read every claimed row, and beside
+            -- "pool_id = p_pool" the index scan starts at the pool's first
+            -- entry and steps over every dead one up to the bound
+            -- (plan_test.go checks both).
             SELECT k.id FROM codes k
             WHERE k.state = 'available'
               AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
@@ -661,6 +562,10 @@ BEGIN
             END IF;
             IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
                 IF p_redis_down THEN
+                    -- The pool's last codes sit in a Redis that cannot be
+                    -- reached: not sold out. Nothing is decided; the caller
+                    -- answers Unavailable and a retry finds them once Redis
+                    -- (or reconcile) gives them back.
                     outcome := 'unreachable';
                     RETURN;
                 END IF;
@@ -692,6 +597,31 @@ BEGIN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
 END;
+$$;
+
+-- dispenser_claim_fallback_v2 claims (or, with p_hold_ms not NULL, holds)
+-- one available code straight from Postgres, in the caller's single
+-- transaction, for when Redis cannot serve, for an attempt that started at
+-- p_started. Outcomes: 'claimed', 'replay', 'held', 'reused', 'expired',
+-- 'cancelled', 'hold_limit', 'limit' and 'exhausted' (no available code),
+-- the last two recorded as refusals for p_ttl (an exhausted pool with
+-- nothing staged records nothing); 'busy': the only available codes are
+-- locked by others (a refill staging them, claims taking them), nothing is
+-- decided and the caller tries again; 'unreachable': with p_redis_down (the
+-- fallback serves because Redis failed, not because its list was empty),
+-- the pool's only codes left are staged, in Redis, not sold: nothing is
+-- decided. p_after is a hint: codes with smaller ids were claimed recently,
+-- so the scan starts past them and skips the dead index entries they left;
+-- if nothing is found past it, the scan starts again from the beginning.
+CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v2(p_pool text, p_request text, p_user text, p_after bigint,
+                                                       p_started timestamptz, p_hold_ms bigint, p_ttl interval,
+                                                       p_redis_down boolean,
+                                                       OUT outcome text, OUT code_id bigint, OUT code text,
+                                                       OUT expires_at timestamptz, OUT claimed_at timestamptz,
+                                                       OUT held_until timestamptz, OUT reserved_at timestamptz)
+LANGUAGE sql AS $$
+    -- Now the same work as v3 (replicas of the previous version call v2).
+    SELECT * FROM dispenser_claim_fallback_v3(p_pool, p_request, p_user, p_after, p_started, p_hold_ms, p_ttl, p_redis_down)
 $$;
 
 -- dispenser_settle_v2 answers a request that Redis refused, before the
