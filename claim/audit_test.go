@@ -60,4 +60,53 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	require.EqualValues(t, 1, rep.PrizeClaimsAstray)
 	require.EqualValues(t, 3, rep.Duplicates())
 	require.EqualValues(t, 2, rep.Lost())
+	require.Zero(t, rep.CountsOff, "the maintained counts follow even writes outside the claim path")
+
+	// Counts that disagree with the codes (one claimed code counted twice).
+	exec(`INSERT INTO pool_code_counts (pool_id, claimed) VALUES ('p1', 1)`)
+	rep, err = Audit(ctx, e.db.Pool, stock.New(e.rdb, e.keys), "p1")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rep.CountsOff)
+	require.EqualValues(t, 3, rep.Lost())
+}
+
+// Pool stats read the maintained counts, which follow every kind of change
+// (import, refill, claims on both paths, holds, cancel, void, give-back);
+// folding them changes no sum.
+func TestStatsFromMaintainedCounts(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("p1", 30, pool.Pool{RefillBatchSize: 10, PerUserLimit: 2})
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	for i, user := range []string{"u1", "u1", "u1", "u2"} { // the third is refused at the limit
+		_, _ = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: user, RequestID: "r" + string(rune('a'+i))})
+	}
+	_, err = e.db.Pool.Exec(ctx, `UPDATE codes SET state = 'void', void_reason = 'test' WHERE id = (SELECT max(id) FROM codes WHERE pool_id = 'p1' AND state = 'available')`)
+	require.NoError(t, err)
+	scan := func() pool.Stats {
+		var st pool.Stats
+		require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'available'), count(*) FILTER (WHERE state = 'staged'),
+			count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'claimed'), count(*) FILTER (WHERE state = 'void')
+			FROM codes WHERE pool_id = 'p1'`).Scan(&st.Available, &st.Staged, &st.Held, &st.Claimed, &st.Void))
+		return st
+	}
+	same := func() {
+		t.Helper()
+		st, err := pool.NewStore(e.db.Pool).PoolStats(ctx, "p1")
+		require.NoError(t, err)
+		want := scan()
+		require.Equal(t, [5]int64{want.Available, want.Staged, want.Held, want.Claimed, want.Void},
+			[5]int64{st.Available, st.Staged, st.Held, st.Claimed, st.Void})
+		require.True(t, st.Balanced())
+	}
+	same()
+	require.EqualValues(t, 3, scan().Claimed)
+	var rows int
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pool_code_counts WHERE pool_id = 'p1'`).Scan(&rows))
+	require.Greater(t, rows, 1)
+	require.NoError(t, pool.NewStore(e.db.Pool).FoldCounts(ctx, "p1"))
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pool_code_counts WHERE pool_id = 'p1'`).Scan(&rows))
+	require.Equal(t, 1, rows)
+	same()
 }
