@@ -236,9 +236,6 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 					rep.RedisStaged = n
 				}
 				if rep.Err == nil {
-					rep.Err = r.pools.FoldCounts(ctx, p.ID)
-				}
-				if rep.Err == nil {
 					st, err := r.pools.PoolStats(ctx, p.ID)
 					rep.Balanced, rep.Err, rep.Stats = st.Balanced(), err, &st
 					if err == nil && !st.Balanced() {

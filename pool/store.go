@@ -28,8 +28,6 @@ var (
 	listPoolsSQL string
 	//go:embed sql/pool_stats.sql
 	poolStatsSQL string
-	//go:embed sql/fold_counts.sql
-	foldCountsSQL string
 )
 
 // Store keeps pools and codes in Postgres. It is safe for concurrent use.
@@ -190,16 +188,6 @@ func (s *Store) PoolStats(ctx context.Context, id string) (Stats, error) {
 		return Stats{}, storeError("pool stats", err)
 	}
 	return st, nil
-}
-
-// FoldCounts folds the pool's rows of maintained code counts (one per
-// statement that changed its codes, migration 009) into one, so that
-// reading its stats stays a few rows. The reconcile job calls it.
-func (s *Store) FoldCounts(ctx context.Context, id string) error {
-	if _, err := s.db.Exec(ctx, foldCountsSQL, id); err != nil {
-		return storeError("fold counts", err)
-	}
-	return nil
 }
 
 func scanPool(row pgx.Row) (Pool, error) {

@@ -21,10 +21,6 @@ SELECT
     (SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1 GROUP BY user_id
                            HAVING count(*) > (SELECT per_user_limit FROM pools WHERE id = $1)) u) AS users_over_limit,
     (SELECT count(*) FROM claims WHERE pool_id = $1) AS claims,
-    -- the maintained counts (migration 009), to compare with the codes
-    (SELECT ARRAY[coalesce(sum(n.available), 0), coalesce(sum(n.staged), 0), coalesce(sum(n.held), 0),
-                  coalesce(sum(n.claimed), 0), coalesce(sum(n.void), 0)]::bigint[]
-     FROM pool_code_counts n WHERE n.pool_id = $1) AS counted,
     -- a prize whose code is not its own claim's: the claim is missing, of
     -- another pool or user, or not made for this prize (a caller's claim)
     (SELECT count(*) FROM prizes p LEFT JOIN claims c ON c.id = p.claim_id

@@ -10,11 +10,12 @@ SELECT
     now() AS read_at,
     (SELECT coalesce(max(redis_shards), 1)::int FROM pools WHERE id = $1) AS redis_shards
 FROM (
-    -- The maintained counts (migration 009), not a count of the codes.
-    SELECT coalesce(sum(available), 0)::bigint AS available, coalesce(sum(staged), 0)::bigint AS staged,
-           coalesce(sum(held), 0)::bigint AS held, coalesce(sum(claimed), 0)::bigint AS claimed,
-           coalesce(sum(void), 0)::bigint AS void
-    FROM pool_code_counts WHERE pool_id = $1
+    SELECT count(*) FILTER (WHERE state = 'available') AS available,
+           count(*) FILTER (WHERE state = 'staged') AS staged,
+           count(*) FILTER (WHERE state = 'held') AS held,
+           count(*) FILTER (WHERE state = 'claimed') AS claimed,
+           count(*) FILTER (WHERE state = 'void') AS void
+    FROM codes WHERE pool_id = $1
 ) c, (
     SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
            count(*) FILTER (WHERE state = 'ready') AS ready,
