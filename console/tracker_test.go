@@ -66,10 +66,21 @@ func TestStatsCache(t *testing.T) {
 	require.Equal(t, int64(2), st.GetClaimed())
 	c.mu.Lock()
 	e := c.entries["p"]
+	require.Equal(t, statsTTL, e.ttl, "a quick answer is kept statsTTL")
 	e.at = e.at.Add(-statsTTL)
 	c.entries["p"] = e
 	c.mu.Unlock()
 	st, err = c.get(context.Background(), "p", fetch)
 	require.NoError(t, err)
 	require.Equal(t, int64(3), st.GetClaimed())
+
+	// A slow answer is kept longer, in proportion.
+	_, err = c.get(context.Background(), "slow", func(ctx context.Context) (*dispenserv1.PoolStats, error) {
+		time.Sleep(100 * time.Millisecond)
+		return fetch(ctx)
+	})
+	require.NoError(t, err)
+	c.mu.Lock()
+	require.GreaterOrEqual(t, c.entries["slow"].ttl, 5*time.Second)
+	c.mu.Unlock()
 }
