@@ -79,7 +79,8 @@ func chromium(t *testing.T) context.Context {
 	return ctx
 }
 
-// eventually polls a JavaScript expression until it is true.
+// eventually polls a JavaScript expression until it is true. Expressions
+// read elements with ?. : a poll's swap may briefly leave one out.
 func eventually(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(20*time.Second), chromedp.WithPollingInterval(100*time.Millisecond))
 }
@@ -242,9 +243,9 @@ func TestConsoleEndToEnd(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { stopLoad(); <-loadDone })
-	do(ctx, t, eventually(`Number(document.querySelector("#level-claimed").textContent.replace(/,/g, "")) > 20`))
+	do(ctx, t, eventually(`Number(document.querySelector("#level-claimed")?.textContent.replace(/,/g, "")) > 20`))
 	before := number(t, textOf(ctx, t, "#level-claimed"))
-	do(ctx, t, eventually(fmt.Sprintf(`Number(document.querySelector("#level-claimed").textContent.replace(/,/g, "")) > %d`, before)))
+	do(ctx, t, eventually(fmt.Sprintf(`Number(document.querySelector("#level-claimed")?.textContent.replace(/,/g, "")) > %d`, before)))
 	do(ctx, t, eventually(`document.querySelector("#pool-live .rate") && document.querySelector("#pool-live .rate").textContent.trim() !== "…" && Number(document.querySelector("#pool-live .rate").textContent) > 0`))
 	require.Contains(t, textOf(ctx, t, "#pool-live .mix"), "redis")
 	shots.shot(ctx, t, "pool")

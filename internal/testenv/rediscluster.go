@@ -148,7 +148,7 @@ func (c *RedisCluster) KillMaster() string {
 }
 
 // PauseWritesAndSync pauses the writes of the master c reaches (CLIENT PAUSE
-// WRITE, for ten seconds) and waits until its replicas have acknowledged its
+// WRITE, for ten seconds, renewed while it waits) and waits until its replicas have acknowledged its
 // whole replication stream: a master killed then loses no write. WAIT alone
 // is not enough under load (a write may land between its answer and the
 // kill), and WAIT is itself blocked while writes are paused, so the offsets
@@ -156,11 +156,17 @@ func (c *RedisCluster) KillMaster() string {
 func PauseWritesAndSync(t testing.TB, c redis.UniversalClient) {
 	t.Helper()
 	ctx := context.Background()
-	if err := c.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err(); err != nil {
-		t.Fatalf("testenv: CLIENT PAUSE: %v", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
+	// Under a loaded machine a replica may be reconnecting (a full resync
+	// takes a while): wait up to 20 s, renewing the pause before it ends.
+	var paused time.Time
+	deadline := time.Now().Add(20 * time.Second)
 	for {
+		if time.Since(paused) > 5*time.Second {
+			if err := c.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err(); err != nil {
+				t.Fatalf("testenv: CLIENT PAUSE: %v", err)
+			}
+			paused = time.Now()
+		}
 		info, err := c.Info(ctx, "replication").Result()
 		if err != nil {
 			t.Fatalf("testenv: INFO replication: %v", err)

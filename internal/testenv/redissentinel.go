@@ -53,7 +53,7 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 bind 127.0.0.1
 dir %s
 sentinel monitor %s 127.0.0.1 %d 1
-sentinel down-after-milliseconds %s 500
+sentinel down-after-milliseconds %s 2000
 sentinel failover-timeout %s 3000
 sentinel parallel-syncs %s 1
 `, s.sentinelPort, dir, s.MasterName, s.Master.Port, s.MasterName, s.MasterName, s.MasterName)
