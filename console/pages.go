@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dispenserhq/dispenser/internal/upload"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -429,9 +430,6 @@ func (c *Console) pausePool(pause bool) func(http.ResponseWriter, *http.Request,
 	}
 }
 
-// importChunk is how much of an upload one ImportCodes message carries.
-const importChunk = 256 << 10
-
 // importFile streams the request body (the file itself, sent by
 // console.js so that the browser can show the upload's progress) into
 // ImportCodes, and answers the summary as a fragment: counts and invalid
@@ -451,37 +449,17 @@ func (c *Console) importFile(w http.ResponseWriter, r *http.Request, q *request)
 	if qs.Get("format") == "csv" {
 		opts.Format = dispenserv1.ImportFormat_IMPORT_FORMAT_CSV
 	}
-	ctx, cancel := context.WithCancel(q.ctx(r.Context()))
-	defer cancel()
-	stream, err := c.admin.ImportCodes(ctx)
-	if err == nil {
-		err = stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{Options: opts}})
-	}
-	buf := make([]byte, importChunk)
-	for err == nil {
-		n, rerr := io.ReadFull(r.Body, buf)
-		if n > 0 {
-			err = stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: buf[:n]}})
-		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
-		}
-		if rerr != nil {
-			cancel() // nothing of a broken upload lands
-			var tooBig *http.MaxBytesError
-			if errors.As(rerr, &tooBig) {
-				fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("the file is larger than %s bytes; nothing was imported", groupDigits(tooBig.Limit)))
-			} else {
-				fail(http.StatusBadRequest, "the upload was cut short; nothing was imported")
-			}
-			return
-		}
-	}
-	resp, cerr := stream.CloseAndRecv() // the server's reason, if it ended the stream
-	if err == nil || errors.Is(err, io.EOF) {
-		err = cerr
-	}
-	if err != nil {
+	resp, err := upload.Import(q.ctx(r.Context()), c.admin, opts, r.Body, upload.NoProgress{})
+	var readErr *upload.ReadError
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("the file is larger than %s bytes; nothing was imported", groupDigits(tooBig.Limit)))
+		return
+	case errors.As(err, &readErr):
+		fail(http.StatusBadRequest, "the upload was cut short; nothing was imported")
+		return
+	case err != nil:
 		fail(httpCode(err), errorText(err))
 		return
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/internal/upload"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 	"github.com/dispenserhq/dispenser/proto/openapi"
 )
@@ -291,9 +291,6 @@ func isImportPath(p string) bool {
 	return ok && isImport && id != ""
 }
 
-// importChunk is how much of an upload one ImportCodes message carries.
-const importChunk = 256 << 10
-
 // importUpload is POST /v1/pools/{pool_id}/imports: the body is the file
 // itself (lines, or CSV with ?format=csv), streamed into ImportCodes as it
 // arrives; ?strict=true refuses the whole file on any invalid line, and
@@ -326,48 +323,18 @@ func importUpload(mux *runtime.ServeMux, m runtime.Marshaler, admin dispenserv1.
 			fail(r.Context(), err)
 			return
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := admin.ImportCodes(ctx)
-		if err != nil {
-			fail(ctx, err)
+		resp, err := upload.Import(ctx, admin, opts, r.Body, upload.NoProgress{})
+		var readErr *upload.ReadError
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			fail(r.Context(), &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
+				Err: invalidArgument("body", "larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")})
 			return
-		}
-		if err := stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{Options: opts}}); err != nil {
-			_, err = stream.CloseAndRecv() // the server's reason, if it ended the stream
-			fail(ctx, err)
+		case errors.As(err, &readErr):
+			fail(r.Context(), status.Error(codes.Canceled, "the upload was cut short; nothing was imported"))
 			return
-		}
-		buf := make([]byte, importChunk)
-		for {
-			n, rerr := io.ReadFull(r.Body, buf)
-			if n > 0 {
-				msg := &dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: buf[:n]}}
-				if err := stream.Send(msg); err != nil {
-					_, err = stream.CloseAndRecv()
-					fail(ctx, err)
-					return
-				}
-			}
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-				break
-			}
-			if rerr != nil {
-				// The upload broke or passed its limit: cancel the stream, so
-				// nothing of it lands.
-				cancel()
-				var tooBig *http.MaxBytesError
-				if errors.As(rerr, &tooBig) {
-					fail(r.Context(), &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
-						Err: invalidArgument("body", "larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")})
-				} else {
-					fail(r.Context(), status.Error(codes.Canceled, "the upload was cut short; nothing was imported"))
-				}
-				return
-			}
-		}
-		resp, err := stream.CloseAndRecv()
-		if err != nil {
+		case err != nil:
 			fail(ctx, err)
 			return
 		}

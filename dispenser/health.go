@@ -125,14 +125,14 @@ func (l *jobLog) observe(name jobs.Name, reports []jobs.PoolReport, err error, t
 		if r.Err != nil && rec.err == "" {
 			rec.result, rec.err = "error", r.PoolID+": "+errText(r.Err)
 		}
-		for kind, n := range map[string]int64{"staged": int64(r.Staged), "expired": r.Reconcile.Expired,
-			"returned_lost_batches": r.Reconcile.LostBatches, "returned_stale": r.Reconcile.Stale,
-			"returned_orphans": r.Reconcile.Orphans, "returned_dropped_shards": r.Reconcile.Dropped,
-			"holds_expired": r.HoldsExpired, "prizes_assigned": int64(r.Deliver.Assigned),
-			"prizes_delivered": int64(r.Deliver.Delivered), "delivery_retries": int64(r.Deliver.Retried),
-			"prizes_parked": int64(r.Deliver.Parked)} {
+		for kind, n := range codeChanges(r) {
 			if n > 0 {
 				rec.changes[kind] += n
+			}
+		}
+		for outcome, n := range prizeOutcomes(r) {
+			if n > 0 {
+				rec.changes["prizes_"+outcome] += n
 			}
 		}
 	}

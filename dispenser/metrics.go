@@ -214,6 +214,20 @@ func claimResult(err error) string {
 	return "error"
 }
 
+// codeChanges is what a job did to one pool's codes, by kind.
+func codeChanges(r jobs.PoolReport) map[string]int64 {
+	return map[string]int64{"staged": int64(r.Staged), "expired": r.Reconcile.Expired,
+		"returned_lost_batches": r.Reconcile.LostBatches, "returned_stale": r.Reconcile.Stale,
+		"returned_orphans": r.Reconcile.Orphans, "returned_dropped_shards": r.Reconcile.Dropped,
+		"holds_expired": r.HoldsExpired}
+}
+
+// prizeOutcomes is what a delivery run did to one pool's prizes.
+func prizeOutcomes(r jobs.PoolReport) map[string]int64 {
+	return map[string]int64{"assigned": int64(r.Deliver.Assigned), "delivered": int64(r.Deliver.Delivered),
+		"retried": int64(r.Deliver.Retried), "parked": int64(r.Deliver.Parked)}
+}
+
 // observeJob records one job run and what it changed.
 func (m *Metrics) observeJob(name jobs.Name, reports []jobs.PoolReport, err error, took time.Duration) {
 	result := "ok"
@@ -226,20 +240,12 @@ func (m *Metrics) observeJob(name jobs.Name, reports []jobs.PoolReport, err erro
 	m.jobRuns.WithLabelValues(string(name), result).Inc()
 	m.jobSeconds.WithLabelValues(string(name)).Observe(took.Seconds())
 	for _, r := range reports {
-		add := func(kind string, n int64) {
+		for kind, n := range codeChanges(r) {
 			if n > 0 {
 				m.jobChanges.WithLabelValues(string(name), kind).Add(float64(n))
 			}
 		}
-		add("staged", int64(r.Staged))
-		add("expired", r.Reconcile.Expired)
-		add("returned_lost_batches", r.Reconcile.LostBatches)
-		add("returned_stale", r.Reconcile.Stale)
-		add("returned_orphans", r.Reconcile.Orphans)
-		add("returned_dropped_shards", r.Reconcile.Dropped)
-		add("holds_expired", r.HoldsExpired)
-		for outcome, n := range map[string]int{"assigned": r.Deliver.Assigned, "delivered": r.Deliver.Delivered,
-			"retried": r.Deliver.Retried, "parked": r.Deliver.Parked} {
+		for outcome, n := range prizeOutcomes(r) {
 			if n > 0 {
 				m.prizes.WithLabelValues(r.PoolID, outcome).Add(float64(n))
 			}

@@ -20,10 +20,10 @@ import (
 
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/dispenser"
-	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/internal/testdaemon"
 	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/internal/upload"
 	"github.com/dispenserhq/dispenser/jobs"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -154,8 +154,8 @@ func createAndFill(t *testing.T, conn *grpc.ClientConn, poolID string, n int) {
 	for i := range n {
 		fmt.Fprintf(&data, "%s-%06d\n", poolID, i)
 	}
-	_, err = cli.Upload(ctx, admin, &dispenserv1.ImportOptions{PoolId: poolID, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES},
-		strings.NewReader(data.String()), cli.NoProgress{})
+	_, err = upload.Import(ctx, admin, &dispenserv1.ImportOptions{PoolId: poolID, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES},
+		strings.NewReader(data.String()), upload.NoProgress{})
 	require.NoError(t, err)
 }
 

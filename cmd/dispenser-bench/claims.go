@@ -23,6 +23,7 @@ import (
 	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
 	"github.com/dispenserhq/dispenser/internal/stock"
+	"github.com/dispenserhq/dispenser/internal/upload"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -202,7 +203,7 @@ func (a *app) createBenchPool(ctx context.Context, admin dispenserv1.AdminServic
 		}
 		_ = pw.Close()
 	}()
-	resp, err := cli.Upload(ctx, admin, &dispenserv1.ImportOptions{PoolId: id, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: "bench"}, pr, cli.NoProgress{})
+	resp, err := upload.Import(ctx, admin, &dispenserv1.ImportOptions{PoolId: id, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: "bench"}, pr, upload.NoProgress{})
 	_ = pr.Close()
 	if err != nil {
 		return err

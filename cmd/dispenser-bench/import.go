@@ -17,6 +17,7 @@ import (
 
 	"github.com/dispenserhq/dispenser/internal/cli"
 	"github.com/dispenserhq/dispenser/internal/cliflag"
+	"github.com/dispenserhq/dispenser/internal/upload"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -105,7 +106,7 @@ rate can be read against the raw rate of the same machine in the same run.`,
 				defer f.Close()
 				opts := &dispenserv1.ImportOptions{PoolId: poolID, Format: dispenserv1.ImportFormat_IMPORT_FORMAT_LINES, SourceName: filepath.Base(file)}
 				start := time.Now()
-				resp, err := cli.Upload(ctx, c, opts, f, cli.NoProgress{})
+				resp, err := upload.Import(ctx, c, opts, f, upload.NoProgress{})
 				secs := time.Since(start).Seconds()
 				if err != nil {
 					return 0, err

@@ -16,6 +16,7 @@ import (
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 
 	"github.com/dispenserhq/dispenser/internal/cli"
+	"github.com/dispenserhq/dispenser/internal/upload"
 )
 
 func (a *app) importCmd() *cobra.Command {
@@ -54,7 +55,7 @@ line number and reason.`,
 			}
 			opts := &dispenserv1.ImportOptions{PoolId: poolID, Format: f, Strict: strict, SourceName: filepath.Base(name)}
 			start := time.Now()
-			resp, err := cli.Upload(cmd.Context(), c, opts, src, a.newProgress(size))
+			resp, err := upload.Import(cmd.Context(), c, opts, src, a.newProgress(size))
 			if err != nil {
 				return err
 			}
@@ -128,9 +129,9 @@ func printImportSummary(w io.Writer, poolID, source string, r *dispenserv1.Impor
 	}
 }
 
-func (a *app) newProgress(size int64) cli.Progress {
+func (a *app) newProgress(size int64) upload.Progress {
 	if a.asJSON {
-		return cli.NoProgress{}
+		return upload.NoProgress{}
 	}
 	if a.isTerminal() {
 		return newBarProgress(a.stderr, size)

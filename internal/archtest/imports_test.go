@@ -19,12 +19,13 @@ const module = "github.com/dispenserhq/dispenser/"
 // packages each package's non-test code may import.
 var allowed = map[string][]string{
 	"cmd/dispenserd":      {"dispenser", "claim", "auth", "jobs", "prize", "internal/cli", "internal/cliflag", "internal/stock"},
-	"cmd/dispenserctl":    {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
-	"cmd/dispenser-bench": {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "proto/dispenser/v1"},
+	"cmd/dispenserctl":    {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "internal/upload", "proto/dispenser/v1"},
+	"cmd/dispenser-bench": {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "internal/upload", "proto/dispenser/v1"},
 	"internal/cli":        {"dispenser", "internal/cliflag", "internal/stock", "proto/dispenser/v1"},
 	"internal/testdaemon": {"dispenser", "prize", "internal/testenv"},
-	"dispenser":           {"auth", "claim", "console", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "proto/dispenser/v1", "proto/openapi"},
-	"console":             {"proto/dispenser/v1"},
+	"dispenser":           {"auth", "claim", "console", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "internal/upload", "proto/dispenser/v1", "proto/openapi"},
+	"console":             {"internal/upload", "proto/dispenser/v1"},
+	"internal/upload":     {"proto/dispenser/v1"},
 	"jobs":                {"claim", "pool", "prize"},
 	"prize":               {"claim", "pool", "webhook", "internal/input", "internal/pgerr"},
 	"claim":               {"pool", "internal/stock", "internal/pgerr", "internal/input"},

@@ -4,11 +4,8 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -192,78 +189,6 @@ func (k bearerKey) GetRequestMetadata(context.Context, ...string) (map[string]st
 }
 
 func (bearerKey) RequireTransportSecurity() bool { return false }
-
-// Progress is told how an upload goes.
-type Progress interface {
-	// Add reports bytes and rows sent.
-	Add(bytes, rows int64)
-	// Uploaded reports that every byte is sent: the server is landing the
-	// import.
-	Uploaded()
-	// Abort stops drawing.
-	Abort()
-}
-
-// NoProgress reports nothing.
-type NoProgress struct{}
-
-func (NoProgress) Add(int64, int64) {}
-func (NoProgress) Uploaded()        {}
-func (NoProgress) Abort()           {}
-
-// ImportChunkBytes is the size of one data message of an import stream.
-const ImportChunkBytes = 256 << 10
-
-// Upload streams src to ImportCodes and waits for the summary. If the
-// upload fails midway, the server lands nothing.
-func Upload(ctx context.Context, c dispenserv1.AdminServiceClient, opts *dispenserv1.ImportOptions,
-	src io.Reader, prog Progress,
-) (*dispenserv1.ImportCodesResponse, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := c.ImportCodes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.Send(&dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Options{Options: opts}}); err != nil {
-		_, rerr := stream.CloseAndRecv()
-		return nil, cmpErr(rerr, err)
-	}
-	buf := make([]byte, ImportChunkBytes)
-	for {
-		n, rerr := io.ReadFull(src, buf)
-		if n > 0 {
-			chunk := buf[:n]
-			msg := &dispenserv1.ImportCodesRequest{Payload: &dispenserv1.ImportCodesRequest_Data{Data: chunk}}
-			if err := stream.Send(msg); err != nil {
-				// The server ended the call; its status says why.
-				_, serr := stream.CloseAndRecv()
-				prog.Abort()
-				return nil, cmpErr(serr, err)
-			}
-			prog.Add(int64(n), int64(bytes.Count(chunk, []byte{'\n'})))
-		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
-		}
-		if rerr != nil {
-			prog.Abort()
-			return nil, fmt.Errorf("read file: %w (nothing was imported)", rerr)
-		}
-	}
-	prog.Uploaded()
-	resp, err := stream.CloseAndRecv()
-	prog.Abort()
-	return resp, err
-}
-
-// cmpErr prefers the server's status over the local send error.
-func cmpErr(serverErr, sendErr error) error {
-	if serverErr != nil && !errors.Is(serverErr, io.EOF) {
-		return serverErr
-	}
-	return sendErr
-}
 
 // FormatInt groups digits by thousands: 1234567 -> 1,234,567.
 func FormatInt(n int64) string {
