@@ -20,6 +20,8 @@ import (
 var (
 	//go:embed sql/stage_batch.sql
 	stageBatchSQL string
+	//go:embed sql/stage_plan.sql
+	stagePlanSQL string
 	//go:embed sql/new_stage_batch.sql
 	newStageBatchSQL string
 	//go:embed sql/set_stage_batch_size.sql
@@ -138,6 +140,9 @@ func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, shard, size int) (
 	var entries []string
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, size, shard).Scan(&batchID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, stagePlanSQL); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, batchID, size)
