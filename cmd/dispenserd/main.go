@@ -15,6 +15,8 @@ import (
 	_ "net/http/pprof" // served only with --debug-listen
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -89,11 +91,16 @@ func newRootCmd() *cobra.Command {
 	var cfg dispenser.Config
 	var debugListen, deliverTZ string
 	var webhookTimeout time.Duration
+	var gcPercent int
 	serve := func(cmd *cobra.Command, _ []string) error {
 		log, err := c.logger()
 		if err != nil {
 			return err
 		}
+		if gcPercent < -1 || gcPercent == 0 {
+			return fmt.Errorf("--gc-percent must be positive, or -1 to turn the collector off")
+		}
+		debug.SetGCPercent(gcPercent)
 		if cfg.Jobs.DeliverLocation, err = time.LoadLocation(deliverTZ); err != nil {
 			return fmt.Errorf("--deliver-timezone: %w", err)
 		}
@@ -156,6 +163,9 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.ConsoleListen, "console-listen", cli.EnvOr("DISPENSER_CONSOLE_LISTEN", "127.0.0.1:8081"), "web console listen address (admin and auditor keys sign in), with the API's TLS; empty turns it off [DISPENSER_CONSOLE_LISTEN]")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", cli.EnvOr("DISPENSER_METRICS_LISTEN", "127.0.0.1:9464"), "Prometheus /metrics listener, separate from the API; empty turns it off [DISPENSER_METRICS_LISTEN]")
 	f.StringVar(&debugListen, "debug-listen", cli.EnvOr("DISPENSER_DEBUG_LISTEN", ""), "serve Go pprof at this address (e.g. 127.0.0.1:6060); off when empty [DISPENSER_DEBUG_LISTEN]")
+	f.IntVar(&gcPercent, "gc-percent", gcPercentDefault(),
+		"Go garbage collector target, as GOGC: the heap may grow this many percent over live data before a collection; "+
+			"GOMEMLIMIT still caps it [GOGC]")
 	f.BoolVar(&cfg.NoJobs, "no-jobs", cli.EnvOr("DISPENSER_NO_JOBS", "") == "true", "do not schedule refill, reconcile and delivery on this replica [DISPENSER_NO_JOBS]")
 
 	serveCmd := &cobra.Command{
@@ -232,6 +242,30 @@ func keysCmd(c *common) *cobra.Command {
 	_ = create.MarkFlagRequired("role")
 	keys.AddCommand(create)
 	return keys
+}
+
+// gcPercentDefaultValue is the collector target when GOGC is not set. The
+// claim path allocates a few kilobytes per call over a small live heap, so
+// at Go's default (100) the collector runs many times a second under load and
+// takes about a seventh of the server's CPU; 400 takes that to a few percent
+// for a heap a few times larger (docs/BENCHMARKS.md).
+const gcPercentDefaultValue = 400
+
+// gcPercentDefault is GOGC when it is set (so the usual Go setting works),
+// else gcPercentDefaultValue.
+func gcPercentDefault() int {
+	v := os.Getenv("GOGC")
+	if v == "" {
+		return gcPercentDefaultValue
+	}
+	if strings.EqualFold(v, "off") {
+		return -1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return gcPercentDefaultValue
+	}
+	return n
 }
 
 // serveDebug serves net/http/pprof on its own listener, never on the API's.
