@@ -166,7 +166,9 @@ func (a *ahead) empty(ctx context.Context, p pool.Pool, shard int) (int, error) 
 		if waited {
 			return 1, nil // pop again
 		}
-		return a.svc.stager.stageBatch(rctx, p, shard, a.size(p, d))
+		// One chunk, so the claims waiting here pop again soon; their pops
+		// start the background refill of the rest.
+		return a.svc.stager.stageBatch(rctx, p, shard, min(a.size(p, d), stageChunkMax))
 	})
 	if err != nil {
 		return 0, err
@@ -174,14 +176,15 @@ func (a *ahead) empty(ctx context.Context, p pool.Pool, shard int) (int, error) 
 	return v.(int), nil
 }
 
-// awaitRefill waits while the shard's refill lock is held, and reports
-// whether it was.
+// awaitRefill waits while a refill holds the shard's lock and its list is
+// still empty (a refill pushes its codes a chunk at a time, so the first
+// chunk ends the wait), and reports whether it waited.
 func (a *ahead) awaitRefill(ctx context.Context, shard string) bool {
 	waited := false
 	for {
-		held, err := a.svc.redis.stock.Locked(ctx, shard)
-		if err != nil || !held {
-			return waited
+		locked, staged, err := a.svc.redis.stock.Refilling(ctx, shard)
+		if err != nil || !locked || staged > 0 {
+			return waited || staged > 0
 		}
 		waited = true
 		select {

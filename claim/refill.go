@@ -132,10 +132,32 @@ func (s *Stager) levels(ctx context.Context, p pool.Pool) ([]int64, error) {
 	return levels, nil
 }
 
-// stageBatch moves up to size available codes to staged under a new batch
+// stageChunkMax is the most codes one refill transaction stages. A larger
+// refill is staged as several batches, each pushed as soon as it commits:
+// the first codes reach Redis sooner, and no transaction writes megabytes of
+// WAL that the group commits running beside it must flush with their own.
+const stageChunkMax = 2_000
+
+// stageBatch stages up to size available codes into one of the pool's Redis
+// shards, in batches of at most stageChunkMax, and returns how many it
+// staged; it stops early when the pool has nothing left to stage.
+func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, shard, size int) (int, error) {
+	total := 0
+	for total < size {
+		want := min(size-total, stageChunkMax)
+		n, err := s.stageChunk(ctx, p, shard, want)
+		total += n
+		if err != nil || n < want {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// stageChunk moves up to size available codes to staged under a new batch
 // id and pushes them, with the batch marker, to the list of one of the
 // pool's Redis shards.
-func (s *Stager) stageBatch(ctx context.Context, p pool.Pool, shard, size int) (int, error) {
+func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (int, error) {
 	var batchID int64
 	var entries []string
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {

@@ -247,8 +247,14 @@ func (s *Store) Unlock(ctx context.Context, poolID, token string) error {
 	return unlockScript.Run(ctx, s.rdb, []string{s.keys.RefillLock(poolID)}, token).Err()
 }
 
-// Locked reports whether the pool's refill lock is held.
-func (s *Store) Locked(ctx context.Context, poolID string) (bool, error) {
-	n, err := s.rdb.Exists(ctx, s.keys.RefillLock(poolID)).Result()
-	return n > 0, err
+// Refilling reads, in one round trip, whether a refill of the shard holds
+// its lock and how many entries the shard's list holds.
+func (s *Store) Refilling(ctx context.Context, shard string) (locked bool, staged int64, err error) {
+	pipe := s.rdb.Pipeline()
+	lock := pipe.Exists(ctx, s.keys.RefillLock(shard))
+	n := pipe.LLen(ctx, s.keys.Staged(shard))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, 0, err
+	}
+	return lock.Val() > 0, n.Val(), nil
 }
