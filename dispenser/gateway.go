@@ -154,8 +154,7 @@ func headerMatcher(key string) (string, bool) {
 // idempotencyKey returns the request id a call names in its field v or, when
 // that is empty, in its "idempotency-key" metadata; both given must agree.
 func idempotencyKey(ctx context.Context, field, v string) (string, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	keys := md.Get(IdempotencyKeyHeader)
+	keys := metadata.ValueFromIncomingContext(ctx, IdempotencyKeyHeader)
 	if len(keys) == 0 {
 		return v, nil
 	}
