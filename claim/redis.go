@@ -290,15 +290,12 @@ func (a *RedisAllocator) release(ctx context.Context, shard string, req Request,
 	}
 }
 
-// clearLedger removes committed entries from the in-flight ledgers.
+// clearLedger removes committed entries from the in-flight ledgers, with
+// the claim pipe's next pipeline.
 func (a *RedisAllocator) clearLedger(batch []*commitItem) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	byShard := make(map[string][]string, 1)
 	for _, it := range batch {
 		byShard[it.shard] = append(byShard[it.shard], it.entry)
 	}
-	if err := a.stock.ClearInFlight(ctx, byShard); err != nil {
-		a.log.Warn("clearing the in-flight ledger failed; the reconciler will clear it", "err", err)
-	}
+	a.pipe.Clear(byShard)
 }

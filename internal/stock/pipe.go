@@ -32,9 +32,10 @@ type Answer struct {
 	Left    int64
 }
 
-// Pipe runs the claim scripts of concurrent requests in one Redis pipeline:
-// one write and one read for all the calls queued at that moment, instead of
-// one round trip each. One sender is enough: while its pipeline is out, the
+// Pipe runs the claim script for concurrent requests together: the calls
+// queued at that moment go in one Redis pipeline (one write and one read
+// instead of a round trip each), and those of one pool shard in one script
+// call (Redis runs one script, not one per request). One sender is enough: while its pipeline is out, the
 // next calls queue and go together in the next one. It never waits to fill a
 // batch, so a lone call goes out at once. Running the script twice is safe
 // (see claimScript), so a pipeline that go-redis retries after a network
@@ -43,7 +44,13 @@ type Pipe struct {
 	store   *Store
 	timeout time.Duration
 	in      chan *scriptCall
-	stop    chan struct{}
+	// kick wakes the sender for ledger entries to clear (Clear).
+	kick chan struct{}
+	mu   sync.Mutex
+	// clears holds the committed entries to remove from each shard's
+	// in-flight ledger with the next pipeline.
+	clears map[string][]any
+	stop   chan struct{}
 	// stopped is closed once the sender has exited: a call still queued
 	// then was never sent.
 	stopped chan struct{}
@@ -51,10 +58,12 @@ type Pipe struct {
 	wg      sync.WaitGroup
 }
 
+// scriptCall is one request's part of a claim script run.
 type scriptCall struct {
-	keys []string
-	args []any
-	done chan scriptResult
+	staged, inFlight string // the shard's keys: calls with the same go together
+	replay, count    string // the request's and its user's keys
+	args             [3]any // limit, TTL in seconds, user id
+	done             chan scriptResult
 }
 
 type scriptResult struct {
@@ -68,8 +77,8 @@ const pipeBatch = 128
 // NewPipe returns a pipe whose pipelines each get timeout; Start starts
 // its sender.
 func (s *Store) NewPipe(timeout time.Duration) *Pipe {
-	return &Pipe{store: s, timeout: timeout, in: make(chan *scriptCall, pipeBatch),
-		stop: make(chan struct{}), stopped: make(chan struct{})}
+	return &Pipe{store: s, timeout: timeout, in: make(chan *scriptCall, pipeBatch), kick: make(chan struct{}, 1),
+		clears: map[string][]any{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 // Start starts the sender.
@@ -80,8 +89,40 @@ func (p *Pipe) Start() {
 	})
 }
 
-// Stop stops the sender; calls not yet sent answer ErrPipeStopped. A pipe
-// never started cannot be stopped.
+// Clear removes committed entries from the in-flight ledgers of their shards
+// (given by shard name): one ZREM per shard, sent with the next pipeline of
+// claim scripts, or alone if none comes, instead of a round trip of its own
+// per group commit. An entry left behind (Redis failing, the pipe stopped)
+// is one the reconciler finds committed and drops.
+func (p *Pipe) Clear(byShard map[string][]string) {
+	p.mu.Lock()
+	for shard, entries := range byShard {
+		for _, e := range entries {
+			p.clears[shard] = append(p.clears[shard], e)
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// takeClears returns the pending ledger clears and forgets them.
+func (p *Pipe) takeClears() map[string][]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.clears) == 0 {
+		return nil
+	}
+	c := p.clears
+	p.clears = map[string][]any{}
+	return c
+}
+
+// Stop stops the sender, which first sends the ledger clears pending; calls
+// not yet sent answer ErrPipeStopped. A pipe never started cannot be
+// stopped.
 func (p *Pipe) Stop() {
 	p.once.Do(func() { close(p.stop) })
 	p.wg.Wait()
@@ -89,12 +130,8 @@ func (p *Pipe) Stop() {
 
 // Claim runs the claim script for one request (see claimScript).
 func (p *Pipe) Claim(ctx context.Context, a ClaimArgs) (Answer, error) {
-	k := p.store.keys
-	c := &scriptCall{
-		keys: []string{k.Staged(a.PoolID), k.InFlight(a.PoolID), k.Replay(a.PoolID, a.RequestID), k.UserClaims(a.PoolID, a.UserID)},
-		args: []any{a.Limit, time.Now().UnixMilli(), int(a.TTL.Seconds()), a.UserID},
-		done: make(chan scriptResult, 1),
-	}
+	c := p.store.call(a)
+	c.done = make(chan scriptResult, 1)
 	select {
 	case <-p.stop:
 		return Answer{}, ErrPipeStopped
@@ -127,15 +164,52 @@ func (p *Pipe) Claim(ctx context.Context, a ClaimArgs) (Answer, error) {
 	return answerOf(r.vals)
 }
 
+// call is the script part of one request.
+func (s *Store) call(a ClaimArgs) *scriptCall {
+	k := s.keys
+	return &scriptCall{
+		staged: k.Staged(a.PoolID), inFlight: k.InFlight(a.PoolID),
+		replay: k.Replay(a.PoolID, a.RequestID), count: k.UserClaims(a.PoolID, a.UserID),
+		args: [3]any{a.Limit, int(a.TTL.Seconds()), a.UserID},
+	}
+}
+
+// script is one run of claimScript: calls of one shard, in queue order.
+type script struct {
+	keys  []string
+	args  []any
+	calls []*scriptCall
+}
+
+// scripts groups calls by shard, keeping each shard's calls in order.
+func scripts(batch []*scriptCall, now time.Time) []*script {
+	var out []*script
+	byShard := map[string]*script{}
+	for _, c := range batch {
+		sc := byShard[c.staged]
+		if sc == nil {
+			sc = &script{keys: []string{c.staged, c.inFlight}, args: []any{now.UnixMilli()}}
+			byShard[c.staged] = sc
+			out = append(out, sc)
+		}
+		sc.keys = append(sc.keys, c.replay, c.count)
+		sc.args = append(sc.args, c.args[:]...)
+		sc.calls = append(sc.calls, c)
+	}
+	return out
+}
+
 func (p *Pipe) loop() {
 	for {
-		var first *scriptCall
+		var batch []*scriptCall
 		select {
-		case first = <-p.in:
+		case c := <-p.in:
+			batch = append(batch, c)
+		case <-p.kick:
 		case <-p.stop:
+			p.exec(nil, p.takeClears())
 			return
 		}
-		batch := []*scriptCall{first}
 	fill:
 		for len(batch) < pipeBatch {
 			select {
@@ -145,56 +219,79 @@ func (p *Pipe) loop() {
 				break fill
 			}
 		}
-		p.exec(batch)
+		p.exec(batch, p.takeClears())
 	}
 }
 
-func (p *Pipe) exec(batch []*scriptCall) {
+// exec runs the batch's scripts and the ledger clears in one pipeline (a
+// lone script without clears goes alone, which loads it if Redis lost it).
+func (p *Pipe) exec(batch []*scriptCall, clears map[string][]any) {
+	if len(batch) == 0 && len(clears) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	rdb := p.store.rdb
-	if len(batch) == 1 {
-		c := batch[0]
-		vals, err := claimScript.Run(ctx, rdb, c.keys, c.args...).StringSlice()
-		c.done <- scriptResult{vals, err}
+	runs := scripts(batch, time.Now())
+	if len(runs) == 1 && len(clears) == 0 {
+		sc := runs[0]
+		vals, err := claimScript.Run(ctx, rdb, sc.keys, sc.args...).StringSlice()
+		sc.answer(vals, err)
 		return
 	}
 	pipe := rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
-	for i, c := range batch {
-		cmds[i] = claimScript.EvalSha(ctx, pipe, c.keys, c.args...)
+	cmds := make([]*redis.Cmd, len(runs))
+	for i, sc := range runs {
+		cmds[i] = claimScript.EvalSha(ctx, pipe, sc.keys, sc.args...)
+	}
+	for shard, members := range clears {
+		pipe.ZRem(ctx, p.store.keys.InFlight(shard), members...)
 	}
 	_, _ = pipe.Exec(ctx)
-	for i, c := range batch {
+	for i, sc := range runs {
 		vals, err := cmds[i].StringSlice()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Redis restarted or flushed its script cache: Run loads it.
-			vals, err = claimScript.Run(ctx, rdb, c.keys, c.args...).StringSlice()
+			vals, err = claimScript.Run(ctx, rdb, sc.keys, sc.args...).StringSlice()
 		}
-		c.done <- scriptResult{vals, err}
+		sc.answer(vals, err)
+	}
+}
+
+// answer hands each call its three values of the script's answer.
+func (sc *script) answer(vals []string, err error) {
+	if err == nil && len(vals) != 3*len(sc.calls) {
+		err = errors.New("claim script answered " + strconv.Itoa(len(vals)) + " values for " +
+			strconv.Itoa(len(sc.calls)) + " requests")
+	}
+	for i, c := range sc.calls {
+		if err != nil {
+			c.done <- scriptResult{err: err}
+			continue
+		}
+		c.done <- scriptResult{vals: vals[3*i : 3*i+3]}
 	}
 }
 
 // ClaimOnce runs the claim script once, outside any pipe, as if at now: for
 // tests and tools that need a pop with a given time (an old ledger entry).
 func (s *Store) ClaimOnce(ctx context.Context, a ClaimArgs, now time.Time) (Answer, error) {
-	k := s.keys
-	vals, err := claimScript.Run(ctx, s.rdb,
-		[]string{k.Staged(a.PoolID), k.InFlight(a.PoolID), k.Replay(a.PoolID, a.RequestID), k.UserClaims(a.PoolID, a.UserID)},
-		a.Limit, now.UnixMilli(), int(a.TTL.Seconds()), a.UserID).StringSlice()
+	sc := scripts([]*scriptCall{s.call(a)}, now)[0]
+	vals, err := claimScript.Run(ctx, s.rdb, sc.keys, sc.args...).StringSlice()
 	if err != nil {
 		return Answer{}, err
 	}
 	return answerOf(vals)
 }
 
-func answerOf(vals []string) (Answer, error) {
-	if len(vals) < 2 {
-		return Answer{}, errors.New("claim script answered " + strconv.Itoa(len(vals)) + " values")
+// answerOf reads one request's answer: outcome, value, left.
+func answerOf(v []string) (Answer, error) {
+	if len(v) != 3 {
+		return Answer{}, errors.New("claim script answered " + strconv.Itoa(len(v)) + " values for a request")
 	}
-	ans := Answer{Outcome: vals[0], Entry: vals[1], Left: -1}
-	if len(vals) > 2 {
-		if n, err := strconv.ParseInt(vals[2], 10, 64); err == nil {
+	ans := Answer{Outcome: v[0], Entry: v[1], Left: -1}
+	if v[2] != "" {
+		if n, err := strconv.ParseInt(v[2], 10, 64); err == nil {
 			ans.Left = n
 		}
 	}

@@ -2,44 +2,69 @@ package stock
 
 import "github.com/redis/go-redis/v9"
 
-// claimScript claims one staged code for a request.
+// claimScript claims one staged code for each of one or more requests of
+// one pool shard, in order, as if each ran alone: the Pipe sends the
+// requests queued for a shard as one script, so Redis runs one script call,
+// not one per request.
 //
-// KEYS[1] the pool's staged list, KEYS[2] its in-flight ledger (sorted set
-// scored by pop time), KEYS[3] the request's replay record, KEYS[4] the user's
-// claim count. ARGV[1] the pool's per-user limit, ARGV[2] now in unix ms,
-// ARGV[3] the TTL in seconds of the replay record and the count, ARGV[4] the
-// user id.
+// KEYS[1] the shard's staged list, KEYS[2] its in-flight ledger (sorted set
+// scored by pop time), then for request i KEYS[1+2i] its replay record and
+// KEYS[2+2i] its user's claim count. ARGV[1] now in unix ms, then for
+// request i ARGV[3i-1] the pool's per-user limit, ARGV[3i] the TTL in
+// seconds of the replay record and the count, ARGV[3i+1] the user id.
 //
 // The replay record is "<user>\n<entry>" (user ids hold no control
-// character): the request id belongs to that user. Returns {outcome, value},
-// the outcome in the words of the claim package's outcome type, as far as Redis
-// knows (Postgres decides): {"replay", entry} for a known request of this
-// user, {"reused", ""} for a request id another user holds, {"limit", count}
-// for a user whose count is at the limit, {"exhausted", ""} when nothing is
-// staged, {"popped", entry, left} for a fresh pop,
-// with the number of entries left in the list (so that a claim that sees it
-// run low can stage more before it runs out). Every
-// check comes before the first write, so a second run of the same call
-// (go-redis retries on timeouts) finds the replay record and returns the
-// same entry. A record without an owner (written before owners were kept)
-// is replayed; Postgres checks the owner.
+// character): the request id belongs to that user. Each request gets three
+// values {outcome, value, left}, the outcome in the words of the claim
+// package's outcome type, as far as Redis knows (Postgres decides):
+// {"replay", entry} for a known request of this user, {"reused", ""} for a
+// request id another user holds, {"limit", count} for a user whose count is
+// at the limit, {"exhausted", ""} when nothing is staged, {"popped", entry,
+// left} for a fresh pop, with the number of entries left in the list (so
+// that a claim that sees it run low can stage more before it runs out);
+// left is "" except after a pop. Every check of a request comes before its
+// first write, so a second run of the same call (go-redis retries on
+// timeouts) finds the replay records and returns the same entries. A record
+// without an owner (written before owners were kept) is replayed; Postgres
+// checks the owner.
 var claimScript = redis.NewScript(`
-local replay = redis.call('GET', KEYS[3])
-if replay then
-  local nl = string.find(replay, '\n', 1, true)
-  if not nl then return {'replay', replay} end
-  if string.sub(replay, 1, nl - 1) == ARGV[4] then return {'replay', string.sub(replay, nl + 1)} end
-  return {'reused', ''}
+local out = {}
+for i = 1, (#KEYS - 2) / 2 do
+  local rkey, ckey = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local limit, ttl, user = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local outcome, value, left = nil, '', ''
+  local replay = redis.call('GET', rkey)
+  if replay then
+    local nl = string.find(replay, '\n', 1, true)
+    if not nl then
+      outcome, value = 'replay', replay
+    elseif string.sub(replay, 1, nl - 1) == user then
+      outcome, value = 'replay', string.sub(replay, nl + 1)
+    else
+      outcome = 'reused'
+    end
+  else
+    local held = tonumber(redis.call('GET', ckey) or '0')
+    if held >= tonumber(limit) then
+      outcome, value = 'limit', tostring(held)
+    else
+      local entry = redis.call('LPOP', KEYS[1])
+      if not entry then
+        outcome = 'exhausted'
+      else
+        redis.call('ZADD', KEYS[2], ARGV[1], entry)
+        redis.call('SET', rkey, user .. '\n' .. entry, 'EX', ttl)
+        redis.call('INCR', ckey)
+        redis.call('EXPIRE', ckey, ttl)
+        outcome, value, left = 'popped', entry, tostring(redis.call('LLEN', KEYS[1]))
+      end
+    end
+  end
+  out[#out + 1] = outcome
+  out[#out + 1] = value
+  out[#out + 1] = left
 end
-local held = tonumber(redis.call('GET', KEYS[4]) or '0')
-if held >= tonumber(ARGV[1]) then return {'limit', tostring(held)} end
-local entry = redis.call('LPOP', KEYS[1])
-if not entry then return {'exhausted', ''} end
-redis.call('ZADD', KEYS[2], ARGV[2], entry)
-redis.call('SET', KEYS[3], ARGV[4] .. '\n' .. entry, 'EX', ARGV[3])
-redis.call('INCR', KEYS[4])
-redis.call('EXPIRE', KEYS[4], ARGV[3])
-return {'popped', entry, tostring(redis.call('LLEN', KEYS[1]))}
+return out
 `)
 
 // releaseScript undoes a pop whose claim Postgres refused or answered from

@@ -287,3 +287,110 @@ func TestShardLevels(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []int64{3, 0, 0}, levels)
 }
+
+// Calls queued together run as one script per pool shard, each request as if
+// alone: under 600 concurrent calls on two pools, every user pops once and
+// then hits its limit, a copy of a request gets the same entry, a request id
+// another user holds is refused, and no entry is popped twice.
+func TestPipeBatchesRequestsPerShard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	const users = 100
+	for _, pool := range []string{"p1", "p2"} {
+		require.NoError(t, s.Push(ctx, pool, 1, entries(users)))
+	}
+	p := s.NewPipe(5 * time.Second)
+	p.Start()
+	defer p.Stop()
+
+	type call struct{ pool, request, user string }
+	var calls []call
+	for _, pool := range []string{"p1", "p2"} {
+		for u := range users {
+			user := fmt.Sprint("u", u)
+			calls = append(calls,
+				call{pool, "a-" + user, user}, call{pool, "a-" + user, user}, // a request and its copy
+				call{pool, "b-" + user, user}, // the same user's second request: its limit is 1
+			)
+		}
+	}
+	answers := make([]stock.Answer, len(calls))
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		wg.Go(func() {
+			ans, err := p.Claim(ctx, stock.ClaimArgs{PoolID: c.pool, RequestID: c.request, UserID: c.user, Limit: 1, TTL: time.Hour})
+			if err != nil {
+				t.Errorf("claim %+v: %v", c, err)
+			}
+			answers[i] = ans
+		})
+	}
+	wg.Wait()
+
+	popped := map[string]bool{}
+	for i := 0; i < len(calls); i += 3 {
+		a, copyOf, b := answers[i], answers[i+1], answers[i+2]
+		first, second := a, copyOf
+		if copyOf.Outcome == "popped" {
+			first, second = copyOf, a
+		}
+		if first.Outcome == "popped" {
+			// The request popped, its copy replayed the same entry.
+			require.Equal(t, "replay", second.Outcome, "%+v", calls[i])
+			require.Equal(t, first.Entry, second.Entry)
+			require.False(t, popped[calls[i].pool+first.Entry], "popped twice")
+			popped[calls[i].pool+first.Entry] = true
+			require.Equal(t, "limit", b.Outcome, "%+v", calls[i+2])
+		} else {
+			// The second request came first and took the user's one claim.
+			require.Equal(t, "popped", b.Outcome, "%+v", calls[i+2])
+			require.Equal(t, "limit", a.Outcome)
+			require.Equal(t, "limit", copyOf.Outcome)
+		}
+	}
+	for i := 0; i < len(calls); i += 3 {
+		if answers[i].Outcome == "popped" || answers[i+1].Outcome == "popped" {
+			c := calls[i]
+			ans, err := p.Claim(ctx, stock.ClaimArgs{PoolID: c.pool, RequestID: c.request, UserID: "someone else", Limit: 1, TTL: time.Hour})
+			require.NoError(t, err)
+			require.Equal(t, "reused", ans.Outcome)
+			break
+		}
+	}
+}
+
+// Clear removes committed entries from the ledger with the pipe's next
+// pipeline, or alone when no claim comes; Stop sends what is still pending.
+func TestPipeClearsLedger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	require.NoError(t, s.Push(ctx, "p1", 1, entries(10)))
+	p := s.NewPipe(time.Second)
+	p.Start()
+	var popped []string
+	for i := range 6 {
+		ans, err := p.Claim(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: fmt.Sprint("r", i), UserID: fmt.Sprint("u", i), Limit: 1, TTL: time.Hour})
+		require.NoError(t, err)
+		popped = append(popped, ans.Entry)
+	}
+	ledger := func() int64 {
+		n, err := s.InFlightLen(ctx, "p1")
+		require.NoError(t, err)
+		return n
+	}
+	require.EqualValues(t, 6, ledger())
+
+	p.Clear(map[string][]string{"p1": popped[:2]}) // alone: no claim follows
+	require.Eventually(t, func() bool { return ledger() == 4 }, 5*time.Second, 5*time.Millisecond)
+
+	p.Clear(map[string][]string{"p1": popped[2:4]})
+	_, err := p.Claim(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: "r9", UserID: "u9", Limit: 1, TTL: time.Hour})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return ledger() == 3 }, 5*time.Second, 5*time.Millisecond)
+
+	p.Clear(map[string][]string{"p1": popped[4:]})
+	p.Stop()
+	require.EqualValues(t, 1, ledger(), "Stop sends the pending clears")
+}
