@@ -4,67 +4,111 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
-//go:embed sql/claim_fallback.sql
-var claimFallbackSQL string
+var (
+	//go:embed sql/claim_fallback.sql
+	claimFallbackSQL string
+	//go:embed sql/claim_fallback_many.sql
+	claimFallbackManySQL string
+)
 
-// Fallback claims straight from Postgres: one transaction per claim, the
-// code picked with FOR UPDATE SKIP LOCKED so that no claim waits for another.
-// It serves when Redis is unreachable or its list is empty.
+// Fallback claims straight from Postgres, each code picked with FOR UPDATE
+// SKIP LOCKED so that no claim waits for another. It serves when Redis is
+// unreachable or its list is empty. Concurrent claims share a transaction
+// (dispenser_claim_fallback_many_v1, each item decided as if alone), so they
+// share one round trip and one commit instead of paying one each.
 type Fallback struct {
 	db         *pgxpool.Pool
 	refusalTTL time.Duration
-	// slots bounds the claims in Postgres at once: past a few, concurrent
-	// SKIP LOCKED scans mostly step over each other's locked rows.
-	slots chan struct{}
+	log        *slog.Logger
+	// group batches claims; at most concurrency batches run in Postgres at
+	// once: past a few, concurrent SKIP LOCKED scans mostly step over each
+	// other's locked rows.
+	group *grouper[*fallbackItem]
+	once  sync.Once
 	// after remembers, per pool, the id of the last code claimed: the next
 	// scan starts past the dead index entries claimed rows leave behind.
 	mu    sync.Mutex
 	after map[string]int64
 }
 
-// FallbackConcurrencyDefault is how many fallback claims run in Postgres at
-// once, per process, by default.
-const FallbackConcurrencyDefault = 8
+// FallbackConcurrencyDefault is how many fallback transactions run in
+// Postgres at once, per process, by default.
+const FallbackConcurrencyDefault = 4
 
-// NewFallback returns the Postgres allocator. Refusals it decides are kept
-// for refusalTTL (default RefusalTTLDefault); at most concurrency claims run
-// at once (default FallbackConcurrencyDefault), the others queue.
-func NewFallback(db *pgxpool.Pool, refusalTTL time.Duration, concurrency int) *Fallback {
-	return &Fallback{db: db, refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault), after: map[string]int64{},
-		slots: make(chan struct{}, cmp.Or(concurrency, FallbackConcurrencyDefault))}
+// fallbackMaxBatch is the most claims one fallback transaction decides, and
+// fallbackMaxWait how long the first waits for others to join it (under load
+// batches fill while the transactions before them run).
+const (
+	fallbackMaxBatch = 64
+	fallbackMaxWait  = 200 * time.Microsecond
+	fallbackTimeout  = 10 * time.Second
+)
+
+// fallbackItem is one claim waiting for its batch.
+type fallbackItem struct {
+	req   Request
+	after int64
+	done  chan fallbackResult
 }
 
+type fallbackResult struct {
+	out string
+	row claimRow
+	err error
+}
+
+// NewFallback returns the Postgres allocator. Refusals it decides are kept
+// for refusalTTL (default RefusalTTLDefault); at most concurrency
+// transactions run at once (default FallbackConcurrencyDefault), the claims
+// that come meanwhile wait and go together in the next. Its batcher starts
+// with the first claim; Stop ends it.
+func NewFallback(db *pgxpool.Pool, refusalTTL time.Duration, concurrency int, log *slog.Logger) *Fallback {
+	f := &Fallback{db: db, refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault), log: cmp.Or(log, slog.Default()),
+		after: map[string]int64{}}
+	f.group = newGrouper(fallbackMaxBatch, fallbackMaxWait, cmp.Or(concurrency, FallbackConcurrencyDefault), f.flush)
+	return f
+}
+
+// Stop decides the claims already queued and stops the batcher.
+func (f *Fallback) Stop() { f.group.Stop() }
+
 // Claim implements Allocator. The pool's settings are read inside the
-// transaction, so p is not needed beyond the request's pool id.
+// transaction, so p is not needed beyond the request's pool id. Once
+// queued, the claim is decided even if ctx ends; the caller then just stops
+// waiting (a retry with the same request id finds the claim).
 func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result, error) {
+	f.once.Do(f.group.start)
+	f.mu.Lock()
+	it := &fallbackItem{req: req, after: f.after[req.PoolID], done: make(chan fallbackResult, 1)}
+	f.mu.Unlock()
+	if err := f.group.put(ctx, it); err != nil {
+		return Result{}, err
+	}
+	var r fallbackResult
 	select {
-	case f.slots <- struct{}{}:
-		defer func() { <-f.slots }()
+	case r = <-it.done:
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	}
-	f.mu.Lock()
-	after := f.after[req.PoolID]
-	f.mu.Unlock()
-
-	var out string
-	var row claimRow
-	err := f.db.QueryRow(ctx, claimFallbackSQL, req.PoolID, req.RequestID, req.UserID, after, req.startedAt(),
-		req.holdMillis(), f.refusalTTL, req.redisDown).Scan(append([]any{&out}, row.holdDest()...)...)
-	if err != nil {
-		return Result{}, pgerr.Wrap("fallback claim", err)
+	if r.err != nil {
+		return Result{}, pgerr.Wrap("fallback claim", r.err)
 	}
-	o := outcome(out)
+	o := outcome(r.out)
 	if err := o.refusal(); err != nil {
 		return Result{}, err
 	}
@@ -75,9 +119,9 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 		return Result{}, ErrStagedUnreachable
 	}
 	if o != outClaimed && o != outReplay && o != outHeld {
-		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", out)
+		return Result{}, fmt.Errorf("fallback claim: unexpected outcome %q", r.out)
 	}
-	c := row.claim(req.PoolID, req.RequestID, req.UserID)
+	c := r.row.claim(req.PoolID, req.RequestID, req.UserID)
 	if o == outReplay || o == outHeld {
 		return Result{Claim: c, Replayed: true, Path: PathReplay}, nil
 	}
@@ -87,4 +131,100 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	}
 	f.mu.Unlock()
 	return Result{Claim: c, Path: PathFallback}, nil
+}
+
+// flush decides one batch. Items are sorted by pool, user and request, so
+// that concurrent batches take request locks and user slots in one order; a
+// deadlock or serialization failure still retries the whole batch, which is
+// safe because nothing of a failed transaction remains.
+func (f *Fallback) flush(batch []*fallbackItem) {
+	slices.SortFunc(batch, func(a, b *fallbackItem) int {
+		return cmp.Or(cmp.Compare(a.req.PoolID, b.req.PoolID), cmp.Compare(a.req.UserID, b.req.UserID),
+			cmp.Compare(a.req.RequestID, b.req.RequestID))
+	})
+	var results []fallbackResult
+	var err error
+	for attempt := range 5 {
+		results, err = f.decide(batch)
+		if err == nil || !isRetryable(err) {
+			break
+		}
+		f.log.Warn("fallback batch retried", "attempt", attempt+1, "size", len(batch), "err", err)
+		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
+	}
+	for i, it := range batch {
+		if err != nil {
+			it.done <- fallbackResult{err: err}
+			continue
+		}
+		it.done <- results[i]
+	}
+}
+
+// decide runs one batch transaction: BEGIN, the batch and COMMIT in one
+// round trip (one pipeline with one Sync: if the batch fails, COMMIT is
+// skipped and nothing of it stays). Answers are handed out only after
+// COMMIT has answered: a code is never visible before its claim is durable.
+func (f *Fallback) decide(batch []*fallbackItem) ([]fallbackResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), fallbackTimeout)
+	defer cancel()
+	n := len(batch)
+	pools, reqs, users, after := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	started, holds, down := make([]time.Time, n), make([]pgtype.Int8, n), make([]bool, n)
+	for i, it := range batch {
+		pools[i], reqs[i], users[i], after[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.after
+		started[i], holds[i], down[i] = it.req.startedAt(), it.req.holdMillis(), it.req.redisDown
+	}
+	results := make([]fallbackResult, n)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(claimFallbackManySQL, pools, reqs, users, after, started, holds, f.refusalTTL, down)
+	b.Queue("COMMIT")
+	br := f.db.SendBatch(ctx, b)
+	err := func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		seen := 0
+		for rows.Next() {
+			var ord int
+			var r fallbackResult
+			if err := rows.Scan(append([]any{&ord, &r.out}, r.row.holdDest()...)...); err != nil {
+				rows.Close()
+				return err
+			}
+			if ord < 1 || ord > n {
+				rows.Close()
+				return fmt.Errorf("row for item %d of %d", ord, n)
+			}
+			results[ord-1] = r
+			seen++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if seen != n {
+			return fmt.Errorf("%d outcomes for %d items", seen, n)
+		}
+		tag, err := br.Exec()
+		if err != nil {
+			return err
+		}
+		if tag.String() != "COMMIT" {
+			return errors.New("fallback batch was rolled back")
+		}
+		return nil
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
 }

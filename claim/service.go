@@ -97,8 +97,9 @@ type Config struct {
 	// Now is the clock of the claim window; defaults to time.Now. Tests
 	// move it instead of sleeping past a window's end.
 	Now func() time.Time
-	// FallbackConcurrency bounds the fallback claims in Postgres at once in
-	// this process; defaults to FallbackConcurrencyDefault.
+	// FallbackConcurrency bounds the fallback transactions in Postgres at
+	// once in this process (each decides the claims that queued meanwhile);
+	// defaults to FallbackConcurrencyDefault.
 	FallbackConcurrency int
 	// FallbackOnly serves every claim from Postgres, never from Redis: the
 	// same promises, Postgres-bound throughput. For benchmarks and for running
@@ -152,7 +153,7 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 		pools:    pool.NewStore(db),
 		redis:    NewRedisAllocator(db, stock.New(rdb, keys), refusalTTL, log, cfg.RedisAllocator),
 		stager:   NewStager(db, rdb, keys, cfg.FallbackOnly),
-		fallback: NewFallback(db, refusalTTL, cfg.FallbackConcurrency),
+		fallback: NewFallback(db, refusalTTL, cfg.FallbackConcurrency, log),
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,
 		cacheTTL: cmp.Or(cfg.PoolCacheTTL, PoolCacheTTLDefault),
@@ -187,7 +188,7 @@ func (s *Service) Start(context.Context) error {
 }
 
 // Stop ends refills ahead of demand, commits the claims in flight and stops
-// the group committer.
+// the group committer and the fallback's batcher.
 func (s *Service) Stop() {
 	s.running.Store(false)
 	if s.ahead != nil {
@@ -195,6 +196,7 @@ func (s *Service) Stop() {
 	}
 	s.redis.Stop()
 	s.confirms.Stop()
+	s.fallback.Stop()
 }
 
 // BreakerState is "closed" (Redis serves), "open" (Postgres serves) or

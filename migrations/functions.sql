@@ -599,6 +599,50 @@ BEGIN
 END;
 $$;
 
+-- dispenser_claim_fallback_many_v1 runs dispenser_claim_fallback_v3 for
+-- each item of a batch, in order, in the caller's one transaction, and
+-- returns one row per item (ord is its index): concurrent fallback claims
+-- share a round trip and a commit. The caller sorts the items by pool, user
+-- and request, so concurrent batches take request locks and user slots in
+-- one order. An item starts its scan past the code the item before it
+-- claimed in the same pool. A refusal turns synchronous_commit off for its
+-- transaction (see dispenser_refuse_v1); a batch in which an item claimed
+-- commits as the session's setting says, durably by default, before the
+-- caller hands out any answer.
+CREATE OR REPLACE FUNCTION dispenser_claim_fallback_many_v1(p_pool text[], p_request text[], p_user text[],
+                                                            p_after bigint[], p_started timestamptz[],
+                                                            p_hold_ms bigint[], p_ttl interval, p_redis_down boolean[])
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    sync      text := current_setting('synchronous_commit');
+    wrote     boolean := false;
+    last_pool text;
+    last_code bigint;
+    after     bigint;
+    r         record;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_request, 1), 0) LOOP
+        after := p_after[i];
+        IF p_pool[i] = last_pool AND last_code > after THEN
+            after := last_code;
+        END IF;
+        SELECT * INTO r FROM dispenser_claim_fallback_v3(p_pool[i], p_request[i], p_user[i], after, p_started[i],
+                                                         p_hold_ms[i], p_ttl, p_redis_down[i]);
+        IF r.outcome = 'claimed' THEN
+            wrote := true;
+            last_pool := p_pool[i];
+            last_code := r.code_id;
+        END IF;
+        RETURN QUERY SELECT i, r.outcome, r.code_id, r.code, r.expires_at, r.claimed_at, r.held_until, r.reserved_at;
+    END LOOP;
+    IF wrote THEN
+        PERFORM set_config('synchronous_commit', sync, true);
+    END IF;
+END;
+$$;
+
 -- dispenser_claim_fallback_v2 claims (or, with p_hold_ms not NULL, holds)
 -- one available code straight from Postgres, in the caller's single
 -- transaction, for when Redis cannot serve, for an attempt that started at

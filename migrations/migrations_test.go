@@ -49,7 +49,7 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 		WHERE n.nspname = $1 AND p.proname LIKE 'dispenser\_%' ORDER BY 1`, s.Name)), pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Equal(t, []string{
-		"dispenser_cancel_v1", "dispenser_claim_fallback_v1", "dispenser_claim_fallback_v2", "dispenser_claim_fallback_v3",
+		"dispenser_cancel_v1", "dispenser_claim_fallback_many_v1", "dispenser_claim_fallback_v1", "dispenser_claim_fallback_v2", "dispenser_claim_fallback_v3",
 		"dispenser_claim_staged_v1", "dispenser_claim_staged_v2", "dispenser_claim_staged_v3", "dispenser_confirm_many_v1", "dispenser_confirm_v1",
 		"dispenser_decided_v1", "dispenser_decided_v2", "dispenser_expire_holds_v1", "dispenser_give_back_v1", "dispenser_hold_row_v1",
 		"dispenser_recorded_v1", "dispenser_recorded_v2", "dispenser_refuse_v1",

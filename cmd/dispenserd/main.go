@@ -148,7 +148,7 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&webhookTimeout, "webhook-timeout", 10*time.Second, "timeout of one webhook attempt")
 	f.BoolVar(&cfg.AllowInsecureWebhooks, "webhook-allow-insecure", cli.EnvOr("DISPENSER_WEBHOOK_ALLOW_INSECURE", "") == "true",
 		"accept and deliver to plain-http webhook URLs on any host (default: https, or http to loopback only) [DISPENSER_WEBHOOK_ALLOW_INSECURE]")
-	f.IntVar(&cfg.Claims.FallbackConcurrency, "fallback-concurrency", claim.FallbackConcurrencyDefault, "fallback claims in Postgres at once")
+	f.IntVar(&cfg.Claims.FallbackConcurrency, "fallback-concurrency", claim.FallbackConcurrencyDefault, "fallback transactions in Postgres at once (each decides the fallback claims that queued meanwhile)")
 	f.BoolVar(&cfg.Claims.FallbackOnly, "fallback-only", false, "serve every claim from Postgres (SKIP LOCKED), never from Redis")
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", cli.EnvOr("DISPENSER_TLS_CERT", ""), "serve gRPC over TLS with this certificate (PEM) [DISPENSER_TLS_CERT]")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", cli.EnvOr("DISPENSER_TLS_KEY", ""), "the certificate's private key (PEM) [DISPENSER_TLS_KEY]")
