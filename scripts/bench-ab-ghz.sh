@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# A/B flash-sale benchmark with ghz: the working tree against an earlier
+# revision, alternating, on a private PostgreSQL cluster with stock settings
+# (.dev/postgres, port 25432; started by scripts/services.sh if needed) and
+# the machine's Redis.
+#
+#   scripts/bench-ab-ghz.sh REV                 # e.g. scripts/bench-ab-ghz.sh HEAD~3
+#   RUNS=3 CLAIMS=60000 CODES=300000 scripts/bench-ab-ghz.sh REV
+#   FALLBACK=1 CLAIMS=30000 CODES=40000 scripts/bench-ab-ghz.sh REV   # --fallback-only
+#   A_ARGS="--gc-percent 100" scripts/bench-ab-ghz.sh HEAD                # flags, same code
+#
+# Each run is what the issue 9 claim bench measures (scripts/bench-claims.sh
+# step 2): a fresh database and a pool with default settings, CODES codes
+# imported and nothing staged, then CLAIMS ClaimCode calls from ghz at
+# CONCURRENCY callers with unique request and user ids; then the pool's
+# audit. It prints calls/s, p50/p99, and CPU per call of each server process
+# from /proc/<pid>/stat (dispenserd; Postgres: the postmaster, its live
+# children and the children that exited; Redis) and of ghz.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+rev="${1:?usage: scripts/bench-ab-ghz.sh REV}"
+runs="${RUNS:-3}" calls="${CLAIMS:-60000}" codes="${CODES:-300000}" conc="${CONCURRENCY:-64}"
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
+export DISPENSER_DATABASE_URL="$pg/dispenser_ab_ghz?sslmode=disable"
+bench_cluster
+
+work="$root/.dev/ab-ghz"
+client_cpu_file="$work/client-cpu"
+rm -rf "$work" && mkdir -p "$work/a" "$work/b"
+git worktree add -f --detach "$work/src" "$rev" >/dev/null 2>&1
+trap 'git worktree remove --force "$work/src" >/dev/null 2>&1 || true; cleanup' EXIT
+(cd "$work/src" && go build -o "$work/a/" ./cmd/...)
+go build -o "$work/b/" ./cmd/...
+go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
+od -An -tx8 -N $((codes * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$work/codes.txt"
+
+port=28094
+fallback=()
+[[ -n "${FALLBACK:-}" ]] && fallback=(--fallback-only)
+pid=""
+cleanup() {
+	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
+	redis-cli --scan --pattern "bench-ab-ghz:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
+}
+run_one() { # label bindir [dispenserd flags...]
+	local label="$1" bin="$2"
+	shift 2
+	bench_fresh_db dispenser_ab_ghz
+	"$bin/dispenserd" migrate --log-format text >/dev/null 2>&1
+	local key before after
+	key="$("$bin/dispenserd" keys create --role admin 2>/dev/null)"
+	export DISPENSER_KEY="$key" DISPENSER_ADDR="127.0.0.1:$port" DISPENSER_REDIS_NAMESPACE=bench-ab-ghz
+	"$bin/dispenserd" --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --metrics-listen "" \
+		--log-format text --log-level error "${fallback[@]}" "$@" >>"$work/server.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 100); do
+		"$bin/dispenserctl" pools list >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	"$bin/dispenserctl" pools create ghz >/dev/null
+	"$bin/dispenserctl" import --pool ghz "$work/codes.txt" >/dev/null 2>&1
+	before=$(cpu_mark "$pid")
+	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
+		-m "{\"authorization\":\"Bearer $key\"}" \
+		-d '{"pool_id":"ghz","user_id":"u{{.RequestNumber}}","request_id":"r{{.RequestNumber}}"}' \
+		-c "$conc" -n "$calls" -O json "127.0.0.1:$port" >"$work/ghz.json"
+	after=$(cpu_mark "$pid")
+	local audit
+	audit="$("$bin/dispenserctl" audit --pool ghz --database-url "$DISPENSER_DATABASE_URL" | tail -1)"
+	kill -TERM "$pid"
+	wait "$pid" 2>/dev/null || true
+	pid=""
+	redis-cli --scan --pattern "bench-ab-ghz:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
+	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" <<'EOF'
+import json, sys
+label, path, hz, before, after, client, audit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split(), float(sys.argv[6]), sys.argv[7]
+r = json.load(open(path))
+n = r["count"]
+lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
+ok = r.get("statusCodeDistribution", {}).get("OK", 0)
+d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after, before)]
+print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms"
+      f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f}  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
+      f"  audit: {audit}")
+EOF
+}
+
+echo "A = $(git rev-parse --short "$rev") ${A_ARGS:-}, B = working tree ${B_ARGS:-}${FALLBACK:+, --fallback-only}; $calls calls, $conc callers, pools of $codes codes (default settings); PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$bench_pg_port"
+for i in $(seq 1 "$runs"); do
+	# shellcheck disable=SC2086 # flags split on spaces on purpose
+	run_one "A run $i" "$work/a" ${A_ARGS:-}
+	# shellcheck disable=SC2086
+	run_one "B run $i" "$work/b" ${B_ARGS:-}
+done
