@@ -152,8 +152,14 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 		}
 	}
 	// Statistics from before the sale, when no code was staged: what misled
-	// the planner into the staged index in the claim benchmark.
-	analyze("codes")
+	// the planner into the staged index in the claim benchmark. And from
+	// when refusals and ended holds were empty: a plan cached then read
+	// every row of those tables for every item once they grew (a sale
+	// refuses users at their limit by the thousand), until autovacuum
+	// analyzed them again, or never with it off.
+	for _, table := range []string{"codes", "refusals", "hold_releases"} {
+		analyze(table)
+	}
 	_, err := e.stager.Refill(ctx, p)
 	require.NoError(t, err)
 
@@ -217,9 +223,12 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 	fallbackPlans := plans()[seen:]
 	require.NotEmpty(t, fallbackPlans)
 	for _, plan := range fallbackPlans {
-		for _, bad := range []string{"Seq Scan on claims", "Seq Scan on codes", "Hash Anti Join", "Bitmap Heap Scan on claims"} {
+		for _, bad := range []string{"Seq Scan", "Hash Anti Join", "Bitmap Heap Scan on claims"} {
 			require.NotContains(t, plan, bad, "a fallback statement reads more than it needs:\n%s", plan)
 		}
+	}
+	for _, plan := range commitPlans {
+		require.NotContains(t, plan, "Seq Scan", "a group commit statement reads a whole table:\n%s", plan)
 	}
 
 	updates := 0
