@@ -17,7 +17,8 @@
 #      clients, prepared statements, CLAIMS transactions, on its own tables with CODES codes, in
 #      the same cluster; its pick's plan is checked to use the partial index.
 #   4. ghz again against dispenserd --fallback-only (no Redis: every claim
-#      one SKIP LOCKED transaction in the server), CLAIMS/2 calls.
+#      decided in Postgres with SKIP LOCKED, concurrent claims sharing a
+#      transaction), CLAIMS/2 calls.
 #
 # For each: calls/s, p50/p99, claims the fallback served, and CPU per call of
 # the server, Postgres and Redis (from /proc/<pid>/stat) and of the client.
