@@ -110,20 +110,8 @@ func (c *committer) Stop() { c.group.Stop() }
 // serialization failure still retries the whole batch, which is safe because
 // nothing of a failed transaction remains.
 func (c *committer) flush(batch []*commitItem) {
-	slices.SortFunc(batch, func(a, b *commitItem) int {
-		return cmp.Or(cmp.Compare(a.req.PoolID, b.req.PoolID), cmp.Compare(a.req.UserID, b.req.UserID),
-			cmp.Compare(a.req.RequestID, b.req.RequestID))
-	})
-	var results []commitResult
-	var err error
-	for attempt := range 5 {
-		results, err = c.commit(batch)
-		if err == nil || !isRetryable(err) {
-			break
-		}
-		c.log.Warn("group commit retried", "attempt", attempt+1, "size", len(batch), "err", err)
-		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
-	}
+	slices.SortFunc(batch, func(a, b *commitItem) int { return lockOrder(a.req, b.req) })
+	results, err := retried(c.log, "group commit", len(batch), func() ([]commitResult, error) { return c.commit(batch) })
 	if err != nil {
 		err = pgerr.Wrap("group commit", err)
 		for _, it := range batch {
@@ -155,17 +143,40 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
 		started[i], holds[i], popped[i] = it.req.startedAt(), it.req.holdMillis(), it.popped
 	}
-	// BEGIN, the batch and COMMIT go to Postgres in one round trip (one
-	// pipeline with one Sync: if the batch fails, COMMIT is skipped and
-	// nothing of it stays). Results are handed out only after COMMIT has
-	// answered: Postgres sends the rows before the commit is durable, and a
-	// code must never be visible before its claim is (promise 3).
+	rows, err := commitBatch(ctx, c.db, n, claimStagedSQL,
+		[]any{pools, reqs, users, codes, started, holds, popped, c.refusalTTL})
+	if err != nil {
+		return nil, err
+	}
 	results := make([]commitResult, n)
+	for i, r := range rows {
+		it := batch[i]
+		results[i] = commitResult{outcome: outcome(r.out), claim: r.row.claim(it.req.PoolID, it.req.RequestID, it.req.UserID)}
+	}
+	return results, nil
+}
+
+// outcomeRow is one item's row of a batch function: its outcome and its
+// claim's columns.
+type outcomeRow struct {
+	out string
+	row claimRow
+}
+
+// commitBatch runs query, a batch function answering one row per item (ord,
+// outcome, then the claim's columns with its hold's), in a transaction of
+// its own and returns the rows in item order. BEGIN, the query and COMMIT go
+// to Postgres in one round trip (one pipeline with one Sync: if the query
+// fails, COMMIT is skipped and nothing of it stays). It returns only after
+// COMMIT has answered: Postgres sends the rows before the commit is durable,
+// and a code must never be visible before its claim is (promise 3).
+func commitBatch(ctx context.Context, db *pgxpool.Pool, n int, query string, args []any) ([]outcomeRow, error) {
+	out := make([]outcomeRow, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(claimStagedSQL, pools, reqs, users, codes, started, holds, popped, c.refusalTTL)
+	b.Queue(query, args...)
 	b.Queue("COMMIT")
-	br := c.db.SendBatch(ctx, b)
+	br := db.SendBatch(ctx, b)
 	err := func() error {
 		if _, err := br.Exec(); err != nil {
 			return err
@@ -177,9 +188,8 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 		seen := 0
 		for rows.Next() {
 			var ord int
-			var out string
-			var row claimRow
-			if err := rows.Scan(append([]any{&ord, &out}, row.holdDest()...)...); err != nil {
+			var r outcomeRow
+			if err := rows.Scan(append([]any{&ord, &r.out}, r.row.holdDest()...)...); err != nil {
 				rows.Close()
 				return err
 			}
@@ -187,8 +197,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 				rows.Close()
 				return fmt.Errorf("row for item %d of %d", ord, n)
 			}
-			it := batch[ord-1]
-			results[ord-1] = commitResult{outcome: outcome(out), claim: row.claim(it.req.PoolID, it.req.RequestID, it.req.UserID)}
+			out[ord-1] = r
 			seen++
 		}
 		rows.Close()
@@ -203,7 +212,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 			return err
 		}
 		if tag.String() != "COMMIT" {
-			return errors.New("group commit was rolled back")
+			return errors.New("batch transaction was rolled back")
 		}
 		return nil
 	}()
@@ -213,7 +222,31 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	return results, nil
+	return out, nil
+}
+
+// lockOrder orders a batch's requests by pool, user and request, so that
+// concurrent batches take request locks, user slots and index entries in
+// one order.
+func lockOrder(a, b Request) int {
+	return cmp.Or(cmp.Compare(a.PoolID, b.PoolID), cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.RequestID, b.RequestID))
+}
+
+// retried runs a batch transaction again, up to five times in all, while it
+// fails only because of another one (deadlock, serialization failure): safe,
+// since nothing of a failed transaction remains.
+func retried[T any](log *slog.Logger, what string, size int, run func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for attempt := range 5 {
+		v, err = run()
+		if err == nil || !isRetryable(err) {
+			return v, err
+		}
+		log.Warn(what+" retried", "attempt", attempt+1, "size", size, "err", err)
+		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
+	}
+	return v, err
 }
 
 // isRetryable reports a transaction that failed only because of another

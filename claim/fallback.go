@@ -4,14 +4,12 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -67,8 +65,7 @@ type fallbackItem struct {
 }
 
 type fallbackResult struct {
-	out string
-	row claimRow
+	outcomeRow
 	err error
 }
 
@@ -138,20 +135,8 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 // deadlock or serialization failure still retries the whole batch, which is
 // safe because nothing of a failed transaction remains.
 func (f *Fallback) flush(batch []*fallbackItem) {
-	slices.SortFunc(batch, func(a, b *fallbackItem) int {
-		return cmp.Or(cmp.Compare(a.req.PoolID, b.req.PoolID), cmp.Compare(a.req.UserID, b.req.UserID),
-			cmp.Compare(a.req.RequestID, b.req.RequestID))
-	})
-	var results []fallbackResult
-	var err error
-	for attempt := range 5 {
-		results, err = f.decide(batch)
-		if err == nil || !isRetryable(err) {
-			break
-		}
-		f.log.Warn("fallback batch retried", "attempt", attempt+1, "size", len(batch), "err", err)
-		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
-	}
+	slices.SortFunc(batch, func(a, b *fallbackItem) int { return lockOrder(a.req, b.req) })
+	results, err := retried(f.log, "fallback batch", len(batch), func() ([]fallbackResult, error) { return f.decide(batch) })
 	for i, it := range batch {
 		if err != nil {
 			it.done <- fallbackResult{err: err}
@@ -161,10 +146,8 @@ func (f *Fallback) flush(batch []*fallbackItem) {
 	}
 }
 
-// decide runs one batch transaction: BEGIN, the batch and COMMIT in one
-// round trip (one pipeline with one Sync: if the batch fails, COMMIT is
-// skipped and nothing of it stays). Answers are handed out only after
-// COMMIT has answered: a code is never visible before its claim is durable.
+// decide runs one batch transaction (commitBatch): answers are handed out
+// only after COMMIT has answered.
 func (f *Fallback) decide(batch []*fallbackItem) ([]fallbackResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), fallbackTimeout)
 	defer cancel()
@@ -175,56 +158,14 @@ func (f *Fallback) decide(batch []*fallbackItem) ([]fallbackResult, error) {
 		pools[i], reqs[i], users[i], after[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.after
 		started[i], holds[i], down[i] = it.req.startedAt(), it.req.holdMillis(), it.req.redisDown
 	}
-	results := make([]fallbackResult, n)
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(claimFallbackManySQL, pools, reqs, users, after, started, holds, f.refusalTTL, down)
-	b.Queue("COMMIT")
-	br := f.db.SendBatch(ctx, b)
-	err := func() error {
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-		rows, err := br.Query()
-		if err != nil {
-			return err
-		}
-		seen := 0
-		for rows.Next() {
-			var ord int
-			var r fallbackResult
-			if err := rows.Scan(append([]any{&ord, &r.out}, r.row.holdDest()...)...); err != nil {
-				rows.Close()
-				return err
-			}
-			if ord < 1 || ord > n {
-				rows.Close()
-				return fmt.Errorf("row for item %d of %d", ord, n)
-			}
-			results[ord-1] = r
-			seen++
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if seen != n {
-			return fmt.Errorf("%d outcomes for %d items", seen, n)
-		}
-		tag, err := br.Exec()
-		if err != nil {
-			return err
-		}
-		if tag.String() != "COMMIT" {
-			return errors.New("fallback batch was rolled back")
-		}
-		return nil
-	}()
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	rows, err := commitBatch(ctx, f.db, n, claimFallbackManySQL,
+		[]any{pools, reqs, users, after, started, holds, f.refusalTTL, down})
 	if err != nil {
 		return nil, err
+	}
+	results := make([]fallbackResult, n)
+	for i, r := range rows {
+		results[i] = fallbackResult{outcomeRow: r}
 	}
 	return results, nil
 }
