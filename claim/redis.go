@@ -56,7 +56,7 @@ func NewRedisAllocator(db *pgxpool.Pool, st *stock.Store, refusalTTL time.Durati
 		tmo: cmp.Or(cfg.ScriptTimeout, ScriptTimeoutDefault), refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault),
 		log: cmp.Or(log, slog.Default())}
 	a.commit = newCommitter(db, cfg.Commit, a.refusalTTL, a.clearLedger, a.log)
-	a.pipe = st.NewPipe(a.tmo)
+	a.pipe = st.NewPipe(a.tmo, a.log)
 	return a
 }
 

@@ -1,8 +1,10 @@
 package stock
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -43,6 +45,7 @@ type Answer struct {
 type Pipe struct {
 	store   *Store
 	timeout time.Duration
+	log     *slog.Logger
 	in      chan *scriptCall
 	// kick wakes the sender for ledger entries to clear (Clear).
 	kick chan struct{}
@@ -74,11 +77,12 @@ type scriptResult struct {
 // pipeBatch is the most scripts one pipeline carries.
 const pipeBatch = 128
 
-// NewPipe returns a pipe whose pipelines each get timeout; Start starts
-// its sender.
-func (s *Store) NewPipe(timeout time.Duration) *Pipe {
-	return &Pipe{store: s, timeout: timeout, in: make(chan *scriptCall, pipeBatch), kick: make(chan struct{}, 1),
-		clears: map[string][]any{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+// NewPipe returns a pipe whose pipelines each get timeout, logging to log
+// (nil: slog's default) the ledger clears Redis failed; Start starts its
+// sender.
+func (s *Store) NewPipe(timeout time.Duration, log *slog.Logger) *Pipe {
+	return &Pipe{store: s, timeout: timeout, log: cmp.Or(log, slog.Default()), in: make(chan *scriptCall, pipeBatch),
+		kick: make(chan struct{}, 1), clears: map[string][]any{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 // Start starts the sender.
@@ -244,10 +248,17 @@ func (p *Pipe) exec(batch []*scriptCall, clears map[string][]any) {
 	for i, sc := range runs {
 		cmds[i] = claimScript.EvalSha(ctx, pipe, sc.keys, sc.args...)
 	}
+	zrems := make([]*redis.IntCmd, 0, len(clears))
 	for shard, members := range clears {
-		pipe.ZRem(ctx, p.store.keys.InFlight(shard), members...)
+		zrems = append(zrems, pipe.ZRem(ctx, p.store.keys.InFlight(shard), members...))
 	}
 	_, _ = pipe.Exec(ctx)
+	for _, z := range zrems {
+		if err := z.Err(); err != nil {
+			p.log.Warn("clearing the in-flight ledger failed; the reconciler will clear it", "err", err)
+			break
+		}
+	}
 	for i, sc := range runs {
 		vals, err := cmds[i].StringSlice()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {

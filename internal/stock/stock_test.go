@@ -1,8 +1,10 @@
 package stock_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -66,7 +68,7 @@ func TestClaimScriptAnswers(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	require.NoError(t, s.Push(ctx, "p1", 7, entries(2)))
-	p := s.NewPipe(time.Second)
+	p := s.NewPipe(time.Second, nil)
 	p.Start()
 	defer p.Stop()
 
@@ -114,7 +116,7 @@ func TestPipeConcurrentClaims(t *testing.T) {
 	s := newStore(t)
 	const n = 500
 	require.NoError(t, s.Push(ctx, "p1", 1, entries(n)))
-	p := s.NewPipe(time.Second)
+	p := s.NewPipe(time.Second, nil)
 	p.Start()
 	defer p.Stop()
 
@@ -151,7 +153,7 @@ func TestPipeConcurrentClaims(t *testing.T) {
 // A stopped pipe refuses at once instead of hanging.
 func TestPipeStopped(t *testing.T) {
 	t.Parallel()
-	p := newStore(t).NewPipe(time.Second)
+	p := newStore(t).NewPipe(time.Second, nil)
 	p.Start()
 	p.Stop()
 	_, err := p.Claim(context.Background(), stock.ClaimArgs{PoolID: "p1", RequestID: "r", UserID: "u", Limit: 1, TTL: time.Hour})
@@ -300,7 +302,7 @@ func TestPipeBatchesRequestsPerShard(t *testing.T) {
 	for _, pool := range []string{"p1", "p2"} {
 		require.NoError(t, s.Push(ctx, pool, 1, entries(users)))
 	}
-	p := s.NewPipe(5 * time.Second)
+	p := s.NewPipe(5*time.Second, nil)
 	p.Start()
 	defer p.Stop()
 
@@ -367,7 +369,7 @@ func TestPipeClearsLedger(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	require.NoError(t, s.Push(ctx, "p1", 1, entries(10)))
-	p := s.NewPipe(time.Second)
+	p := s.NewPipe(time.Second, nil)
 	p.Start()
 	var popped []string
 	for i := range 6 {
@@ -393,4 +395,21 @@ func TestPipeClearsLedger(t *testing.T) {
 	p.Clear(map[string][]string{"p1": popped[4:]})
 	p.Stop()
 	require.EqualValues(t, 1, ledger(), "Stop sends the pending clears")
+}
+
+// A ledger clear that Redis refuses is logged (the reconciler clears the
+// entries later); it does not stop the pipe.
+func TestPipeLogsFailedClear(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, ns := testenv.Redis(t)
+	keys := stock.NewKeys(ns)
+	s := stock.New(rdb, keys)
+	require.NoError(t, rdb.Set(ctx, keys.InFlight("p1"), "not a sorted set", 0).Err())
+	var buf bytes.Buffer
+	p := s.NewPipe(time.Second, slog.New(slog.NewTextHandler(&buf, nil)))
+	p.Start()
+	p.Clear(map[string][]string{"p1": {"1:CODE"}})
+	p.Stop()
+	require.Contains(t, buf.String(), "clearing the in-flight ledger failed")
 }
