@@ -17,12 +17,8 @@ import (
 	"github.com/dispenserhq/dispenser/pool"
 )
 
-var (
-	//go:embed sql/claim_fallback.sql
-	claimFallbackSQL string
-	//go:embed sql/claim_fallback_many.sql
-	claimFallbackManySQL string
-)
+//go:embed sql/claim_fallback_many.sql
+var claimFallbackManySQL string
 
 // Fallback claims straight from Postgres, each code picked with FOR UPDATE
 // SKIP LOCKED so that no claim waits for another. It serves when Redis is
@@ -37,7 +33,6 @@ type Fallback struct {
 	// once: past a few, concurrent SKIP LOCKED scans mostly step over each
 	// other's locked rows.
 	group *grouper[*fallbackItem]
-	once  sync.Once
 	// after remembers, per pool, the id of the last code claimed: the next
 	// scan starts past the dead index entries claimed rows leave behind.
 	mu    sync.Mutex
@@ -72,14 +67,17 @@ type fallbackResult struct {
 // NewFallback returns the Postgres allocator. Refusals it decides are kept
 // for refusalTTL (default RefusalTTLDefault); at most concurrency
 // transactions run at once (default FallbackConcurrencyDefault), the claims
-// that come meanwhile wait and go together in the next. Its batcher starts
-// with the first claim; Stop ends it.
+// that come meanwhile wait and go together in the next. Start starts its
+// batcher, Stop ends it.
 func NewFallback(db *pgxpool.Pool, refusalTTL time.Duration, concurrency int, log *slog.Logger) *Fallback {
 	f := &Fallback{db: db, refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault), log: cmp.Or(log, slog.Default()),
 		after: map[string]int64{}}
 	f.group = newGrouper(fallbackMaxBatch, fallbackMaxWait, cmp.Or(concurrency, FallbackConcurrencyDefault), f.flush)
 	return f
 }
+
+// Start starts the batcher.
+func (f *Fallback) Start() { f.group.start() }
 
 // Stop decides the claims already queued and stops the batcher.
 func (f *Fallback) Stop() { f.group.Stop() }
@@ -89,7 +87,6 @@ func (f *Fallback) Stop() { f.group.Stop() }
 // queued, the claim is decided even if ctx ends; the caller then just stops
 // waiting (a retry with the same request id finds the claim).
 func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result, error) {
-	f.once.Do(f.group.start)
 	f.mu.Lock()
 	it := &fallbackItem{req: req, after: f.after[req.PoolID], done: make(chan fallbackResult, 1)}
 	f.mu.Unlock()

@@ -69,9 +69,7 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 					require.NoError(t, err)
 					// Claims and holds alike.
 					hold := pgtype.Int8{Int64: 60_000, Valid: round%2 == 1}
-					_, err = tx.Exec(ctx, claimFallbackSQL, poolID, fmt.Sprintf("%s-%t-%d", mode, analyzed, round), "u", int64(100),
-						time.Now(), hold, time.Minute, false)
-					require.NoError(t, err)
+					require.NoError(t, fallbackOnce(ctx, tx, poolID, fmt.Sprintf("%s-%t-%d", mode, analyzed, round), "u", 100, hold, false))
 					require.NoError(t, tx.Rollback(ctx))
 				}
 			}
@@ -92,6 +90,17 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, picks, 2*2*2*6, "plans of the fallback pick seen")
+}
+
+// fallbackOnce runs one fallback claim (a hold with hold set) as the
+// fallback does, through the batch function, with a batch of one.
+func fallbackOnce(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, poolID, requestID, userID string, after int64, hold pgtype.Int8, redisDown bool,
+) error {
+	_, err := db.Exec(ctx, claimFallbackManySQL, []string{poolID}, []string{requestID}, []string{userID}, []int64{after},
+		[]time.Time{time.Now()}, []pgtype.Int8{hold}, time.Minute, []bool{redisDown})
+	return err
 }
 
 // explainingConn opens a connection on which auto_explain reports the plan
@@ -215,9 +224,8 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 		require.NoError(t, err)
 		for round := range 7 {
 			hold := pgtype.Int8{Int64: 60_000, Valid: round%2 == 1}
-			_, err := conn.Exec(ctx, claimFallbackSQL, "big", fmt.Sprintf("%s-%d", mode, round),
-				fmt.Sprintf("user-%s-%d", mode, round%3), int64(0), time.Now(), hold, time.Minute, round%2 == 0)
-			require.NoError(t, err)
+			require.NoError(t, fallbackOnce(ctx, conn, "big", fmt.Sprintf("%s-%d", mode, round),
+				fmt.Sprintf("user-%s-%d", mode, round%3), 0, hold, round%2 == 0))
 		}
 	}
 	fallbackPlans := plans()[seen:]

@@ -175,13 +175,14 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 	return s, nil
 }
 
-// Start starts the Redis allocator's script sender and group committer
-// (a FallbackOnly service has none). Claims before Start, or after Stop,
-// answer ErrStopped.
+// Start starts the Redis allocator's script sender and group committer (a
+// FallbackOnly service has none) and the fallback's batcher. Claims before
+// Start, or after Stop, answer ErrStopped.
 func (s *Service) Start(context.Context) error {
 	if !s.pgOnly {
 		s.redis.Start()
 	}
+	s.fallback.Start()
 	s.confirms.start()
 	s.running.Store(true)
 	return nil
