@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/dispenserhq/dispenser/internal/fresh"
 )
 
 // Reasons of the ErrorInfo auth errors carry.
@@ -117,16 +119,14 @@ type Authorizer struct {
 	log     *slog.Logger
 	lookups *rate.Limiter
 
+	// keys holds keys read from the store by id, nil for an unknown id
+	// (internal/fresh: a key in use is read again before it ages out, and
+	// the calls that find none share one lookup).
+	keys *fresh.Cache[string, *Key]
+
 	mu       sync.Mutex
-	cache    map[string]cachedKey
 	limiters map[string]*rate.Limiter
 	failures map[string]*rate.Limiter
-}
-
-// cachedKey is a key read from the store, or nil for an unknown id.
-type cachedKey struct {
-	key *Key
-	at  time.Time
 }
 
 // New returns an Authorizer.
@@ -138,9 +138,11 @@ func New(cfg Config) *Authorizer {
 	cfg.LookupRate = cmp.Or(cfg.LookupRate, LookupRateDefault)
 	cfg.LookupBurst = cmp.Or(cfg.LookupBurst, LookupBurstDefault)
 	cfg.MaxTracked = cmp.Or(cfg.MaxTracked, MaxTrackedDefault)
-	return &Authorizer{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()),
-		lookups: rate.NewLimiter(rate.Limit(cfg.LookupRate), cfg.LookupBurst),
-		cache:   map[string]cachedKey{}, limiters: map[string]*rate.Limiter{}, failures: map[string]*rate.Limiter{}}
+	a := &Authorizer{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()),
+		lookups:  rate.NewLimiter(rate.Limit(cfg.LookupRate), cfg.LookupBurst),
+		limiters: map[string]*rate.Limiter{}, failures: map[string]*rate.Limiter{}}
+	a.keys = fresh.New(a.lookup, func(id string) string { return id }, keyLookupTimeout, cfg.MaxTracked)
+	return a
 }
 
 var (
@@ -302,39 +304,41 @@ func (a *Authorizer) verify(ctx context.Context, text, peerAddr string) (Key, er
 	if !ok {
 		return Key{}, ErrBadKey
 	}
-	now := time.Now()
-	a.mu.Lock()
-	c, hit := a.cache[id]
-	a.mu.Unlock()
-	fresh := hit && (c.key != nil && now.Sub(c.at) < a.cfg.CacheTTL || c.key == nil && now.Sub(c.at) < a.cfg.NegativeTTL)
-	if !fresh {
+	key, ok := a.keys.Fresh(id)
+	if !ok {
 		if a.peerBlocked(peerAddr) {
 			return Key{}, errPeerBlocked
 		}
-		if !a.lookups.Allow() {
-			return Key{}, errLookupsBusy
-		}
-		k, err := a.cfg.Store.Get(ctx, id)
-		switch {
-		case errors.Is(err, ErrKeyNotFound):
-			c = cachedKey{at: now}
-		case err != nil:
+		var err error
+		if key, err = a.keys.Get(ctx, id); err != nil {
 			return Key{}, err
-		default:
-			c = cachedKey{key: &k, at: now}
 		}
-		a.mu.Lock()
-		if len(a.cache) >= a.cfg.MaxTracked {
-			clear(a.cache) // a flood of ids: start over rather than grow
-		}
-		a.cache[id] = c
-		a.mu.Unlock()
 	}
-	if c.key == nil || !c.key.RevokedAt.IsZero() || !c.key.matches(secret) {
+	if key == nil || !key.RevokedAt.IsZero() || !key.matches(secret) {
 		return Key{}, ErrBadKey
 	}
-	return *c.key, nil
+	return *key, nil
 }
+
+// lookup reads a key id from the store, under the global lookup budget:
+// the key, or nil for an unknown id, and how long to trust the answer.
+func (a *Authorizer) lookup(ctx context.Context, id string) (*Key, time.Duration, error) {
+	if !a.lookups.Allow() {
+		return nil, 0, errLookupsBusy
+	}
+	k, err := a.cfg.Store.Get(ctx, id)
+	switch {
+	case errors.Is(err, ErrKeyNotFound):
+		return nil, a.cfg.NegativeTTL, nil
+	case err != nil:
+		return nil, 0, err
+	}
+	return &k, a.cfg.CacheTTL, nil
+}
+
+// keyLookupTimeout bounds one read of a key id from the store, which the
+// calls waiting for it share.
+const keyLookupTimeout = 5 * time.Second
 
 // failureLimiter returns the peer's budget of failed authentications.
 func (a *Authorizer) failureLimiter(peerAddr string) *rate.Limiter {

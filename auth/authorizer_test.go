@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,4 +155,26 @@ func TestKeyLookupsBoundedGlobally(t *testing.T) {
 	require.Less(t, time.Since(start), time.Second, "refused at once")
 	code, _ = call(a, "10.0.2.1", unknownKey(0))
 	require.Equal(t, codes.Unauthenticated, code, "a remembered id needs no lookup")
+}
+
+// When a key in use ages out of the cache, the calls that find it so share
+// one lookup: a busy key costs one lookup per CacheTTL however many calls
+// use it, and its expiry spends none of the budget meant for new ids.
+func TestExpiredKeyLookedUpOnceForConcurrentCalls(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	a := New(Config{Store: b.store, CacheTTL: 200 * time.Millisecond, LookupRate: 0.001, LookupBurst: 2})
+	code, _ := call(a, "10.0.0.1", b.key)
+	require.Equal(t, codes.OK, code)
+	time.Sleep(250 * time.Millisecond) // the key's entry has expired
+	const calls = 200
+	got := make([]codes.Code, calls)
+	var wg sync.WaitGroup
+	for i := range calls {
+		wg.Go(func() { got[i], _ = call(a, "10.0.0.1", b.key) })
+	}
+	wg.Wait()
+	for i, c := range got {
+		require.Equal(t, codes.OK, c, "call %d: one lookup budget token was left, and one lookup should serve all", i)
+	}
 }

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispenserhq/dispenser/internal/fresh"
 	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
@@ -122,9 +122,8 @@ type Service struct {
 	log      *slog.Logger
 	pgOnly   bool
 
-	cacheTTL time.Duration
-	mu       sync.Mutex
-	cache    map[string]cachedPool
+	// pools' settings, read at most PoolCacheTTL ago (internal/fresh).
+	settings *fresh.Cache[string, pool.Pool]
 	ahead    *ahead
 	stager   *Stager
 	// confirms batches ConfirmReservation calls like the group commit.
@@ -132,11 +131,6 @@ type Service struct {
 	now      func() time.Time
 	// running is true between Start and Stop.
 	running atomic.Bool
-}
-
-type cachedPool struct {
-	p  pool.Pool
-	at time.Time
 }
 
 // NewService checks cfg and returns the claim service of the pools in db,
@@ -156,10 +150,13 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 		fallback: NewFallback(db, refusalTTL, cfg.FallbackConcurrency, log),
 		log:      log,
 		pgOnly:   cfg.FallbackOnly,
-		cacheTTL: cmp.Or(cfg.PoolCacheTTL, PoolCacheTTLDefault),
 		now:      cfg.Now,
-		cache:    map[string]cachedPool{},
 	}
+	ttl := cmp.Or(cfg.PoolCacheTTL, PoolCacheTTLDefault)
+	s.settings = fresh.New(func(ctx context.Context, id string) (pool.Pool, time.Duration, error) {
+		p, err := s.pools.GetPool(ctx, id)
+		return p, ttl, err
+	}, func(id string) string { return id }, poolReadTimeout, 0)
 	cc := cfg.RedisAllocator.Commit
 	s.confirms = newGrouper(cmp.Or(cc.MaxBatch, CommitMaxBatchDefault), cmp.Or(cc.MaxWait, CommitMaxWaitDefault),
 		cmp.Or(cc.MaxInFlight, CommitMaxInFlightDefault), s.confirmBatch)
@@ -350,26 +347,18 @@ func (s *Service) stagedLost(ctx context.Context, p pool.Pool) bool {
 // Postgres. Metrics use it so that only real pools become label values,
 // whatever ids callers send.
 func (s *Service) KnownPool(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.cache[id]
-	return ok
+	return s.settings.Known(id)
 }
 
-// pool returns the pool's settings, cached for a short time.
+// pool returns the pool's settings as read at most PoolCacheTTL ago. A
+// busy pool's settings are read again in the background before they age
+// out, and concurrent claims that find none share one read: no claim waits
+// for Postgres to read them, and their expiry is no stampede of identical
+// queries beside the group commits.
 func (s *Service) pool(ctx context.Context, id string) (pool.Pool, error) {
-	s.mu.Lock()
-	c, ok := s.cache[id]
-	s.mu.Unlock()
-	if ok && time.Since(c.at) < s.cacheTTL {
-		return c.p, nil
-	}
-	p, err := s.pools.GetPool(ctx, id)
-	if err != nil {
-		return pool.Pool{}, err
-	}
-	s.mu.Lock()
-	s.cache[id] = cachedPool{p: p, at: time.Now()}
-	s.mu.Unlock()
-	return p, nil
+	return s.settings.Get(ctx, id)
 }
+
+// poolReadTimeout bounds one read of a pool's settings, which the claims
+// waiting for it share.
+const poolReadTimeout = 5 * time.Second

@@ -1,0 +1,146 @@
+// Package fresh is a read-through cache for values read on every call
+// (a pool's settings, an API key) that must never be older than a bound,
+// without a stampede when they age out.
+//
+// A plain TTL cache makes every concurrent caller miss at the same moment:
+// at 64 callers, 64 identical queries queue for the database's connections
+// beside the work they delay, every TTL. Here an entry is served while it is
+// younger than its TTL; the first call past half of it starts one
+// background refresh, so a busy key never expires; and callers that find no
+// fresh entry share one fetch.
+package fresh
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// Fetch reads a key's value and says how long it may be served.
+type Fetch[K comparable, V any] func(ctx context.Context, k K) (V, time.Duration, error)
+
+// Cache caches Fetch's values by key.
+type Cache[K comparable, V any] struct {
+	fetch   Fetch[K, V]
+	key     func(K) string // singleflight's key
+	timeout time.Duration
+	max     int
+	now     func() time.Time
+
+	mu         sync.Mutex
+	entries    map[K]entry[V]
+	refreshing map[K]bool
+	group      singleflight.Group
+}
+
+type entry[V any] struct {
+	v   V
+	at  time.Time
+	ttl time.Duration
+}
+
+// New returns a cache over fetch. key names a key for sharing fetches;
+// timeout bounds each fetch, which runs apart from any one caller's context
+// (a caller that gives up does not fail the others); max > 0 bounds the
+// entries (the cache starts over when full: a flood of keys cannot grow it).
+func New[K comparable, V any](fetch Fetch[K, V], key func(K) string, timeout time.Duration, max int) *Cache[K, V] {
+	return &Cache[K, V]{fetch: fetch, key: key, timeout: timeout, max: max, now: time.Now,
+		entries: map[K]entry[V]{}, refreshing: map[K]bool{}}
+}
+
+// Fresh returns k's value if one younger than its TTL is cached, starting a
+// background refresh if it is past half of its TTL; it never waits.
+func (c *Cache[K, V]) Fresh(k K) (V, bool) {
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.entries[k]
+	age := now.Sub(e.at)
+	if !ok || age >= e.ttl {
+		c.mu.Unlock()
+		var zero V
+		return zero, false
+	}
+	refresh := age >= e.ttl/2 && !c.refreshing[k]
+	if refresh {
+		c.refreshing[k] = true
+	}
+	c.mu.Unlock()
+	if refresh {
+		go c.refresh(k)
+	}
+	return e.v, true
+}
+
+// Get returns k's value: a fresh cached one (see Fresh), else one fetched
+// now, by one fetch shared with the concurrent callers of the same key. A
+// failed fetch is returned, not cached.
+func (c *Cache[K, V]) Get(ctx context.Context, k K) (V, error) {
+	if v, ok := c.Fresh(k); ok {
+		return v, nil
+	}
+	ch := c.group.DoChan(c.key(k), func() (any, error) {
+		// A caller that finds a fresh entry meanwhile (one another fetch
+		// just stored) needs no fetch of its own.
+		if v, ok := c.Fresh(k); ok {
+			return v, nil
+		}
+		return c.load(k)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			var zero V
+			return zero, r.Err
+		}
+		return r.Val.(V), nil
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
+	}
+}
+
+// Known reports whether k has an entry, fresh or not.
+func (c *Cache[K, V]) Known(k K) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.entries[k]
+	return ok
+}
+
+// Forget drops k's entry: the next Get fetches.
+func (c *Cache[K, V]) Forget(k K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, k)
+}
+
+// load fetches k and stores its value.
+func (c *Cache[K, V]) load(k K) (V, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	at := c.now()
+	v, ttl, err := c.fetch(ctx, k)
+	if err != nil {
+		return v, err
+	}
+	c.mu.Lock()
+	if _, ok := c.entries[k]; !ok && c.max > 0 && len(c.entries) >= c.max {
+		clear(c.entries)
+	}
+	c.entries[k] = entry[V]{v: v, at: at, ttl: ttl}
+	c.mu.Unlock()
+	return v, nil
+}
+
+// refresh replaces k's entry before it expires. On failure the entry stays
+// until its TTL ends, and the next Get fetches (and reports the failure).
+func (c *Cache[K, V]) refresh(k K) {
+	defer func() {
+		c.mu.Lock()
+		delete(c.refreshing, k)
+		c.mu.Unlock()
+	}()
+	_, _, _ = c.group.Do(c.key(k), func() (any, error) { return c.load(k) })
+}
