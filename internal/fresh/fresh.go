@@ -75,29 +75,40 @@ func (c *Cache[K, V]) Fresh(k K) (V, bool) {
 
 // Get returns k's value: a fresh cached one (see Fresh), else one fetched
 // now, by one fetch shared with the concurrent callers of the same key. A
-// failed fetch is returned, not cached.
+// shared fetch that began more than the TTL before this call is not
+// enough (the value may predate a change the caller must see): Get then
+// fetches again. A failed fetch is returned, not cached.
 func (c *Cache[K, V]) Get(ctx context.Context, k K) (V, error) {
 	if v, ok := c.Fresh(k); ok {
 		return v, nil
 	}
-	ch := c.group.DoChan(c.key(k), func() (any, error) {
-		// A caller that finds a fresh entry meanwhile (one another fetch
-		// just stored) needs no fetch of its own.
-		if v, ok := c.Fresh(k); ok {
-			return v, nil
-		}
-		return c.load(k)
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
+	start := c.now()
+	for {
+		ch := c.group.DoChan(c.key(k), func() (any, error) {
+			// A fresh entry stored meanwhile (by a fetch that began after
+			// this one was asked for) needs no fetch of its own.
+			c.mu.Lock()
+			e, ok := c.entries[k]
+			c.mu.Unlock()
+			if ok && c.now().Sub(e.at) < e.ttl {
+				return e, nil
+			}
+			return c.load(k)
+		})
+		select {
+		case r := <-ch:
+			if r.Err != nil {
+				var zero V
+				return zero, r.Err
+			}
+			e := r.Val.(entry[V])
+			if start.Sub(e.at) < e.ttl {
+				return e.v, nil
+			}
+		case <-ctx.Done():
 			var zero V
-			return zero, r.Err
+			return zero, ctx.Err()
 		}
-		return r.Val.(V), nil
-	case <-ctx.Done():
-		var zero V
-		return zero, ctx.Err()
 	}
 }
 
@@ -116,22 +127,23 @@ func (c *Cache[K, V]) Forget(k K) {
 	delete(c.entries, k)
 }
 
-// load fetches k and stores its value.
-func (c *Cache[K, V]) load(k K) (V, error) {
+// load fetches k and stores its entry.
+func (c *Cache[K, V]) load(k K) (entry[V], error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	at := c.now()
 	v, ttl, err := c.fetch(ctx, k)
 	if err != nil {
-		return v, err
+		return entry[V]{}, err
 	}
 	c.mu.Lock()
 	if _, ok := c.entries[k]; !ok && c.max > 0 && len(c.entries) >= c.max {
 		clear(c.entries)
 	}
-	c.entries[k] = entry[V]{v: v, at: at, ttl: ttl}
+	e := entry[V]{v: v, at: at, ttl: ttl}
+	c.entries[k] = e
 	c.mu.Unlock()
-	return v, nil
+	return e, nil
 }
 
 // refresh replaces k's entry before it expires. On failure the entry stays

@@ -210,3 +210,25 @@ func waitFor(t *testing.T, ok func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A caller that joins a fetch begun more than the TTL before it asked does
+// not take that fetch's value: it may predate a change the caller must see
+// (a pause committed while the fetch was under way). It fetches again.
+func TestJoinedFetchTooOldIsNotEnough(t *testing.T) {
+	src := &source{gate: make(chan struct{}), started: make(chan struct{}, 4)}
+	c, clk := newCache(src, 0)
+	first := make(chan string, 1)
+	go func() { v, _ := c.Get(t.Context(), "k"); first <- v }()
+	<-src.started
+	clk.add(1500 * time.Millisecond) // the fetch under way began 1.5 s ago
+	late := make(chan string, 1)
+	go func() { v, _ := c.Get(t.Context(), "k"); late <- v }()
+	time.Sleep(20 * time.Millisecond) // the late caller joins the fetch under way
+	close(src.gate)
+	if v := <-first; v != "k#1" {
+		t.Fatalf("the caller that started the fetch: %q", v)
+	}
+	if v := <-late; v != "k#2" {
+		t.Fatalf("the late caller got %q, read before its TTL window; want a fetch of its own (k#2)", v)
+	}
+}
