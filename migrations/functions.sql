@@ -363,9 +363,16 @@ DECLARE
     done  boolean[] := array_fill(false, ARRAY[n]);
     i     integer;
     r     record;
-    f     record;
     taken record;
     prev  bigint;
+    -- The fast path's claims, by item.
+    f_ord      integer[];
+    f_id       bigint[];
+    f_code     text[];
+    f_expires  timestamptz[];
+    f_at       timestamptz[];
+    f_hold     timestamptz[];
+    f_reserved timestamptz[];
 BEGIN
     PERFORM pg_advisory_xact_lock(l.k)
     FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
@@ -375,9 +382,14 @@ BEGIN
     -- ended hold, once in the batch, with a code no other item names) of
     -- users without a row in the pool (so with no hold open either) take
     -- their code and slot 1 in one UPDATE and one INSERT for the whole
-    -- batch. The filters only pick candidates; the constraints decide, and
-    -- what they refuse goes the slow way below.
-    FOR f IN
+    -- batch. The filters only pick candidates; the constraints decide. The
+    -- request locks and the probes leave one race: two requests of one user
+    -- in concurrent batches both taking slot 1. The second then fails the
+    -- INSERT; the block undoes the fast path's writes, and every item goes
+    -- the slow way below. A plain INSERT, not ON CONFLICT DO NOTHING, which
+    -- would probe every unique index of claims before each row and write a
+    -- second WAL record to confirm it, for a conflict that hardly happens.
+    BEGIN
         WITH input AS (
             SELECT * FROM (
                 SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n,
@@ -403,28 +415,23 @@ BEGIN
                    CASE WHEN i.hold_ms IS NOT NULL THEN now() END,
                    CASE WHEN i.hold_ms IS NOT NULL THEN now() + i.hold_ms * interval '1 millisecond' END
             FROM input i JOIN taken t ON t.id = i.code_id
-            ON CONFLICT DO NOTHING
             RETURNING claims.code_id, claims.claimed_at, claims.held_until, claims.reserved_at
         )
-        SELECT i.ord::integer AS ord, t.id, t.code, t.expires_at, ins.claimed_at,
-               ins.held_until AS hold, ins.reserved_at AS reserved
-        FROM input i JOIN taken t ON t.id = i.code_id
-        LEFT JOIN ins ON ins.code_id = t.id
-    LOOP
-        done[f.ord] := true;
-        IF f.claimed_at IS NOT NULL THEN
-            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, f.claimed_at, f.hold, f.reserved;
-            CONTINUE;
-        END IF;
-        SELECT * INTO r FROM dispenser_take_slot_v3(p_pool[f.ord], p_request[f.ord], p_user[f.ord], f.id,
-                                                    p_hold_ms[f.ord], p_ttl, NULL);
-        IF r.outcome = 'claimed' THEN
-            RETURN QUERY SELECT f.ord, 'claimed'::text, f.id, f.code, f.expires_at, r.claimed_at, r.held_until, r.reserved_at;
-        ELSE
-            RETURN QUERY SELECT f.ord, r.outcome, f.id, NULL::text, NULL::timestamptz, NULL::timestamptz,
-                                NULL::timestamptz, NULL::timestamptz;
-        END IF;
-    END LOOP;
+        SELECT array_agg(i.ord::integer), array_agg(t.id), array_agg(t.code), array_agg(t.expires_at),
+               array_agg(ins.claimed_at), array_agg(ins.held_until), array_agg(ins.reserved_at)
+        INTO f_ord, f_id, f_code, f_expires, f_at, f_hold, f_reserved
+        FROM input i JOIN taken t ON t.id = i.code_id JOIN ins ON ins.code_id = t.id;
+    EXCEPTION WHEN unique_violation THEN
+        f_ord := NULL;
+    END;
+    IF f_ord IS NOT NULL THEN
+        FOR i IN 1 .. cardinality(f_ord) LOOP
+            done[f_ord[i]] := true;
+        END LOOP;
+        RETURN QUERY SELECT u.o, 'claimed'::text, u.id, u.code, u.exp, u.at, u.hold, u.res
+                     FROM unnest(f_ord, f_id, f_code, f_expires, f_at, f_hold, f_reserved)
+                         AS u(o, id, code, exp, at, hold, res);
+    END IF;
 
     -- Slow path, per item, in batch order.
     FOR i IN 1 .. n LOOP

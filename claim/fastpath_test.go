@@ -1,0 +1,84 @@
+package claim
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// Two requests of one user in concurrent group commits both pass the fast
+// path's probes (each holds only its own request's lock) and both take slot
+// 1. The second INSERT waits for the first transaction, then fails; the
+// group commit must undo its fast path and decide the item the slow way:
+// the user is at the limit, the second code is not claimed, and the batch
+// still commits.
+func TestGroupCommitSameUserRaceGoesTheSlowWay(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("race", 10, pool.Pool{PerUserLimit: 1})
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'race' AND state = 'staged' ORDER BY id LIMIT 3`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+
+	// item runs one claim of user u as a group commit, in a transaction
+	// it leaves open; pid is told the transaction's backend first.
+	item := func(request string, code int64, pid chan<- uint32) (pgx.Tx, string, error) {
+		tx, err := e.db.Pool.Begin(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		// A failed test must not leave a connection in the pool's way.
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		if pid != nil {
+			pid <- tx.Conn().PgConn().PID()
+		}
+		var out string
+		err = tx.QueryRow(ctx, `SELECT outcome FROM (`+claimStagedSQL+`) b`, []string{"race"}, []string{request},
+			[]string{"u"}, []int64{code}, []time.Time{time.Now()}, []pgtype.Int8{{}}, []bool{true}, time.Minute).Scan(&out)
+		return tx, out, err
+	}
+
+	first, out, err := item("r1", ids[0], nil)
+	require.NoError(t, err)
+	require.Equal(t, "claimed", out)
+	type answer struct {
+		tx  pgx.Tx
+		out string
+		err error
+	}
+	second, pid := make(chan answer, 1), make(chan uint32, 1)
+	go func() {
+		tx, out, err := item("r2", ids[1], pid)
+		second <- answer{tx, out, err}
+	}()
+	// The second batch waits on the first's slot 1 (a lock wait).
+	waiter := <-pid
+	require.Eventually(t, func() bool {
+		var waiting bool
+		require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE pid = $1 AND wait_event_type = 'Lock')`, int64(waiter)).Scan(&waiting))
+		return waiting
+	}, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, first.Commit(ctx))
+	got := <-second
+	require.NoError(t, got.err)
+	require.Equal(t, "limit", got.out, "the second request of a user at the limit")
+	require.NoError(t, got.tx.Commit(ctx))
+
+	var claims int
+	require.NoError(t, e.db.Pool.QueryRow(ctx,
+		`SELECT count(*) FROM claims WHERE pool_id = 'race' AND user_id = 'u'`).Scan(&claims))
+	require.Equal(t, 1, claims)
+	var state string
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state::text FROM codes WHERE id = $1`, ids[1]).Scan(&state))
+	require.NotEqual(t, "claimed", state, "the refused request's code")
+}
