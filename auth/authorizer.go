@@ -122,7 +122,7 @@ type Authorizer struct {
 	// keys holds keys read from the store by id, nil for an unknown id
 	// (internal/fresh: a key in use is read again before it ages out, and
 	// the calls that find none share one lookup).
-	keys *fresh.Cache[string, *Key]
+	keys *fresh.Cache[*Key]
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -141,7 +141,7 @@ func New(cfg Config) *Authorizer {
 	a := &Authorizer{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()),
 		lookups:  rate.NewLimiter(rate.Limit(cfg.LookupRate), cfg.LookupBurst),
 		limiters: map[string]*rate.Limiter{}, failures: map[string]*rate.Limiter{}}
-	a.keys = fresh.New(a.lookup, func(id string) string { return id }, keyLookupTimeout, cfg.MaxTracked)
+	a.keys = fresh.New(a.lookup, keyLookupTimeout, cfg.MaxTracked)
 	return a
 }
 

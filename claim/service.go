@@ -123,7 +123,7 @@ type Service struct {
 	pgOnly   bool
 
 	// pools' settings, read at most PoolCacheTTL ago (internal/fresh).
-	settings *fresh.Cache[string, pool.Pool]
+	settings *fresh.Cache[pool.Pool]
 	ahead    *ahead
 	stager   *Stager
 	// confirms batches ConfirmReservation calls like the group commit.
@@ -156,7 +156,7 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 	s.settings = fresh.New(func(ctx context.Context, id string) (pool.Pool, time.Duration, error) {
 		p, err := s.pools.GetPool(ctx, id)
 		return p, ttl, err
-	}, func(id string) string { return id }, poolReadTimeout, 0)
+	}, poolReadTimeout, 0)
 	cc := cfg.RedisAllocator.Commit
 	s.confirms = newGrouper(cmp.Or(cc.MaxBatch, CommitMaxBatchDefault), cmp.Or(cc.MaxWait, CommitMaxWaitDefault),
 		cmp.Or(cc.MaxInFlight, CommitMaxInFlightDefault), s.confirmBatch)

@@ -19,19 +19,18 @@ import (
 )
 
 // Fetch reads a key's value and says how long it may be served.
-type Fetch[K comparable, V any] func(ctx context.Context, k K) (V, time.Duration, error)
+type Fetch[V any] func(ctx context.Context, k string) (V, time.Duration, error)
 
 // Cache caches Fetch's values by key.
-type Cache[K comparable, V any] struct {
-	fetch   Fetch[K, V]
-	key     func(K) string // singleflight's key
+type Cache[V any] struct {
+	fetch   Fetch[V]
 	timeout time.Duration
 	max     int
 	now     func() time.Time
 
 	mu         sync.Mutex
-	entries    map[K]entry[V]
-	refreshing map[K]bool
+	entries    map[string]entry[V]
+	refreshing map[string]bool
 	group      singleflight.Group
 }
 
@@ -41,23 +40,29 @@ type entry[V any] struct {
 	ttl time.Duration
 }
 
-// New returns a cache over fetch. key names a key for sharing fetches;
-// timeout bounds each fetch, which runs apart from any one caller's context
-// (a caller that gives up does not fail the others); max > 0 bounds the
-// entries (the cache starts over when full: a flood of keys cannot grow it).
-func New[K comparable, V any](fetch Fetch[K, V], key func(K) string, timeout time.Duration, max int) *Cache[K, V] {
-	return &Cache[K, V]{fetch: fetch, key: key, timeout: timeout, max: max, now: time.Now,
-		entries: map[K]entry[V]{}, refreshing: map[K]bool{}}
+// New returns a cache over fetch. timeout bounds each fetch, which runs
+// apart from any one caller's context (a caller that gives up does not fail
+// the others); max > 0 bounds the entries (the cache starts over when full:
+// a flood of keys cannot grow it).
+func New[V any](fetch Fetch[V], timeout time.Duration, max int) *Cache[V] {
+	return &Cache[V]{fetch: fetch, timeout: timeout, max: max, now: time.Now,
+		entries: map[string]entry[V]{}, refreshing: map[string]bool{}}
+}
+
+// cached returns k's entry if it is younger than its TTL, and its age.
+// Callers hold mu.
+func (c *Cache[V]) cached(k string) (entry[V], time.Duration, bool) {
+	e, ok := c.entries[k]
+	age := c.now().Sub(e.at)
+	return e, age, ok && age < e.ttl
 }
 
 // Fresh returns k's value if one younger than its TTL is cached, starting a
 // background refresh if it is past half of its TTL; it never waits.
-func (c *Cache[K, V]) Fresh(k K) (V, bool) {
-	now := c.now()
+func (c *Cache[V]) Fresh(k string) (V, bool) {
 	c.mu.Lock()
-	e, ok := c.entries[k]
-	age := now.Sub(e.at)
-	if !ok || age >= e.ttl {
+	e, age, ok := c.cached(k)
+	if !ok {
 		c.mu.Unlock()
 		var zero V
 		return zero, false
@@ -78,19 +83,19 @@ func (c *Cache[K, V]) Fresh(k K) (V, bool) {
 // shared fetch that began more than the TTL before this call is not
 // enough (the value may predate a change the caller must see): Get then
 // fetches again. A failed fetch is returned, not cached.
-func (c *Cache[K, V]) Get(ctx context.Context, k K) (V, error) {
+func (c *Cache[V]) Get(ctx context.Context, k string) (V, error) {
 	if v, ok := c.Fresh(k); ok {
 		return v, nil
 	}
 	start := c.now()
 	for {
-		ch := c.group.DoChan(c.key(k), func() (any, error) {
+		ch := c.group.DoChan(k, func() (any, error) {
 			// A fresh entry stored meanwhile (by a fetch that began after
 			// this one was asked for) needs no fetch of its own.
 			c.mu.Lock()
-			e, ok := c.entries[k]
+			e, _, ok := c.cached(k)
 			c.mu.Unlock()
-			if ok && c.now().Sub(e.at) < e.ttl {
+			if ok {
 				return e, nil
 			}
 			return c.load(k)
@@ -113,22 +118,15 @@ func (c *Cache[K, V]) Get(ctx context.Context, k K) (V, error) {
 }
 
 // Known reports whether k has an entry, fresh or not.
-func (c *Cache[K, V]) Known(k K) bool {
+func (c *Cache[V]) Known(k string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.entries[k]
 	return ok
 }
 
-// Forget drops k's entry: the next Get fetches.
-func (c *Cache[K, V]) Forget(k K) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.entries, k)
-}
-
 // load fetches k and stores its entry.
-func (c *Cache[K, V]) load(k K) (entry[V], error) {
+func (c *Cache[V]) load(k string) (entry[V], error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	at := c.now()
@@ -148,11 +146,11 @@ func (c *Cache[K, V]) load(k K) (entry[V], error) {
 
 // refresh replaces k's entry before it expires. On failure the entry stays
 // until its TTL ends, and the next Get fetches (and reports the failure).
-func (c *Cache[K, V]) refresh(k K) {
+func (c *Cache[V]) refresh(k string) {
 	defer func() {
 		c.mu.Lock()
 		delete(c.refreshing, k)
 		c.mu.Unlock()
 	}()
-	_, _, _ = c.group.Do(c.key(k), func() (any, error) { return c.load(k) })
+	_, _, _ = c.group.Do(k, func() (any, error) { return c.load(k) })
 }
