@@ -20,20 +20,28 @@ import "github.com/redis/go-redis/v9"
 // {"replay", entry} for a known request of this user, {"reused", ""} for a
 // request id another user holds, {"limit", count} for a user whose count is
 // at the limit, {"exhausted", ""} when nothing is staged, {"popped", entry,
-// left} for a fresh pop, with the number of entries left in the list (so
-// that a claim that sees it run low can stage more before it runs out);
-// left is "" except after a pop. Every check of a request comes before its
-// first write, so a second run of the same call (go-redis retries on
-// timeouts) finds the replay records and returns the same entries. A record
-// without an owner (written before owners were kept) is replayed; Postgres
-// checks the owner.
+// left} for a fresh pop, with the number of entries left in the list just
+// after it (so that a claim that sees it run low can stage more before it
+// runs out); left is "" except after a pop. Every check of a request comes
+// before its first write, so a second run of the same call (go-redis
+// retries on timeouts) finds the replay records and returns the same
+// entries. A record without an owner (written before owners were kept) is
+// replayed; Postgres checks the owner.
+//
+// Redis runs each redis.call with a fixed cost of its own, so the script
+// makes few: one MGET reads a request's record and count; a user's first
+// count is one SET with its TTL (INCR and EXPIRE after that); the pops go
+// into the ledger with one ZADD, and the list's length is read once at the
+// end (only this script pops meanwhile, so the i-th pop's left is that
+// length plus the pops after it).
 var claimScript = redis.NewScript(`
-local out = {}
+local out, ledger, pops = {}, {}, {}
 for i = 1, (#KEYS - 2) / 2 do
   local rkey, ckey = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local limit, ttl, user = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
-  local outcome, value, left = nil, '', ''
-  local replay = redis.call('GET', rkey)
+  local outcome, value = nil, ''
+  local got = redis.call('MGET', rkey, ckey)
+  local replay = got[1]
   if replay then
     local nl = string.find(replay, '\n', 1, true)
     if not nl then
@@ -44,7 +52,7 @@ for i = 1, (#KEYS - 2) / 2 do
       outcome = 'reused'
     end
   else
-    local held = tonumber(redis.call('GET', ckey) or '0')
+    local held = tonumber(got[2] or '0')
     if held >= tonumber(limit) then
       outcome, value = 'limit', tostring(held)
     else
@@ -52,17 +60,31 @@ for i = 1, (#KEYS - 2) / 2 do
       if not entry then
         outcome = 'exhausted'
       else
-        redis.call('ZADD', KEYS[2], ARGV[1], entry)
+        ledger[#ledger + 1] = ARGV[1]
+        ledger[#ledger + 1] = entry
         redis.call('SET', rkey, user .. '\n' .. entry, 'EX', ttl)
-        redis.call('INCR', ckey)
-        redis.call('EXPIRE', ckey, ttl)
-        outcome, value, left = 'popped', entry, tostring(redis.call('LLEN', KEYS[1]))
+        if held == 0 then
+          redis.call('SET', ckey, '1', 'EX', ttl)
+        else
+          redis.call('INCR', ckey)
+          redis.call('EXPIRE', ckey, ttl)
+        end
+        outcome, value = 'popped', entry
+        pops[#pops + 1] = #out + 3
       end
     end
   end
   out[#out + 1] = outcome
   out[#out + 1] = value
-  out[#out + 1] = left
+  out[#out + 1] = ''
+end
+if #pops > 0 then
+  redis.call('ZADD', KEYS[2], unpack(ledger))
+  local left = redis.call('LLEN', KEYS[1])
+  for j = #pops, 1, -1 do
+    out[pops[j]] = tostring(left)
+    left = left + 1
+  end
 end
 return out
 `)
