@@ -80,9 +80,10 @@ r = json.load(open(path))
 n = r["count"]
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
-d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after, before)]
+d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
+script = (int(after[3]) - int(before[3])) / n
 print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms"
-      f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f}  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
+      f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f})  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
       f"  audit: {audit}")
 EOF
 }

@@ -72,6 +72,13 @@ fallbacks() {
 		awk '/^dispenser_(claims|reservations)_total\{/ && /path="fallback"/ {n += $NF} END {print n + 0}'
 }
 
+# commits: "batches claims" the group commit has committed since the server
+# started.
+commits() {
+	curl -s "127.0.0.1:$metrics_port/metrics" |
+		awk '/^dispenser_group_commit_batch_size_count/ {c = $NF} /^dispenser_group_commit_batch_size_sum/ {s = $NF} END {print c + 0, s + 0}'
+}
+
 # codes_file N FILE: N random 16-hex-digit codes.
 codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$2"; }
 
@@ -79,9 +86,9 @@ codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -
 # METHOD=ReserveCode; or calls for DURATION,
 # e.g. 60s) with unique ids; prints the figures.
 ghz_run() {
-	local label="$1" poolid="$2" amount=(-n "$3") n before after f0
+	local label="$1" poolid="$2" amount=(-n "$3") n before after f0 c0
 	[[ "$3" == *s ]] && amount=(-z "$3")
-	f0=$(fallbacks)
+	f0=$(fallbacks) c0=$(commits)
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call "dispenser.v1.ClaimService.${METHOD:-ClaimCode}" \
 		-m "{\"authorization\":\"Bearer $DISPENSER_KEY\"}" \
@@ -89,9 +96,11 @@ ghz_run() {
 		-c "$conc" "${amount[@]}" -O json "127.0.0.1:$port" >"$work/$poolid.json"
 	after=$(cpu_mark "$pid")
 	n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['count'])" "$work/$poolid.json")
-	python3 - "$label" "$work/$poolid.json" "$(($(fallbacks) - f0))" <<'EOF'
+	python3 - "$label" "$work/$poolid.json" "$(($(fallbacks) - f0))" "$c0" "$(commits)" <<'EOF'
 import json, sys
 label, path, fb = sys.argv[1], sys.argv[2], sys.argv[3]
+(b0, s0), (b1, s1) = (map(float, a.split()) for a in sys.argv[4:6])
+batches = f"; group commits {b1 - b0:.0f}, {(s1 - s0) / max(b1 - b0, 1):.1f} claims each"
 r = json.load(open(path))
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
@@ -106,7 +115,7 @@ if det:
         last = sum(1 for t in ts if t > t1 - 10) / 10
         decay = f"; first 10 s {first:.0f}/s, last 10 s {last:.0f}/s ({100 * (last / first - 1):+.0f}%)"
 print(f"{label}: {r['count']} calls, {ok} OK, {r['rps']:.0f} calls/s, p50 {lat.get(50, 0):.1f} ms, "
-      f"p99 {lat.get(99, 0):.1f} ms, served by the fallback {fb}{decay}; "
+      f"p99 {lat.get(99, 0):.1f} ms, served by the fallback {fb}{decay}{batches}; "
       f"errors {r.get('errorDistribution') or {}}")
 EOF
 	cpu_report "$label" "$n" "$before" "$after" "$(cat "$client_cpu_file")"

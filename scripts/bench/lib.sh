@@ -34,12 +34,19 @@ pg_ticks() {
 redis_pid="$(pgrep -x redis-server | head -1)"
 hz="$(getconf CLK_TCK)"
 
+# redis_script_us: microseconds Redis has spent running scripts (EVAL and
+# EVALSHA) since its statistics started, from INFO commandstats: the part of
+# Redis's CPU that the claim script takes.
+redis_script_us() {
+	redis-cli info commandstats | awk -F'[=,:]' '/^cmdstat_eval(sha)?:/ {n += $5} END {print n + 0}'
+}
+
 # cpu_mark SERVER_PID: prints "server postgres redis" ticks now (server 0 if
-# none).
+# none), then Redis's script time in microseconds.
 cpu_mark() {
 	local s=0
 	[[ -n "${1:-}" ]] && s=$(ticks "$1")
-	echo "$s $(pg_ticks) $(ticks "$redis_pid")"
+	echo "$s $(pg_ticks) $(ticks "$redis_pid") $(redis_script_us)"
 }
 
 # client_cpu CMD...: runs CMD, prints its stdout, and writes the CPU seconds
@@ -60,8 +67,9 @@ cpu_report() {
 	python3 - "$@" "$hz" <<'EOF'
 import sys
 label, calls, before, after, client, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), float(sys.argv[5]), int(sys.argv[6])
-d = [(int(a) - int(b)) / hz * 1e6 / calls for a, b in zip(after, before)]
-print(f"{label}: CPU per call µs: server {d[0]:.0f}, postgres {d[1]:.0f}, redis {d[2]:.0f}, "
+d = [(int(a) - int(b)) / hz * 1e6 / calls for a, b in zip(after[:3], before[:3])]
+script = (int(after[3]) - int(before[3])) / calls
+print(f"{label}: CPU per call µs: server {d[0]:.0f}, postgres {d[1]:.0f}, redis {d[2]:.0f} (of it scripts {script:.1f}), "
       f"server side total {sum(d):.0f}; client {client * 1e6 / calls:.0f}")
 EOF
 }
