@@ -77,8 +77,7 @@ func (g *grouper[T]) Stop() {
 // Items that come while every flusher is busy join the batch waiting for
 // the next free one, not a later batch: with a batch formed in a fixed
 // window instead, whatever came after the window but during the flush
-// waited a whole extra flush (about a third more time in the group
-// commit under load; docs/BENCHMARKS.md).
+// waited a whole extra flush.
 func (g *grouper[T]) loop() {
 	defer close(g.done)
 	for {
