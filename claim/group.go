@@ -8,9 +8,10 @@ import (
 )
 
 // grouper gathers concurrent requests into batches for one Postgres
-// statement each: the first item of a batch waits up to maxWait for others
-// (and longer while every flusher is busy), a batch holds at most maxBatch, and inFlight flusher goroutines (living as
-// long as the grouper, so their stacks grow once) flush batches at once.
+// statement each: the first item of a batch waits maxWait for others (and
+// longer while every flusher is busy), a batch holds at most maxBatch, and
+// inFlight flusher goroutines (living as long as the grouper, so their
+// stacks grow once) flush batches at once.
 // The group commit of claims and the confirms of holds both use it.
 type grouper[T any] struct {
 	maxBatch, inFlight int
@@ -98,14 +99,6 @@ func (g *grouper[T]) loop() {
 			if len(batch) >= g.maxBatch {
 				g.batches <- batch
 				break
-			}
-			if out != nil {
-				// A free flusher goes first.
-				select {
-				case out <- batch:
-					break fill
-				default:
-				}
 			}
 			select {
 			case it := <-g.in:
