@@ -238,7 +238,9 @@ func TestBreakerPerPoolOnRedisCluster(t *testing.T) {
 		_, err := e.svc.Claim(ctx, Request{PoolID: doomed, UserID: fmt.Sprint("d", i), RequestID: fmt.Sprint("d", i)})
 		require.ErrorIs(t, err, ErrStagedUnreachable)
 	}
-	require.Equal(t, "open", e.svc.BreakerState())
+	// (open, or half-open if the claims after it took longer than its
+	// 100 ms open time, as on a loaded machine under -race)...
+	require.Contains(t, []string{"open", "half-open"}, e.svc.BreakerState())
 	// ...while the other pool's claims keep the fast path.
 	for i := range 20 {
 		res, err := e.svc.Claim(ctx, Request{PoolID: safe, UserID: fmt.Sprint("s", i), RequestID: fmt.Sprint("s", i)})

@@ -318,3 +318,69 @@ func TestHoldPlans(t *testing.T) {
 	require.GreaterOrEqual(t, expiry, 2*6, "plans of the expiry pick seen")
 	require.GreaterOrEqual(t, updates, 2*6, "plans of the set-based confirm seen")
 }
+
+// The sold-out check reads, per request, a few rows by index (the user's
+// claims, the request's claim, ended hold and refusal), and per pool the
+// first entry of the partial indexes of available and staged codes: never
+// a pool's worth of claims or codes, with custom and generic plans, on
+// tables analyzed or not. Seeded as a sold-out pool: 9,000 claims and as
+// many refusals.
+func TestSoldOutPlans(t *testing.T) {
+	for _, analyzed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "analyzed", false: "never analyzed"}[analyzed], func(t *testing.T) {
+			ctx, e := start(t)
+			e.fill("big", 9_000, pool.Pool{})
+			_, err := e.db.Pool.Exec(ctx, `WITH c AS (
+					UPDATE codes SET state = 'claimed' WHERE pool_id = 'big' RETURNING id)
+				INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+				SELECT 'big', 'seed-' || id, 'seed-user-' || id, 1, id FROM c`)
+			require.NoError(t, err)
+			_, err = e.db.Pool.Exec(ctx, `INSERT INTO refusals (pool_id, request_id, user_id, reason, expires_at)
+				SELECT 'big', 'refused-' || g, 'refused-user-' || g, 'limit', now() + interval '1 hour'
+				FROM generate_series(1, 9000) g`)
+			require.NoError(t, err)
+			if analyzed {
+				for _, table := range []string{"codes", "claims", "refusals", "hold_releases"} {
+					_, err := e.db.Pool.Exec(ctx, "ANALYZE "+table)
+					require.NoError(t, err)
+				}
+			}
+			conn, plans := explainingConn(t, e.db.URL)
+			for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+				_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
+				require.NoError(t, err)
+				for round := range 7 {
+					rows, err := conn.Query(ctx, soldOutSQL, []string{"big", "big", "big"},
+						[]string{fmt.Sprintf("r-%s-%d", mode, round), "seed-1", "refused-1"},
+						[]string{fmt.Sprintf("u-%s-%d", mode, round), "seed-user-1", "refused-user-1"},
+						[]bool{false, false, round%2 == 0})
+					require.NoError(t, err)
+					answers, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (bool, error) {
+						var ord int
+						var sold bool
+						return sold, r.Scan(&ord, &sold)
+					})
+					require.NoError(t, err)
+					require.Equal(t, []bool{true, false, false}, answers)
+				}
+			}
+			checked := 0
+			for _, plan := range plans() {
+				for _, bad := range []string{"Seq Scan", "Bitmap Heap Scan", "hashed SubPlan", "Hash Anti Join", "Hash Semi Join"} {
+					require.NotContains(t, plan, bad, "a sold-out check reads more than it needs:\n%s", plan)
+				}
+				if strings.Contains(plan, "unnest") && strings.Contains(plan, "claims") {
+					checked++
+					for _, index := range []string{"codes_available_idx", "codes_staged_idx", "claims_request_key", "claims_user_slot_key", "hold_releases_pkey", "refusals_pkey"} {
+						require.Contains(t, plan, index, plan)
+					}
+					// The request's claim, ended hold and refusal, each
+					// probed by key (not a hashed subplan reading a whole
+					// table).
+					require.Equal(t, 3, strings.Count(plan, "Index Cond: ((pool_id = i.pool_id) AND (request_id = i.request_id))"), plan)
+				}
+			}
+			require.GreaterOrEqual(t, checked, 2*7, "plans of the sold-out check seen")
+		})
+	}
+}

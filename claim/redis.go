@@ -41,6 +41,9 @@ type RedisAllocator struct {
 	refusalTTL time.Duration
 	// ahead, if set, is told of pops and refills a list found empty.
 	ahead *ahead
+	// soldOut, if set, refuses at once the claims of a pool with nothing
+	// left when they find every shard empty.
+	soldOut *soldOut
 	// breakers, if set, guard each pool shard (breaker.go).
 	breakers *breakers
 	pipe     *stock.Pipe
@@ -64,6 +67,9 @@ func NewRedisAllocator(db *pgxpool.Pool, st *stock.Store, refusalTTL time.Durati
 func (a *RedisAllocator) Start() {
 	a.pipe.Start()
 	a.commit.start()
+	if a.soldOut != nil {
+		a.soldOut.start()
+	}
 }
 
 // Stop commits the claims already popped and stops the group committer and
@@ -71,6 +77,9 @@ func (a *RedisAllocator) Start() {
 func (a *RedisAllocator) Stop() {
 	a.commit.Stop()
 	a.pipe.Stop()
+	if a.soldOut != nil {
+		a.soldOut.Stop()
+	}
 }
 
 // redisError marks a failure of Redis itself, as opposed to an answer: the
@@ -119,6 +128,16 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 		status, entry := outcome(ans.Outcome), ans.Entry
 		switch status {
 		case outExhausted:
+			if a.soldOut != nil {
+				// Most claims of a flash sale come after its last code:
+				// when Postgres has nothing left either, say so now
+				// rather than try a refill and the fallback first.
+				if sold, err := a.soldOut.check(ctx, req); sold {
+					return Result{}, ErrPoolExhausted
+				} else if err != nil && ctx.Err() != nil {
+					return Result{}, ctx.Err()
+				}
+			}
 			if a.ahead == nil {
 				return Result{}, errStagedEmpty
 			}

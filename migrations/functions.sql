@@ -659,6 +659,61 @@ BEGIN
 END;
 $$;
 
+-- dispenser_sold_out_v1 answers, for each request (ord) that found nothing
+-- staged in Redis, whether its pool is sold out to it, as
+-- dispenser_claim_fallback_v3 would find:
+--   - the pool holds no code a claim could take: none available and
+--     unexpired, none staged (every code is held, claimed or void);
+--   - Postgres holds nothing for the request: no claim, no ended hold, no
+--     live refusal (so dispenser_recorded_v2 would find nothing);
+--   - the user could take a code if there were one: below the pool's limit,
+--     below its hold limit for a hold (p_hold), no ended hold of its own
+--     (the fallback would release it, giving a code back).
+-- The fallback answers such a request 'exhausted' and records nothing, so
+-- the caller may answer it so without the fallback's transaction; every
+-- other request goes the fallback's way. Read only, and one statement for a
+-- batch: a sold-out pool's claims cost a few index probes each instead of a
+-- refill attempt, a read of Redis's list and a transaction. The pool's two
+-- existence checks run once per pool and batch.
+CREATE OR REPLACE FUNCTION dispenser_sold_out_v1(p_pool text[], p_request text[], p_user text[],
+                                                 p_hold boolean[])
+RETURNS TABLE (ord integer, sold_out boolean)
+LANGUAGE plpgsql STABLE SET enable_seqscan = off AS $$
+BEGIN
+    RETURN QUERY
+    WITH items AS (
+        SELECT t.pool_id, t.request_id, t.user_id, t.hold, t.ord
+        FROM unnest(p_pool, p_request, p_user, p_hold) WITH ORDINALITY AS t(pool_id, request_id, user_id, hold, ord)
+    ), empty AS MATERIALIZED (
+        SELECT p.id, p.per_user_limit, p.holds_per_user
+        FROM pools p
+        WHERE p.id IN (SELECT DISTINCT i.pool_id FROM items i)
+          AND NOT EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p.id AND k.state = 'available'
+                          AND (k.expires_at IS NULL OR k.expires_at > now()))
+          AND NOT EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p.id AND k.state = 'staged')
+    )
+    SELECT i.ord::integer,
+           CASE WHEN e.id IS NULL THEN false
+                ELSE (SELECT count(*) < e.per_user_limit
+                             AND (NOT i.hold OR count(*) FILTER (WHERE c.held_until IS NOT NULL) < e.holds_per_user)
+                             AND NOT coalesce(bool_or(c.held_until <= now()), false)
+                      FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+                     -- One EXISTS over a UNION ALL: Postgres cannot turn it
+                     -- into a hashed subplan, which reads a whole table (a
+                     -- plan made while hold_releases was empty would read
+                     -- all of it for every batch once it has grown).
+                     AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id
+                                     UNION ALL
+                                     SELECT 1 FROM hold_releases h WHERE h.pool_id = i.pool_id AND h.request_id = i.request_id
+                                     UNION ALL
+                                     SELECT 1 FROM refusals f WHERE f.pool_id = i.pool_id AND f.request_id = i.request_id
+                                       AND f.expires_at > now())
+           END
+    FROM items i LEFT JOIN empty e ON e.id = i.pool_id
+    ORDER BY i.ord;
+END;
+$$;
+
 -- dispenser_claim_fallback_v2 claims (or, with p_hold_ms not NULL, holds)
 -- one available code straight from Postgres, in the caller's single
 -- transaction, for when Redis cannot serve, for an attempt that started at

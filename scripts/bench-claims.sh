@@ -19,6 +19,12 @@
 #   4. ghz again against dispenserd --fallback-only (no Redis: every claim
 #      decided in Postgres with SKIP LOCKED, concurrent claims sharing a
 #      transaction), CLAIMS/2 calls.
+#   5. after the sell-out, where most calls of a flash sale land: a pool of
+#      SOLD (9,984) codes claimed to the last by ghz, then CLAIMS/2 more
+#      calls of new users, each answered POOL_EXHAUSTED; beside it the
+#      classic on its own tables sold out the same way (pgbench,
+#      scripts/bench/classic-soldout.sql: the same transaction, whose pick
+#      finds nothing).
 #
 # For each: calls/s, p50/p99, claims the fallback served, and CPU per call of
 # the server, Postgres and Redis (from /proc/<pid>/stat) and of the client.
@@ -30,7 +36,8 @@ cd "$root"
 # shellcheck source=scripts/bench/lib.sh
 source scripts/bench/lib.sh
 calls="${CLAIMS:-60000}" conc="${CONCURRENCY:-64}" codes="${CODES:-300000}" duration="${DURATION:-60s}"
-steps=" ${STEPS:-1 2 3 4} "
+sold="${SOLD:-9984}"
+steps=" ${STEPS:-1 2 3 4 5} "
 step() { [[ "$steps" == *" $1 "* ]]; }
 port="${BENCH_PORT:-28091}" metrics_port="${BENCH_METRICS_PORT:-29491}"
 work="$root/.dev/bench-claims"
@@ -83,8 +90,8 @@ commits() {
 codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$2"; }
 
 # ghz_run LABEL POOL N|DURATION: N ClaimCode calls (ReserveCode with
-# METHOD=ReserveCode; or calls for DURATION,
-# e.g. 60s) with unique ids; prints the figures.
+# METHOD=ReserveCode; or calls for DURATION, e.g. 60s) with unique ids
+# (prefixed with IDS, if set); prints the figures.
 ghz_run() {
 	local label="$1" poolid="$2" amount=(-n "$3") n before after f0 c0
 	[[ "$3" == *s ]] && amount=(-z "$3")
@@ -92,7 +99,7 @@ ghz_run() {
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call "dispenser.v1.ClaimService.${METHOD:-ClaimCode}" \
 		-m "{\"authorization\":\"Bearer $DISPENSER_KEY\"}" \
-		-d "{\"pool_id\":\"$poolid\",\"user_id\":\"u{{.RequestNumber}}\",\"request_id\":\"r{{.RequestNumber}}\"}" \
+		-d "{\"pool_id\":\"$poolid\",\"user_id\":\"u${IDS:-}{{.RequestNumber}}\",\"request_id\":\"r${IDS:-}{{.RequestNumber}}\"}" \
 		-c "$conc" "${amount[@]}" -O json "127.0.0.1:$port" >"$work/$poolid.json"
 	after=$(cpu_mark "$pid")
 	n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['count'])" "$work/$poolid.json")
@@ -103,6 +110,10 @@ label, path, fb = sys.argv[1], sys.argv[2], sys.argv[3]
 batches = f"; group commits {b1 - b0:.0f}, {(s1 - s0) / max(b1 - b0, 1):.1f} claims each"
 r = json.load(open(path))
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
+if not lat and r.get("details"):
+    # ghz gives no distribution when every call failed (all refused).
+    ls = sorted(d["latency"] for d in r["details"])
+    lat = {q: ls[min(len(ls) - 1, int(q / 100 * len(ls)))] / 1e6 for q in (50, 99)}
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 det = sorted((d["timestamp"], d["status"]) for d in r.get("details") or [])
 decay = ""
@@ -205,4 +216,39 @@ bin/dispenserctl pools create ghz-fallback >/dev/null
 bin/dispenserctl import --pool ghz-fallback "$work/codes-fallback.txt" >/dev/null
 ghz_run "ghz, fallback only" ghz-fallback $((calls / 2))
 stop
+fi
+
+if step 5; then
+echo "== 5. after the sell-out: $((calls / 2)) calls on a pool of $sold codes claimed to the last, then the classic the same way"
+serve
+codes_file "$sold" "$work/codes-sold.txt"
+bin/dispenserctl pools create ghz-sold >/dev/null
+bin/dispenserctl import --pool ghz-sold "$work/codes-sold.txt" >/dev/null
+IDS=w ghz_run "ghz, the sale" ghz-sold "$sold"
+IDS=late ghz_run "ghz, after the sell-out" ghz-sold $((calls / 2))
+bin/dispenserctl audit --pool ghz-sold --database-url "$DISPENSER_DATABASE_URL" | tail -1
+stop
+bench_fresh_db classic_sold
+PGOPTIONS="-c client_min_messages=warning" psql "$pg/classic_sold" -q -f scripts/bench/classic-schema.sql
+psql "$pg/classic_sold" -q -c "INSERT INTO classic_codes (code) SELECT md5(i::text) FROM generate_series(1, $sold) i" -c "VACUUM ANALYZE classic_codes"
+pgbench -n -M prepared -c 32 -j 2 -t $((sold / 32)) -f "$root/scripts/bench/classic.sql" "$pg/classic_sold" >/dev/null 2>&1
+left="$(psql "$pg/classic_sold" -tAc "SELECT count(*) FROM classic_codes WHERE state = 'available'")"
+[[ "$left" == 0 ]] || {
+	echo "the classic table is not sold out: $left codes left"
+	exit 1
+}
+rm -f "$work"/pgbench_log.*
+before=$(cpu_mark "")
+(cd "$work" && client_cpu pgbench -n -M prepared -c 32 -j 2 -t $((calls / 2 / 32)) -l -f "$root/scripts/bench/classic-soldout.sql" "$pg/classic_sold" >"$work/pgbench.out" 2>&1)
+after=$(cpu_mark "")
+python3 - "$work" <<'EOF'
+import glob, re, sys
+work = sys.argv[1]
+out = open(f"{work}/pgbench.out").read()
+tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+lat = sorted(int(l.split()[2]) for f in glob.glob(f"{work}/pgbench_log.*") for l in open(f))
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
+print(f"classic (pgbench), after the sell-out: {len(lat)} calls, {tps:.0f} calls/s, p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
+EOF
+cpu_report "classic (pgbench), after the sell-out" $((calls / 2 / 32 * 32)) "$before" "$after" "$(cat "$client_cpu_file")"
 fi
