@@ -3,6 +3,7 @@ package claim
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -319,13 +320,15 @@ func TestHoldPlans(t *testing.T) {
 	require.GreaterOrEqual(t, updates, 2*6, "plans of the set-based confirm seen")
 }
 
-// The sold-out check reads, per request, a few rows by index (the user's
-// claims, the request's claim, ended hold and refusal), and per pool the
-// first entry of the partial indexes of available and staged codes: never
-// a pool's worth of claims or codes, with custom and generic plans, on
-// tables analyzed or not. Seeded as a sold-out pool: 9,000 claims and as
-// many refusals.
-func TestSoldOutPlans(t *testing.T) {
+// The sold-out check and the batched settle read, per request, a few rows
+// by index (the user's claims, the request's claim, ended hold and
+// refusal), and the check per pool the first entry of the partial indexes
+// of available and staged codes: never a pool's worth of claims or codes,
+// with custom and generic plans, on tables analyzed or not. Seeded as a
+// sold-out pool: 9,000 claims (users at their limit of one) and as many
+// refusals.
+func TestSoldOutAndSettlePlans(t *testing.T) {
+	requestProbe := regexp.MustCompile(`Index Cond: \(\(pool_id = \w+\.pool_id\) AND \(request_id = \w+\.request_id\)\)`)
 	for _, analyzed := range []bool{true, false} {
 		t.Run(map[bool]string{true: "analyzed", false: "never analyzed"}[analyzed], func(t *testing.T) {
 			ctx, e := start(t)
@@ -362,25 +365,53 @@ func TestSoldOutPlans(t *testing.T) {
 					})
 					require.NoError(t, err)
 					require.Equal(t, []bool{true, false, false}, answers)
+
+					// Users at their limit asking again (the set-based
+					// step), one of them twice (the per-item rest).
+					user := fmt.Sprintf("seed-user-%d", 100+round)
+					tx, err := conn.Begin(ctx)
+					require.NoError(t, err)
+					rows, err = tx.Query(ctx, settleSQL, []string{"big", "big", "big"},
+						[]string{"again-" + mode, "twice-" + mode, "twice-" + mode}, []string{"seed-user-1", user, user},
+						[]bool{true, true, true}, []time.Time{time.Now(), time.Now(), time.Now()}, time.Minute)
+					require.NoError(t, err)
+					outs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+						var ord int
+						var out string
+						var skip [7]any
+						return out, r.Scan(&ord, &out, &skip[0], &skip[1], &skip[2], &skip[3], &skip[4], &skip[5], &skip[6])
+					})
+					require.NoError(t, err)
+					require.Equal(t, []string{"limit", "limit", "limit"}, outs)
+					require.NoError(t, tx.Rollback(ctx))
 				}
 			}
-			checked := 0
+			checked, settled := 0, 0
 			for _, plan := range plans() {
-				for _, bad := range []string{"Seq Scan", "Bitmap Heap Scan", "hashed SubPlan", "Hash Anti Join", "Hash Semi Join"} {
-					require.NotContains(t, plan, bad, "a sold-out check reads more than it needs:\n%s", plan)
+				for _, bad := range []string{"Seq Scan", "Bitmap Heap Scan on claims", "Bitmap Heap Scan on codes", "Bitmap Heap Scan on refusals",
+					"Bitmap Heap Scan on hold_releases", "hashed SubPlan", "Hash Anti Join", "Hash Semi Join"} {
+					require.NotContains(t, plan, bad, "a sold-out check or settle reads more than it needs:\n%s", plan)
 				}
-				if strings.Contains(plan, "unnest") && strings.Contains(plan, "claims") {
+				// The request's claim, ended hold and refusal, each probed
+				// by key (not a hashed subplan reading a whole table).
+				probes := len(requestProbe.FindAllString(plan, -1))
+				switch {
+				case strings.Contains(plan, "LEFT JOIN empty e"):
 					checked++
 					for _, index := range []string{"codes_available_idx", "codes_staged_idx", "claims_request_key", "claims_user_slot_key", "hold_releases_pkey", "refusals_pkey"} {
 						require.Contains(t, plan, index, plan)
 					}
-					// The request's claim, ended hold and refusal, each
-					// probed by key (not a hashed subplan reading a whole
-					// table).
-					require.Equal(t, 3, strings.Count(plan, "Index Cond: ((pool_id = i.pool_id) AND (request_id = i.request_id))"), plan)
+					require.Equal(t, 3, probes, plan)
+				case strings.Contains(plan, "Insert on refusals") && strings.Contains(plan, "unnest"):
+					settled++
+					for _, index := range []string{"claims_request_key", "claims_user_slot_key", "hold_releases_pkey", "refusals_pkey"} {
+						require.Contains(t, plan, index, plan)
+					}
+					require.Equal(t, 3, probes, plan)
 				}
 			}
 			require.GreaterOrEqual(t, checked, 2*7, "plans of the sold-out check seen")
+			require.GreaterOrEqual(t, settled, 2*7, "plans of the set-based settle seen")
 		})
 	}
 }

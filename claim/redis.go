@@ -11,13 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
-
-//go:embed sql/settle.sql
-var settleSQL string
 
 // RedisConfig configures the Redis allocator.
 type RedisConfig struct {
@@ -48,6 +44,7 @@ type RedisAllocator struct {
 	breakers *breakers
 	pipe     *stock.Pipe
 	commit   *committer
+	settler  *settler
 	log      *slog.Logger
 }
 
@@ -59,23 +56,27 @@ func NewRedisAllocator(db *pgxpool.Pool, st *stock.Store, refusalTTL time.Durati
 		tmo: cmp.Or(cfg.ScriptTimeout, ScriptTimeoutDefault), refusalTTL: cmp.Or(refusalTTL, RefusalTTLDefault),
 		log: cmp.Or(log, slog.Default())}
 	a.commit = newCommitter(db, cfg.Commit, a.refusalTTL, a.clearLedger, a.log)
+	a.settler = newSettler(db, a.refusalTTL, a.log)
 	a.pipe = st.NewPipe(a.tmo, a.log)
 	return a
 }
 
-// Start starts the script sender and the group committer.
+// Start starts the script sender, the group committer and the batchers of
+// settles and sold-out checks.
 func (a *RedisAllocator) Start() {
 	a.pipe.Start()
 	a.commit.start()
+	a.settler.start()
 	if a.soldOut != nil {
 		a.soldOut.start()
 	}
 }
 
-// Stop commits the claims already popped and stops the group committer and
-// the script pipeline.
+// Stop commits the claims already popped, answers the settles and checks
+// queued, and stops the batchers and the script pipeline.
 func (a *RedisAllocator) Stop() {
 	a.commit.Stop()
+	a.settler.Stop()
 	a.pipe.Stop()
 	if a.soldOut != nil {
 		a.soldOut.Stop()
@@ -277,23 +278,20 @@ func scriptError(ctx context.Context, err error) error {
 // decided true; otherwise held is the user's claim count. With limit, a
 // user at the pool's limit is refused (and the refusal recorded).
 func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (res Result, decided bool, held int64, err error) {
-	var out string
-	var row claimRow
-	err = a.db.QueryRow(ctx, settleSQL, req.PoolID, req.RequestID, req.UserID, limit, req.startedAt(), a.refusalTTL).
-		Scan(append(append([]any{&out}, row.holdDest()...), &held)...)
-	if err != nil {
-		return Result{}, true, 0, pgerr.Wrap("settle request", err)
+	ans := a.settler.settle(ctx, req, limit)
+	if ans.err != nil {
+		return Result{}, true, 0, ans.err
 	}
-	switch o := outcome(out); o {
+	switch o := outcome(ans.out); o {
 	case outOpen:
-		return Result{}, false, held, nil
+		return Result{}, false, ans.held, nil
 	case outReplay, outHeld:
-		return Result{Claim: row.claim(req.PoolID, req.RequestID, req.UserID), Replayed: true, Path: PathReplay}, true, held, nil
+		return Result{Claim: ans.row.claim(req.PoolID, req.RequestID, req.UserID), Replayed: true, Path: PathReplay}, true, ans.held, nil
 	default:
 		if err := o.refusal(); err != nil {
-			return Result{}, true, held, err
+			return Result{}, true, ans.held, err
 		}
-		return Result{}, true, held, fmt.Errorf("settle request: unexpected outcome %q", out)
+		return Result{}, true, ans.held, fmt.Errorf("settle request: unexpected outcome %q", ans.out)
 	}
 }
 

@@ -53,7 +53,23 @@ func TestPauseTakesEffectWithinCacheTTLUnderLoad(t *testing.T) {
 	_, err := e.store.UpdatePool(ctx, "busy", func(p *pool.Pool) error { p.Paused = true; return nil })
 	require.NoError(t, err)
 	paused := time.Now()
-	time.Sleep(100 * time.Millisecond)
+	// Claims on for a while after the pause has taken effect: until some
+	// have started past it and ended (a loaded machine, -race and parallel
+	// tests can make claims slow), at most a few seconds.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		late := 0
+		for _, o := range outcomes {
+			if o.started.After(paused.Add(ttl)) {
+				late++
+			}
+		}
+		mu.Unlock()
+		if late >= 8 && time.Since(paused) >= 100*time.Millisecond {
+			break
+		}
+	}
 	stop.Store(true)
 	wg.Wait()
 

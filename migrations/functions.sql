@@ -659,6 +659,83 @@ BEGIN
 END;
 $$;
 
+-- dispenser_settle_many_v1 answers a batch of requests that Redis refused
+-- as dispenser_settle_v2 answers each, in the caller's one transaction, one
+-- row per item (ord is its index, then dispenser_settle_v2's columns): the
+-- requests Redis refused concurrently share a round trip and a commit
+-- instead of paying one each. The common case, a user at the limit asking
+-- again with a new request id, is decided for the whole batch in one
+-- statement: fresh requests (no claim, no ended hold, no live refusal, once
+-- in the batch) of users who hold the pool's limit and have no ended hold to
+-- release are refused for the limit and the refusals recorded; every other
+-- item goes through dispenser_settle_v2, in batch order. The caller sorts
+-- the items by pool, user and request, so concurrent batches take request
+-- locks in one order. What a batch writes needs no flush before its answers:
+-- refusals (as dispenser_refuse_v1) and the release of ended holds (done
+-- again by the next call or the expiry job if a crash loses it).
+CREATE OR REPLACE FUNCTION dispenser_settle_many_v1(p_pool text[], p_request text[], p_user text[], p_limit boolean[],
+                                                    p_started timestamptz[], p_ttl interval)
+RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
+               claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz, held integer)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    n      integer := coalesce(array_length(p_request, 1), 0);
+    done   boolean[] := array_fill(false, ARRAY[n]);
+    r      record;
+    f_ord  integer[];
+    f_held integer[];
+BEGIN
+    PERFORM pg_advisory_xact_lock(l.k)
+    FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
+          FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
+
+    WITH input AS (
+        SELECT * FROM (
+            SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n
+            FROM unnest(p_pool, p_request, p_user, p_limit) WITH ORDINALITY AS t(pool_id, request_id, user_id, lim, ord)
+        ) x WHERE x.req_n = 1 AND x.lim
+    ), refused AS (
+        SELECT i.pool_id, i.request_id, i.user_id, i.ord, u.n
+        FROM input i
+        JOIN pools p ON p.id = i.pool_id
+        CROSS JOIN LATERAL (SELECT count(*)::integer AS n, coalesce(bool_or(c.held_until <= now()), false) AS ended
+                            FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id) u
+        WHERE u.n >= p.per_user_limit AND NOT u.ended
+          -- One EXISTS over a UNION ALL, never a hashed subplan reading a
+          -- whole table (see dispenser_sold_out_v1).
+          AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id
+                          UNION ALL
+                          SELECT 1 FROM hold_releases h WHERE h.pool_id = i.pool_id AND h.request_id = i.request_id
+                          UNION ALL
+                          SELECT 1 FROM refusals f WHERE f.pool_id = i.pool_id AND f.request_id = i.request_id
+                            AND f.expires_at > now())
+    ), recorded AS (
+        INSERT INTO refusals (pool_id, request_id, user_id, reason, expires_at)
+        SELECT x.pool_id, x.request_id, x.user_id, 'limit', now() + p_ttl FROM refused x
+        ON CONFLICT (pool_id, request_id) DO UPDATE
+        SET user_id = EXCLUDED.user_id, reason = EXCLUDED.reason,
+            refused_at = EXCLUDED.refused_at, expires_at = EXCLUDED.expires_at
+    )
+    SELECT array_agg(x.ord::integer), array_agg(x.n) INTO f_ord, f_held FROM refused x;
+    IF f_ord IS NOT NULL THEN
+        FOR i IN 1 .. cardinality(f_ord) LOOP
+            done[f_ord[i]] := true;
+        END LOOP;
+        RETURN QUERY SELECT u.o, 'limit'::text, NULL::bigint, NULL::text, NULL::timestamptz, NULL::timestamptz,
+                            NULL::timestamptz, NULL::timestamptz, u.h
+                     FROM unnest(f_ord, f_held) AS u(o, h);
+    END IF;
+
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN done[i];
+        SELECT * INTO r FROM dispenser_settle_v2(p_pool[i], p_request[i], p_user[i], p_limit[i], p_started[i], p_ttl);
+        RETURN QUERY SELECT i, r.outcome, r.code_id, r.code, r.expires_at, r.claimed_at, r.held_until, r.reserved_at,
+                            r.held;
+    END LOOP;
+    PERFORM set_config('synchronous_commit', 'off', true);
+END;
+$$;
+
 -- dispenser_sold_out_v1 answers, for each request (ord) that found nothing
 -- staged in Redis, whether its pool is sold out to it, as
 -- dispenser_claim_fallback_v3 would find:
