@@ -415,3 +415,38 @@ func TestSoldOutAndSettlePlans(t *testing.T) {
 		})
 	}
 }
+
+// The lost-codes check (a claim that found the list empty) takes the
+// difference of the pool's staged codes and the ids Redis holds as a set
+// operation, with the generic plan too: a filter "id <> ALL (ids)" compares
+// each with each.
+func TestStagedLostPlanIsASetDifference(t *testing.T) {
+	ctx, e := start(t)
+	p := e.fill("lost", 500, pool.Pool{})
+	e.stageAll(p)
+	conn, err := e.db.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "PREPARE lost_check(text, bigint[]) AS "+stagedLostSQL)
+	require.NoError(t, err)
+	defer func() { _, _ = conn.Exec(ctx, "DEALLOCATE lost_check") }()
+	plan, err := pgx.CollectRows(testenv.Must(conn.Query(ctx, "EXPLAIN EXECUTE lost_check('lost', '{1,2,3,4,5,6,7,8,9,10,11,12}')",
+		pgx.QueryExecModeSimpleProtocol)), pgx.RowTo[string])
+	require.NoError(t, err)
+	text := strings.Join(plan, "\n")
+	require.Contains(t, text, "SetOp Except", text)
+	require.NotContains(t, text, "<> ALL", text)
+
+	var lost bool
+	require.NoError(t, conn.QueryRow(ctx, stagedLostSQL, "lost", []int64{}).Scan(&lost))
+	require.True(t, lost, "every staged code is missing from an empty Redis")
+	var ids []int64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT array_agg(id) FROM codes WHERE pool_id = 'lost' AND state = 'staged'").Scan(&ids))
+	require.Len(t, ids, 500)
+	require.NoError(t, conn.QueryRow(ctx, stagedLostSQL, "lost", append(ids, ids[:10]...)).Scan(&lost))
+	require.False(t, lost, "Redis holds them all")
+	require.NoError(t, conn.QueryRow(ctx, stagedLostSQL, "lost", ids[1:]).Scan(&lost))
+	require.True(t, lost, "one is missing")
+}
