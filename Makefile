@@ -49,7 +49,7 @@ bench: services
 	scripts/bench-claims.sh
 	scripts/bench-import.sh
 
-## bench-claims: dispenser-bench claims and ghz against dispenserd, the classic claim under pgbench, and the fallback-only mode
+## bench-claims: dispenser-bench claims and ghz against dispenserd, the classic claim under pgbench, the fallback-only mode, and the calls after the sell-out
 bench-claims: services
 	scripts/bench-claims.sh
 

@@ -21,7 +21,8 @@
 #      transaction), CLAIMS/2 calls.
 #   5. after the sell-out, where most calls of a flash sale land: a pool of
 #      SOLD (9,984) codes claimed to the last by ghz, then CLAIMS/2 more
-#      calls of new users, each answered POOL_EXHAUSTED; beside it the
+#      calls of new users, each answered POOL_EXHAUSTED, and CLAIMS/2 calls
+#      of the winners asking again (USER_LIMIT_REACHED); beside it the
 #      classic on its own tables sold out the same way (pgbench,
 #      scripts/bench/classic-soldout.sql: the same transaction, whose pick
 #      finds nothing).
@@ -91,15 +92,18 @@ codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -
 
 # ghz_run LABEL POOL N|DURATION: N ClaimCode calls (ReserveCode with
 # METHOD=ReserveCode; or calls for DURATION, e.g. 60s) with unique ids
-# (prefixed with IDS, if set); prints the figures.
+# (prefixed with IDS, if set; USERS, if set, is the user id template after
+# "u"); prints the figures.
 ghz_run() {
 	local label="$1" poolid="$2" amount=(-n "$3") n before after f0 c0
 	[[ "$3" == *s ]] && amount=(-z "$3")
+	local users="${USERS:-}"
+	[[ -n "$users" ]] || users="${IDS:-}{{.RequestNumber}}"
 	f0=$(fallbacks) c0=$(commits)
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call "dispenser.v1.ClaimService.${METHOD:-ClaimCode}" \
 		-m "{\"authorization\":\"Bearer $DISPENSER_KEY\"}" \
-		-d "{\"pool_id\":\"$poolid\",\"user_id\":\"u${IDS:-}{{.RequestNumber}}\",\"request_id\":\"r${IDS:-}{{.RequestNumber}}\"}" \
+		-d "{\"pool_id\":\"$poolid\",\"user_id\":\"u$users\",\"request_id\":\"r${IDS:-}{{.RequestNumber}}\"}" \
 		-c "$conc" "${amount[@]}" -O json "127.0.0.1:$port" >"$work/$poolid.json"
 	after=$(cpu_mark "$pid")
 	n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['count'])" "$work/$poolid.json")
@@ -226,6 +230,9 @@ bin/dispenserctl pools create ghz-sold >/dev/null
 bin/dispenserctl import --pool ghz-sold "$work/codes-sold.txt" >/dev/null
 IDS=w ghz_run "ghz, the sale" ghz-sold "$sold"
 IDS=late ghz_run "ghz, after the sell-out" ghz-sold $((calls / 2))
+# The winners asking again, with new request ids: each is at the pool's
+# limit (Redis's count, then Postgres's settle, which records the refusal).
+IDS=again USERS="w{{randomInt 0 $((sold - 1))}}" ghz_run "ghz, winners asking again" ghz-sold $((calls / 2))
 bin/dispenserctl audit --pool ghz-sold --database-url "$DISPENSER_DATABASE_URL" | tail -1
 stop
 bench_fresh_db classic_sold
