@@ -91,15 +91,11 @@ func (c *committer) start() { c.group.start() }
 // (a retry with the same request id finds the claim).
 func (c *committer) submit(ctx context.Context, it *commitItem) commitResult {
 	it.done = make(chan commitResult, 1)
-	if err := c.group.put(ctx, it); err != nil {
+	r, err := await(ctx, c.group, it, it.done)
+	if err != nil {
 		return commitResult{err: err}
 	}
-	select {
-	case r := <-it.done:
-		return r
-	case <-ctx.Done():
-		return commitResult{err: ctx.Err()}
-	}
+	return r
 }
 
 // Stop stops taking items, commits what was queued and waits for every batch.

@@ -90,14 +90,9 @@ func (f *Fallback) Claim(ctx context.Context, _ pool.Pool, req Request) (Result,
 	f.mu.Lock()
 	it := &fallbackItem{req: req, after: f.after[req.PoolID], done: make(chan fallbackResult, 1)}
 	f.mu.Unlock()
-	if err := f.group.put(ctx, it); err != nil {
+	r, err := await(ctx, f.group, it, it.done)
+	if err != nil {
 		return Result{}, err
-	}
-	var r fallbackResult
-	select {
-	case r = <-it.done:
-	case <-ctx.Done():
-		return Result{}, ctx.Err()
 	}
 	if r.err != nil {
 		return Result{}, pgerr.Wrap("fallback claim", r.err)

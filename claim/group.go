@@ -31,6 +31,22 @@ func newGrouper[T any](maxBatch int, maxWait time.Duration, inFlight int, flush 
 		in: make(chan T, maxBatch*inFlight), batches: make(chan []T), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
+// await queues it and waits for the answer its flush sends on done. A
+// queued item is flushed even if ctx ends first; the caller then just stops
+// waiting.
+func await[T, R any](ctx context.Context, g *grouper[T], it T, done <-chan R) (R, error) {
+	var zero R
+	if err := g.put(ctx, it); err != nil {
+		return zero, err
+	}
+	select {
+	case r := <-done:
+		return r, nil
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
 // start starts the batcher and the flushers.
 func (g *grouper[T]) start() {
 	if g.started.Swap(true) {

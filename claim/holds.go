@@ -117,14 +117,9 @@ func (s *Service) Confirm(ctx context.Context, poolID, requestID, userID string)
 		return Result{}, ErrStopped
 	}
 	it := &confirmItem{poolID: poolID, requestID: requestID, userID: userID, done: make(chan confirmAnswer, 1)}
-	if err := s.confirms.put(ctx, it); err != nil {
+	ans, err := await(ctx, s.confirms, it, it.done)
+	if err != nil {
 		return Result{}, err
-	}
-	var ans confirmAnswer
-	select {
-	case ans = <-it.done:
-	case <-ctx.Done():
-		return Result{}, ctx.Err()
 	}
 	if ans.err != nil {
 		return Result{}, ans.err

@@ -69,15 +69,11 @@ func (s *settler) Stop() { s.group.Stop() }
 func (s *settler) settle(ctx context.Context, req Request, limit bool) settleAnswer {
 	req.startedAt()
 	it := &settleItem{req: req, limit: limit, done: make(chan settleAnswer, 1)}
-	if err := s.group.put(ctx, it); err != nil {
+	a, err := await(ctx, s.group, it, it.done)
+	if err != nil {
 		return settleAnswer{err: err}
 	}
-	select {
-	case a := <-it.done:
-		return a
-	case <-ctx.Done():
-		return settleAnswer{err: ctx.Err()}
-	}
+	return a
 }
 
 // flush decides one batch, its items sorted by pool, user and request so

@@ -66,18 +66,14 @@ func (s *soldOut) Stop() { s.group.Stop() }
 // it could not tell; the caller then goes the fallback's way.
 func (s *soldOut) check(ctx context.Context, req Request) (bool, error) {
 	it := &soldOutItem{req: req, done: make(chan soldOutResult, 1)}
-	if err := s.group.put(ctx, it); err != nil {
+	r, err := await(ctx, s.group, it, it.done)
+	if err != nil {
 		return false, err
 	}
-	select {
-	case r := <-it.done:
-		if r.soldOut {
-			s.refused.Add(1)
-		}
-		return r.soldOut, r.err
-	case <-ctx.Done():
-		return false, ctx.Err()
+	if r.soldOut {
+		s.refused.Add(1)
 	}
+	return r.soldOut, r.err
 }
 
 func (s *soldOut) flush(batch []*soldOutItem) {

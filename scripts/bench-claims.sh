@@ -136,6 +136,28 @@ EOF
 	cpu_report "$label" "$n" "$before" "$after" "$(cat "$client_cpu_file")"
 }
 
+# pgbench_run LABEL DB SCRIPT N WHAT: N transactions of SCRIPT (under
+# scripts/bench) under pgbench, 32 clients, prepared statements, on database
+# DB of the private cluster; prints WHAT per second, p50/p99 and the CPU per
+# transaction.
+pgbench_run() {
+	local label="$1" db="$2" script="$3" n="$4" what="$5" before after
+	rm -f "$work"/pgbench_log.*
+	before=$(cpu_mark "")
+	(cd "$work" && client_cpu pgbench -n -M prepared -c 32 -j 2 -t $((n / 32)) -l -f "$root/scripts/bench/$script" "$pg/$db" >"$work/pgbench.out" 2>&1)
+	after=$(cpu_mark "")
+	python3 - "$work" "$label" "$what" <<'EOF'
+import glob, re, sys
+work, label, what = sys.argv[1], sys.argv[2], sys.argv[3]
+out = open(f"{work}/pgbench.out").read()
+tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+lat = sorted(int(l.split()[2]) for f in glob.glob(f"{work}/pgbench_log.*") for l in open(f))
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
+print(f"{label}: {len(lat)} {what}, {tps:.0f} {what}/s, p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
+EOF
+	cpu_report "$label" $((n / 32 * 32)) "$before" "$after" "$(cat "$client_cpu_file")"
+}
+
 echo "machine: $(nproc) cores; PostgreSQL $(psql "$pg/postgres" -tAc 'SHOW server_version') (private cluster, stock settings, autovacuum $(psql "$pg/postgres" -tAc 'SHOW autovacuum')); $(redis-server --version | cut -d' ' -f1-3)"
 echo "$calls calls, $conc callers, pools of $codes codes (default settings, nothing staged)"
 
@@ -196,20 +218,7 @@ psql "$pg/classic_bench" -q -c "INSERT INTO classic_codes (code) SELECT md5(i::t
 plan="$(psql "$pg/classic_bench" -tAc "EXPLAIN SELECT id FROM classic_codes WHERE state = 'available' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")"
 grep -q classic_codes_available <<<"$plan" || { echo "the classic pick does not use its partial index:"; echo "$plan"; exit 1; }
 echo "plan of the pick: $(grep -o 'Index Scan using [a-z_]*' <<<"$plan")"
-rm -f "$work"/pgbench_log.*
-before=$(cpu_mark "")
-(cd "$work" && client_cpu pgbench -n -M prepared -c 32 -j 2 -t $((calls / 32)) -l -f "$root/scripts/bench/classic.sql" "$pg/classic_bench" >"$work/pgbench.out" 2>&1)
-after=$(cpu_mark "")
-python3 - "$work" <<'EOF'
-import glob, re, sys
-work = sys.argv[1]
-out = open(f"{work}/pgbench.out").read()
-tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
-lat = sorted(int(l.split()[2]) for f in glob.glob(f"{work}/pgbench_log.*") for l in open(f))
-p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
-print(f"classic (pgbench): {len(lat)} claims, {tps:.0f} claims/s, p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
-EOF
-cpu_report "classic (pgbench)" $((calls / 32 * 32)) "$before" "$after" "$(cat "$client_cpu_file")"
+pgbench_run "classic (pgbench)" classic_bench classic.sql "$calls" claims
 fi
 
 if step 4; then
@@ -244,18 +253,5 @@ left="$(psql "$pg/classic_sold" -tAc "SELECT count(*) FROM classic_codes WHERE s
 	echo "the classic table is not sold out: $left codes left"
 	exit 1
 }
-rm -f "$work"/pgbench_log.*
-before=$(cpu_mark "")
-(cd "$work" && client_cpu pgbench -n -M prepared -c 32 -j 2 -t $((calls / 2 / 32)) -l -f "$root/scripts/bench/classic-soldout.sql" "$pg/classic_sold" >"$work/pgbench.out" 2>&1)
-after=$(cpu_mark "")
-python3 - "$work" <<'EOF'
-import glob, re, sys
-work = sys.argv[1]
-out = open(f"{work}/pgbench.out").read()
-tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
-lat = sorted(int(l.split()[2]) for f in glob.glob(f"{work}/pgbench_log.*") for l in open(f))
-p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
-print(f"classic (pgbench), after the sell-out: {len(lat)} calls, {tps:.0f} calls/s, p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
-EOF
-cpu_report "classic (pgbench), after the sell-out" $((calls / 2 / 32 * 32)) "$before" "$after" "$(cat "$client_cpu_file")"
+pgbench_run "classic (pgbench), after the sell-out" classic_sold classic-soldout.sql $((calls / 2)) calls
 fi
