@@ -20,8 +20,9 @@ var soldOutSQL string
 // a code. Such a claim is refused ErrPoolExhausted at once. Without it, each
 // claim of a sold-out pool tried a refill, read Redis's whole list and
 // ledger to look for lost codes, and ran a fallback transaction to be told
-// the same: about three times a successful claim's CPU, and in a flash sale
-// most calls come after the last code is gone. The checks of concurrent
+// the same: three to six times a successful claim's CPU (docs/BENCHMARKS.md,
+// round six), and in a flash sale most calls come after the last code is
+// gone. The checks of concurrent
 // claims share one read-only statement; a claim the check does not clear (or
 // a failed check) goes the way it went before.
 type soldOut struct {
