@@ -159,6 +159,35 @@ type outcomeRow struct {
 	row claimRow
 }
 
+// itemRows reads the rows of a batch function that answers one row per
+// item, each led by its item's ord (1-based), into item order; dest gives
+// an answer's scan targets after ord. Every item must get exactly one row.
+func itemRows[R any](rows pgx.Rows, n int, dest func(*R) []any) ([]R, error) {
+	defer rows.Close()
+	out := make([]R, n)
+	seen := 0
+	for rows.Next() {
+		var ord int
+		var r R
+		if err := rows.Scan(append([]any{&ord}, dest(&r)...)...); err != nil {
+			return nil, err
+		}
+		if ord < 1 || ord > n {
+			return nil, fmt.Errorf("row for item %d of %d", ord, n)
+		}
+		out[ord-1] = r
+		seen++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if seen != n {
+		return nil, fmt.Errorf("%d rows for %d items", seen, n)
+	}
+	return out, nil
+}
+
 // commitBatch runs query, a batch function answering one row per item (ord,
 // outcome, then the claim's columns with its hold's), in a transaction of
 // its own and returns the rows in item order. BEGIN, the query and COMMIT go
@@ -167,7 +196,7 @@ type outcomeRow struct {
 // COMMIT has answered: Postgres sends the rows before the commit is durable,
 // and a code must never be visible before its claim is (promise 3).
 func commitBatch(ctx context.Context, db *pgxpool.Pool, n int, query string, args []any) ([]outcomeRow, error) {
-	out := make([]outcomeRow, n)
+	var out []outcomeRow
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(query, args...)
@@ -181,27 +210,9 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, n int, query string, arg
 		if err != nil {
 			return err
 		}
-		seen := 0
-		for rows.Next() {
-			var ord int
-			var r outcomeRow
-			if err := rows.Scan(append([]any{&ord, &r.out}, r.row.holdDest()...)...); err != nil {
-				rows.Close()
-				return err
-			}
-			if ord < 1 || ord > n {
-				rows.Close()
-				return fmt.Errorf("row for item %d of %d", ord, n)
-			}
-			out[ord-1] = r
-			seen++
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		out, err = itemRows(rows, n, func(r *outcomeRow) []any { return append([]any{&r.out}, r.row.holdDest()...) })
+		if err != nil {
 			return err
-		}
-		if seen != n {
-			return fmt.Errorf("%d outcomes for %d items", seen, n)
 		}
 		tag, err := br.Exec()
 		if err != nil {

@@ -190,28 +190,13 @@ func (s *Service) confirmOnce(ctx context.Context, pools, reqs, users []string, 
 	if err != nil {
 		return err
 	}
-	seen := 0
-	for rows.Next() {
-		var ord int
-		var a confirmAnswer
-		if err := rows.Scan(append(append([]any{&ord, &a.out}, a.row.holdDest()...), &a.owner)...); err != nil {
-			rows.Close()
-			return err
-		}
-		if ord < 1 || ord > len(answers) {
-			rows.Close()
-			return fmt.Errorf("row for item %d of %d", ord, len(answers))
-		}
-		answers[ord-1] = a
-		seen++
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	got, err := itemRows(rows, len(answers), func(a *confirmAnswer) []any {
+		return append(append([]any{&a.out}, a.row.holdDest()...), &a.owner)
+	})
+	if err != nil {
 		return err
 	}
-	if seen != len(answers) {
-		return fmt.Errorf("%d answers for %d confirms", seen, len(answers))
-	}
+	copy(answers, got)
 	return nil
 }
 

@@ -3,7 +3,6 @@ package claim
 import (
 	"context"
 	_ "embed"
-	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -105,28 +104,7 @@ func (s *settler) decide(batch []*settleItem) ([]settleAnswer, error) {
 	if err != nil {
 		return nil, err
 	}
-	answers := make([]settleAnswer, n)
-	seen := 0
-	for rows.Next() {
-		var ord int
-		var a settleAnswer
-		if err := rows.Scan(append(append([]any{&ord, &a.out}, a.row.holdDest()...), &a.held)...); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if ord < 1 || ord > n {
-			rows.Close()
-			return nil, fmt.Errorf("row for item %d of %d", ord, n)
-		}
-		answers[ord-1] = a
-		seen++
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if seen != n {
-		return nil, fmt.Errorf("%d answers for %d requests", seen, n)
-	}
-	return answers, nil
+	return itemRows(rows, n, func(a *settleAnswer) []any {
+		return append(append([]any{&a.out}, a.row.holdDest()...), &a.held)
+	})
 }

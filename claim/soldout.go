@@ -3,11 +3,9 @@ package claim
 import (
 	"context"
 	_ "embed"
-	"fmt"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -22,9 +20,9 @@ var soldOutSQL string
 // ledger to look for lost codes, and ran a fallback transaction to be told
 // the same: three to six times a successful claim's CPU (docs/BENCHMARKS.md,
 // round six), and in a flash sale most calls come after the last code is
-// gone. The checks of concurrent
-// claims share one read-only statement; a claim the check does not clear (or
-// a failed check) goes the way it went before.
+// gone. The checks of concurrent claims share one read-only statement; a
+// claim the check does not clear (or a failed check) goes the way it went
+// before.
 type soldOut struct {
 	db    *pgxpool.Pool
 	group *grouper[*soldOutItem]
@@ -100,23 +98,5 @@ func (s *soldOut) read(batch []*soldOutItem) ([]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]bool, n)
-	seen := 0
-	var ord int
-	var sold bool
-	_, err = pgx.ForEachRow(rows, []any{&ord, &sold}, func() error {
-		if ord < 1 || ord > n {
-			return fmt.Errorf("sold-out check: row for item %d of %d", ord, n)
-		}
-		out[ord-1] = sold
-		seen++
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if seen != n {
-		return nil, fmt.Errorf("sold-out check: %d rows for %d items", seen, n)
-	}
-	return out, nil
+	return itemRows(rows, n, func(sold *bool) []any { return []any{sold} })
 }
