@@ -64,3 +64,37 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 		`SELECT dispenser_request_lock_v1('pool-1', 'req/x') = hashtextextended('pool-1/req/x', 0)`).Scan(&same))
 	require.True(t, same)
 }
+
+// Request and user ids compare as bytes wherever a claim writes or probes
+// them (migration 009), as codes do; pool ids keep the database's collation
+// in every table, so joins on them use either side's index.
+func TestIdCollations(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := testenv.Postgres(t)
+	rows, err := s.Pool.Query(ctx, `
+		SELECT c.relname || '.' || a.attname, coalesce(co.collname, '')
+		FROM pg_attribute a
+		JOIN pg_class c ON c.oid = a.attrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		LEFT JOIN pg_collation co ON co.oid = a.attcollation
+		WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT a.attisdropped
+		  AND (a.attname IN ('request_id', 'user_id', 'pool_id', 'code') OR (c.relname = 'pools' AND a.attname = 'id'))
+		ORDER BY 1`, s.Name)
+	require.NoError(t, err)
+	got := map[string]string{}
+	for rows.Next() {
+		var col, coll string
+		require.NoError(t, rows.Scan(&col, &coll))
+		got[col] = coll
+	}
+	require.NoError(t, rows.Err())
+	for _, col := range []string{"claims.request_id", "claims.user_id", "refusals.request_id", "refusals.user_id",
+		"hold_releases.request_id", "hold_releases.user_id", "codes.code"} {
+		require.Equal(t, "C", got[col], col)
+	}
+	for _, col := range []string{"pools.id", "codes.pool_id", "claims.pool_id", "refusals.pool_id", "hold_releases.pool_id",
+		"stage_batches.pool_id", "imports.pool_id", "prizes.pool_id"} {
+		require.Equal(t, "default", got[col], col)
+	}
+}
