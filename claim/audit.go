@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/dispenserhq/dispenser/internal/scanread"
 	"github.com/dispenserhq/dispenser/internal/stock"
 )
 
@@ -76,7 +77,7 @@ func (r AuditReport) Lost() int64 {
 // after (every shard that may hold the pool's codes); it changes nothing.
 func Audit(ctx context.Context, db *pgxpool.Pool, st *stock.Store, poolID string) (AuditReport, error) {
 	r := AuditReport{PoolID: poolID}
-	err := db.QueryRow(ctx, auditSQL, poolID).Scan(&r.Imported, &r.Available, &r.Staged, &r.Held, &r.Claimed, &r.Void,
+	err := scanread.Row(ctx, db, auditSQL, []any{poolID}, &r.Imported, &r.Available, &r.Staged, &r.Held, &r.Claimed, &r.Void,
 		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.UsersOverLimit, &r.Claims,
 		&r.PrizesAstray, &r.PrizeClaimsAstray)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dispenserhq/dispenser/internal/pgerr"
+	"github.com/dispenserhq/dispenser/internal/scanread"
 )
 
 var (
@@ -181,7 +182,7 @@ func (s *Store) PoolStats(ctx context.Context, id string) (Stats, error) {
 	}
 	st := Stats{PoolID: id}
 	pz := &st.Prizes
-	err := s.db.QueryRow(ctx, poolStatsSQL, id).Scan(
+	err := scanread.Row(ctx, s.db, poolStatsSQL, []any{id},
 		&st.Imported, &st.Imports, &st.Available, &st.Staged, &st.Held, &st.Claimed, &st.Void, &st.Claimants, &st.HoldsDue,
 		&pz.Pending, &pz.Ready, &pz.Assigned, &pz.Delivered, &pz.Failed, &pz.Cancelled, &st.ReadAt, &st.RedisShards)
 	if err != nil {
