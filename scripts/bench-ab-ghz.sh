@@ -8,6 +8,7 @@
 #   RUNS=3 CLAIMS=60000 CODES=300000 scripts/bench-ab-ghz.sh REV
 #   FALLBACK=1 CLAIMS=30000 CODES=40000 scripts/bench-ab-ghz.sh REV   # --fallback-only
 #   A_ARGS="--gc-percent 100" scripts/bench-ab-ghz.sh HEAD                # flags, same code
+#   UUIDS=1 BENCH_LOCALE=en_US.utf8 scripts/bench-ab-ghz.sh REV            # UUID ids, en_US database
 #
 # Each run is what the issue 9 claim bench measures (scripts/bench-claims.sh
 # step 2): a fresh database and a pool with default settings, CODES codes
@@ -37,6 +38,10 @@ go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
 od -An -tx8 -N $((codes * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$work/codes.txt"
 
 port=28094
+# Request and user ids: short and numbered, or, with UUIDS=1, random UUIDs
+# as many callers send them.
+data='{"pool_id":"ghz","user_id":"u{{.RequestNumber}}","request_id":"r{{.RequestNumber}}"}'
+[[ -n "${UUIDS:-}" ]] && data='{"pool_id":"ghz","user_id":"{{newUUID}}","request_id":"{{newUUID}}"}'
 fallback=()
 [[ -n "${FALLBACK:-}" ]] && fallback=(--fallback-only)
 pid=""
@@ -64,7 +69,7 @@ run_one() { # label bindir [dispenserd flags...]
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
 		-m "{\"authorization\":\"Bearer $key\"}" \
-		-d '{"pool_id":"ghz","user_id":"u{{.RequestNumber}}","request_id":"r{{.RequestNumber}}"}' \
+		-d "$data" \
 		-c "$conc" -n "$calls" -O json "127.0.0.1:$port" >"$work/ghz.json"
 	after=$(cpu_mark "$pid")
 	local audit
