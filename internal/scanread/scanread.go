@@ -5,8 +5,8 @@
 // Such a statement has many small expressions over hundreds of thousands of
 // rows, so the planner's cost passes jit_above_cost (and, for the audit, the
 // inlining and optimisation thresholds) on a stock server: compiling took
-// 450 to 700 ms of an audit that runs in 200 ms without it, on a pool of
-// 300,000 codes (docs/BENCHMARKS.md). SET LOCAL keeps the setting to this
+// about 500 ms of an audit of 730 to 810 ms, which runs in about 200 ms
+// without it, on a pool of 300,000 codes (docs/BENCHMARKS.md). SET LOCAL keeps the setting to this
 // transaction, so it works behind a transaction pooler too.
 package scanread
 
