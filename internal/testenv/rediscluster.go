@@ -55,11 +55,11 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	c := &RedisCluster{t: t}
 	var addrs []string
 	for range 6 {
-		s := &RedisServer{t: t, Port: clusterPort(t), dir: t.TempDir()}
+		s := &RedisServer{t: t, dir: t.TempDir()}
 		s.extra = []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
 			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
 			"--cluster-require-full-coverage", "no"}
-		s.Start()
+		s.startOnFreePort(clusterPort)
 		t.Cleanup(s.Kill)
 		c.Nodes = append(c.Nodes, s)
 		addrs = append(addrs, s.Addr())

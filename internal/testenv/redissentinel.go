@@ -41,9 +41,9 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
 	s := &RedisSentinel{t: t, MasterName: "dispenser"}
 	s.Master = StartRedisServer(t)
-	s.Replica = &RedisServer{t: t, Port: freePort(t), dir: t.TempDir(),
+	s.Replica = &RedisServer{t: t, dir: t.TempDir(),
 		extra: []string{"--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port)}}
-	s.Replica.Start()
+	s.Replica.startOnFreePort(freePort)
 	t.Cleanup(s.Replica.Kill)
 	s.Replica.WaitReplicaSynced()
 	s.sentinelPort = freePort(t)
