@@ -3,7 +3,6 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,16 +22,6 @@ type RedisSentinel struct {
 	sentinel        *exec.Cmd
 	// MasterName is the name the Sentinel knows the master by.
 	MasterName string
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: free port: %v", err)
-	}
-	defer lis.Close()
-	return lis.Addr().(*net.TCPAddr).Port
 }
 
 // StartRedisSentinel starts the three and waits until the Sentinel knows the

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,18 @@ func (s *RedisServer) startOnFreePort(newPort func(testing.TB) int) {
 		}
 	}
 	s.t.Fatalf("testenv: %v", err)
+}
+
+// freePort is a loopback port free when asked (a server started on it may
+// still find it taken; see startOnFreePort).
+func freePort(t testing.TB) int {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	defer lis.Close()
+	return lis.Addr().(*net.TCPAddr).Port
 }
 
 // Addr is host:port of the server.
