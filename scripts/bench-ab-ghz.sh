@@ -8,6 +8,7 @@
 #   RUNS=3 CLAIMS=60000 CODES=300000 scripts/bench-ab-ghz.sh REV
 #   FALLBACK=1 CLAIMS=30000 CODES=40000 scripts/bench-ab-ghz.sh REV   # --fallback-only
 #   A_ARGS="--gc-percent 100" scripts/bench-ab-ghz.sh HEAD                # flags, same code
+#   B_ENV="GOMAXPROCS=1" scripts/bench-ab-ghz.sh HEAD                     # dispenserd's environment
 #   UUIDS=1 BENCH_LOCALE=en_US.utf8 scripts/bench-ab-ghz.sh REV            # UUID ids, en_US database
 #
 # Each run is what the issue 9 claim bench measures (scripts/bench-claims.sh
@@ -49,15 +50,16 @@ cleanup() {
 	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
 	redis-cli --scan --pattern "bench-ab-ghz:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
 }
-run_one() { # label bindir [dispenserd flags...]
-	local label="$1" bin="$2"
-	shift 2
+run_one() { # label bindir environment [dispenserd flags...]
+	local label="$1" bin="$2" envs="$3"
+	shift 3
 	bench_fresh_db dispenser_ab_ghz
 	"$bin/dispenserd" migrate --log-format text >/dev/null 2>&1
 	local key before after
 	key="$("$bin/dispenserd" keys create --role admin 2>/dev/null)"
 	export DISPENSER_KEY="$key" DISPENSER_ADDR="127.0.0.1:$port" DISPENSER_REDIS_NAMESPACE=bench-ab-ghz
-	"$bin/dispenserd" --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --metrics-listen "" \
+	# shellcheck disable=SC2086 # NAME=value words split on spaces on purpose
+	env $envs "$bin/dispenserd" --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --metrics-listen "" \
 		--log-format text --log-level error "${fallback[@]}" "$@" >>"$work/server.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do
@@ -93,10 +95,10 @@ print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):
 EOF
 }
 
-echo "A = $(git rev-parse --short "$rev") ${A_ARGS:-}, B = working tree ${B_ARGS:-}${FALLBACK:+, --fallback-only}; $calls calls, $conc callers, pools of $codes codes (default settings); PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$bench_pg_port"
+echo "A = $(git rev-parse --short "$rev") ${A_ENV:-} ${A_ARGS:-}, B = working tree ${B_ENV:-} ${B_ARGS:-}${FALLBACK:+, --fallback-only}; $calls calls, $conc callers, pools of $codes codes (default settings); PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$bench_pg_port"
 for i in $(seq 1 "$runs"); do
 	# shellcheck disable=SC2086 # flags split on spaces on purpose
-	run_one "A run $i" "$work/a" ${A_ARGS:-}
+	run_one "A run $i" "$work/a" "${A_ENV:-}" ${A_ARGS:-}
 	# shellcheck disable=SC2086
-	run_one "B run $i" "$work/b" ${B_ARGS:-}
+	run_one "B run $i" "$work/b" "${B_ENV:-}" ${B_ARGS:-}
 done
