@@ -44,6 +44,7 @@ func TestKeysOfAPoolShareASlot(t *testing.T) {
 		want := slot(k.Staged(p))
 		slots[want] = true
 		for _, key := range []string{k.InFlight(p), k.Replay(p, "req-{x}-"+p), k.UserClaims(p, "user}{"+p),
+			k.OneClaim(p, "user}{"+p),
 			k.Batches(p), k.RefillLock(p)} {
 			require.Equal(t, want, slot(key), key)
 		}

@@ -1,6 +1,7 @@
 package claim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,16 @@ func (e *env) flushNamespace() {
 	}
 }
 
+// forget makes Redis forget a user's claims in a pool (or shard): its
+// request's replay record, the user's count and, in a pool of limit 1, the
+// user's one claim, as when they expire or a failover loses them.
+func (e *env) forget(poolID, requestID, userID string) {
+	e.t.Helper()
+	k := e.keys
+	require.NoError(e.t, e.rdb.Del(context.Background(), k.Replay(poolID, requestID), k.UserClaims(poolID, userID),
+		k.OneClaim(poolID, userID)).Err())
+}
+
 // A request id belongs to the user who first used it: another user sending
 // it is refused on every path, and learns nothing of the first claim.
 func TestRequestIDBelongsToOneUser(t *testing.T) {
@@ -43,8 +54,12 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 		name   string
 		before func(e *env) // between alice's claim and eve's
 		pgOnly bool
+		limit  int // the pool's per-user limit, 5 if 0
 	}{
 		{name: "redis replay record"},
+		// Redis keeps each user's one claim, not the request's record: eve
+		// pops a code, which Postgres refuses and takes back.
+		{name: "pool of limit 1", limit: 1},
 		{name: "redis lost its data", before: func(e *env) {
 			e.flushNamespace()
 			p, err := e.store.GetPool(context.Background(), "p1")
@@ -64,7 +79,7 @@ func TestRequestIDBelongsToOneUser(t *testing.T) {
 			if tc.pgOnly {
 				e.svc.pgOnly, e.stager.pgOnly = true, true
 			}
-			p := e.fillStaged("p1", 20, pool.Pool{RefillBatchSize: 10, PerUserLimit: 5})
+			p := e.fillStaged("p1", 20, pool.Pool{RefillBatchSize: 10, PerUserLimit: cmp.Or(tc.limit, 5)})
 			alice, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "alice", RequestID: "order-77"})
 			require.NoError(t, err)
 			if tc.before != nil {
@@ -216,8 +231,7 @@ func TestRefusalBindsCopiesStartedBefore(t *testing.T) {
 	// too) while the popped code is still in flight: copy 2 finds nothing
 	// to pop, and every staged code is accounted for (in the ledger), so
 	// the pool is sold out.
-	k := e.keys
-	require.NoError(t, e.rdb.Del(ctx, k.Replay("p1", "R"), k.UserClaims("p1", "u")).Err())
+	e.forget("p1", "R", "u")
 	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: "R"})
 	require.ErrorIs(t, err, ErrPoolExhausted)
 	// Copy 1 commits now: the same refusal, and its code goes back.

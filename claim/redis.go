@@ -163,7 +163,8 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			}
 			// The count was a stale guard: set it to Postgres's and retry.
 			sctx, cancel := context.WithTimeout(ctx, a.tmo)
-			err = a.stock.SetUserCount(sctx, shardName, req.UserID, held, a.ttl)
+			args.PoolID = shardName
+			err = a.stock.SetUserCount(sctx, args, held)
 			cancel()
 			if err != nil {
 				return Result{}, &redisError{err}
@@ -193,20 +194,20 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			// Redis named another code (it forgot the request), the popped
 			// one went back to available; point the replay record at the
 			// real claim.
-			record := stock.ReplayRecord(req.UserID, entry)
+			replayTo := entry
 			if res.claim.CodeID != codeID {
-				record = stock.ReplayRecord(req.UserID, stock.FormatEntry(res.claim.CodeID, res.claim.Code.Reveal()))
+				replayTo = stock.FormatEntry(res.claim.CodeID, res.claim.Code.Reveal())
 			}
 			if popped || res.claim.CodeID != codeID {
-				a.release(ctx, shardName, req, entry, record, popped)
+				a.release(ctx, shardName, args, entry, replayTo, popped)
 			}
 			return Result{Claim: res.claim, Replayed: true, Path: PathReplay}, nil
 		case outReused, outLimit, outExhausted, outHoldLimit, outExpired, outCancelled:
-			a.release(ctx, shardName, req, entry, "", popped)
+			a.release(ctx, shardName, args, entry, "", popped)
 			return Result{}, res.outcome.refusal()
 		case outRefused, outDup:
 			// Claimed elsewhere, void, expired or reconciled: skip it.
-			a.release(ctx, shardName, req, entry, "", popped)
+			a.release(ctx, shardName, args, entry, "", popped)
 			continue
 		default:
 			return Result{}, fmt.Errorf("group commit: unexpected outcome %q", res.outcome)
@@ -297,13 +298,14 @@ func (a *RedisAllocator) settle(ctx context.Context, req Request, limit bool) (r
 
 // release undoes a pop Postgres refused or answered from an earlier claim,
 // in the shard that popped: it clears the ledger entry, the count if this
-// call popped the entry, and points the request's replay record at replayTo
-// ("" deletes it). Failures only leave guards and ledger entries that expire
-// or that the reconciler clears.
-func (a *RedisAllocator) release(ctx context.Context, shard string, req Request, entry, replayTo string, popped bool) {
-	err := a.stock.Release(context.WithoutCancel(ctx), shard, req.RequestID, req.UserID, entry, replayTo, a.ttl, popped)
+// call popped the entry, and points the request's replay record at the
+// entry replayTo ("" deletes it). Failures only leave guards and ledger
+// entries that expire or that the reconciler clears.
+func (a *RedisAllocator) release(ctx context.Context, shard string, args stock.ClaimArgs, entry, replayTo string, popped bool) {
+	args.PoolID = shard
+	err := a.stock.Release(context.WithoutCancel(ctx), args, entry, replayTo, popped)
 	if err != nil {
-		a.log.WarnContext(ctx, "release after refusal failed; the reconciler will clear it", "pool", req.PoolID, "err", err)
+		a.log.WarnContext(ctx, "release after refusal failed; the reconciler will clear it", "pool", args.PoolID, "err", err)
 	}
 }
 

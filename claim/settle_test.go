@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -15,7 +16,7 @@ import (
 // their limit asking again (some requests twice, concurrently) are refused
 // and each refusal recorded once; a user whose Redis count outlived its
 // claims (Postgres has none) is not refused but gets a code; a retry of a
-// winner's request that Redis forgot is answered with its claim. Each gets its own answer
+// winner's request that Redis does not know is answered with its claim. Each gets its own answer
 // whatever batch it shared.
 func TestSettlesOfABurstEachGetTheirAnswer(t *testing.T) {
 	ctx, e := start(t)
@@ -26,13 +27,17 @@ func TestSettlesOfABurstEachGetTheirAnswer(t *testing.T) {
 		require.NoError(t, err)
 		winners[fmt.Sprint("win-", i)] = res.Claim.CodeID
 	}
-	// Redis forgets half the winners' requests (their counts stay): their
-	// retries are settled in Postgres, which replays the claims.
+	// For half the winners, Redis's record of their one claim names
+	// another request (say one that Postgres refused and whose release
+	// was lost): their retries are settled in Postgres, which replays the
+	// claims.
+	lost := stock.FormatEntry(1, "LOST-CODE")
 	for i := range 8 {
-		require.NoError(t, e.rdb.Del(ctx, e.keys.Replay(p.ID, fmt.Sprint("win-", i))).Err())
+		require.NoError(t, e.rdb.Set(ctx, e.keys.OneClaim(p.ID, fmt.Sprint("w", i)),
+			stock.OneClaimRecord(fmt.Sprint("lost-", i), lost), 0).Err())
 	}
-	// ghost's count says it holds its limit; Postgres has no claim of it.
-	require.NoError(t, e.rdb.Set(ctx, e.keys.UserClaims(p.ID, "ghost"), "1", 0).Err())
+	// ghost's record says it holds its limit; Postgres has no claim of it.
+	require.NoError(t, e.rdb.Set(ctx, e.keys.OneClaim(p.ID, "ghost"), stock.OneClaimRecord("ghost-0", lost), 0).Err())
 
 	type call struct {
 		user, req string

@@ -94,7 +94,7 @@ func TestClaimMovesToAnotherShard(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, PathRedis, first.Path)
 	require.Equal(t, []int64{0, 0, 4}, e.shardLevels("p", 3))
-	require.EqualValues(t, 1, e.rdb.Exists(ctx, e.keys.Replay(stock.Shard("p", 2), "r1")).Val(), "replay record in the shard that popped")
+	require.EqualValues(t, 1, e.rdb.Exists(ctx, e.keys.OneClaim(stock.Shard("p", 2), u0)).Val(), "the user's one claim in the shard that popped")
 
 	again, err := e.svc.Claim(ctx, Request{PoolID: "p", UserID: u0, RequestID: "r1"})
 	require.NoError(t, err)
@@ -110,8 +110,15 @@ func TestClaimMovesToAnotherShard(t *testing.T) {
 	require.True(t, again.Replayed)
 	require.Equal(t, first.Claim.CodeID, again.Claim.CodeID)
 	require.Equal(t, first.Claim.Code.Reveal(), again.Claim.Code.Reveal())
-	// A new request of the same user: the home shard's count knows nothing
-	// of the claim in shard 2, Postgres does.
+	// The retry's pop went back to available, and the user's one claim in
+	// the home shard now names r1's: a new request of the user is refused
+	// there, by Postgres, without a pop.
+	require.Equal(t, []int64{4, 0, 4}, e.shardLevels("p", 3))
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p", UserID: u0, RequestID: "r2"})
+	require.ErrorIs(t, err, ErrUserLimit)
+	require.Equal(t, []int64{4, 0, 4}, e.shardLevels("p", 3))
+	// So is one in a home shard that knows nothing of the claim.
+	e.forget(stock.Shard("p", 0), "r1", u0)
 	_, err = e.svc.Claim(ctx, Request{PoolID: "p", UserID: u0, RequestID: "r2"})
 	require.ErrorIs(t, err, ErrUserLimit)
 

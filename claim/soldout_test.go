@@ -144,12 +144,12 @@ func TestSoldOutPoolRefusesAtOnceAndKeepsAnswers(t *testing.T) {
 	// Redis forgets a winner's request and its count (a flush, a failover
 	// that lost writes): the retry still gets its code, and a new request
 	// of that user the limit, both from Postgres.
-	require.NoError(t, e.rdb.Del(ctx, e.keys.Replay(p.ID, "win-0"), e.keys.UserClaims(p.ID, "w0")).Err())
+	e.forget(p.ID, "win-0", "w0")
 	res, err := e.svc.Claim(ctx, Request{PoolID: "gone", UserID: "w0", RequestID: "win-0"})
 	require.NoError(t, err)
 	require.True(t, res.Replayed)
 	require.Equal(t, first["win-0"].CodeID, res.Claim.CodeID)
-	require.NoError(t, e.rdb.Del(ctx, e.keys.UserClaims(p.ID, "w0")).Err())
+	e.forget(p.ID, "win-0", "w0")
 	_, err = e.svc.Claim(ctx, Request{PoolID: "gone", UserID: "w0", RequestID: "win-0-again"})
 	require.ErrorIs(t, err, ErrUserLimit)
 	require.EqualValues(t, 64, e.svc.redis.soldOut.refused.Load())

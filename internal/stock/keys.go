@@ -68,9 +68,20 @@ func (k Keys) Replay(poolID, requestID string) string {
 }
 
 // UserClaims counts a user's claims from the pool: a fast guard only, since
-// Postgres enforces the limit. It expires like replay records.
+// Postgres enforces the limit. It expires like replay records. Pools of a
+// per-user limit of 1 keep OneClaim instead of this and Replay.
 func (k Keys) UserClaims(poolID, userID string) string {
 	return k.prefix + poolID + "}:user:" + userID
+}
+
+// OneClaim is, in a pool of a per-user limit of 1, the user's one claim as
+// Redis knows it: "<request id>\n<entry>" (request ids hold no control
+// character). It is both the user's count and the request's replay record,
+// so a claim reads and writes one key instead of two. It expires like
+// them. Its name is not UserClaims's, whose value replicas of earlier
+// versions read as a number.
+func (k Keys) OneClaim(poolID, userID string) string {
+	return k.prefix + poolID + "}:one:" + userID
 }
 
 // Batches is the set of refill batch ids whose codes were pushed to Staged;

@@ -64,8 +64,8 @@ type Pipe struct {
 // scriptCall is one request's part of a claim script run.
 type scriptCall struct {
 	staged, inFlight string // the shard's keys: calls with the same go together
-	replay, count    string // the request's and its user's keys
-	args             [3]any // limit, TTL in seconds, user id
+	replay, count    string // the request's two keys
+	args             [3]any // limit, TTL in seconds, an id
 	done             chan scriptResult
 }
 
@@ -168,14 +168,20 @@ func (p *Pipe) Claim(ctx context.Context, a ClaimArgs) (Answer, error) {
 	return answerOf(r.vals)
 }
 
-// call is the script part of one request.
+// call is the script part of one request (see claimScript for its keys and
+// arguments).
 func (s *Store) call(a ClaimArgs) *scriptCall {
 	k := s.keys
-	return &scriptCall{
-		staged: k.Staged(a.PoolID), inFlight: k.InFlight(a.PoolID),
-		replay: k.Replay(a.PoolID, a.RequestID), count: k.UserClaims(a.PoolID, a.UserID),
-		args: [3]any{a.Limit, int(a.TTL.Seconds()), a.UserID},
+	c := &scriptCall{staged: k.Staged(a.PoolID), inFlight: k.InFlight(a.PoolID)}
+	if a.Limit == 1 {
+		c.replay = k.OneClaim(a.PoolID, a.UserID)
+		c.count = c.replay
+		c.args = [3]any{a.Limit, int(a.TTL.Seconds()), a.RequestID}
+		return c
 	}
+	c.replay, c.count = k.Replay(a.PoolID, a.RequestID), k.UserClaims(a.PoolID, a.UserID)
+	c.args = [3]any{a.Limit, int(a.TTL.Seconds()), a.UserID}
+	return c
 }
 
 // script is one run of claimScript: calls of one shard, in queue order.

@@ -13,8 +13,10 @@ import (
 
 // Several requests in one script run each get what they would get alone:
 // each pop's left is the list's length just after that pop, every pop is in
-// the ledger at the script's time, and each user's count is right and lives
-// for the TTL whether the script set it (a first claim) or raised it.
+// the ledger at the script's time, and what each request leaves lives for
+// the TTL: in a pool of limit 1 the user's one claim, above it the
+// request's replay record and the user's count, whether the script set it
+// (a first claim) or raised it.
 func TestClaimScriptManyRequestsInOneRun(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -37,7 +39,8 @@ func TestClaimScriptManyRequestsInOneRun(t *testing.T) {
 		call("r3", "u1", 1), // u1's second request: the limit
 		call("r4", "u3", 2),
 		call("r5", "u3", 2), // u3's second claim: its count goes to 2
-		call("r1", "u9", 1), // another user's request id
+		call("r4", "u9", 2), // another user's request id, known by its replay record
+		call("r1", "u9", 1), // in a pool of limit 1 Redis does not know r1 is u1's: Postgres refuses it
 		call("r6", "u4", 1),
 	}, now)
 	require.Len(t, runs, 1)
@@ -52,24 +55,38 @@ func TestClaimScriptManyRequestsInOneRun(t *testing.T) {
 		"popped", entries[3], "3",
 		"reused", "", "",
 		"popped", entries[4], "2",
+		"popped", entries[5], "1",
 	}, vals)
 
 	ledger, err := rdb.ZRangeWithScores(ctx, s.keys.InFlight("p1"), 0, -1).Result()
 	require.NoError(t, err)
-	require.Len(t, ledger, 5)
+	require.Len(t, ledger, 6)
 	for _, z := range ledger {
 		require.Equal(t, float64(now.UnixMilli()), z.Score)
 	}
-	for user, want := range map[string]string{"u1": "1", "u2": "1", "u3": "2", "u4": "1"} {
-		key := s.keys.UserClaims("p1", user)
+	want := map[string]string{
+		s.keys.OneClaim("p1", "u1"):   OneClaimRecord("r1", entries[0]),
+		s.keys.OneClaim("p1", "u2"):   OneClaimRecord("r2", entries[1]),
+		s.keys.OneClaim("p1", "u9"):   OneClaimRecord("r1", entries[4]),
+		s.keys.OneClaim("p1", "u4"):   OneClaimRecord("r6", entries[5]),
+		s.keys.UserClaims("p1", "u3"): "2",
+		s.keys.Replay("p1", "r4"):     ReplayRecord("u3", entries[2]),
+		s.keys.Replay("p1", "r5"):     ReplayRecord("u3", entries[3]),
+	}
+	for key, value := range want {
 		got, err := rdb.Get(ctx, key).Result()
 		require.NoError(t, err)
-		require.Equal(t, want, got, user)
+		require.Equal(t, value, got, key)
 		ttl, err := rdb.TTL(ctx, key).Result()
 		require.NoError(t, err)
-		require.Greater(t, ttl, 59*time.Minute, user)
+		require.Greater(t, ttl, 59*time.Minute, key)
 	}
+	// A pool of limit 1 keeps one key per user and nothing per request.
+	n, err := rdb.Exists(ctx, s.keys.Replay("p1", "r1"), s.keys.Replay("p1", "r6"), s.keys.UserClaims("p1", "u1"),
+		s.keys.UserClaims("p1", "u4")).Result()
+	require.NoError(t, err)
+	require.Zero(t, n)
 	left, err := rdb.LLen(ctx, s.keys.Staged("p1")).Result()
 	require.NoError(t, err)
-	require.EqualValues(t, 2, left)
+	require.EqualValues(t, 1, left)
 }

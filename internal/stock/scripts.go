@@ -8,29 +8,39 @@ import "github.com/redis/go-redis/v9"
 // not one per request.
 //
 // KEYS[1] the shard's staged list, KEYS[2] its in-flight ledger (sorted set
-// scored by pop time), then for request i KEYS[1+2i] its replay record and
-// KEYS[2+2i] its user's claim count. ARGV[1] now in unix ms, then for
-// request i ARGV[3i-1] the pool's per-user limit, ARGV[3i] the TTL in
-// seconds of the replay record and the count, ARGV[3i+1] the user id.
+// scored by pop time), then two keys for request i, KEYS[1+2i] and
+// KEYS[2+2i]. ARGV[1] now in unix ms, then for request i ARGV[3i-1] the
+// pool's per-user limit, ARGV[3i] the TTL in seconds of what it writes, and
+// ARGV[3i+1] an id.
 //
-// The replay record is "<user>\n<entry>" (user ids hold no control
-// character): the request id belongs to that user. Each request gets three
-// values {outcome, value, left}, the outcome in the words of the claim
-// package's outcome type, as far as Redis knows (Postgres decides):
-// {"replay", entry} for a known request of this user, {"reused", ""} for a
-// request id another user holds, {"limit", count} for a user whose count is
-// at the limit, {"exhausted", ""} when nothing is staged, {"popped", entry,
-// left} for a fresh pop, with the number of entries left in the list just
-// after it (so that a claim that sees it run low can stage more before it
-// runs out); left is "" except after a pop. Every check of a request comes
-// before its first write, so a second run of the same call (go-redis
-// retries on timeouts) finds the replay records and returns the same
-// entries. A record without an owner (written before owners were kept) is
-// replayed; Postgres checks the owner.
+// A pool whose limit is 1 (the default) keeps one key per user, the user's
+// one claim (Keys.OneClaim, "<request>\n<entry>"): both of the request's
+// keys are that key and the id is the request's. A known request of the
+// user replays its entry; any other request of the user is at the limit;
+// a user without the key pops and writes it.
+//
+// A pool of a higher limit keeps the request's replay record (KEYS[1+2i],
+// "<user>\n<entry>": the request id belongs to that user; user ids hold no
+// control character) and the user's claim count (KEYS[2+2i]), and the id is
+// the user's. A record without an owner (written before owners were kept)
+// is replayed; Postgres checks the owner.
+//
+// Each request gets three values {outcome, value, left}, the outcome in the
+// words of the claim package's outcome type, as far as Redis knows
+// (Postgres decides): {"replay", entry} for a known request of this user,
+// {"reused", ""} for a request id another user holds (known only with a
+// replay record), {"limit", count} for a user at the limit, {"exhausted",
+// ""} when nothing is staged, {"popped", entry, left} for a fresh pop, with
+// the number of entries left in the list just after it (so that a claim
+// that sees it run low can stage more before it runs out); left is "" except
+// after a pop. Every check of a request comes before its first write, so a
+// second run of the same call (go-redis retries on timeouts) finds what the
+// first wrote and returns the same entries.
 //
 // Redis runs each redis.call with a fixed cost of its own, so the script
-// makes few: one MGET reads a request's record and count; a user's first
-// count is one SET with its TTL (INCR and EXPIRE after that); the pops go
+// makes few: with a limit of 1, a GET, the LPOP and a SET per request;
+// above it, one MGET reads a request's record and count and a user's first
+// count is one SET with its TTL (INCR and EXPIRE after that). The pops go
 // into the ledger with one ZADD, and the list's length is read once at the
 // end (only this script pops meanwhile, so the i-th pop's left is that
 // length plus the pops after it).
@@ -38,40 +48,55 @@ var claimScript = redis.NewScript(`
 local out, ledger, pops = {}, {}, {}
 for i = 1, (#KEYS - 2) / 2 do
   local rkey, ckey = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local limit, ttl, user = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
-  local outcome, value = nil, ''
-  local got = redis.call('MGET', rkey, ckey)
-  local replay = got[1]
-  if replay then
-    local nl = string.find(replay, '\n', 1, true)
-    if not nl then
-      outcome, value = 'replay', replay
-    elseif string.sub(replay, 1, nl - 1) == user then
-      outcome, value = 'replay', string.sub(replay, nl + 1)
-    else
-      outcome = 'reused'
+  local limit, ttl, id = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local outcome, value, held = nil, '', 0
+  if limit == '1' then
+    local one = redis.call('GET', rkey)
+    if one then
+      local nl = string.find(one, '\n', 1, true)
+      if nl and string.sub(one, 1, nl - 1) == id then
+        outcome, value = 'replay', string.sub(one, nl + 1)
+      else
+        outcome, value = 'limit', '1'
+      end
     end
   else
-    local held = tonumber(got[2] or '0')
-    if held >= tonumber(limit) then
-      outcome, value = 'limit', tostring(held)
-    else
-      local entry = redis.call('LPOP', KEYS[1])
-      if not entry then
-        outcome = 'exhausted'
+    local got = redis.call('MGET', rkey, ckey)
+    local replay = got[1]
+    if replay then
+      local nl = string.find(replay, '\n', 1, true)
+      if not nl then
+        outcome, value = 'replay', replay
+      elseif string.sub(replay, 1, nl - 1) == id then
+        outcome, value = 'replay', string.sub(replay, nl + 1)
       else
-        ledger[#ledger + 1] = ARGV[1]
-        ledger[#ledger + 1] = entry
-        redis.call('SET', rkey, user .. '\n' .. entry, 'EX', ttl)
+        outcome = 'reused'
+      end
+    else
+      held = tonumber(got[2] or '0')
+      if held >= tonumber(limit) then
+        outcome, value = 'limit', tostring(held)
+      end
+    end
+  end
+  if not outcome then
+    local entry = redis.call('LPOP', KEYS[1])
+    if not entry then
+      outcome = 'exhausted'
+    else
+      ledger[#ledger + 1] = ARGV[1]
+      ledger[#ledger + 1] = entry
+      redis.call('SET', rkey, id .. '\n' .. entry, 'EX', ttl)
+      if limit ~= '1' then
         if held == 0 then
           redis.call('SET', ckey, '1', 'EX', ttl)
         else
           redis.call('INCR', ckey)
           redis.call('EXPIRE', ckey, ttl)
         end
-        outcome, value = 'popped', entry
-        pops[#pops + 1] = #out + 3
       end
+      outcome, value = 'popped', entry
+      pops[#pops + 1] = #out + 3
     end
   end
   out[#out + 1] = outcome
@@ -98,6 +123,8 @@ return out
 // ARGV[4] its TTL in seconds, ARGV[5] "1" when this call popped (and so
 // counted) the entry. The replay record is only touched while it still is
 // this call's, so a late release cannot undo a newer claim of the request.
+// In a pool of limit 1 the record is the user's one claim and its own count
+// (ARGV[5] "0"): deleting it uncounts the pop.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[2] then
   if ARGV[3] == '' then

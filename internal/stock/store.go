@@ -53,27 +53,55 @@ func EntryCodeID(entry string) (int64, error) {
 	return id, nil
 }
 
-// ReplayRecord is the value of a replay record: the owner, then the entry
-// (user ids hold no control character).
+// ReplayRecord is the value of a replay record in a pool of a per-user
+// limit above 1: the owner, then the entry (user ids hold no control
+// character).
 func ReplayRecord(userID, entry string) string { return userID + "\n" + entry }
 
+// OneClaimRecord is the value of a user's one claim in a pool of limit 1
+// (Keys.OneClaim): the request, then the entry.
+func OneClaimRecord(requestID, entry string) string { return requestID + "\n" + entry }
+
 // Release undoes a pop whose claim Postgres refused or answered from an
-// earlier claim: it clears the ledger entry, the user's count if popped (this
-// call counted it), and points the request's replay record at replayTo ("" to
-// delete it) while the record is still this call's (see releaseScript).
-func (s *Store) Release(ctx context.Context, poolID, requestID, userID, entry, replayTo string, ttl time.Duration, popped bool) error {
-	keys := []string{s.keys.Replay(poolID, requestID), s.keys.UserClaims(poolID, userID), s.keys.InFlight(poolID)}
-	counted := "0"
-	if popped {
-		counted = "1"
+// earlier claim, in the shard a.PoolID names: it clears the ledger entry,
+// uncounts the pop if popped (this call counted it), and points the
+// request's replay record at replayTo (an entry; "" deletes the record)
+// while the record is still this call's (see releaseScript).
+func (s *Store) Release(ctx context.Context, a ClaimArgs, entry, replayTo string, popped bool) error {
+	var keys []string
+	var mine, next, counted string
+	if a.Limit == 1 {
+		one := s.keys.OneClaim(a.PoolID, a.UserID)
+		keys = []string{one, one, s.keys.InFlight(a.PoolID)}
+		mine, counted = OneClaimRecord(a.RequestID, entry), "0"
+		if replayTo != "" {
+			next = OneClaimRecord(a.RequestID, replayTo)
+		}
+	} else {
+		keys = []string{s.keys.Replay(a.PoolID, a.RequestID), s.keys.UserClaims(a.PoolID, a.UserID), s.keys.InFlight(a.PoolID)}
+		mine, counted = ReplayRecord(a.UserID, entry), "0"
+		if replayTo != "" {
+			next = ReplayRecord(a.UserID, replayTo)
+		}
+		if popped {
+			counted = "1"
+		}
 	}
-	return releaseScript.Run(ctx, s.rdb, keys, entry, ReplayRecord(userID, entry), replayTo, int(ttl.Seconds()), counted).Err()
+	return releaseScript.Run(ctx, s.rdb, keys, entry, mine, next, int(a.TTL.Seconds()), counted).Err()
 }
 
-// SetUserCount sets the user's claim count, a guard that had gone stale, to
-// n (Postgres's count).
-func (s *Store) SetUserCount(ctx context.Context, poolID, userID string, n int64, ttl time.Duration) error {
-	return s.rdb.Set(ctx, s.keys.UserClaims(poolID, userID), n, ttl).Err()
+// SetUserCount sets the user's claim count in the shard a.PoolID names, a
+// guard that had gone stale, to n (Postgres's count). In a pool of limit 1,
+// n is 0 (a user at the limit is refused before this) and the user's one
+// claim is deleted.
+func (s *Store) SetUserCount(ctx context.Context, a ClaimArgs, n int64) error {
+	if a.Limit == 1 {
+		if n == 0 {
+			return s.rdb.Del(ctx, s.keys.OneClaim(a.PoolID, a.UserID)).Err()
+		}
+		return s.rdb.Set(ctx, s.keys.OneClaim(a.PoolID, a.UserID), OneClaimRecord("", ""), a.TTL).Err()
+	}
+	return s.rdb.Set(ctx, s.keys.UserClaims(a.PoolID, a.UserID), n, a.TTL).Err()
 }
 
 // ClearInFlight removes entries from the in-flight ledgers of pools' shards,
