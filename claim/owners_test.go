@@ -213,6 +213,54 @@ func TestRetryAfterRedisForgotGetsItsCode(t *testing.T) {
 	}
 }
 
+// A pool's limit changed between 1 and more swaps what Redis keeps (the
+// user's one claim, or the request's record and the user's count): after
+// each change Redis knows nothing of the claims before it, and Postgres
+// answers as when Redis forgets. Retries get their codes, the new limit
+// holds, and no code is lost.
+func TestLimitChangedBetweenOneAndMore(t *testing.T) {
+	ctx, e := start(t)
+	e.fillStaged("p1", 20, pool.Pool{RefillBatchSize: 20, PerUserLimit: 1})
+	setLimit := func(n int) {
+		t.Helper()
+		_, err := e.store.UpdatePool(ctx, "p1", func(p *pool.Pool) error { p.PerUserLimit = n; return nil })
+		require.NoError(t, err)
+		time.Sleep(60 * time.Millisecond) // the service's pool cache: 20 ms
+	}
+	claim := func(request string) (Result, error) {
+		return e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u", RequestID: request})
+	}
+	r1, err := claim("r1")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, e.rdb.Exists(ctx, e.keys.OneClaim("p1", "u")).Val())
+
+	setLimit(2)
+	again, err := claim("r1")
+	require.NoError(t, err)
+	require.True(t, again.Replayed)
+	require.Equal(t, r1.Claim.Code, again.Claim.Code)
+	r2, err := claim("r2")
+	require.NoError(t, err)
+	require.False(t, r2.Replayed)
+	_, err = claim("r3")
+	require.ErrorIs(t, err, ErrUserLimit)
+
+	setLimit(1)
+	for _, want := range []Result{r1, r2, r1} {
+		got, err := claim(want.Claim.RequestID)
+		require.NoError(t, err, want.Claim.RequestID)
+		require.True(t, got.Replayed)
+		require.Equal(t, want.Claim.Code, got.Claim.Code, want.Claim.RequestID)
+	}
+	_, err = claim("r4")
+	require.ErrorIs(t, err, ErrUserLimit)
+	// The audit counts users over the pool's limit as it is now; u's two
+	// claims were made under a limit of 2.
+	setLimit(2)
+	st := e.audit("p1")
+	require.EqualValues(t, 2, st.Claimed)
+}
+
 // A copy of a request that popped a code before Redis lost its data, and
 // commits after another copy was refused, answers the same refusal, and so
 // do later retries, until the pool is restocked.
