@@ -79,10 +79,22 @@ run_one() { # label bindir environment [dispenserd flags...]
 	kill -TERM "$pid"
 	wait "$pid" 2>/dev/null || true
 	pid=""
+	# What the run left in Redis (replay records, counts, the list): its
+	# keys, and the memory they held (used_memory before and after they go;
+	# UNLINK frees in the background, so wait for lazyfree to finish).
+	local keys_held mem_with mem_without
+	keys_held=$(redis-cli --scan --pattern "bench-ab-ghz:*" | wc -l)
+	mem_with=$(redis-cli info memory | awk -F: '/^used_memory:/ {print $2+0}')
 	redis-cli --scan --pattern "bench-ab-ghz:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
-	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" <<'EOF'
+	for _ in $(seq 1 50); do
+		[[ "$(redis-cli info memory | awk -F: '/^lazyfree_pending_objects:/ {print $2+0}')" == 0 ]] && break
+		sleep 0.1
+	done
+	mem_without=$(redis-cli info memory | awk -F: '/^used_memory:/ {print $2+0}')
+	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" "$keys_held" "$((mem_with - mem_without))" <<'EOF'
 import json, sys
 label, path, hz, before, after, client, audit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split(), float(sys.argv[6]), sys.argv[7]
+keys_held, mem_held = int(sys.argv[8]), int(sys.argv[9])
 r = json.load(open(path))
 n = r["count"]
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
@@ -91,7 +103,7 @@ d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
 script = (int(after[3]) - int(before[3])) / n
 print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms"
       f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f})  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
-      f"  audit: {audit}")
+      f"  redis keys left {keys_held} ({mem_held / 1048576:.1f} MiB)  audit: {audit}")
 EOF
 }
 
