@@ -68,26 +68,26 @@ func OneClaimRecord(requestID, entry string) string { return requestID + "\n" + 
 // request's replay record at replayTo (an entry; "" deletes the record)
 // while the record is still this call's (see releaseScript).
 func (s *Store) Release(ctx context.Context, a ClaimArgs, entry, replayTo string, popped bool) error {
-	var keys []string
-	var mine, next, counted string
+	// Above a limit of 1: the request's record names its user, and the
+	// user's count is its own key. At 1: the user's one claim names the
+	// request and is the count, so deleting it uncounts the pop.
+	keys := []string{s.keys.Replay(a.PoolID, a.RequestID), s.keys.UserClaims(a.PoolID, a.UserID), s.keys.InFlight(a.PoolID)}
+	record := func(e string) string { return ReplayRecord(a.UserID, e) }
+	counted := "0"
+	if popped {
+		counted = "1"
+	}
 	if a.Limit == 1 {
 		one := s.keys.OneClaim(a.PoolID, a.UserID)
-		keys = []string{one, one, s.keys.InFlight(a.PoolID)}
-		mine, counted = OneClaimRecord(a.RequestID, entry), "0"
-		if replayTo != "" {
-			next = OneClaimRecord(a.RequestID, replayTo)
-		}
-	} else {
-		keys = []string{s.keys.Replay(a.PoolID, a.RequestID), s.keys.UserClaims(a.PoolID, a.UserID), s.keys.InFlight(a.PoolID)}
-		mine, counted = ReplayRecord(a.UserID, entry), "0"
-		if replayTo != "" {
-			next = ReplayRecord(a.UserID, replayTo)
-		}
-		if popped {
-			counted = "1"
-		}
+		keys[0], keys[1] = one, one
+		record = func(e string) string { return OneClaimRecord(a.RequestID, e) }
+		counted = "0"
 	}
-	return releaseScript.Run(ctx, s.rdb, keys, entry, mine, next, int(a.TTL.Seconds()), counted).Err()
+	next := ""
+	if replayTo != "" {
+		next = record(replayTo)
+	}
+	return releaseScript.Run(ctx, s.rdb, keys, entry, record(entry), next, int(a.TTL.Seconds()), counted).Err()
 }
 
 // SetUserCount sets the user's claim count in the shard a.PoolID names, a
