@@ -202,6 +202,9 @@ func TestRelease(t *testing.T) {
 			second := claim("r3")
 			if limit == 1 {
 				require.Equal(t, "limit", second.Outcome)
+				// The guard set from Postgres's count: at the limit, then not.
+				require.NoError(t, s.SetUserCount(ctx, args("r3"), 1))
+				require.Equal(t, "limit", claim("r3").Outcome)
 				require.NoError(t, s.SetUserCount(ctx, args("r3"), 0))
 				second = claim("r3")
 			}
