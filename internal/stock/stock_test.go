@@ -60,6 +60,18 @@ func TestPushTwiceStagesOnce(t *testing.T) {
 	require.EqualValues(t, 5, n)
 }
 
+// eachLimit runs f as parallel subtests for a pool of limit 1 (Redis keeps
+// the user's one claim) and one of limit 2 (the request's replay record and
+// the user's count).
+func eachLimit(t *testing.T, f func(t *testing.T, limit int)) {
+	for _, limit := range []int{1, 2} {
+		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
+			t.Parallel()
+			f(t, limit)
+		})
+	}
+}
+
 // The claim script answers in the claim package's words: a pop, the same
 // entry again for a retry of the same user, the limit for the user's next
 // request, and exhausted on an empty list. A request id another user holds
@@ -68,46 +80,43 @@ func TestPushTwiceStagesOnce(t *testing.T) {
 // other user and Postgres refuses the claim.
 func TestClaimScriptAnswers(t *testing.T) {
 	t.Parallel()
-	for _, limit := range []int{1, 2} {
-		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			s := newStore(t)
-			require.NoError(t, s.Push(ctx, "p1", 7, entries(3)))
-			p := s.NewPipe(time.Second, nil)
-			p.Start()
-			defer p.Stop()
-			claim := func(request, user string) stock.Answer {
-				t.Helper()
-				ans, err := p.Claim(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
-				require.NoError(t, err)
-				return ans
-			}
-
-			first := claim("r1", "u1")
-			require.Equal(t, stock.Answer{Outcome: "popped", Entry: stock.FormatEntry(1, "CODE-0001"), Left: 2}, first)
-			again := claim("r1", "u1")
-			require.Equal(t, "replay", again.Outcome)
-			require.Equal(t, first.Entry, again.Entry)
-
-			if limit == 1 {
-				require.Equal(t, stock.Answer{Outcome: "popped", Entry: stock.FormatEntry(2, "CODE-0002"), Left: 1},
-					claim("r1", "u2"))
-				require.Equal(t, stock.Answer{Outcome: "limit", Entry: "1", Left: -1}, claim("r2", "u1"))
-			} else {
-				require.Equal(t, stock.Answer{Outcome: "reused", Left: -1}, claim("r1", "u2"))
-				require.Equal(t, "popped", claim("r2", "u1").Outcome)
-				require.Equal(t, stock.Answer{Outcome: "limit", Entry: "2", Left: -1}, claim("r5", "u1"))
-			}
-			require.Equal(t, "popped", claim("r3", "u3").Outcome)
-			require.Equal(t, "exhausted", claim("r4", "u4").Outcome)
-
-			staged, inFlight, err := s.Levels(ctx, "p1")
+	eachLimit(t, func(t *testing.T, limit int) {
+		ctx := context.Background()
+		s := newStore(t)
+		require.NoError(t, s.Push(ctx, "p1", 7, entries(3)))
+		p := s.NewPipe(time.Second, nil)
+		p.Start()
+		defer p.Stop()
+		claim := func(request, user string) stock.Answer {
+			t.Helper()
+			ans, err := p.Claim(ctx, stock.ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
 			require.NoError(t, err)
-			require.Zero(t, staged)
-			require.EqualValues(t, 3, inFlight, "every pop is in the ledger until its claim commits")
-		})
-	}
+			return ans
+		}
+
+		first := claim("r1", "u1")
+		require.Equal(t, stock.Answer{Outcome: "popped", Entry: stock.FormatEntry(1, "CODE-0001"), Left: 2}, first)
+		again := claim("r1", "u1")
+		require.Equal(t, "replay", again.Outcome)
+		require.Equal(t, first.Entry, again.Entry)
+
+		if limit == 1 {
+			require.Equal(t, stock.Answer{Outcome: "popped", Entry: stock.FormatEntry(2, "CODE-0002"), Left: 1},
+				claim("r1", "u2"))
+			require.Equal(t, stock.Answer{Outcome: "limit", Entry: "1", Left: -1}, claim("r2", "u1"))
+		} else {
+			require.Equal(t, stock.Answer{Outcome: "reused", Left: -1}, claim("r1", "u2"))
+			require.Equal(t, "popped", claim("r2", "u1").Outcome)
+			require.Equal(t, stock.Answer{Outcome: "limit", Entry: "2", Left: -1}, claim("r5", "u1"))
+		}
+		require.Equal(t, "popped", claim("r3", "u3").Outcome)
+		require.Equal(t, "exhausted", claim("r4", "u4").Outcome)
+
+		staged, inFlight, err := s.Levels(ctx, "p1")
+		require.NoError(t, err)
+		require.Zero(t, staged)
+		require.EqualValues(t, 3, inFlight, "every pop is in the ledger until its claim commits")
+	})
 }
 
 // Concurrent claims through one pipe each get their own entry: none twice,
@@ -168,65 +177,62 @@ func TestPipeStopped(t *testing.T) {
 // 1, where the user's one claim is both, and above it.
 func TestRelease(t *testing.T) {
 	t.Parallel()
-	for _, limit := range []int{1, 2} {
-		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			s := newStore(t)
-			require.NoError(t, s.Push(ctx, "p1", 1, entries(4)))
-			args := func(request string) stock.ClaimArgs {
-				return stock.ClaimArgs{PoolID: "p1", RequestID: request, UserID: "u1", Limit: limit, TTL: time.Hour}
-			}
-			claim := func(request string) stock.Answer {
-				t.Helper()
-				ans, err := s.ClaimOnce(ctx, args(request), time.Now())
-				require.NoError(t, err)
-				return ans
-			}
-			popped := claim("r1")
-			require.Equal(t, "popped", popped.Outcome)
-
-			real := stock.FormatEntry(99, "THE-REAL-ONE")
-			require.NoError(t, s.Release(ctx, args("r1"), popped.Entry, real, true))
-			n, err := s.InFlightLen(ctx, "p1")
+	eachLimit(t, func(t *testing.T, limit int) {
+		ctx := context.Background()
+		s := newStore(t)
+		require.NoError(t, s.Push(ctx, "p1", 1, entries(4)))
+		args := func(request string) stock.ClaimArgs {
+			return stock.ClaimArgs{PoolID: "p1", RequestID: request, UserID: "u1", Limit: limit, TTL: time.Hour}
+		}
+		claim := func(request string) stock.Answer {
+			t.Helper()
+			ans, err := s.ClaimOnce(ctx, args(request), time.Now())
 			require.NoError(t, err)
-			require.Zero(t, n)
-			require.Equal(t, stock.Answer{Outcome: "replay", Entry: real, Left: -1}, claim("r1"),
-				"the record points at the real claim")
-			// Pointed at the real claim, the record still counts it.
-			if limit == 1 {
-				require.Equal(t, "limit", claim("r2").Outcome)
-			}
+			return ans
+		}
+		popped := claim("r1")
+		require.Equal(t, "popped", popped.Outcome)
 
-			// A refused pop is uncounted: the user may pop again with another request.
-			second := claim("r3")
-			if limit == 1 {
-				require.Equal(t, "limit", second.Outcome)
-				// The guard set from Postgres's count: at the limit, then not.
-				require.NoError(t, s.SetUserCount(ctx, args("r3"), 1))
-				require.Equal(t, "limit", claim("r3").Outcome)
-				require.NoError(t, s.SetUserCount(ctx, args("r3"), 0))
-				second = claim("r3")
-			}
-			require.Equal(t, "popped", second.Outcome)
+		real := stock.FormatEntry(99, "THE-REAL-ONE")
+		require.NoError(t, s.Release(ctx, args("r1"), popped.Entry, real, true))
+		n, err := s.InFlightLen(ctx, "p1")
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.Equal(t, stock.Answer{Outcome: "replay", Entry: real, Left: -1}, claim("r1"),
+			"the record points at the real claim")
+		// Pointed at the real claim, the record still counts it.
+		if limit == 1 {
+			require.Equal(t, "limit", claim("r2").Outcome)
+		}
+
+		// A refused pop is uncounted: the user may pop again with another request.
+		second := claim("r3")
+		if limit == 1 {
+			require.Equal(t, "limit", second.Outcome)
+			// The guard set from Postgres's count: at the limit, then not.
+			require.NoError(t, s.SetUserCount(ctx, args("r3"), 1))
+			require.Equal(t, "limit", claim("r3").Outcome)
+			require.NoError(t, s.SetUserCount(ctx, args("r3"), 0))
+			second = claim("r3")
+		}
+		require.Equal(t, "popped", second.Outcome)
+		require.NoError(t, s.Release(ctx, args("r3"), second.Entry, "", true))
+		third := claim("r4")
+		require.Equal(t, "popped", third.Outcome)
+		if limit == 1 {
+			require.Equal(t, "limit", claim("r5").Outcome)
+		}
+
+		// A late release of r1's first pop cannot undo the record it no longer owns.
+		require.NoError(t, s.Release(ctx, args("r1"), popped.Entry, "", false))
+		if limit == 1 {
+			require.Equal(t, "limit", claim("r1").Outcome, "the user's one claim is r4's now")
 			require.NoError(t, s.Release(ctx, args("r3"), second.Entry, "", true))
-			third := claim("r4")
-			require.Equal(t, "popped", third.Outcome)
-			if limit == 1 {
-				require.Equal(t, "limit", claim("r5").Outcome)
-			}
-
-			// A late release of r1's first pop cannot undo the record it no longer owns.
-			require.NoError(t, s.Release(ctx, args("r1"), popped.Entry, "", false))
-			if limit == 1 {
-				require.Equal(t, "limit", claim("r1").Outcome, "the user's one claim is r4's now")
-				require.NoError(t, s.Release(ctx, args("r3"), second.Entry, "", true))
-				require.Equal(t, "replay", claim("r4").Outcome, "a late release of r3 leaves r4's claim")
-			} else {
-				require.Equal(t, real, claim("r1").Entry)
-			}
-		})
-	}
+			require.Equal(t, "replay", claim("r4").Outcome, "a late release of r3 leaves r4's claim")
+		} else {
+			require.Equal(t, real, claim("r1").Entry)
+		}
+	})
 }
 
 // The ledger is read by pop time, batch markers are kept and dropped, and
