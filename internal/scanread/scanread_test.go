@@ -26,9 +26,8 @@ func TestRowReadsWithoutJITAndLeavesTheConnectionClean(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
 
-	var serverJIT string
-	require.NoError(t, db.QueryRow(ctx, "SHOW jit").Scan(&serverJIT))
-	require.NoError(t, db.QueryRow(ctx, "SELECT set_config('jit', 'on', false)").Scan(&serverJIT)) // the session's own
+	var sessionJIT string
+	require.NoError(t, db.QueryRow(ctx, "SELECT set_config('jit', 'on', false)").Scan(&sessionJIT)) // the session's own
 
 	var jit, readOnly string
 	var n int64

@@ -74,14 +74,12 @@ func (s *Store) Release(ctx context.Context, a ClaimArgs, entry, replayTo string
 	keys := []string{s.keys.Replay(a.PoolID, a.RequestID), s.keys.UserClaims(a.PoolID, a.UserID), s.keys.InFlight(a.PoolID)}
 	record := func(e string) string { return ReplayRecord(a.UserID, e) }
 	counted := "0"
-	if popped {
-		counted = "1"
-	}
 	if a.Limit == 1 {
 		one := s.keys.OneClaim(a.PoolID, a.UserID)
 		keys[0], keys[1] = one, one
 		record = func(e string) string { return OneClaimRecord(a.RequestID, e) }
-		counted = "0"
+	} else if popped {
+		counted = "1"
 	}
 	next := ""
 	if replayTo != "" {
