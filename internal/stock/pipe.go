@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -37,9 +38,11 @@ type Answer struct {
 // Pipe runs the claim script for concurrent requests together: the calls
 // queued at that moment go in one Redis pipeline (one write and one read
 // instead of a round trip each), and those of one pool shard in one script
-// call (Redis runs one script, not one per request). One sender is enough: while its pipeline is out, the
-// next calls queue and go together in the next one. It never waits to fill a
-// batch, so a lone call goes out at once. Running the script twice is safe
+// call (Redis runs one script, not one per request). One sender is enough:
+// while its pipeline is out, the next calls queue and go together in the
+// next one, with those of callers ready to run when it is about to send (see
+// fill). It never waits on a timer, so a lone call goes out at once. Running
+// the script twice is safe
 // (see claimScript), so a pipeline that go-redis retries after a network
 // error is too.
 type Pipe struct {
@@ -220,17 +223,41 @@ func (p *Pipe) loop() {
 			p.exec(nil, p.takeClears())
 			return
 		}
-	fill:
+		batch = p.fill(batch)
+		p.exec(batch, p.takeClears())
+	}
+}
+
+// pipeYields is how many times in a row the sender yields while yielding
+// brings more calls.
+const pipeYields = 4
+
+// fill adds the calls queued to batch, up to pipeBatch. The caller that
+// woke the sender put it first in line on its processor, ahead of the
+// goroutines already runnable there, which are often other callers about to
+// queue their own calls (gRPC hands a burst of requests to its workers at
+// once). So the sender yields, and takes what they queued, while that brings
+// more: they go in one pipeline (one write and one read) and one script run
+// instead of several. With nothing else runnable a yield returns at once, so
+// a lone call is not held back.
+func (p *Pipe) fill(batch []*scriptCall) []*scriptCall {
+	for range pipeYields {
+		n := len(batch)
+		runtime.Gosched()
+	drain:
 		for len(batch) < pipeBatch {
 			select {
 			case c := <-p.in:
 				batch = append(batch, c)
 			default:
-				break fill
+				break drain
 			}
 		}
-		p.exec(batch, p.takeClears())
+		if len(batch) == n || len(batch) == pipeBatch {
+			break
+		}
 	}
+	return batch
 }
 
 // exec runs the batch's scripts and the ledger clears in one pipeline (a

@@ -1,6 +1,7 @@
 package stock
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -28,4 +29,40 @@ func TestScriptsGroupByShard(t *testing.T) {
 	require.Len(t, got[0].calls, 2)
 	require.Equal(t, []string{k.Staged("p1#1"), k.InFlight("p1#1"), k.Replay("p1#1", "r2"), k.UserClaims("p1#1", "u2")}, got[1].keys)
 	require.Equal(t, []any{now.UnixMilli(), 2, 60, "u2"}, got[1].args)
+}
+
+// The sender yields before it sends, for as long as yielding brings calls:
+// callers that were runnable when the first call woke it, or became so
+// meanwhile, go in its pipeline, not one pipeline each. Here on one
+// processor, so that no caller runs unless the sender yields; not parallel,
+// as it sets GOMAXPROCS.
+func TestPipeFillTakesCallsOfRunnableCallers(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	p := (&Store{keys: NewKeys("ns")}).NewPipe(time.Second, nil)
+	// The scheduler now and then runs the sender before the caller (its
+	// fairness check of the global queue), and fill then stops early; so
+	// the test tries a few times. With a single yield no try could take
+	// more than two calls, and without one none more than one.
+	most := 0
+	for try := 0; try < 20 && most < 4; try++ {
+		// A runnable caller: it queues a call and yields, three times,
+		// as if each next call came to it after the sender's yield.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 3 {
+				p.in <- &scriptCall{}
+				runtime.Gosched()
+			}
+		}()
+		most = max(most, len(p.fill([]*scriptCall{{}})))
+		<-done
+		for len(p.in) > 0 {
+			<-p.in
+		}
+	}
+	require.Equal(t, 4, most)
+
+	// With nothing runnable, fill returns what it was given.
+	require.Len(t, p.fill([]*scriptCall{{}}), 1)
 }
