@@ -90,3 +90,61 @@ func TestClaimScriptManyRequestsInOneRun(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, left)
 }
+
+// The list runs out within a run. From the first request that finds
+// nothing, each later one is answered as if alone on an empty list: a copy
+// of an exhausted request, or another request of its user, is exhausted
+// too (not a replay, not the limit: the first one wrote nothing), while the
+// requests that did pop are replayed, and an exhausted request writes
+// nothing. A pool never staged answers every request exhausted.
+func TestClaimScriptListRunsOutWithinARun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, ns := testenv.Redis(t)
+	s := New(rdb, NewKeys(ns))
+	entries := []string{FormatEntry(1, "CODE-0001"), FormatEntry(2, "CODE-0002")}
+	require.NoError(t, s.Push(ctx, "p1", 1, entries))
+	call := func(request, user string, limit int) *scriptCall {
+		return s.call(ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
+	}
+	runs := scripts([]*scriptCall{
+		call("a1", "u1", 1),
+		call("b1", "u2", 2),
+		call("c1", "u3", 1),
+		call("c1", "u3", 1),
+		call("c2", "u3", 1),
+		call("a1", "u1", 1),
+		call("b2", "u2", 2),
+		call("b1", "u2", 2),
+		call("d1", "u4", 2),
+	}, time.Now())
+	vals, err := claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"popped", entries[0], "1",
+		"popped", entries[1], "0",
+		"exhausted", "", "",
+		"exhausted", "", "",
+		"exhausted", "", "",
+		"replay", entries[0], "",
+		"exhausted", "", "",
+		"replay", entries[1], "",
+		"exhausted", "", "",
+	}, vals)
+	require.EqualValues(t, 2, rdb.ZCard(ctx, s.keys.InFlight("p1")).Val())
+	require.Equal(t, "1", rdb.Get(ctx, s.keys.UserClaims("p1", "u2")).Val())
+	n, err := rdb.Exists(ctx, s.keys.OneClaim("p1", "u3"), s.keys.Replay("p1", "b2"), s.keys.Replay("p1", "d1"),
+		s.keys.UserClaims("p1", "u4")).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "an exhausted request writes nothing")
+
+	// A pool never staged: no list at all.
+	runs = scripts([]*scriptCall{
+		s.call(ClaimArgs{PoolID: "p2", RequestID: "r1", UserID: "u1", Limit: 1, TTL: time.Hour}),
+		s.call(ClaimArgs{PoolID: "p2", RequestID: "r2", UserID: "u2", Limit: 3, TTL: time.Hour}),
+	}, time.Now())
+	vals, err = claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
+	require.NoError(t, err)
+	require.Equal(t, []string{"exhausted", "", "", "exhausted", "", ""}, vals)
+	require.Zero(t, rdb.Exists(ctx, s.keys.InFlight("p2"), s.keys.OneClaim("p2", "u1"), s.keys.Replay("p2", "r2")).Val())
+}
