@@ -61,3 +61,36 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	require.EqualValues(t, 3, rep.Duplicates())
 	require.EqualValues(t, 2, rep.Lost())
 }
+
+// A lowered limit leaves users the claims they held (the API says so), so
+// the audit counts a user over the limit against the highest limit the pool
+// has had; a user above that is still a breach.
+func TestAuditAfterTheLimitIsLowered(t *testing.T) {
+	ctx, e := start(t)
+	e.fillStaged("p1", 10, pool.Pool{RefillBatchSize: 10, PerUserLimit: 3})
+	for _, r := range []string{"r1", "r2", "r3"} {
+		_, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u1", RequestID: r})
+		require.NoError(t, err)
+	}
+	for _, n := range []int{1, 2} {
+		_, err := e.store.UpdatePool(ctx, "p1", func(p *pool.Pool) error { p.PerUserLimit = n; return nil })
+		require.NoError(t, err)
+	}
+	audit := func() AuditReport {
+		t.Helper()
+		rep, err := Audit(ctx, e.db.Pool, stock.New(e.rdb, e.keys), "p1")
+		require.NoError(t, err)
+		return rep
+	}
+	rep := audit()
+	require.Zero(t, rep.UsersOverLimit, "u1's three claims were made under a limit of 3")
+	require.EqualValues(t, 3, rep.Claimed)
+
+	// A fourth claim for u1, bypassing the claim path: over every limit
+	// the pool has had.
+	_, err := e.db.Pool.Exec(ctx, `WITH c AS (UPDATE codes SET state = 'claimed', stage_batch = NULL
+			WHERE id = (SELECT min(id) FROM codes WHERE pool_id = 'p1' AND state = 'staged') RETURNING id)
+		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id) SELECT 'p1', 'r-extra', 'u1', 4, id FROM c`)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, audit().UsersOverLimit)
+}

@@ -17,9 +17,10 @@ SELECT
     -- a code in state claimed or held that no claim or hold holds
     count(*) FILTER (WHERE k.state IN ('claimed', 'held')
                      AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id)) AS claimed_without_claim,
-    -- users holding more claims than the pool's limit
+    -- users holding more claims than the highest limit the pool has had (a
+    -- lowered limit leaves users the claims they held)
     (SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1 GROUP BY user_id
-                           HAVING count(*) > (SELECT per_user_limit FROM pools WHERE id = $1)) u) AS users_over_limit,
+                           HAVING count(*) > (SELECT per_user_limit_peak FROM pools WHERE id = $1)) u) AS users_over_limit,
     (SELECT count(*) FROM claims WHERE pool_id = $1) AS claims,
     -- a prize whose code is not its own claim's: the claim is missing, of
     -- another pool or user, or not made for this prize (a caller's claim)

@@ -375,7 +375,8 @@ func (x *ListUserClaimsRequest) GetUserId() string {
 // ListUserClaimsResponse lists a user's claims.
 type ListUserClaimsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The user's claims in claim order; at most the pool's per-user limit.
+	// The user's claims in claim order: at most the highest per-user limit
+	// the pool has had (lowering the limit leaves users the claims they hold).
 	Claims        []*Claim `protobuf:"bytes,1,rep,name=claims,proto3" json:"claims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
