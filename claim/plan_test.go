@@ -190,7 +190,11 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 			for i := range n {
 				// The last item got its code from a replay record.
 				popped[i] = i < n-1
-				pools[i], reqs[i], users[i], started[i] = "big", fmt.Sprintf("r%d-%d", round, i), fmt.Sprintf("u%d-%d", round, i), time.Now()
+				// Ids as long as UUIDs, as most callers send: with such
+				// ids, on a claims table never analyzed, the probes for
+				// the request and the user once chose the pool's time
+				// index and read every claim of the pool for every item.
+				pools[i], reqs[i], users[i], started[i] = "big", uuidLike("r", round, i), uuidLike("u", round, i), time.Now()
 				// Every other item is a hold.
 				holds[i] = pgtype.Int8{Int64: 60_000, Valid: i%2 == 1}
 			}
@@ -209,13 +213,7 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 	// The fallback, in a pool with many claims (9,000, seeded in bulk):
 	// its statements read what the request and the user need, never a
 	// pool's worth of claims or codes.
-	_, err = conn.Exec(ctx, `WITH c AS (
-			UPDATE codes SET state = 'claimed' WHERE id IN (
-				SELECT id FROM codes WHERE pool_id = 'big' AND state = 'available' ORDER BY id LIMIT 9000)
-			RETURNING id)
-		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
-		SELECT 'big', 'seed-' || id, 'seed-user-' || id, 1, id FROM c`)
-	require.NoError(t, err)
+	seedClaims(t, conn, "big", 9000)
 	_, err = conn.Exec(ctx, "UPDATE pools SET per_user_limit = 5 WHERE id = 'big'")
 	require.NoError(t, err)
 	analyze("claims")
@@ -238,6 +236,7 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 	}
 	for _, plan := range commitPlans {
 		require.NotContains(t, plan, "Seq Scan", "a group commit statement reads a whole table:\n%s", plan)
+		require.NotContains(t, plan, "claims_pool_time_idx", "a group commit probe reads the pool's claims:\n%s", plan)
 	}
 
 	updates := 0
@@ -250,6 +249,73 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 		require.Contains(t, plan, "codes_pkey", plan)
 	}
 	require.GreaterOrEqual(t, updates, 2*7*2, "plans seen: set-based and per-item, every round")
+}
+
+// An export reads a pool's claims in claim order through the time index,
+// whose partial predicate (no open hold) the export states; with or without
+// statistics.
+func TestExportPlanUsesTimeIndex(t *testing.T) {
+	ctx, e := start(t)
+	e.fill("p1", 3000, pool.Pool{})
+	seedClaims(t, e.db.Pool, "p1", 2000)
+	for _, analyzed := range []bool{false, true} {
+		if analyzed {
+			_, err := e.db.Pool.Exec(ctx, "ANALYZE claims")
+			require.NoError(t, err)
+		}
+		plan, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx, "EXPLAIN "+exportClaimsSQL, pgx.QueryExecModeExec,
+			"p1", time.Unix(0, 0), time.Now().Add(time.Hour), time.Unix(0, 0), int64(0), 100)), pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Contains(t, strings.Join(plan, "\n"), "claims_pool_time_idx", "analyzed %v", analyzed)
+	}
+}
+
+// The claim path's probes of claims (a request's claim, a user's claims)
+// cannot use the time index, even when the planner finds it cheapest: in
+// the flash-sale bench with UUID ids, a plan cached on a claims table not
+// yet analyzed chose it and read the pool's claims twice per item for the
+// whole sale. Here the indexes that should serve the probes are dropped (in
+// a transaction rolled back), which leaves the time index the only one on
+// pool_id: its partial predicate keeps it out.
+func TestClaimProbesCannotUseTimeIndex(t *testing.T) {
+	ctx, e := start(t)
+	tx, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	for _, stmt := range []string{"SET LOCAL enable_seqscan = off", "ALTER TABLE claims DROP CONSTRAINT claims_request_key",
+		"ALTER TABLE claims DROP CONSTRAINT claims_user_slot_key"} {
+		_, err := tx.Exec(ctx, stmt)
+		require.NoError(t, err)
+	}
+	for _, probe := range []string{
+		"SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.request_id = $2",
+		"SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.user_id = $2",
+	} {
+		plan, err := pgx.CollectRows(testenv.Must(tx.Query(ctx, "EXPLAIN "+probe, pgx.QueryExecModeExec, "p1", "x")),
+			pgx.RowTo[string])
+		require.NoError(t, err)
+		require.NotContains(t, strings.Join(plan, "\n"), "claims_pool_time_idx", probe)
+	}
+}
+
+// seedClaims claims n available codes of the pool in bulk, bypassing the
+// claim path: one claim each of its own user ("seed-<code id>").
+func seedClaims(t *testing.T, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, poolID string, n int) {
+	t.Helper()
+	_, err := db.Exec(context.Background(), `WITH c AS (
+			UPDATE codes SET state = 'claimed' WHERE id IN (
+				SELECT id FROM codes WHERE pool_id = $1 AND state = 'available' ORDER BY id LIMIT $2)
+			RETURNING id)
+		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id)
+		SELECT $1, 'seed-' || id, 'seed-user-' || id, 1, id FROM c`, poolID, n)
+	require.NoError(t, err)
+}
+
+// uuidLike is an id of a UUID's length, unique per kind, round and item.
+func uuidLike(kind string, round, item int) string {
+	return fmt.Sprintf("%s%07x-%04x-4000-8000-%012x", kind, round, item, round*1000+item)
 }
 
 // The hold statements read what they need: the expiry job the partial index
