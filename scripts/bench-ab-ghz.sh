@@ -14,8 +14,9 @@
 # Each run is what the issue 9 claim bench measures (scripts/bench-claims.sh
 # step 2): a fresh database and a pool with default settings, CODES codes
 # imported and nothing staged, then CLAIMS ClaimCode calls from ghz at
-# CONCURRENCY callers with unique request and user ids; then the pool's
-# audit. It prints calls/s, p50/p99, and CPU per call of each server process
+# CONCURRENCY callers with unique request and user ids, after the codes are
+# vacuumed and checkpointed (bench_quiesce, as make bench-claims does); then
+# the pool's audit. It prints calls/s, p50/p99, and CPU per call of each server process
 # from /proc/<pid>/stat (dispenserd; Postgres: the postmaster, its live
 # children and the children that exited; Redis) and of ghz.
 set -euo pipefail
@@ -68,6 +69,7 @@ run_one() { # label bindir environment [dispenserd flags...]
 	done
 	"$bin/dispenserctl" pools create ghz >/dev/null
 	"$bin/dispenserctl" import --pool ghz "$work/codes.txt" >/dev/null 2>&1
+	bench_quiesce dispenser_ab_ghz codes
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
 		-m "{\"authorization\":\"Bearer $key\"}" \
@@ -101,8 +103,9 @@ lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution")
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
 script = (int(after[3]) - int(before[3])) / n
+runs = int(after[4]) - int(before[4])
 print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms"
-      f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f})  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
+      f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f}, {n / max(runs, 1):4.1f} calls each)  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
       f"  redis keys left {keys_held} ({mem_held / 1048576:.1f} MiB)  audit: {audit}")
 EOF
 }

@@ -27,6 +27,11 @@
 #      scripts/bench/classic-soldout.sql: the same transaction, whose pick
 #      finds nothing).
 #
+# Each step of the server starts on a fresh database and an empty Redis
+# namespace; each pool's codes, and each classic table, are vacuumed and
+# checkpointed before they are claimed (bench_quiesce in scripts/bench/lib.sh),
+# and the classic's databases are dropped once measured (so that no step
+# pays for autovacuum catching up on another's writes).
 # For each: calls/s, p50/p99, claims the fallback served, and CPU per call of
 # the server, Postgres and Redis (from /proc/<pid>/stat) and of the client.
 #   CLAIMS=60000 CONCURRENCY=64 CODES=300000 scripts/bench-claims.sh
@@ -49,12 +54,27 @@ bench_cluster
 go build -o bin/ ./cmd/...
 go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
 
-bench_fresh_db dispenser_bench
 export DISPENSER_DATABASE_URL="$pg/dispenser_bench?sslmode=disable"
 export DISPENSER_ADDR="127.0.0.1:$port" DISPENSER_REDIS_NAMESPACE="bench-claims"
-bin/dispenserd migrate --log-format text >/dev/null 2>&1
-DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name bench-claims 2>/dev/null)"
-export DISPENSER_KEY
+# fresh_start: what each step of the server starts from: a database of its
+# own (migrated, with an admin key) and an empty Redis namespace, so that no
+# step measures the data of the one before (its tables' size and vacuum,
+# Redis's keys).
+fresh_start() {
+	bench_fresh_db dispenser_bench
+	bin/dispenserd migrate --log-format text >/dev/null 2>&1
+	DISPENSER_KEY="$(bin/dispenserd keys create --role admin --name bench-claims 2>/dev/null)"
+	export DISPENSER_KEY
+	redis-cli --scan --pattern "bench-claims:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
+}
+# import_pool POOL FILE: creates a pool with default settings and imports the
+# codes of FILE, then lets Postgres settle (bench_quiesce): codes are
+# imported before a sale, and vacuumed by then, as the classic's table is.
+import_pool() {
+	bin/dispenserctl pools create "$1" >/dev/null
+	bin/dispenserctl import --pool "$1" "$2" >/dev/null
+	bench_quiesce dispenser_bench codes
+}
 
 pid=""
 serve() {
@@ -181,6 +201,7 @@ bench_run() {
 
 if step 1; then
 echo "== 1. dispenser-bench claims --default-pool, then --reserve (reserve + confirm per request)"
+fresh_start
 serve
 bench_run "dispenser-bench claims"
 bench_run "dispenser-bench claims --reserve" --reserve
@@ -189,22 +210,20 @@ fi
 
 if step 2; then
 echo "== 2. ghz"
+fresh_start
 serve
 codes_file "$codes" "$work/codes.txt"
-bin/dispenserctl pools create ghz >/dev/null
-bin/dispenserctl import --pool ghz "$work/codes.txt" >/dev/null
+import_pool ghz "$work/codes.txt"
 ghz_run "ghz" ghz "$calls"
 bin/dispenserctl audit --pool ghz --database-url "$DISPENSER_DATABASE_URL" | tail -1
 # Twice the codes: the run must not sell out, or its last seconds measure
 # the sell-out, not decay.
 codes_file $((2 * codes)) "$work/codes-long.txt"
-bin/dispenserctl pools create ghz-long >/dev/null
-bin/dispenserctl import --pool ghz-long "$work/codes-long.txt" >/dev/null
+import_pool ghz-long "$work/codes-long.txt"
 ghz_run "ghz, $duration" ghz-long "$duration"
 bin/dispenserctl audit --pool ghz-long --database-url "$DISPENSER_DATABASE_URL" | tail -1
 # ReserveCode alone, the same way: holds ride the claim path.
-bin/dispenserctl pools create ghz-reserve >/dev/null
-bin/dispenserctl import --pool ghz-reserve "$work/codes.txt" >/dev/null
+import_pool ghz-reserve "$work/codes.txt"
 METHOD=ReserveCode ghz_run "ghz ReserveCode" ghz-reserve "$calls"
 bin/dispenserctl audit --pool ghz-reserve --database-url "$DISPENSER_DATABASE_URL" | tail -1
 stop
@@ -218,25 +237,27 @@ psql "$pg/classic_bench" -q -c "INSERT INTO classic_codes (code) SELECT md5(i::t
 plan="$(psql "$pg/classic_bench" -tAc "EXPLAIN SELECT id FROM classic_codes WHERE state = 'available' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")"
 grep -q classic_codes_available <<<"$plan" || { echo "the classic pick does not use its partial index:"; echo "$plan"; exit 1; }
 echo "plan of the pick: $(grep -o 'Index Scan using [a-z_]*' <<<"$plan")"
+bench_quiesce classic_bench
 pgbench_run "classic (pgbench)" classic_bench classic.sql "$calls" claims
+bench_drop_db classic_bench
 fi
 
 if step 4; then
 echo "== 4. ghz, dispenserd --fallback-only"
+fresh_start
 serve --fallback-only
 codes_file $((calls / 2 + 1000)) "$work/codes-fallback.txt"
-bin/dispenserctl pools create ghz-fallback >/dev/null
-bin/dispenserctl import --pool ghz-fallback "$work/codes-fallback.txt" >/dev/null
+import_pool ghz-fallback "$work/codes-fallback.txt"
 ghz_run "ghz, fallback only" ghz-fallback $((calls / 2))
 stop
 fi
 
 if step 5; then
 echo "== 5. after the sell-out: $((calls / 2)) calls on a pool of $sold codes claimed to the last, then the classic the same way"
+fresh_start
 serve
 codes_file "$sold" "$work/codes-sold.txt"
-bin/dispenserctl pools create ghz-sold >/dev/null
-bin/dispenserctl import --pool ghz-sold "$work/codes-sold.txt" >/dev/null
+import_pool ghz-sold "$work/codes-sold.txt"
 IDS=w ghz_run "ghz, the sale" ghz-sold "$sold"
 IDS=late ghz_run "ghz, after the sell-out" ghz-sold $((calls / 2))
 # The winners asking again, with new request ids: each is at the pool's
@@ -253,5 +274,7 @@ left="$(psql "$pg/classic_sold" -tAc "SELECT count(*) FROM classic_codes WHERE s
 	echo "the classic table is not sold out: $left codes left"
 	exit 1
 }
+bench_quiesce classic_sold classic_codes
 pgbench_run "classic (pgbench), after the sell-out" classic_sold classic-soldout.sql $((calls / 2)) calls
+bench_drop_db classic_sold
 fi

@@ -23,6 +23,29 @@ bench_fresh_db() {
 		-c "DROP DATABASE IF EXISTS $1" -c "$create" >/dev/null
 }
 
+# bench_drop_db NAME drops a database of the private cluster once its
+# figures are taken, so that autovacuum, catching up on what its run wrote,
+# does not run during the next step and count as that step's CPU.
+bench_drop_db() {
+	PGOPTIONS="-c client_min_messages=warning" psql "$pg/postgres?sslmode=disable" -q -c "DROP DATABASE IF EXISTS $1" >/dev/null
+}
+
+# bench_quiesce DB [TABLE...]: VACUUM ANALYZE the tables of database DB
+# (what autovacuum would do some time after a bulk load), then CHECKPOINT,
+# then wait (up to a minute) until no autovacuum worker runs: a measured run
+# starts with nothing left over from what came before it, neither dirty pages
+# nor a checkpoint's full-page writes nor another table's vacuum.
+bench_quiesce() {
+	local db="$1" t
+	shift
+	for t in "$@"; do psql "$pg/$db?sslmode=disable" -q -c "VACUUM ANALYZE $t"; done
+	psql "$pg/$db?sslmode=disable" -q -c "CHECKPOINT"
+	for _ in $(seq 1 120); do
+		[[ "$(psql "$pg/postgres?sslmode=disable" -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" == 0 ]] && return 0
+		sleep 0.5
+	done
+}
+
 # ticks PID: CPU ticks (user + system) a live process has used.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
@@ -42,12 +65,14 @@ hz="$(getconf CLK_TCK)"
 # redis_script_us: microseconds Redis has spent running scripts (EVAL and
 # EVALSHA) since its statistics started, from INFO commandstats: the part of
 # Redis's CPU that the claim script takes.
+# Then the number of script runs: how many requests share one run is how
+# well the pipe batches.
 redis_script_us() {
-	redis-cli info commandstats | awk -F'[=,:]' '/^cmdstat_eval(sha)?:/ {n += $5} END {print n + 0}'
+	redis-cli info commandstats | awk -F'[=,:]' '/^cmdstat_eval(sha)?:/ {n += $5; c += $3} END {print n + 0, c + 0}'
 }
 
 # cpu_mark SERVER_PID: prints "server postgres redis" ticks now (server 0 if
-# none), then Redis's script time in microseconds.
+# none), then Redis's script time in microseconds and its script runs.
 cpu_mark() {
 	local s=0
 	[[ -n "${1:-}" ]] && s=$(ticks "$1")
@@ -74,7 +99,9 @@ import sys
 label, calls, before, after, client, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), float(sys.argv[5]), int(sys.argv[6])
 d = [(int(a) - int(b)) / hz * 1e6 / calls for a, b in zip(after[:3], before[:3])]
 script = (int(after[3]) - int(before[3])) / calls
-print(f"{label}: CPU per call µs: server {d[0]:.0f}, postgres {d[1]:.0f}, redis {d[2]:.0f} (of it scripts {script:.1f}), "
+runs = int(after[4]) - int(before[4])
+per_run = f", {calls / runs:.1f} calls per script run" if runs else ""
+print(f"{label}: CPU per call µs: server {d[0]:.0f}, postgres {d[1]:.0f}, redis {d[2]:.0f} (of it scripts {script:.1f}{per_run}), "
       f"server side total {sum(d):.0f}; client {client * 1e6 / calls:.0f}")
 EOF
 }
