@@ -1,6 +1,7 @@
 package claim
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -58,7 +59,7 @@ func TestAuditDetectsBreaches(t *testing.T) {
 	require.EqualValues(t, 1, rep.RedisDuplicates)
 	require.EqualValues(t, 1, rep.PrizesAstray)
 	require.EqualValues(t, 1, rep.PrizeClaimsAstray)
-	require.EqualValues(t, 3, rep.Duplicates())
+	require.EqualValues(t, 2, rep.Duplicates(), "an entry staged twice is not a double issue")
 	require.EqualValues(t, 2, rep.Lost())
 }
 
@@ -93,4 +94,65 @@ func TestAuditAfterTheLimitIsLowered(t *testing.T) {
 		INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id) SELECT 'p1', 'r-extra', 'u1', 4, id FROM c`)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, audit().UsersOverLimit)
+}
+
+// A Redis failover that loses writes can bring back a popped entry whose
+// claim Postgres refused: its code went back to available, is staged again,
+// and is then listed twice. Postgres still issues it once (the later pop
+// finds it claimed and takes another code), and the audit reports the copy
+// without counting it as a double issue.
+func TestEntryBroughtBackByFailoverIsIssuedOnce(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("p1", 4, pool.Pool{RefillBatchSize: 2, PerUserLimit: 1})
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	list := func() []string {
+		t.Helper()
+		l, err := e.rdb.LRange(ctx, e.keys.Staged("p1"), 0, -1).Result()
+		require.NoError(t, err)
+		return l
+	}
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u1", RequestID: "r1"})
+	require.NoError(t, err)
+	before := list()
+	require.Len(t, before, 1)
+
+	// Redis forgets u1's claim (as a failover may), so u1's next request
+	// pops a code, which Postgres refuses (u1 holds the limit) and returns.
+	e.forget("p1", "r1", "u1")
+	_, err = e.svc.Claim(ctx, Request{PoolID: "p1", UserID: "u1", RequestID: "r2"})
+	require.ErrorIs(t, err, ErrUserLimit)
+	require.Empty(t, list())
+	var state string
+	id, err := stock.EntryCodeID(before[0])
+	require.NoError(t, err)
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state FROM codes WHERE id = $1`, id).Scan(&state))
+	require.Equal(t, "available", state)
+
+	// The failover brings the pop back; the code is staged again.
+	require.NoError(t, e.rdb.LPush(ctx, e.keys.Staged("p1"), before[0]).Err())
+	e.stageAll(p)
+	require.Len(t, list(), 4)
+	rep, err := Audit(ctx, e.db.Pool, stock.New(e.rdb, e.keys), "p1")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rep.RedisDuplicates)
+	require.Zero(t, rep.Duplicates()+rep.Lost()+rep.UsersOverLimit, "%+v", rep)
+
+	// Every code left goes to one user, the brought-back one included.
+	got := map[int64]string{}
+	for i := range 4 {
+		user := fmt.Sprint("v", i)
+		res, err := e.svc.Claim(ctx, Request{PoolID: "p1", UserID: user, RequestID: "q-" + user})
+		if i == 3 {
+			require.ErrorIs(t, err, ErrPoolExhausted)
+			break
+		}
+		require.NoError(t, err)
+		require.NotContains(t, got, res.Claim.CodeID)
+		got[res.Claim.CodeID] = user
+	}
+	require.Contains(t, got, id)
+	require.Empty(t, list())
+	e.audit("p1")
 }

@@ -122,6 +122,8 @@ func (e *env) audit(poolID string) pool.Stats {
 	require.Zero(e.t, rep.Unbalanced(), "imported %d != available %d + staged %d + held %d + claimed %d + void %d",
 		rep.Imported, rep.Available, rep.Staged, rep.Held, rep.Claimed, rep.Void)
 	require.Zero(e.t, rep.Duplicates(), "duplicates: %+v", rep)
+	// No test fails Redis over losing writes, so no entry is staged twice.
+	require.Zero(e.t, rep.RedisDuplicates, "entries staged twice: %+v", rep)
 	require.Zero(e.t, rep.Lost(), "lost: %+v", rep)
 	require.Zero(e.t, rep.UsersOverLimit, "users over the limit")
 	require.Equal(e.t, rep.Claimed+rep.Held, rep.Claims)

@@ -23,10 +23,12 @@ func (a *app) auditCmd() *cobra.Command {
 		Use:   "audit --pool ID",
 		Short: "Reconcile a pool against the promises, straight from Postgres and Redis",
 		Long: `Reads a pool's codes, claims and Redis keys and counts every breach of the
-promises: duplicates (a code with two claims, or staged twice, a prize sent
-a code that is not its own claim's), lost codes
+promises: duplicates (a code with two claims, a prize sent a code that is
+not its own claim's), lost codes
 (imported != available + staged + held + claimed + void, claimed codes without a
 claim), users over the limit. Exits non-zero if any count is not zero.
+It also reports the Redis lists' entries staged twice (left by a failover
+that lost writes: Postgres still issues such a code once) and stale entries.
 Reads only; changes nothing. Needs the server's database (and Redis).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
