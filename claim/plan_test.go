@@ -238,6 +238,15 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 		require.NotContains(t, plan, "Seq Scan", "a group commit statement reads a whole table:\n%s", plan)
 		require.NotContains(t, plan, "claims_pool_time_idx", "a group commit probe reads the pool's claims:\n%s", plan)
 	}
+	// The probes for a request's claim and a user's claims each use their
+	// own index, keyed on their id (on a claims table never analyzed, the
+	// other index on pool_id is as cheap to the planner).
+	all := strings.Join(commitPlans, "\n")
+	require.Contains(t, all, "using claims_request_key")
+	require.Contains(t, all, "using claims_user_slot_key")
+	for _, plan := range append(commitPlans, fallbackPlans...) {
+		require.Empty(t, crosswiseProbes(plan), "a probe reads the pool's claims through another probe's index:\n%s", plan)
+	}
 
 	updates := 0
 	for _, plan := range commitPlans {
@@ -296,6 +305,60 @@ func TestClaimProbesCannotUseTimeIndex(t *testing.T) {
 		require.NoError(t, err)
 		require.NotContains(t, strings.Join(plan, "\n"), "claims_pool_time_idx", probe)
 	}
+}
+
+// claimsKeyColumn is the column after pool_id of each index of claims that
+// starts with pool_id and serves a probe.
+var claimsKeyColumn = map[string]string{"claims_request_key": "request_id", "claims_user_slot_key": "user_id"}
+
+var claimsProbeScan = regexp.MustCompile(`(?:using|Bitmap Index Scan on) (claims_request_key|claims_user_slot_key)\b`)
+
+// crosswiseProbes returns the scans in an EXPLAIN plan that use a claims
+// index starting with pool_id without its second column in the index
+// condition: a request's probe through the user index, or the reverse,
+// which reads every claim of the pool and filters.
+func crosswiseProbes(plan string) []string {
+	var bad []string
+	lines := strings.Split(plan, "\n")
+	for i, line := range lines {
+		m := claimsProbeScan.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		cond := ""
+		if i+1 < len(lines) && strings.Contains(lines[i+1], "Index Cond:") {
+			cond = lines[i+1]
+		}
+		if !strings.Contains(cond, claimsKeyColumn[m[1]]) {
+			bad = append(bad, strings.TrimSpace(line)+" / "+strings.TrimSpace(cond))
+		}
+	}
+	return bad
+}
+
+// The check above can fail: with the request index gone (in a transaction
+// rolled back), a request's probe goes through the user index, and
+// crosswiseProbes names it.
+func TestCrosswiseProbeIsCaught(t *testing.T) {
+	ctx, e := start(t)
+	tx, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	for _, stmt := range []string{"SET LOCAL enable_seqscan = off", "ALTER TABLE claims DROP CONSTRAINT claims_request_key"} {
+		_, err := tx.Exec(ctx, stmt)
+		require.NoError(t, err)
+	}
+	explain := func(probe string) string {
+		plan, err := pgx.CollectRows(testenv.Must(tx.Query(ctx, "EXPLAIN "+probe, pgx.QueryExecModeExec, "p1", "x")),
+			pgx.RowTo[string])
+		require.NoError(t, err)
+		return strings.Join(plan, "\n")
+	}
+	byRequest := explain("SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.request_id = $2")
+	require.Contains(t, byRequest, "claims_user_slot_key", byRequest)
+	require.Len(t, crosswiseProbes(byRequest), 1, byRequest)
+	byUser := explain("SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.user_id = $2")
+	require.Empty(t, crosswiseProbes(byUser), byUser)
 }
 
 // seedClaims claims n available codes of the pool in bulk, bypassing the
