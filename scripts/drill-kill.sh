@@ -4,7 +4,8 @@
 # request a reservation then its confirm), kill -9 the server several times
 # mid-run and restart it, then reconcile and audit. Passes when every
 # answered claim is committed in Postgres and nothing is lost or doubled
-# (both benches' audits and `dispenserctl audit` of both pools exit 0).
+# (both benches' audits and `dispenserctl audit` of both pools exit 0, and
+# no code is staged twice in Redis).
 #
 #   scripts/drill-kill.sh                     # 40,000 calls, 4 kills
 #   CLAIMS=8000 KILLS=2 scripts/drill-kill.sh # the short version CI runs
@@ -106,6 +107,12 @@ for p in drill drill-holds; do
 	bin/dispenserctl audit --pool "$p" | tee .dev/drill-audit.txt
 	if ! grep -q ", 0 in flight" .dev/drill-audit.txt; then
 		echo "drill: FAILED: codes of $p still in flight after reconcile" >&2
+		exit 1
+	fi
+	# Redis is not failed over here, so no entry may be staged twice (the
+	# audit reports such entries without failing: see RELIABILITY).
+	if ! grep -q "redis: 0 entries staged twice" .dev/drill-audit.txt; then
+		echo "drill: FAILED: codes of $p staged twice in Redis" >&2
 		exit 1
 	fi
 done
