@@ -109,7 +109,7 @@ func TestEntryBroughtBackByFailoverIsIssuedOnce(t *testing.T) {
 	require.NoError(t, err)
 	list := func() []string {
 		t.Helper()
-		l, err := e.rdb.LRange(ctx, e.keys.Staged("p1"), 0, -1).Result()
+		l, err := stock.New(e.rdb, e.keys).StagedEntries(ctx, "p1")
 		require.NoError(t, err)
 		return l
 	}

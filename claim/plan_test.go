@@ -287,23 +287,39 @@ func TestExportPlanUsesTimeIndex(t *testing.T) {
 // a transaction rolled back), which leaves the time index the only one on
 // pool_id: its partial predicate keeps it out.
 func TestClaimProbesCannotUseTimeIndex(t *testing.T) {
+	explain := probePlans(t, "claims_request_key", "claims_user_slot_key")
+	for _, probe := range []string{requestProbe, userProbe} {
+		require.NotContains(t, explain(probe), "claims_pool_time_idx", probe)
+	}
+}
+
+// The claim path's probes of claims, as the group commit and the fallback
+// state them.
+const (
+	requestProbe = "SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.request_id = $2"
+	userProbe    = "SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.user_id = $2"
+)
+
+// probePlans drops the given constraints of claims in a transaction rolled
+// back at the end of the test, with sequential scans off, and returns what
+// EXPLAIN shows there for a probe.
+func probePlans(t *testing.T, drop ...string) func(probe string) string {
 	ctx, e := start(t)
 	tx, err := e.db.Pool.Begin(ctx)
 	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	for _, stmt := range []string{"SET LOCAL enable_seqscan = off", "ALTER TABLE claims DROP CONSTRAINT claims_request_key",
-		"ALTER TABLE claims DROP CONSTRAINT claims_user_slot_key"} {
-		_, err := tx.Exec(ctx, stmt)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	_, err = tx.Exec(ctx, "SET LOCAL enable_seqscan = off")
+	require.NoError(t, err)
+	for _, c := range drop {
+		_, err := tx.Exec(ctx, "ALTER TABLE claims DROP CONSTRAINT "+c)
 		require.NoError(t, err)
 	}
-	for _, probe := range []string{
-		"SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.request_id = $2",
-		"SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.user_id = $2",
-	} {
+	return func(probe string) string {
+		t.Helper()
 		plan, err := pgx.CollectRows(testenv.Must(tx.Query(ctx, "EXPLAIN "+probe, pgx.QueryExecModeExec, "p1", "x")),
 			pgx.RowTo[string])
 		require.NoError(t, err)
-		require.NotContains(t, strings.Join(plan, "\n"), "claims_pool_time_idx", probe)
+		return strings.Join(plan, "\n")
 	}
 }
 
@@ -340,24 +356,11 @@ func crosswiseProbes(plan string) []string {
 // rolled back), a request's probe goes through the user index, and
 // crosswiseProbes names it.
 func TestCrosswiseProbeIsCaught(t *testing.T) {
-	ctx, e := start(t)
-	tx, err := e.db.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	for _, stmt := range []string{"SET LOCAL enable_seqscan = off", "ALTER TABLE claims DROP CONSTRAINT claims_request_key"} {
-		_, err := tx.Exec(ctx, stmt)
-		require.NoError(t, err)
-	}
-	explain := func(probe string) string {
-		plan, err := pgx.CollectRows(testenv.Must(tx.Query(ctx, "EXPLAIN "+probe, pgx.QueryExecModeExec, "p1", "x")),
-			pgx.RowTo[string])
-		require.NoError(t, err)
-		return strings.Join(plan, "\n")
-	}
-	byRequest := explain("SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.request_id = $2")
+	explain := probePlans(t, "claims_request_key")
+	byRequest := explain(requestProbe)
 	require.Contains(t, byRequest, "claims_user_slot_key", byRequest)
 	require.Len(t, crosswiseProbes(byRequest), 1, byRequest)
-	byUser := explain("SELECT 1 FROM claims c WHERE c.pool_id = $1 AND c.user_id = $2")
+	byUser := explain(userProbe)
 	require.Empty(t, crosswiseProbes(byUser), byUser)
 }
 
