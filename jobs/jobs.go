@@ -1,5 +1,6 @@
 // Package jobs runs the scheduled work of dispenserd on robfig/cron: refill
-// (stage codes into Redis for pools below their low-water mark), reconcile
+// (stage codes into Redis for pools below their low-water mark, and keep the
+// claim tables' planner statistics true to their size), reconcile
 // (void expired codes, return codes Redis lost or that stayed in flight),
 // expire holds (end reservations whose hold ran out) and deliver (prizes). Each job runs on one replica at a time, under a Postgres advisory
 // lock; a runner that dies mid-batch leaves nothing the next run cannot
@@ -217,6 +218,15 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 			}
 			slices.SortFunc(reports, func(a, b PoolReport) int { return cmp.Compare(a.PoolID, b.PoolID) })
 			return err
+		}
+		if name == Refill {
+			// Every claim probes these tables; keep their plans true to
+			// their size (claim.RefreshProbeStats).
+			if analyzed, err := claim.RefreshProbeStats(ctx, r.db); err != nil {
+				r.log.Warn("refreshing the claim tables' statistics failed", "err", err)
+			} else if len(analyzed) > 0 {
+				r.log.Info("claim tables analyzed: their statistics counted a fraction of their size", "tables", analyzed)
+			}
 		}
 		pools, err := r.selectPools(ctx, poolID)
 		if err != nil {

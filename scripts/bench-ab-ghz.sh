@@ -10,6 +10,7 @@
 #   A_ARGS="--gc-percent 100" scripts/bench-ab-ghz.sh HEAD                # flags, same code
 #   B_ENV="GOMAXPROCS=1" scripts/bench-ab-ghz.sh HEAD                     # dispenserd's environment
 #   UUIDS=1 BENCH_LOCALE=en_US.utf8 scripts/bench-ab-ghz.sh REV            # UUID ids, en_US database
+#   ANALYZED_EMPTY=1 scripts/bench-ab-ghz.sh REV   # claims, refusals and hold_releases analyzed while empty
 #
 # Each run is what the issue 9 claim bench measures (scripts/bench-claims.sh
 # step 2): a fresh database and a pool with default settings, CODES codes
@@ -69,7 +70,10 @@ run_one() { # label bindir environment [dispenserd flags...]
 	done
 	"$bin/dispenserctl" pools create ghz >/dev/null
 	"$bin/dispenserctl" import --pool ghz "$work/codes.txt" >/dev/null 2>&1
-	bench_quiesce dispenser_ab_ghz codes
+	# With ANALYZED_EMPTY, the claim path's probe tables are analyzed too,
+	# while empty, as `vacuumdb --analyze` (or an ANALYZE after a restore or
+	# an upgrade) leaves a new database before its first sale.
+	bench_quiesce dispenser_ab_ghz codes ${ANALYZED_EMPTY:+claims refusals hold_releases}
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
 		-m "{\"authorization\":\"Bearer $key\"}" \

@@ -1,0 +1,105 @@
+package claim
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dispenserhq/dispenser/internal/testenv"
+	"github.com/dispenserhq/dispenser/pool"
+)
+
+// A probe table analyzed while empty, then filled by a sale: its
+// statistics are refreshed once it has grown past ProbeStatsMinPages and
+// four times what they counted, not again until it grows that much more,
+// and the group commit's next plans probe each key through its own index.
+// With the statistics of the empty table, the plans cached then probed a
+// request's claim through the user index (every claim of the pool, for
+// every item) or hashed every live refusal: the sale ran at a sixth of its
+// speed (docs/BENCHMARKS.md, round eleven).
+func TestRefreshProbeStats(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("big", 20_000, pool.Pool{RefillBatchSize: 10_000})
+	for _, table := range ProbeTables {
+		_, err := e.db.Pool.Exec(ctx, "VACUUM ANALYZE "+table)
+		require.NoError(t, err)
+	}
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+
+	// Plans cached while the tables are empty, as at the start of a sale.
+	conn, plans := explainingConn(t, e.db.URL)
+	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(testenv.Must(conn.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 40`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	commit := func(round int) {
+		t.Helper()
+		n := 8
+		pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+		holds, popped := make([]pgtype.Int8, n), make([]bool, n)
+		for i := range n {
+			pools[i], reqs[i], users[i], started[i], popped[i] = "big", uuidLike("r", round, i), uuidLike("u", round, i), time.Now(), true
+		}
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*n:round*n+n], started, holds, popped, time.Minute)
+		require.NoError(t, err)
+		rows.Close()
+		require.NoError(t, rows.Err())
+		require.NoError(t, tx.Rollback(ctx))
+	}
+	commit(0)
+
+	stale, err := RefreshProbeStats(ctx, e.db.Pool)
+	require.NoError(t, err)
+	require.Empty(t, stale, "tables under the minimum size are left alone")
+
+	// The sale fills claims and refusals; hold_releases stays empty.
+	seedClaims(t, e.db.Pool, "big", 9000)
+	_, err = e.db.Pool.Exec(ctx, `INSERT INTO refusals (pool_id, request_id, user_id, reason, expires_at)
+		SELECT 'big', 'refused-' || g, 'refused-user-' || g, 'limit', now() + interval '1 hour'
+		FROM generate_series(1, 3000) g`)
+	require.NoError(t, err)
+	seen := len(plans())
+	commit(1)
+	for _, plan := range plans()[seen:] {
+		if bad := crosswiseProbes(plan); len(bad) > 0 {
+			t.Logf("before the refresh, a cached plan probes through another index: %v", bad)
+		}
+	}
+
+	stale, err = RefreshProbeStats(ctx, e.db.Pool)
+	require.NoError(t, err)
+	require.Equal(t, []string{"claims", "refusals"}, stale)
+	var tuples float64
+	require.NoError(t, e.db.Pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = to_regclass('claims')").Scan(&tuples))
+	require.InDelta(t, 9000, tuples, 500, "claims analyzed")
+	stale, err = RefreshProbeStats(ctx, e.db.Pool)
+	require.NoError(t, err)
+	require.Empty(t, stale, "fresh statistics are left alone")
+
+	// The ANALYZE dropped the cached plans: the next ones probe each key
+	// through its own index and read no table whole.
+	seen = len(plans())
+	commit(2)
+	after := plans()[seen:]
+	require.NotEmpty(t, after)
+	all := strings.Join(after, "\n")
+	require.Contains(t, all, "claims_request_key")
+	require.Contains(t, all, "claims_user_slot_key")
+	require.Contains(t, all, "refusals_pkey")
+	for _, plan := range after {
+		require.Empty(t, crosswiseProbes(plan), "a probe reads the pool's claims through another index:\n%s", plan)
+		for _, bad := range []string{"Seq Scan", "Hash Anti Join", "Bitmap Heap Scan on refusals", "Merge Anti Join"} {
+			require.NotContains(t, plan, bad, fmt.Sprintf("a group commit statement reads a table whole:\n%s", plan))
+		}
+	}
+}
