@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,7 +73,17 @@ type committer struct {
 	onCommitted func([]*commitItem)
 	log         *slog.Logger
 	group       *grouper[*commitItem]
+	// committed counts the claims this committer has committed; at
+	// statsCheckAt (which then grows fourfold) it checks the probe
+	// tables' statistics in the background (RefreshProbeStats).
+	committed    atomic.Int64
+	statsCheckAt atomic.Int64
+	statsWG      sync.WaitGroup
 }
+
+// firstStatsCheck is how many committed claims the first check of the probe
+// tables' statistics waits for: ProbeStatsMinPages pages or more of claims.
+const firstStatsCheck = 1024
 
 func newCommitter(db *pgxpool.Pool, cfg CommitterConfig, refusalTTL time.Duration, onCommitted func([]*commitItem), log *slog.Logger) *committer {
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, CommitMaxBatchDefault)
@@ -80,6 +92,7 @@ func newCommitter(db *pgxpool.Pool, cfg CommitterConfig, refusalTTL time.Duratio
 	cfg.CommitTimeout = cmp.Or(cfg.CommitTimeout, CommitTimeoutDefault)
 	c := &committer{db: db, cfg: cfg, refusalTTL: refusalTTL, onCommitted: onCommitted, log: log}
 	c.group = newGrouper(cfg.MaxBatch, cfg.MaxWait, cfg.MaxInFlight, c.flush)
+	c.statsCheckAt.Store(firstStatsCheck)
 	return c
 }
 
@@ -99,7 +112,35 @@ func (c *committer) submit(ctx context.Context, it *commitItem) commitResult {
 }
 
 // Stop stops taking items, commits what was queued and waits for every batch.
-func (c *committer) Stop() { c.group.Stop() }
+func (c *committer) Stop() {
+	c.group.Stop()
+	c.statsWG.Wait()
+}
+
+// checkStats runs RefreshProbeStats in the background once the claims
+// committed here reach statsCheckAt, then at four times as many. A sale
+// on a claims table analyzed while empty thus gets true statistics (and
+// fresh plans) within its first thousand claims or so, instead of at the
+// next refill job, by when the plans cached on the empty table's
+// statistics have read the pool's claims once per item for seconds.
+func (c *committer) checkStats(n int) {
+	total := c.committed.Add(int64(n))
+	at := c.statsCheckAt.Load()
+	if total < at || !c.statsCheckAt.CompareAndSwap(at, at*4) {
+		return
+	}
+	c.statsWG.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CommitTimeout)
+		defer cancel()
+		analyzed, err := RefreshProbeStats(ctx, c.db)
+		switch {
+		case err != nil:
+			c.log.Warn("refreshing the claim tables' statistics failed", "err", err)
+		case len(analyzed) > 0:
+			c.log.Info("claim tables analyzed: their statistics counted a fraction of their size", "tables", analyzed)
+		}
+	})
+}
 
 // flush commits one batch. Items are sorted by pool, user and request so
 // that concurrent batches take index locks in one order; a deadlock or
@@ -127,6 +168,7 @@ func (c *committer) flush(batch []*commitItem) {
 	if c.cfg.OnBatch != nil {
 		c.cfg.OnBatch(len(batch))
 	}
+	c.checkStats(len(batch))
 }
 
 func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {

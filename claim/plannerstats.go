@@ -21,7 +21,7 @@ var ProbeTables = []string{"claims", "refusals", "hold_releases"}
 
 // ProbeStatsMinPages is how large a probe table must be before
 // RefreshProbeStats analyzes it: below it, any plan reads little.
-const ProbeStatsMinPages = 16
+const ProbeStatsMinPages = 8
 
 // RefreshProbeStats analyzes each of ProbeTables that has grown to four
 // times or more the size its planner statistics last counted (and to at
@@ -31,12 +31,13 @@ const ProbeStatsMinPages = 16
 // restore, or autovacuum after the last refusals or holds were deleted)
 // tells the planner that every way of reading it costs the same. A plan
 // cached then can probe a request's claim through the index of a user's
-// claims (or hash every live refusal), reading the whole pool's rows for
+// claims (seen in the bench), reading the whole pool's rows for
 // every item of every group commit. Measured on a flash sale of 60,000
 // claims: 938 claims/s and 1,019 µs of Postgres CPU per claim, against
 // 5,600 and 96 (docs/BENCHMARKS.md, round eleven). Autovacuum would
 // analyze the table again within its naptime (a minute), or never with it
-// off; this runs with the refill job, every few seconds. An ANALYZE also
+// off; this runs with the refill job, every few seconds, and from the
+// group commit early in a sale (committer.checkStats). An ANALYZE also
 // drops every session's cached plans of the table, so the group commit's
 // next plans see the table as it is.
 //

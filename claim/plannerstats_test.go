@@ -3,11 +3,14 @@ package claim
 import (
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/testenv"
@@ -102,4 +105,44 @@ func TestRefreshProbeStats(t *testing.T) {
 			require.NotContains(t, plan, bad, fmt.Sprintf("a group commit statement reads a table whole:\n%s", plan))
 		}
 	}
+}
+
+// The group commit itself refreshes the statistics early in a sale: on a
+// claims table analyzed while empty, and with no job running, claims has
+// statistics once a little over a thousand claims went through it, so the
+// plans that probed it wrongly lived for a thousand claims, not until the
+// next refill job.
+func TestGroupCommitRefreshesProbeStats(t *testing.T) {
+	ctx, e := start(t)
+	e.fillStaged("sale", 3000, pool.Pool{})
+	_, err := e.db.Pool.Exec(ctx, "VACUUM ANALYZE claims")
+	require.NoError(t, err)
+	tuples := func() float64 {
+		var n float64
+		require.NoError(t, e.db.Pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = to_regclass('claims')").Scan(&n))
+		return n
+	}
+	require.Zero(t, tuples())
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > 1200 {
+					return
+				}
+				res, err := e.svc.Claim(ctx, Request{PoolID: "sale", UserID: fmt.Sprint("u", i), RequestID: fmt.Sprint("r", i)})
+				if !assertNoError(t, err) {
+					return
+				}
+				assert.Equal(t, PathRedis, res.Path)
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return tuples() >= 1000 }, 10*time.Second, 20*time.Millisecond,
+		"claims analyzed after its first thousand claims")
+	e.audit("sale")
 }
