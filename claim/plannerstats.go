@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"log/slog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,7 +26,8 @@ const ProbeStatsMinPages = 8
 
 // RefreshProbeStats analyzes each of ProbeTables that has grown to four
 // times or more the size its planner statistics last counted (and to at
-// least ProbeStatsMinPages), and returns the tables it found so.
+// least ProbeStatsMinPages), logs what it analyzed or why it failed to log,
+// and returns the tables it found so.
 //
 // Why: a probe table analyzed while empty (an ANALYZE of a new database, a
 // restore, or autovacuum after the last refusals or holds were deleted)
@@ -43,7 +45,18 @@ const ProbeStatsMinPages = 8
 //
 // A table another ANALYZE or VACUUM is working on is skipped (SKIP_LOCKED):
 // it will have statistics soon, or the next run analyzes it.
-func RefreshProbeStats(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
+func RefreshProbeStats(ctx context.Context, db *pgxpool.Pool, log *slog.Logger) ([]string, error) {
+	stale, err := analyzeStaleProbeTables(ctx, db)
+	switch {
+	case err != nil:
+		log.WarnContext(ctx, "refreshing the claim tables' statistics failed", "err", err)
+	case len(stale) > 0:
+		log.InfoContext(ctx, "claim tables analyzed: their statistics counted a fraction of their size", "tables", stale)
+	}
+	return stale, err
+}
+
+func analyzeStaleProbeTables(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 	rows, err := db.Query(ctx, staleProbeStatsSQL, ProbeStatsMinPages, ProbeTables)
 	if err != nil {
 		return nil, pgerr.Wrap("probe table sizes", err)

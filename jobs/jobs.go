@@ -221,12 +221,8 @@ func (r *Runner) run(ctx context.Context, name Name, poolID string, wait bool) (
 		}
 		if name == Refill {
 			// Every claim probes these tables; keep their plans true to
-			// their size (claim.RefreshProbeStats).
-			if analyzed, err := claim.RefreshProbeStats(ctx, r.db); err != nil {
-				r.log.Warn("refreshing the claim tables' statistics failed", "err", err)
-			} else if len(analyzed) > 0 {
-				r.log.Info("claim tables analyzed: their statistics counted a fraction of their size", "tables", analyzed)
-			}
+			// their size. A failure is logged and leaves the refill to run.
+			_, _ = claim.RefreshProbeStats(ctx, r.db, r.log)
 		}
 		pools, err := r.selectPools(ctx, poolID)
 		if err != nil {
