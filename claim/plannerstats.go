@@ -26,7 +26,7 @@ const ProbeStatsMinPages = 8
 
 // RefreshProbeStats analyzes each of ProbeTables that has grown to four
 // times or more the size its planner statistics last counted (and to at
-// least ProbeStatsMinPages), logs what it analyzed or why it failed to log,
+// least ProbeStatsMinPages), logs what it analyzed or why it failed,
 // and returns the tables it found so.
 //
 // Why: a probe table analyzed while empty (an ANALYZE of a new database, a

@@ -82,9 +82,7 @@ func TestRefreshProbeStats(t *testing.T) {
 	stale, err = RefreshProbeStats(ctx, e.db.Pool, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	require.Equal(t, []string{"claims", "refusals"}, stale)
-	var tuples float64
-	require.NoError(t, e.db.Pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = to_regclass('claims')").Scan(&tuples))
-	require.InDelta(t, 9000, tuples, 500, "claims analyzed")
+	require.InDelta(t, 9000, claimsTuples(t, e), 500, "claims analyzed")
 	stale, err = RefreshProbeStats(ctx, e.db.Pool, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	require.Empty(t, stale, "fresh statistics are left alone")
@@ -117,12 +115,7 @@ func TestGroupCommitRefreshesProbeStats(t *testing.T) {
 	e.fillStaged("sale", 3000, pool.Pool{})
 	_, err := e.db.Pool.Exec(ctx, "VACUUM ANALYZE claims")
 	require.NoError(t, err)
-	tuples := func() float64 {
-		var n float64
-		require.NoError(t, e.db.Pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = to_regclass('claims')").Scan(&n))
-		return n
-	}
-	require.Zero(t, tuples())
+	require.Zero(t, claimsTuples(t, e))
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -142,7 +135,15 @@ func TestGroupCommitRefreshesProbeStats(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Eventually(t, func() bool { return tuples() >= 1000 }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return claimsTuples(t, e) >= 1000 }, 10*time.Second, 20*time.Millisecond,
 		"claims analyzed after its first thousand claims")
 	e.audit("sale")
+}
+
+// claimsTuples is how many rows the planner's statistics count in claims.
+func claimsTuples(t *testing.T, e *env) float64 {
+	t.Helper()
+	var n float64
+	require.NoError(t, e.db.Pool.QueryRow(t.Context(), "SELECT reltuples FROM pg_class WHERE oid = to_regclass('claims')").Scan(&n))
+	return n
 }
