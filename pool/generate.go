@@ -263,6 +263,9 @@ func (s *Store) Generate(ctx context.Context, opts GenerateOptions, progress fun
 
 	landing := time.Now()
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, landingWorkMemSQL); err != nil {
+			return fmt.Errorf("set work_mem: %w", err)
+		}
 		if _, err := tx.Exec(ctx, importLockPoolSQL, opts.PoolID); err != nil {
 			return fmt.Errorf("lock pool for generation: %w", err)
 		}
@@ -283,6 +286,9 @@ func (s *Store) Generate(ctx context.Context, opts GenerateOptions, progress fun
 				if err := stage(tx, opts.Count-sum.Inserted); err != nil {
 					return err
 				}
+			}
+			if _, err := tx.Exec(ctx, analyzeStagedSQL); err != nil {
+				return fmt.Errorf("analyze staged codes: %w", err)
 			}
 			tag, err := tx.Exec(ctx, importInsertCodesSQL, opts.PoolID, sum.ImportID)
 			if err != nil {
