@@ -49,6 +49,9 @@ port="${BENCH_PORT:-28091}" metrics_port="${BENCH_METRICS_PORT:-29491}"
 work="$root/.dev/bench-claims"
 mkdir -p "$work"
 client_cpu_file="$work/client-cpu"
+# Every step's figures, one JSON object per line, for the goals at the end.
+export BENCH_FIGURES="$work/figures.jsonl"
+: >"$BENCH_FIGURES"
 
 bench_cluster
 go build -o bin/ ./cmd/...
@@ -152,6 +155,10 @@ if det:
 print(f"{label}: {r['count']} calls, {ok} OK, {r['rps']:.0f} calls/s, p50 {lat.get(50, 0):.1f} ms, "
       f"p99 {lat.get(99, 0):.1f} ms, served by the fallback {fb}{decay}{batches}; "
       f"errors {r.get('errorDistribution') or {}}")
+import os
+with open(os.environ["BENCH_FIGURES"], "a") as f:
+    f.write(json.dumps({"label": label, "per_s": r["rps"], "p99_ms": lat.get(99, 0), "fallback": int(fb),
+                        "decay": (last / first - 1) if decay else None}) + "\n")
 EOF
 	cpu_report "$label" "$n" "$before" "$after" "$(cat "$client_cpu_file")"
 }
@@ -167,13 +174,15 @@ pgbench_run() {
 	(cd "$work" && client_cpu pgbench -n -M prepared -c 32 -j 2 -t $((n / 32)) -l -f "$root/scripts/bench/$script" "$pg/$db" >"$work/pgbench.out" 2>&1)
 	after=$(cpu_mark "")
 	python3 - "$work" "$label" "$what" <<'EOF'
-import glob, re, sys
+import glob, json, os, re, sys
 work, label, what = sys.argv[1], sys.argv[2], sys.argv[3]
 out = open(f"{work}/pgbench.out").read()
 tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
 lat = sorted(int(l.split()[2]) for f in glob.glob(f"{work}/pgbench_log.*") for l in open(f))
 p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000
 print(f"{label}: {len(lat)} {what}, {tps:.0f} {what}/s, p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
+with open(os.environ["BENCH_FIGURES"], "a") as f:
+    f.write(json.dumps({"label": label, "per_s": tps, "p99_ms": p(0.99)}) + "\n")
 EOF
 	cpu_report "$label" $((n / 32 * 32)) "$before" "$after" "$(cat "$client_cpu_file")"
 }
@@ -278,3 +287,38 @@ bench_quiesce classic_sold classic_codes
 pgbench_run "classic (pgbench), after the sell-out" classic_sold classic-soldout.sql $((calls / 2)) calls
 bench_drop_db classic_sold
 fi
+
+# The goals of issue 9, from this run's figures (those whose steps ran).
+python3 - "$BENCH_FIGURES" "$duration" <<'EOF'
+import json, sys
+path, duration = sys.argv[1], sys.argv[2]
+fig = {}
+for line in open(path):
+    r = json.loads(line)
+    fig.setdefault(r.pop("label"), {}).update(r)
+sale, long_, classic = fig.get("ghz"), fig.get(f"ghz, {duration}"), fig.get("classic (pgbench)")
+fallback, after, classic_after = fig.get("ghz, fallback only"), fig.get("ghz, after the sell-out"), fig.get("classic (pgbench), after the sell-out")
+rows = []
+def goal(what, value, ok):
+    rows.append(f"  {what}: {value}: {'met' if ok else 'NOT met'}")
+if sale:
+    goal("server-side CPU per durable claim, ghz (at most 150 µs; 120 the mark)", f"{sale['cpu_total']:.0f} µs", sale["cpu_total"] <= 150)
+    goal("p99 of the ghz sale (under 25 ms)", f"{sale['p99_ms']:.1f} ms", sale["p99_ms"] < 25)
+    goal("claims served by the fallback while Redis is up (none)", f"{sale['fallback']}", sale["fallback"] == 0)
+if sale and classic:
+    goal("throughput against the classic (at least 2.5x)", f"{sale['per_s']:.0f} / {classic['per_s']:.0f} claims/s = {sale['per_s'] / classic['per_s']:.2f}x",
+         sale["per_s"] >= 2.5 * classic["per_s"])
+    goal("server-side CPU per claim against the classic's (a quarter)", f"{sale['cpu_total']:.0f} / {classic['cpu_total']:.0f} µs = {sale['cpu_total'] / classic['cpu_total']:.2f}",
+         sale["cpu_total"] <= classic["cpu_total"] / 4)
+if long_ and long_.get("decay") is not None:
+    goal(f"no decay over {duration} (last 10 s within 10% of the first 10 s)", f"{100 * long_['decay']:+.0f}%", long_["decay"] >= -0.10)
+if fallback and classic:
+    goal("the fallback alone against the classic, server-side CPU per claim (no more)", f"{fallback['cpu_total']:.0f} / {classic['cpu_total']:.0f} µs",
+         fallback["cpu_total"] <= classic["cpu_total"])
+if after and classic_after:
+    goal("calls after the sell-out against the classic's, server-side CPU per call (no more)", f"{after['cpu_total']:.0f} / {classic_after['cpu_total']:.0f} µs",
+         after["cpu_total"] <= classic_after["cpu_total"])
+if rows:
+    print("== goals of issue 9, this run (bulk import: scripts/bench-import.sh; audits: above)")
+    print("\n".join(rows))
+EOF

@@ -93,9 +93,11 @@ EOF
 }
 
 # cpu_report LABEL CALLS BEFORE AFTER CLIENT_SECONDS: CPU per call by process.
+# With BENCH_FIGURES set, the figures are appended to that file too, one
+# JSON object per line.
 cpu_report() {
 	python3 - "$@" "$hz" <<'EOF'
-import sys
+import json, os, sys
 label, calls, before, after, client, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), float(sys.argv[5]), int(sys.argv[6])
 d = [(int(a) - int(b)) / hz * 1e6 / calls for a, b in zip(after[:3], before[:3])]
 script = (int(after[3]) - int(before[3])) / calls
@@ -103,5 +105,9 @@ runs = int(after[4]) - int(before[4])
 per_run = f", {calls / runs:.1f} calls per script run" if runs else ""
 print(f"{label}: CPU per call µs: server {d[0]:.0f}, postgres {d[1]:.0f}, redis {d[2]:.0f} (of it scripts {script:.1f}{per_run}), "
       f"server side total {sum(d):.0f}; client {client * 1e6 / calls:.0f}")
+if os.environ.get("BENCH_FIGURES"):
+    with open(os.environ["BENCH_FIGURES"], "a") as f:
+        f.write(json.dumps({"label": label, "cpu_server": d[0], "cpu_postgres": d[1], "cpu_redis": d[2],
+                            "cpu_total": sum(d), "cpu_client": client * 1e6 / calls}) + "\n")
 EOF
 }
