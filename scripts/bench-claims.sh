@@ -34,6 +34,8 @@
 # pays for autovacuum catching up on another's writes).
 # For each: calls/s, p50/p99, claims the fallback served, and CPU per call of
 # the server, Postgres and Redis (from /proc/<pid>/stat) and of the client.
+# At the end, the goals of issue 9 (docs/BENCHMARKS.md), each checked
+# against this run's figures: met or NOT met.
 #   CLAIMS=60000 CONCURRENCY=64 CODES=300000 scripts/bench-claims.sh
 #   STEPS="3 4" scripts/bench-claims.sh   # only some of the steps
 set -euo pipefail
