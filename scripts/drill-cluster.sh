@@ -32,11 +32,15 @@ bin/dispenserctl pools create drill --limit 1 --batch-size 2000 --redis-shards "
 bin/dispenserctl generate --pool drill --count "$codes" --length 16 >/dev/null 2>&1
 bin/dispenserctl jobs run refill --pool drill >/dev/null
 
-echo "drill: $claims calls over 3 replicas, 20% retries of earlier requests"
-bin/dispenser-bench claims --pool drill --claims "$claims" --concurrency 32 --replay-ratio 0.2 \
+every="${STEP:-1.5}"
+# The load is paced so that it lasts the three faults and a margin for the
+# failover however fast the machine is (on a slow one it lasts longer).
+rate="$(awk -v n="$claims" -v s="$every" 'BEGIN {printf "%d", n / (3 * s + 8)}')"
+echo "drill: $claims calls over 3 replicas, 20% retries of earlier requests, at most $rate a second"
+bin/dispenser-bench claims --pool drill --claims "$claims" --concurrency 32 --replay-ratio 0.2 --rate "$rate" \
 	--users $((claims * 2)) --retry-for 120s --database-url "$DISPENSER_DATABASE_URL" >"$dir/bench.txt" 2>&1 &
 bench=$!
-step() { sleep "${STEP:-1.5}"; kill -0 "$bench" 2>/dev/null || { echo "drill: the bench finished before: $1; raise CLAIMS" >&2; exit 1; }; }
+step() { sleep "$every"; kill -0 "$bench" 2>/dev/null || { echo "drill: the bench finished before: $1; raise CLAIMS" >&2; exit 1; }; }
 
 step "the replica kill"
 pid1="$(cat "$dir/dispenserd-1.pid")"

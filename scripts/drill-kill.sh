@@ -69,18 +69,23 @@ bin/dispenserctl pools create drill-holds --limit 1 >/dev/null
 head -n $((holds + 100)) .dev/drill-codes.txt | sed 's/^/H/' >.dev/drill-hold-codes.txt
 bin/dispenserctl import --pool drill-holds .dev/drill-hold-codes.txt >/dev/null
 
-echo "drill: $claims calls, $kills kill -9 of the server, one every ${every}s"
-bin/dispenser-bench claims --pool drill --claims "$claims" --concurrency 32 --replay-ratio 0.2 \
+# Both loads are paced so that they last every kill and a margin however
+# fast the machine is (on a slow one they last longer).
+lasts="$(awk -v k="$kills" -v e="$every" 'BEGIN {print k * (e + 1) + 4}')"
+rate="$(awk -v n="$claims" -v t="$lasts" 'BEGIN {printf "%d", n / t}')"
+rate_holds="$(awk -v n="$holds" -v t="$lasts" 'BEGIN {printf "%d", n / t}')"
+echo "drill: $claims calls, at most $rate a second, $kills kill -9 of the server, one every ${every}s"
+bin/dispenser-bench claims --pool drill --claims "$claims" --concurrency 32 --replay-ratio 0.2 --rate "$rate" \
 	--retry-for 120s >.dev/drill-bench.txt 2>&1 &
 bench=$!
-bin/dispenser-bench claims --reserve --pool drill-holds --claims "$holds" --concurrency 16 --replay-ratio 0.2 \
+bin/dispenser-bench claims --reserve --pool drill-holds --claims "$holds" --concurrency 16 --replay-ratio 0.2 --rate "$rate_holds" \
 	--retry-for 120s >.dev/drill-bench-holds.txt 2>&1 &
 bench_holds=$!
 for i in $(seq 1 "$kills"); do
 	sleep "$every"
 	if ! kill -0 "$bench" 2>/dev/null; then
-		echo "drill: the bench finished before kill $i; raise CLAIMS" >&2
-		break
+		echo "drill: FAILED: the bench finished before kill $i; raise CLAIMS" >&2
+		exit 1
 	fi
 	kill -9 "$pid"
 	wait "$pid" 2>/dev/null || true

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
+	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -46,6 +47,8 @@ type benchOpts struct {
 	// ConfirmReservation (a checkout that pays at once), not a ClaimCode.
 	reserve               bool
 	callTimeout, retryFor time.Duration
+	// rate caps new requests per second over all callers; 0: none.
+	rate float64
 }
 
 // benchResult is the JSON line bench ends with.
@@ -80,11 +83,13 @@ func (a *app) benchClaimsFlags(cmd *cobra.Command, o *benchOpts) {
 	f.StringVar(&o.namespace, "redis-namespace", cli.EnvOr("DISPENSER_REDIS_NAMESPACE", "dispenser"), "the server's Redis namespace [DISPENSER_REDIS_NAMESPACE]")
 	f.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "deadline of one ClaimCode call")
 	f.DurationVar(&o.retryFor, "retry-for", 60*time.Second, "keep retrying a call that fails Unavailable (same request_id) this long")
+	f.Float64Var(&o.rate, "rate", 0, "start at most this many requests per second over all callers (0: as fast as the server answers); "+
+		"a drill uses it so that its load outlasts its faults however fast the machine is")
 }
 
 func (a *app) runBenchClaims(ctx context.Context, o benchOpts) error {
-	if o.claims <= 0 || o.concurrency <= 0 || o.replayRatio < 0 || o.replayRatio >= 1 {
-		return fmt.Errorf("--claims and --concurrency must be positive and --replay-ratio in [0, 1)")
+	if o.claims <= 0 || o.concurrency <= 0 || o.replayRatio < 0 || o.replayRatio >= 1 || o.rate < 0 {
+		return fmt.Errorf("--claims and --concurrency must be positive, --replay-ratio in [0, 1) and --rate not negative")
 	}
 	if o.users == 0 {
 		o.users = 10 * o.claims
@@ -251,9 +256,14 @@ func (l *loadLedger) percentile(p float64) float64 {
 // runClaimLoad drives claim from o.concurrency goroutines for o.claims calls.
 // A share o.replayRatio of calls retries an earlier request id. Calls that
 // fail Unavailable or DeadlineExceeded are retried with the same request id,
-// as a lottery backend would, for up to o.retryFor.
+// as a lottery backend would, for up to o.retryFor. With o.rate set, requests
+// start at most that many a second (their retries are not counted).
 func runClaimLoad(ctx context.Context, o benchOpts, claimFn func(context.Context, claimReq) (string, bool, error)) *loadLedger {
 	l := &loadLedger{answered: map[string]string{}, owner: map[string]string{}, refused: map[string]int{}}
+	var pace *rate.Limiter
+	if o.rate > 0 {
+		pace = rate.NewLimiter(rate.Limit(o.rate), 1)
+	}
 	var issuedMu sync.Mutex
 	var issued []claimReq
 	var next atomic.Int64
@@ -263,6 +273,9 @@ func runClaimLoad(ctx context.Context, o benchOpts, claimFn func(context.Context
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w)+1, uint64(time.Now().UnixNano())))
 			for next.Add(1) <= int64(o.claims) && ctx.Err() == nil {
+				if pace != nil && pace.Wait(ctx) != nil {
+					return
+				}
 				var req claimReq
 				issuedMu.Lock()
 				if len(issued) > 0 && rng.Float64() < o.replayRatio {
