@@ -176,14 +176,16 @@ func landImport(ctx context.Context, tx pgx.Tx, opts ImportOptions, valid int64,
 	if _, err := tx.Exec(ctx, landingWorkMemSQL); err != nil {
 		return fmt.Errorf("set work_mem: %w", err)
 	}
+	// Before the pool's lock: the statistics are this session's own, and
+	// other imports into the pool need not wait for them.
+	if _, err := tx.Exec(ctx, analyzeStagedSQL); err != nil {
+		return fmt.Errorf("analyze staged rows: %w", err)
+	}
 	if _, err := tx.Exec(ctx, importLockPoolSQL, opts.PoolID); err != nil {
 		return fmt.Errorf("lock pool for import: %w", err)
 	}
 	if err := tx.QueryRow(ctx, importBeginSQL, opts.PoolID, opts.SourceName, opts.Format.String(), opts.Strict).Scan(&sum.ID); err != nil {
 		return fmt.Errorf("record import: %w", err)
-	}
-	if _, err := tx.Exec(ctx, analyzeStagedSQL); err != nil {
-		return fmt.Errorf("analyze staged rows: %w", err)
 	}
 	tag, err := tx.Exec(ctx, importInsertCodesSQL, opts.PoolID, sum.ID)
 	if err != nil {

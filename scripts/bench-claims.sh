@@ -133,7 +133,7 @@ ghz_run() {
 	after=$(cpu_mark "$pid")
 	n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['count'])" "$work/$poolid.json")
 	python3 - "$label" "$work/$poolid.json" "$(($(fallbacks) - f0))" "$c0" "$(commits)" <<'EOF'
-import json, sys
+import json, os, sys
 label, path, fb = sys.argv[1], sys.argv[2], sys.argv[3]
 (b0, s0), (b1, s1) = (map(float, a.split()) for a in sys.argv[4:6])
 batches = f"; group commits {b1 - b0:.0f}, {(s1 - s0) / max(b1 - b0, 1):.1f} claims each"
@@ -157,7 +157,6 @@ if det:
 print(f"{label}: {r['count']} calls, {ok} OK, {r['rps']:.0f} calls/s, p50 {lat.get(50, 0):.1f} ms, "
       f"p99 {lat.get(99, 0):.1f} ms, served by the fallback {fb}{decay}{batches}; "
       f"errors {r.get('errorDistribution') or {}}")
-import os
 with open(os.environ["BENCH_FIGURES"], "a") as f:
     f.write(json.dumps({"label": label, "per_s": r["rps"], "p99_ms": lat.get(99, 0), "fallback": int(fb),
                         "decay": (last / first - 1) if decay else None}) + "\n")
