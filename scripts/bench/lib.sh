@@ -111,3 +111,60 @@ if os.environ.get("BENCH_FIGURES"):
                             "cpu_total": sum(d), "cpu_client": client * 1e6 / calls}) + "\n")
 EOF
 }
+
+# cpu_timeline_start SERVER_PID CLIENT_NAME FILE: samples, every half
+# second until cpu_timeline_stop, the CPU ticks of the server, the private
+# cluster (as pg_ticks counts them), Redis and the processes named
+# CLIENT_NAME, one line "unix-time server postgres redis client" each, into
+# FILE. One Python process reads /proc, so sampling costs little beside the
+# load. A long run's first and last seconds can then be compared by CPU per
+# call as well as by rate: the rate moves with the machine's phases, the CPU
+# per call of the server's processes with what the server does.
+cpu_timeline_start() {
+	python3 - "$1" "$2" "$3" "$root/.dev/postgres/postmaster.pid" "$redis_pid" <<'EOF' &
+import os, sys, time
+server, client, out, pmfile, redis = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+def ticks(pid, children=False):
+    s = stat(pid)
+    if s is None:
+        return 0
+    t = int(s[11]) + int(s[12])
+    return t + int(s[13]) + int(s[14]) if children else t
+pm = int(open(pmfile).readline())
+with open(out, "w", buffering=1) as f:
+    while True:
+        pg, cl = ticks(pm, True), 0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            s = stat(d)
+            if s is None:
+                continue
+            if int(s[1]) == pm:
+                pg += int(s[11]) + int(s[12])
+            else:
+                try:
+                    with open(f"/proc/{d}/comm") as c:
+                        if c.read().strip() == client:
+                            cl += int(s[11]) + int(s[12])
+                except OSError:
+                    pass
+        f.write(f"{time.time():.3f} {ticks(server)} {pg} {ticks(redis)} {cl}\n")
+        time.sleep(0.5)
+EOF
+	cpu_timeline_pid=$!
+}
+
+# cpu_timeline_stop: ends the sampler cpu_timeline_start started.
+cpu_timeline_stop() {
+	[[ -n "${cpu_timeline_pid:-}" ]] || return 0
+	kill "$cpu_timeline_pid" 2>/dev/null
+	wait "$cpu_timeline_pid" 2>/dev/null || true
+	cpu_timeline_pid=""
+}
