@@ -11,6 +11,7 @@
 #   B_ENV="GOMAXPROCS=1" scripts/bench-ab-ghz.sh HEAD                     # dispenserd's environment
 #   UUIDS=1 BENCH_LOCALE=en_US.utf8 scripts/bench-ab-ghz.sh REV            # UUID ids, en_US database
 #   ANALYZED_EMPTY=1 scripts/bench-ab-ghz.sh REV   # claims, refusals and hold_releases analyzed while empty
+#   GHZ_ARGS="--connections 4" scripts/bench-ab-ghz.sh HEAD   # more ghz flags, both sides (a diagnostic: the goal's load is ghz's defaults)
 #
 # Each run is what the issue 9 claim bench measures (scripts/bench-claims.sh
 # step 2): a fresh database and a pool with default settings, CODES codes
@@ -75,9 +76,10 @@ run_one() { # label bindir environment [dispenserd flags...]
 	# an upgrade) leaves a new database before its first sale.
 	bench_quiesce dispenser_ab_ghz codes ${ANALYZED_EMPTY:+claims refusals hold_releases}
 	before=$(cpu_mark "$pid")
+	# shellcheck disable=SC2086 # GHZ_ARGS words split on spaces on purpose
 	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
 		-m "{\"authorization\":\"Bearer $key\"}" \
-		-d "$data" \
+		-d "$data" ${GHZ_ARGS:-} \
 		-c "$conc" -n "$calls" -O json "127.0.0.1:$port" >"$work/ghz.json"
 	after=$(cpu_mark "$pid")
 	local audit
