@@ -181,7 +181,7 @@ func (a *Authorizer) SignIn(ctx context.Context, text, peerAddr string) (Key, er
 	if text == "" {
 		return Key{}, withReason(codes.Unauthenticated, "an API key is required", ReasonUnauthenticated)
 	}
-	k, err := a.verify(ctx, text, peerAddr)
+	k, err := a.verify(ctx, text, func() string { return peerAddr })
 	switch {
 	case errors.Is(err, ErrBadKey):
 		if !a.noteFailure(peerAddr) {
@@ -244,10 +244,18 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	if open(method) {
 		return ctx, nil
 	}
-	peerAddr := peerHost(ctx)
+	// The caller's address is formatted only when a failure or a key
+	// lookup needs it, not for every call a cached key answers.
+	var host string
+	peerAddr := func() string {
+		if host == "" {
+			host = peerHost(ctx)
+		}
+		return host
+	}
 	text := bearer(ctx)
 	if text == "" {
-		if !a.noteFailure(peerAddr) {
+		if !a.noteFailure(peerAddr()) {
 			return ctx, tooManyFailures()
 		}
 		return ctx, withReason(codes.Unauthenticated, "an API key is required (authorization: Bearer <key>)", ReasonUnauthenticated)
@@ -255,7 +263,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	k, err := a.verify(ctx, text, peerAddr)
 	switch {
 	case errors.Is(err, ErrBadKey):
-		if !a.noteFailure(peerAddr) {
+		if !a.noteFailure(peerAddr()) {
 			return ctx, tooManyFailures()
 		}
 		return ctx, withReason(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
@@ -299,14 +307,14 @@ func allowed(role Role, method string) bool {
 }
 
 // verify checks the key against a recent read of its id, or the store.
-func (a *Authorizer) verify(ctx context.Context, text, peerAddr string) (Key, error) {
+func (a *Authorizer) verify(ctx context.Context, text string, peerAddr func() string) (Key, error) {
 	id, secret, ok := splitKey(text)
 	if !ok {
 		return Key{}, ErrBadKey
 	}
 	key, ok := a.keys.Fresh(id)
 	if !ok {
-		if a.peerBlocked(peerAddr) {
+		if a.peerBlocked(peerAddr()) {
 			return Key{}, errPeerBlocked
 		}
 		var err error

@@ -15,7 +15,6 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -448,8 +447,16 @@ func baseUnary(log *slog.Logger) []grpc.UnaryServerInterceptor {
 	logger, logOpts, recoverOpts := callLogging(log)
 	accessLog := logging.UnaryServerInterceptor(logger, logOpts...)
 	if !log.Enabled(context.Background(), slog.LevelDebug) {
-		accessLog = selector.UnaryServerInterceptor(accessLog, selector.MatchFunc(
-			func(_ context.Context, c interceptors.CallMeta) bool { return !hotMethods[c.FullMethod()] }))
+		// The hot methods skip the access log by their full name, which gRPC
+		// hands over as it is (selector's CallMeta would build the name
+		// again, an allocation per claim).
+		logged := accessLog
+		accessLog = func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if hotMethods[info.FullMethod] {
+				return h(ctx, req)
+			}
+			return logged(ctx, req, info, h)
+		}
 	}
 	return []grpc.UnaryServerInterceptor{accessLog, recovery.UnaryServerInterceptor(recoverOpts...)}
 }

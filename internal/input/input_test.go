@@ -2,6 +2,8 @@ package input
 
 import (
 	"errors"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -53,6 +55,37 @@ func TestValidators(t *testing.T) {
 		}
 		if len(c.v) > 3 && strings.Contains(err.Error(), c.v) {
 			t.Errorf("%s: the error repeats the value", c.name)
+		}
+	}
+}
+
+// poolIDSpec is the pool id's shape as the API documents it; PoolID checks
+// it with a loop over the bytes, which must agree with it everywhere.
+var poolIDSpec = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+func TestPoolIDMatchesItsPattern(t *testing.T) {
+	t.Parallel()
+	// Every byte at every place of short ids, then random ids of the
+	// characters near the edges of the allowed ranges.
+	var ids []string
+	for b := range 256 {
+		for _, f := range []string{"%", "a%", "%a", "a%b"} {
+			ids = append(ids, strings.ReplaceAll(f, "%", string([]byte{byte(b)})))
+		}
+	}
+	alphabet := []byte("az09._-{}/:AZ`@[~ \x00\xff")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		b := make([]byte, rng.IntN(66))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		ids = append(ids, string(b))
+	}
+	for _, id := range ids {
+		want := poolIDSpec.MatchString(id)
+		if got := PoolID("pool_id", id) == nil; got != want {
+			t.Fatalf("PoolID(%q) ok=%v, the pattern says %v", id, got, want)
 		}
 	}
 }
