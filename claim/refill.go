@@ -22,26 +22,23 @@ var (
 	stageBatchSQL string
 	//go:embed sql/stage_plan.sql
 	stagePlanSQL string
-	//go:embed sql/new_stage_batch.sql
-	newStageBatchSQL string
-	//go:embed sql/set_stage_batch_size.sql
-	setStageBatchSizeSQL string
 )
 
 // Stager moves pools' available codes into Redis: the refill job, refill
 // ahead of demand (through the claim service) and the delivery run's
 // pre-staging all stage through it.
 type Stager struct {
-	db     *pgxpool.Pool
-	stock  *stock.Store
-	pgOnly bool
+	db      *pgxpool.Pool
+	drained *drainMarks
+	stock   *stock.Store
+	pgOnly  bool
 }
 
 // NewStager returns the stager of the pools in db, staging into rdb under
 // keys. A fallbackOnly stager stages nothing (no claim is served from
 // Redis).
 func NewStager(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, fallbackOnly bool) *Stager {
-	return &Stager{db: db, stock: stock.New(rdb, keys), pgOnly: fallbackOnly}
+	return &Stager{db: db, drained: &drainMarks{db: db}, stock: stock.New(rdb, keys), pgOnly: fallbackOnly}
 }
 
 // Refill stages a batch of the pool's available codes into each of its Redis
@@ -161,19 +158,17 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 	var batchID int64
 	var entries []string
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, newStageBatchSQL, p.ID, size, shard).Scan(&batchID); err != nil {
-			return err
-		}
 		if _, err := tx.Exec(ctx, stagePlanSQL); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, batchID, size)
+		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, shard, size)
 		if err != nil {
 			return err
 		}
 		type staged struct {
-			ID   int64
-			Code string
+			Batch int64
+			ID    int64
+			Code  string
 		}
 		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[staged])
 		if err != nil {
@@ -185,15 +180,16 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 		if len(got) == 0 {
 			return errNothingToStage
 		}
+		batchID = got[0].Batch
 		slices.SortFunc(got, func(a, b staged) int { return cmp.Compare(a.ID, b.ID) })
 		entries = make([]string, 0, len(got))
 		for _, st := range got {
 			entries = append(entries, stock.FormatEntry(st.ID, st.Code))
 		}
-		_, err = tx.Exec(ctx, setStageBatchSizeSQL, batchID, len(got))
-		return err
+		return nil
 	})
 	if errors.Is(err, errNothingToStage) {
+		s.drained.maybe(ctx, p.ID)
 		return 0, nil
 	}
 	if err != nil {
@@ -201,6 +197,11 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 	}
 	if err := s.stock.Push(ctx, stock.Shard(p.ID, shard), batchID, entries); err != nil {
 		return 0, &redisError{fmt.Errorf("push batch %d (reconcile returns its codes): %w", batchID, err)}
+	}
+	if len(entries) < size {
+		// The pool is running dry: its sale's last claims and the calls
+		// after its sell-out read the batches still live.
+		s.drained.maybe(ctx, p.ID)
 	}
 	return len(entries), nil
 }

@@ -163,7 +163,7 @@ func NewService(db *pgxpool.Pool, rdb redis.UniversalClient, keys stock.Keys, cf
 	if !cfg.FallbackOnly {
 		s.ahead = newAhead(s)
 		s.redis.ahead = s.ahead
-		s.redis.soldOut = newSoldOut(db)
+		s.redis.soldOut = newSoldOut(db, s.stager.drained)
 	}
 	s.breakers = newBreakers(cmp.Or(cfg.BreakerFailures, BreakerFailuresDefault), cmp.Or(cfg.BreakerOpenFor, BreakerOpenForDefault), log)
 	s.redis.breakers = s.breakers

@@ -24,8 +24,9 @@ var soldOutSQL string
 // claim the check does not clear (or a failed check) goes the way it went
 // before.
 type soldOut struct {
-	db    *pgxpool.Pool
-	group *grouper[*soldOutItem]
+	db      *pgxpool.Pool
+	drained *drainMarks
+	group   *grouper[*soldOutItem]
 	// refused counts the claims it found sold out.
 	refused atomic.Int64
 }
@@ -50,8 +51,8 @@ type soldOutResult struct {
 	err     error
 }
 
-func newSoldOut(db *pgxpool.Pool) *soldOut {
-	s := &soldOut{db: db}
+func newSoldOut(db *pgxpool.Pool, drained *drainMarks) *soldOut {
+	s := &soldOut{db: db, drained: drained}
 	s.group = newGrouper(soldOutMaxBatch, soldOutMaxWait, soldOutInFlight, s.flush)
 	return s
 }
@@ -83,6 +84,18 @@ func (s *soldOut) flush(batch []*soldOutItem) {
 			continue
 		}
 		it.done <- soldOutResult{soldOut: res[i]}
+	}
+	if err != nil {
+		return
+	}
+	// The answers are out. A sold-out pool's last batches may still be
+	// live, and every later check would read their ranges again.
+	marked := map[string]bool{}
+	for i, it := range batch {
+		if res[i] && !marked[it.req.PoolID] {
+			marked[it.req.PoolID] = true
+			s.drained.maybe(context.Background(), it.req.PoolID)
+		}
 	}
 }
 

@@ -134,11 +134,11 @@ func TestRefillPushFailsThenReconcile(t *testing.T) {
 	require.EqualValues(t, 0, e.audit("p1").Staged)
 
 	// The crash window between Refill's two steps: a batch staged in
-	// Postgres that never reached Redis.
-	_, err = e.db.Pool.Exec(ctx, `WITH b AS (INSERT INTO stage_batches (pool_id, size) VALUES ('p1', 20) RETURNING id)
-		UPDATE codes SET state = 'staged', stage_batch = (SELECT id FROM b)
-		WHERE id IN (SELECT id FROM codes WHERE pool_id = 'p1' ORDER BY id LIMIT 20)`)
+	// Postgres (the refill's own statement) that never reached Redis.
+	rows, err := e.db.Pool.Query(ctx, stageBatchSQL, "p1", 0, 20)
 	require.NoError(t, err)
+	rows.Close()
+	require.NoError(t, rows.Err())
 	st := e.audit("p1")
 	require.EqualValues(t, 20, st.Staged)
 	rep, err := e.reconciler.Reconcile(ctx, p, 0)

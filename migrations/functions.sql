@@ -35,6 +35,18 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT hashtextextended(p_pool || '/' || p_request, 0)
 $$;
 
+-- dispenser_has_staged_v1: whether pool p_pool has a staged code, read
+-- through its live refill batches' id ranges (migrations/012_hot_claims.sql).
+-- Each range by an index scan of the primary key, which stops at the first
+-- staged code: a bitmap scan, the planner's choice for a range of a table
+-- never analyzed, reads the whole range first.
+CREATE OR REPLACE FUNCTION dispenser_has_staged_v1(p_pool text) RETURNS boolean
+LANGUAGE sql STABLE SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+    SELECT EXISTS (SELECT 1 FROM stage_batches b
+                   JOIN codes k ON k.id BETWEEN b.first_id AND b.last_id AND k.stage_batch = b.id
+                   WHERE b.pool_id = p_pool AND b.drained_at IS NULL)
+$$;
+
 -- dispenser_refuse_v1 records a definite refusal of a request (the caller holds
 -- its lock and found neither a claim nor a live refusal). A refusal-only
 -- transaction commits without waiting for its WAL flush: losing the last
@@ -501,7 +513,10 @@ CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v3(p_pool text, p_request te
                                                        OUT outcome text, OUT code_id bigint, OUT code text,
                                                        OUT expires_at timestamptz, OUT claimed_at timestamptz,
                                                        OUT held_until timestamptz, OUT reserved_at timestamptz)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- enable_incremental_sort off: on a table never analyzed, a pool's range of
+-- codes_pool_code_key read whole and sorted looked as cheap as the pick's
+-- ordered walk of codes_pickable_idx (plan_test.go).
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_incremental_sort = off AS $$
 DECLARE
     lim     integer;
     hlim    integer;
@@ -551,14 +566,14 @@ BEGIN
 
     LOOP
         WITH picked AS (
-            -- The pool's range of codes_available_idx past the hint, as two
+            -- The pool's range of codes_pickable_idx past the hint, as two
             -- row comparisons: a plain "id > bound" lets the planner take
             -- the primary key and re-read every claimed row, and beside
             -- "pool_id = p_pool" the index scan starts at the pool's first
             -- entry and steps over every dead one up to the bound
             -- (plan_test.go checks both).
             SELECT k.id FROM codes k
-            WHERE k.state = 'available'
+            WHERE k.pickable
               AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
               AND (k.expires_at IS NULL OR k.expires_at > now())
             ORDER BY k.pool_id, k.id
@@ -571,12 +586,12 @@ BEGIN
         RETURNING k.id, k.code, k.expires_at INTO r;
         EXIT WHEN FOUND;
         IF bound = 0 THEN
-            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'available'
+            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.pickable
                        AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
                 outcome := 'busy';
                 RETURN;
             END IF;
-            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.state = 'staged') THEN
+            IF dispenser_has_staged_v1(p_pool) THEN
                 IF p_redis_down THEN
                     -- The pool's last codes sit in a Redis that cannot be
                     -- reached: not sold out. Nothing is decided; the caller
@@ -765,9 +780,9 @@ BEGIN
         SELECT p.id, p.per_user_limit, p.holds_per_user
         FROM pools p
         WHERE p.id IN (SELECT DISTINCT i.pool_id FROM items i)
-          AND NOT EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p.id AND k.state = 'available'
+          AND NOT EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p.id AND k.pickable
                           AND (k.expires_at IS NULL OR k.expires_at > now()))
-          AND NOT EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p.id AND k.state = 'staged')
+          AND NOT dispenser_has_staged_v1(p.id)
     )
     SELECT i.ord::integer,
            CASE WHEN e.id IS NULL THEN false

@@ -20,7 +20,8 @@
 # vacuumed and checkpointed (bench_quiesce, as make bench-claims does); then
 # the pool's audit. It prints calls/s, p50/p99, and CPU per call of each server process
 # from /proc/<pid>/stat (dispenserd; Postgres: the postmaster, its live
-# children and the children that exited; Redis) and of ghz.
+# children and the children that exited; Redis) and of ghz, and how many
+# updates of codes were HOT.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -90,6 +91,11 @@ run_one() { # label bindir environment [dispenserd flags...]
 	kill -TERM "$pid"
 	wait "$pid" 2>/dev/null || true
 	pid=""
+	# Updates of codes rewritten in place (HOT: no index entry written), of
+	# all, the refill's included; its server's backends reported them as
+	# they exited.
+	local hot
+	hot=$(psql "$DISPENSER_DATABASE_URL" -tAc "SELECT n_tup_hot_upd || ' of ' || n_tup_upd FROM pg_stat_user_tables WHERE relname = 'codes'")
 	# What the run left in Redis (replay records, counts, the list): its
 	# keys, and the memory they held (used_memory before and after they go;
 	# UNLINK frees in the background, so wait for lazyfree to finish).
@@ -102,10 +108,10 @@ run_one() { # label bindir environment [dispenserd flags...]
 		sleep 0.1
 	done
 	mem_without=$(redis-cli info memory | awk -F: '/^used_memory:/ {print $2+0}')
-	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" "$keys_held" "$((mem_with - mem_without))" <<'EOF'
+	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" "$keys_held" "$((mem_with - mem_without))" "$hot" <<'EOF'
 import json, sys
 label, path, hz, before, after, client, audit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split(), float(sys.argv[6]), sys.argv[7]
-keys_held, mem_held = int(sys.argv[8]), int(sys.argv[9])
+keys_held, mem_held, hot = int(sys.argv[8]), int(sys.argv[9]), sys.argv[10]
 r = json.load(open(path))
 n = r["count"]
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
@@ -115,7 +121,7 @@ script = (int(after[3]) - int(before[3])) / n
 runs = int(after[4]) - int(before[4])
 print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms"
       f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f}, {n / max(runs, 1):4.1f} calls each)  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
-      f"  redis keys left {keys_held} ({mem_held / 1048576:.1f} MiB)  audit: {audit}")
+      f"  redis keys left {keys_held} ({mem_held / 1048576:.1f} MiB)  codes updates HOT {hot}  audit: {audit}")
 EOF
 }
 

@@ -4,6 +4,6 @@
 SELECT s::int FROM generate_series(0, (SELECT redis_shards - 1 FROM pools WHERE id = $1)) s
 UNION
 SELECT b.shard::int FROM stage_batches b
-WHERE b.pool_id = $1
-  AND EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = $1 AND k.state = 'staged' AND k.stage_batch = b.id)
+WHERE b.pool_id = $1 AND b.drained_at IS NULL
+  AND EXISTS (SELECT 1 FROM codes k WHERE k.id BETWEEN b.first_id AND b.last_id AND k.stage_batch = b.id)
 ORDER BY 1

@@ -1,4 +1,4 @@
 -- Staged codes of pool $1 in batches on Redis shard $3 staged before $2.
 SELECT k.id
-FROM codes k JOIN stage_batches b ON b.id = k.stage_batch
-WHERE k.pool_id = $1 AND k.state = 'staged' AND b.staged_at < $2 AND b.shard = $3
+FROM stage_batches b JOIN codes k ON k.id BETWEEN b.first_id AND b.last_id AND k.stage_batch = b.id
+WHERE b.pool_id = $1 AND b.drained_at IS NULL AND b.staged_at < $2 AND b.shard = $3

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"sync"
 	"testing"
@@ -138,6 +139,63 @@ func Postgres(t testing.TB) *Schema {
 		t.Fatalf("testenv: pool: %v", err)
 	}
 	t.Cleanup(pool.Close)
+	return &Schema{Name: name, URL: url, Pool: pool}
+}
+
+// PostgresOwnDatabase is Postgres on a database of the test's own, dropped
+// when the test ends, for a test that needs what other tests' transactions
+// would hold back: PostgreSQL prunes the dead row versions of a table only
+// once no transaction in its database may still see them.
+func PostgresOwnDatabase(t testing.TB) *Schema {
+	t.Helper()
+	if err := ensureDB(); err != nil {
+		t.Fatalf("testenv: Postgres at %s is required (make test starts it): %v", DatabaseURL(), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	name := Unique("tdb_")
+	admin, err := pgx.Connect(ctx, DatabaseURL())
+	if err != nil {
+		t.Fatalf("testenv: connect: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("testenv: create database: %v", err)
+	}
+	var pool *pgxpool.Pool
+	t.Cleanup(func() {
+		if pool != nil {
+			pool.Close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, DatabaseURL())
+		if err != nil {
+			t.Errorf("testenv: drop database: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("testenv: drop database: %v", err)
+		}
+	})
+	u, err := neturl.Parse(DatabaseURL())
+	if err != nil {
+		t.Fatalf("testenv: database url: %v", err)
+	}
+	u.Path = "/" + name
+	url := withParams(u.String(), "application_name="+name)
+	mconn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("testenv: connect: %v", err)
+	}
+	defer mconn.Close(ctx)
+	if _, _, err := migrations.Migrate(ctx, mconn); err != nil {
+		t.Fatalf("testenv: migrate: %v", err)
+	}
+	if pool, err = pgxpool.New(ctx, url); err != nil {
+		t.Fatalf("testenv: pool: %v", err)
+	}
 	return &Schema{Name: name, URL: url, Pool: pool}
 }
 

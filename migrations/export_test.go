@@ -1,0 +1,4 @@
+package migrations
+
+// Files are the numbered migrations, for tests that migrate step by step.
+var Files = files
