@@ -39,12 +39,16 @@ $$;
 -- through its live refill batches' id ranges (migrations/012_hot_claims.sql).
 -- Each range by an index scan of the primary key, which stops at the first
 -- staged code: a bitmap scan, the planner's choice for a range of a table
--- never analyzed, reads the whole range first.
+-- never analyzed, reads the whole range first. PL/pgSQL, whose plan is
+-- cached for the session: a SQL function with SET clauses is not inlined,
+-- and its body was planned again at every call (0.2 ms per sold-out check).
 CREATE OR REPLACE FUNCTION dispenser_has_staged_v1(p_pool text) RETURNS boolean
-LANGUAGE sql STABLE SET enable_seqscan = off SET enable_bitmapscan = off AS $$
-    SELECT EXISTS (SELECT 1 FROM stage_batches b
+LANGUAGE plpgsql STABLE SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM stage_batches b
                    JOIN codes k ON k.id BETWEEN b.first_id AND b.last_id AND k.stage_batch = b.id
-                   WHERE b.pool_id = p_pool AND b.drained_at IS NULL)
+                   WHERE b.pool_id = p_pool AND b.drained_at IS NULL);
+END;
 $$;
 
 -- dispenser_refuse_v1 records a definite refusal of a request (the caller holds
