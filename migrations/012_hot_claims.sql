@@ -22,7 +22,7 @@
 --   claims of expiring codes change it.
 --
 -- The table is rewritten (the generated columns) under a lock that stops
--- claims, about 2 s per million codes here: run `dispenserd migrate`
+-- claims, about 4.5 s per million codes here: run `dispenserd migrate`
 -- outside a sale. Replicas of the previous version must not run against it:
 -- their refills make batches without an id range, which the constraint
 -- below refuses (they fail and stage nothing), and their refill's pick has
