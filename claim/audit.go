@@ -26,7 +26,11 @@ type AuditReport struct {
 	Imported, Available, Staged, Held, Claimed, Void int64
 	Claims                                           int64
 	MultiClaimed, ClaimsOnUnclaimed, ClaimedNoClaim  int64
-	UsersOverLimit                                   int64
+	// StagedUnfindable counts staged codes outside every live refill
+	// batch's id range: reconcile, which finds staged codes through those
+	// ranges, could never return them.
+	StagedUnfindable int64
+	UsersOverLimit   int64
 	// PrizesAstray counts prizes assigned a code that is not their own
 	// claim's (another user's claim, a caller's claim that took the
 	// prize's old request id): that code reached two people.
@@ -70,14 +74,15 @@ func (r AuditReport) Duplicates() int64 {
 	return r.MultiClaimed + r.PrizesAstray + r.PrizeClaimsAstray
 }
 
-// Lost counts codes not accounted for: the imbalance and claimed codes that
-// no claim holds, or claims whose code is not claimed.
+// Lost counts codes not accounted for: the imbalance, claimed codes that no
+// claim holds, claims whose code is not claimed, and staged codes that
+// reconcile could not find.
 func (r AuditReport) Lost() int64 {
 	u := r.Unbalanced()
 	if u < 0 {
 		u = -u
 	}
-	return u + r.ClaimedNoClaim + r.ClaimsOnUnclaimed
+	return u + r.ClaimedNoClaim + r.ClaimsOnUnclaimed + r.StagedUnfindable
 }
 
 // Audit reconciles one pool. It reads Postgres in one statement and Redis
@@ -85,7 +90,7 @@ func (r AuditReport) Lost() int64 {
 func Audit(ctx context.Context, db *pgxpool.Pool, st *stock.Store, poolID string) (AuditReport, error) {
 	r := AuditReport{PoolID: poolID}
 	err := scanread.Row(ctx, db, auditSQL, []any{poolID}, &r.Imported, &r.Available, &r.Staged, &r.Held, &r.Claimed, &r.Void,
-		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.UsersOverLimit, &r.Claims,
+		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.StagedUnfindable, &r.UsersOverLimit, &r.Claims,
 		&r.PrizesAstray, &r.PrizeClaimsAstray)
 	if err != nil {
 		return r, fmt.Errorf("audit %s: %w", poolID, err)

@@ -17,6 +17,14 @@ SELECT
     -- a code in state claimed or held that no claim or hold holds
     count(*) FILTER (WHERE k.state IN ('claimed', 'held')
                      AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.code_id = k.id)) AS claimed_without_claim,
+    -- a staged code that no lookup of staged codes finds (they read the
+    -- live batches' id ranges, migrations/012_hot_claims.sql): its batch is
+    -- missing, of another pool or drained, or its id is outside the
+    -- batch's range. Reconcile could never return it: lost.
+    count(*) FILTER (WHERE k.state = 'staged'
+                     AND NOT EXISTS (SELECT 1 FROM stage_batches b
+                                     WHERE b.id = k.stage_batch AND b.pool_id = k.pool_id AND b.drained_at IS NULL
+                                       AND k.id BETWEEN b.first_id AND b.last_id)) AS staged_unfindable,
     -- users holding more claims than the highest limit the pool has had (a
     -- lowered limit leaves users the claims they held)
     (SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1 GROUP BY user_id
