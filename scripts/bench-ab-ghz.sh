@@ -110,16 +110,29 @@ run_one() { # label bindir environment [dispenserd flags...]
 	mem_without=$(redis-cli info memory | awk -F: '/^used_memory:/ {print $2+0}')
 	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" "$keys_held" "$((mem_with - mem_without))" "$hot" <<'EOF'
 import json, sys
+from datetime import datetime
 label, path, hz, before, after, client, audit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split(), float(sys.argv[6]), sys.argv[7]
 keys_held, mem_held, hot = int(sys.argv[8]), int(sys.argv[9]), sys.argv[10]
 r = json.load(open(path))
 n = r["count"]
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
+# How many of the calls at or above the p99 started in the sale's first
+# second (its start: the first refills, connections and plans warming up).
+def start_s(t):
+    base, _, frac = t.rstrip("Z").partition(".")
+    return datetime.fromisoformat(base).timestamp() + float("0." + (frac or "0"))
+details = r.get("details") or []
+early = 0
+if details:
+    t0 = min(start_s(x["timestamp"]) for x in details)
+    p99_ns = sorted(x["latency"] for x in details)[int(len(details) * 0.99)]
+    slow = [x for x in details if x["latency"] >= p99_ns]
+    early = sum(1 for x in slow if start_s(x["timestamp"]) - t0 < 1)
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
 script = (int(after[3]) - int(before[3])) / n
 runs = int(after[4]) - int(before[4])
-print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms"
+print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms ({early} of the slowest 1% in the first second)"
       f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f}, {n / max(runs, 1):4.1f} calls each)  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
       f"  redis keys left {keys_held} ({mem_held / 1048576:.1f} MiB)  codes updates HOT {hot}  audit: {audit}")
 EOF
