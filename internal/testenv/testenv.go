@@ -97,35 +97,58 @@ type Schema struct {
 // schema is dropped when the test ends.
 func Postgres(t testing.TB) *Schema {
 	t.Helper()
+	name := Unique("t_")
+	return provision(t, name, "CREATE SCHEMA "+name, "DROP SCHEMA "+name+" CASCADE",
+		withParams(DatabaseURL(), "search_path="+name+"&application_name="+name))
+}
+
+// PostgresOwnDatabase is Postgres on a database of the test's own, dropped
+// when the test ends, for a test that needs what other tests' transactions
+// would hold back: PostgreSQL prunes the dead row versions of a table only
+// once no transaction in its database may still see them.
+func PostgresOwnDatabase(t testing.TB) *Schema {
+	t.Helper()
+	name := Unique("tdb_")
+	u, err := neturl.Parse(DatabaseURL())
+	if err != nil {
+		t.Fatalf("testenv: database url: %v", err)
+	}
+	u.Path = "/" + name
+	return provision(t, name, "CREATE DATABASE "+name, "DROP DATABASE "+name+" WITH (FORCE)",
+		withParams(u.String(), "application_name="+name))
+}
+
+// provision runs create on the test database, drop when the test ends, and
+// migrates what url reaches and returns a pool on it.
+func provision(t testing.TB, name, create, drop, url string) *Schema {
+	t.Helper()
 	if err := ensureDB(); err != nil {
 		t.Fatalf("testenv: Postgres at %s is required (make test starts it): %v", DatabaseURL(), err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	name := Unique("t_")
 	admin, err := pgx.Connect(ctx, DatabaseURL())
 	if err != nil {
 		t.Fatalf("testenv: connect: %v", err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
-		t.Fatalf("testenv: create schema: %v", err)
+	if _, err := admin.Exec(ctx, create); err != nil {
+		t.Fatalf("testenv: %s: %v", create, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, DatabaseURL())
 		if err != nil {
-			t.Errorf("testenv: drop schema: %v", err)
+			t.Errorf("testenv: %s: %v", drop, err)
 			return
 		}
 		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+name+" CASCADE"); err != nil {
-			t.Errorf("testenv: drop schema: %v", err)
+		if _, err := conn.Exec(ctx, drop); err != nil {
+			t.Errorf("testenv: %s: %v", drop, err)
 		}
 	})
 
-	url := withParams(DatabaseURL(), "search_path="+name+"&application_name="+name)
 	mconn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatalf("testenv: connect: %v", err)
@@ -138,64 +161,8 @@ func Postgres(t testing.TB) *Schema {
 	if err != nil {
 		t.Fatalf("testenv: pool: %v", err)
 	}
+	// Closed before the drop (cleanups run last first).
 	t.Cleanup(pool.Close)
-	return &Schema{Name: name, URL: url, Pool: pool}
-}
-
-// PostgresOwnDatabase is Postgres on a database of the test's own, dropped
-// when the test ends, for a test that needs what other tests' transactions
-// would hold back: PostgreSQL prunes the dead row versions of a table only
-// once no transaction in its database may still see them.
-func PostgresOwnDatabase(t testing.TB) *Schema {
-	t.Helper()
-	if err := ensureDB(); err != nil {
-		t.Fatalf("testenv: Postgres at %s is required (make test starts it): %v", DatabaseURL(), err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	name := Unique("tdb_")
-	admin, err := pgx.Connect(ctx, DatabaseURL())
-	if err != nil {
-		t.Fatalf("testenv: connect: %v", err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("testenv: create database: %v", err)
-	}
-	var pool *pgxpool.Pool
-	t.Cleanup(func() {
-		if pool != nil {
-			pool.Close()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, DatabaseURL())
-		if err != nil {
-			t.Errorf("testenv: drop database: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("testenv: drop database: %v", err)
-		}
-	})
-	u, err := neturl.Parse(DatabaseURL())
-	if err != nil {
-		t.Fatalf("testenv: database url: %v", err)
-	}
-	u.Path = "/" + name
-	url := withParams(u.String(), "application_name="+name)
-	mconn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("testenv: connect: %v", err)
-	}
-	defer mconn.Close(ctx)
-	if _, _, err := migrations.Migrate(ctx, mconn); err != nil {
-		t.Fatalf("testenv: migrate: %v", err)
-	}
-	if pool, err = pgxpool.New(ctx, url); err != nil {
-		t.Fatalf("testenv: pool: %v", err)
-	}
 	return &Schema{Name: name, URL: url, Pool: pool}
 }
 
