@@ -177,8 +177,7 @@ func TestAuditCountsStagedCodesNoLookupFinds(t *testing.T) {
 	require.Zero(t, rep.Lost())
 
 	// Marking drained spares a batch with staged codes...
-	_, err = markDrained(ctx, e.db.Pool, "p1")
-	require.NoError(t, err)
+	require.NoError(t, markDrained(ctx, e.db.Pool, "p1"))
 	require.Zero(t, audit().Lost())
 	// ...and a code staged outside its batch's range is lost to reconcile.
 	_, err = e.db.Pool.Exec(ctx, `UPDATE codes SET state = 'staged',

@@ -32,13 +32,12 @@ type drainMarks struct {
 }
 
 // markDrained marks the pool's live batches with no staged code left as
-// drained, and returns how many it marked.
-func markDrained(ctx context.Context, db *pgxpool.Pool, poolID string) (int64, error) {
-	tag, err := db.Exec(ctx, markDrainedSQL, poolID)
-	if err != nil {
-		return 0, pgerr.Wrap("mark drained batches", err)
+// drained.
+func markDrained(ctx context.Context, db *pgxpool.Pool, poolID string) error {
+	if _, err := db.Exec(ctx, markDrainedSQL, poolID); err != nil {
+		return pgerr.Wrap("mark drained batches", err)
 	}
-	return tag.RowsAffected(), nil
+	return nil
 }
 
 // maybe marks the pool's drained batches unless this process did so less
@@ -53,5 +52,5 @@ func (m *drainMarks) maybe(ctx context.Context, poolID string) {
 	}
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, _ = markDrained(mctx, m.db, poolID)
+	_ = markDrained(mctx, m.db, poolID)
 }

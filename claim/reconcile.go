@@ -85,7 +85,7 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 		return rep, pgerr.Wrap("void expired codes", err)
 	}
 	rep.Expired = tag.RowsAffected()
-	if _, err := markDrained(ctx, s.db, p.ID); err != nil {
+	if err := markDrained(ctx, s.db, p.ID); err != nil {
 		return rep, err
 	}
 	if _, err := s.db.Exec(ctx, dropExpiredRefusalsSQL, p.ID); err != nil {
