@@ -30,7 +30,11 @@ type AuditReport struct {
 	// batch's id range: reconcile, which finds staged codes through those
 	// ranges, could never return them.
 	StagedUnfindable int64
-	UsersOverLimit   int64
+	// AvailableUnfindable counts available codes at or below their pool's
+	// refill cursor without a return row: no refill or fallback would find
+	// them.
+	AvailableUnfindable int64
+	UsersOverLimit      int64
 	// PrizesAstray counts prizes assigned a code that is not their own
 	// claim's (another user's claim, a caller's claim that took the
 	// prize's old request id): that code reached two people.
@@ -82,7 +86,7 @@ func (r AuditReport) Lost() int64 {
 	if u < 0 {
 		u = -u
 	}
-	return u + r.ClaimedNoClaim + r.ClaimsOnUnclaimed + r.StagedUnfindable
+	return u + r.ClaimedNoClaim + r.ClaimsOnUnclaimed + r.StagedUnfindable + r.AvailableUnfindable
 }
 
 // Audit reconciles one pool. It reads Postgres in one statement and Redis
@@ -90,7 +94,7 @@ func (r AuditReport) Lost() int64 {
 func Audit(ctx context.Context, db *pgxpool.Pool, st *stock.Store, poolID string) (AuditReport, error) {
 	r := AuditReport{PoolID: poolID}
 	err := scanread.Row(ctx, db, auditSQL, []any{poolID}, &r.Imported, &r.Available, &r.Staged, &r.Held, &r.Claimed, &r.Void,
-		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.StagedUnfindable, &r.UsersOverLimit, &r.Claims,
+		&r.MultiClaimed, &r.ClaimsOnUnclaimed, &r.ClaimedNoClaim, &r.StagedUnfindable, &r.AvailableUnfindable, &r.UsersOverLimit, &r.Claims,
 		&r.PrizesAstray, &r.PrizeClaimsAstray)
 	if err != nil {
 		return r, fmt.Errorf("audit %s: %w", poolID, err)

@@ -34,6 +34,8 @@ var (
 	dropExpiredRefusalsSQL string
 	//go:embed sql/redis_shards.sql
 	redisShardsSQL string
+	//go:embed sql/drop_stale_returns.sql
+	dropStaleReturnsSQL string
 )
 
 // Reconciler makes Postgres and Redis agree, pool by pool (the reconcile
@@ -66,10 +68,11 @@ type ReconcileReport struct {
 }
 
 // Reconcile makes Postgres and Redis agree for one pool. It voids expired
-// codes, forgets expired refusals, and returns to available the staged codes
-// that Redis lost (their batch marker is gone), that stayed in the in-flight
-// ledger longer than grace (popped by a process that died before its
-// commit), or that are in neither list nor ledger. Every change is
+// codes, forgets expired refusals and the return rows of codes taken since
+// they came back, and returns to available the staged codes that Redis lost
+// (their batch marker is gone), that stayed in the in-flight ledger longer
+// than grace (popped by a process that died before its commit), or that are
+// in neither list nor ledger. Every change is
 // conditional on the code still being staged, so a claim committing at the
 // same moment wins. Batches and ledger entries younger than grace are left
 // alone: their refill or claim may still be under way.
@@ -90,6 +93,9 @@ func (s *Reconciler) Reconcile(ctx context.Context, p pool.Pool, grace time.Dura
 	}
 	if _, err := s.db.Exec(ctx, dropExpiredRefusalsSQL, p.ID); err != nil {
 		return rep, pgerr.Wrap("drop expired refusals", err)
+	}
+	if _, err := s.db.Exec(ctx, dropStaleReturnsSQL, p.ID); err != nil {
+		return rep, pgerr.Wrap("drop stale returns", err)
 	}
 	shards, err := redisShards(ctx, s.db, p.ID)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -22,6 +21,8 @@ var (
 	stageBatchSQL string
 	//go:embed sql/stage_plan.sql
 	stagePlanSQL string
+	//go:embed sql/ensure_cursor.sql
+	ensureCursorSQL string
 )
 
 // Stager moves pools' available codes into Redis: the refill job, refill
@@ -161,6 +162,9 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 		if _, err := tx.Exec(ctx, stagePlanSQL); err != nil {
 			return err
 		}
+		if _, err := tx.Exec(ctx, ensureCursorSQL, p.ID); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, stageBatchSQL, p.ID, shard, size)
 		if err != nil {
 			return err
@@ -178,7 +182,9 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 			return fmt.Errorf("staged %d codes for a batch of %d", len(got), size)
 		}
 		if len(got) == 0 {
-			return errNothingToStage
+			// Committed all the same: the walk may have moved the cursor
+			// past codes taken meanwhile.
+			return nil
 		}
 		batchID = got[0].Batch
 		slices.SortFunc(got, func(a, b staged) int { return cmp.Compare(a.ID, b.ID) })
@@ -188,12 +194,12 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 		}
 		return nil
 	})
-	if errors.Is(err, errNothingToStage) {
-		s.drained.maybe(ctx, p.ID)
-		return 0, nil
-	}
 	if err != nil {
 		return 0, pgerr.Wrap("stage batch", err)
+	}
+	if len(entries) == 0 {
+		s.drained.maybe(ctx, p.ID)
+		return 0, nil
 	}
 	if err := s.stock.Push(ctx, stock.Shard(p.ID, shard), batchID, entries); err != nil {
 		return 0, &redisError{fmt.Errorf("push batch %d (reconcile returns its codes): %w", batchID, err)}
@@ -205,8 +211,6 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 	}
 	return len(entries), nil
 }
-
-var errNothingToStage = errors.New("nothing to stage")
 
 // StagedLen is how many codes the pool's Redis lists hold, over its shards.
 func (s *Stager) StagedLen(ctx context.Context, p pool.Pool) (int64, error) {

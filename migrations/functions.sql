@@ -51,6 +51,64 @@ BEGIN
 END;
 $$;
 
+-- dispenser_cursor_v1: pool p_pool's refill cursor (0 for a pool that has
+-- none yet). Every available code of the pool has an id above it or a row
+-- in code_returns (migrations/013_hot_refills.sql).
+CREATE OR REPLACE FUNCTION dispenser_cursor_v1(p_pool text) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT c.after_id FROM stage_cursors c WHERE c.pool_id = p_pool), 0)
+$$;
+
+-- dispenser_advance_cursor_v1 moves pool p_pool's cursor up to p_upto
+-- (NULL: the pool's highest id), unless another transaction holds its row
+-- (a refill: then the cursor stays where it is, which is always safe). Every
+-- code it passes that reads as available (one a concurrent claim holds
+-- locked, one about to expire) gets a row in code_returns first, so none
+-- is left behind. A pool's codes not yet committed have ids above every
+-- committed one (imports insert under the pool's lock, held to commit).
+CREATE OR REPLACE FUNCTION dispenser_advance_cursor_v1(p_pool text, p_upto bigint) RETURNS void
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+DECLARE
+    cur  bigint;
+    upto bigint := p_upto;
+BEGIN
+    SELECT c.after_id INTO cur FROM stage_cursors c WHERE c.pool_id = p_pool FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF upto IS NULL THEN
+        SELECT k.id INTO upto FROM codes k
+        WHERE (k.pool_id, k.id) > (p_pool, 0) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
+        ORDER BY k.pool_id DESC, k.id DESC LIMIT 1;
+    END IF;
+    IF upto IS NULL OR upto <= cur THEN
+        RETURN;
+    END IF;
+    INSERT INTO code_returns (pool_id, code_id)
+    SELECT p_pool, k.id FROM codes k
+    WHERE (k.pool_id, k.id) > (p_pool, cur) AND (k.pool_id, k.id) <= (p_pool, upto) AND k.state = 'available'
+    ON CONFLICT DO NOTHING;
+    UPDATE stage_cursors c SET after_id = upto WHERE c.pool_id = p_pool;
+END;
+$$;
+
+-- dispenser_has_available_v1: whether pool p_pool has an available code
+-- that has not expired: the first one above its cursor, through
+-- codes_pool_id_idx, or a returned one.
+CREATE OR REPLACE FUNCTION dispenser_has_available_v1(p_pool text) RETURNS boolean
+LANGUAGE plpgsql STABLE SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+DECLARE
+    cur bigint := dispenser_cursor_v1(p_pool);
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM codes k
+                   WHERE (k.pool_id, k.id) > (p_pool, cur) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
+                     AND k.state = 'available' AND (k.expires_at IS NULL OR k.expires_at > now()))
+        OR EXISTS (SELECT 1 FROM code_returns r JOIN codes k ON k.id = r.code_id
+                   WHERE r.pool_id = p_pool AND k.pool_id = p_pool
+                     AND k.state = 'available' AND (k.expires_at IS NULL OR k.expires_at > now()));
+END;
+$$;
+
 -- dispenser_refuse_v1 records a definite refusal of a request (the caller holds
 -- its lock and found neither a claim nor a live refusal). A refusal-only
 -- transaction commits without waiting for its WAL flush: losing the last
@@ -517,10 +575,11 @@ CREATE OR REPLACE FUNCTION dispenser_claim_fallback_v3(p_pool text, p_request te
                                                        OUT outcome text, OUT code_id bigint, OUT code text,
                                                        OUT expires_at timestamptz, OUT claimed_at timestamptz,
                                                        OUT held_until timestamptz, OUT reserved_at timestamptz)
--- enable_incremental_sort off: on a table never analyzed, a pool's range of
--- codes_pool_code_key read whole and sorted looked as cheap as the pick's
--- ordered walk of codes_pickable_idx (plan_test.go).
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_incremental_sort = off AS $$
+-- Sorts and bitmap scans off: on a table never analyzed, a pool's range of
+-- codes_pool_code_key read whole (through a bitmap or not) and sorted looked
+-- as cheap as the pick's ordered walk of codes_pool_id_idx (plan_test.go).
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+SET enable_incremental_sort = off AS $$
 DECLARE
     lim     integer;
     hlim    integer;
@@ -530,6 +589,9 @@ DECLARE
     slot    integer;
     r       record;
     bound   bigint := p_after;
+    cur     bigint;
+    avail   boolean;
+    staged  boolean;
 BEGIN
     PERFORM pg_advisory_xact_lock(dispenser_request_lock_v1(p_pool, p_request));
     IF EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = p_pool AND c.request_id = p_request)
@@ -568,16 +630,18 @@ BEGIN
         RETURN;
     END IF;
 
+    cur := dispenser_cursor_v1(p_pool);
+    bound := greatest(bound, cur);
     LOOP
         WITH picked AS (
-            -- The pool's range of codes_pickable_idx past the hint, as two
-            -- row comparisons: a plain "id > bound" lets the planner take
-            -- the primary key and re-read every claimed row, and beside
-            -- "pool_id = p_pool" the index scan starts at the pool's first
-            -- entry and steps over every dead one up to the bound
-            -- (plan_test.go checks both).
+            -- The pool's range of codes_pool_id_idx past the hint (or its
+            -- cursor), as two row comparisons: a plain "id > bound" lets
+            -- the planner take the primary key and re-read every claimed
+            -- row, and beside "pool_id = p_pool" the index scan starts at
+            -- the pool's first entry and steps over every taken code up to
+            -- the bound (plan_test.go checks both).
             SELECT k.id FROM codes k
-            WHERE k.pickable
+            WHERE k.state = 'available'
               AND (k.pool_id, k.id) > (p_pool, bound) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
               AND (k.expires_at IS NULL OR k.expires_at > now())
             ORDER BY k.pool_id, k.id
@@ -588,14 +652,45 @@ BEGIN
                            changed_at = now()
         FROM picked WHERE k.id = picked.id
         RETURNING k.id, k.code, k.expires_at INTO r;
-        EXIT WHEN FOUND;
-        IF bound = 0 THEN
-            IF EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p_pool AND k.pickable
-                       AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
+        IF FOUND THEN
+            IF bound = cur AND r.id > cur + 1 THEN
+                -- The walk from the cursor stepped over taken codes (claimed
+                -- here while Redis was away): the next one need not.
+                PERFORM dispenser_advance_cursor_v1(p_pool, r.id - 1);
+            END IF;
+            EXIT;
+        END IF;
+        IF bound = cur THEN
+            -- Nothing above the cursor: the pool's returned codes.
+            WITH picked AS (
+                SELECT k.id FROM code_returns rt JOIN codes k ON k.id = rt.code_id
+                WHERE rt.pool_id = p_pool AND k.pool_id = p_pool AND k.state = 'available'
+                  AND (k.expires_at IS NULL OR k.expires_at > now())
+                ORDER BY rt.code_id
+                LIMIT 1
+                FOR UPDATE OF k SKIP LOCKED
+            )
+            UPDATE codes k SET state = CASE WHEN p_hold_ms IS NULL THEN 'claimed' ELSE 'held' END::code_state,
+                               changed_at = now()
+            FROM picked WHERE k.id = picked.id
+            RETURNING k.id, k.code, k.expires_at INTO r;
+            IF FOUND THEN
+                DELETE FROM code_returns rt WHERE rt.pool_id = p_pool AND rt.code_id = r.id;
+                EXIT;
+            END IF;
+            -- Nothing to take: the cursor goes to the pool's end, so that
+            -- the checks below, and the calls after a sell-out, do not walk
+            -- the taken codes again.
+            PERFORM dispenser_advance_cursor_v1(p_pool, NULL);
+            -- Both in one statement, so one snapshot: a code given back
+            -- between two (staged, then available) would be seen by
+            -- neither, and the pool called sold out with a code left.
+            SELECT dispenser_has_available_v1(p_pool), dispenser_has_staged_v1(p_pool) INTO avail, staged;
+            IF avail THEN
                 outcome := 'busy';
                 RETURN;
             END IF;
-            IF dispenser_has_staged_v1(p_pool) THEN
+            IF staged THEN
                 IF p_redis_down THEN
                     -- The pool's last codes sit in a Redis that cannot be
                     -- reached: not sold out. Nothing is decided; the caller
@@ -610,7 +705,7 @@ BEGIN
             outcome := 'exhausted';
             RETURN;
         END IF;
-        bound := 0;
+        bound := cur;
     END LOOP;
 
     SELECT min(s) INTO slot FROM generate_series(1, lim) AS s WHERE s <> ALL (taken);
@@ -784,8 +879,7 @@ BEGIN
         SELECT p.id, p.per_user_limit, p.holds_per_user
         FROM pools p
         WHERE p.id IN (SELECT DISTINCT i.pool_id FROM items i)
-          AND NOT EXISTS (SELECT 1 FROM codes k WHERE k.pool_id = p.id AND k.pickable
-                          AND (k.expires_at IS NULL OR k.expires_at > now()))
+          AND NOT dispenser_has_available_v1(p.id)
           AND NOT dispenser_has_staged_v1(p.id)
     )
     SELECT i.ord::integer,

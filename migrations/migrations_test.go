@@ -49,9 +49,11 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 		WHERE n.nspname = $1 AND p.proname LIKE 'dispenser\_%' ORDER BY 1`, s.Name)), pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Equal(t, []string{
+		"dispenser_advance_cursor_v1",
 		"dispenser_cancel_v1", "dispenser_claim_fallback_many_v1", "dispenser_claim_fallback_v1", "dispenser_claim_fallback_v2", "dispenser_claim_fallback_v3",
-		"dispenser_claim_staged_v1", "dispenser_claim_staged_v2", "dispenser_claim_staged_v3", "dispenser_confirm_many_v1", "dispenser_confirm_v1",
-		"dispenser_decided_v1", "dispenser_decided_v2", "dispenser_expire_holds_v1", "dispenser_give_back_v1", "dispenser_has_staged_v1", "dispenser_hold_row_v1",
+		"dispenser_claim_staged_v1", "dispenser_claim_staged_v2", "dispenser_claim_staged_v3", "dispenser_code_returned_v1", "dispenser_confirm_many_v1", "dispenser_confirm_v1",
+		"dispenser_cursor_v1", "dispenser_decided_v1", "dispenser_decided_v2", "dispenser_expire_holds_v1", "dispenser_give_back_v1",
+		"dispenser_has_available_v1", "dispenser_has_staged_v1", "dispenser_hold_row_v1",
 		"dispenser_limit_peak_v1",
 		"dispenser_recorded_v1", "dispenser_recorded_v2", "dispenser_refuse_v1",
 		"dispenser_release_hold_v1", "dispenser_release_user_expired_v1", "dispenser_request_lock_v1",

@@ -25,6 +25,13 @@ SELECT
                      AND NOT EXISTS (SELECT 1 FROM stage_batches b
                                      WHERE b.id = k.stage_batch AND b.pool_id = k.pool_id AND b.drained_at IS NULL
                                        AND k.id BETWEEN b.first_id AND b.last_id)) AS staged_unfindable,
+    -- an available code that neither a refill nor the fallback finds: at or
+    -- below the pool's cursor, without a row in code_returns
+    -- (migrations/013_hot_refills.sql). It would never be issued: lost.
+    count(*) FILTER (WHERE k.state = 'available'
+                     AND k.id <= (SELECT coalesce(max(c.after_id), 0) FROM stage_cursors c WHERE c.pool_id = $1)
+                     AND NOT EXISTS (SELECT 1 FROM code_returns r
+                                     WHERE r.pool_id = k.pool_id AND r.code_id = k.id)) AS available_unfindable,
     -- users holding more claims than the highest limit the pool has had (a
     -- lowered limit leaves users the claims they held)
     (SELECT count(*) FROM (SELECT user_id FROM claims WHERE pool_id = $1 GROUP BY user_id

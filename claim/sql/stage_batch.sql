@@ -2,21 +2,50 @@
 -- as one new refill batch: its row records the count and the lowest and
 -- highest id it staged (how reconcile finds a batch's staged codes: see
 -- migrations/012_hot_claims.sql). Returns the batch id with each code; no
--- row, no batch. The pick uses SKIP LOCKED so a refill never waits for a
--- fallback claim; the UPDATE is bounded by what the pick took (PostgreSQL
--- bug #15715: an IN (subquery ... SKIP LOCKED LIMIT n) can update more than
--- n). Codes that expire within a minute are left for the expiry sweep. The
--- row comparisons keep the planner on the pool's range of
--- codes_pickable_idx (see plan_test.go).
-WITH batch AS MATERIALIZED (
+-- row, no batch. Run after ensure_cursor.sql, in the same transaction.
+--
+-- Available codes are the pool's codes above its cursor and its returned
+-- codes (migrations/013_hot_refills.sql). The cursor row is locked first, so
+-- refills of a pool take turns.
+-- * Returned codes go first, in a batch of their own (a batch's id range
+--   stays narrow). Only when there are none does the refill walk
+--   codes_pool_id_idx above the cursor (fresh).
+-- * After a fresh walk the cursor moves to the highest id it staged, or,
+--   when the walk reached the pool's end, to the pool's highest id. Codes it
+--   passed that are still available (one a fallback claim holds locked, one
+--   about to expire) get a row in code_returns, so none is left behind.
+--   Codes this statement staged still read as available in its snapshot:
+--   they are left out by id.
+-- * Rows of code_returns for the codes it staged are dropped.
+-- Picks use SKIP LOCKED so a refill never waits for a fallback claim; the
+-- UPDATE is bounded by what they took (PostgreSQL bug #15715: an IN
+-- (subquery ... SKIP LOCKED LIMIT n) can update more than n). Codes that
+-- expire within a minute are left for the expiry sweep. The row comparisons
+-- keep the planner on the pool's range of codes_pool_id_idx (see
+-- plan_test.go).
+WITH cur AS MATERIALIZED (
+    SELECT after_id FROM stage_cursors WHERE pool_id = $1 FOR UPDATE
+), batch AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('stage_batches', 'id')) AS id
-), picked AS (
+), returned AS MATERIALIZED (
+    SELECT k.id FROM code_returns r JOIN codes k ON k.id = r.code_id
+    WHERE r.pool_id = $1 AND k.pool_id = $1 AND k.state = 'available'
+      AND (k.expires_at IS NULL OR k.expires_at > now() + interval '1 minute')
+    ORDER BY r.code_id
+    LIMIT $3
+    FOR UPDATE OF k SKIP LOCKED
+), fresh AS MATERIALIZED (
     SELECT id FROM codes
-    WHERE pickable AND (pool_id, id) > ($1, 0) AND (pool_id, id) <= ($1, 9223372036854775807)
+    WHERE state = 'available'
+      AND (pool_id, id) > ($1, (SELECT after_id FROM cur)) AND (pool_id, id) <= ($1, 9223372036854775807)
       AND (expires_at IS NULL OR expires_at > now() + interval '1 minute')
     ORDER BY pool_id, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM returned
+    UNION ALL
+    SELECT id FROM fresh WHERE NOT EXISTS (SELECT 1 FROM returned)
 ), staged AS (
     UPDATE codes k SET state = 'staged', stage_batch = (SELECT id FROM batch), changed_at = now()
     FROM picked WHERE k.id = picked.id
@@ -25,5 +54,24 @@ WITH batch AS MATERIALIZED (
     INSERT INTO stage_batches (id, pool_id, size, shard, first_id, last_id) OVERRIDING SYSTEM VALUE
     SELECT (SELECT id FROM batch), $1, count(*), $2, min(id), max(id)
     FROM staged HAVING count(*) > 0
+), gone AS (
+    DELETE FROM code_returns r USING staged s WHERE r.pool_id = $1 AND r.code_id = s.id
+), edge AS MATERIALIZED (
+    -- Where the cursor goes; no row when returned codes were taken.
+    SELECT CASE WHEN count(*) < $3
+                THEN (SELECT k.id FROM codes k
+                      WHERE (k.pool_id, k.id) > ($1, 0) AND (k.pool_id, k.id) <= ($1, 9223372036854775807)
+                      ORDER BY k.pool_id DESC, k.id DESC LIMIT 1)
+                ELSE max(f.id) END AS upto
+    FROM fresh f WHERE NOT EXISTS (SELECT 1 FROM returned)
+    HAVING NOT EXISTS (SELECT 1 FROM returned)
+), passed AS (
+    INSERT INTO code_returns (pool_id, code_id)
+    SELECT $1, k.id FROM codes k
+    WHERE (k.pool_id, k.id) > ($1, (SELECT after_id FROM cur)) AND (k.pool_id, k.id) <= ($1, (SELECT upto FROM edge))
+      AND k.state = 'available' AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.id = k.id)
+    ON CONFLICT DO NOTHING
+), moved AS (
+    UPDATE stage_cursors c SET after_id = e.upto FROM edge e WHERE c.pool_id = $1 AND e.upto > c.after_id
 )
 SELECT (SELECT id FROM batch), id, code FROM staged

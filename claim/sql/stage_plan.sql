@@ -1,5 +1,5 @@
 -- Run in the refill's transaction, before stage_batch.sql: its pick must walk
--- codes_pickable_idx in order and stop after its batch. A pool imported
+-- codes_pool_id_idx in order and stop after its batch. A pool imported
 -- since the last ANALYZE looks nearly empty to the planner, which then reads
 -- every available code of the pool through a bitmap and sorts them all (on
 -- disk) to take the first few thousand: 0.4 to 0.6 s per refill of a fresh

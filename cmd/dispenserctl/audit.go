@@ -49,8 +49,8 @@ Reads only; changes nothing. Needs the server's database (and Redis).`,
 			fmt.Fprintf(w, "pool %s: imported %s = available %s + staged %s + held %s + claimed %s + void %s (off by %d)\n", r.PoolID,
 				cli.FormatInt(r.Imported), cli.FormatInt(r.Available), cli.FormatInt(r.Staged), cli.FormatInt(r.Held),
 				cli.FormatInt(r.Claimed), cli.FormatInt(r.Void), r.Unbalanced())
-			fmt.Fprintf(w, "claims %s; codes with two claims %d; claims on unclaimed codes %d; claimed codes without claim %d; staged codes outside live batches %d; users over limit %d\n",
-				cli.FormatInt(r.Claims), r.MultiClaimed, r.ClaimsOnUnclaimed, r.ClaimedNoClaim, r.StagedUnfindable, r.UsersOverLimit)
+			fmt.Fprintf(w, "claims %s; codes with two claims %d; claims on unclaimed codes %d; claimed codes without claim %d; staged codes outside live batches %d; available codes no refill finds %d; users over limit %d\n",
+				cli.FormatInt(r.Claims), r.MultiClaimed, r.ClaimsOnUnclaimed, r.ClaimedNoClaim, r.StagedUnfindable, r.AvailableUnfindable, r.UsersOverLimit)
 			fmt.Fprintf(w, "prizes sent a code not their own claim's %d; prize claims no prize holds %d\n",
 				r.PrizesAstray, r.PrizeClaimsAstray)
 			if r.RedisError != "" {
