@@ -4,10 +4,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/stock"
+	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -146,4 +148,83 @@ func TestRefillPushFailsThenReconcile(t *testing.T) {
 	require.EqualValues(t, 20, rep.LostBatches)
 	st = e.audit("p1")
 	require.EqualValues(t, 50, st.Available)
+}
+
+// The refill cursor leaves no available code behind (migration 013): a
+// code another transaction holds is waited for and read again (taken
+// meanwhile, it is passed; still available, it is staged), and a code about
+// to expire is passed with a return row, so it stays findable. A code that
+// comes back below the cursor is staged again from its return row.
+func TestRefillCursorLeavesNoAvailableCodeBehind(t *testing.T) {
+	ctx, e := start(t)
+	p := e.fill("p1", 20, pool.Pool{RefillBatchSize: 10})
+	var ids []int64
+	rows, err := e.db.Pool.Query(ctx, `SELECT id FROM codes WHERE pool_id = 'p1' ORDER BY id`)
+	require.NoError(t, err)
+	ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	_, err = e.db.Pool.Exec(ctx, `UPDATE codes SET expires_at = now() + interval '30 seconds' WHERE id = $1`, ids[2])
+	require.NoError(t, err)
+
+	// A fallback claim's transaction holds the fifth code; it voids it
+	// (a recall) while the refill waits.
+	holder, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback(ctx) }()
+	_, err = holder.Exec(ctx, `SELECT 1 FROM codes WHERE id = $1 FOR UPDATE`, ids[4])
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.stager.Refill(ctx, p)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the refill did not wait for the held code: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	_, err = holder.Exec(ctx, `UPDATE codes SET state = 'void', void_reason = 'recall' WHERE id = $1`, ids[4])
+	require.NoError(t, err)
+	require.NoError(t, holder.Commit(ctx))
+	require.NoError(t, <-done)
+
+	staged, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'p1' AND state = 'staged' ORDER BY id`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	want := append(append([]int64{ids[0], ids[1]}, ids[3]), ids[5:12]...)
+	require.Equal(t, want, staged, "ten codes staged, the expiring and the voided ones passed")
+	var after int64
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT after_id FROM stage_cursors WHERE pool_id = 'p1'`).Scan(&after))
+	require.Equal(t, ids[11], after)
+	returned, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT code_id FROM code_returns WHERE pool_id = 'p1' ORDER BY code_id`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	require.Equal(t, []int64{ids[2]}, returned)
+	rep, err := Audit(ctx, e.db.Pool, nil, "p1")
+	require.NoError(t, err)
+	require.Zero(t, rep.Lost(), "%+v", rep)
+	var has bool
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT dispenser_has_available_v1('p1')`).Scan(&has))
+	require.True(t, has)
+
+	// Reconcile returns the whole batch (Redis lost it): its codes come
+	// back below the cursor, each with a return row, and the next refill
+	// stages them from there, in a batch of their own.
+	require.NoError(t, e.rdb.Del(ctx, e.keys.Staged("p1"), e.keys.Batches("p1")).Err())
+	_, err = e.reconciler.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	rep, err = Audit(ctx, e.db.Pool, nil, "p1")
+	require.NoError(t, err)
+	require.Zero(t, rep.Lost(), "%+v", rep)
+	require.EqualValues(t, 0, rep.Staged)
+	n, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	require.Equal(t, 10, n)
+	restaged, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'p1' AND state = 'staged' ORDER BY id`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	require.Equal(t, want, restaged)
+	rep, err = Audit(ctx, e.db.Pool, nil, "p1")
+	require.NoError(t, err)
+	require.Zero(t, rep.Lost(), "%+v", rep)
 }

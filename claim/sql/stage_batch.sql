@@ -10,20 +10,20 @@
 -- * Returned codes go first, in a batch of their own (a batch's id range
 --   stays narrow). Only when there are none does the refill walk
 --   codes_pool_id_idx above the cursor (fresh).
--- * After a fresh walk the cursor moves to the highest id it staged, or,
---   when the walk reached the pool's end, to the pool's highest id. Codes it
---   passed that are still available (one a fallback claim holds locked, one
---   about to expire) get a row in code_returns, so none is left behind.
---   Codes this statement staged still read as available in its snapshot:
---   they are left out by id (NOT IN, a hashed subplan: an anti-join with the
---   CTE was a nested loop, batch size squared, 150 µs per staged code).
+-- * After a fresh walk the cursor moves to the highest id it took, or, when
+--   the walk reached the pool's end, to the pool's highest id. The walk waits
+--   for codes other transactions hold (see fresh), so every available code
+--   it passes is one it staged, or one about to expire, which gets a row in
+--   code_returns: none is left behind. A code made available meanwhile has
+--   its row from the trigger, and a pool's codes not yet committed have ids
+--   above every committed one (imports insert under the pool's lock).
 -- * Rows of code_returns for the codes it staged are dropped.
--- Picks use SKIP LOCKED so a refill never waits for a fallback claim; the
--- UPDATE is bounded by what they took (PostgreSQL bug #15715: an IN
--- (subquery ... SKIP LOCKED LIMIT n) can update more than n). Codes that
--- expire within a minute are left for the expiry sweep. The row comparisons
--- keep the planner on the pool's range of codes_pool_id_idx (see
--- plan_test.go).
+-- The pick of returned codes uses SKIP LOCKED (a code a fallback claim
+-- holds keeps its row). The UPDATE is bounded by what the picks took
+-- (PostgreSQL bug #15715: an IN (subquery ... LIMIT n) with a locking
+-- clause can update more than n). Codes that expire within a minute are
+-- left for the expiry sweep. The row comparisons keep the planner on the
+-- pool's range of codes_pool_id_idx (see plan_test.go).
 WITH cur AS MATERIALIZED (
     SELECT after_id FROM stage_cursors WHERE pool_id = $1 FOR UPDATE
 ), batch AS MATERIALIZED (
@@ -36,13 +36,17 @@ WITH cur AS MATERIALIZED (
     LIMIT $3
     FOR UPDATE OF k SKIP LOCKED
 ), fresh AS MATERIALIZED (
+    -- Locked without SKIP LOCKED: a code a fallback claim holds is waited
+    -- for (one short transaction; with Redis up there are hardly any), then
+    -- read again, so every code the walk passes is staged here, taken, or
+    -- about to expire.
     SELECT id FROM codes
     WHERE state = 'available'
       AND (pool_id, id) > ($1, (SELECT after_id FROM cur)) AND (pool_id, id) <= ($1, 9223372036854775807)
       AND (expires_at IS NULL OR expires_at > now() + interval '1 minute')
     ORDER BY pool_id, id
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE
 ), picked AS (
     SELECT id FROM returned
     UNION ALL
@@ -67,10 +71,13 @@ WITH cur AS MATERIALIZED (
     FROM fresh f WHERE NOT EXISTS (SELECT 1 FROM returned)
     HAVING NOT EXISTS (SELECT 1 FROM returned)
 ), passed AS (
+    -- The codes about to expire that the cursor passes stay findable: few,
+    -- read through codes_expiring_idx.
     INSERT INTO code_returns (pool_id, code_id)
     SELECT $1, k.id FROM codes k
-    WHERE (k.pool_id, k.id) > ($1, (SELECT after_id FROM cur)) AND (k.pool_id, k.id) <= ($1, (SELECT upto FROM edge))
-      AND k.state = 'available' AND k.id NOT IN (SELECT f.id FROM fresh f)
+    WHERE k.expiry_open AND k.expires_at <= now() + interval '1 minute'
+      AND k.pool_id = $1 AND k.id > (SELECT after_id FROM cur) AND k.id <= (SELECT upto FROM edge)
+      AND k.state = 'available'
     ON CONFLICT DO NOTHING
 ), moved AS (
     UPDATE stage_cursors c SET after_id = e.upto FROM edge e WHERE c.pool_id = $1 AND e.upto > c.after_id
