@@ -4,6 +4,8 @@ import (
 	"context"
 	_ "embed"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
 )
 
 var (
@@ -11,6 +13,8 @@ var (
 	voidCodesSQL string
 	//go:embed sql/void_import.sql
 	voidImportSQL string
+	//go:embed sql/void_lock_cursor.sql
+	voidLockCursorSQL string
 )
 
 // MaxVoidCodes is the most codes one VoidCodes call may list.
@@ -56,7 +60,13 @@ func (s *Store) Void(ctx context.Context, req VoidRequest) (VoidResult, error) {
 		query, arg = voidImportSQL, req.ImportID
 	}
 	var voided, already, found, selected int64
-	if err := s.db.QueryRow(ctx, query, req.PoolID, arg, req.Reason).Scan(&voided, &already, &found, &selected); err != nil {
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, voidLockCursorSQL, req.PoolID); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, query, req.PoolID, arg, req.Reason).Scan(&voided, &already, &found, &selected)
+	})
+	if err != nil {
 		return VoidResult{}, storeError("void codes", err)
 	}
 	// Claimed counts the found codes neither voided now nor void before,
