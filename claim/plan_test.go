@@ -527,7 +527,7 @@ func TestSoldOutAndSettlePlans(t *testing.T) {
 					require.NoError(t, tx.Rollback(ctx))
 				}
 			}
-			checked, settled, staged, available := 0, 0, 0, 0
+			checked, settled, staged, available, returned := 0, 0, 0, 0, 0
 			for _, plan := range plans() {
 				for _, bad := range []string{"Seq Scan", "Bitmap Heap Scan on claims", "Bitmap Heap Scan on codes", "Bitmap Heap Scan on refusals",
 					"Bitmap Heap Scan on hold_releases", "hashed SubPlan", "Hash Anti Join", "Hash Semi Join"} {
@@ -543,13 +543,19 @@ func TestSoldOutAndSettlePlans(t *testing.T) {
 						require.Contains(t, plan, index, plan)
 					}
 					require.Equal(t, 3, probes, plan)
-				case strings.Contains(plan, "code_returns"):
+				case strings.Contains(plan, "(p_pool, cur)"):
 					// dispenser_has_available_v1: the first code above the
-					// pool's cursor, and the returned ones, by index.
+					// pool's cursor, read in order from the cursor (a generic
+					// plan of an EXISTS read the pool's whole range of
+					// codes_pool_code_key).
 					available++
-					for _, index := range []string{"Index Scan using codes_pool_id_idx", "Scan using code_returns_pkey"} {
-						require.Contains(t, plan, index, plan)
-					}
+					require.Regexp(t, `Index Scan using codes_pool_id_idx on codes k\b[^\n]*\n\s+Index Cond: \(\(ROW\(pool_id, id\) > ROW\(`, plan)
+					require.NotContains(t, plan, "codes_pool_code_key", plan)
+				case strings.Contains(plan, "code_returns r JOIN codes k"):
+					// ...and the returned ones, each by key.
+					returned++
+					require.Contains(t, plan, "Scan using code_returns_pkey", plan)
+					require.NotContains(t, plan, "codes_pool_code_key", plan)
 				case strings.Contains(plan, "b.drained_at IS NULL"):
 					// dispenser_has_staged_v1: the live batches, each
 					// range of codes by primary key.
@@ -569,6 +575,7 @@ func TestSoldOutAndSettlePlans(t *testing.T) {
 			require.GreaterOrEqual(t, settled, 2*7, "plans of the set-based settle seen")
 			require.GreaterOrEqual(t, staged, 2*7, "plans of the staged-codes check seen")
 			require.GreaterOrEqual(t, available, 2*7, "plans of the available-codes check seen")
+			require.GreaterOrEqual(t, returned, 2*7, "plans of the returned-codes check seen")
 		})
 	}
 }

@@ -67,7 +67,8 @@ $$;
 -- is left behind. A pool's codes not yet committed have ids above every
 -- committed one (imports insert under the pool's lock, held to commit).
 CREATE OR REPLACE FUNCTION dispenser_advance_cursor_v1(p_pool text, p_upto bigint) RETURNS void
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+SET enable_incremental_sort = off AS $$
 DECLARE
     cur  bigint;
     upto bigint := p_upto;
@@ -84,9 +85,12 @@ BEGIN
     IF upto IS NULL OR upto <= cur THEN
         RETURN;
     END IF;
+    -- Ordered, so that the plan walks codes_pool_id_idx over the range (a
+    -- generic plan would read the pool's whole range of another index).
     INSERT INTO code_returns (pool_id, code_id)
     SELECT p_pool, k.id FROM codes k
     WHERE (k.pool_id, k.id) > (p_pool, cur) AND (k.pool_id, k.id) <= (p_pool, upto) AND k.state = 'available'
+    ORDER BY k.pool_id, k.id
     ON CONFLICT DO NOTHING;
     UPDATE stage_cursors c SET after_id = upto WHERE c.pool_id = p_pool;
 END;
@@ -94,16 +98,26 @@ $$;
 
 -- dispenser_has_available_v1: whether pool p_pool has an available code
 -- that has not expired: the first one above its cursor, through
--- codes_pool_id_idx, or a returned one.
+-- codes_pool_id_idx, or a returned one. The first is an ordered read that
+-- stops at its first row, not an EXISTS: PL/pgSQL's generic plan for an
+-- EXISTS with the pool and cursor as parameters read the pool's whole range
+-- of codes_pool_code_key instead (10,000 rows per sold-out check after a
+-- sale; plan_test.go checks both plan modes).
 CREATE OR REPLACE FUNCTION dispenser_has_available_v1(p_pool text) RETURNS boolean
-LANGUAGE plpgsql STABLE SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+LANGUAGE plpgsql STABLE SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+SET enable_incremental_sort = off AS $$
 DECLARE
     cur bigint := dispenser_cursor_v1(p_pool);
 BEGIN
-    RETURN EXISTS (SELECT 1 FROM codes k
-                   WHERE (k.pool_id, k.id) > (p_pool, cur) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
-                     AND k.state = 'available' AND (k.expires_at IS NULL OR k.expires_at > now()))
-        OR EXISTS (SELECT 1 FROM code_returns r JOIN codes k ON k.id = r.code_id
+    PERFORM 1 FROM codes k
+    WHERE (k.pool_id, k.id) > (p_pool, cur) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
+      AND k.state = 'available' AND (k.expires_at IS NULL OR k.expires_at > now())
+    ORDER BY k.pool_id, k.id
+    LIMIT 1;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM code_returns r JOIN codes k ON k.id = r.code_id
                    WHERE r.pool_id = p_pool AND k.pool_id = p_pool
                      AND k.state = 'available' AND (k.expires_at IS NULL OR k.expires_at > now()));
 END;
@@ -653,9 +667,12 @@ BEGIN
         FROM picked WHERE k.id = picked.id
         RETURNING k.id, k.code, k.expires_at INTO r;
         IF FOUND THEN
-            IF bound = cur AND r.id > cur + 1 THEN
-                -- The walk from the cursor stepped over taken codes (claimed
-                -- here while Redis was away): the next one need not.
+            IF r.id > cur + 1 AND (bound = cur OR r.id > cur + 1024) THEN
+                -- The walk from the cursor stepped over taken codes, or the
+                -- cursor lags a thousand codes behind the fallback's own
+                -- claims (Redis away, no refill moving it): the next walk
+                -- from it, a sold-out check or a refill once Redis is back,
+                -- need not read them.
                 PERFORM dispenser_advance_cursor_v1(p_pool, r.id - 1);
             END IF;
             EXIT;
