@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/stock"
@@ -636,16 +637,8 @@ func TestClaimUpdatesAreHOT(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.PostgresOwnDatabase(t)
 	rdb, ns := testenv.Redis(t)
-	store := pool.NewStore(db.Pool)
-	p, err := store.CreatePool(ctx, pool.Pool{ID: "hot", RefillBatchSize: 1000})
-	require.NoError(t, err)
-	var b strings.Builder
-	for i := range 3000 {
-		fmt.Fprintf(&b, "hot-CODE-%06d\n", i)
-	}
-	_, err = store.Import(ctx, pool.ImportOptions{PoolID: "hot", Format: pool.FormatLines}, strings.NewReader(b.String()))
-	require.NoError(t, err)
-	_, err = NewStager(db.Pool, rdb, stock.NewKeys(ns), false).Refill(ctx, p)
+	p := hotPool(ctx, t, db.Pool, pool.Pool{ID: "hot", RefillBatchSize: 1000})
+	_, err := NewStager(db.Pool, rdb, stock.NewKeys(ns), false).Refill(ctx, p)
 	require.NoError(t, err)
 	ids, err := pgx.CollectRows(testenv.Must(db.Pool.Query(ctx,
 		`SELECT id FROM codes WHERE pool_id = 'hot' AND state = 'staged' ORDER BY id LIMIT 240`)), pgx.RowTo[int64])
@@ -760,15 +753,7 @@ func TestNoCodesIndexNamesStagingOrClaimColumns(t *testing.T) {
 func TestRefillUpdatesAreHOT(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.PostgresOwnDatabase(t)
-	store := pool.NewStore(db.Pool)
-	_, err := store.CreatePool(ctx, pool.Pool{ID: "hot"})
-	require.NoError(t, err)
-	var b strings.Builder
-	for i := range 3000 {
-		fmt.Fprintf(&b, "hot-CODE-%06d\n", i)
-	}
-	_, err = store.Import(ctx, pool.ImportOptions{PoolID: "hot", Format: pool.FormatLines}, strings.NewReader(b.String()))
-	require.NoError(t, err)
+	hotPool(ctx, t, db.Pool, pool.Pool{ID: "hot"})
 
 	conn, err := db.Pool.Acquire(ctx)
 	require.NoError(t, err)
@@ -793,4 +778,19 @@ func TestRefillUpdatesAreHOT(t *testing.T) {
 		require.GreaterOrEqual(t, hot*10, updated*9, "round %d: %d of %d updates HOT", round, hot, updated)
 		require.NoError(t, tx.Commit(ctx))
 	}
+}
+
+// hotPool creates pool p in db with 3,000 codes imported, for the HOT tests.
+func hotPool(ctx context.Context, t *testing.T, db *pgxpool.Pool, p pool.Pool) pool.Pool {
+	t.Helper()
+	store := pool.NewStore(db)
+	p, err := store.CreatePool(ctx, p)
+	require.NoError(t, err)
+	var b strings.Builder
+	for i := range 3000 {
+		fmt.Fprintf(&b, "%s-CODE-%06d\n", p.ID, i)
+	}
+	_, err = store.Import(ctx, pool.ImportOptions{PoolID: p.ID, Format: pool.FormatLines}, strings.NewReader(b.String()))
+	require.NoError(t, err)
+	return p
 }

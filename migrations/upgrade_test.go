@@ -19,29 +19,12 @@ import (
 func TestUpgradeTo012KeepsStagedCodesFindable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	name := testenv.Unique("up_")
-	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
-	require.NoError(t, err)
-	defer admin.Close(ctx)
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+name)
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE") })
-
-	cfg, err := pgx.ParseConfig(testenv.DatabaseURL())
-	require.NoError(t, err)
-	cfg.RuntimeParams["search_path"] = name
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	m, err := migrate.NewMigrator(ctx, conn, migrations.VersionTable)
-	require.NoError(t, err)
-	require.NoError(t, m.LoadMigrations(migrations.Files))
-	require.NoError(t, m.MigrateTo(ctx, 11))
+	conn := schemaAt(t, 11)
 
 	// Pool p: 10 codes. Batch 1 staged codes 2..4 and 7 (3 and 7 are
 	// still staged), batch 2 staged 5 and 6 (both claimed since), code 8
 	// is void, 9 and 10 expire (9 available, 10 claimed).
-	_, err = conn.Exec(ctx, `
+	_, err := conn.Exec(ctx, `
 		INSERT INTO pools (id, refill_low_water, refill_batch_size) VALUES ('p', 0, 10);
 		INSERT INTO imports (pool_id, format, strict, lines, inserted, duplicates_in_file, duplicates_in_pool, invalid, bytes)
 		VALUES ('p', 'lines', false, 10, 10, 0, 0, 0, 100);
@@ -103,28 +86,11 @@ func TestUpgradeTo012KeepsStagedCodesFindable(t *testing.T) {
 func TestUpgradeTo013SetsCursorsBelowAvailableCodes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	name := testenv.Unique("up_")
-	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
-	require.NoError(t, err)
-	defer admin.Close(ctx)
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+name)
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE") })
-
-	cfg, err := pgx.ParseConfig(testenv.DatabaseURL())
-	require.NoError(t, err)
-	cfg.RuntimeParams["search_path"] = name
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	m, err := migrate.NewMigrator(ctx, conn, migrations.VersionTable)
-	require.NoError(t, err)
-	require.NoError(t, m.LoadMigrations(migrations.Files))
-	require.NoError(t, m.MigrateTo(ctx, 12))
+	conn := schemaAt(t, 12)
 
 	// Pool p: codes 1..7; 1..3 and 6 claimed, 4 staged (batch 1), 5 and 7
 	// available. Pool q: codes 8 and 9, both claimed. Pool r: none.
-	_, err = conn.Exec(ctx, `
+	_, err := conn.Exec(ctx, `
 		INSERT INTO pools (id, refill_low_water, refill_batch_size) VALUES ('p', 0, 10), ('q', 0, 10), ('r', 0, 10);
 		INSERT INTO imports (pool_id, format, strict, lines, inserted, duplicates_in_file, duplicates_in_pool, invalid, bytes)
 		VALUES ('p', 'lines', false, 7, 7, 0, 0, 0, 70), ('q', 'lines', false, 2, 2, 0, 0, 0, 20);
@@ -164,4 +130,30 @@ func TestUpgradeTo013SetsCursorsBelowAvailableCodes(t *testing.T) {
 	var returned []int64
 	require.NoError(t, conn.QueryRow(ctx, `SELECT array_agg(code_id ORDER BY code_id) FROM code_returns WHERE pool_id = 'p'`).Scan(&returned))
 	require.Equal(t, []int64{4}, returned)
+}
+
+// schemaAt returns a connection to a schema of its own, migrated up to
+// version (the numbered migrations only, not functions.sql).
+func schemaAt(t *testing.T, version int32) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	name := testenv.Unique("up_")
+	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
+	require.NoError(t, err)
+	t.Cleanup(func() { admin.Close(context.Background()) })
+	_, err = admin.Exec(ctx, "CREATE SCHEMA "+name)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE") })
+
+	cfg, err := pgx.ParseConfig(testenv.DatabaseURL())
+	require.NoError(t, err)
+	cfg.RuntimeParams["search_path"] = name
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	m, err := migrate.NewMigrator(ctx, conn, migrations.VersionTable)
+	require.NoError(t, err)
+	require.NoError(t, m.LoadMigrations(migrations.Files))
+	require.NoError(t, m.MigrateTo(ctx, version))
+	return conn
 }
