@@ -30,8 +30,7 @@ type Fallback struct {
 	refusalTTL time.Duration
 	log        *slog.Logger
 	// group batches claims; at most concurrency batches run in Postgres at
-	// once: past a few, concurrent SKIP LOCKED scans mostly step over each
-	// other's locked rows.
+	// once: concurrent SKIP LOCKED scans step over each other's locked rows.
 	group *grouper[*fallbackItem]
 	// after remembers, per pool, the id of the last code claimed: the next
 	// scan starts past the dead index entries claimed rows leave behind.
@@ -40,8 +39,15 @@ type Fallback struct {
 }
 
 // FallbackConcurrencyDefault is how many fallback transactions run in
-// Postgres at once, per process, by default.
-const FallbackConcurrencyDefault = 4
+// Postgres at once, per process, by default. One: each concurrent batch's
+// picks step over the codes the others hold locked, and on 2 cores one
+// transaction at a time, its batch grown by whatever queued meanwhile, cost
+// the server 243 and 246 µs per claim against 273 and 344 for two and 363
+// and 396 for four, at the same rate (docs/BENCHMARKS.md, round nineteen).
+// A replica then decides its fallback claims one after another in one
+// backend; more replicas, or this flag on a Postgres with cores to spare,
+// run more at once.
+const FallbackConcurrencyDefault = 1
 
 // fallbackMaxBatch is the most claims one fallback transaction decides, and
 // fallbackMaxWait how long the first waits for others to join it (under load
