@@ -101,3 +101,58 @@ func TestFallbackBatchCommitsClaimsDurably(t *testing.T) {
 		"a refusal, then a claim: the claim must be durable")
 	require.Equal(t, "off", syncAfter([]string{"full"}, []string{"again"}), "a refusal alone")
 }
+
+// Two fallback batches of one user's different requests, in concurrent
+// transactions (two replicas): both find the user without a claim, so both
+// take the set-based path and slot 1. The second waits on the first's
+// claim row, fails its INSERT once the first commits, undoes its fast path
+// (the code it picked stays available) and decides its item the per-item
+// way: the user's limit.
+func TestFallbackBatchesRaceForAUsersSlot(t *testing.T) {
+	ctx, e := start(t)
+	e.fill("p1", 10, pool.Pool{})
+	claimIn := func(tx pgx.Tx, request string) (string, error) {
+		var out string
+		err := tx.QueryRow(ctx, "SELECT outcome FROM ("+claimFallbackManySQL+") x",
+			[]string{"p1"}, []string{request}, []string{"u"}, []int64{0}, []time.Time{time.Now()},
+			[]pgtype.Int8{{}}, time.Minute, []bool{false}).Scan(&out)
+		return out, err
+	}
+	first, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = first.Rollback(ctx) }()
+	out, err := claimIn(first, "a")
+	require.NoError(t, err)
+	require.Equal(t, "claimed", out)
+
+	second, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = second.Rollback(ctx) }()
+	var pid int
+	require.NoError(t, second.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	type answer struct {
+		out string
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		out, err := claimIn(second, "b")
+		done <- answer{out, err}
+	}()
+	// The second waits on the first's claim of slot 1.
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := e.db.Pool.QueryRow(ctx,
+			"SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&waiting)
+		return err == nil && waiting
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, first.Commit(ctx))
+	a := <-done
+	require.NoError(t, a.err)
+	require.Equal(t, "limit", a.out)
+	require.NoError(t, second.Commit(ctx))
+
+	st := e.audit("p1")
+	require.EqualValues(t, 1, st.Claimed)
+	require.EqualValues(t, 9, st.Available, "the second batch's pick went back")
+}

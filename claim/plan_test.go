@@ -74,20 +74,35 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 					require.NoError(t, err)
 					// Claims and holds alike.
 					hold := pgtype.Int8{Int64: 60_000, Valid: round%2 == 1}
-					require.NoError(t, fallbackOnce(ctx, tx, poolID, fmt.Sprintf("%s-%t-%d", mode, analyzed, round), "u", 100, hold, false))
+					// A fresh request alone takes the set-based path
+					// (dispenser_pick_available_v1's pick); the same
+					// request twice in a batch the per-item one
+					// (dispenser_claim_fallback_v3's).
+					req := fmt.Sprintf("%s-%t-%d", mode, analyzed, round)
+					require.NoError(t, fallbackOnce(ctx, tx, poolID, req, "u", 100, hold, false))
+					require.NoError(t, fallbackCopies(ctx, tx, 2, poolID, req+"-twice", "u2", 100, hold, false))
 					require.NoError(t, tx.Rollback(ctx))
 				}
 			}
 		}
 	}
-	picks := 0
+	picks := map[string]int{}
 	for _, plan := range plans() {
-		// The fallback's pick past its hint (the refill's plans, read
+		// The fallback's picks past its hint (the refill's plans, read
 		// above, and the cursor's lock come here too).
-		if !strings.Contains(plan, "LockRows") || !strings.Contains(plan, "(p_pool, bound)") {
+		if !strings.Contains(plan, "LockRows") {
 			continue
 		}
-		picks++
+		var pick string
+		for _, p := range []string{"(p_pool, bound)", "(p_pool, p_after)"} {
+			if strings.Contains(plan, p) {
+				pick = p
+			}
+		}
+		if pick == "" {
+			continue
+		}
+		picks[pick]++
 		require.Contains(t, plan, "Index Scan using codes_pool_id_idx", "the fallback pick:\n%s", plan)
 		require.NotContains(t, plan, "Sort", "the fallback pick:\n%s", plan)
 		for _, line := range strings.Split(plan, "\n") {
@@ -96,17 +111,33 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 			}
 		}
 	}
-	require.GreaterOrEqual(t, picks, 2*2*2*6, "plans of the fallback pick seen")
+	require.GreaterOrEqual(t, picks["(p_pool, bound)"], 2*2*2*6, "plans of the per-item fallback pick seen")
+	require.GreaterOrEqual(t, picks["(p_pool, p_after)"], 2*2*2*6, "plans of the set-based fallback pick seen")
+}
+
+type execer interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 }
 
 // fallbackOnce runs one fallback claim (a hold with hold set) as the
 // fallback does, through the batch function, with a batch of one.
-func fallbackOnce(ctx context.Context, db interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-}, poolID, requestID, userID string, after int64, hold pgtype.Int8, redisDown bool,
+func fallbackOnce(ctx context.Context, db execer, poolID, requestID, userID string, after int64, hold pgtype.Int8,
+	redisDown bool,
 ) error {
-	_, err := db.Exec(ctx, claimFallbackManySQL, []string{poolID}, []string{requestID}, []string{userID}, []int64{after},
-		[]time.Time{time.Now()}, []pgtype.Int8{hold}, time.Minute, []bool{redisDown})
+	return fallbackCopies(ctx, db, 1, poolID, requestID, userID, after, hold, redisDown)
+}
+
+// fallbackCopies sends n copies of one fallback claim in one batch.
+func fallbackCopies(ctx context.Context, db execer, n int, poolID, requestID, userID string, after int64,
+	hold pgtype.Int8, redisDown bool,
+) error {
+	pools, reqs, users, afters := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	started, holds, down := make([]time.Time, n), make([]pgtype.Int8, n), make([]bool, n)
+	for i := range n {
+		pools[i], reqs[i], users[i], afters[i] = poolID, requestID, userID, after
+		started[i], holds[i], down[i] = time.Now(), hold, redisDown
+	}
+	_, err := db.Exec(ctx, claimFallbackManySQL, pools, reqs, users, afters, started, holds, time.Minute, down)
 	return err
 }
 

@@ -746,31 +746,170 @@ BEGIN
 END;
 $$;
 
--- dispenser_claim_fallback_many_v1 runs dispenser_claim_fallback_v3 for
--- each item of a batch, in order, in the caller's one transaction, and
--- returns one row per item (ord is its index): concurrent fallback claims
--- share a round trip and a commit. The caller sorts the items by pool, user
--- and request, so concurrent batches take request locks and user slots in
--- one order. An item starts its scan past the code the item before it
--- claimed in the same pool. A refusal turns synchronous_commit off for its
--- transaction (see dispenser_refuse_v1); a batch in which an item claimed
--- commits as the session's setting says, durably by default, before the
--- caller hands out any answer.
+-- dispenser_pick_available_v1 locks and returns (in id order) up to p_n of
+-- pool p_pool's available, unexpired codes with ids above p_after, skipping
+-- those other transactions hold locked: the fallback's pick for a batch.
+-- The same ordered walk of codes_pool_id_idx as dispenser_claim_fallback_v3's
+-- pick, as two row comparisons, and with the same settings (plan_test.go).
+CREATE OR REPLACE FUNCTION dispenser_pick_available_v1(p_pool text, p_after bigint, p_n integer) RETURNS bigint[]
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+SET enable_incremental_sort = off AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    SELECT coalesce(array_agg(s.id ORDER BY s.id), '{}') INTO ids FROM (
+        SELECT k.id FROM codes k
+        WHERE k.state = 'available'
+          AND (k.pool_id, k.id) > (p_pool, p_after) AND (k.pool_id, k.id) <= (p_pool, 9223372036854775807)
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+        ORDER BY k.pool_id, k.id
+        LIMIT p_n
+        FOR UPDATE SKIP LOCKED
+    ) s;
+    RETURN ids;
+END;
+$$;
+
+-- dispenser_claim_fallback_many_v1 decides a batch of fallback claims,
+-- each item as dispenser_claim_fallback_v3 would decide it alone, in the
+-- caller's one transaction, and returns one row per item (ord is its
+-- index): concurrent fallback claims share a round trip and a commit. The
+-- caller sorts the items by pool, user and request. An item's scan starts
+-- past p_after[i] (the caller's hint: the last code it claimed in the pool)
+-- or the pool's cursor, whichever is higher. A refusal turns
+-- synchronous_commit off for its transaction (see dispenser_refuse_v1); a
+-- batch in which an item claimed commits as the session's setting says,
+-- durably by default, before the caller hands out any answer.
 CREATE OR REPLACE FUNCTION dispenser_claim_fallback_many_v1(p_pool text[], p_request text[], p_user text[],
                                                             p_after bigint[], p_started timestamptz[],
                                                             p_hold_ms bigint[], p_ttl interval, p_redis_down boolean[])
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
-LANGUAGE plpgsql AS $$
+-- Nested loops only: the batch's probes are one index lookup per item; on
+-- a refusals table never analyzed, a hash anti join read every live
+-- refusal (through refusals_expiry_idx) for each batch (plan_test.go).
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off AS $$
 DECLARE
+    n         integer := coalesce(array_length(p_request, 1), 0);
+    done      boolean[] := array_fill(false, ARRAY[n]);
     sync      text := current_setting('synchronous_commit');
     wrote     boolean := false;
     last_pool text;
     last_code bigint;
     after     bigint;
     r         record;
+    fresh     record;
+    cur       bigint;
+    bound     bigint;
+    ids       bigint[];
+    -- The fast path's picks: items and the codes they take.
+    w_ord      integer[] := '{}';
+    w_id       bigint[] := '{}';
+    -- The fast path's claims, by item.
+    f_ord      integer[];
+    f_id       bigint[];
+    f_code     text[];
+    f_expires  timestamptz[];
+    f_at       timestamptz[];
+    f_hold     timestamptz[];
+    f_reserved timestamptz[];
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(p_request, 1), 0) LOOP
+    -- Every request's lock first, in one order (as the group commit takes
+    -- them), so that no two batches wait on each other's.
+    PERFORM pg_advisory_xact_lock(l.k)
+    FROM (SELECT DISTINCT dispenser_request_lock_v1(t.p, t.r) AS k
+          FROM unnest(p_pool, p_request) AS t(p, r) ORDER BY 1) l;
+
+    -- Fast path, set-based: fresh requests (no claim, no live refusal, no
+    -- ended hold, once in the batch) of users without a row in the pool
+    -- (so at none of its limits, with no hold open or expired) and once in
+    -- the batch take the pool's next available codes, picked for all of
+    -- them in one ordered walk, and slot 1, in one UPDATE and one INSERT for
+    -- the whole batch. Per-item, that is about nine statements a claim. The
+    -- filters only pick candidates; the constraints decide. Two requests of
+    -- one user in concurrent batches can both take slot 1: the second fails
+    -- the INSERT, the block undoes the fast path's writes (and its locks),
+    -- and every item goes the per-item way below. Items the walk found no
+    -- code for go that way too: it looks at the pool's returned codes and
+    -- decides a sell-out.
+    BEGIN
+        FOR fresh IN
+            SELECT i.pool_id, array_agg(i.ord::integer ORDER BY i.ord) AS ords, max(i.after) AS after
+            FROM (
+                SELECT t.*, count(*) OVER (PARTITION BY t.pool_id, t.request_id) AS req_n,
+                       count(*) OVER (PARTITION BY t.pool_id, t.user_id) AS user_n
+                FROM unnest(p_pool, p_request, p_user, p_after) WITH ORDINALITY AS t(pool_id, request_id, user_id, after, ord)
+            ) i
+            WHERE i.req_n = 1 AND i.user_n = 1
+              AND EXISTS (SELECT 1 FROM pools p WHERE p.id = i.pool_id)
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
+              AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+              AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
+                                AND rf.expires_at > now())
+              AND NOT EXISTS (SELECT 1 FROM hold_releases h WHERE h.pool_id = i.pool_id AND h.request_id = i.request_id)
+            GROUP BY i.pool_id
+        LOOP
+            cur := dispenser_cursor_v1(fresh.pool_id);
+            bound := greatest(fresh.after, cur);
+            ids := dispenser_pick_available_v1(fresh.pool_id, bound, cardinality(fresh.ords));
+            IF cardinality(ids) < cardinality(fresh.ords) AND bound > cur THEN
+                -- Fewer past the hint than asked for: the rest from the
+                -- cursor (the codes just locked are this transaction's, so
+                -- the walk returns them again, first among the others).
+                ids := dispenser_pick_available_v1(fresh.pool_id, cur, cardinality(fresh.ords));
+                bound := cur;
+            END IF;
+            CONTINUE WHEN cardinality(ids) = 0;
+            IF ids[1] > cur + 1 AND (bound = cur OR ids[1] > cur + 1024) THEN
+                -- As dispenser_claim_fallback_v3 does: the cursor catches
+                -- up with the walk.
+                PERFORM dispenser_advance_cursor_v1(fresh.pool_id, ids[1] - 1);
+            END IF;
+            w_ord := w_ord || fresh.ords[1:cardinality(ids)];
+            w_id := w_id || ids;
+        END LOOP;
+
+        IF cardinality(w_id) > 0 THEN
+            WITH pick AS (
+                SELECT u.o, u.id, p_pool[u.o] AS pool_id, p_request[u.o] AS request_id, p_user[u.o] AS user_id,
+                       p_hold_ms[u.o] AS hold_ms
+                FROM unnest(w_ord, w_id) AS u(o, id)
+            ), taken AS (
+                UPDATE codes k SET state = CASE WHEN pk.hold_ms IS NULL THEN 'claimed' ELSE 'held' END::code_state,
+                                   changed_at = now()
+                FROM pick pk
+                WHERE k.id = pk.id AND k.pool_id = pk.pool_id AND k.state = 'available'
+                RETURNING k.id, k.code, k.expires_at
+            ), ins AS (
+                INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id, reserved_at, held_until)
+                SELECT pk.pool_id, pk.request_id, pk.user_id, 1, t.id,
+                       CASE WHEN pk.hold_ms IS NOT NULL THEN now() END,
+                       CASE WHEN pk.hold_ms IS NOT NULL THEN now() + pk.hold_ms * interval '1 millisecond' END
+                FROM pick pk JOIN taken t ON t.id = pk.id
+                RETURNING claims.code_id, claims.claimed_at, claims.held_until, claims.reserved_at
+            )
+            SELECT array_agg(pk.o), array_agg(t.id), array_agg(t.code), array_agg(t.expires_at),
+                   array_agg(ins.claimed_at), array_agg(ins.held_until), array_agg(ins.reserved_at)
+            INTO f_ord, f_id, f_code, f_expires, f_at, f_hold, f_reserved
+            FROM pick pk JOIN taken t ON t.id = pk.id JOIN ins ON ins.code_id = t.id;
+        END IF;
+    EXCEPTION WHEN unique_violation THEN
+        f_ord := NULL;
+    END;
+    IF f_ord IS NOT NULL THEN
+        wrote := true;
+        FOR i IN 1 .. cardinality(f_ord) LOOP
+            done[f_ord[i]] := true;
+        END LOOP;
+        RETURN QUERY SELECT u.o, 'claimed'::text, u.id, u.code, u.exp, u.at, u.hold, u.res
+                     FROM unnest(f_ord, f_id, f_code, f_expires, f_at, f_hold, f_reserved)
+                         AS u(o, id, code, exp, at, hold, res);
+    END IF;
+
+    -- The rest, per item, in batch order.
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN done[i];
         after := p_after[i];
         IF p_pool[i] = last_pool AND last_code > after THEN
             after := last_code;

@@ -54,7 +54,7 @@ func TestMigrateConcurrentlyAndFunctions(t *testing.T) {
 		"dispenser_claim_staged_v1", "dispenser_claim_staged_v2", "dispenser_claim_staged_v3", "dispenser_code_returned_v1", "dispenser_confirm_many_v1", "dispenser_confirm_v1",
 		"dispenser_cursor_v1", "dispenser_decided_v1", "dispenser_decided_v2", "dispenser_expire_holds_v1", "dispenser_give_back_v1",
 		"dispenser_has_available_v1", "dispenser_has_staged_v1", "dispenser_hold_row_v1",
-		"dispenser_limit_peak_v1",
+		"dispenser_limit_peak_v1", "dispenser_pick_available_v1",
 		"dispenser_recorded_v1", "dispenser_recorded_v2", "dispenser_refuse_v1",
 		"dispenser_release_hold_v1", "dispenser_release_user_expired_v1", "dispenser_request_lock_v1",
 		"dispenser_settle_many_v1", "dispenser_settle_v1", "dispenser_settle_v2", "dispenser_sold_out_v1", "dispenser_take_slot_v1", "dispenser_take_slot_v2", "dispenser_take_slot_v3",
