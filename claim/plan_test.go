@@ -274,6 +274,7 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 	}
 	for _, plan := range commitPlans {
 		require.NotContains(t, plan, "Seq Scan", "a group commit statement reads a whole table:\n%s", plan)
+		require.NotContains(t, plan, "Hash Anti Join", "a group commit probe reads every live refusal:\n%s", plan)
 		require.NotContains(t, plan, "claims_pool_time_idx", "a group commit probe reads the pool's claims:\n%s", plan)
 	}
 	// The probes for a request's claim and a user's claims each use their
@@ -824,4 +825,56 @@ func hotPool(ctx context.Context, t *testing.T, db *pgxpool.Pool, p pool.Pool) p
 	_, err = store.Import(ctx, pool.ImportOptions{PoolID: p.ID, Format: pool.FormatLines}, strings.NewReader(b.String()))
 	require.NoError(t, err)
 	return p
+}
+
+// The group commit's probe of live refusals is a lookup per item, also
+// beside a pool's worth of claims on a refusals table never analyzed (a
+// sale's first refusals, or autovacuum off): the planner then put a hash
+// anti join over every live refusal (read through refusals_expiry_idx)
+// first, once per batch, which grows with every user a sale refuses.
+func TestGroupCommitRefusalProbeIsALookup(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("big", 40_000, pool.Pool{RefillBatchSize: 2_000})
+	seedClaims(t, e.db.Pool, "big", 30_000)
+	for _, table := range []string{"codes", "claims"} {
+		_, err := e.db.Pool.Exec(ctx, "ANALYZE "+table)
+		require.NoError(t, err)
+	}
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 28`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	n := len(ids)
+	require.Equal(t, 28, n)
+
+	conn, plans := explainingConn(t, e.db.URL)
+	for round, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
+		require.NoError(t, err)
+		pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+		holds, popped := make([]pgtype.Int8, n), make([]bool, n)
+		for i := range n {
+			pools[i], reqs[i], users[i] = "big", uuidLike("r", round, i), uuidLike("u", round, i)
+			started[i], popped[i] = time.Now(), true
+		}
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids, started, holds, popped, time.Minute)
+		require.NoError(t, err)
+		rows.Close()
+		require.NoError(t, rows.Err())
+		require.NoError(t, tx.Rollback(ctx))
+	}
+	probes := 0
+	for _, plan := range plans() {
+		if !strings.Contains(plan, "refusals") || !strings.Contains(plan, "Update on codes") {
+			continue
+		}
+		probes++
+		require.NotContains(t, plan, "Hash Anti Join", "the refusal probe reads every live refusal:\n%s", plan)
+		require.NotContains(t, plan, "Bitmap Heap Scan on refusals", "the refusal probe reads every live refusal:\n%s", plan)
+	}
+	require.GreaterOrEqual(t, probes, 2, "plans of the set-based group commit seen")
 }

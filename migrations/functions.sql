@@ -445,7 +445,12 @@ CREATE OR REPLACE FUNCTION dispenser_claim_staged_v3(p_pool text[], p_request te
                                                      p_ttl interval)
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- Nested loops only: each probe is an index lookup per item. On a refusals
+-- table never analyzed (or analyzed while nearly empty), the probe of live
+-- refusals became a hash anti join that read every live refusal through
+-- refusals_expiry_idx, once per batch (plan_test.go).
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off AS $$
 DECLARE
     n     integer := coalesce(array_length(p_request, 1), 0);
     done  boolean[] := array_fill(false, ARRAY[n]);
