@@ -445,12 +445,7 @@ CREATE OR REPLACE FUNCTION dispenser_claim_staged_v3(p_pool text[], p_request te
                                                      p_ttl interval)
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
--- Nested loops only: each probe is an index lookup per item. On a refusals
--- table never analyzed (or analyzed while nearly empty), the probe of live
--- refusals became a hash anti join that read every live refusal through
--- refusals_expiry_idx, once per batch (plan_test.go).
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
-SET enable_mergejoin = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     n     integer := coalesce(array_length(p_request, 1), 0);
     done  boolean[] := array_fill(false, ARRAY[n]);
@@ -498,8 +493,13 @@ BEGIN
               AND (k.expires_at IS NULL OR k.expires_at > now())
               AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
               AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+              -- A lookup per item (OFFSET 0 keeps it a subplan): as an
+              -- anti join, on a refusals table never analyzed beside a
+              -- pool's worth of claims, the planner hashed every live
+              -- refusal (read through refusals_expiry_idx) once per batch
+              -- (plan_test.go).
               AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
-                                AND rf.expires_at > now())
+                                AND rf.expires_at > now() OFFSET 0)
               AND NOT EXISTS (SELECT 1 FROM hold_releases h WHERE h.pool_id = i.pool_id AND h.request_id = i.request_id)
             RETURNING k.id, k.code, k.expires_at
         ), ins AS (
