@@ -115,6 +115,7 @@ func TestFallbackPlanUsesPartialIndex(t *testing.T) {
 	require.GreaterOrEqual(t, picks["(p_pool, p_after)"], 2*2*2*6, "plans of the set-based fallback pick seen")
 }
 
+// execer runs a statement: a pool, a connection or a transaction.
 type execer interface {
 	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 }
@@ -408,9 +409,7 @@ func TestCrosswiseProbeIsCaught(t *testing.T) {
 
 // seedClaims claims n available codes of the pool in bulk, bypassing the
 // claim path: one claim each of its own user ("seed-<code id>").
-func seedClaims(t *testing.T, db interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-}, poolID string, n int) {
+func seedClaims(t *testing.T, db execer, poolID string, n int) {
 	t.Helper()
 	_, err := db.Exec(context.Background(), `WITH c AS (
 			UPDATE codes SET state = 'claimed' WHERE id IN (

@@ -790,11 +790,7 @@ CREATE OR REPLACE FUNCTION dispenser_claim_fallback_many_v1(p_pool text[], p_req
                                                             p_hold_ms bigint[], p_ttl interval, p_redis_down boolean[])
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
--- Nested loops only: the batch's probes are one index lookup per item; on
--- a refusals table never analyzed, a hash anti join read every live
--- refusal (through refusals_expiry_idx) for each batch (plan_test.go).
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
-SET enable_mergejoin = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     n         integer := coalesce(array_length(p_request, 1), 0);
     done      boolean[] := array_fill(false, ARRAY[n]);
@@ -850,8 +846,10 @@ BEGIN
               AND EXISTS (SELECT 1 FROM pools p WHERE p.id = i.pool_id)
               AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.request_id = i.request_id)
               AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.pool_id = i.pool_id AND c.user_id = i.user_id)
+              -- A lookup per item, as in dispenser_claim_staged_v3 (OFFSET
+              -- 0 keeps it a subplan, not a hash over every live refusal).
               AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
-                                AND rf.expires_at > now())
+                                AND rf.expires_at > now() OFFSET 0)
               AND NOT EXISTS (SELECT 1 FROM hold_releases h WHERE h.pool_id = i.pool_id AND h.request_id = i.request_id)
             GROUP BY i.pool_id
         LOOP
