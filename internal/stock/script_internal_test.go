@@ -148,3 +148,71 @@ func TestClaimScriptListRunsOutWithinARun(t *testing.T) {
 	require.Equal(t, []string{"exhausted", "", "", "exhausted", "", ""}, vals)
 	require.Zero(t, rdb.Exists(ctx, s.keys.InFlight("p2"), s.keys.OneClaim("p2", "u1"), s.keys.Replay("p2", "r2")).Val())
 }
+
+// A run decides each request against what Redis held before it and what the
+// requests before it in the same run wrote: a user of a higher limit reaches
+// it within one run, counting from a count an earlier run left (and the
+// count is written once, at its final value, with the TTL); a record written
+// before owners were kept (just the entry) replays, whoever asks; a one-claim
+// key of that form is the user's claim, so any request of the user is at the
+// limit.
+func TestClaimScriptDecidesAgainstItsOwnWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, ns := testenv.Redis(t)
+	s := New(rdb, NewKeys(ns))
+	entries := make([]string, 5)
+	for i := range entries {
+		entries[i] = FormatEntry(int64(i+1), fmt.Sprintf("CODE-%04d", i+1))
+	}
+	require.NoError(t, s.Push(ctx, "p1", 1, entries))
+	old := FormatEntry(99, "CODE-0099")
+	require.NoError(t, rdb.Set(ctx, s.keys.UserClaims("p1", "u1"), "1", time.Minute).Err())
+	require.NoError(t, rdb.Set(ctx, s.keys.Replay("p1", "legacy"), old, time.Minute).Err())
+	require.NoError(t, rdb.Set(ctx, s.keys.OneClaim("p1", "u7"), old, time.Minute).Err())
+
+	call := func(request, user string, limit int) *scriptCall {
+		return s.call(ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
+	}
+	runs := scripts([]*scriptCall{
+		call("a", "u1", 3),      // u1 held 1: now 2
+		call("b", "u1", 3),      // 3
+		call("c", "u1", 3),      // at the limit of 3
+		call("b", "u1", 3),      // a copy of b: its replay
+		call("legacy", "u2", 3), // an old record: replayed
+		call("x", "u7", 1),      // an old one-claim key: the limit
+		call("y", "u8", 1),
+	}, time.Now())
+	require.Len(t, runs, 1)
+	vals, err := claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"popped", entries[0], "4",
+		"popped", entries[1], "3",
+		"limit", "3", "",
+		"replay", entries[1], "",
+		"replay", old, "",
+		"limit", "1", "",
+		"popped", entries[2], "2",
+	}, vals)
+	require.Equal(t, "3", rdb.Get(ctx, s.keys.UserClaims("p1", "u1")).Val())
+	require.Greater(t, rdb.TTL(ctx, s.keys.UserClaims("p1", "u1")).Val(), 59*time.Minute)
+	require.Equal(t, ReplayRecord("u1", entries[1]), rdb.Get(ctx, s.keys.Replay("p1", "b")).Val())
+	require.Equal(t, old, rdb.Get(ctx, s.keys.OneClaim("p1", "u7")).Val(), "a request at the limit writes nothing")
+	require.EqualValues(t, 3, rdb.ZCard(ctx, s.keys.InFlight("p1")).Val())
+
+	// The same run again (go-redis retries a script whose answer was lost)
+	// answers the same entries and pops nothing more.
+	again, err := claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"replay", entries[0], "",
+		"replay", entries[1], "",
+		"limit", "3", "",
+		"replay", entries[1], "",
+		"replay", old, "",
+		"limit", "1", "",
+		"replay", entries[2], "",
+	}, again)
+	require.EqualValues(t, 2, rdb.LLen(ctx, s.keys.Staged("p1")).Val())
+}
