@@ -91,12 +91,25 @@ rate can be read against the raw rate of the same machine in the same run.`,
 			}
 			res := importBenchResult{Codes: n, Pool: poolID}
 
+			// The raw copy, then the import, each from the same state: no
+			// dead rows left by the copy in the table and its indexes, and
+			// each just after a checkpoint, so that neither pays for a
+			// checkpoint the other's WAL started (a million rows write
+			// about half of a stock max_wal_size).
+			var conn *pgx.Conn
 			if dbURL != "" {
-				secs, err := rawCopy(ctx, dbURL, poolID, n)
+				if conn, err = pgx.Connect(ctx, dbURL); err != nil {
+					return err
+				}
+				defer conn.Close(context.WithoutCancel(ctx))
+				secs, err := rawCopy(ctx, conn, poolID, n)
 				if err != nil {
 					return fmt.Errorf("raw copy: %w", err)
 				}
 				res.RawCopySeconds, res.RawCopyRowsPerS = secs, float64(n)/secs
+				if _, err := conn.Exec(ctx, "VACUUM codes"); err != nil {
+					return fmt.Errorf("vacuum after the raw copy: %w", err)
+				}
 			}
 			run := func(wantInserted int64) (float64, error) {
 				f, err := os.Open(file)
@@ -115,6 +128,11 @@ rate can be read against the raw rate of the same machine in the same run.`,
 					return 0, fmt.Errorf("import of %d lines inserted %d, want %d", resp.GetLines(), resp.GetInserted(), wantInserted)
 				}
 				return secs, nil
+			}
+			if conn != nil {
+				if err := checkpoint(ctx, conn); err != nil {
+					return err
+				}
 			}
 			if res.ImportSeconds, err = run(int64(n)); err != nil {
 				return err
@@ -182,17 +200,24 @@ func writeRandomCodes(path string, n int) error {
 	return errors.Join(w.Flush(), f.Close())
 }
 
-// rawCopy times a bare CopyFrom of n fresh random codes into the codes table,
-// with all its indexes, then rolls the transaction back.
-func rawCopy(ctx context.Context, url, poolID string, n int) (float64, error) {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return 0, err
+// checkpoint runs CHECKPOINT (a superuser's or pg_checkpoint's right, as on
+// the bench's private cluster).
+func checkpoint(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint before a timed step (the role needs pg_checkpoint): %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	return nil
+}
+
+// rawCopy times a bare CopyFrom of n fresh random codes into the codes table,
+// with all its indexes, from a checkpoint, then rolls the transaction back.
+func rawCopy(ctx context.Context, conn *pgx.Conn, poolID string, n int) (float64, error) {
 	rows := make([][]any, n)
 	for i := range rows {
 		rows[i] = []any{poolID, string(randomCode(make([]byte, 16))), int64(0)}
+	}
+	if err := checkpoint(ctx, conn); err != nil {
+		return 0, err
 	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {

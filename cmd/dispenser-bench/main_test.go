@@ -79,6 +79,29 @@ func TestClaimsCommandReserve(t *testing.T) {
 	require.Contains(t, out, "+ held 0 +")
 }
 
+// An import run beside a raw CopyFrom into the same table: the copy is
+// rolled back and vacuumed away before the import is timed, so the pool
+// holds exactly the imported codes and the table no row of the copy.
+func TestImportCommandBesideARawCopy(t *testing.T) {
+	t.Parallel()
+	d := testdaemon.Start(t, false)
+	out, errOut, err := run(t, "import", "--addr", d.Addr, "--codes", "3000", "--database-url", d.DB.URL, "--dir", t.TempDir())
+	require.NoError(t, err, "%s\n%s", errOut, out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var res importBenchResult
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	require.Equal(t, 3000, res.Codes)
+	require.Positive(t, res.RawCopySeconds)
+	require.Positive(t, res.ImportSeconds)
+	require.Positive(t, res.ImportVsRaw)
+	require.Contains(t, out, "import runs at")
+	var inPool, inTable int
+	require.NoError(t, d.DB.Pool.QueryRow(context.Background(),
+		"SELECT count(*) FILTER (WHERE pool_id = $1), count(*) FROM codes", res.Pool).Scan(&inPool, &inTable))
+	require.Equal(t, 3000, inPool)
+	require.Equal(t, 3000, inTable)
+}
+
 // Help names the environment variables that hold secrets but never shows
 // their values.
 func TestHelpShowsNoSecrets(t *testing.T) {
