@@ -30,6 +30,13 @@ func run(t *testing.T, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
+// lastLineJSON reads the JSON line a command's output ends with into v.
+func lastLineJSON(t *testing.T, out string, v any) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), v))
+}
+
 // A small claims run: every answer is checked against Postgres and the
 // audit of the pool comes out clean.
 func TestClaimsCommand(t *testing.T) {
@@ -38,9 +45,8 @@ func TestClaimsCommand(t *testing.T) {
 	out, errOut, err := run(t, "claims", "--addr", d.Addr, "--claims", "600", "--concurrency", "8", "--users", "300",
 		"--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
 	require.NoError(t, err, "%s\n%s", errOut, out)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res benchResult
-	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	lastLineJSON(t, out, &res)
 	require.Equal(t, 600, res.Calls)
 	require.Positive(t, res.Claims)
 	require.Zero(t, res.Duplicates+res.Lost+res.LimitViolations+res.ReplayMismatches)
@@ -55,9 +61,8 @@ func TestClaimsCommandHTTP(t *testing.T) {
 		"--concurrency", "8", "--users", "300", "--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
 	require.NoError(t, err, "%s\n%s", errOut, out)
 	require.Contains(t, errOut, "claims over HTTP/JSON")
-	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res benchResult
-	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	lastLineJSON(t, out, &res)
 	require.Positive(t, res.Claims)
 	require.Zero(t, res.Duplicates+res.Lost+res.LimitViolations+res.ReplayMismatches)
 	require.Contains(t, out, "USER_LIMIT_REACHED", "refusals over HTTP are counted by reason")
@@ -71,9 +76,8 @@ func TestClaimsCommandReserve(t *testing.T) {
 	out, errOut, err := run(t, "claims", "--reserve", "--addr", d.Addr, "--claims", "400", "--concurrency", "8",
 		"--users", "200", "--replay-ratio", "0.2", "--database-url", d.DB.URL, "--redis-namespace", d.Namespace)
 	require.NoError(t, err, "%s\n%s", errOut, out)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res benchResult
-	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	lastLineJSON(t, out, &res)
 	require.Positive(t, res.Claims)
 	require.Zero(t, res.Duplicates+res.Lost+res.LimitViolations+res.ReplayMismatches)
 	require.Contains(t, out, "+ held 0 +")
@@ -87,9 +91,8 @@ func TestImportCommandBesideARawCopy(t *testing.T) {
 	d := testdaemon.Start(t, false)
 	out, errOut, err := run(t, "import", "--addr", d.Addr, "--codes", "3000", "--database-url", d.DB.URL, "--dir", t.TempDir())
 	require.NoError(t, err, "%s\n%s", errOut, out)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res importBenchResult
-	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res))
+	lastLineJSON(t, out, &res)
 	require.Equal(t, 3000, res.Codes)
 	require.Positive(t, res.RawCopySeconds)
 	require.Positive(t, res.ImportSeconds)

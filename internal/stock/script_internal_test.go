@@ -6,10 +6,39 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/testenv"
 )
+
+// runScript runs the claim script once for sc's requests and returns its
+// answer.
+func runScript(t *testing.T, rdb *redis.Client, sc *script) []string {
+	t.Helper()
+	vals, err := claimScript.Run(context.Background(), rdb, sc.keys, sc.args...).StringSlice()
+	require.NoError(t, err)
+	return vals
+}
+
+// stagedPool returns a store in a Redis namespace of its own whose pool p1
+// has n entries staged (codes CODE-0001 on), and the entries.
+func stagedPool(t *testing.T, n int) (*redis.Client, *Store, []string) {
+	t.Helper()
+	rdb, ns := testenv.Redis(t)
+	s := New(rdb, NewKeys(ns))
+	entries := make([]string, n)
+	for i := range entries {
+		entries[i] = FormatEntry(int64(i+1), fmt.Sprintf("CODE-%04d", i+1))
+	}
+	require.NoError(t, s.Push(context.Background(), "p1", 1, entries))
+	return rdb, s, entries
+}
+
+// p1Call is a request's part of a claim script run in pool p1 of s.
+func p1Call(s *Store, request, user string, limit int) *scriptCall {
+	return s.call(ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
+}
 
 // Several requests in one script run each get what they would get alone:
 // each pop's left is the list's length just after that pop, every pop is in
@@ -20,32 +49,22 @@ import (
 func TestClaimScriptManyRequestsInOneRun(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb, ns := testenv.Redis(t)
-	s := New(rdb, NewKeys(ns))
-	entries := make([]string, 7)
-	for i := range entries {
-		entries[i] = FormatEntry(int64(i+1), fmt.Sprintf("CODE-%04d", i+1))
-	}
-	require.NoError(t, s.Push(ctx, "p1", 1, entries))
+	rdb, s, entries := stagedPool(t, 7)
 
-	call := func(request, user string, limit int) *scriptCall {
-		return s.call(ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
-	}
 	now := time.UnixMilli(1_700_000_000_000)
 	runs := scripts([]*scriptCall{
-		call("r1", "u1", 1),
-		call("r1", "u1", 1), // a copy of r1: its replay
-		call("r2", "u2", 1),
-		call("r3", "u1", 1), // u1's second request: the limit
-		call("r4", "u3", 2),
-		call("r5", "u3", 2), // u3's second claim: its count goes to 2
-		call("r4", "u9", 2), // another user's request id, known by its replay record
-		call("r1", "u9", 1), // in a pool of limit 1 Redis does not know r1 is u1's: Postgres refuses it
-		call("r6", "u4", 1),
+		p1Call(s, "r1", "u1", 1),
+		p1Call(s, "r1", "u1", 1), // a copy of r1: its replay
+		p1Call(s, "r2", "u2", 1),
+		p1Call(s, "r3", "u1", 1), // u1's second request: the limit
+		p1Call(s, "r4", "u3", 2),
+		p1Call(s, "r5", "u3", 2), // u3's second claim: its count goes to 2
+		p1Call(s, "r4", "u9", 2), // another user's request id, known by its replay record
+		p1Call(s, "r1", "u9", 1), // in a pool of limit 1 Redis does not know r1 is u1's: Postgres refuses it
+		p1Call(s, "r6", "u4", 1),
 	}, now)
 	require.Len(t, runs, 1)
-	vals, err := claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
-	require.NoError(t, err)
+	vals := runScript(t, rdb, runs[0])
 	require.Equal(t, []string{
 		"popped", entries[0], "6",
 		"replay", entries[0], "",
@@ -100,26 +119,19 @@ func TestClaimScriptManyRequestsInOneRun(t *testing.T) {
 func TestClaimScriptListRunsOutWithinARun(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb, ns := testenv.Redis(t)
-	s := New(rdb, NewKeys(ns))
-	entries := []string{FormatEntry(1, "CODE-0001"), FormatEntry(2, "CODE-0002")}
-	require.NoError(t, s.Push(ctx, "p1", 1, entries))
-	call := func(request, user string, limit int) *scriptCall {
-		return s.call(ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
-	}
+	rdb, s, entries := stagedPool(t, 2)
 	runs := scripts([]*scriptCall{
-		call("a1", "u1", 1),
-		call("b1", "u2", 2),
-		call("c1", "u3", 1),
-		call("c1", "u3", 1),
-		call("c2", "u3", 1),
-		call("a1", "u1", 1),
-		call("b2", "u2", 2),
-		call("b1", "u2", 2),
-		call("d1", "u4", 2),
+		p1Call(s, "a1", "u1", 1),
+		p1Call(s, "b1", "u2", 2),
+		p1Call(s, "c1", "u3", 1),
+		p1Call(s, "c1", "u3", 1),
+		p1Call(s, "c2", "u3", 1),
+		p1Call(s, "a1", "u1", 1),
+		p1Call(s, "b2", "u2", 2),
+		p1Call(s, "b1", "u2", 2),
+		p1Call(s, "d1", "u4", 2),
 	}, time.Now())
-	vals, err := claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
-	require.NoError(t, err)
+	vals := runScript(t, rdb, runs[0])
 	require.Equal(t, []string{
 		"popped", entries[0], "1",
 		"popped", entries[1], "0",
@@ -143,8 +155,7 @@ func TestClaimScriptListRunsOutWithinARun(t *testing.T) {
 		s.call(ClaimArgs{PoolID: "p2", RequestID: "r1", UserID: "u1", Limit: 1, TTL: time.Hour}),
 		s.call(ClaimArgs{PoolID: "p2", RequestID: "r2", UserID: "u2", Limit: 3, TTL: time.Hour}),
 	}, time.Now())
-	vals, err = claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
-	require.NoError(t, err)
+	vals = runScript(t, rdb, runs[0])
 	require.Equal(t, []string{"exhausted", "", "", "exhausted", "", ""}, vals)
 	require.Zero(t, rdb.Exists(ctx, s.keys.InFlight("p2"), s.keys.OneClaim("p2", "u1"), s.keys.Replay("p2", "r2")).Val())
 }
@@ -159,33 +170,23 @@ func TestClaimScriptListRunsOutWithinARun(t *testing.T) {
 func TestClaimScriptDecidesAgainstItsOwnWrites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb, ns := testenv.Redis(t)
-	s := New(rdb, NewKeys(ns))
-	entries := make([]string, 5)
-	for i := range entries {
-		entries[i] = FormatEntry(int64(i+1), fmt.Sprintf("CODE-%04d", i+1))
-	}
-	require.NoError(t, s.Push(ctx, "p1", 1, entries))
+	rdb, s, entries := stagedPool(t, 5)
 	old := FormatEntry(99, "CODE-0099")
 	require.NoError(t, rdb.Set(ctx, s.keys.UserClaims("p1", "u1"), "1", time.Minute).Err())
 	require.NoError(t, rdb.Set(ctx, s.keys.Replay("p1", "legacy"), old, time.Minute).Err())
 	require.NoError(t, rdb.Set(ctx, s.keys.OneClaim("p1", "u7"), old, time.Minute).Err())
 
-	call := func(request, user string, limit int) *scriptCall {
-		return s.call(ClaimArgs{PoolID: "p1", RequestID: request, UserID: user, Limit: limit, TTL: time.Hour})
-	}
 	runs := scripts([]*scriptCall{
-		call("a", "u1", 3),      // u1 held 1: now 2
-		call("b", "u1", 3),      // 3
-		call("c", "u1", 3),      // at the limit of 3
-		call("b", "u1", 3),      // a copy of b: its replay
-		call("legacy", "u2", 3), // an old record: replayed
-		call("x", "u7", 1),      // an old one-claim key: the limit
-		call("y", "u8", 1),
+		p1Call(s, "a", "u1", 3),      // u1 held 1: now 2
+		p1Call(s, "b", "u1", 3),      // 3
+		p1Call(s, "c", "u1", 3),      // at the limit of 3
+		p1Call(s, "b", "u1", 3),      // a copy of b: its replay
+		p1Call(s, "legacy", "u2", 3), // an old record: replayed
+		p1Call(s, "x", "u7", 1),      // an old one-claim key: the limit
+		p1Call(s, "y", "u8", 1),
 	}, time.Now())
 	require.Len(t, runs, 1)
-	vals, err := claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
-	require.NoError(t, err)
+	vals := runScript(t, rdb, runs[0])
 	require.Equal(t, []string{
 		"popped", entries[0], "4",
 		"popped", entries[1], "3",
@@ -203,8 +204,6 @@ func TestClaimScriptDecidesAgainstItsOwnWrites(t *testing.T) {
 
 	// The same run again (go-redis retries a script whose answer was lost)
 	// answers the same entries and pops nothing more.
-	again, err := claimScript.Run(ctx, rdb, runs[0].keys, runs[0].args...).StringSlice()
-	require.NoError(t, err)
 	require.Equal(t, []string{
 		"replay", entries[0], "",
 		"replay", entries[1], "",
@@ -213,6 +212,6 @@ func TestClaimScriptDecidesAgainstItsOwnWrites(t *testing.T) {
 		"replay", old, "",
 		"limit", "1", "",
 		"replay", entries[2], "",
-	}, again)
+	}, runScript(t, rdb, runs[0]))
 	require.EqualValues(t, 2, rdb.LLen(ctx, s.keys.Staged("p1")).Val())
 }
