@@ -18,7 +18,7 @@ const module = "github.com/dispenserhq/dispenser/"
 // allowed is the "may import" column of docs/ARCHITECTURE.md: the module's
 // packages each package's non-test code may import.
 var allowed = map[string][]string{
-	"cmd/dispenserd":      {"dispenser", "claim", "auth", "jobs", "prize", "internal/cli", "internal/cliflag", "internal/stock"},
+	"cmd/dispenserd":      {"dispenser", "claim", "auth", "jobs", "prize", "internal/cli", "internal/cliflag", "internal/stock", "internal/gcfloor"},
 	"cmd/dispenserctl":    {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "internal/upload", "proto/dispenser/v1"},
 	"cmd/dispenser-bench": {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "internal/upload", "proto/dispenser/v1"},
 	"internal/cli":        {"dispenser", "internal/cliflag", "internal/stock", "proto/dispenser/v1"},
@@ -38,6 +38,7 @@ var allowed = map[string][]string{
 	"internal/scanread":   {},
 	"internal/input":      {},
 	"internal/fresh":      {},
+	"internal/gcfloor":    {},
 	"internal/cliflag":    {},
 	"internal/testenv":    {"migrations"},
 	"internal/archtest":   {},
