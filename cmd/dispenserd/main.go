@@ -102,6 +102,9 @@ func newRootCmd() *cobra.Command {
 		if gcPercent < -1 || gcPercent == 0 {
 			return fmt.Errorf("--gc-percent must be positive, or -1 to turn the collector off")
 		}
+		if gcMinHeapMiB > maxGCMinHeapMiB {
+			return fmt.Errorf("--gc-min-heap-mib must be at most %d (1 TiB)", maxGCMinHeapMiB)
+		}
 		debug.SetGCPercent(gcPercent)
 		ctx, stopFloor := context.WithCancel(cmd.Context())
 		floorDone := make(chan struct{})
@@ -271,6 +274,10 @@ const gcPercentDefaultValue = 400
 // still grows by --gc-percent only: its peak RSS went from 92 to 100 MB
 // (docs/BENCHMARKS.md, round twenty).
 const gcMinHeapMiBDefault = 64
+
+// maxGCMinHeapMiB bounds --gc-min-heap-mib (1 TiB), far above any heap this
+// server keeps and far below where the floor's arithmetic would overflow.
+const maxGCMinHeapMiB = 1 << 20
 
 // gcFloorEvery is how often the live heap is read for the floor.
 const gcFloorEvery = 100 * time.Millisecond

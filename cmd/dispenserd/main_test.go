@@ -25,3 +25,23 @@ func TestHelpShowsNoSecrets(t *testing.T) {
 		require.Contains(t, out.String(), "$DISPENSER_DATABASE_URL (set)", "dispenserd %v", args)
 	}
 }
+
+// Collector settings out of range are refused before anything starts.
+func TestCollectorFlagsAreChecked(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--gc-percent", "0"}, "--gc-percent must be positive"},
+		{[]string{"--gc-min-heap-mib", "1048577"}, "--gc-min-heap-mib must be at most"},
+		{[]string{"--gc-min-heap-mib", "-1"}, "invalid argument"},
+	} {
+		var out bytes.Buffer
+		cmd := newRootCmd()
+		cmd.SetArgs(c.args)
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		err := cmd.ExecuteContext(context.Background())
+		require.ErrorContains(t, err, c.want, "%v", c.args)
+	}
+}
