@@ -498,6 +498,22 @@ func requestFields(_ context.Context, c interceptors.CallMeta) logging.Fields {
 	return f
 }
 
+// warmConn readies each new connection of the pool for the group commit
+// (claim.WarmConn) before anything uses it. A database not migrated yet has
+// nothing to warm; only a connection the warm-up broke is refused, so that
+// the pool dials another.
+func warmConn(ctx context.Context, conn *pgx.Conn) error {
+	wctx, cancel := context.WithTimeout(ctx, warmTimeout)
+	defer cancel()
+	if err := claim.WarmConn(wctx, conn); err != nil && conn.IsClosed() {
+		return err
+	}
+	return nil
+}
+
+// warmTimeout bounds one connection's warm-up.
+const warmTimeout = 5 * time.Second
+
 // OpenDB opens a Postgres pool and checks that it answers.
 func OpenDB(ctx context.Context, url string, pooler bool) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
@@ -516,6 +532,7 @@ func OpenDB(ctx context.Context, url string, pooler bool) (*pgxpool.Pool, error)
 		// want connections of their own.
 		cfg.MaxConns = defaultMaxConns
 	}
+	cfg.AfterConnect = warmConn
 	db, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
