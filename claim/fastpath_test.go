@@ -82,3 +82,27 @@ func TestGroupCommitSameUserRaceGoesTheSlowWay(t *testing.T) {
 	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT state::text FROM codes WHERE id = $1`, ids[1]).Scan(&state))
 	require.NotEqual(t, "claimed", state, "the refused request's code")
 }
+
+// WarmConn runs the group commit's statement, with its argument types, on a
+// migrated schema; where the function is missing (a database not migrated
+// yet) it fails and leaves the connection usable.
+func TestWarmConnRunsTheGroupCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testenv.Postgres(t)
+	conn, err := pgx.Connect(ctx, db.URL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+
+	require.NoError(t, WarmConn(ctx, conn))
+
+	bare, err := pgx.Connect(ctx, db.URL)
+	require.NoError(t, err)
+	defer bare.Close(ctx)
+	_, err = bare.Exec(ctx, "SET search_path = pg_catalog")
+	require.NoError(t, err)
+	require.ErrorContains(t, WarmConn(ctx, bare), "does not exist")
+	require.False(t, bare.IsClosed())
+	var one int
+	require.NoError(t, bare.QueryRow(ctx, "SELECT 1").Scan(&one))
+}
