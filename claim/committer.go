@@ -173,14 +173,7 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CommitTimeout)
 	defer cancel()
 	n := len(batch)
-	pools, reqs, users, codes := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
-	started, holds, popped := make([]time.Time, n), make([]pgtype.Int8, n), make([]bool, n)
-	for i, it := range batch {
-		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
-		started[i], holds[i], popped[i] = it.req.startedAt(), it.req.holdMillis(), it.popped
-	}
-	rows, err := commitBatch(ctx, c.db, n, claimStagedSQL,
-		[]any{pools, reqs, users, codes, started, holds, popped, c.refusalTTL})
+	rows, err := commitBatch(ctx, c.db, n, claimStagedSQL, stagedArgs(batch, c.refusalTTL))
 	if err != nil {
 		return nil, err
 	}
@@ -190,6 +183,19 @@ func (c *committer) commit(batch []*commitItem) ([]commitResult, error) {
 		results[i] = commitResult{outcome: outcome(r.out), claim: r.row.claim(it.req.PoolID, it.req.RequestID, it.req.UserID)}
 	}
 	return results, nil
+}
+
+// stagedArgs are claimStagedSQL's arguments for a batch: the items' columns
+// as arrays, then how long refusals are kept.
+func stagedArgs(batch []*commitItem, refusalTTL time.Duration) []any {
+	n := len(batch)
+	pools, reqs, users, codes := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+	started, holds, popped := make([]time.Time, n), make([]pgtype.Int8, n), make([]bool, n)
+	for i, it := range batch {
+		pools[i], reqs[i], users[i], codes[i] = it.req.PoolID, it.req.RequestID, it.req.UserID, it.codeID
+		started[i], holds[i], popped[i] = it.req.startedAt(), it.req.holdMillis(), it.popped
+	}
+	return []any{pools, reqs, users, codes, started, holds, popped, refusalTTL}
 }
 
 // outcomeRow is one item's row of a batch function: its outcome and its

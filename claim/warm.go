@@ -2,10 +2,8 @@ package claim
 
 import (
 	"context"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // WarmConn runs the group commit's statement once, with no items, on a new
@@ -16,8 +14,7 @@ import (
 // round twenty). With no items it writes nothing. It fails where the
 // schema is not migrated yet; the caller decides what that means.
 func WarmConn(ctx context.Context, conn *pgx.Conn) error {
-	rows, err := conn.Query(ctx, claimStagedSQL, []string{}, []string{}, []string{}, []int64{}, []time.Time{},
-		[]pgtype.Int8{}, []bool{}, RefusalTTLDefault)
+	rows, err := conn.Query(ctx, claimStagedSQL, stagedArgs(nil, RefusalTTLDefault)...)
 	if err != nil {
 		return err
 	}
