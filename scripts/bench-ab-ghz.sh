@@ -21,7 +21,11 @@
 # the pool's audit. It prints calls/s, p50/p99, and CPU per call of each server process
 # from /proc/<pid>/stat (dispenserd; Postgres: the postmaster, its live
 # children and the children that exited; Redis) and of ghz, and how many
-# updates of codes were HOT.
+# updates of codes were HOT. For p99 it also tells apart the calls of the
+# sale's first second and the calls that started while a refill staged
+# codes (from its chunks' start times in stage_batches): how many of the
+# slowest 1% each holds, and the p99 of the calls after the first second and
+# of the calls beside no refill.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -108,11 +112,16 @@ run_one() { # label bindir environment [dispenserd flags...]
 		sleep 0.1
 	done
 	mem_without=$(redis-cli info memory | awk -F: '/^used_memory:/ {print $2+0}')
-	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" "$keys_held" "$((mem_with - mem_without))" "$hot" <<'EOF'
+	# When each refill chunk began (its transaction's start), to tell the
+	# calls that ran beside a refill from the others.
+	local staged_at
+	staged_at=$(psql "$DISPENSER_DATABASE_URL" -tAc "SELECT string_agg(extract(epoch FROM staged_at)::text, ' ' ORDER BY id) FROM stage_batches")
+	python3 - "$label" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" "$audit" "$keys_held" "$((mem_with - mem_without))" "$hot" "$staged_at" <<'EOF'
 import json, sys
 from datetime import datetime
 label, path, hz, before, after, client, audit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split(), float(sys.argv[6]), sys.argv[7]
 keys_held, mem_held, hot = int(sys.argv[8]), int(sys.argv[9]), sys.argv[10]
+chunks = sorted(float(t) for t in sys.argv[11].split())
 r = json.load(open(path))
 n = r["count"]
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
@@ -122,17 +131,36 @@ def start_s(t):
     base, _, frac = t.rstrip("Z").partition(".")
     return datetime.fromisoformat(base).timestamp() + float("0." + (frac or "0"))
 details = r.get("details") or []
-early = 0
+early, p99_later = 0, 0.0
 if details:
     t0 = min(start_s(x["timestamp"]) for x in details)
     p99_ns = sorted(x["latency"] for x in details)[int(len(details) * 0.99)]
     slow = [x for x in details if x["latency"] >= p99_ns]
     early = sum(1 for x in slow if start_s(x["timestamp"]) - t0 < 1)
+    # p99 of the calls that started after the first second.
+    later = sorted(x["latency"] for x in details if start_s(x["timestamp"]) - t0 >= 1)
+    p99_later = later[int(len(later) * 0.99)] / 1e6 if later else 0.0
+# Refills: chunks less than 0.3 s apart are one refill, which runs from
+# its first chunk's start to 60 ms after its last's (about one chunk).
+refills = []
+for c in chunks:
+    if refills and c - refills[-1][1] < 0.3:
+        refills[-1][1] = c
+    else:
+        refills.append([c, c])
+def in_refill(t):
+    return any(a - 0.02 <= t <= b + 0.06 for a, b in refills)
+beside, slow_beside, p99_apart = 0, 0, 0.0
+if details:
+    beside = sum(1 for x in details if in_refill(start_s(x["timestamp"])))
+    slow_beside = sum(1 for x in slow if in_refill(start_s(x["timestamp"])))
+    apart = sorted(x["latency"] for x in details if not in_refill(start_s(x["timestamp"])))
+    p99_apart = apart[int(len(apart) * 0.99)] / 1e6 if apart else 0.0
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
 script = (int(after[3]) - int(before[3])) / n
 runs = int(after[4]) - int(before[4])
-print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms ({early} of the slowest 1% in the first second)"
+print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms ({early} of the slowest 1% in the first second; p99 after it {p99_later:.1f} ms; {slow_beside} beside a refill, which {beside} calls were, p99 of the others {p99_apart:.1f} ms)"
       f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f}, {n / max(runs, 1):4.1f} calls each)  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
       f"  redis keys left {keys_held} ({mem_held / 1048576:.1f} MiB)  codes updates HOT {hot}  audit: {audit}")
 EOF
