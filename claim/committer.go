@@ -208,14 +208,18 @@ type outcomeRow struct {
 // itemRows reads the rows of a batch function that answers one row per
 // item, each led by its item's ord (1-based), into item order; dest gives
 // an answer's scan targets after ord. Every item must get exactly one row.
+// Each row is scanned into one set of targets made once per batch, then
+// copied into place: per row, only the values themselves are allocated.
 func itemRows[R any](rows pgx.Rows, n int, dest func(*R) []any) ([]R, error) {
 	defer rows.Close()
 	out := make([]R, n)
 	seen := 0
+	var ord int
+	var r, zero R
+	targets := append([]any{&ord}, dest(&r)...)
 	for rows.Next() {
-		var ord int
-		var r R
-		if err := rows.Scan(append([]any{&ord}, dest(&r)...)...); err != nil {
+		r = zero
+		if err := rows.Scan(targets...); err != nil {
 			return nil, err
 		}
 		if ord < 1 || ord > n {
