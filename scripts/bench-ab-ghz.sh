@@ -131,17 +131,8 @@ def start_s(t):
     base, _, frac = t.rstrip("Z").partition(".")
     return datetime.fromisoformat(base).timestamp() + float("0." + (frac or "0"))
 details = r.get("details") or []
-early, p99_later = 0, 0.0
-if details:
-    t0 = min(start_s(x["timestamp"]) for x in details)
-    p99_ns = sorted(x["latency"] for x in details)[int(len(details) * 0.99)]
-    slow = [x for x in details if x["latency"] >= p99_ns]
-    early = sum(1 for x in slow if start_s(x["timestamp"]) - t0 < 1)
-    # p99 of the calls that started after the first second.
-    later = sorted(x["latency"] for x in details if start_s(x["timestamp"]) - t0 >= 1)
-    p99_later = later[int(len(later) * 0.99)] / 1e6 if later else 0.0
-# Refills: chunks less than 0.3 s apart are one refill, which runs from
-# its first chunk's start to 60 ms after its last's (about one chunk).
+# Refills: chunks less than 0.3 s apart are one refill, counted from 20 ms
+# before its first chunk's start to 60 ms after its last's (about one chunk).
 refills = []
 for c in chunks:
     if refills and c - refills[-1][1] < 0.3:
@@ -150,8 +141,15 @@ for c in chunks:
         refills.append([c, c])
 def in_refill(t):
     return any(a - 0.02 <= t <= b + 0.06 for a, b in refills)
-beside, slow_beside, p99_apart = 0, 0, 0.0
+early, p99_later, beside, slow_beside, p99_apart = 0, 0.0, 0, 0, 0.0
 if details:
+    t0 = min(start_s(x["timestamp"]) for x in details)
+    p99_ns = sorted(x["latency"] for x in details)[int(len(details) * 0.99)]
+    slow = [x for x in details if x["latency"] >= p99_ns]
+    early = sum(1 for x in slow if start_s(x["timestamp"]) - t0 < 1)
+    # p99 of the calls that started after the first second.
+    later = sorted(x["latency"] for x in details if start_s(x["timestamp"]) - t0 >= 1)
+    p99_later = later[int(len(later) * 0.99)] / 1e6 if later else 0.0
     beside = sum(1 for x in details if in_refill(start_s(x["timestamp"])))
     slow_beside = sum(1 for x in slow if in_refill(start_s(x["timestamp"])))
     apart = sorted(x["latency"] for x in details if not in_refill(start_s(x["timestamp"])))
