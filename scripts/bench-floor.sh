@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# What a claim costs dispenserd beyond gRPC's own serving of a call: three
+# ghz loads of CLAIMS calls at CONCURRENCY callers through one dispenserd
+# (the working tree), one after the other, each with dispenserd's CPU per
+# call from /proc/<pid>/stat and the server side's (dispenserd, the private
+# cluster, Redis) as the claim benches count it:
+#
+#   1. grpc.health.v1.Health/Check: a unary call through the same server,
+#      its interceptors and limits, that does nothing (the floor);
+#   2. ClaimCode on a pool that does not exist: the claim's checks, the
+#      pool settings cache and an error with its ErrorInfo, answered
+#      without Redis or Postgres;
+#   3. ClaimCode on a pool with default settings and CODES codes imported,
+#      nothing staged (the flash sale of scripts/bench-ab-ghz.sh).
+#
+#   scripts/bench-floor.sh
+#   RUNS=3 CLAIMS=60000 CODES=300000 CONCURRENCY=64 scripts/bench-floor.sh
+#
+# Each run starts a fresh database and server. Nothing else should run
+# meanwhile: the load, the server, Redis and Postgres share the machine.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+runs="${RUNS:-3}" calls="${CLAIMS:-60000}" codes="${CODES:-300000}" conc="${CONCURRENCY:-64}"
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
+export DISPENSER_DATABASE_URL="$pg/dispenser_floor?sslmode=disable" DISPENSER_REDIS_NAMESPACE=bench-floor
+bench_cluster
+
+work="$root/.dev/floor"
+client_cpu_file="$work/client-cpu"
+rm -rf "$work" && mkdir -p "$work"
+go build -o "$work/" ./cmd/dispenserd ./cmd/dispenserctl
+go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
+od -An -tx8 -N $((codes * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$work/codes.txt"
+
+port=28096
+pid=""
+cleanup() {
+	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
+	redis-cli --scan --pattern "bench-floor:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
+}
+trap cleanup EXIT
+
+# load LABEL METHOD DATA: one ghz load, then its figures.
+load() {
+	local before after
+	before=$(cpu_mark "$pid")
+	client_cpu "$work/ghz" --insecure --call "$2" -m "{\"authorization\":\"Bearer $key\"}" -d "$3" \
+		-c "$conc" -n "$calls" -O json "127.0.0.1:$port" >"$work/ghz.json" || true
+	after=$(cpu_mark "$pid")
+	python3 - "$1" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" <<'EOF'
+import json, sys
+label, path, hz, before, after, client = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split(), float(sys.argv[6])
+r = json.load(open(path))
+n = r["count"]
+# Latencies of every call, errors included (ghz's distribution counts
+# only the calls that succeeded).
+lat = sorted(x["latency"] / 1e6 for x in r.get("details") or []) or [0.0]
+d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
+codes = ", ".join(f"{k} {v}" for k, v in sorted(r.get("statusCodeDistribution", {}).items()))
+print(f"  {label:30} {r['rps']:6.0f} calls/s ({codes})  p50 {lat[len(lat) // 2]:5.1f} ms  p99 {lat[int(len(lat) * 0.99)]:5.1f} ms"
+      f"  CPU/call µs: dispenserd {d[0]:4.0f}  server side {sum(d):4.0f} (postgres {d[1]:.0f}, redis {d[2]:.0f})  ghz {client * 1e6 / n:4.0f}")
+EOF
+}
+
+echo "$calls calls per load, $conc callers; pool of $codes codes (default settings); PostgreSQL stock settings on :$bench_pg_port"
+for i in $(seq 1 "$runs"); do
+	echo "run $i"
+	redis-cli --scan --pattern "bench-floor:*" | xargs -r -n 10000 redis-cli unlink >/dev/null
+	bench_fresh_db dispenser_floor
+	"$work/dispenserd" migrate --log-format text >/dev/null 2>&1
+	key="$("$work/dispenserd" keys create --role admin 2>/dev/null)"
+	export DISPENSER_KEY="$key" DISPENSER_ADDR="127.0.0.1:$port"
+	"$work/dispenserd" --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --metrics-listen "" \
+		--log-format text --log-level error >>"$work/server.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 100); do
+		"$work/dispenserctl" pools list >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	"$work/dispenserctl" pools create sale >/dev/null
+	"$work/dispenserctl" import --pool sale "$work/codes.txt" >/dev/null 2>&1
+	bench_quiesce dispenser_floor codes
+	load "Health/Check" grpc.health.v1.Health.Check '{}'
+	load "ClaimCode, no such pool" dispenser.v1.ClaimService.ClaimCode \
+		'{"pool_id":"nosuchpool","user_id":"u{{.RequestNumber}}","request_id":"r{{.RequestNumber}}"}'
+	load "ClaimCode, the sale" dispenser.v1.ClaimService.ClaimCode \
+		'{"pool_id":"sale","user_id":"u{{.RequestNumber}}","request_id":"r{{.RequestNumber}}"}'
+	kill -TERM "$pid"
+	wait "$pid" 2>/dev/null || true
+	pid=""
+done
+bench_drop_db dispenser_floor
