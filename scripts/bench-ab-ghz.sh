@@ -66,16 +66,8 @@ run_one() { # label bindir environment [dispenserd flags...]
 	local key before after
 	key="$("$bin/dispenserd" keys create --role admin 2>/dev/null)"
 	export DISPENSER_KEY="$key" DISPENSER_ADDR="127.0.0.1:$port" DISPENSER_REDIS_NAMESPACE=bench-ab-ghz
-	# shellcheck disable=SC2086 # NAME=value words split on spaces on purpose
-	env $envs "$bin/dispenserd" --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --metrics-listen "" \
-		--log-format text --log-level error "${fallback[@]}" "$@" >>"$work/server.log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1 100); do
-		"$bin/dispenserctl" pools list >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	"$bin/dispenserctl" pools create ghz >/dev/null
-	"$bin/dispenserctl" import --pool ghz "$work/codes.txt" >/dev/null 2>&1
+	bench_serve "$bin" "$port" "$work/server.log" "$envs" "${fallback[@]}" "$@"
+	bench_pool "$bin" ghz "$work/codes.txt"
 	# With ANALYZED_EMPTY, the claim path's probe tables are analyzed too,
 	# while empty, as `vacuumdb --analyze` (or an ANALYZE after a restore or
 	# an upgrade) leaves a new database before its first sale.

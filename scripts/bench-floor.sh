@@ -72,15 +72,8 @@ for i in $(seq 1 "$runs"); do
 	"$work/dispenserd" migrate --log-format text >/dev/null 2>&1
 	key="$("$work/dispenserd" keys create --role admin 2>/dev/null)"
 	export DISPENSER_KEY="$key" DISPENSER_ADDR="127.0.0.1:$port"
-	"$work/dispenserd" --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --metrics-listen "" \
-		--log-format text --log-level error >>"$work/server.log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1 100); do
-		"$work/dispenserctl" pools list >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	"$work/dispenserctl" pools create sale >/dev/null
-	"$work/dispenserctl" import --pool sale "$work/codes.txt" >/dev/null 2>&1
+	bench_serve "$work" "$port" "$work/server.log" ""
+	bench_pool "$work" sale "$work/codes.txt"
 	bench_quiesce dispenser_floor codes
 	load "Health/Check" grpc.health.v1.Health.Check '{}'
 	load "ClaimCode, no such pool" dispenser.v1.ClaimService.ClaimCode \

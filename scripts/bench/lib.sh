@@ -46,6 +46,31 @@ bench_quiesce() {
 	done
 }
 
+# bench_serve BINDIR PORT LOG ENVS [FLAGS...]: starts BINDIR's dispenserd
+# on 127.0.0.1:PORT (gRPC only, errors only, logging to LOG) with the
+# NAME=value words ENVS in its environment and FLAGS, sets pid to it, and
+# waits until it answers BINDIR's dispenserctl (DISPENSER_KEY and
+# DISPENSER_ADDR set).
+bench_serve() {
+	local bin="$1" port="$2" log="$3" envs="$4"
+	shift 4
+	# shellcheck disable=SC2086 # NAME=value words split on spaces on purpose
+	env $envs "$bin/dispenserd" --listen "127.0.0.1:$port" --http-listen "" --console-listen "" --metrics-listen "" \
+		--log-format text --log-level error "$@" >>"$log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 100); do
+		"$bin/dispenserctl" pools list >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+}
+
+# bench_pool BINDIR POOL FILE: creates pool POOL (default settings) through
+# the server and imports FILE's codes into it.
+bench_pool() {
+	"$1/dispenserctl" pools create "$2" >/dev/null
+	"$1/dispenserctl" import --pool "$2" "$3" >/dev/null 2>&1
+}
+
 # ticks PID: CPU ticks (user + system) a live process has used.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
