@@ -42,26 +42,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# load LABEL METHOD DATA: one ghz load, then its figures.
+# load LABEL METHOD DATA: one ghz load, then its rate and latencies, and its
+# CPU per call by process (cpu_report).
 load() {
 	local before after
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call "$2" -m "{\"authorization\":\"Bearer $key\"}" -d "$3" \
 		-c "$conc" -n "$calls" -O json "127.0.0.1:$port" >"$work/ghz.json" || true
 	after=$(cpu_mark "$pid")
-	python3 - "$1" "$work/ghz.json" "$hz" "$before" "$after" "$(cat "$client_cpu_file")" <<'EOF'
+	python3 - "$1" "$work/ghz.json" <<'EOF'
 import json, sys
-label, path, hz, before, after, client = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5].split(), float(sys.argv[6])
+label, path = sys.argv[1], sys.argv[2]
 r = json.load(open(path))
-n = r["count"]
 # Latencies of every call, errors included (ghz's distribution counts
 # only the calls that succeeded).
 lat = sorted(x["latency"] / 1e6 for x in r.get("details") or []) or [0.0]
-d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
 codes = ", ".join(f"{k} {v}" for k, v in sorted(r.get("statusCodeDistribution", {}).items()))
-print(f"  {label:30} {r['rps']:6.0f} calls/s ({codes})  p50 {lat[len(lat) // 2]:5.1f} ms  p99 {lat[int(len(lat) * 0.99)]:5.1f} ms"
-      f"  CPU/call µs: dispenserd {d[0]:4.0f}  server side {sum(d):4.0f} (postgres {d[1]:.0f}, redis {d[2]:.0f})  ghz {client * 1e6 / n:4.0f}")
+print(f"{label}: {r['rps']:.0f} calls/s ({codes}), p50 {lat[len(lat) // 2]:.1f} ms, p99 {lat[int(len(lat) * 0.99)]:.1f} ms")
 EOF
+	cpu_report "$1" "$calls" "$before" "$after" "$(cat "$client_cpu_file")"
 }
 
 echo "$calls calls per load, $conc callers; pool of $codes codes (default settings); PostgreSQL stock settings on :$bench_pg_port"
