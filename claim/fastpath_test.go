@@ -106,3 +106,57 @@ func TestWarmConnRunsTheGroupCommit(t *testing.T) {
 	var one int
 	require.NoError(t, bare.QueryRow(ctx, "SELECT 1").Scan(&one))
 }
+
+// The set-based path answers each item from its own update (not from the
+// inserted rows): what it answers must be what it stored, for a claim and a
+// hold alike, and what a replay of the request reads back.
+func TestGroupCommitAnswersWhatItStored(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("answers", 10, pool.Pool{PerUserLimit: 1})
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'answers' AND state = 'staged' ORDER BY id LIMIT 3`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+
+	// Three fresh requests: a claim, a hold of 90 s, a claim; given in an
+	// order that is not the codes' order.
+	reqs, users := []string{"a", "b", "c"}, []string{"ua", "ub", "uc"}
+	codes := []int64{ids[2], ids[0], ids[1]}
+	holds := []pgtype.Int8{{}, {Int64: 90_000, Valid: true}, {}}
+	now := time.Now()
+	tx, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	rows, err := tx.Query(ctx, claimStagedSQL, []string{"answers", "answers", "answers"}, reqs, users, codes,
+		[]time.Time{now, now, now}, holds, []bool{true, true, true}, time.Minute)
+	require.NoError(t, err)
+	got, err := itemRows(rows, 3, func(r *outcomeRow) []any { return append([]any{&r.out}, r.row.holdDest()...) })
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+
+	for i, r := range got {
+		require.Equal(t, "claimed", r.out, reqs[i])
+		c := r.row.claim("answers", reqs[i], users[i])
+		require.Equal(t, codes[i], c.CodeID, reqs[i])
+		var code string
+		var claimedAt time.Time
+		var heldUntil, reservedAt pgtype.Timestamptz
+		require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT k.code, c.claimed_at, c.held_until, c.reserved_at
+			FROM claims c JOIN codes k ON k.id = c.code_id WHERE c.pool_id = 'answers' AND c.request_id = $1`,
+			reqs[i]).Scan(&code, &claimedAt, &heldUntil, &reservedAt))
+		require.Equal(t, code, c.Code.Reveal(), reqs[i])
+		require.True(t, claimedAt.Equal(c.ClaimedAt), "%s: claimed_at %v, answered %v", reqs[i], claimedAt, c.ClaimedAt)
+		require.Equal(t, holds[i].Valid, heldUntil.Valid, reqs[i])
+		require.Equal(t, holds[i].Valid, reservedAt.Valid, reqs[i])
+		if holds[i].Valid {
+			require.True(t, heldUntil.Time.Equal(c.HeldUntil), "%s: held_until", reqs[i])
+			require.True(t, reservedAt.Time.Equal(c.ReservedAt), "%s: reserved_at", reqs[i])
+			require.Equal(t, 90*time.Second, heldUntil.Time.Sub(reservedAt.Time))
+		} else {
+			require.True(t, c.HeldUntil.IsZero(), reqs[i])
+			require.True(t, c.ReservedAt.IsZero(), reqs[i])
+		}
+	}
+}

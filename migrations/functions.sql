@@ -445,7 +445,11 @@ CREATE OR REPLACE FUNCTION dispenser_claim_staged_v3(p_pool text[], p_request te
                                                      p_ttl interval)
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- Generic plans only: for small batches PL/pgSQL's plan cache otherwise
+-- found a custom plan of the set-based statement cheaper than the generic
+-- one and planned it again on every call, twice the CPU of the whole call
+-- (round twenty-two). claim/plan_test.go checks the generic plans.
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n     integer := coalesce(array_length(p_request, 1), 0);
     done  boolean[] := array_fill(false, ARRAY[n]);
@@ -501,19 +505,26 @@ BEGIN
               AND NOT EXISTS (SELECT 1 FROM refusals rf WHERE rf.pool_id = i.pool_id AND rf.request_id = i.request_id
                                 AND rf.expires_at > now() OFFSET 0)
               AND NOT EXISTS (SELECT 1 FROM hold_releases h WHERE h.pool_id = i.pool_id AND h.request_id = i.request_id)
-            RETURNING k.id, k.code, k.expires_at
+            RETURNING i.ord, k.id, k.code, k.expires_at, i.pool_id, i.request_id, i.user_id, i.hold_ms
         ), ins AS (
+            -- Every row of taken, or none (the block below): a claim's
+            -- times are the transaction's now(), as claimed_at's default.
             INSERT INTO claims (pool_id, request_id, user_id, user_slot, code_id, reserved_at, held_until)
-            SELECT i.pool_id, i.request_id, i.user_id, 1, t.id,
-                   CASE WHEN i.hold_ms IS NOT NULL THEN now() END,
-                   CASE WHEN i.hold_ms IS NOT NULL THEN now() + i.hold_ms * interval '1 millisecond' END
-            FROM input i JOIN taken t ON t.id = i.code_id
-            RETURNING claims.code_id, claims.claimed_at, claims.held_until, claims.reserved_at
+            SELECT t.pool_id, t.request_id, t.user_id, 1, t.id,
+                   CASE WHEN t.hold_ms IS NOT NULL THEN now() END,
+                   CASE WHEN t.hold_ms IS NOT NULL THEN now() + t.hold_ms * interval '1 millisecond' END
+            FROM taken t
         )
-        SELECT array_agg(i.ord::integer), array_agg(t.id), array_agg(t.code), array_agg(t.expires_at),
-               array_agg(ins.claimed_at), array_agg(ins.held_until), array_agg(ins.reserved_at)
+        -- The answers come from taken alone (the UPDATE returns its input's
+        -- columns): no join back to input or to the inserted rows, whose
+        -- hash tables and executor nodes cost more than the batch's own
+        -- rows (docs/BENCHMARKS.md, round twenty-two).
+        SELECT array_agg(t.ord::integer), array_agg(t.id), array_agg(t.code), array_agg(t.expires_at),
+               array_agg(now()),
+               array_agg(CASE WHEN t.hold_ms IS NOT NULL THEN now() + t.hold_ms * interval '1 millisecond' END),
+               array_agg(CASE WHEN t.hold_ms IS NOT NULL THEN now() END)
         INTO f_ord, f_id, f_code, f_expires, f_at, f_hold, f_reserved
-        FROM input i JOIN taken t ON t.id = i.code_id JOIN ins ON ins.code_id = t.id;
+        FROM taken t;
     EXCEPTION WHEN unique_violation THEN
         f_ord := NULL;
     END;
