@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated console-assets console-screenshots bench bench-import bench-claims bench-http bench-floor bench-cluster drill drill-cluster cluster cluster-down services clean
+.PHONY: run test build lint proto check-generated console-assets console-screenshots bench bench-import bench-claims bench-http bench-floor bench-group-commit bench-cluster drill drill-cluster cluster cluster-down services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -56,6 +56,10 @@ bench-claims: services
 ## bench-floor: what a claim costs dispenserd beyond gRPC's serving of a call (Health/Check, a claim on no pool, a sale), by process
 bench-floor: services
 	scripts/bench-floor.sh
+
+## bench-group-commit: the group commit's statement alone under pgbench, batches of 5, 25 and 50: Postgres CPU per claim and per batch
+bench-group-commit: services
+	scripts/bench-group-commit.sh
 
 ## bench-http: the same claim load over HTTP/JSON and gRPC, side by side, with CPU per call
 bench-http: services
