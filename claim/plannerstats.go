@@ -27,7 +27,12 @@ const ProbeStatsMinPages = 8
 // RefreshProbeStats analyzes each of ProbeTables that has grown to four
 // times or more the size its planner statistics last counted (and to at
 // least ProbeStatsMinPages), logs what it analyzed or why it failed,
-// and returns the tables it found so.
+// and returns the tables it found so. A table never analyzed is left to
+// autovacuum: the planner reckons with its size on disk, and its plans
+// probe each key through its own index. Analyzing it in a sale cost
+// Postgres an ANALYZE at each fourfold of the table and the replanning of
+// every session's cached statements (docs/BENCHMARKS.md, round
+// twenty-two).
 //
 // Why: a probe table analyzed while empty (an ANALYZE of a new database, a
 // restore, or autovacuum after the last refusals or holds were deleted)

@@ -105,6 +105,67 @@ func TestRefreshProbeStats(t *testing.T) {
 	}
 }
 
+// A probe table never analyzed (a new database, autovacuum not yet come
+// by) is left alone however large it grows: the planner reckons with its
+// size on disk, so the group commit's plans, cached while it was empty and
+// made again once it is large, probe each key through its own index.
+func TestRefreshProbeStatsLeavesTablesNeverAnalyzed(t *testing.T) {
+	ctx, e := start(t)
+	e.manualStaging()
+	p := e.fill("fresh", 20_000, pool.Pool{RefillBatchSize: 10_000})
+	_, err := e.stager.Refill(ctx, p)
+	require.NoError(t, err)
+	require.Equal(t, -1.0, claimsTuples(t, e), "claims never analyzed")
+
+	conn, plans := explainingConn(t, e.db.URL)
+	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(testenv.Must(conn.Query(ctx,
+		`SELECT id FROM codes WHERE pool_id = 'fresh' AND state = 'staged' ORDER BY id LIMIT 16`)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	commit := func(round int) {
+		t.Helper()
+		n := 8
+		pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+		holds, popped := make([]pgtype.Int8, n), make([]bool, n)
+		for i := range n {
+			pools[i], reqs[i], users[i], started[i], popped[i] = "fresh", uuidLike("r", round, i), uuidLike("u", round, i), time.Now(), true
+		}
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*n:round*n+n], started, holds, popped, time.Minute)
+		require.NoError(t, err)
+		rows.Close()
+		require.NoError(t, rows.Err())
+		require.NoError(t, tx.Rollback(ctx))
+	}
+	commit(0) // plans cached while claims is empty
+
+	seedClaims(t, e.db.Pool, "fresh", 9000)
+	stale, err := RefreshProbeStats(ctx, e.db.Pool, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Empty(t, stale)
+	require.Equal(t, -1.0, claimsTuples(t, e), "claims still never analyzed")
+
+	seen := len(plans())
+	commit(1)
+	// A session that plans the statement now, with claims large.
+	fresh, freshPlans := explainingConn(t, e.db.URL)
+	_, err = fresh.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	require.NoError(t, err)
+	conn = fresh
+	commit(0)
+	after := append(plans()[seen:], freshPlans()...)
+	require.NotEmpty(t, after)
+	all := strings.Join(after, "\n")
+	require.Contains(t, all, "claims_request_key")
+	require.Contains(t, all, "claims_user_slot_key")
+	for _, plan := range after {
+		require.Empty(t, crosswiseProbes(plan), "a probe reads the pool's claims through another index:\n%s", plan)
+		require.NotContains(t, plan, "Seq Scan", "a group commit statement reads a table whole:\n%s", plan)
+	}
+}
+
 // The group commit itself refreshes the statistics early in a sale: on a
 // claims table analyzed while empty, and with no job running, claims has
 // statistics once a little over a thousand claims went through it, so the
