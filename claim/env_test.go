@@ -29,6 +29,7 @@ type env struct {
 	t     *testing.T
 	db    *testenv.Schema
 	rdb   redis.UniversalClient
+	ns    string // the Redis namespace of keys
 	keys  stock.Keys
 	store *pool.Store
 	svc   *Service
@@ -57,7 +58,7 @@ func newEnv(t *testing.T, opts ...envOpts) *env {
 	if len(opts) > 0 && opts[0].redis != nil {
 		use = opts[0].redis
 	}
-	e := &env{t: t, db: db, rdb: use, keys: stock.NewKeys(ns), store: pool.NewStore(db.Pool)}
+	e := &env{t: t, db: db, rdb: use, ns: ns, keys: stock.NewKeys(ns), store: pool.NewStore(db.Pool)}
 	e.svc = testenv.Must(NewService(db.Pool, use, e.keys, Config{
 		PoolCacheTTL:   20 * time.Millisecond,
 		BreakerOpenFor: 100 * time.Millisecond,

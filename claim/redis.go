@@ -196,7 +196,7 @@ func (a *RedisAllocator) Claim(ctx context.Context, p pool.Pool, req Request) (R
 			// real claim.
 			replayTo := entry
 			if res.claim.CodeID != codeID {
-				replayTo = stock.FormatEntry(res.claim.CodeID, res.claim.Code.Reveal())
+				replayTo = stock.FormatEntry(res.claim.CodeID)
 			}
 			if popped || res.claim.CodeID != codeID {
 				a.release(ctx, shardName, args, entry, replayTo, popped)

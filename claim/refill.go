@@ -172,7 +172,6 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 		type staged struct {
 			Batch int64
 			ID    int64
-			Code  string
 		}
 		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[staged])
 		if err != nil {
@@ -190,7 +189,7 @@ func (s *Stager) stageChunk(ctx context.Context, p pool.Pool, shard, size int) (
 		slices.SortFunc(got, func(a, b staged) int { return cmp.Compare(a.ID, b.ID) })
 		entries = make([]string, 0, len(got))
 		for _, st := range got {
-			entries = append(entries, stock.FormatEntry(st.ID, st.Code))
+			entries = append(entries, stock.FormatEntry(st.ID))
 		}
 		return nil
 	})

@@ -31,7 +31,7 @@ func TestSettlesOfABurstEachGetTheirAnswer(t *testing.T) {
 	// another request (say one that Postgres refused and whose release
 	// was lost): their retries are settled in Postgres, which replays the
 	// claims.
-	lost := stock.FormatEntry(1, "LOST-CODE")
+	lost := stock.FormatEntry(1)
 	for i := range 8 {
 		require.NoError(t, e.rdb.Set(ctx, e.keys.OneClaim(p.ID, fmt.Sprint("w", i)),
 			stock.OneClaimRecord(fmt.Sprint("lost-", i), lost), 0).Err())

@@ -1,8 +1,9 @@
 -- Stage up to $3 available codes of pool $1 for Redis shard $2, in id order,
 -- as one new refill batch: its row records the count and the lowest and
 -- highest id it staged (how reconcile finds a batch's staged codes: see
--- migrations/012_hot_claims.sql). Returns the batch id with each code; no
--- row, no batch. Run after ensure_cursor.sql, in the same transaction.
+-- migrations/012_hot_claims.sql). Returns the batch id with each code's
+-- id (the code itself stays in Postgres); no row, no batch. Run after
+-- ensure_cursor.sql, in the same transaction.
 --
 -- Available codes are the pool's codes above its cursor and its returned
 -- codes (migrations/013_hot_refills.sql). The cursor row is locked first, so
@@ -54,7 +55,7 @@ WITH cur AS MATERIALIZED (
 ), staged AS (
     UPDATE codes k SET state = 'staged', stage_batch = (SELECT id FROM batch), changed_at = now()
     FROM picked WHERE k.id = picked.id
-    RETURNING k.id, k.code
+    RETURNING k.id
 ), made AS (
     INSERT INTO stage_batches (id, pool_id, size, shard, first_id, last_id) OVERRIDING SYSTEM VALUE
     SELECT (SELECT id FROM batch), $1, count(*), $2, min(id), max(id)
@@ -82,4 +83,4 @@ WITH cur AS MATERIALIZED (
 ), moved AS (
     UPDATE stage_cursors c SET after_id = e.upto FROM edge e WHERE c.pool_id = $1 AND e.upto > c.after_id
 )
-SELECT (SELECT id FROM batch), id, code FROM staged
+SELECT (SELECT id FROM batch), id FROM staged

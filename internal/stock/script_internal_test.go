@@ -2,7 +2,6 @@ package stock
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -29,7 +28,7 @@ func stagedPool(t *testing.T, n int) (*redis.Client, *Store, []string) {
 	s := New(rdb, NewKeys(ns))
 	entries := make([]string, n)
 	for i := range entries {
-		entries[i] = FormatEntry(int64(i+1), fmt.Sprintf("CODE-%04d", i+1))
+		entries[i] = FormatEntry(int64(i + 1))
 	}
 	require.NoError(t, s.Push(context.Background(), "p1", 1, entries))
 	return rdb, s, entries
@@ -171,7 +170,7 @@ func TestClaimScriptDecidesAgainstItsOwnWrites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb, s, entries := stagedPool(t, 5)
-	old := FormatEntry(99, "CODE-0099")
+	old := FormatEntry(99)
 	require.NoError(t, rdb.Set(ctx, s.keys.UserClaims("p1", "u1"), "1", time.Minute).Err())
 	require.NoError(t, rdb.Set(ctx, s.keys.Replay("p1", "legacy"), old, time.Minute).Err())
 	require.NoError(t, rdb.Set(ctx, s.keys.OneClaim("p1", "u7"), old, time.Minute).Err())

@@ -35,12 +35,15 @@ func (s *Store) Keys() Keys { return s.keys }
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 
-// A staged entry is "<code id>:<code>": the id lets Postgres update by
-// primary key.
+// A staged entry is "<code id>:": the id lets Postgres update by primary
+// key, and Postgres answers the code itself, so codes never go to Redis
+// (one place fewer that holds them). Versions before kept
+// "<code id>:<code>"; both read the same, and the colon stays so that
+// those versions read the entries of this one during a rolling deploy.
 
 // FormatEntry returns the staged entry of a code.
-func FormatEntry(codeID int64, code string) string {
-	return strconv.FormatInt(codeID, 10) + ":" + code
+func FormatEntry(codeID int64) string {
+	return strconv.FormatInt(codeID, 10) + ":"
 }
 
 // EntryCodeID returns the code id of a staged entry.
