@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -91,6 +92,16 @@ func (e *env) fill(id string, n int, p pool.Pool) pool.Pool {
 	return p
 }
 
+// refilled is fill, then one refill of the pool: a pool with a batch of
+// codes staged and the rest available.
+func (e *env) refilled(id string, n int, settings pool.Pool) pool.Pool {
+	e.t.Helper()
+	p := e.fill(id, n, settings)
+	_, err := e.stager.Refill(context.Background(), p)
+	require.NoError(e.t, err)
+	return p
+}
+
 // fillStaged is fill, then stageAll: a pool whose codes are all in Redis.
 func (e *env) fillStaged(id string, n int, settings pool.Pool) pool.Pool {
 	e.t.Helper()
@@ -111,6 +122,20 @@ func (e *env) stageAll(p pool.Pool) {
 			return
 		}
 	}
+}
+
+// querier runs a query: a pool, a connection or a transaction.
+type querier interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}
+
+// stagedIDs is the ids of the first n staged codes of a pool, in id order.
+func stagedIDs(t *testing.T, db querier, poolID string, n int) []int64 {
+	t.Helper()
+	ids, err := pgx.CollectRows(testenv.Must(db.Query(t.Context(),
+		`SELECT id FROM codes WHERE pool_id = $1 AND state = 'staged' ORDER BY id LIMIT $2`, poolID, n)), pgx.RowTo[int64])
+	require.NoError(t, err)
+	return ids
 }
 
 // audit checks promises 1, 2 and 5 in Postgres and Redis for a pool, with

@@ -22,12 +22,8 @@ import (
 func TestGroupCommitSameUserRaceGoesTheSlowWay(t *testing.T) {
 	ctx, e := start(t)
 	e.manualStaging()
-	p := e.fill("race", 10, pool.Pool{PerUserLimit: 1})
-	_, err := e.stager.Refill(ctx, p)
-	require.NoError(t, err)
-	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
-		`SELECT id FROM codes WHERE pool_id = 'race' AND state = 'staged' ORDER BY id LIMIT 3`)), pgx.RowTo[int64])
-	require.NoError(t, err)
+	e.refilled("race", 10, pool.Pool{PerUserLimit: 1})
+	ids := stagedIDs(t, e.db.Pool, "race", 3)
 
 	// item runs one claim of user u as a group commit, in a transaction
 	// it leaves open; pid is told the transaction's backend first.
@@ -113,12 +109,8 @@ func TestWarmConnRunsTheGroupCommit(t *testing.T) {
 func TestGroupCommitAnswersWhatItStored(t *testing.T) {
 	ctx, e := start(t)
 	e.manualStaging()
-	p := e.fill("answers", 10, pool.Pool{PerUserLimit: 1})
-	_, err := e.stager.Refill(ctx, p)
-	require.NoError(t, err)
-	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
-		`SELECT id FROM codes WHERE pool_id = 'answers' AND state = 'staged' ORDER BY id LIMIT 3`)), pgx.RowTo[int64])
-	require.NoError(t, err)
+	e.refilled("answers", 10, pool.Pool{PerUserLimit: 1})
+	ids := stagedIDs(t, e.db.Pool, "answers", 3)
 
 	// Three fresh requests: a claim, a hold of 90 s, a claim; given in an
 	// order that is not the codes' order.

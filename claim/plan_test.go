@@ -213,9 +213,7 @@ func groupCommitPlans(t *testing.T, analyzed bool) {
 	require.NoError(t, err)
 
 	conn, plans := explainingConn(t, e.db.URL)
-	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
-		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 40`)), pgx.RowTo[int64])
-	require.NoError(t, err)
+	ids := stagedIDs(t, e.db.Pool, "big", 40)
 
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 		_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
@@ -671,9 +669,7 @@ func TestClaimUpdatesAreHOT(t *testing.T) {
 	p := hotPool(ctx, t, db.Pool, pool.Pool{ID: "hot", RefillBatchSize: 1000})
 	_, err := NewStager(db.Pool, rdb, stock.NewKeys(ns), false).Refill(ctx, p)
 	require.NoError(t, err)
-	ids, err := pgx.CollectRows(testenv.Must(db.Pool.Query(ctx,
-		`SELECT id FROM codes WHERE pool_id = 'hot' AND state = 'staged' ORDER BY id LIMIT 240`)), pgx.RowTo[int64])
-	require.NoError(t, err)
+	ids := stagedIDs(t, db.Pool, "hot", 240)
 	require.Len(t, ids, 240)
 
 	conn, err := db.Pool.Acquire(ctx)
@@ -842,9 +838,7 @@ func TestGroupCommitRefusalProbeIsALookup(t *testing.T) {
 	}
 	_, err := e.stager.Refill(ctx, p)
 	require.NoError(t, err)
-	ids, err := pgx.CollectRows(testenv.Must(e.db.Pool.Query(ctx,
-		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 28`)), pgx.RowTo[int64])
-	require.NoError(t, err)
+	ids := stagedIDs(t, e.db.Pool, "big", 28)
 	n := len(ids)
 	require.Equal(t, 28, n)
 

@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
 
@@ -40,25 +39,8 @@ func TestRefreshProbeStats(t *testing.T) {
 	conn, plans := explainingConn(t, e.db.URL)
 	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
 	require.NoError(t, err)
-	ids, err := pgx.CollectRows(testenv.Must(conn.Query(ctx,
-		`SELECT id FROM codes WHERE pool_id = 'big' AND state = 'staged' ORDER BY id LIMIT 40`)), pgx.RowTo[int64])
-	require.NoError(t, err)
-	commit := func(round int) {
-		t.Helper()
-		n := 8
-		pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
-		holds, popped := make([]pgtype.Int8, n), make([]bool, n)
-		for i := range n {
-			pools[i], reqs[i], users[i], started[i], popped[i] = "big", uuidLike("r", round, i), uuidLike("u", round, i), time.Now(), true
-		}
-		tx, err := conn.Begin(ctx)
-		require.NoError(t, err)
-		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*n:round*n+n], started, holds, popped, time.Minute)
-		require.NoError(t, err)
-		rows.Close()
-		require.NoError(t, rows.Err())
-		require.NoError(t, tx.Rollback(ctx))
-	}
+	ids := stagedIDs(t, conn, "big", 40)
+	commit := rolledBackCommits(t, conn, "big", ids)
 	commit(0)
 
 	stale, err := RefreshProbeStats(ctx, e.db.Pool, slog.New(slog.DiscardHandler))
@@ -112,33 +94,14 @@ func TestRefreshProbeStats(t *testing.T) {
 func TestRefreshProbeStatsLeavesTablesNeverAnalyzed(t *testing.T) {
 	ctx, e := start(t)
 	e.manualStaging()
-	p := e.fill("fresh", 20_000, pool.Pool{RefillBatchSize: 10_000})
-	_, err := e.stager.Refill(ctx, p)
-	require.NoError(t, err)
+	e.refilled("fresh", 20_000, pool.Pool{RefillBatchSize: 10_000})
 	require.Equal(t, -1.0, claimsTuples(t, e), "claims never analyzed")
 
 	conn, plans := explainingConn(t, e.db.URL)
-	_, err = conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
+	_, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
 	require.NoError(t, err)
-	ids, err := pgx.CollectRows(testenv.Must(conn.Query(ctx,
-		`SELECT id FROM codes WHERE pool_id = 'fresh' AND state = 'staged' ORDER BY id LIMIT 16`)), pgx.RowTo[int64])
-	require.NoError(t, err)
-	commit := func(round int) {
-		t.Helper()
-		n := 8
-		pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
-		holds, popped := make([]pgtype.Int8, n), make([]bool, n)
-		for i := range n {
-			pools[i], reqs[i], users[i], started[i], popped[i] = "fresh", uuidLike("r", round, i), uuidLike("u", round, i), time.Now(), true
-		}
-		tx, err := conn.Begin(ctx)
-		require.NoError(t, err)
-		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*n:round*n+n], started, holds, popped, time.Minute)
-		require.NoError(t, err)
-		rows.Close()
-		require.NoError(t, rows.Err())
-		require.NoError(t, tx.Rollback(ctx))
-	}
+	ids := stagedIDs(t, conn, "fresh", 16)
+	commit := rolledBackCommits(t, conn, "fresh", ids)
 	commit(0) // plans cached while claims is empty
 
 	seedClaims(t, e.db.Pool, "fresh", 9000)
@@ -153,8 +116,7 @@ func TestRefreshProbeStatsLeavesTablesNeverAnalyzed(t *testing.T) {
 	fresh, freshPlans := explainingConn(t, e.db.URL)
 	_, err = fresh.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
 	require.NoError(t, err)
-	conn = fresh
-	commit(0)
+	rolledBackCommits(t, fresh, "fresh", ids)(0)
 	after := append(plans()[seen:], freshPlans()...)
 	require.NotEmpty(t, after)
 	all := strings.Join(after, "\n")
@@ -199,6 +161,30 @@ func TestGroupCommitRefreshesProbeStats(t *testing.T) {
 	require.Eventually(t, func() bool { return claimsTuples(t, e) >= 1000 }, 10*time.Second, 20*time.Millisecond,
 		"claims analyzed after its first thousand claims")
 	e.audit("sale")
+}
+
+// rolledBackCommits returns a function that runs round r's group commit of
+// eight fresh requests for codes ids[8r:8r+8] of poolID on conn, in a
+// transaction rolled back: it plans (and caches) the statement without
+// changing anything.
+func rolledBackCommits(t *testing.T, conn *pgx.Conn, poolID string, ids []int64) func(round int) {
+	return func(round int) {
+		t.Helper()
+		ctx := t.Context()
+		n := 8
+		pools, reqs, users, started := make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+		holds, popped := make([]pgtype.Int8, n), make([]bool, n)
+		for i := range n {
+			pools[i], reqs[i], users[i], started[i], popped[i] = poolID, uuidLike("r", round, i), uuidLike("u", round, i), time.Now(), true
+		}
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		rows, err := tx.Query(ctx, claimStagedSQL, pools, reqs, users, ids[round*n:round*n+n], started, holds, popped, time.Minute)
+		require.NoError(t, err)
+		rows.Close()
+		require.NoError(t, rows.Err())
+		require.NoError(t, tx.Rollback(ctx))
+	}
 }
 
 // claimsTuples is how many rows the planner's statistics count in claims.
