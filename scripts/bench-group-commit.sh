@@ -35,6 +35,9 @@ work="$root/.dev/group-commit"
 rm -rf "$work" && mkdir -p "$work"
 go build -o "$work/" ./cmd/dispenserd
 tpl=dispenser_gc_tpl db=dispenser_gc
+# Both databases go at the end, so that autovacuum catching up on them does
+# not run beside a later benchmark.
+trap 'bench_drop_db "$db"; bench_drop_db "$tpl"' EXIT
 codes=$((claims + 2000 + 1000))
 bench_fresh_db "$tpl"
 DISPENSER_DATABASE_URL="$pg/$tpl?sslmode=disable" "$work/dispenserd" migrate --log-format text >/dev/null 2>&1
