@@ -78,8 +78,7 @@ SQL
 # CLAIMS items in batches of SIZE; prints "SIZE batches items ticks".
 measure() {
 	local fn="$1" size="$2" n=$((claims / $2)) before after
-	PGOPTIONS="-c client_min_messages=warning" psql "$pg/postgres?sslmode=disable" -q \
-		-c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db TEMPLATE $tpl"
+	bench_fresh_db "$db" "$tpl"
 	script "$fn" "$size" >"$work/script.sql"
 	pgbench "$pg/$db?sslmode=disable" -n -M prepared -c 1 -t $((2000 / size)) -f "$work/script.sql" >/dev/null 2>&1
 	psql "$pg/$db?sslmode=disable" -q -c "ANALYZE claims" -c "ANALYZE refusals" -c "ANALYZE hold_releases" -c "CHECKPOINT"

@@ -12,13 +12,17 @@ bench_cluster() {
 	DISPENSER_DATABASE_URL="$pg/postgres?sslmode=disable" "$root/scripts/services.sh"
 }
 
-# bench_fresh_db NAME drops and creates a database on the private cluster,
-# with the cluster's locale, or BENCH_LOCALE's (e.g. en_US.utf8, which the
-# machine must have: localedef -i en_US -f UTF-8 en_US.UTF-8, then restart
-# the cluster).
+# bench_fresh_db NAME [TEMPLATE] drops and creates a database on the
+# private cluster, a copy of TEMPLATE if given, else with the cluster's
+# locale, or BENCH_LOCALE's (e.g. en_US.utf8, which the machine must have:
+# localedef -i en_US -f UTF-8 en_US.UTF-8, then restart the cluster).
 bench_fresh_db() {
 	local create="CREATE DATABASE $1"
-	[[ -n "${BENCH_LOCALE:-}" ]] && create+=" TEMPLATE template0 LOCALE '$BENCH_LOCALE'"
+	if [[ -n "${2:-}" ]]; then
+		create+=" TEMPLATE $2"
+	elif [[ -n "${BENCH_LOCALE:-}" ]]; then
+		create+=" TEMPLATE template0 LOCALE '$BENCH_LOCALE'"
+	fi
 	PGOPTIONS="-c client_min_messages=warning" psql "$pg/postgres?sslmode=disable" -q \
 		-c "DROP DATABASE IF EXISTS $1" -c "$create" >/dev/null
 }
