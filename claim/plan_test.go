@@ -871,3 +871,22 @@ func TestGroupCommitRefusalProbeIsALookup(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, probes, 2, "plans of the set-based group commit seen")
 }
+
+// The batched statements of the hot paths (group commit, sold-out check,
+// settle, fallback, confirm) each call one PL/pgSQL function, whose plan
+// cache, left to itself, planned custom plans again on every call: two to
+// three times the CPU of the whole call (docs/BENCHMARKS.md, rounds
+// twenty-two and twenty-three). Each runs with generic plans only, whatever
+// the session's setting; the tests above check that those plans are good.
+func TestHotFunctionsPlanGenericOnly(t *testing.T) {
+	ctx, e := start(t)
+	called := regexp.MustCompile(`FROM (dispenser_\w+)\(`)
+	for _, sql := range []string{claimStagedSQL, soldOutSQL, settleSQL, claimFallbackManySQL, confirmSQL} {
+		m := called.FindStringSubmatch(sql)
+		require.NotNil(t, m, "no function called in:\n%s", sql)
+		var config []string
+		require.NoError(t, e.db.Pool.QueryRow(ctx,
+			`SELECT coalesce(proconfig, '{}') FROM pg_proc WHERE proname = $1`, m[1]).Scan(&config))
+		require.Contains(t, config, "plan_cache_mode=force_generic_plan", "%s plans custom plans", m[1])
+	}
+}

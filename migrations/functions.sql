@@ -801,7 +801,11 @@ CREATE OR REPLACE FUNCTION dispenser_claim_fallback_many_v1(p_pool text[], p_req
                                                             p_hold_ms bigint[], p_ttl interval, p_redis_down boolean[])
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- Generic plans only, for every statement under it (nested functions too):
+-- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
+-- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
+-- claim/plan_test.go checks the generic plans.
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n         integer := coalesce(array_length(p_request, 1), 0);
     done      boolean[] := array_fill(false, ARRAY[n]);
@@ -961,7 +965,11 @@ CREATE OR REPLACE FUNCTION dispenser_settle_many_v1(p_pool text[], p_request tex
                                                     p_started timestamptz[], p_ttl interval)
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz, held integer)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- Generic plans only, for every statement under it (nested functions too):
+-- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
+-- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
+-- claim/plan_test.go checks the generic plans.
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n      integer := coalesce(array_length(p_request, 1), 0);
     done   boolean[] := array_fill(false, ARRAY[n]);
@@ -1039,7 +1047,11 @@ $$;
 CREATE OR REPLACE FUNCTION dispenser_sold_out_v1(p_pool text[], p_request text[], p_user text[],
                                                  p_hold boolean[])
 RETURNS TABLE (ord integer, sold_out boolean)
-LANGUAGE plpgsql STABLE SET enable_seqscan = off AS $$
+-- Generic plans only, for every statement under it (nested functions too):
+-- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
+-- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
+-- claim/plan_test.go checks the generic plans.
+LANGUAGE plpgsql STABLE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     RETURN QUERY
     WITH items AS (
@@ -1250,7 +1262,11 @@ $$;
 CREATE OR REPLACE FUNCTION dispenser_confirm_many_v1(p_pool text[], p_request text[], p_user text[])
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz, user_id text)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- Generic plans only, for every statement under it (nested functions too):
+-- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
+-- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
+-- claim/plan_test.go checks the generic plans.
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n    integer := coalesce(array_length(p_request, 1), 0);
     done boolean[] := array_fill(false, ARRAY[n]);
