@@ -889,4 +889,16 @@ func TestHotFunctionsPlanGenericOnly(t *testing.T) {
 			`SELECT coalesce(proconfig, '{}') FROM pg_proc WHERE proname = $1`, m[1]).Scan(&config))
 		require.Contains(t, config, "plan_cache_mode=force_generic_plan", "%s plans custom plans", m[1])
 	}
+	// The helpers they call once per batch read tables, so they are
+	// PL/pgSQL: a SQL function that reads a table is not inlined, and is
+	// parsed and planned again in every transaction that calls it (the
+	// cursor's read cost a sold-out check 50 µs per batch; round
+	// twenty-three).
+	for _, fn := range []string{"dispenser_cursor_v1", "dispenser_has_available_v1", "dispenser_has_staged_v1",
+		"dispenser_pick_available_v1"} {
+		var lang string
+		require.NoError(t, e.db.Pool.QueryRow(ctx,
+			`SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.proname = $1`, fn).Scan(&lang))
+		require.Equal(t, "plpgsql", lang, "%s is planned again in every transaction", fn)
+	}
 }

@@ -53,10 +53,19 @@ $$;
 
 -- dispenser_cursor_v1: pool p_pool's refill cursor (0 for a pool that has
 -- none yet). Every available code of the pool has an id above it or a row
--- in code_returns (migrations/013_hot_refills.sql).
+-- in code_returns (migrations/013_hot_refills.sql). PL/pgSQL, not SQL: a
+-- SQL function whose body reads a table is not inlined, and was parsed and
+-- planned again in every transaction that called it (about 30 µs of each
+-- sold-out check and fallback batch; docs/BENCHMARKS.md, round
+-- twenty-three), where PL/pgSQL keeps the statement's plan.
 CREATE OR REPLACE FUNCTION dispenser_cursor_v1(p_pool text) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT c.after_id FROM stage_cursors c WHERE c.pool_id = p_pool), 0)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cur bigint;
+BEGIN
+    SELECT c.after_id INTO cur FROM stage_cursors c WHERE c.pool_id = p_pool;
+    RETURN coalesce(cur, 0);
+END;
 $$;
 
 -- dispenser_advance_cursor_v1 moves pool p_pool's cursor up to p_upto
