@@ -55,9 +55,9 @@ $$;
 -- none yet). Every available code of the pool has an id above it or a row
 -- in code_returns (migrations/013_hot_refills.sql). PL/pgSQL, not SQL: a
 -- SQL function whose body reads a table is not inlined, and was parsed and
--- planned again in every transaction that called it (about 30 µs of each
--- sold-out check and fallback batch; docs/BENCHMARKS.md, round
--- twenty-three), where PL/pgSQL keeps the statement's plan.
+-- planned again in every transaction that called it (about 50 µs of
+-- Postgres's CPU per sold-out check and fallback batch; docs/BENCHMARKS.md,
+-- round twenty-three), where PL/pgSQL keeps the statement's plan.
 CREATE OR REPLACE FUNCTION dispenser_cursor_v1(p_pool text) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -457,7 +457,10 @@ RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at 
 -- Generic plans only: for small batches PL/pgSQL's plan cache otherwise
 -- found a custom plan of the set-based statement cheaper than the generic
 -- one and planned it again on every call, twice the CPU of the whole call
--- (round twenty-two). claim/plan_test.go checks the generic plans.
+-- (round twenty-two). The setting covers the functions it calls; the other
+-- batched functions of the hot paths (sold-out check, settle, fallback,
+-- confirm) have it too, where it saved half to two thirds of a one-item
+-- call (round twenty-three). claim/plan_test.go checks the generic plans.
 LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n     integer := coalesce(array_length(p_request, 1), 0);
@@ -810,10 +813,7 @@ CREATE OR REPLACE FUNCTION dispenser_claim_fallback_many_v1(p_pool text[], p_req
                                                             p_hold_ms bigint[], p_ttl interval, p_redis_down boolean[])
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz)
--- Generic plans only, for every statement under it (nested functions too):
--- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
--- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
--- claim/plan_test.go checks the generic plans.
+-- Generic plans only, as dispenser_claim_staged_v3 (round twenty-three).
 LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n         integer := coalesce(array_length(p_request, 1), 0);
@@ -974,10 +974,7 @@ CREATE OR REPLACE FUNCTION dispenser_settle_many_v1(p_pool text[], p_request tex
                                                     p_started timestamptz[], p_ttl interval)
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz, held integer)
--- Generic plans only, for every statement under it (nested functions too):
--- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
--- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
--- claim/plan_test.go checks the generic plans.
+-- Generic plans only, as dispenser_claim_staged_v3 (round twenty-three).
 LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n      integer := coalesce(array_length(p_request, 1), 0);
@@ -1056,10 +1053,7 @@ $$;
 CREATE OR REPLACE FUNCTION dispenser_sold_out_v1(p_pool text[], p_request text[], p_user text[],
                                                  p_hold boolean[])
 RETURNS TABLE (ord integer, sold_out boolean)
--- Generic plans only, for every statement under it (nested functions too):
--- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
--- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
--- claim/plan_test.go checks the generic plans.
+-- Generic plans only, as dispenser_claim_staged_v3 (round twenty-three).
 LANGUAGE plpgsql STABLE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     RETURN QUERY
@@ -1271,10 +1265,7 @@ $$;
 CREATE OR REPLACE FUNCTION dispenser_confirm_many_v1(p_pool text[], p_request text[], p_user text[])
 RETURNS TABLE (ord integer, outcome text, code_id bigint, code text, expires_at timestamptz,
                claimed_at timestamptz, held_until timestamptz, reserved_at timestamptz, user_id text)
--- Generic plans only, for every statement under it (nested functions too):
--- PL/pgSQL's plan cache otherwise kept planning custom plans on every call,
--- most of the call's CPU (docs/BENCHMARKS.md, round twenty-three);
--- claim/plan_test.go checks the generic plans.
+-- Generic plans only, as dispenser_claim_staged_v3 (round twenty-three).
 LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n    integer := coalesce(array_length(p_request, 1), 0);
