@@ -150,8 +150,9 @@ ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 d = [(int(a) - int(b)) / hz * 1e6 / n for a, b in zip(after[:3], before[:3])]
 script = (int(after[3]) - int(before[3])) / n
 runs = int(after[4]) - int(before[4])
+idle = (int(after[5]) - int(before[5])) / max(int(after[6]) - int(before[6]), 1)
 print(f"{label:8} {r['rps']:6.0f} calls/s ({ok} of {n} OK)  p50 {lat.get(50, 0):5.1f} ms  p99 {lat.get(99, 0):5.1f} ms ({early} of the slowest 1% in the first second; p99 after it {p99_later:.1f} ms; {slow_beside} beside a refill, which {beside} calls were, p99 of the others {p99_apart:.1f} ms)"
-      f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f}, {n / max(runs, 1):4.1f} calls each)  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}"
+      f"  CPU/call µs: dispenserd {d[0]:4.0f}  postgres {d[1]:4.0f}  redis {d[2]:3.0f} (scripts {script:4.1f}, {n / max(runs, 1):4.1f} calls each)  total {sum(d):4.0f}  ghz {client * 1e6 / n:4.0f}  cores idle {100 * idle:2.0f}%"
       f"  redis keys left {keys_held} ({mem_held / 1048576:.1f} MiB)  codes updates HOT {hot}  audit: {audit}")
 EOF
 }

@@ -352,7 +352,8 @@ if sale and classic:
     ceiling, need = cores * 1e6 / per_claim, cores * 1e6 / (2.5 * classic["per_s"]) - sale["cpu_client"]
     rows.append(f"  (the {cores} cores' ceiling at this sale's CPU per claim, {sale['cpu_total']:.0f} µs server side + "
                 f"{sale['cpu_client']:.0f} ghz: {ceiling:.0f} claims/s = {ceiling / classic['per_s']:.2f}x the classic; "
-                f"2.5x it needs the server side at most {need:.0f} µs per claim)")
+                f"2.5x it needs the server side at most {need:.0f} µs per claim; the sale left the cores idle "
+                f"{100 * sale.get('idle', 0):.0f}% of its time)")
 if long_ and long_.get("decay") is not None:
     why = ""
     if long_.get("cpu_decay") is not None:

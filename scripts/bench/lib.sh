@@ -100,12 +100,18 @@ redis_script_us() {
 	redis-cli info commandstats | awk -F'[=,:]' '/^cmdstat_eval(sha)?:/ {n += $5; c += $3} END {print n + 0, c + 0}'
 }
 
+# machine_ticks: the ticks every core of the machine has spent idle (or
+# waiting for I/O with nothing to run), then all its ticks, from the first
+# line of /proc/stat (guest time is already counted in user time).
+machine_ticks() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
+
 # cpu_mark SERVER_PID: prints "server postgres redis" ticks now (server 0 if
-# none), then Redis's script time in microseconds and its script runs.
+# none), then Redis's script time in microseconds and its script runs, then
+# the machine's idle and total ticks (machine_ticks).
 cpu_mark() {
 	local s=0
 	[[ -n "${1:-}" ]] && s=$(ticks "$1")
-	echo "$s $(pg_ticks) $(ticks "$redis_pid") $(redis_script_us)"
+	echo "$s $(pg_ticks) $(ticks "$redis_pid") $(redis_script_us) $(machine_ticks)"
 }
 
 # client_cpu CMD...: runs CMD, prints its stdout, and writes the CPU seconds
@@ -121,9 +127,11 @@ sys.exit(rc)
 EOF
 }
 
-# cpu_report LABEL CALLS BEFORE AFTER CLIENT_SECONDS: CPU per call by process.
-# With BENCH_FIGURES set, the figures are appended to that file too, one
-# JSON object per line.
+# cpu_report LABEL CALLS BEFORE AFTER CLIENT_SECONDS: CPU per call by
+# process, and the share of the machine's cores left idle meanwhile (a load
+# that left them idle was held back by something other than CPU: a closed
+# loop of callers waiting on a serial step, the disk). With BENCH_FIGURES
+# set, the figures are appended to that file too, one JSON object per line.
 cpu_report() {
 	python3 - "$@" "$hz" <<'EOF'
 import json, os, sys
@@ -132,12 +140,14 @@ d = [(int(a) - int(b)) / hz * 1e6 / calls for a, b in zip(after[:3], before[:3])
 script = (int(after[3]) - int(before[3])) / calls
 runs = int(after[4]) - int(before[4])
 per_run = f", {calls / runs:.1f} calls per script run" if runs else ""
+all_ticks = int(after[6]) - int(before[6])
+idle = (int(after[5]) - int(before[5])) / all_ticks if all_ticks > 0 else 0.0
 print(f"{label}: CPU per call µs: server {d[0]:.0f}, postgres {d[1]:.0f}, redis {d[2]:.0f} (of it scripts {script:.1f}{per_run}), "
-      f"server side total {sum(d):.0f}; client {client * 1e6 / calls:.0f}")
+      f"server side total {sum(d):.0f}; client {client * 1e6 / calls:.0f}; the cores idle {100 * idle:.0f}% of the run")
 if os.environ.get("BENCH_FIGURES"):
     with open(os.environ["BENCH_FIGURES"], "a") as f:
         f.write(json.dumps({"label": label, "cpu_server": d[0], "cpu_postgres": d[1], "cpu_redis": d[2],
-                            "cpu_total": sum(d), "cpu_client": client * 1e6 / calls}) + "\n")
+                            "cpu_total": sum(d), "cpu_client": client * 1e6 / calls, "idle": idle}) + "\n")
 EOF
 }
 
