@@ -138,7 +138,8 @@ ghz_run() {
 	after=$(cpu_mark "$pid")
 	cpu_timeline_stop
 	n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['count'])" "$work/$poolid.json")
-	python3 - "$label" "$work/$poolid.json" "$(($(fallbacks) - f0))" "$c0" "$(commits)" "$work/timeline" "$hz" <<'EOF'
+	python3 - "$label" "$work/$poolid.json" "$(($(fallbacks) - f0))" "$c0" "$(commits)" "$work/timeline" "$hz" \
+		"$root/.dev/postgres/server.log" "$(psql "$pg/postgres" -tAc 'SHOW log_timezone')" <<'EOF'
 import json, os, sys
 label, path, fb = sys.argv[1], sys.argv[2], sys.argv[3]
 (b0, s0), (b1, s1) = (map(float, a.split()) for a in sys.argv[4:6])
@@ -152,7 +153,7 @@ if not lat and r.get("details"):
     lat = {q: ls[min(len(ls) - 1, int(q / 100 * len(ls)))] / 1e6 for q in (50, 99)}
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 det = sorted((d["timestamp"], d["status"]) for d in r.get("details") or [])
-decay, cpu_decay = "", None
+decay, cpu_decay, last10_ckpt, redis_grew = "", None, None, None
 if det:
     from datetime import datetime
     ts = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t, _ in det]
@@ -176,7 +177,7 @@ if det:
             a, b = at(lo), at(hi)
             if a is None or b is None or not calls:
                 return None
-            d = [(y - x) / hz * 1e6 / calls for x, y in zip(a, b)]
+            d = [(y - x) / hz * 1e6 / calls for x, y in zip(a[:4], b[:4])]
             return sum(d[:3]), d[3], " + ".join(f"{x:.0f}" for x in d[:3])
         cf = per_call(t0, t0 + 10, first * 10)
         cl = per_call(t1 - 10, t1, last * 10)
@@ -185,6 +186,42 @@ if det:
             decay += (f"; server-side CPU per call (dispenserd + Postgres + Redis) first 10 s {cf[0]:.0f} µs ({cf[2]}), "
                       f"last 10 s {cl[0]:.0f} µs ({cl[2]}; {100 * cpu_decay[0]:+.0f}%), "
                       f"ghz's own {cf[1]:.0f}, {cl[1]:.0f} µs ({100 * cpu_decay[1]:+.0f}%)")
+        # Checkpoints that started during the run, from the private
+        # cluster's log (log_checkpoints is on by default; the bench's own
+        # CHECKPOINT before each run logs "immediate force wait" and comes
+        # before t0). One requested by WAL volume (max_wal_size) writes a
+        # full-page image of each page first touched after it, so one that
+        # starts in a window makes that window's claims dearer for Postgres.
+        ckpts = []
+        try:
+            from zoneinfo import ZoneInfo
+            tz = ZoneInfo(sys.argv[9])
+            for l in open(sys.argv[8], errors="replace"):
+                if "checkpoint starting:" not in l:
+                    continue
+                try:
+                    at_ = datetime.strptime(l[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=tz).timestamp()
+                except ValueError:
+                    continue
+                if t0 <= at_ <= t1:
+                    ckpts.append((at_ - t0, l.split("checkpoint starting:", 1)[1].strip()))
+        except (OSError, ValueError, KeyError, ImportError):
+            pass
+        # Whether Redis's key count reached a power of two in the last 10 s
+        # (its key table then doubles and is rehashed under the load).
+        ka, kb = at(t1 - 10), at(t1)
+        if ka and kb and len(ka) > 4 and min(ka[4], kb[4]) >= 0:
+            k = 1 << 16
+            while k <= kb[4]:
+                if ka[4] < k <= kb[4]:
+                    redis_grew = f"Redis's key table doubled at {k:,} keys"
+                    decay += f"; {redis_grew} in the last 10 s"
+                k <<= 1
+        if ckpts:
+            decay += "; checkpoints started " + ", ".join(f"{a:.0f} s in ({why})" for a, why in ckpts)
+            late = [a for a, _ in ckpts if a >= t1 - t0 - 10]
+            if late:
+                last10_ckpt = f"a checkpoint ({ckpts[-1][1]}) started {t1 - t0 - late[0]:.0f} s before the end"
 print(f"{label}: {r['count']} calls, {ok} OK, {r['rps']:.0f} calls/s, p50 {lat.get(50, 0):.1f} ms, "
       f"p99 {lat.get(99, 0):.1f} ms, served by the fallback {fb}{decay}{batches}; "
       f"errors {r.get('errorDistribution') or {}}")
@@ -192,7 +229,8 @@ with open(os.environ["BENCH_FIGURES"], "a") as f:
     f.write(json.dumps({"label": label, "per_s": r["rps"], "p99_ms": lat.get(99, 0), "fallback": int(fb),
                         "decay": (last / first - 1) if decay else None,
                         "cpu_decay": cpu_decay[0] if cpu_decay else None,
-                        "client_cpu_decay": cpu_decay[1] if cpu_decay else None}) + "\n")
+                        "client_cpu_decay": cpu_decay[1] if cpu_decay else None,
+                        "last10_checkpoint": last10_ckpt, "last10_redis": redis_grew}) + "\n")
 EOF
 	cpu_report "$label" "$n" "$before" "$after" "$(cat "$client_cpu_file")"
 }
@@ -358,7 +396,9 @@ if long_ and long_.get("decay") is not None:
     why = ""
     if long_.get("cpu_decay") is not None:
         why = (f" (server-side CPU per claim {100 * long_['cpu_decay']:+.0f}%, "
-               f"ghz's own {100 * long_['client_cpu_decay']:+.0f}%)")
+               f"ghz's own {100 * long_['client_cpu_decay']:+.0f}%"
+               + "".join(f"; {long_[k]}" for k in ("last10_checkpoint", "last10_redis") if long_.get(k))
+               + (" in the last 10 s" if long_.get("last10_redis") else "") + ")")
     goal(f"no decay over {duration} (last 10 s within 10% of the first 10 s)", f"{100 * long_['decay']:+.0f}%{why}", long_["decay"] >= -0.10)
 if fallback and classic:
     goal("the fallback alone against the classic, server-side CPU per claim (no more)", f"{fallback['cpu_total']:.0f} / {classic['cpu_total']:.0f} µs",

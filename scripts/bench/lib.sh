@@ -154,15 +154,30 @@ EOF
 # cpu_timeline_start SERVER_PID CLIENT_NAME FILE: samples, every half
 # second until cpu_timeline_stop, the CPU ticks of the server, the private
 # cluster (as pg_ticks counts them), Redis and the processes named
-# CLIENT_NAME, one line "unix-time server postgres redis client" each, into
-# FILE. One Python process reads /proc, so sampling costs little beside the
+# CLIENT_NAME, and the number of keys in Redis's database 0, one line
+# "unix-time server postgres redis client redis-keys" each, into FILE. One Python process reads /proc, so sampling costs little beside the
 # load. A long run's first and last seconds can then be compared by CPU per
 # call as well as by rate: the rate moves with the machine's phases, the CPU
 # per call of the server's processes with what the server does.
 cpu_timeline_start() {
 	python3 - "$1" "$2" "$3" "$root/.dev/postgres/postmaster.pid" "$redis_pid" <<'EOF' &
-import os, sys, time
+import os, socket, sys, time
 server, client, out, pmfile, redis = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+rconn = None
+def redis_keys():
+    # DBSIZE of database 0 over one connection kept open; -1 when Redis
+    # does not answer. Redis doubles its key table when the count reaches
+    # a power of two and rehashes it step by step over the next commands.
+    global rconn
+    try:
+        if rconn is None:
+            rconn = socket.create_connection(("127.0.0.1", 6379), timeout=0.2)
+        rconn.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+        r = rconn.recv(64)
+        return int(r[1:r.index(b"\r")]) if r[:1] == b":" else -1
+    except (OSError, ValueError):
+        rconn = None
+        return -1
 def stat(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -194,7 +209,7 @@ with open(out, "w", buffering=1) as f:
                             cl += int(s[11]) + int(s[12])
                 except OSError:
                     pass
-        f.write(f"{time.time():.3f} {ticks(server)} {pg} {ticks(redis)} {cl}\n")
+        f.write(f"{time.time():.3f} {ticks(server)} {pg} {ticks(redis)} {cl} {redis_keys()}\n")
         time.sleep(0.5)
 EOF
 	cpu_timeline_pid=$!
