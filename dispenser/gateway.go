@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -136,9 +137,47 @@ func rewriteResponse(_ context.Context, resp proto.Message) (any, error) {
 func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	var hs *runtime.HTTPStatusError
 	if !errors.As(err, &hs) {
+		err = gatewayRefusal(err)
 		err = &runtime.HTTPStatusError{HTTPStatus: HTTPStatus(err), Err: err}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// gatewayField finds the field a refusal of grpc-gateway's own names: "missing
+// parameter pool_id", "type mismatch, parameter: pool.id, ...", protojson's
+// `unknown field "surprise"`, a query's `parsing field "limit"`. Only
+// characters of a field name are taken from the request.
+var gatewayField = regexp.MustCompile(`(?:parameter:? |field )"?([A-Za-z_][A-Za-z0-9_.]{0,63})"?`)
+
+// gatewayRefusal gives the InvalidArgument grpc-gateway answers by itself,
+// before any call (a body that is not JSON of the call's message, an unknown
+// field, a path or query parameter of the wrong type), the ErrorInfo reason
+// and field violation every other InvalidArgument of the API carries: the
+// field it names, else "body". Other errors pass unchanged.
+func gatewayRefusal(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument || reasonOf(st) != "" {
+		return err
+	}
+	field := "body"
+	if m := gatewayField.FindStringSubmatch(st.Message()); m != nil {
+		field = snakeCase(m[1])
+	}
+	return invalidArgument(field, st.Message())
+}
+
+// snakeCase turns protojson's JSON name of a field (userId) into the proto
+// name the API's answers and documents use (user_id).
+func snakeCase(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		if r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // headerMatcher forwards Idempotency-Key as the "idempotency-key" metadata,

@@ -103,6 +103,18 @@ func (h *httpAPI) refusal(status int, body map[string]any, wantStatus int, grpcC
 	require.Equal(h.t, reason, info["reason"])
 }
 
+// fieldOf is the field an InvalidArgument's ErrorInfo names.
+func fieldOf(body map[string]any) string {
+	details, _ := body["details"].([]any)
+	if len(details) == 0 {
+		return ""
+	}
+	info, _ := details[0].(map[string]any)
+	md, _ := info["metadata"].(map[string]any)
+	f, _ := md["field"].(string)
+	return f
+}
+
 // pool creates a pool over HTTP and uploads n codes to it.
 func (h *httpAPI) pool(id string, n int, settings map[string]any) {
 	h.t.Helper()
@@ -164,10 +176,19 @@ func TestHTTPClaimReplayAndRefusals(t *testing.T) {
 	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonPoolNotFound)
 	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "", "request_id": "c2"})
 	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	// The gateway's own refusals carry the reason and the field too.
 	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, `{"user_id": "x", "request_id": "y", "surprise": 1}`)
-	require.Equal(t, http.StatusBadRequest, st, "unknown fields are refused: %v", body)
-	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, `{not json`)
-	require.Equal(t, http.StatusBadRequest, st, "%v", body)
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	require.Equal(t, "surprise", fieldOf(body), "unknown fields are refused by name: %v", body)
+	for bad, field := range map[string]string{`{not json`: "body", `{"user_id":`: "body", `[]`: "body",
+		`{"user_id": 7, "request_id": "y"}`: "user_id", `{"userId": "x", "requestId": 7}`: "request_id"} {
+		st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, bad)
+		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+		require.Equal(t, field, fieldOf(body), "%s: %v", bad, body)
+	}
+	st, body = h.do("GET", "/v1/pools?page_size=many", h.admin, nil)
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	require.Equal(t, "page_size", fieldOf(body), "%v", body)
 	st, body = h.do("GET", "/v1/pools/p1/claims/nope?user_id=alice", h.claimer, nil)
 	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonClaimNotFound)
 
