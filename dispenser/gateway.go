@@ -1,14 +1,17 @@
 package dispenser
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -318,8 +321,101 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		if err := bodyAgreesWithPath(r); err != nil {
+			code := http.StatusBadRequest
+			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+				code, err = http.StatusRequestEntityTooLarge, invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes")
+			}
+			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code, Err: err})
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bodyPathRoutes are the HTTP rules whose body may repeat a parameter of
+// their path (proto/http/dispenser_http.yaml): each path group, in order,
+// fills the body field named beside it. grpc-gateway would take the path's
+// value over the body's without a word, so a claim posted to one pool's URL
+// with another pool in its body would be decided in the URL's pool.
+var bodyPathRoutes = []struct {
+	method string
+	path   *regexp.Regexp
+	fields []string // proto names; "pool.id" is the "id" of a body that is the pool
+}{
+	{http.MethodPost, regexp.MustCompile(`^/v1/pools/([^/]+)/(?:claims|reservations|codes:generate|codes:void)$`), []string{"pool_id"}},
+	{http.MethodPost, regexp.MustCompile(`^/v1/pools/([^/]+)/reservations/([^/]+):(?:confirm|cancel)$`), []string{"pool_id", "request_id"}},
+	{http.MethodPatch, regexp.MustCompile(`^/v1/pools/([^/]+)$`), []string{"pool.id"}},
+	{http.MethodPost, regexp.MustCompile(`^/v1/keys/([^/]+):revoke$`), []string{"key_id"}},
+}
+
+// bodyAgreesWithPath refuses a JSON body that names, for a field its path
+// also carries, a value other than the path's (InvalidArgument naming the
+// field). The body is read once and handed on unchanged; one that names
+// none of those fields is not parsed here, nor one that is not JSON (the
+// gateway refuses it). A body over its limit returns the
+// *http.MaxBytesError.
+func bodyAgreesWithPath(r *http.Request) error {
+	for _, route := range bodyPathRoutes {
+		if r.Method != route.method {
+			continue
+		}
+		m := route.path.FindStringSubmatch(r.URL.EscapedPath())
+		if m == nil {
+			continue
+		}
+		buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0)+1, maxJSONBodyBytes+1)))
+		_, err := buf.ReadFrom(r.Body)
+		body := buf.Bytes()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			return err
+		} else if err != nil {
+			return invalidArgument("body", "could not be read")
+		}
+		var top map[string]json.RawMessage
+		for i, field := range route.fields {
+			name := field[strings.LastIndexByte(field, '.')+1:]
+			if !bytes.Contains(body, []byte(name)) && !bytes.Contains(body, []byte(lowerCamel(name))) {
+				continue
+			}
+			if top == nil && json.Unmarshal(body, &top) != nil {
+				return nil
+			}
+			inPath, err := url.PathUnescape(m[i+1])
+			if err != nil {
+				return nil
+			}
+			for _, key := range []string{name, lowerCamel(name)} {
+				var inBody string
+				if raw, ok := top[key]; ok && json.Unmarshal(raw, &inBody) == nil && inBody != "" && inBody != inPath {
+					return invalidArgument(field, "differs from the one in the URL")
+				}
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+// lowerCamel is the JSON name protojson also accepts for a proto field name
+// (request_id: requestId).
+func lowerCamel(name string) string {
+	var b strings.Builder
+	up := false
+	for _, r := range name {
+		switch {
+		case r == '_':
+			up = true
+		case up && r >= 'a' && r <= 'z':
+			b.WriteRune(r - ('a' - 'A'))
+			up = false
+		default:
+			b.WriteRune(r)
+			up = false
+		}
+	}
+	return b.String()
 }
 
 // isImportPath matches /v1/pools/{pool_id}/imports.
