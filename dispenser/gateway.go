@@ -170,7 +170,7 @@ func gatewayRefusal(err error) error {
 }
 
 // snakeCase turns protojson's JSON name of a field (userId) into the proto
-// name the API's answers and documents use (user_id).
+// name the API's answers and documents use (user_id); a proto name stays.
 func snakeCase(name string) string {
 	var b strings.Builder
 	for _, r := range name {
@@ -313,20 +313,19 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 		if r.Method == http.MethodPost && isImportPath(r.URL.Path) {
 			limit = maxImport
 		}
+		tooLarge := &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
+			Err: invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes")}
 		if r.ContentLength > limit {
-			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{
-				HTTPStatus: http.StatusRequestEntityTooLarge,
-				Err:        invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes"),
-			})
+			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		if err := bodyAgreesWithPath(r); err != nil {
-			code := http.StatusBadRequest
-			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-				code, err = http.StatusRequestEntityTooLarge, invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes")
+			if _, over := errors.AsType[*http.MaxBytesError](err); over {
+				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge)
+			} else {
+				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: http.StatusBadRequest, Err: err})
 			}
-			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code, Err: err})
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -368,7 +367,7 @@ func bodyAgreesWithPath(r *http.Request) error {
 		_, err := buf.ReadFrom(r.Body)
 		body := buf.Bytes()
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+		if _, over := errors.AsType[*http.MaxBytesError](err); over {
 			return err
 		} else if err != nil {
 			return invalidArgument("body", "could not be read")
@@ -376,7 +375,9 @@ func bodyAgreesWithPath(r *http.Request) error {
 		var top map[string]json.RawMessage
 		for i, field := range route.fields {
 			name := field[strings.LastIndexByte(field, '.')+1:]
-			if !bytes.Contains(body, []byte(name)) && !bytes.Contains(body, []byte(lowerCamel(name))) {
+			// The stem is in both the proto name and the JSON name protojson
+			// also takes (pool_id, poolId).
+			if stem, _, _ := strings.Cut(name, "_"); !bytes.Contains(body, []byte(stem)) {
 				continue
 			}
 			if top == nil && json.Unmarshal(body, &top) != nil {
@@ -386,9 +387,9 @@ func bodyAgreesWithPath(r *http.Request) error {
 			if err != nil {
 				return nil
 			}
-			for _, key := range []string{name, lowerCamel(name)} {
+			for key, raw := range top {
 				var inBody string
-				if raw, ok := top[key]; ok && json.Unmarshal(raw, &inBody) == nil && inBody != "" && inBody != inPath {
+				if snakeCase(key) == name && json.Unmarshal(raw, &inBody) == nil && inBody != "" && inBody != inPath {
 					return invalidArgument(field, "differs from the one in the URL")
 				}
 			}
@@ -396,26 +397,6 @@ func bodyAgreesWithPath(r *http.Request) error {
 		return nil
 	}
 	return nil
-}
-
-// lowerCamel is the JSON name protojson also accepts for a proto field name
-// (request_id: requestId).
-func lowerCamel(name string) string {
-	var b strings.Builder
-	up := false
-	for _, r := range name {
-		switch {
-		case r == '_':
-			up = true
-		case up && r >= 'a' && r <= 'z':
-			b.WriteRune(r - ('a' - 'A'))
-			up = false
-		default:
-			b.WriteRune(r)
-			up = false
-		}
-	}
-	return b.String()
 }
 
 // isImportPath matches /v1/pools/{pool_id}/imports.

@@ -219,9 +219,9 @@ if det:
                 k <<= 1
         if ckpts:
             decay += "; checkpoints started " + ", ".join(f"{a:.0f} s in ({why})" for a, why in ckpts)
-            late = [a for a, _ in ckpts if a >= t1 - t0 - 10]
+            late = [(a, why) for a, why in ckpts if a >= t1 - t0 - 10]
             if late:
-                last10_ckpt = f"a checkpoint ({ckpts[-1][1]}) started {t1 - t0 - late[0]:.0f} s before the end"
+                last10_ckpt = f"a checkpoint ({late[0][1]}) started {t1 - t0 - late[0][0]:.0f} s before the end"
 print(f"{label}: {r['count']} calls, {ok} OK, {r['rps']:.0f} calls/s, p50 {lat.get(50, 0):.1f} ms, "
       f"p99 {lat.get(99, 0):.1f} ms, served by the fallback {fb}{decay}{batches}; "
       f"errors {r.get('errorDistribution') or {}}")
