@@ -47,6 +47,9 @@ const (
 	ReasonReservationConfirmed = "RESERVATION_CONFIRMED"
 	ReasonReservationNotFound  = "RESERVATION_NOT_FOUND"
 	ReasonNotAReservation      = "NOT_A_RESERVATION"
+	// ReasonNoSuchRoute is HTTP only: no route of the API has the request's
+	// path (404), or none of its method (405).
+	ReasonNoSuchRoute = "NO_SUCH_ROUTE"
 )
 
 // statusError is the one place that turns domain errors into gRPC statuses a

@@ -146,6 +146,24 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
 
+// routingError answers a request no route takes with the reason
+// NO_SUCH_ROUTE: NotFound for a path the API does not have (404),
+// Unimplemented for a method its path does not take (405), each with the
+// HTTP status grpc-gateway chose. A path it could not read is InvalidArgument
+// naming "path".
+func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+	var err error
+	switch code {
+	case http.StatusMethodNotAllowed:
+		err = withInfo(codes.Unimplemented, "no such route: the path does not take this method", ReasonNoSuchRoute)
+	case http.StatusBadRequest:
+		err = invalidArgument("path", "could not be read")
+	default:
+		err = withInfo(codes.NotFound, "no such route: "+http.StatusText(code), ReasonNoSuchRoute)
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code, Err: err})
+}
+
 // gatewayField finds the field a refusal of grpc-gateway's own names: "missing
 // parameter pool_id", "type mismatch, parameter: pool.id, ...", protojson's
 // `unknown field "surprise"`, a query's `parsing field "limit"`. Only
@@ -273,11 +291,7 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		runtime.WithErrorHandler(httpError),
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		runtime.WithForwardResponseRewriter(rewriteResponse),
-		runtime.WithRoutingErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
-			msg := http.StatusText(code)
-			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code,
-				Err: status.Error(codes.NotFound, "no such route: "+msg)})
-		}),
+		runtime.WithRoutingErrorHandler(routingError),
 	)
 	ctx := context.Background()
 	direct := directClaims{srv: claims, chain: chainUnary(unary)}
@@ -376,8 +390,9 @@ func bodyAgreesWithPath(r *http.Request) error {
 		for i, field := range route.fields {
 			name := field[strings.LastIndexByte(field, '.')+1:]
 			// The stem is in both the proto name and the JSON name protojson
-			// also takes (pool_id, poolId).
-			if stem, _, _ := strings.Cut(name, "_"); !bytes.Contains(body, []byte(stem)) {
+			// also takes (pool_id, poolId), unless the key is spelled with
+			// escapes ("pool\u005fid"), which protojson reads as the name.
+			if stem, _, _ := strings.Cut(name, "_"); !bytes.Contains(body, []byte(stem)) && !bytes.Contains(body, []byte(`\u`)) {
 				continue
 			}
 			if top == nil && json.Unmarshal(body, &top) != nil {

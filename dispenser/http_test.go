@@ -189,14 +189,18 @@ func TestHTTPClaimReplayAndRefusals(t *testing.T) {
 	// A body that names another pool (or request) than its URL is refused,
 	// not decided in the URL's; one that names the same is answered.
 	for bad, field := range map[string]string{`{"pool_id": "nope", "user_id": "erin", "request_id": "e1"}`: "pool_id",
-		`{"poolId": "nope", "user_id": "erin", "request_id": "e1"}`: "pool_id"} {
+		`{"poolId": "nope", "user_id": "erin", "request_id": "e1"}`:       "pool_id",
+		`{"\u0070ool_id": "nope", "user_id": "erin", "request_id": "e1"}`: "pool_id",
+		`{"pool\u005fid": "nope", "user_id": "erin", "request_id": "e1"}`: "pool_id"} {
 		st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, bad)
 		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
 		require.Equal(t, field, fieldOf(body), "%s: %v", bad, body)
 	}
-	st, body = h.do("POST", "/v1/pools/p1/reservations/e1:confirm", h.claimer, map[string]any{"user_id": "erin", "request_id": "e2"})
-	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
-	require.Equal(t, "request_id", fieldOf(body), "%v", body)
+	for _, bad := range []string{`{"user_id": "erin", "request_id": "e2"}`, `{"user_id": "erin", "\u0072equestId": "e2"}`} {
+		st, body = h.do("POST", "/v1/pools/p1/reservations/e1:confirm", h.claimer, bad)
+		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+		require.Equal(t, "request_id", fieldOf(body), "%s: %v", bad, body)
+	}
 	st, body = h.do("PATCH", "/v1/pools/p1", h.admin, map[string]any{"id": "other", "paused": true})
 	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
 	require.Equal(t, "pool.id", fieldOf(body), "%v", body)
@@ -206,6 +210,12 @@ func TestHTTPClaimReplayAndRefusals(t *testing.T) {
 	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"pool_id": "p1", "user_id": "alice", "request_id": "r1"})
 	require.Equal(t, http.StatusOK, st, "the same pool in body and URL: %v", body)
 	require.Equal(t, claim["code"], body["claim"].(map[string]any)["code"])
+
+	// Paths and methods the API does not have carry a reason too.
+	st, body = h.do("GET", "/v1/nowhere", h.admin, nil)
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonNoSuchRoute)
+	st, body = h.do("DELETE", "/v1/pools/p1/claims", h.claimer, nil)
+	h.refusal(st, body, http.StatusMethodNotAllowed, "Unimplemented", dispenser.ReasonNoSuchRoute)
 
 	st, body = h.do("GET", "/v1/pools?page_size=many", h.admin, nil)
 	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
