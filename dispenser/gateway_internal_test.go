@@ -1,8 +1,13 @@
 package dispenser
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -56,4 +61,42 @@ func TestHTTPStatusOfEveryReason(t *testing.T) {
 	// No reason: the gRPC code decides.
 	require.Equal(t, http.StatusServiceUnavailable, HTTPStatus(status.Error(codes.Unavailable, "x")))
 	require.Equal(t, http.StatusGatewayTimeout, HTTPStatus(status.Error(codes.DeadlineExceeded, "x")))
+}
+
+// A path grpc-gateway cannot read is refused as invalid input naming
+// "path"; one no route has, and a method its path lacks, as NO_SUCH_ROUTE.
+func TestRoutingErrors(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		status       int
+		code, reason string
+	}{
+		{http.StatusBadRequest, "InvalidArgument", ReasonInvalidArgument},
+		{http.StatusNotFound, "NotFound", ReasonNoSuchRoute},
+		{http.StatusMethodNotAllowed, "Unimplemented", ReasonNoSuchRoute},
+	} {
+		rec := httptest.NewRecorder()
+		routingError(context.Background(), runtime.NewServeMux(), &runtime.JSONPb{}, rec,
+			httptest.NewRequest(http.MethodGet, "/v1/pools/x", nil), c.status)
+		require.Equal(t, c.status, rec.Code)
+		var body struct {
+			Code    int32
+			Details []map[string]any
+		}
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body), rec.Body.String())
+		require.Equal(t, c.code, codes.Code(body.Code).String())
+		var reason, field string
+		for _, d := range body.Details {
+			if r, ok := d["reason"].(string); ok {
+				reason = r
+				if md, ok := d["metadata"].(map[string]any); ok {
+					field, _ = md["field"].(string)
+				}
+			}
+		}
+		require.Equal(t, c.reason, reason, rec.Body.String())
+		if c.status == http.StatusBadRequest {
+			require.Equal(t, "path", field, rec.Body.String())
+		}
+	}
 }
