@@ -327,16 +327,20 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 		if r.Method == http.MethodPost && isImportPath(r.URL.Path) {
 			limit = maxImport
 		}
-		tooLarge := &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
-			Err: invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes")}
+		// Built only when sent: an ErrorInfo is marshalled into the status,
+		// which every request (each HTTP claim) would otherwise pay for.
+		tooLarge := func() error {
+			return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
+				Err: invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes")}
+		}
 		if r.ContentLength > limit {
-			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge)
+			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge())
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		if err := bodyAgreesWithPath(r); err != nil {
 			if _, over := errors.AsType[*http.MaxBytesError](err); over {
-				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge)
+				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge())
 			} else {
 				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: http.StatusBadRequest, Err: err})
 			}
