@@ -278,7 +278,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	}
 	logging.AddFields(ctx, logging.Fields{"key", k.ID})
 	if !allowed(k.Role, method) {
-		return ctx, denied("the key's role (" + string(k.Role) + ") may not call " + method)
+		return ctx, denied("the key's role (" + string(k.Role) + ") may not call " + methodName(method))
 	}
 	if k.Role == Claimer && k.Pools != nil {
 		// Requests that name a pool are checked here; MarkPrizeReady names
@@ -292,6 +292,23 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 		return ctx, withReason(codes.ResourceExhausted, "rate limit of the API key exceeded; slow down", ReasonRateLimited)
 	}
 	return context.WithValue(ctx, keyCtx{}, k), nil
+}
+
+// methodName is method as a refusal may name it: a name of gRPC's form, at
+// most 128 bytes of letters, digits, '.', '_' and '/'; anything else, which
+// only a hand-made call sends, is not echoed.
+func methodName(method string) string {
+	if len(method) > 128 {
+		return "this method"
+	}
+	for i := range len(method) {
+		switch c := method[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '/':
+		default:
+			return "this method"
+		}
+	}
+	return method
 }
 
 func allowed(role Role, method string) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,9 +13,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/dispenser"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
 
@@ -257,6 +260,47 @@ func TestAuthMatrix(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A method the server does not have answers Unimplemented with reason
+// NO_SUCH_ROUTE, once the caller is authenticated, and no refusal echoes a
+// name that is not of gRPC's form.
+func TestUnknownMethod(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{auth: &auth.Config{}})
+	store := auth.NewStore(b.db.Pool)
+	_, admin, err := store.Create(context.Background(), auth.Key{Role: auth.Admin})
+	require.NoError(t, err)
+	_, claimer, err := store.Create(context.Background(), auth.Key{Role: auth.Claimer})
+	require.NoError(t, err)
+	hostile := "/dispenser.v1.ClaimService/" + strings.Repeat("Z", 200)
+	call := func(key, method string) error {
+		return b.conn.Invoke(withKey(key), method, &emptypb.Empty{}, &emptypb.Empty{})
+	}
+	for _, method := range []string{"/dispenser.v1.ClaimService/NoSuchMethod", "/nowhere.v9.Nothing/Call", hostile} {
+		err := call(admin, method)
+		requireStatus(t, err, codes.Unimplemented, dispenser.ReasonNoSuchRoute, "")
+		require.NotContains(t, status.Convert(err).Message(), "Nothing")
+		require.NotContains(t, status.Convert(err).Message(), "NoSuch")
+
+		requireStatus(t, call("", method), codes.Unauthenticated, auth.ReasonUnauthenticated, "")
+
+		err = call(claimer, method)
+		requireStatus(t, err, codes.PermissionDenied, auth.ReasonPermissionDenied, "")
+		if method == hostile {
+			require.NotContains(t, status.Convert(err).Message(), "ZZZ")
+		} else {
+			require.Contains(t, status.Convert(err).Message(), method)
+		}
+	}
+	// The API's own methods are unaffected.
+	_, err = b.admin.ListPools(withKey(admin), &dispenserv1.ListPoolsRequest{})
+	require.NoError(t, err)
+
+	// Without authentication, the answer is the same for everyone.
+	open := setup(t, setupOpts{})
+	err = open.conn.Invoke(context.Background(), "/dispenser.v1.AdminService/DropEverything", &emptypb.Empty{}, &emptypb.Empty{})
+	requireStatus(t, err, codes.Unimplemented, dispenser.ReasonNoSuchRoute, "")
 }
 
 func TestRateLimitPerKey(t *testing.T) {

@@ -122,6 +122,11 @@ const defaultMaxConns = 32
 // maxRecvMsgBytes bounds one incoming message; import chunks are far smaller.
 const maxRecvMsgBytes = 8 << 20
 
+// maxHeaderListBytes bounds a call's headers (its metadata, method name and
+// key), as the HTTP server's MaxHeaderBytes does; gRPC's own default is
+// 16 MiB per call.
+const maxHeaderListBytes = 64 << 10
+
 // Connection limits: what one host may hold open, so that a flood of
 // connections or streams costs a bounded amount of memory.
 const (
@@ -396,8 +401,11 @@ func metricsPart(addr string, srv *Server, log *slog.Logger, serveErr chan<- err
 // NewGRPCServer returns a gRPC server with the service's interceptors:
 // panic recovery (a panic becomes Internal, never a crash) and one log line
 // per finished call, and its limits: message size, concurrent streams per
-// connection, keepalive enforcement (pings too frequent get GOAWAY), idle
-// connections closed, handshakes bounded. Payloads are never logged: they
+// connection, header size, keepalive enforcement (pings too frequent get
+// GOAWAY), idle connections closed, handshakes bounded. A method the API does
+// not have answers Unimplemented with reason NO_SUCH_ROUTE, as a path it does
+// not have does over HTTP (after authentication, like any call). Payloads are
+// never logged: they
 // carry codes. ClaimCode, ReserveCode and ConfirmReservation, the flash-sale
 // path, are logged only at debug level
 // (its answers are counted in metrics, and failures log themselves): a line
@@ -406,6 +414,8 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	logger, logOpts, recoverOpts := callLogging(log)
 	opts = append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		grpc.MaxHeaderListSize(maxHeaderListBytes),
+		grpc.UnknownServiceHandler(noSuchMethod),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreamsDefault),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minClientPingInterval, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: maxConnectionIdle}),
@@ -424,6 +434,12 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 		),
 	}, opts...)
 	return grpc.NewServer(opts...)
+}
+
+// noSuchMethod answers a call of a service or method the server does not
+// have. The name is not echoed: the caller chose it.
+func noSuchMethod(any, grpc.ServerStream) error {
+	return withInfo(codes.Unimplemented, "no such method: the API has no such service or method", ReasonNoSuchRoute)
 }
 
 // callLogging is the access log and panic recovery setup of every server.

@@ -47,8 +47,9 @@ const (
 	ReasonReservationConfirmed = "RESERVATION_CONFIRMED"
 	ReasonReservationNotFound  = "RESERVATION_NOT_FOUND"
 	ReasonNotAReservation      = "NOT_A_RESERVATION"
-	// ReasonNoSuchRoute is HTTP only: no route of the API has the request's
-	// path (404), or none of its method (405).
+	// ReasonNoSuchRoute: over HTTP, no route of the API has the request's
+	// path (404), or none of its method (405); over gRPC, the server has no
+	// such service or method (Unimplemented).
 	ReasonNoSuchRoute = "NO_SUCH_ROUTE"
 )
 
