@@ -404,7 +404,9 @@ func metricsPart(addr string, srv *Server, log *slog.Logger, serveErr chan<- err
 // connection, header size, keepalive enforcement (pings too frequent get
 // GOAWAY), idle connections closed, handshakes bounded. A method the API does
 // not have answers Unimplemented with reason NO_SUCH_ROUTE, as a path it does
-// not have does over HTTP (after authentication, like any call). Payloads are
+// not have does over HTTP (after authentication, like any call), and a
+// request that is not valid protobuf InvalidArgument naming "body", as a
+// body that is not JSON does (before authentication, as there). Payloads are
 // never logged: they
 // carry codes. ClaimCode, ReserveCode and ConfirmReservation, the flash-sale
 // path, are logged only at debug level
@@ -416,6 +418,7 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxHeaderListSize(maxHeaderListBytes),
 		grpc.UnknownServiceHandler(noSuchMethod),
+		grpc.ForceServerCodecV2(newLenientCodec()), // bad bytes are InvalidArgument (codec.go)
 		grpc.MaxConcurrentStreams(MaxConcurrentStreamsDefault),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minClientPingInterval, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: maxConnectionIdle}),
@@ -431,6 +434,7 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.ChainStreamInterceptor(
 			logging.StreamServerInterceptor(logger, logOpts...),
 			recovery.StreamServerInterceptor(recoverOpts...),
+			refuseUndecodedStream,
 		),
 	}, opts...)
 	return grpc.NewServer(opts...)
@@ -456,9 +460,10 @@ func callLogging(log *slog.Logger) (logging.Logger, []logging.Option, []recovery
 	return logger, logOpts, recoverOpts
 }
 
-// baseUnary is the access log (hot methods at debug level only) and panic
-// recovery, the first unary interceptors of every server: the gRPC ones and
-// the HTTP gateway's direct claim path.
+// baseUnary is the access log (hot methods at debug level only), panic
+// recovery and the refusal of requests that did not decode (codec.go), the
+// first unary interceptors of every server: the gRPC ones and the HTTP
+// gateway's direct claim path.
 func baseUnary(log *slog.Logger) []grpc.UnaryServerInterceptor {
 	logger, logOpts, recoverOpts := callLogging(log)
 	accessLog := logging.UnaryServerInterceptor(logger, logOpts...)
@@ -474,7 +479,7 @@ func baseUnary(log *slog.Logger) []grpc.UnaryServerInterceptor {
 			return logged(ctx, req, info, h)
 		}
 	}
-	return []grpc.UnaryServerInterceptor{accessLog, recovery.UnaryServerInterceptor(recoverOpts...)}
+	return []grpc.UnaryServerInterceptor{accessLog, recovery.UnaryServerInterceptor(recoverOpts...), refuseUndecodedUnary}
 }
 
 // streamWorkers is how many gRPC workers serve calls: idle ones cost only
