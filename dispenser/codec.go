@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -27,7 +28,7 @@ var undecodable = protowire.AppendBytes(protowire.AppendTag(nil, 19999, protowir
 type lenientCodec struct{ encoding.CodecV2 }
 
 func newLenientCodec() lenientCodec {
-	return lenientCodec{encoding.GetCodecV2("proto")}
+	return lenientCodec{encoding.GetCodecV2(grpcproto.Name)}
 }
 
 func (c lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {

@@ -402,14 +402,13 @@ func metricsPart(addr string, srv *Server, log *slog.Logger, serveErr chan<- err
 // panic recovery (a panic becomes Internal, never a crash) and one log line
 // per finished call, and its limits: message size, concurrent streams per
 // connection, header size, keepalive enforcement (pings too frequent get
-// GOAWAY), idle connections closed, handshakes bounded. A method the API does
-// not have answers Unimplemented with reason NO_SUCH_ROUTE, as a path it does
-// not have does over HTTP (after authentication, like any call), and a
-// request that is not valid protobuf InvalidArgument naming "body", as a
-// body that is not JSON does (before authentication, as there). Payloads are
-// never logged: they
-// carry codes. ClaimCode, ReserveCode and ConfirmReservation, the flash-sale
-// path, are logged only at debug level
+// GOAWAY), idle connections closed, handshakes bounded. A method the API
+// does not have answers Unimplemented with reason NO_SUCH_ROUTE, as a path
+// it does not have does over HTTP (after authentication, like any call),
+// and a request that is not valid protobuf InvalidArgument naming "body",
+// as a body that is not JSON does (before authentication, as there).
+// Payloads are never logged: they carry codes. ClaimCode, ReserveCode and
+// ConfirmReservation, the flash-sale path, are logged only at debug level
 // (its answers are counted in metrics, and failures log themselves): a line
 // and a write(2) per claim would cost a seventh of the server's CPU.
 func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
