@@ -292,6 +292,10 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		runtime.WithForwardResponseRewriter(rewriteResponse),
 		runtime.WithRoutingErrorHandler(routingError),
+		// A path is split into segments before they are unescaped, so an id
+		// holding '/' (percent-encoded) stays one segment and reaches its
+		// claim; grpc-gateway's default unescapes the whole path first.
+		runtime.WithUnescapingMode(runtime.UnescapingModeAllExceptReserved),
 	)
 	ctx := context.Background()
 	direct := directClaims{srv: claims, chain: chainUnary(unary)}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -355,6 +356,53 @@ func TestHTTPReservations(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	st, body = h.do("POST", "/v1/pools/p1/reservations/h4:confirm", h.claimer, map[string]any{"user_id": "u4"})
 	h.refusal(st, body, http.StatusGone, "FailedPrecondition", dispenser.ReasonReservationExpired)
+}
+
+// Ids may hold any printable character, and a URL carries them
+// percent-encoded: a request id or user id with '/', ':', '%', '?', '#' or
+// a space reaches its claim, reservation and list over HTTP.
+func TestHTTPPathIDsPercentEncoded(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 20, map[string]any{"per_user_limit": 10})
+	esc := url.PathEscape
+	ids := []string{"cart/77", "a:b", "50%", "q?x=1", "frag#1", "two words", "../../v1/keys", "x:confirm"}
+	for i, id := range ids {
+		user := "team/" + id
+		st, body := h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": user, "request_id": id})
+		require.Equal(t, http.StatusOK, st, "%s: %v", id, body)
+		code := body["claim"].(map[string]any)["code"]
+		st, body = h.do("GET", "/v1/pools/p1/claims/"+esc(id), h.claimer, nil)
+		require.Equal(t, http.StatusOK, st, "%s: %v", id, body)
+		require.Equal(t, id, body["claim"].(map[string]any)["request_id"])
+		require.Equal(t, code, body["claim"].(map[string]any)["code"])
+		st, body = h.do("GET", "/v1/pools/p1/users/"+esc(user)+"/claims", h.claimer, nil)
+		require.Equal(t, http.StatusOK, st, "%s: %v", id, body)
+		require.Len(t, body["claims"], 1, "%s", id)
+
+		hold := fmt.Sprintf("hold-%d/%s", i, id)
+		st, body = h.do("POST", "/v1/pools/p1/reservations", h.claimer, map[string]any{"user_id": user, "request_id": hold})
+		require.Equal(t, http.StatusOK, st, "%s: %v", hold, body)
+		// The body may repeat the path's request id, as long as it agrees.
+		st, body = h.do("POST", "/v1/pools/p1/reservations/"+esc(hold)+":confirm", h.claimer,
+			map[string]any{"user_id": user, "request_id": hold})
+		require.Equal(t, http.StatusOK, st, "%s: %v", hold, body)
+		require.Equal(t, hold, body["claim"].(map[string]any)["request_id"])
+		st, body = h.do("POST", "/v1/pools/p1/reservations/"+esc(hold)+":confirm", h.claimer,
+			map[string]any{"user_id": user, "request_id": hold + "x"})
+		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+		require.Equal(t, "request_id", fieldOf(body))
+	}
+	// A malformed escape is refused (by net/http, before any handler).
+	req, err := http.NewRequest("GET", h.base+"/v1/pools/p1/claims/x", nil)
+	require.NoError(t, err)
+	req.URL.Opaque = "/v1/pools/p1/claims/bad%zz" // sent as it is
+	req.Header.Set("Authorization", "Bearer "+h.claimer)
+	resp, err := h.client.Do(req)
+	require.NoError(t, err)
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", raw)
 }
 
 // Import as an upload: CSV, strict, limits; the admin calls over HTTP.
