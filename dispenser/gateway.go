@@ -282,16 +282,19 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 	maxImportBytes int64,
 ) (*gateway, error) {
 	gw := &gateway{}
-	jsonpb := &runtime.JSONPb{
+	jsonpb := apiMarshaler{&runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{},
-	}
+	}}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonpb),
 		runtime.WithErrorHandler(httpError),
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		runtime.WithForwardResponseRewriter(rewriteResponse),
 		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithStreamErrorHandler(func(_ context.Context, err error) *status.Status {
+			return status.Convert(gatewayRefusal(err))
+		}),
 		// A path is split into segments before they are unescaped, so an id
 		// holding '/' (percent-encoded) stays one segment and reaches its
 		// claim; grpc-gateway's default unescapes the whole path first.
@@ -322,6 +325,95 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 	return gw, nil
 }
 
+// apiMarshaler is grpc-gateway's JSON marshaler, but for the error chunk of
+// a streaming call ({"error": <google.rpc.Status>}), whose status becomes
+// the API's error body ({"error": {"code", "status", "message", "reason",
+// "details"}}); streamErrors makes it the whole answer of a stream that
+// fails before its first message.
+type apiMarshaler struct{ *runtime.JSONPb }
+
+func (m apiMarshaler) Marshal(v any) ([]byte, error) {
+	if chunk, ok := v.(map[string]proto.Message); ok && len(chunk) == 1 {
+		if s, ok := chunk["error"].(*spb.Status); ok {
+			return json.Marshal(map[string]httpErrorBody{"error": errorBody(s)})
+		}
+	}
+	return m.JSONPb.Marshal(v)
+}
+
+// isStreamPath reports whether p is a streaming call's: the export or the
+// generation of codes.
+func isStreamPath(p string) bool {
+	return strings.HasPrefix(p, "/v1/pools/") &&
+		(strings.HasSuffix(p, "/claims:export") || strings.HasSuffix(p, "/codes:generate"))
+}
+
+// streamErrors answers a streaming call that fails before its first message
+// as every other call fails: the error body alone, with the HTTP status of
+// its reason. grpc-gateway writes the status it chose and the error as a
+// stream's chunk; the writer holds both back and writes the chunk's body
+// instead. A stream that has begun is passed through as it is.
+type streamErrors struct {
+	http.ResponseWriter
+	began, failed bool
+	code          int
+	held          bytes.Buffer
+}
+
+// maxHeldError bounds what a failed stream's answer may hold.
+const maxHeldError = 64 << 10
+
+func (w *streamErrors) WriteHeader(code int) {
+	if !w.began && code >= http.StatusBadRequest {
+		w.failed, w.code = true, code
+		return
+	}
+	w.began = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *streamErrors) Write(b []byte) (int, error) {
+	if w.failed {
+		if w.held.Len()+len(b) > maxHeldError {
+			return 0, errors.New("error answer too large")
+		}
+		return w.held.Write(b)
+	}
+	w.began = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush sends what the stream wrote so far, unless it is a held error.
+func (w *streamErrors) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.failed {
+		f.Flush()
+	}
+}
+
+// finish writes a held error as the error body.
+func (w *streamErrors) finish() {
+	if !w.failed {
+		return
+	}
+	var chunk struct {
+		Error httpErrorBody `json:"error"`
+	}
+	code := w.code
+	out := w.held.Bytes()
+	if json.Unmarshal(bytes.TrimSpace(out), &chunk) == nil && chunk.Error.Status != "" {
+		if c, ok := httpStatusByReason[chunk.Error.Reason]; ok {
+			code = c
+		}
+		if b, err := json.Marshal(chunk.Error); err == nil {
+			out = b
+		}
+	}
+	w.Header().Del("Transfer-Encoding")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.ResponseWriter.WriteHeader(code)
+	_, _ = w.ResponseWriter.Write(out)
+}
+
 // limitBodies bounds request bodies: JSON calls to maxJSONBodyBytes, the
 // import upload to maxImport. A larger declared body is refused with 413
 // before it is read.
@@ -348,6 +440,12 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 			} else {
 				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: http.StatusBadRequest, Err: err})
 			}
+			return
+		}
+		if isStreamPath(r.URL.Path) {
+			sw := &streamErrors{ResponseWriter: w}
+			next.ServeHTTP(sw, r)
+			sw.finish()
 			return
 		}
 		next.ServeHTTP(w, r)

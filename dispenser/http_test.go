@@ -405,6 +405,49 @@ func TestHTTPPathIDsPercentEncoded(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", raw)
 }
 
+// The streaming calls (export, generation) refuse with the error body every
+// other call has: the reason at the top, the HTTP status of the reason.
+func TestHTTPStreamingCallsRefuseLikeTheRest(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 3, nil)
+	st, body := h.do("GET", "/v1/pools/nope/claims:export", h.admin, nil)
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonPoolNotFound)
+	st, body = h.do("GET", "/v1/pools/p1/claims:export", "", nil)
+	h.refusal(st, body, http.StatusUnauthorized, "Unauthenticated", auth.ReasonUnauthenticated)
+	st, body = h.do("GET", "/v1/pools/p1/claims:export?include_codes=true", h.auditor, nil)
+	h.refusal(st, body, http.StatusForbidden, "PermissionDenied", auth.ReasonPermissionDenied)
+	st, body = h.do("POST", "/v1/pools/p1/codes:generate", h.admin, map[string]any{"count": 5, "pattern": "##"})
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	require.Equal(t, "pattern", fieldOf(body))
+	st, body = h.do("POST", "/v1/pools/nope/codes:generate", h.admin, map[string]any{"count": 5, "pattern": "SALE-####-####-####"})
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonPoolNotFound)
+	st, body = h.do("GET", "/v1/pools/p1/claims:export?include_codes=maybe", h.admin, nil)
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+
+	// A stream that succeeds is unchanged: one JSON object per line.
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "u", "request_id": "r"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	req, err := http.NewRequest("GET", h.base+"/v1/pools/p1/claims:export", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	resp, err := h.client.Do(req)
+	require.NoError(t, err)
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", raw)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	require.Len(t, lines, 1, "%s", raw)
+	var chunk struct {
+		Result struct {
+			Claims []map[string]any `json:"claims"`
+		} `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &chunk))
+	require.Len(t, chunk.Result.Claims, 1)
+	require.Equal(t, "r", chunk.Result.Claims[0]["request_id"])
+}
+
 // Import as an upload: CSV, strict, limits; the admin calls over HTTP.
 func TestHTTPAdminCalls(t *testing.T) {
 	h := startHTTP(t, func(c *dispenser.Config) { c.MaxImportBytes = 4096 })
