@@ -90,6 +90,18 @@ func (h *httpAPI) do(method, path, key string, body any, headers ...string) (int
 	return resp.StatusCode, out
 }
 
+// send sends req with key and returns the status and the body as it came.
+func (h *httpAPI) send(req *http.Request, key string) (int, []byte) {
+	h.t.Helper()
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := h.client.Do(req)
+	require.NoError(h.t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(h.t, err)
+	return resp.StatusCode, raw
+}
+
 // refusal checks an error answer: HTTP status, gRPC code name and reason.
 func (h *httpAPI) refusal(status int, body map[string]any, wantStatus int, grpcCode, reason string) {
 	h.t.Helper()
@@ -396,13 +408,8 @@ func TestHTTPPathIDsPercentEncoded(t *testing.T) {
 	req, err := http.NewRequest("GET", h.base+"/v1/pools/p1/claims/x", nil)
 	require.NoError(t, err)
 	req.URL.Opaque = "/v1/pools/p1/claims/bad%zz" // sent as it is
-	req.Header.Set("Authorization", "Bearer "+h.claimer)
-	resp, err := h.client.Do(req)
-	require.NoError(t, err)
-	raw, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", raw)
+	st, raw := h.send(req, h.claimer)
+	require.Equal(t, http.StatusBadRequest, st, "%s", raw)
 }
 
 // The streaming calls (export, generation) refuse with the error body every
@@ -429,13 +436,8 @@ func TestHTTPStreamingCallsRefuseLikeTheRest(t *testing.T) {
 	require.Equal(t, http.StatusOK, st, "%v", body)
 	req, err := http.NewRequest("GET", h.base+"/v1/pools/p1/claims:export", nil)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+h.admin)
-	resp, err := h.client.Do(req)
-	require.NoError(t, err)
-	raw, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", raw)
+	st, raw := h.send(req, h.admin)
+	require.Equal(t, http.StatusOK, st, "%s", raw)
 	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
 	require.Len(t, lines, 1, "%s", raw)
 	var chunk struct {
