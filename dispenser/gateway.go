@@ -416,7 +416,7 @@ func (w *streamErrors) finish() {
 
 // limitBodies bounds request bodies: JSON calls to maxJSONBodyBytes, the
 // import upload to maxImport. A larger declared body is refused with 413
-// before it is read.
+// before it is read, an encoded one (Content-Encoding) with 415.
 func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		limit := int64(maxJSONBodyBytes)
@@ -431,6 +431,14 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 		}
 		if r.ContentLength > limit {
 			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge())
+			return
+		}
+		// A compressed body would be read as if it were not; say so instead.
+		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{
+				HTTPStatus: http.StatusUnsupportedMediaType,
+				Err:        invalidArgument("body", "is encoded (Content-Encoding); send it as it is"),
+			})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)

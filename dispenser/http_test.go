@@ -236,6 +236,16 @@ func TestHTTPClaimReplayAndRefusals(t *testing.T) {
 	st, body = h.do("GET", "/v1/pools/p1/claims/nope?user_id=alice", h.claimer, nil)
 	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonClaimNotFound)
 
+	// A body the server cannot read as sent: an encoded one.
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "zed", "request_id": "gz"},
+		"Content-Encoding", "gzip")
+	h.refusal(st, body, http.StatusUnsupportedMediaType, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	require.Equal(t, "body", fieldOf(body))
+	// "identity" is no encoding: the claim is decided (p1 has run out).
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "zed", "request_id": "id"},
+		"Content-Encoding", "identity")
+	h.refusal(st, body, http.StatusConflict, "ResourceExhausted", dispenser.ReasonPoolExhausted)
+
 	// Paused and closed pools.
 	st, body = h.do("PATCH", "/v1/pools/p1", h.admin, map[string]any{"paused": true})
 	require.Equal(t, http.StatusOK, st, "%v", body)
