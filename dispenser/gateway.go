@@ -299,6 +299,9 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		// holding '/' (percent-encoded) stays one segment and reaches its
 		// claim; grpc-gateway's default unescapes the whole path first.
 		runtime.WithUnescapingMode(runtime.UnescapingModeAllExceptReserved),
+		// No X-HTTP-Method-Override on form posts: the API's methods are
+		// the ones its OpenAPI document names, nothing else.
+		runtime.WithDisablePathLengthFallback(),
 	)
 	ctx := context.Background()
 	direct := directClaims{srv: claims, chain: chainUnary(unary)}

@@ -236,6 +236,12 @@ func TestHTTPClaimReplayAndRefusals(t *testing.T) {
 	st, body = h.do("GET", "/v1/pools/p1/claims/nope?user_id=alice", h.claimer, nil)
 	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonClaimNotFound)
 
+	// No method override: a form post stays a POST, which this path does
+	// not take (grpc-gateway would have served it as a GET).
+	st, body = h.do("POST", "/v1/pools/p1/claims/a1", h.claimer, "user_id=alice",
+		"Content-Type", "application/x-www-form-urlencoded", "X-HTTP-Method-Override", "GET")
+	h.refusal(st, body, http.StatusMethodNotAllowed, "Unimplemented", dispenser.ReasonNoSuchRoute)
+
 	// A body the server cannot read as sent: an encoded one.
 	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "zed", "request_id": "gz"},
 		"Content-Encoding", "gzip")
