@@ -429,7 +429,10 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 		// many as the calls usually in flight; beyond that gRPC starts a
 		// goroutine per call.
 		grpc.NumStreamWorkers(streamWorkers),
-		grpc.ChainUnaryInterceptor(baseUnary(log)...),
+		// Only a gRPC server decodes protobuf: the refusal of what did not
+		// decode follows the base chain here, not on the gateway's direct
+		// claims, whose requests are built from JSON.
+		grpc.ChainUnaryInterceptor(append(baseUnary(log), refuseUndecodedUnary)...),
 		grpc.ChainStreamInterceptor(
 			logging.StreamServerInterceptor(logger, logOpts...),
 			recovery.StreamServerInterceptor(recoverOpts...),
@@ -459,10 +462,9 @@ func callLogging(log *slog.Logger) (logging.Logger, []logging.Option, []recovery
 	return logger, logOpts, recoverOpts
 }
 
-// baseUnary is the access log (hot methods at debug level only), panic
-// recovery and the refusal of requests that did not decode (codec.go), the
-// first unary interceptors of every server: the gRPC ones and the HTTP
-// gateway's direct claim path.
+// baseUnary is the access log (hot methods at debug level only) and panic
+// recovery, the first unary interceptors of every server: the gRPC ones and
+// the HTTP gateway's direct claim path.
 func baseUnary(log *slog.Logger) []grpc.UnaryServerInterceptor {
 	logger, logOpts, recoverOpts := callLogging(log)
 	accessLog := logging.UnaryServerInterceptor(logger, logOpts...)
@@ -478,7 +480,7 @@ func baseUnary(log *slog.Logger) []grpc.UnaryServerInterceptor {
 			return logged(ctx, req, info, h)
 		}
 	}
-	return []grpc.UnaryServerInterceptor{accessLog, recovery.UnaryServerInterceptor(recoverOpts...), refuseUndecodedUnary}
+	return []grpc.UnaryServerInterceptor{accessLog, recovery.UnaryServerInterceptor(recoverOpts...)}
 }
 
 // streamWorkers is how many gRPC workers serve calls: idle ones cost only

@@ -86,10 +86,15 @@ var httpStatusByReason = map[string]int{
 // HTTPStatus is the HTTP status the API answers err with.
 func HTTPStatus(err error) int {
 	st := status.Convert(err)
-	if code, ok := httpStatusByReason[reasonOf(st)]; ok {
-		return code
+	return httpStatusOf(reasonOf(st), st.Code())
+}
+
+// httpStatusOf is the HTTP status of a refusal with this reason and code.
+func httpStatusOf(reason string, code codes.Code) int {
+	if s, ok := httpStatusByReason[reason]; ok {
+		return s
 	}
-	return runtime.HTTPStatusFromCode(st.Code())
+	return runtime.HTTPStatusFromCode(code)
 }
 
 func reasonOf(st *status.Status) string {
@@ -404,9 +409,7 @@ func (w *streamErrors) finish() {
 	code := w.code
 	out := w.held.Bytes()
 	if json.Unmarshal(bytes.TrimSpace(out), &chunk) == nil && chunk.Error.Status != "" {
-		if c, ok := httpStatusByReason[chunk.Error.Reason]; ok {
-			code = c
-		}
+		code = httpStatusOf(chunk.Error.Reason, codes.Code(chunk.Error.Code))
 		if b, err := json.Marshal(chunk.Error); err == nil {
 			out = b
 		}
@@ -426,30 +429,29 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 		if r.Method == http.MethodPost && isImportPath(r.URL.Path) {
 			limit = maxImport
 		}
+		refuse := func(code int, err error) {
+			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code, Err: err})
+		}
 		// Built only when sent: an ErrorInfo is marshalled into the status,
 		// which every request (each HTTP claim) would otherwise pay for.
-		tooLarge := func() error {
-			return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
-				Err: invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes")}
+		tooLarge := func() {
+			refuse(http.StatusRequestEntityTooLarge, invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes"))
 		}
 		if r.ContentLength > limit {
-			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge())
+			tooLarge()
 			return
 		}
 		// A compressed body would be read as if it were not; say so instead.
 		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{
-				HTTPStatus: http.StatusUnsupportedMediaType,
-				Err:        invalidArgument("body", "is encoded (Content-Encoding); send it as it is"),
-			})
+			refuse(http.StatusUnsupportedMediaType, invalidArgument("body", "is encoded (Content-Encoding); send it as it is"))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		if err := bodyAgreesWithPath(r); err != nil {
 			if _, over := errors.AsType[*http.MaxBytesError](err); over {
-				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, tooLarge())
+				tooLarge()
 			} else {
-				runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: http.StatusBadRequest, Err: err})
+				refuse(http.StatusBadRequest, err)
 			}
 			return
 		}
