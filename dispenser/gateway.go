@@ -291,7 +291,12 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{},
 	}}
-	mux := runtime.NewServeMux(
+	routes, err := queryRoutes()
+	if err != nil {
+		return nil, err
+	}
+	var mux *runtime.ServeMux
+	mux = runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonpb),
 		runtime.WithErrorHandler(httpError),
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
@@ -307,6 +312,7 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		// No X-HTTP-Method-Override on form posts: the API's methods are
 		// the ones its OpenAPI document names, nothing else.
 		runtime.WithDisablePathLengthFallback(),
+		runtime.WithMiddlewares(strictQueries(routes, &mux)),
 	)
 	ctx := context.Background()
 	direct := directClaims{srv: claims, chain: chainUnary(unary)}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -464,6 +465,82 @@ func TestHTTPStreamingCallsRefuseLikeTheRest(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(lines[0]), &chunk))
 	require.Len(t, chunk.Result.Claims, 1)
 	require.Equal(t, "r", chunk.Result.Claims[0]["request_id"])
+}
+
+// A query parameter the route does not take is refused naming it, as an
+// unknown field of a body is, on every kind of route: one whose request has
+// query fields, one whose fields all come from the path, one whose body is
+// the whole request, and the raw import upload. Nothing is done first.
+func TestHTTPQueryParametersRouteTakes(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 3, nil)
+	for _, c := range []struct{ method, path, key, field string }{
+		{"GET", "/v1/pools?page_sise=1", h.admin, "page_sise"},
+		{"GET", "/v1/pools?page_size=1&zz=1&aa=1", h.admin, "aa"},
+		{"GET", "/v1/pools?a%20b=1", h.admin, "query"},
+		{"GET", "/v1/pools?" + strings.Repeat("x", 100) + "=1", h.admin, "query"},
+		{"GET", "/v1/pools/p1/claims/r1?pool_id=p2", h.claimer, "pool_id"},
+		{"GET", "/v1/pools/p1/claims/r1?user=u1", h.claimer, "user"},
+		{"GET", "/v1/pools/p1/users/u1/claims?limit=5", h.claimer, "limit"},
+		{"GET", "/v1/pools/p1/stats?verbose=true", h.admin, "verbose"},
+		{"GET", "/v1/pools/p1/claims:export?include_code=true", h.admin, "include_code"},
+		{"GET", "/v1/pools/p1/prizes?status=PRIZE_STATE_READY", h.admin, "status"},
+		{"POST", "/v1/pools/p1/claims?user_id=u9", h.claimer, "user_id"},
+		{"PATCH", "/v1/pools/p1?pool.paused=true&update_mask=paused", h.admin, "pool.paused"},
+	} {
+		var body any
+		if c.method != "GET" {
+			body = map[string]any{"user_id": "u1", "request_id": "r1", "display_name": "Renamed"}
+		}
+		st, got := h.do(c.method, c.path, c.key, body)
+		h.refusal(st, got, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+		require.Equal(t, c.field, fieldOf(got), "%s %s: %v", c.method, c.path, got)
+		require.NotContains(t, fmt.Sprint(got), strings.Repeat("x", 65), "a malformed name is not echoed")
+	}
+	st, body := h.do("POST", "/v1/pools/p1/imports?formt=csv", h.admin, "code\nQQ-01\n")
+	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+	require.Equal(t, "formt", fieldOf(body))
+	// Every route of the OpenAPI document is covered.
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	require.NoError(t, json.Unmarshal(openapi.JSON, &doc))
+	pathParam := regexp.MustCompile(`\{[^}]+\}`)
+	for path, methods := range doc.Paths {
+		for method := range methods {
+			url := pathParam.ReplaceAllString(path, "p1") + "?zz_unknown=1"
+			st, body = h.do(strings.ToUpper(method), url, h.admin, map[string]any{})
+			h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+			require.Equal(t, "zz_unknown", fieldOf(body), "%s %s: %v", method, url, body)
+		}
+	}
+
+	// None of the refused calls did anything.
+	st, body = h.do("GET", "/v1/pools/p1/stats", h.admin, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	stats := body["stats"].(map[string]any)
+	require.Equal(t, "3", stats["imported"], "%v", stats)
+	require.Equal(t, "0", stats["claimed"], "%v", stats)
+	st, body = h.do("GET", "/v1/pools/p1", h.admin, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.NotEqual(t, "Renamed", body["pool"].(map[string]any)["display_name"])
+
+	// What each route takes still works, by proto or JSON name.
+	for _, path := range []string{"/v1/pools?page_size=1", "/v1/pools?pageSize=1&page_token=",
+		"/v1/pools/p1/prizes?state=PRIZE_STATE_READY&page_size=5"} {
+		st, body = h.do("GET", path, h.admin, nil)
+		require.Equal(t, http.StatusOK, st, "%s: %v", path, body)
+	}
+	st, body = h.do("PATCH", "/v1/pools/p1?update_mask=display_name", h.admin, map[string]any{"display_name": "Renamed"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, "Renamed", body["pool"].(map[string]any)["display_name"])
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "u1", "request_id": "r1"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("GET", "/v1/pools/p1/claims/r1?user_id=u1", h.claimer, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/imports?format=csv&strict=true&source_name=more", h.admin, "code\nQQ-01\n")
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, "1", body["inserted"], "%v", body)
 }
 
 // Import as an upload: CSV, strict, limits; the admin calls over HTTP.

@@ -23,7 +23,7 @@ var allowed = map[string][]string{
 	"cmd/dispenser-bench": {"claim", "pool", "internal/cli", "internal/stock", "internal/cliflag", "internal/upload", "proto/dispenser/v1"},
 	"internal/cli":        {"dispenser", "internal/cliflag", "internal/stock", "proto/dispenser/v1"},
 	"internal/testdaemon": {"dispenser", "prize", "internal/testenv"},
-	"dispenser":           {"auth", "claim", "console", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "internal/upload", "proto/dispenser/v1", "proto/openapi"},
+	"dispenser":           {"auth", "claim", "console", "jobs", "migrations", "pool", "prize", "webhook", "internal/input", "internal/pgerr", "internal/stock", "internal/upload", "proto/dispenser/v1", "proto/http", "proto/openapi"},
 	"console":             {"internal/upload", "proto/dispenser/v1"},
 	"internal/upload":     {"proto/dispenser/v1"},
 	"jobs":                {"claim", "pool", "prize"},
@@ -44,6 +44,7 @@ var allowed = map[string][]string{
 	"internal/archtest":   {},
 	"proto/dispenser/v1":  {},
 	"proto/openapi":       {},
+	"proto/http":          {},
 }
 
 func TestImportsFollowTheTable(t *testing.T) {
