@@ -186,6 +186,13 @@ func gatewayRefusal(err error) error {
 		return err
 	}
 	field := "body"
+	if rest, ok := strings.CutPrefix(st.Message(), bodyFieldPrefix+" "); ok {
+		// fieldDecoder's refusal: `body field "hold_for": what is wrong`.
+		if name, err := strconv.QuotedPrefix(rest); err == nil {
+			field, _ = strconv.Unquote(name)
+			return invalidArgument(field, strings.TrimPrefix(rest[len(name):], ": "))
+		}
+	}
 	if m := gatewayField.FindStringSubmatch(st.Message()); m != nil {
 		field = snakeCase(m[1])
 	}

@@ -1,6 +1,7 @@
 package dispenser
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -98,4 +99,37 @@ func TestRoutingErrors(t *testing.T) {
 			require.Equal(t, "path", field, rec.Body.String())
 		}
 	}
+}
+
+// fieldAt names the field a position of a JSON body falls in: a key, a
+// scalar, an object or an array that is a field's value, through nesting
+// and arrays; nothing outside the body or past where it can be read.
+func TestFieldAt(t *testing.T) {
+	raw := []byte(`{"pool": {"a": [1, {"b": "x"}], "c": "BAD", "d": {"e": 2}}, "f": [true]}`)
+	at := func(s string) int { return bytes.Index(raw, []byte(s)) }
+	for _, c := range []struct {
+		at   int
+		want string
+	}{
+		{at(`"BAD"`), "pool.c"},
+		{at(`"c"`), "pool.c"},
+		{at(`"x"`), "pool.a.b"},
+		{at(`[1`), "pool.a"},
+		{at(`1,`), "pool.a"},
+		{at(`{"e"`), "pool.d"},
+		{at(`2}`), "pool.d.e"},
+		{at(`true`), "f"},
+		{at(`{"a"`), "pool"},
+		{0, ""},
+		{-1, ""},
+		{len(raw), ""},
+	} {
+		require.Equal(t, c.want, fieldAt(raw, c.at), "at %d", c.at)
+	}
+	require.Equal(t, "", fieldAt([]byte(`{"a": ]`), 6), "unreadable before the position")
+	// Lines and columns as protojson counts them: characters, not bytes.
+	text := []byte("{\n \"é\": 1,\n  \"b\": x}")
+	require.Equal(t, bytes.Index(text, []byte("x")), offsetOf(text, 3, 8))
+	require.Equal(t, bytes.Index(text, []byte("1")), offsetOf(text, 2, 7))
+	require.Equal(t, -1, offsetOf(text, 9, 1))
 }

@@ -387,6 +387,34 @@ func TestHTTPReservations(t *testing.T) {
 	h.refusal(st, body, http.StatusGone, "FailedPrecondition", dispenser.ReasonReservationExpired)
 }
 
+// A duration or a time the JSON mapping cannot read is refused naming its
+// field (protojson gives only a position for these), wherever it sits in
+// the body, as a value of the wrong type is; nothing is written.
+func TestHTTPUnreadableValuesNameTheirField(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 3, nil)
+	for _, c := range []struct{ method, path, body, field string }{
+		{"POST", "/v1/pools/p1/reservations", `{"user_id":"u1","request_id":"h1","hold_for":"abc"}`, "hold_for"},
+		{"POST", "/v1/pools/p1/reservations", "\n  {\"user_id\": \"ü∂\",\n  \"requestId\": \"h1\",\n  \"holdFor\": \"10 minutes\"}", "hold_for"},
+		{"POST", "/v1/pools", `{"id":"p2","claim_ends_at":"2020-13-01T00:00:00Z"}`, "claim_ends_at"},
+		{"POST", "/v1/pools", `{"id":"p2","hold_default":{"seconds":5}}`, "hold_default"},
+		{"POST", "/v1/pools", `{"id":"p2","hold_max":[1]}`, "hold_max"},
+		{"POST", "/v1/pools", `{"id":"p2","per_user_limit":"x"}`, "per_user_limit"},
+		{"PATCH", "/v1/pools/p1?update_mask=claim_starts_at", `{"claim_starts_at":"yesterday"}`, "claim_starts_at"},
+		{"POST", "/v1/pools", `{"id":"p2",`, "body"},
+		{"POST", "/v1/pools", `{"id":"p2","display_name":"r\ud800"}`, "body"},
+	} {
+		st, body := h.do(c.method, c.path, h.admin, c.body)
+		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+		require.Equal(t, c.field, fieldOf(body), "%s %s %s: %v", c.method, c.path, c.body, body)
+	}
+	st, body := h.do("GET", "/v1/pools/p2", h.admin, nil)
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonPoolNotFound)
+	st, body = h.do("GET", "/v1/pools/p1/stats", h.admin, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, "0", body["stats"].(map[string]any)["held"], "%v", body)
+}
+
 // Ids may hold any printable character, and a URL carries them
 // percent-encoded: a request id or user id with '/', ':', '%', '?', '#' or
 // a space reaches its claim, reservation and list over HTTP.

@@ -1,0 +1,143 @@
+package dispenser
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+)
+
+// NewDecoder is grpc-gateway's JSON decoder, except that a value protojson
+// refuses without naming its field is refused naming the field it sits in:
+// a duration or a time it cannot read ("hold_for": "abc", "claim_ends_at":
+// "2020-13-01T00:00:00Z"), or an object where such a value belongs.
+// protojson names the field when a scalar is wrong (gatewayField finds it)
+// but only a position for these.
+func (m apiMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
+	seen := &bytes.Buffer{}
+	return fieldDecoder{Decoder: m.JSONPb.NewDecoder(io.TeeReader(r, seen)), seen: seen}
+}
+
+// fieldDecoder keeps what the decoder read, to find a refused value's field.
+type fieldDecoder struct {
+	runtime.Decoder
+	seen *bytes.Buffer
+}
+
+// bodyFieldPrefix starts the refusal of a value fieldDecoder placed;
+// gatewayRefusal names the field it quotes.
+const bodyFieldPrefix = "body field"
+
+// protojsonAt is where protojson says an error is, in the value it read.
+var protojsonAt = regexp.MustCompile(`\(line (\d+):(\d+)\): `)
+
+func (d fieldDecoder) Decode(v any) error {
+	err := d.Decoder.Decode(v)
+	if err == nil || gatewayField.MatchString(err.Error()) {
+		return err
+	}
+	m := protojsonAt.FindStringSubmatchIndex(err.Error())
+	if m == nil {
+		return err
+	}
+	msg := err.Error()
+	line, _ := strconv.Atoi(msg[m[2]:m[3]])
+	col, _ := strconv.Atoi(msg[m[4]:m[5]])
+	// protojson read the value json.Decoder gave it: the body from its
+	// first character that is not white space.
+	raw := bytes.TrimLeft(d.seen.Bytes(), " \t\r\n")
+	field := snakeCase(fieldAt(raw, offsetOf(raw, line, col)))
+	if !queryKey.MatchString(field) { // none, or not a name to echo
+		return err
+	}
+	return fmt.Errorf("%s %q: %s", bodyFieldPrefix, field, msg[m[1]:])
+}
+
+// offsetOf turns a line and column (1-based, the column counted in
+// characters, as protojson counts them) into a byte offset of b, or -1.
+func offsetOf(b []byte, line, col int) int {
+	off := 0
+	for range line - 1 {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return -1
+		}
+		off += i + 1
+	}
+	for range col - 1 {
+		if off >= len(b) {
+			return -1
+		}
+		_, size := utf8.DecodeRune(b[off:])
+		off += size
+	}
+	return off
+}
+
+// fieldAt is the field path (keys joined by dots, array indexes left out)
+// of the JSON token of raw that spans offset at: the key itself, or the
+// value of the key it belongs to. "" when at is outside raw or raw cannot
+// be read up to it.
+func fieldAt(raw []byte, at int) string {
+	if at < 0 || at >= len(raw) {
+		return ""
+	}
+	type frame struct {
+		object    bool
+		key       string
+		expectKey bool
+	}
+	var stack []frame
+	path := func() string {
+		var parts []string
+		for _, f := range stack {
+			if f.object && f.key != "" {
+				parts = append(parts, f.key)
+			}
+		}
+		return strings.Join(parts, ".")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		top := len(stack) - 1
+		if top >= 0 && stack[top].object && stack[top].expectKey {
+			if key, ok := tok.(string); ok {
+				stack[top].key, stack[top].expectKey = key, false
+				if dec.InputOffset() > int64(at) {
+					return path()
+				}
+				continue
+			}
+		}
+		here := path()
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true, expectKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:top]
+		}
+		if dec.InputOffset() > int64(at) {
+			return here
+		}
+		if top = len(stack) - 1; top >= 0 && stack[top].object && !isOpen(tok) {
+			stack[top].expectKey = true
+		}
+	}
+}
+
+// isOpen reports whether tok opens an object or an array.
+func isOpen(tok json.Token) bool {
+	return tok == json.Delim('{') || tok == json.Delim('[')
+}
