@@ -3,6 +3,7 @@ package dispenser
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -39,7 +40,10 @@ var protojsonAt = regexp.MustCompile(`\(line (\d+):(\d+)\): `)
 
 func (d fieldDecoder) Decode(v any) error {
 	err := d.Decoder.Decode(v)
-	if err == nil || gatewayField.MatchString(err.Error()) {
+	if err == nil {
+		return d.ended()
+	}
+	if gatewayField.MatchString(err.Error()) {
 		return err
 	}
 	m := protojsonAt.FindStringSubmatchIndex(err.Error())
@@ -57,6 +61,19 @@ func (d fieldDecoder) Decode(v any) error {
 		return err
 	}
 	return fmt.Errorf("%s %q: %s", bodyFieldPrefix, field, msg[m[1]:])
+}
+
+// ended refuses a body with more after its JSON value (a second object,
+// say), which grpc-gateway would ignore: a body is one request.
+func (d fieldDecoder) ended() error {
+	w, ok := d.Decoder.(runtime.DecoderWrapper)
+	if !ok {
+		return nil
+	}
+	if _, err := w.Decoder.Token(); err != io.EOF {
+		return errors.New("holds more than one JSON value")
+	}
+	return nil
 }
 
 // offsetOf turns a line and column (1-based, the column counted in

@@ -389,7 +389,8 @@ func TestHTTPReservations(t *testing.T) {
 
 // A duration or a time the JSON mapping cannot read is refused naming its
 // field (protojson gives only a position for these), wherever it sits in
-// the body, as a value of the wrong type is; nothing is written.
+// the body, as a value of the wrong type is; a body with a second value
+// after its own is refused; nothing is written.
 func TestHTTPUnreadableValuesNameTheirField(t *testing.T) {
 	h := startHTTP(t, nil)
 	h.pool("p1", 3, nil)
@@ -403,6 +404,8 @@ func TestHTTPUnreadableValuesNameTheirField(t *testing.T) {
 		{"PATCH", "/v1/pools/p1?update_mask=claim_starts_at", `{"claim_starts_at":"yesterday"}`, "claim_starts_at"},
 		{"POST", "/v1/pools", `{"id":"p2",`, "body"},
 		{"POST", "/v1/pools", `{"id":"p2","display_name":"r\ud800"}`, "body"},
+		{"POST", "/v1/pools/p1/claims", `{"user_id":"u1","request_id":"r1"} {"user_id":"u2"}`, "body"},
+		{"POST", "/v1/pools/p1/claims", `{"user_id":"u1","request_id":"r1"}}`, "body"},
 	} {
 		st, body := h.do(c.method, c.path, h.admin, c.body)
 		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
@@ -413,6 +416,10 @@ func TestHTTPUnreadableValuesNameTheirField(t *testing.T) {
 	st, body = h.do("GET", "/v1/pools/p1/stats", h.admin, nil)
 	require.Equal(t, http.StatusOK, st, "%v", body)
 	require.Equal(t, "0", body["stats"].(map[string]any)["held"], "%v", body)
+	require.Equal(t, "0", body["stats"].(map[string]any)["claimed"], "%v", body)
+	// White space after the value is no second value.
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.admin, "{\"user_id\":\"u1\",\"request_id\":\"r1\"}\n\n ")
+	require.Equal(t, http.StatusOK, st, "%v", body)
 }
 
 // Ids may hold any printable character, and a URL carries them
