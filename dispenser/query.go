@@ -25,42 +25,62 @@ type queryRoute struct {
 	names   []string // a route of its own: the parameters it reads
 }
 
+// httpRule is one rule of the API's HTTP mapping (google.api.HttpRule, as
+// YAML): a method's route, and any more routes it has.
+type httpRule struct {
+	Selector string     `yaml:"selector"`
+	Get      string     `yaml:"get"`
+	Post     string     `yaml:"post"`
+	Put      string     `yaml:"put"`
+	Patch    string     `yaml:"patch"`
+	Delete   string     `yaml:"delete"`
+	Body     string     `yaml:"body"`
+	More     []httpRule `yaml:"additional_bindings"`
+}
+
 // queryRoutes reads the API's HTTP rules into each route's queryRoute, by
 // method and path template as grpc-gateway's Pattern writes it without its
 // captures' "=*" ("GET /v1/pools/{pool_id}/claims/{request_id}").
 func queryRoutes() (map[string]queryRoute, error) {
 	var svc struct {
 		HTTP struct {
-			Rules []map[string]string `yaml:"rules"`
+			Rules []httpRule `yaml:"rules"`
 		} `yaml:"http"`
 	}
 	if err := yaml.Unmarshal(httprules.YAML, &svc); err != nil {
 		return nil, fmt.Errorf("http rules: %w", err)
 	}
 	routes := make(map[string]queryRoute, len(svc.HTTP.Rules))
-	for _, rule := range svc.HTTP.Rules {
-		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(rule["selector"]))
-		if err != nil {
-			return nil, fmt.Errorf("http rule %q: %w", rule["selector"], err)
-		}
-		md, ok := d.(protoreflect.MethodDescriptor)
-		if !ok {
-			return nil, fmt.Errorf("http rule %q: not a method", rule["selector"])
-		}
-		for _, method := range []string{"get", "post", "put", "patch", "delete"} {
-			path, ok := rule[method]
-			if !ok {
+	var add func(rule httpRule, request protoreflect.MessageDescriptor)
+	add = func(rule httpRule, request protoreflect.MessageDescriptor) {
+		for method, path := range map[string]string{"GET": rule.Get, "POST": rule.Post, "PUT": rule.Put,
+			"PATCH": rule.Patch, "DELETE": rule.Delete} {
+			if path == "" {
 				continue
 			}
-			r := queryRoute{request: md.Input(), none: rule["body"] == "*"}
+			r := queryRoute{request: request, none: rule.Body == "*"}
 			for _, m := range pathVar.FindAllStringSubmatch(path, -1) {
 				r.bound = append(r.bound, m[1])
 			}
-			if b := rule["body"]; b != "" && b != "*" {
-				r.bound = append(r.bound, b)
+			if rule.Body != "" && rule.Body != "*" {
+				r.bound = append(r.bound, rule.Body)
 			}
-			routes[strings.ToUpper(method)+" "+pathVarValue.ReplaceAllString(path, "}")] = r
+			routes[method+" "+pathVarValue.ReplaceAllString(path, "}")] = r
 		}
+		for _, more := range rule.More {
+			add(more, request)
+		}
+	}
+	for _, rule := range svc.HTTP.Rules {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(rule.Selector))
+		if err != nil {
+			return nil, fmt.Errorf("http rule %q: %w", rule.Selector, err)
+		}
+		md, ok := d.(protoreflect.MethodDescriptor)
+		if !ok {
+			return nil, fmt.Errorf("http rule %q: not a method", rule.Selector)
+		}
+		add(rule, md.Input())
 	}
 	// The raw import upload reads its options from the query itself.
 	routes["POST /v1/pools/{pool_id}/imports"] = queryRoute{names: []string{"format", "source_name", "strict"}}
