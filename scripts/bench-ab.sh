@@ -6,6 +6,7 @@
 #   scripts/bench-ab.sh REV            # e.g. scripts/bench-ab.sh HEAD~5
 #   RUNS=3 CLAIMS=20000 CONCURRENCY=64 scripts/bench-ab.sh REV
 #   B_ARGS="--commit-max-wait 3ms" scripts/bench-ab.sh HEAD   # flags, same code
+#   HTTP=1 scripts/bench-ab.sh REV     # the same load over HTTP/JSON (POST /v1/pools/{pool}/claims)
 #
 # Each round runs `dispenser-bench claims` (fresh pool, staged, audited) against a
 # dispenserd built from REV, then from the working tree; every bench must
@@ -30,6 +31,13 @@ trap 'git worktree remove --force "$work/src" >/dev/null 2>&1 || true; cleanup' 
 (cd "$work/src" && go build -o "$work/a/" ./cmd/...)
 go build -o "$work/b/" ./cmd/...
 
+# With HTTP=1 the callers claim over HTTP/JSON (dispenserd's gateway, on a
+# port of its own), the rest as over gRPC.
+http_listen=(--http-listen "") http_load=()
+if [[ -n "${HTTP:-}" ]]; then
+	http_listen=(--http-listen 127.0.0.1:28097)
+	http_load=(--http http://127.0.0.1:28097)
+fi
 pid=""
 cleanup() {
 	[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
@@ -43,7 +51,7 @@ run_one() { # label bindir [dispenserd flags...]
 	local key
 	key="$("$bin/dispenserd" keys create --role admin 2>/dev/null)"
 	DISPENSER_KEY="$key" DISPENSER_LISTEN=127.0.0.1:28093 DISPENSER_REDIS_NAMESPACE=bench-ab \
-		"$bin/dispenserd" --log-format text --log-level error --metrics-listen "" "$@" >>"$work/server.log" 2>&1 &
+		"$bin/dispenserd" --log-format text --log-level error --metrics-listen "" "${http_listen[@]}" "$@" >>"$work/server.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do
 		DISPENSER_KEY="$key" "$bin/dispenserctl" --addr 127.0.0.1:28093 pools list >/dev/null 2>&1 && break
@@ -55,7 +63,7 @@ run_one() { # label bindir [dispenserd flags...]
 	local d0 p0 r0 d1 p1 r1 out
 	# The load tool is the working tree's on both sides.
 	exec 3< <(DISPENSER_KEY="$key" DISPENSER_REDIS_NAMESPACE=bench-ab "$work/b/dispenser-bench" --addr 127.0.0.1:28093 \
-		claims --claims "$claims" --concurrency "$conc" --replay-ratio 0.1 2>&1)
+		claims --claims "$claims" --concurrency "$conc" --replay-ratio 0.1 "${http_load[@]}" 2>&1)
 	while IFS= read -r line <&3; do
 		if [[ "$line" == "bench: "*" callers, "* ]]; then
 			d0=$(ticks "$pid") p0=$(pg_ticks) r0=$(ticks "$redis_pid")
@@ -78,7 +86,7 @@ print(f"{label:8} {line['claims_per_s']:8.0f} calls/s  p50 {line['p50_ms']:6.1f}
 EOF
 }
 
-echo "A = $(git rev-parse --short "$rev") ${A_ARGS:-}, B = working tree ${B_ARGS:-}; $claims calls, $conc callers, 10% replays; PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$bench_pg_port"
+echo "A = $(git rev-parse --short "$rev") ${A_ARGS:-}, B = working tree ${B_ARGS:-}; $claims calls${HTTP:+ over HTTP/JSON}, $conc callers, 10% replays; PostgreSQL $(psql "$pg/postgres?sslmode=disable" -tAc 'SHOW server_version') stock settings on :$bench_pg_port"
 for i in $(seq 1 "$runs"); do
 	# shellcheck disable=SC2086 # flags split on spaces on purpose
 	run_one "A run $i" "$work/a" ${A_ARGS:-}
