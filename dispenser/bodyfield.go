@@ -70,7 +70,7 @@ func (d fieldDecoder) ended() error {
 	if !ok {
 		return nil
 	}
-	if _, err := w.Decoder.Token(); err != io.EOF {
+	if _, err := w.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("holds more than one JSON value")
 	}
 	return nil

@@ -151,11 +151,24 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
 
-// routingError answers a request no route takes with the reason
+// routingErrors answers a request no route takes with the reason
 // NO_SUCH_ROUTE: NotFound for a path the API does not have (404),
-// Unimplemented for a method its path does not take (405), each with the
-// HTTP status grpc-gateway chose. A path it could not read is InvalidArgument
-// naming "path".
+// Unimplemented for a method its path does not take (405, with the Allow
+// header naming the methods it does take), each with the HTTP status
+// grpc-gateway chose. A path it could not read is InvalidArgument naming
+// "path".
+func routingErrors(routes map[string]queryRoute) runtime.RoutingErrorHandlerFunc {
+	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+		if code == http.StatusMethodNotAllowed {
+			if allow := allowedMethods(routes, r); len(allow) > 0 {
+				w.Header().Set("Allow", strings.Join(allow, ", "))
+			}
+		}
+		routingError(ctx, mux, m, w, r, code)
+	}
+}
+
+// routingError is routingErrors' answer, without the Allow header.
 func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
 	var err error
 	switch code {
@@ -308,7 +321,7 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		runtime.WithErrorHandler(httpError),
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		runtime.WithForwardResponseRewriter(rewriteResponse),
-		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithRoutingErrorHandler(routingErrors(routes)),
 		runtime.WithStreamErrorHandler(func(_ context.Context, err error) *status.Status {
 			return status.Convert(gatewayRefusal(err))
 		}),

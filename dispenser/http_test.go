@@ -578,6 +578,35 @@ func TestHTTPQueryParametersRouteTakes(t *testing.T) {
 	require.Equal(t, "1", body["inserted"], "%v", body)
 }
 
+// A method a path does not take is answered 405 with the Allow header
+// naming the ones it does (RFC 9110), and the API's error body.
+func TestHTTPMethodNotAllowedSaysWhatIs(t *testing.T) {
+	h := startHTTP(t, nil)
+	for _, c := range []struct{ method, path, allow string }{
+		{"DELETE", "/v1/pools/p1", "GET, PATCH"},
+		{"PUT", "/v1/pools", "GET, POST"},
+		{"GET", "/v1/pools/p1/claims", "POST"},
+		{"DELETE", "/v1/pools/p1/claims/cart%2F77", "GET"},
+		{"GET", "/v1/pools/p1/reservations/r1:confirm", "POST"},
+		{"GET", "/v1/pools/p1/imports", "POST"},
+		{"POST", "/openapi.json", "GET"},
+	} {
+		req, err := http.NewRequest(c.method, h.base+c.path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+h.admin)
+		resp, err := h.client.Do(req)
+		require.NoError(t, err)
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s: %s", c.method, c.path, raw)
+		require.Equal(t, c.allow, resp.Header.Get("Allow"), "%s %s", c.method, c.path)
+		var body map[string]any
+		require.NoError(t, json.Unmarshal(raw, &body))
+		h.refusal(resp.StatusCode, body, http.StatusMethodNotAllowed, "Unimplemented", dispenser.ReasonNoSuchRoute)
+	}
+}
+
 // Import as an upload: CSV, strict, limits; the admin calls over HTTP.
 func TestHTTPAdminCalls(t *testing.T) {
 	h := startHTTP(t, func(c *dispenser.Config) { c.MaxImportBytes = 4096 })

@@ -2,6 +2,7 @@ package dispenser
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -191,4 +192,52 @@ func (q queryRoute) refuse(key string) string {
 		}
 	}
 	return ""
+}
+
+// allowedMethods is, for a 405 answer's Allow header, the methods the
+// routes whose template the request's path fits take, in a fixed order:
+// from the same route table as the query check, and the OpenAPI document's
+// GET. A template's {var} fits any one segment, a verb ("claims:export",
+// "{request_id}:confirm") must be there.
+func allowedMethods(routes map[string]queryRoute, r *http.Request) []string {
+	segs := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
+	var out []string
+	keys := append(slices.Collect(maps.Keys(routes)), "GET /openapi.json")
+	for _, key := range keys {
+		method, template, _ := strings.Cut(key, " ")
+		if fitsTemplate(segs, strings.Split(strings.TrimPrefix(template, "/"), "/")) && !slices.Contains(out, method) {
+			out = append(out, method)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// fitsTemplate reports whether path segments fit a template's.
+func fitsTemplate(segs, tmpl []string) bool {
+	if len(segs) != len(tmpl) {
+		return false
+	}
+	for i, t := range tmpl {
+		s := segs[i]
+		if i == len(tmpl)-1 {
+			if name, verb, ok := strings.Cut(t, "}:"); ok && strings.HasPrefix(name, "{") {
+				rest, found := strings.CutSuffix(s, ":"+verb)
+				if !found || rest == "" {
+					return false
+				}
+				continue
+			}
+		}
+		if strings.HasPrefix(t, "{") {
+			if s == "" {
+				return false
+			}
+			continue
+		}
+		if s != t {
+			return false
+		}
+	}
+	return true
 }
