@@ -234,7 +234,10 @@ func (s *Server) checkWebhook(u string) error {
 	if u == "" {
 		return nil
 	}
-	if err := webhook.CheckURL(u, s.insecureWebhooks); err != nil {
+	if err := webhook.CheckURL(u, s.insecureWebhooks); errors.Is(err, webhook.ErrUnroutableHost) {
+		return &input.FieldError{Field: "pool.webhook_url",
+			Description: "must not name a link-local, multicast or unspecified address (such as the cloud metadata service's)"}
+	} else if err != nil {
 		return &input.FieldError{Field: "pool.webhook_url",
 			Description: "must be an absolute https URL (plain http only to a loopback host, unless the server allows insecure webhooks)"}
 	}

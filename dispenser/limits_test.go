@@ -69,7 +69,8 @@ func TestConcurrentStreamLimit(t *testing.T) {
 }
 
 // Webhook URLs must keep codes encrypted on the wire: https, or plain http
-// to a loopback host, unless the operator allows insecure webhooks.
+// to a loopback host, unless the operator allows insecure webhooks; and
+// never name a link-local, multicast or unspecified address.
 func TestWebhookURLMustBeSecure(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -99,6 +100,15 @@ func TestWebhookURLMustBeSecure(t *testing.T) {
 			b.createPool(t, id)
 			_, err = b.admin.UpdatePool(ctx, &dispenserv1.UpdatePoolRequest{Pool: &dispenserv1.Pool{Id: id, WebhookUrl: c.url},
 				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"webhook_url"}}})
+			requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "pool.webhook_url")
+		}
+		// A host no receiver has is refused whatever the scheme and the
+		// operator's setting: link-local (the cloud metadata service's),
+		// multicast, unspecified, written as IPv4, IPv6 or IPv4 in IPv6.
+		for i, url := range []string{"https://169.254.169.254/latest/meta-data", "http://169.254.169.254/",
+			"https://[fe80::1]/hook", "https://[::ffff:169.254.169.254]/hook", "https://0.0.0.0/hook",
+			"https://[::]/hook", "https://224.0.0.1/hook"} {
+			_, err := b.admin.CreatePool(ctx, &dispenserv1.CreatePoolRequest{Pool: &dispenserv1.Pool{Id: fmt.Sprint("ll", i), WebhookUrl: url}})
 			requireStatus(t, err, codes.InvalidArgument, dispenser.ReasonInvalidArgument, "pool.webhook_url")
 		}
 	}

@@ -149,8 +149,29 @@ func NewDeliverer(db *pgxpool.Pool, claims *claim.Service, stager *claim.Stager,
 	// A redirect is a failed attempt: following it would re-send the body,
 	// code included, somewhere the pool never named (even https to http).
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client.Transport = guardedTransport(client.Transport)
 	return &Deliverer{db: db, claims: claims, stager: stager, cfg: cfg, http: client,
 		log: cmp.Or(cfg.Logger, slog.Default()), pools: pool.NewStore(db)}
+}
+
+// guardedTransport is rt (http.DefaultTransport if nil) dialing through
+// webhook.DialControl: no delivery connects to a link-local, multicast or
+// unspecified address, whatever its URL's name resolves to. (Through an
+// HTTP proxy from the environment, the guard sees the proxy's address; the
+// proxy's own rules apply past it.) A RoundTripper that is not an
+// *http.Transport is the caller's to guard.
+func guardedTransport(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	t, ok := rt.(*http.Transport)
+	if !ok {
+		return rt
+	}
+	t = t.Clone()
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: webhook.DialControl}
+	t.DialContext = dialer.DialContext
+	return t
 }
 
 // DeliverReport counts what one run did, per pool.
@@ -446,7 +467,9 @@ func (d *Deliverer) deliverOne(ctx context.Context, t target, tl *tally) error {
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
 		return err
 	}
-	if err := webhook.CheckURL(t.url, d.cfg.AllowInsecureWebhooks); err != nil {
+	// A host no receiver has (set before servers refused it) fails at the
+	// dial instead, with its reason as the attempt's error.
+	if err := webhook.CheckURL(t.url, d.cfg.AllowInsecureWebhooks); err != nil && !errors.Is(err, webhook.ErrUnroutableHost) {
 		_, err := d.db.Exec(ctx, attemptFailedSQL, prizeID, nil,
 			"the webhook URL is plain http to a host that is not loopback; use https", ParkWebhookInsecure)
 		tl.add(t.body.PoolID, func(r *DeliverReport) { r.Parked++ })
@@ -497,6 +520,9 @@ func (d *Deliverer) post(ctx context.Context, t target) error {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			return errors.New("timeout")
+		}
+		if errors.Is(err, webhook.ErrUnroutableHost) {
+			return errors.New("not sent: the webhook's host is a link-local, multicast or unspecified address")
 		}
 		return errors.New("request failed: no answer from the receiver")
 	}

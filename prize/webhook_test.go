@@ -56,3 +56,31 @@ func TestInsecureWebhookURLNotSent(t *testing.T) {
 	require.Zero(t, r.calls)
 	e.audit(t, "p1")
 }
+
+// A webhook host no receiver has (link-local, where cloud metadata
+// services answer) is never connected to, even when stored by an older
+// version or reached through a name: each attempt fails at the dial, at
+// once, and the prizes park after their attempts with the reason.
+func TestWebhookNeverDialsLinkLocal(t *testing.T) {
+	ctx, e := start(t)
+	r := newReceiver(t, ok)
+	e.setupPool(t, "p1", r.srv.URL, 5, 2)
+	_, err := e.db.Pool.Exec(ctx, `UPDATE pools SET webhook_url = 'https://169.254.169.254/latest/meta-data' WHERE id = 'p1'`)
+	require.NoError(t, err)
+	began := time.Now()
+	// Without the guard, each attempt would wait out the client's timeout
+	// on an address that does not answer here.
+	reports, err := e.deliverer(5*time.Second).Run(ctx, "")
+	require.NoError(t, err)
+	require.Less(t, time.Since(began), 5*time.Second, "an attempt waited on the address")
+	require.Equal(t, prize.DeliverReport{Assigned: 2, Retried: 4, Parked: 2}, reports["p1"])
+	parked, err := e.store.List(ctx, "p1", prize.Failed, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, parked, 2)
+	for _, p := range parked {
+		require.Equal(t, prize.ParkWebhookFailed, p.ParkReason)
+		require.Contains(t, p.LastError, "link-local", p.LastError)
+	}
+	require.Zero(t, r.calls)
+	e.audit(t, "p1")
+}

@@ -34,3 +34,17 @@ func TestVerify(t *testing.T) {
 	bad.Set(webhook.HeaderSignature, "v2=00")
 	require.ErrorIs(t, webhook.Verify(secret, bad, body, now, time.Minute), webhook.ErrBadSignature)
 }
+
+// The dial guard refuses the addresses no receiver has, after resolution,
+// and lets the others through (private and loopback ones included: internal
+// receivers are legitimate).
+func TestDialControl(t *testing.T) {
+	for _, addr := range []string{"169.254.169.254:80", "[fe80::1%eth0]:443", "[::ffff:169.254.0.1]:443",
+		"0.0.0.0:443", "[::]:443", "224.0.0.251:5353", "[ff02::1]:443"} {
+		require.ErrorIs(t, webhook.DialControl("tcp", addr, nil), webhook.ErrUnroutableHost, addr)
+	}
+	for _, addr := range []string{"127.0.0.1:8080", "[::1]:443", "10.0.0.7:443", "192.168.1.2:443", "93.184.216.34:443"} {
+		require.NoError(t, webhook.DialControl("tcp", addr, nil), addr)
+	}
+	require.Error(t, webhook.DialControl("tcp", "not an address", nil))
+}
