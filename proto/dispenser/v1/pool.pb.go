@@ -50,8 +50,10 @@ type Pool struct {
 	RefillLowWater int32 `protobuf:"varint,7,opt,name=refill_low_water,json=refillLowWater,proto3" json:"refill_low_water,omitempty"`
 	// How many codes one refill stages at a time, 1 to 100,000. Default 5000.
 	RefillBatchSize int32 `protobuf:"varint,8,opt,name=refill_batch_size,json=refillBatchSize,proto3" json:"refill_batch_size,omitempty"`
-	// Where the nightly prize delivery POSTs codes won in this pool (http or
-	// https). Empty: prizes of this pool are not delivered by webhook.
+	// Where the nightly prize delivery POSTs codes won in this pool: https, or
+	// http to a loopback host unless the server allows insecure webhooks;
+	// never a link-local, multicast or unspecified address. Empty: prizes of
+	// this pool are not delivered by webhook.
 	WebhookUrl string `protobuf:"bytes,9,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
 	// Input only: the HMAC-SHA256 key that signs deliveries, at least 16
 	// bytes. Never returned; see webhook_secret_set.
