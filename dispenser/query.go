@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -120,7 +121,8 @@ func strictQueries(routes map[string]queryRoute, mux **runtime.ServeMux) runtime
 }
 
 // checkQuery is strictQueries' check: nil, or the InvalidArgument naming
-// the first parameter (in name order) the route does not take.
+// the first parameter (in name order) the route does not take, or naming
+// the query when it cannot be read.
 func checkQuery(routes map[string]queryRoute, r *http.Request) error {
 	pat, ok := runtime.HTTPPattern(r.Context())
 	if !ok {
@@ -130,7 +132,10 @@ func checkQuery(routes map[string]queryRoute, r *http.Request) error {
 	if !ok {
 		return nil
 	}
-	values := r.URL.Query()
+	values, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil { // a bad escape, a ';' separator: grpc-gateway's parse would say "body"
+		return invalidArgument("query", "could not be read: percent-escapes must be well formed, pairs separated by '&'")
+	}
 	keys := make([]string, 0, len(values))
 	for key := range values {
 		keys = append(keys, key)
