@@ -1,6 +1,7 @@
 package prize_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -39,11 +40,7 @@ func TestWebhookRedirectsNotFollowed(t *testing.T) {
 // its prizes park with WEBHOOK_INSECURE, unless the operator allows it.
 func TestInsecureWebhookURLNotSent(t *testing.T) {
 	ctx, e := start(t)
-	r := newReceiver(t, ok)
-	e.setupPool(t, "p1", r.srv.URL, 5, 2)
-	// As an older version could store it.
-	_, err := e.db.Pool.Exec(ctx, `UPDATE pools SET webhook_url = 'http://receiver.example:8080/hook' WHERE id = 'p1'`)
-	require.NoError(t, err)
+	r := e.storedURL(t, "http://receiver.example:8080/hook")
 	reports, err := e.deliverer(2*time.Second).Run(ctx, "")
 	require.NoError(t, err)
 	require.Equal(t, prize.DeliverReport{Assigned: 2, Parked: 2}, reports["p1"])
@@ -63,10 +60,7 @@ func TestInsecureWebhookURLNotSent(t *testing.T) {
 // once, and the prizes park after their attempts with the reason.
 func TestWebhookNeverDialsLinkLocal(t *testing.T) {
 	ctx, e := start(t)
-	r := newReceiver(t, ok)
-	e.setupPool(t, "p1", r.srv.URL, 5, 2)
-	_, err := e.db.Pool.Exec(ctx, `UPDATE pools SET webhook_url = 'https://169.254.169.254/latest/meta-data' WHERE id = 'p1'`)
-	require.NoError(t, err)
+	r := e.storedURL(t, "https://169.254.169.254/latest/meta-data")
 	began := time.Now()
 	// Without the guard, each attempt would wait out the client's timeout
 	// on an address that does not answer here.
@@ -83,4 +77,17 @@ func TestWebhookNeverDialsLinkLocal(t *testing.T) {
 	}
 	require.Zero(t, r.calls)
 	e.audit(t, "p1")
+}
+
+// storedURL sets up pool p1 with two ready prizes and a receiver, then
+// stores url as its webhook URL directly, as an older version could have
+// (the API refuses such URLs now). The receiver counts any call that still
+// reaches it.
+func (e *env) storedURL(t *testing.T, url string) *receiver {
+	t.Helper()
+	r := newReceiver(t, ok)
+	e.setupPool(t, "p1", r.srv.URL, 5, 2)
+	_, err := e.db.Pool.Exec(context.Background(), `UPDATE pools SET webhook_url = $1 WHERE id = 'p1'`, url)
+	require.NoError(t, err)
+	return r
 }
