@@ -20,7 +20,11 @@ import (
 // "2020-13-01T00:00:00Z"), or an object where such a value belongs.
 // protojson names the field when a scalar is wrong (gatewayField finds it)
 // but only a position for these.
+// A body limitBodies already holds (readBody) is not copied again.
 func (m apiMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
+	if rb, ok := r.(*readBody); ok {
+		return fieldDecoder{Decoder: m.JSONPb.NewDecoder(r), seen: rb}
+	}
 	seen := &bytes.Buffer{}
 	return fieldDecoder{Decoder: m.JSONPb.NewDecoder(io.TeeReader(r, seen)), seen: seen}
 }
@@ -28,8 +32,18 @@ func (m apiMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 // fieldDecoder keeps what the decoder read, to find a refused value's field.
 type fieldDecoder struct {
 	runtime.Decoder
-	seen *bytes.Buffer
+	seen interface{ Bytes() []byte }
 }
+
+// readBody is a request body read whole into memory (bodyAgreesWithPath):
+// its reader, and the bytes for fieldDecoder.
+type readBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (rb *readBody) Bytes() []byte { return rb.b }
+func (*readBody) Close() error     { return nil }
 
 // bodyFieldPrefix starts the refusal of a value fieldDecoder placed;
 // gatewayRefusal names the field it quotes.
@@ -43,14 +57,14 @@ func (d fieldDecoder) Decode(v any) error {
 	if err == nil {
 		return d.ended()
 	}
-	if gatewayField.MatchString(err.Error()) {
+	msg := err.Error()
+	if gatewayField.MatchString(msg) {
 		return err
 	}
-	m := protojsonAt.FindStringSubmatchIndex(err.Error())
+	m := protojsonAt.FindStringSubmatchIndex(msg)
 	if m == nil {
 		return err
 	}
-	msg := err.Error()
 	line, _ := strconv.Atoi(msg[m[2]:m[3]])
 	col, _ := strconv.Atoi(msg[m[4]:m[5]])
 	// protojson read the value json.Decoder gave it: the body from its

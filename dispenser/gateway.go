@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -525,7 +524,7 @@ func bodyAgreesWithPath(r *http.Request) error {
 		buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0)+1, maxJSONBodyBytes+1)))
 		_, err := buf.ReadFrom(r.Body)
 		body := buf.Bytes()
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.Body = &readBody{Reader: bytes.NewReader(body), b: body}
 		if _, over := errors.AsType[*http.MaxBytesError](err); over {
 			return err
 		} else if err != nil {

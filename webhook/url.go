@@ -50,8 +50,7 @@ func isLoopback(host string) bool {
 // unroutable reports whether ip is an address no webhook receiver has.
 func unroutable(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() ||
-		ip.IsMulticast() || ip.IsUnspecified()
+	return ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified()
 }
 
 // DialControl is a net.Dialer's Control for the deliveries' connections: it
