@@ -35,7 +35,7 @@ type fieldDecoder struct {
 	seen interface{ Bytes() []byte }
 }
 
-// readBody is a request body read whole into memory (bodyAgreesWithPath):
+// readBody is a request body read whole into memory (apiRoute.bodyAgrees):
 // its reader, and the bytes for fieldDecoder.
 type readBody struct {
 	*bytes.Reader

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -156,7 +155,7 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 // header naming the methods it does take), each with the HTTP status
 // grpc-gateway chose. A path it could not read is InvalidArgument naming
 // "path".
-func routingErrors(routes map[string]queryRoute) runtime.RoutingErrorHandlerFunc {
+func routingErrors(routes map[string]apiRoute) runtime.RoutingErrorHandlerFunc {
 	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
 		if code == http.StatusMethodNotAllowed {
 			if allow := allowedMethods(routes, r); len(allow) > 0 {
@@ -310,7 +309,7 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{},
 	}}
-	routes, err := queryRoutes()
+	routes, err := apiRoutes()
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +330,7 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 		// No X-HTTP-Method-Override on form posts: the API's methods are
 		// the ones its OpenAPI document names, nothing else.
 		runtime.WithDisablePathLengthFallback(),
-		runtime.WithMiddlewares(strictQueries(routes, &mux)),
+		runtime.WithMiddlewares(checkRoutes(routes, &mux)),
 	)
 	ctx := context.Background()
 	direct := directClaims{srv: claims, chain: chainUnary(unary)}
@@ -472,14 +471,6 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		if err := bodyAgreesWithPath(r); err != nil {
-			if _, over := errors.AsType[*http.MaxBytesError](err); over {
-				tooLarge()
-			} else {
-				refuse(http.StatusBadRequest, err)
-			}
-			return
-		}
 		if isStreamPath(r.URL.Path) {
 			sw := &streamErrors{ResponseWriter: w}
 			next.ServeHTTP(sw, r)
@@ -488,74 +479,6 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// bodyPathRoutes are the HTTP rules whose body may repeat a parameter of
-// their path (proto/http/dispenser_http.yaml): each path group, in order,
-// fills the body field named beside it. grpc-gateway would take the path's
-// value over the body's without a word, so a claim posted to one pool's URL
-// with another pool in its body would be decided in the URL's pool.
-var bodyPathRoutes = []struct {
-	method string
-	path   *regexp.Regexp
-	fields []string // proto names; "pool.id" is the "id" of a body that is the pool
-}{
-	{http.MethodPost, regexp.MustCompile(`^/v1/pools/([^/]+)/(?:claims|reservations|codes:generate|codes:void)$`), []string{"pool_id"}},
-	{http.MethodPost, regexp.MustCompile(`^/v1/pools/([^/]+)/reservations/([^/]+):(?:confirm|cancel)$`), []string{"pool_id", "request_id"}},
-	{http.MethodPatch, regexp.MustCompile(`^/v1/pools/([^/]+)$`), []string{"pool.id"}},
-	{http.MethodPost, regexp.MustCompile(`^/v1/keys/([^/]+):revoke$`), []string{"key_id"}},
-}
-
-// bodyAgreesWithPath refuses a JSON body that names, for a field its path
-// also carries, a value other than the path's (InvalidArgument naming the
-// field). The body is read once and handed on unchanged; one that names
-// none of those fields is not parsed here, nor one that is not JSON (the
-// gateway refuses it). A body over its limit returns the
-// *http.MaxBytesError.
-func bodyAgreesWithPath(r *http.Request) error {
-	for _, route := range bodyPathRoutes {
-		if r.Method != route.method {
-			continue
-		}
-		m := route.path.FindStringSubmatch(r.URL.EscapedPath())
-		if m == nil {
-			continue
-		}
-		buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0)+1, maxJSONBodyBytes+1)))
-		_, err := buf.ReadFrom(r.Body)
-		body := buf.Bytes()
-		r.Body = &readBody{Reader: bytes.NewReader(body), b: body}
-		if _, over := errors.AsType[*http.MaxBytesError](err); over {
-			return err
-		} else if err != nil {
-			return invalidArgument("body", "could not be read")
-		}
-		var top map[string]json.RawMessage
-		for i, field := range route.fields {
-			name := field[strings.LastIndexByte(field, '.')+1:]
-			// The stem is in both the proto name and the JSON name protojson
-			// also takes (pool_id, poolId), unless the key is spelled with
-			// escapes ("pool\u005fid"), which protojson reads as the name.
-			if stem, _, _ := strings.Cut(name, "_"); !bytes.Contains(body, []byte(stem)) && !bytes.Contains(body, []byte(`\u`)) {
-				continue
-			}
-			if top == nil && json.Unmarshal(body, &top) != nil {
-				return nil
-			}
-			inPath, err := url.PathUnescape(m[i+1])
-			if err != nil {
-				return nil
-			}
-			for key, raw := range top {
-				var inBody string
-				if snakeCase(key) == name && json.Unmarshal(raw, &inBody) == nil && inBody != "" && inBody != inPath {
-					return invalidArgument(field, "differs from the one in the URL")
-				}
-			}
-		}
-		return nil
-	}
-	return nil
 }
 
 // isImportPath matches /v1/pools/{pool_id}/imports.

@@ -133,3 +133,49 @@ func TestFieldAt(t *testing.T) {
 	require.Equal(t, bytes.Index(text, []byte("1")), offsetOf(text, 2, 7))
 	require.Equal(t, -1, offsetOf(text, 9, 1))
 }
+
+// The body/path agreement each route checks is read from the HTTP rules:
+// a body that is the request repeats its path fields, a body that is one
+// field repeats the path fields under it; a rule whose path field sits
+// deeper in the body than the check reads fails startup.
+func TestRouteTableFromRules(t *testing.T) {
+	routes, err := apiRoutes()
+	require.NoError(t, err)
+	for key, want := range map[string][]pathField{
+		"POST /v1/pools/{pool_id=*}/claims":                             {{"pool_id", "pool_id"}},
+		"POST /v1/pools/{pool_id=*}/reservations/{request_id=*}:cancel": {{"pool_id", "pool_id"}, {"request_id", "request_id"}},
+		"POST /v1/pools/{pool_id=*}/prizes":                             {{"pool_id", "pool_id"}},
+		"POST /v1/prizes/{prize_id=*}:ready":                            {{"prize_id", "prize_id"}},
+		"PATCH /v1/pools/{pool.id=*}":                                   {{"pool.id", "id"}},
+		"POST /v1/keys/{key_id=*}:revoke":                               {{"key_id", "key_id"}},
+		"GET /v1/pools/{pool_id=*}/claims/{request_id=*}":               nil,
+		"POST /v1/pools":                                                nil,
+		"POST /v1/pools/{pool_id=*}/imports":                            nil,
+	} {
+		route, ok := routes[key]
+		require.True(t, ok, "%s is in the table", key)
+		require.Equal(t, want, route.agree, key)
+	}
+
+	routes, err = apiRoutesFrom([]byte(`http:
+  rules:
+    - selector: dispenser.v1.AdminService.UpdatePool
+      patch: /v1/pools/{pool.id}
+      body: pool
+      additional_bindings:
+        - post: /v1/pools/{pool.id}:update
+          body: "*"
+`))
+	require.Error(t, err, "pool.id under a body that is the request is deeper than the check reads")
+	require.Nil(t, routes)
+	routes, err = apiRoutesFrom([]byte(`http:
+  rules:
+    - selector: dispenser.v1.ClaimService.GetClaim
+      get: /v1/pools/{pool_id}/claims/{request_id}
+      additional_bindings:
+        - post: /v1/claims/{request_id}:get
+          body: "*"
+`))
+	require.NoError(t, err)
+	require.Equal(t, []pathField{{"request_id", "request_id"}}, routes["POST /v1/claims/{request_id=*}:get"].agree)
+}

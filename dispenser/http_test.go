@@ -610,6 +610,61 @@ func TestHTTPMethodNotAllowedSaysWhatIs(t *testing.T) {
 	}
 }
 
+// Every route whose body may repeat a field of its path refuses a body
+// that names another value, naming the field, instead of deciding the call
+// by the URL's (grpc-gateway takes the path's value without a word); the
+// routes come from the OpenAPI document, so a new one is covered.
+func TestHTTPBodyMustAgreeWithPath(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 2, nil)
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	require.NoError(t, json.Unmarshal(openapi.JSON, &doc))
+	pathParam := regexp.MustCompile(`\{([^}]+)\}`)
+	tried := 0
+	for path, methods := range doc.Paths {
+		params := pathParam.FindAllStringSubmatch(path, -1)
+		for method := range methods {
+			method = strings.ToUpper(method)
+			if method == "GET" || len(params) == 0 || strings.HasSuffix(path, "/imports") {
+				continue // no body, no path field, or the body is a file
+			}
+			url := pathParam.ReplaceAllString(path, "p1")
+			for _, p := range params {
+				field := p[1]
+				key := field[strings.LastIndexByte(field, '.')+1:] // pool.id: the body is the pool
+				for _, body := range []any{map[string]any{key: "elsewhere"}, `{"` + jsonName(key) + `": "elsewhere"}`} {
+					st, got := h.do(method, url, h.admin, body)
+					h.refusal(st, got, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+					require.Equal(t, field, fieldOf(got), "%s %s %v: %v", method, url, body, got)
+					tried++
+				}
+			}
+		}
+	}
+	require.GreaterOrEqual(t, tried, 2*14, "every such route was tried")
+	// Nothing was claimed or changed, and the same value in both is answered.
+	st, body := h.do("GET", "/v1/pools/p1/stats", h.admin, nil)
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, "0", body["stats"].(map[string]any)["claimed"], "%v", body)
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"pool_id": "p1", "user_id": "u1", "request_id": "r1"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	st, body = h.do("PATCH", "/v1/pools/p1?update_mask=display_name", h.admin, map[string]any{"id": "p1", "display_name": "Same"})
+	require.Equal(t, http.StatusOK, st, "%v", body)
+}
+
+// jsonName is protojson's JSON name of a proto field name (pool_id: poolId).
+func jsonName(name string) string {
+	parts := strings.Split(name, "_")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] != "" {
+			parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+		}
+	}
+	return strings.Join(parts, "")
+}
+
 // Import as an upload: CSV, strict, limits; the admin calls over HTTP.
 func TestHTTPAdminCalls(t *testing.T) {
 	h := startHTTP(t, func(c *dispenser.Config) { c.MaxImportBytes = 4096 })
