@@ -742,8 +742,11 @@ type UpdatePoolRequest struct {
 	Pool *Pool `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Which fields of pool to apply: any of display_name, paused,
 	// claim_starts_at, claim_ends_at, per_user_limit, refill_low_water,
-	// refill_batch_size, webhook_url, webhook_secret. A named field left unset
-	// in pool clears it (claim window bounds, webhook) or is invalid (limits).
+	// refill_batch_size, webhook_url, webhook_secret, hold_default, hold_max,
+	// holds_per_user, redis_shards; any other is refused naming update_mask.
+	// A named field left unset in pool clears it (claim window bounds,
+	// webhook) or is invalid (limits). Over HTTP, a PATCH without it applies
+	// the fields its body names, so that body names no id or output-only field.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
