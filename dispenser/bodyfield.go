@@ -61,20 +61,64 @@ func (d fieldDecoder) Decode(v any) error {
 	if gatewayField.MatchString(msg) {
 		return err
 	}
-	m := protojsonAt.FindStringSubmatchIndex(msg)
-	if m == nil {
-		return err
-	}
-	line, _ := strconv.Atoi(msg[m[2]:m[3]])
-	col, _ := strconv.Atoi(msg[m[4]:m[5]])
 	// protojson read the value json.Decoder gave it: the body from its
 	// first character that is not white space.
 	raw := bytes.TrimLeft(d.seen.Bytes(), " \t\r\n")
-	field := snakeCase(fieldAt(raw, offsetOf(raw, line, col)))
+	at, why := -1, ""
+	if m := protojsonAt.FindStringSubmatchIndex(msg); m != nil {
+		line, _ := strconv.Atoi(msg[m[2]:m[3]])
+		col, _ := strconv.Atoi(msg[m[4]:m[5]])
+		at, why = offsetOf(raw, line, col), msg[m[1]:]
+	}
+	// What protojson says of a string with half a UTF-16 pair in it
+	// ("\ud800"), which json.Decoder had let through: an escape it cannot
+	// read, quoting what follows, or at the body's end no more than EOF.
+	if strings.Contains(msg, "invalid escape code") || strings.HasSuffix(msg, "unexpected EOF") {
+		if lone := loneSurrogate(raw); lone >= 0 {
+			at, why = lone, "holds half of a UTF-16 surrogate pair (a \\u escape); a string must be valid Unicode"
+		}
+	}
+	field := snakeCase(fieldAt(raw, at))
 	if !queryKey.MatchString(field) { // none, or not a name to echo
 		return err
 	}
-	return fmt.Errorf("%s %q: %s", bodyFieldPrefix, field, msg[m[1]:])
+	return fmt.Errorf("%s %q: %s", bodyFieldPrefix, field, why)
+}
+
+// loneSurrogate is the offset in raw, JSON, of the first \u escape that is
+// half of a UTF-16 surrogate pair without its other half, or -1.
+func loneSurrogate(raw []byte) int {
+	escape := func(i int) (rune, bool) { // the \uXXXX at i
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(v), err == nil
+	}
+	inString := false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString:
+			r, ok := escape(i)
+			if !ok {
+				i++ // \" \\ \n and the like: skip the escaped character
+				continue
+			}
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return i
+			case r >= 0xD800 && r <= 0xDBFF:
+				if lo, ok := escape(i + 6); !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return i
+				}
+				i += 6
+			}
+			i += 5
+		}
+	}
+	return -1
 }
 
 // ended refuses a body with more after its JSON value (a second object,

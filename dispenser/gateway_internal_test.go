@@ -134,6 +134,21 @@ func TestFieldAt(t *testing.T) {
 	require.Equal(t, -1, offsetOf(text, 9, 1))
 }
 
+func TestLoneSurrogate(t *testing.T) {
+	for raw, want := range map[string]int{
+		`{"a": "x\ud800"}`:                     8,
+		`{"a": "\ud83d\ude00", "b": "\udc00"}`: 28,
+		`{"a": "\ud83d\ude00\ud83d"}`:          19,
+		`{"a": "\\ud800", "b": "é\n\""}`:       -1,
+		`{"\ud800": 1}`:                        2,
+		`{"a": "\ud800\u0041"}`:                7,
+		`{"a": "\u00e9\ud83d\ude00"}`:          -1,
+		`{"a": "\ud8`:                          -1,
+	} {
+		require.Equal(t, want, loneSurrogate([]byte(raw)), raw)
+	}
+}
+
 // The body/path agreement each route checks is read from the HTTP rules:
 // a body that is the request repeats its path fields, a body that is one
 // field repeats the path fields under it; a rule whose path field sits

@@ -403,7 +403,10 @@ func TestHTTPUnreadableValuesNameTheirField(t *testing.T) {
 		{"POST", "/v1/pools", `{"id":"p2","per_user_limit":"x"}`, "per_user_limit"},
 		{"PATCH", "/v1/pools/p1?update_mask=claim_starts_at", `{"claim_starts_at":"yesterday"}`, "claim_starts_at"},
 		{"POST", "/v1/pools", `{"id":"p2",`, "body"},
-		{"POST", "/v1/pools", `{"id":"p2","display_name":"r\ud800"}`, "body"},
+		{"POST", "/v1/pools", `{"id":"p2","display_name":"r\ud800"}`, "display_name"},
+		{"POST", "/v1/pools/p1/claims", `{"user_id":"\udc00x","request_id":"r1"}`, "user_id"},
+		{"POST", "/v1/pools/p1/claims", `{"request_id":"r1","user_id":"\ud83d\ude00\ud83d"}`, "user_id"},
+		{"POST", "/v1/pools", `{"id":"p2","display_name":"\\ud800","webhook_url":"\ud800"}`, "webhook_url"},
 		{"POST", "/v1/pools/p1/claims", `{"user_id":"u1","request_id":"r1"} {"user_id":"u2"}`, "body"},
 		{"POST", "/v1/pools/p1/claims", `{"user_id":"u1","request_id":"r1"}}`, "body"},
 	} {
