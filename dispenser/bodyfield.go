@@ -20,7 +20,7 @@ import (
 // "2020-13-01T00:00:00Z"), or an object where such a value belongs.
 // protojson names the field when a scalar is wrong (gatewayField finds it)
 // but only a position for these.
-// A body limitBodies already holds (readBody) is not copied again.
+// A body the route check already holds (readBody) is not copied again.
 func (m apiMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 	if rb, ok := r.(*readBody); ok {
 		return fieldDecoder{Decoder: m.JSONPb.NewDecoder(r), seen: rb}
