@@ -208,7 +208,7 @@ func (r *importStreamReader) Read(p []byte) (int, error) {
 		r.buf = msg.GetData()
 		if r.read += int64(len(r.buf)); r.read > r.limit {
 			return 0, withInfo(codes.ResourceExhausted, fmt.Sprintf("the file is larger than %d bytes; split it", r.limit),
-				"IMPORT_TOO_LARGE")
+				ReasonImportTooLarge)
 		}
 	}
 	n := copy(p, r.buf)

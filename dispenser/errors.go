@@ -47,6 +47,8 @@ const (
 	ReasonReservationConfirmed = "RESERVATION_CONFIRMED"
 	ReasonReservationNotFound  = "RESERVATION_NOT_FOUND"
 	ReasonNotAReservation      = "NOT_A_RESERVATION"
+	ReasonKeyNotFound          = "KEY_NOT_FOUND"
+	ReasonImportTooLarge       = "IMPORT_TOO_LARGE"
 	// ReasonNoSuchRoute: over HTTP, no route of the API has the request's
 	// path (404), or none of its method (405); over gRPC, the server has no
 	// such service or method (Unimplemented).

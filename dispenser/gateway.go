@@ -73,7 +73,7 @@ var httpStatusByReason = map[string]int{
 	ReasonPrizeConflict:         http.StatusConflict,
 	ReasonJobBusy:               http.StatusConflict,
 	ReasonImportRejected:        http.StatusUnprocessableEntity,
-	"IMPORT_TOO_LARGE":          http.StatusRequestEntityTooLarge,
+	ReasonImportTooLarge:        http.StatusRequestEntityTooLarge,
 	auth.ReasonRateLimited:      http.StatusTooManyRequests,
 	auth.ReasonUnauthenticated:  http.StatusUnauthorized,
 	auth.ReasonPermissionDenied: http.StatusForbidden,

@@ -5,12 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -503,6 +507,83 @@ func TestHTTPStreamingCallsRefuseLikeTheRest(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(lines[0]), &chunk))
 	require.Len(t, chunk.Result.Claims, 1)
 	require.Equal(t, "r", chunk.Result.Claims[0]["request_id"])
+}
+
+// The OpenAPI document describes the error body every operation answers
+// with, field for field, and its reason lists every reason the server
+// sends (each Reason constant of the dispenser and auth packages), so a
+// client generated from it can switch on reason.
+func TestHTTPErrorBodyIsDocumented(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 1, nil)
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Responses map[string]struct {
+				Schema struct {
+					Ref string `json:"$ref"`
+				} `json:"schema"`
+			} `json:"responses"`
+		} `json:"paths"`
+		Definitions map[string]struct {
+			Properties map[string]struct {
+				Description string `json:"description"`
+			} `json:"properties"`
+		} `json:"definitions"`
+	}
+	require.NoError(t, json.Unmarshal(openapi.JSON, &doc))
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			require.Equal(t, "#/definitions/ErrorBody", op.Responses["default"].Schema.Ref, "%s %s", method, path)
+		}
+	}
+	documented := doc.Definitions["ErrorBody"].Properties
+	require.NotEmpty(t, documented)
+	require.NotContains(t, doc.Definitions, "Status", "google.rpc.Status is not what an error answer is")
+
+	// The answers: a route the API lacks, bad input, no key, a refused claim.
+	st, body := h.do("GET", "/v1/nowhere", h.admin, nil)
+	require.Equal(t, http.StatusNotFound, st)
+	answers := []map[string]any{body}
+	_, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "u1"})
+	answers = append(answers, body)
+	_, body = h.do("GET", "/v1/pools/p1", "", nil)
+	answers = append(answers, body)
+	_, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "u1", "request_id": "r1"})
+	require.Contains(t, body, "claim")
+	_, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "u2", "request_id": "r2"})
+	answers = append(answers, body)
+	for _, a := range answers {
+		require.Len(t, a, len(documented), "%v", a)
+		for field := range a {
+			require.Contains(t, documented, field, "%v", a)
+		}
+	}
+
+	reasons := documented["reason"].Description
+	for _, file := range []string{"errors.go", "../auth/authorizer.go"} {
+		src, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		require.NoError(t, err)
+		n := 0
+		for _, decl := range src.Decls {
+			gen, ok := decl.(*ast.GenDecl)
+			if !ok || gen.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gen.Specs {
+				for i, name := range spec.(*ast.ValueSpec).Names {
+					lit, ok := spec.(*ast.ValueSpec).Values[i].(*ast.BasicLit)
+					if !strings.HasPrefix(name.Name, "Reason") || !ok {
+						continue
+					}
+					reason, err := strconv.Unquote(lit.Value)
+					require.NoError(t, err)
+					require.Regexp(t, `\b`+reason+`\b`, reasons, "%s (%s) is in the document", name.Name, file)
+					n++
+				}
+			}
+		}
+		require.Positive(t, n, "reasons were found in %s", file)
+	}
 }
 
 // A query parameter the route does not take is refused naming it, as an

@@ -78,7 +78,7 @@ func (s *Server) ListKeys(ctx context.Context, _ *dispenserv1.ListKeysRequest) (
 func (s *Server) RevokeKey(ctx context.Context, req *dispenserv1.RevokeKeyRequest) (*dispenserv1.RevokeKeyResponse, error) {
 	k, err := s.apiKeys.Revoke(ctx, req.GetKeyId())
 	if errors.Is(err, auth.ErrKeyNotFound) {
-		return nil, withInfo(codes.NotFound, "no key has this id", "KEY_NOT_FOUND")
+		return nil, withInfo(codes.NotFound, "no key has this id", ReasonKeyNotFound)
 	}
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
