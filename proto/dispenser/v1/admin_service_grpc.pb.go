@@ -67,6 +67,10 @@ type AdminServiceClient interface {
 	// skipped, so importing the same file twice inserts nothing twice.
 	ImportCodes(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportCodesRequest, ImportCodesResponse], error)
 	// ExportClaims streams a pool's claims in claim order, in batches.
+	// Over HTTP, as GenerateCodes: newline-delimited JSON, one {"result": ...}
+	// line per message. An error before the first is answered as every other
+	// call's, with its status and the ErrorBody alone; one after it ends the
+	// stream with a line {"error": ErrorBody}.
 	ExportClaims(ctx context.Context, in *ExportClaimsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportClaimsResponse], error)
 	// GenerateCodes mints count new codes of a pattern for the pool with a
 	// cryptographic random source, unique within the pool, landing like an
@@ -298,6 +302,10 @@ type AdminServiceServer interface {
 	// skipped, so importing the same file twice inserts nothing twice.
 	ImportCodes(grpc.ClientStreamingServer[ImportCodesRequest, ImportCodesResponse]) error
 	// ExportClaims streams a pool's claims in claim order, in batches.
+	// Over HTTP, as GenerateCodes: newline-delimited JSON, one {"result": ...}
+	// line per message. An error before the first is answered as every other
+	// call's, with its status and the ErrorBody alone; one after it ends the
+	// stream with a line {"error": ErrorBody}.
 	ExportClaims(*ExportClaimsRequest, grpc.ServerStreamingServer[ExportClaimsResponse]) error
 	// GenerateCodes mints count new codes of a pattern for the pool with a
 	// cryptographic random source, unique within the pool, landing like an
