@@ -204,10 +204,13 @@ func gatewayRefusal(err error) error {
 			return invalidArgument(field, strings.TrimPrefix(rest[len(name):], ": "))
 		}
 	}
-	if m := gatewayField.FindStringSubmatch(st.Message()); m != nil {
+	msg := strings.TrimPrefix(st.Message(), "proto: ")
+	if m := gatewayField.FindStringSubmatch(msg); m != nil {
 		field = snakeCase(m[1])
+		// protojson's position says no more than the field's name does.
+		msg = protojsonAt.ReplaceAllLiteralString(msg, "")
 	}
-	return invalidArgument(field, st.Message())
+	return invalidArgument(field, msg)
 }
 
 // snakeCase turns protojson's JSON name of a field (userId) into the proto

@@ -417,6 +417,18 @@ func TestHTTPUnreadableValuesNameTheirField(t *testing.T) {
 		st, body := h.do(c.method, c.path, h.admin, c.body)
 		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
 		require.Equal(t, c.field, fieldOf(body), "%s %s %s: %v", c.method, c.path, c.body, body)
+		require.NotContains(t, body["message"], "proto:", "the decoder's own prefix is not the API's")
+		if c.field != "body" {
+			require.NotContains(t, body["message"], "(line", "a named field needs no position")
+		}
+	}
+	// The same for an unknown field and one given twice.
+	for bad, field := range map[string]string{`{"user_id":"u1","request_id":"r1","x":{"y":1}}`: "x",
+		`{"user_id":"u1","request_id":"r1","user_id":"u2"}`: "user_id"} {
+		st, body := h.do("POST", "/v1/pools/p1/claims", h.claimer, bad)
+		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+		require.Equal(t, field, fieldOf(body), "%s: %v", bad, body)
+		require.Regexp(t, `^`+field+`: (unknown|duplicate) field "`+field+`"$`, body["message"])
 	}
 	st, body := h.do("GET", "/v1/pools/p2", h.admin, nil)
 	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonPoolNotFound)
