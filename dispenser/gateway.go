@@ -204,7 +204,10 @@ func gatewayRefusal(err error) error {
 			return invalidArgument(field, strings.TrimPrefix(rest[len(name):], ": "))
 		}
 	}
-	msg := strings.TrimPrefix(st.Message(), "proto: ")
+	msg := st.Message()
+	if rest, ok := strings.CutPrefix(msg, "proto:"); ok { // then a space, or protobuf's deliberately random U+00A0
+		msg = strings.TrimLeft(rest, " \u00a0")
+	}
 	if m := gatewayField.FindStringSubmatch(msg); m != nil {
 		field = snakeCase(m[1])
 		// protojson's position says no more than the field's name does.
@@ -449,9 +452,18 @@ func (w *streamErrors) finish() {
 
 // limitBodies bounds request bodies: JSON calls to maxJSONBodyBytes, the
 // import upload to maxImport. A larger declared body is refused with 413
-// before it is read, an encoded one (Content-Encoding) with 415.
+// before it is read, an encoded one (Content-Encoding) with 415. A HEAD
+// request is served as its GET.
 func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			// HEAD is GET without the body (RFC 9110): the route answers
+			// as to GET, and net/http drops what it writes after the
+			// header, since the request it answers is still the HEAD.
+			get := *r
+			get.Method = http.MethodGet
+			r = &get
+		}
 		limit := int64(maxJSONBodyBytes)
 		if r.Method == http.MethodPost && isImportPath(r.URL.Path) {
 			limit = maxImport

@@ -682,13 +682,14 @@ func TestHTTPQueryParametersRouteTakes(t *testing.T) {
 func TestHTTPMethodNotAllowedSaysWhatIs(t *testing.T) {
 	h := startHTTP(t, nil)
 	for _, c := range []struct{ method, path, allow string }{
-		{"DELETE", "/v1/pools/p1", "GET, PATCH"},
-		{"PUT", "/v1/pools", "GET, POST"},
+		{"DELETE", "/v1/pools/p1", "GET, HEAD, PATCH"},
+		{"PUT", "/v1/pools", "GET, HEAD, POST"},
 		{"GET", "/v1/pools/p1/claims", "POST"},
-		{"DELETE", "/v1/pools/p1/claims/cart%2F77", "GET"},
+		{"DELETE", "/v1/pools/p1/claims/cart%2F77", "GET, HEAD"},
 		{"GET", "/v1/pools/p1/reservations/r1:confirm", "POST"},
 		{"GET", "/v1/pools/p1/imports", "POST"},
-		{"POST", "/openapi.json", "GET"},
+		{"POST", "/openapi.json", "GET, HEAD"},
+		{"HEAD", "/v1/pools/p1/claims", "POST"},
 	} {
 		req, err := http.NewRequest(c.method, h.base+c.path, nil)
 		require.NoError(t, err)
@@ -700,6 +701,10 @@ func TestHTTPMethodNotAllowedSaysWhatIs(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s: %s", c.method, c.path, raw)
 		require.Equal(t, c.allow, resp.Header.Get("Allow"), "%s %s", c.method, c.path)
+		if c.method == "HEAD" {
+			require.Empty(t, raw, "a HEAD answer has no body")
+			continue
+		}
 		var body map[string]any
 		require.NoError(t, json.Unmarshal(raw, &body))
 		h.refusal(resp.StatusCode, body, http.StatusMethodNotAllowed, "Unimplemented", dispenser.ReasonNoSuchRoute)
@@ -759,6 +764,45 @@ func jsonName(name string) string {
 		}
 	}
 	return strings.Join(parts, "")
+}
+
+// HEAD is GET without the body (RFC 9110): the same status and headers,
+// no body, on every route GET takes.
+func TestHTTPHeadIsGetWithoutBody(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 1, nil)
+	for _, c := range []struct {
+		path, key string
+		status    int
+	}{
+		{"/v1/pools/p1", h.admin, http.StatusOK},
+		{"/v1/pools/nope", h.admin, http.StatusNotFound},
+		{"/v1/pools/p1", "", http.StatusUnauthorized},
+		{"/v1/pools/p1/stats", h.admin, http.StatusOK},
+		{"/v1/health", h.admin, http.StatusOK},
+		{"/openapi.json", "", http.StatusOK},
+		{"/v1/pools?page_sise=1", h.admin, http.StatusBadRequest},
+	} {
+		get, err := http.NewRequest("GET", h.base+c.path, nil)
+		require.NoError(t, err)
+		getStatus, getBody := h.send(get, c.key)
+		require.Equal(t, c.status, getStatus, "GET %s: %s", c.path, getBody)
+		require.NotEmpty(t, getBody)
+
+		req, err := http.NewRequest("HEAD", h.base+c.path, nil)
+		require.NoError(t, err)
+		if c.key != "" {
+			req.Header.Set("Authorization", "Bearer "+c.key)
+		}
+		resp, err := h.client.Do(req)
+		require.NoError(t, err)
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, c.status, resp.StatusCode, "HEAD %s", c.path)
+		require.Empty(t, raw, "HEAD %s", c.path)
+		require.Contains(t, resp.Header.Get("Content-Type"), "application/json", "HEAD %s", c.path)
+	}
 }
 
 // Import as an upload: CSV, strict, limits; the admin calls over HTTP.

@@ -303,7 +303,7 @@ func (q apiRoute) refuse(key string) string {
 // allowedMethods is, for a 405 answer's Allow header, the methods the
 // routes whose template the request's path fits take, in a fixed order:
 // from the same route table as the query check, and the OpenAPI document's
-// GET. A template's {var} fits any one segment, a verb ("claims:export",
+// GET; HEAD wherever GET is. A template's {var} fits any one segment, a verb ("claims:export",
 // "{request_id}:confirm") must be there.
 func allowedMethods(routes map[string]apiRoute, r *http.Request) []string {
 	segs := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
@@ -314,6 +314,9 @@ func allowedMethods(routes map[string]apiRoute, r *http.Request) []string {
 		if fitsTemplate(segs, strings.Split(strings.TrimPrefix(template, "/"), "/")) && !slices.Contains(out, method) {
 			out = append(out, method)
 		}
+	}
+	if slices.Contains(out, http.MethodGet) {
+		out = append(out, http.MethodHead) // limitBodies answers it as GET without the body
 	}
 	slices.Sort(out)
 	return out
