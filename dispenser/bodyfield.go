@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,6 +50,11 @@ func (*readBody) Close() error     { return nil }
 // gatewayRefusal names the field it quotes.
 const bodyFieldPrefix = "body field"
 
+// bodyTooLarge starts fieldDecoder's refusal of a body over its limit,
+// which limitBodies could not refuse before reading it (one sent without
+// its length); httpError answers it as limitBodies does.
+const bodyTooLarge = "body larger than"
+
 // protojsonAt is where protojson says an error is, in the value it read.
 var protojsonAt = regexp.MustCompile(`\(line (\d+):(\d+)\): `)
 
@@ -56,6 +62,10 @@ func (d fieldDecoder) Decode(v any) error {
 	err := d.Decoder.Decode(v)
 	if err == nil {
 		return d.ended()
+	}
+	if tooBig, over := errors.AsType[*http.MaxBytesError](err); over {
+		// grpc-gateway keeps only the text; httpError answers it 413.
+		return fmt.Errorf("%s %d bytes", bodyTooLarge, tooBig.Limit)
 	}
 	msg := err.Error()
 	if gatewayField.MatchString(msg) {

@@ -143,8 +143,14 @@ func rewriteResponse(_ context.Context, resp proto.Message) (any, error) {
 func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	var hs *runtime.HTTPStatusError
 	if !errors.As(err, &hs) {
-		err = gatewayRefusal(err)
-		err = &runtime.HTTPStatusError{HTTPStatus: HTTPStatus(err), Err: err}
+		st := status.Convert(err)
+		if rest, over := strings.CutPrefix(st.Message(), bodyTooLarge); over && st.Code() == codes.InvalidArgument && reasonOf(st) == "" {
+			err = &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
+				Err: invalidArgument("body", "larger than"+rest)}
+		} else {
+			err = gatewayRefusal(err)
+			err = &runtime.HTTPStatusError{HTTPStatus: HTTPStatus(err), Err: err}
+		}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
