@@ -78,7 +78,8 @@ type AdminServiceClient interface {
 	// streams progress while drawing and ends with the summary. A pattern
 	// whose space is under safety_factor times the pool's codes (after
 	// generation) is refused with InvalidArgument naming "pattern" and the
-	// bits of entropy it has and needs: short patterns invite guessing.
+	// bits of entropy it has and needs: short patterns invite guessing. Over
+	// HTTP its answer is newline-delimited JSON, as ExportClaims' is.
 	GenerateCodes(ctx context.Context, in *GenerateCodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GenerateCodesResponse], error)
 	// VoidCodes takes codes out of circulation (a supplier recall, a leak).
 	// Only codes no claim holds can be voided; claims are never undone.
@@ -313,7 +314,8 @@ type AdminServiceServer interface {
 	// streams progress while drawing and ends with the summary. A pattern
 	// whose space is under safety_factor times the pool's codes (after
 	// generation) is refused with InvalidArgument naming "pattern" and the
-	// bits of entropy it has and needs: short patterns invite guessing.
+	// bits of entropy it has and needs: short patterns invite guessing. Over
+	// HTTP its answer is newline-delimited JSON, as ExportClaims' is.
 	GenerateCodes(*GenerateCodesRequest, grpc.ServerStreamingServer[GenerateCodesResponse]) error
 	// VoidCodes takes codes out of circulation (a supplier recall, a leak).
 	// Only codes no claim holds can be voided; claims are never undone.
