@@ -22,7 +22,7 @@ import (
 	"github.com/dispenserhq/dispenser/internal/fresh"
 )
 
-// Reasons of the ErrorInfo auth errors carry.
+// Reasons of the ErrorInfo auth errors carry (values of dispenser.v1.ErrorReason).
 const (
 	ReasonUnauthenticated  = "UNAUTHENTICATED"
 	ReasonPermissionDenied = "PERMISSION_DENIED"

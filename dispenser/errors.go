@@ -21,7 +21,9 @@ import (
 const ErrorDomain = "dispenser.v1"
 
 // Reasons carried in google.rpc.ErrorInfo. They are part of the API: callers
-// switch on them, so they never change meaning.
+// switch on them, so they never change meaning. Each is a value of the
+// dispenser.v1.ErrorReason enum (proto/dispenser/v1/error.proto), and a
+// test keeps the two lists equal.
 const (
 	ReasonInvalidArgument      = "INVALID_ARGUMENT"
 	ReasonPoolNotFound         = "POOL_NOT_FOUND"

@@ -22,6 +22,192 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ErrorReason is every reason the API sends: an HTTP error body's reason, a
+// gRPC status's google.rpc.ErrorInfo reason (domain "dispenser.v1"). The
+// names are the reasons as sent, so a client in any language can switch on
+// the generated constants; new ones may be added, existing ones never
+// change meaning.
+type ErrorReason int32
+
+const (
+	// No reason: never sent as one.
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	// 409: the pool has no code left (ResourceExhausted). Tell the user it is
+	// sold out.
+	ErrorReason_POOL_EXHAUSTED ErrorReason = 1
+	// 409: the user holds the pool's limit of claims (FailedPrecondition).
+	ErrorReason_USER_LIMIT_REACHED ErrorReason = 2
+	// 409: the pool is paused (FailedPrecondition). Retry later with the
+	// same request id.
+	ErrorReason_POOL_PAUSED ErrorReason = 3
+	// 409: outside the pool's claim window (FailedPrecondition).
+	ErrorReason_POOL_CLOSED ErrorReason = 4
+	// 409: the request id belongs to another user of the pool
+	// (AlreadyExists): make request ids unique per user.
+	ErrorReason_REQUEST_ID_REUSED ErrorReason = 5
+	// 409: the user has the pool's number of open reservations
+	// (FailedPrecondition).
+	ErrorReason_HOLD_LIMIT_REACHED ErrorReason = 6
+	// 409: the request is an open reservation (FailedPrecondition): confirm
+	// or cancel it.
+	ErrorReason_RESERVATION_PENDING ErrorReason = 7
+	// 409: a cancel of a confirmed reservation (FailedPrecondition).
+	ErrorReason_RESERVATION_CONFIRMED ErrorReason = 8
+	// 409: a confirm or cancel of a request that is a claim
+	// (FailedPrecondition).
+	ErrorReason_NOT_A_RESERVATION ErrorReason = 9
+	// 410: the reservation expired; its code went back to the pool
+	// (FailedPrecondition).
+	ErrorReason_RESERVATION_EXPIRED ErrorReason = 10
+	// 410: the reservation was cancelled; its code went back to the pool
+	// (FailedPrecondition).
+	ErrorReason_RESERVATION_CANCELLED ErrorReason = 11
+	// 404: no such pool (NotFound).
+	ErrorReason_POOL_NOT_FOUND ErrorReason = 12
+	// 404: no claim for this request (NotFound).
+	ErrorReason_CLAIM_NOT_FOUND ErrorReason = 13
+	// 404: no reservation for this request (NotFound).
+	ErrorReason_RESERVATION_NOT_FOUND ErrorReason = 14
+	// 404: no such prize (NotFound).
+	ErrorReason_PRIZE_NOT_FOUND ErrorReason = 15
+	// 404: no API key has this id (NotFound).
+	ErrorReason_KEY_NOT_FOUND ErrorReason = 16
+	// 404 or 405: over HTTP, no such path, or the path does not take the
+	// method (the Allow header names those it does); over gRPC, no such
+	// service or method (NotFound, Unimplemented).
+	ErrorReason_NO_SUCH_ROUTE ErrorReason = 17
+	// 400: a field is missing or malformed; a google.rpc.BadRequest detail
+	// names it ("body" when the request does not decode). Over HTTP also 413
+	// for a body too large and 415 for an encoded one (InvalidArgument).
+	ErrorReason_INVALID_ARGUMENT ErrorReason = 18
+	// 422: a strict import with invalid lines, named by number; nothing
+	// imported (InvalidArgument).
+	ErrorReason_IMPORT_REJECTED ErrorReason = 19
+	// 413: an import file over the server's limit; nothing imported
+	// (ResourceExhausted).
+	ErrorReason_IMPORT_TOO_LARGE ErrorReason = 20
+	// 409: a pool with this id already exists (AlreadyExists).
+	ErrorReason_POOL_ALREADY_EXISTS ErrorReason = 21
+	// 409: the prize is not in a state the call can change (FailedPrecondition).
+	ErrorReason_PRIZE_STATE ErrorReason = 22
+	// 409: this external id is recorded with other fields (AlreadyExists).
+	ErrorReason_PRIZE_CONFLICT ErrorReason = 23
+	// 409: the job is running on another replica (Aborted).
+	ErrorReason_JOB_BUSY ErrorReason = 24
+	// 401: no API key, or a wrong or revoked one (Unauthenticated).
+	ErrorReason_UNAUTHENTICATED ErrorReason = 25
+	// 403: the key's role or pools do not allow the call (PermissionDenied).
+	ErrorReason_PERMISSION_DENIED ErrorReason = 26
+	// 429: the key's rate limit (ResourceExhausted). Back off, retry with the
+	// same request id.
+	ErrorReason_RATE_LIMITED ErrorReason = 27
+	// 503: Postgres or Redis cannot decide now; nothing was written
+	// (Unavailable). Retry with the same request id.
+	ErrorReason_STORE_UNAVAILABLE ErrorReason = 28
+	// 503: the server is stopping (Unavailable). Retry with the same request
+	// id, on another replica.
+	ErrorReason_SHUTTING_DOWN ErrorReason = 29
+	// 500: an error the server did not expect (Internal); it is logged.
+	ErrorReason_INTERNAL ErrorReason = 30
+)
+
+// Enum value maps for ErrorReason.
+var (
+	ErrorReason_name = map[int32]string{
+		0:  "ERROR_REASON_UNSPECIFIED",
+		1:  "POOL_EXHAUSTED",
+		2:  "USER_LIMIT_REACHED",
+		3:  "POOL_PAUSED",
+		4:  "POOL_CLOSED",
+		5:  "REQUEST_ID_REUSED",
+		6:  "HOLD_LIMIT_REACHED",
+		7:  "RESERVATION_PENDING",
+		8:  "RESERVATION_CONFIRMED",
+		9:  "NOT_A_RESERVATION",
+		10: "RESERVATION_EXPIRED",
+		11: "RESERVATION_CANCELLED",
+		12: "POOL_NOT_FOUND",
+		13: "CLAIM_NOT_FOUND",
+		14: "RESERVATION_NOT_FOUND",
+		15: "PRIZE_NOT_FOUND",
+		16: "KEY_NOT_FOUND",
+		17: "NO_SUCH_ROUTE",
+		18: "INVALID_ARGUMENT",
+		19: "IMPORT_REJECTED",
+		20: "IMPORT_TOO_LARGE",
+		21: "POOL_ALREADY_EXISTS",
+		22: "PRIZE_STATE",
+		23: "PRIZE_CONFLICT",
+		24: "JOB_BUSY",
+		25: "UNAUTHENTICATED",
+		26: "PERMISSION_DENIED",
+		27: "RATE_LIMITED",
+		28: "STORE_UNAVAILABLE",
+		29: "SHUTTING_DOWN",
+		30: "INTERNAL",
+	}
+	ErrorReason_value = map[string]int32{
+		"ERROR_REASON_UNSPECIFIED": 0,
+		"POOL_EXHAUSTED":           1,
+		"USER_LIMIT_REACHED":       2,
+		"POOL_PAUSED":              3,
+		"POOL_CLOSED":              4,
+		"REQUEST_ID_REUSED":        5,
+		"HOLD_LIMIT_REACHED":       6,
+		"RESERVATION_PENDING":      7,
+		"RESERVATION_CONFIRMED":    8,
+		"NOT_A_RESERVATION":        9,
+		"RESERVATION_EXPIRED":      10,
+		"RESERVATION_CANCELLED":    11,
+		"POOL_NOT_FOUND":           12,
+		"CLAIM_NOT_FOUND":          13,
+		"RESERVATION_NOT_FOUND":    14,
+		"PRIZE_NOT_FOUND":          15,
+		"KEY_NOT_FOUND":            16,
+		"NO_SUCH_ROUTE":            17,
+		"INVALID_ARGUMENT":         18,
+		"IMPORT_REJECTED":          19,
+		"IMPORT_TOO_LARGE":         20,
+		"POOL_ALREADY_EXISTS":      21,
+		"PRIZE_STATE":              22,
+		"PRIZE_CONFLICT":           23,
+		"JOB_BUSY":                 24,
+		"UNAUTHENTICATED":          25,
+		"PERMISSION_DENIED":        26,
+		"RATE_LIMITED":             27,
+		"STORE_UNAVAILABLE":        28,
+		"SHUTTING_DOWN":            29,
+		"INTERNAL":                 30,
+	}
+)
+
+func (x ErrorReason) Enum() *ErrorReason {
+	p := new(ErrorReason)
+	*p = x
+	return p
+}
+
+func (x ErrorReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_dispenser_v1_error_proto_enumTypes[0].Descriptor()
+}
+
+func (ErrorReason) Type() protoreflect.EnumType {
+	return &file_dispenser_v1_error_proto_enumTypes[0]
+}
+
+func (x ErrorReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorReason.Descriptor instead.
+func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_dispenser_v1_error_proto_rawDescGZIP(), []int{0}
+}
+
 // ErrorBody is the JSON body of every error answer of the HTTP/JSON API,
 // with the HTTP status its reason calls for. Over gRPC the same error is the
 // call's status: its code, its message, and a google.rpc.ErrorInfo detail
@@ -35,25 +221,10 @@ type ErrorBody struct {
 	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	// What went wrong, for people; its wording may change.
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	// What went wrong, for code: stable, part of the API; switch on it. It is
-	// absent only when the call ran out of its deadline (504) or was
-	// cancelled (499).
-	// With its HTTP status: 409 POOL_EXHAUSTED (no code left), 409
-	// USER_LIMIT_REACHED, 409 POOL_PAUSED (retry later with the same request
-	// id), 409 POOL_CLOSED (outside the claim window), 409 REQUEST_ID_REUSED
-	// (the request id belongs to another user), 409 HOLD_LIMIT_REACHED, 409
-	// RESERVATION_PENDING, 409 RESERVATION_CONFIRMED, 409 NOT_A_RESERVATION,
-	// 410 RESERVATION_EXPIRED, 410 RESERVATION_CANCELLED, 404 POOL_NOT_FOUND,
-	// 404 CLAIM_NOT_FOUND, 404 RESERVATION_NOT_FOUND, 404 PRIZE_NOT_FOUND, 404
-	// KEY_NOT_FOUND, 404 or 405 NO_SUCH_ROUTE (no such path, or not this
-	// method), 400 INVALID_ARGUMENT (a BadRequest detail names the field; 413
-	// for a body too large, 415 for an encoded one), 422 IMPORT_REJECTED, 413
-	// IMPORT_TOO_LARGE, 409 POOL_ALREADY_EXISTS, 409 PRIZE_STATE, 409
-	// PRIZE_CONFLICT, 409 JOB_BUSY, 401 UNAUTHENTICATED, 403
-	// PERMISSION_DENIED, 429 RATE_LIMITED (back off, retry with the same
-	// request id), 503 STORE_UNAVAILABLE and 503 SHUTTING_DOWN (retry with the
-	// same request id), 500 INTERNAL.
-	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What went wrong, for code: stable, part of the API; switch on it (each
+	// value says its HTTP status). It is absent only when the call ran out of
+	// its deadline (504) or was cancelled (499).
+	Reason ErrorReason `protobuf:"varint,4,opt,name=reason,proto3,enum=dispenser.v1.ErrorReason" json:"reason,omitempty"`
 	// The status details, each with its "@type": a google.rpc.ErrorInfo with
 	// the reason, and for invalid input a google.rpc.BadRequest naming the
 	// field.
@@ -113,11 +284,11 @@ func (x *ErrorBody) GetMessage() string {
 	return ""
 }
 
-func (x *ErrorBody) GetReason() string {
+func (x *ErrorBody) GetReason() ErrorReason {
 	if x != nil {
 		return x.Reason
 	}
-	return ""
+	return ErrorReason_ERROR_REASON_UNSPECIFIED
 }
 
 func (x *ErrorBody) GetDetails() []*anypb.Any {
@@ -131,13 +302,46 @@ var File_dispenser_v1_error_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_error_proto_rawDesc = "" +
 	"\n" +
-	"\x18dispenser/v1/error.proto\x12\fdispenser.v1\x1a\x19google/protobuf/any.proto\"\x99\x01\n" +
+	"\x18dispenser/v1/error.proto\x12\fdispenser.v1\x1a\x19google/protobuf/any.proto\"\xb4\x01\n" +
 	"\tErrorBody\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\x12.\n" +
-	"\adetails\x18\x05 \x03(\v2\x14.google.protobuf.AnyR\adetailsB\xb0\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x121\n" +
+	"\x06reason\x18\x04 \x01(\x0e2\x19.dispenser.v1.ErrorReasonR\x06reason\x12.\n" +
+	"\adetails\x18\x05 \x03(\v2\x14.google.protobuf.AnyR\adetails*\xa9\x05\n" +
+	"\vErrorReason\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0ePOOL_EXHAUSTED\x10\x01\x12\x16\n" +
+	"\x12USER_LIMIT_REACHED\x10\x02\x12\x0f\n" +
+	"\vPOOL_PAUSED\x10\x03\x12\x0f\n" +
+	"\vPOOL_CLOSED\x10\x04\x12\x15\n" +
+	"\x11REQUEST_ID_REUSED\x10\x05\x12\x16\n" +
+	"\x12HOLD_LIMIT_REACHED\x10\x06\x12\x17\n" +
+	"\x13RESERVATION_PENDING\x10\a\x12\x19\n" +
+	"\x15RESERVATION_CONFIRMED\x10\b\x12\x15\n" +
+	"\x11NOT_A_RESERVATION\x10\t\x12\x17\n" +
+	"\x13RESERVATION_EXPIRED\x10\n" +
+	"\x12\x19\n" +
+	"\x15RESERVATION_CANCELLED\x10\v\x12\x12\n" +
+	"\x0ePOOL_NOT_FOUND\x10\f\x12\x13\n" +
+	"\x0fCLAIM_NOT_FOUND\x10\r\x12\x19\n" +
+	"\x15RESERVATION_NOT_FOUND\x10\x0e\x12\x13\n" +
+	"\x0fPRIZE_NOT_FOUND\x10\x0f\x12\x11\n" +
+	"\rKEY_NOT_FOUND\x10\x10\x12\x11\n" +
+	"\rNO_SUCH_ROUTE\x10\x11\x12\x14\n" +
+	"\x10INVALID_ARGUMENT\x10\x12\x12\x13\n" +
+	"\x0fIMPORT_REJECTED\x10\x13\x12\x14\n" +
+	"\x10IMPORT_TOO_LARGE\x10\x14\x12\x17\n" +
+	"\x13POOL_ALREADY_EXISTS\x10\x15\x12\x0f\n" +
+	"\vPRIZE_STATE\x10\x16\x12\x12\n" +
+	"\x0ePRIZE_CONFLICT\x10\x17\x12\f\n" +
+	"\bJOB_BUSY\x10\x18\x12\x13\n" +
+	"\x0fUNAUTHENTICATED\x10\x19\x12\x15\n" +
+	"\x11PERMISSION_DENIED\x10\x1a\x12\x10\n" +
+	"\fRATE_LIMITED\x10\x1b\x12\x15\n" +
+	"\x11STORE_UNAVAILABLE\x10\x1c\x12\x11\n" +
+	"\rSHUTTING_DOWN\x10\x1d\x12\f\n" +
+	"\bINTERNAL\x10\x1eB\xb0\x01\n" +
 	"\x10com.dispenser.v1B\n" +
 	"ErrorProtoP\x01Z?github.com/dispenserhq/dispenser/proto/dispenser/v1;dispenserv1\xa2\x02\x03DXX\xaa\x02\fDispenser.V1\xca\x02\fDispenser\\V1\xe2\x02\x18Dispenser\\V1\\GPBMetadata\xea\x02\rDispenser::V1b\x06proto3"
 
@@ -153,18 +357,21 @@ func file_dispenser_v1_error_proto_rawDescGZIP() []byte {
 	return file_dispenser_v1_error_proto_rawDescData
 }
 
+var file_dispenser_v1_error_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_dispenser_v1_error_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_dispenser_v1_error_proto_goTypes = []any{
-	(*ErrorBody)(nil), // 0: dispenser.v1.ErrorBody
-	(*anypb.Any)(nil), // 1: google.protobuf.Any
+	(ErrorReason)(0),  // 0: dispenser.v1.ErrorReason
+	(*ErrorBody)(nil), // 1: dispenser.v1.ErrorBody
+	(*anypb.Any)(nil), // 2: google.protobuf.Any
 }
 var file_dispenser_v1_error_proto_depIdxs = []int32{
-	1, // 0: dispenser.v1.ErrorBody.details:type_name -> google.protobuf.Any
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	0, // 0: dispenser.v1.ErrorBody.reason:type_name -> dispenser.v1.ErrorReason
+	2, // 1: dispenser.v1.ErrorBody.details:type_name -> google.protobuf.Any
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_error_proto_init() }
@@ -177,13 +384,14 @@ func file_dispenser_v1_error_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispenser_v1_error_proto_rawDesc), len(file_dispenser_v1_error_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_dispenser_v1_error_proto_goTypes,
 		DependencyIndexes: file_dispenser_v1_error_proto_depIdxs,
+		EnumInfos:         file_dispenser_v1_error_proto_enumTypes,
 		MessageInfos:      file_dispenser_v1_error_proto_msgTypes,
 	}.Build()
 	File_dispenser_v1_error_proto = out.File
