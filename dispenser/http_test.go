@@ -99,13 +99,20 @@ func (h *httpAPI) do(method, path, key string, body any, headers ...string) (int
 // send sends req with key and returns the status and the body as it came.
 func (h *httpAPI) send(req *http.Request, key string) (int, []byte) {
 	h.t.Helper()
+	resp, raw := h.exchange(req, key)
+	return resp.StatusCode, raw
+}
+
+// exchange sends req with key and returns the answer, its body read whole.
+func (h *httpAPI) exchange(req *http.Request, key string) (*http.Response, []byte) {
+	h.t.Helper()
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := h.client.Do(req)
 	require.NoError(h.t, err)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(h.t, err)
-	return resp.StatusCode, raw
+	return resp, raw
 }
 
 // refusal checks an error answer: HTTP status, gRPC code name and reason.
@@ -704,12 +711,7 @@ func TestHTTPMethodNotAllowedSaysWhatIs(t *testing.T) {
 	} {
 		req, err := http.NewRequest(c.method, h.base+c.path, nil)
 		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+h.admin)
-		resp, err := h.client.Do(req)
-		require.NoError(t, err)
-		raw, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.NoError(t, err)
+		resp, raw := h.exchange(req, h.admin)
 		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s: %s", c.method, c.path, raw)
 		require.Equal(t, c.allow, resp.Header.Get("Allow"), "%s %s", c.method, c.path)
 		if c.method == "HEAD" {
@@ -802,14 +804,7 @@ func TestHTTPHeadIsGetWithoutBody(t *testing.T) {
 
 		req, err := http.NewRequest("HEAD", h.base+c.path, nil)
 		require.NoError(t, err)
-		if c.key != "" {
-			req.Header.Set("Authorization", "Bearer "+c.key)
-		}
-		resp, err := h.client.Do(req)
-		require.NoError(t, err)
-		raw, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.NoError(t, err)
+		resp, raw := h.exchange(req, c.key)
 		require.Equal(t, c.status, resp.StatusCode, "HEAD %s", c.path)
 		require.Empty(t, raw, "HEAD %s", c.path)
 		require.Contains(t, resp.Header.Get("Content-Type"), "application/json", "HEAD %s", c.path)
