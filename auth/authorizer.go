@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dispenserhq/dispenser/internal/fresh"
 )
@@ -185,13 +186,13 @@ func (a *Authorizer) SignIn(ctx context.Context, text, peerAddr string) (Key, er
 	switch {
 	case errors.Is(err, ErrBadKey):
 		if !a.noteFailure(peerAddr) {
-			return Key{}, tooManyFailures()
+			return Key{}, a.tooManyFailures(peerAddr)
 		}
 		return Key{}, withReason(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
 	case errors.Is(err, errPeerBlocked):
-		return Key{}, tooManyFailures()
+		return Key{}, a.tooManyFailures(peerAddr)
 	case errors.Is(err, errLookupsBusy):
-		return Key{}, withReason(codes.Unavailable, "too many new API keys at once; retry shortly", ReasonRateLimited)
+		return Key{}, rateLimited(codes.Unavailable, "too many new API keys at once; retry shortly", untilToken(a.lookups))
 	case err != nil:
 		a.log.WarnContext(ctx, "key lookup failed", "err", err)
 		return Key{}, withReason(codes.Unavailable, "cannot check the API key now; retry later", "STORE_UNAVAILABLE")
@@ -256,7 +257,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	text := bearer(ctx)
 	if text == "" {
 		if !a.noteFailure(peerAddr()) {
-			return ctx, tooManyFailures()
+			return ctx, a.tooManyFailures(peerAddr())
 		}
 		return ctx, withReason(codes.Unauthenticated, "an API key is required (authorization: Bearer <key>)", ReasonUnauthenticated)
 	}
@@ -264,13 +265,13 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	switch {
 	case errors.Is(err, ErrBadKey):
 		if !a.noteFailure(peerAddr()) {
-			return ctx, tooManyFailures()
+			return ctx, a.tooManyFailures(peerAddr())
 		}
 		return ctx, withReason(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
 	case errors.Is(err, errPeerBlocked):
-		return ctx, tooManyFailures()
+		return ctx, a.tooManyFailures(peerAddr())
 	case errors.Is(err, errLookupsBusy):
-		return ctx, withReason(codes.Unavailable, "too many new API keys at once; retry shortly", ReasonRateLimited)
+		return ctx, rateLimited(codes.Unavailable, "too many new API keys at once; retry shortly", untilToken(a.lookups))
 	}
 	if err != nil {
 		a.log.WarnContext(ctx, "key lookup failed", "err", err)
@@ -288,8 +289,8 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 			return ctx, denied("the key may not use this pool")
 		}
 	}
-	if !a.limiter(k).Allow() {
-		return ctx, withReason(codes.ResourceExhausted, "rate limit of the API key exceeded; slow down", ReasonRateLimited)
+	if l := a.limiter(k); !l.Allow() {
+		return ctx, rateLimited(codes.ResourceExhausted, "rate limit of the API key exceeded; slow down", untilToken(l))
 	}
 	return context.WithValue(ctx, keyCtx{}, k), nil
 }
@@ -402,8 +403,11 @@ func peerHost(ctx context.Context) string {
 	return addr
 }
 
-func tooManyFailures() error {
-	return withReason(codes.ResourceExhausted, "too many failed authentications from this address; slow down", ReasonRateLimited)
+// tooManyFailures refuses a peer with no failure budget left, saying when
+// it will have one again.
+func (a *Authorizer) tooManyFailures(peerAddr string) error {
+	return rateLimited(codes.ResourceExhausted, "too many failed authentications from this address; slow down",
+		untilToken(a.failureLimiter(peerAddr)))
 }
 
 func (a *Authorizer) limiter(k Key) *rate.Limiter {
@@ -436,6 +440,31 @@ func bearer(ctx context.Context) string {
 }
 
 func denied(msg string) error { return withReason(codes.PermissionDenied, msg, ReasonPermissionDenied) }
+
+// rateLimited is a RATE_LIMITED refusal with a google.rpc.RetryInfo saying
+// how long to wait before calling again (over HTTP, the Retry-After header).
+func rateLimited(code codes.Code, msg string, wait time.Duration) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: ReasonRateLimited, Domain: "dispenser.v1"},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// untilToken is how long l takes to hold a token again, at least a
+// millisecond.
+func untilToken(l *rate.Limiter) time.Duration {
+	missing := 1 - l.Tokens()
+	if missing <= 0 || l.Limit() == rate.Inf {
+		return time.Millisecond
+	}
+	if l.Limit() <= 0 {
+		return time.Hour
+	}
+	wait := time.Duration(missing / float64(l.Limit()) * float64(time.Second))
+	return max((wait + time.Millisecond - 1).Truncate(time.Millisecond), time.Millisecond)
+}
 
 func withReason(code codes.Code, msg, reason string) error {
 	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "dispenser.v1"})

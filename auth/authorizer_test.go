@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -28,6 +29,13 @@ func TestMain(m *testing.M) {
 // call runs the unary interceptor for ClaimCode as host sends it with key,
 // and returns the gRPC code and ErrorInfo reason it answers.
 func call(a *Authorizer, host, key string) (codes.Code, string) {
+	code, reason, _ := callRetry(a, host, key)
+	return code, reason
+}
+
+// callRetry is call, with the wait the refusal's RetryInfo asks for (0
+// without one).
+func callRetry(a *Authorizer, host, key string) (codes.Code, string, time.Duration) {
 	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(host), Port: 40000}})
 	if key != "" {
 		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+key))
@@ -36,13 +44,52 @@ func call(a *Authorizer, host, key string) (codes.Code, string) {
 		&grpc.UnaryServerInfo{FullMethod: "/dispenser.v1.ClaimService/ClaimCode"},
 		func(context.Context, any) (any, error) { return "ok", nil })
 	st := status.Convert(err)
-	reason := ""
+	reason, wait := "", time.Duration(0)
 	for _, d := range st.Details() {
-		if info, ok := d.(interface{ GetReason() string }); ok {
+		switch info := d.(type) {
+		case *errdetails.ErrorInfo:
 			reason = info.GetReason()
+		case *errdetails.RetryInfo:
+			wait = info.GetRetryDelay().AsDuration()
 		}
 	}
-	return st.Code(), reason
+	return st.Code(), reason, wait
+}
+
+// Each RATE_LIMITED refusal says when a call would pass again (RetryInfo):
+// a key past its rate, a peer past its failures, lookups past theirs.
+func TestRateLimitedSaysWhenToRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, slow, err := b.store.Create(context.Background(), Key{Role: Claimer, Rate: 4, Burst: 1})
+	require.NoError(t, err)
+	a := New(Config{Store: b.store, FailureRate: 0.01, FailureBurst: 1, LookupRate: 0.1, LookupBurst: 2})
+
+	code, _, _ := callRetry(a, "10.0.0.1", slow)
+	require.Equal(t, codes.OK, code)
+	code, reason, wait := callRetry(a, "10.0.0.1", slow)
+	require.Equal(t, codes.ResourceExhausted, code)
+	require.Equal(t, ReasonRateLimited, reason)
+	require.Greater(t, wait, 200*time.Millisecond, "a quarter second, less what has passed")
+	require.LessOrEqual(t, wait, 250*time.Millisecond)
+	time.Sleep(wait)
+	code, _, _ = callRetry(a, "10.0.0.1", slow)
+	require.Equal(t, codes.OK, code, "the wait it named was enough")
+
+	code, _, wait = callRetry(a, "10.0.0.2", unknownKey(1))
+	require.Equal(t, codes.Unauthenticated, code)
+	require.Zero(t, wait, "a refusal that waiting cannot cure says no wait")
+	code, reason, wait = callRetry(a, "10.0.0.2", unknownKey(2))
+	require.Equal(t, codes.ResourceExhausted, code)
+	require.Equal(t, ReasonRateLimited, reason)
+	require.Greater(t, wait, 90*time.Second, "one failure per 100 s")
+	require.LessOrEqual(t, wait, 100*time.Second)
+
+	code, reason, wait = callRetry(a, "10.0.0.3", unknownKey(3))
+	require.Equal(t, codes.Unavailable, code, "the lookups' budget: two were spent above")
+	require.Equal(t, ReasonRateLimited, reason)
+	require.Greater(t, wait, 5*time.Second, "one lookup per 10 s")
+	require.LessOrEqual(t, wait, 10*time.Second)
 }
 
 // bundle is a store on the test's schema, a key in it, and a way to cut the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -95,6 +96,16 @@ func httpStatusOf(reason string, code codes.Code) int {
 	return runtime.HTTPStatusFromCode(code)
 }
 
+// retryDelay is the wait a refusal's google.rpc.RetryInfo asks for, or 0.
+func retryDelay(st *status.Status) time.Duration {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.RetryInfo); ok {
+			return info.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
+}
+
 func reasonOf(st *status.Status) string {
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
@@ -144,6 +155,9 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 	var hs *runtime.HTTPStatusError
 	if !errors.As(err, &hs) {
 		st := status.Convert(err)
+		if wait := retryDelay(st); wait > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
+		}
 		if rest, over := strings.CutPrefix(st.Message(), bodyTooLarge); over && st.Code() == codes.InvalidArgument && reasonOf(st) == "" {
 			err = &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
 				Err: invalidArgument("body", "larger than"+rest)}

@@ -349,18 +349,30 @@ func TestHTTPKeysAndRoles(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond)
 }
 
-// Rate limits over HTTP answer 429 RATE_LIMITED.
+// Rate limits over HTTP answer 429 RATE_LIMITED, with a Retry-After header
+// (whole seconds) and the RetryInfo it comes from.
 func TestHTTPRateLimited(t *testing.T) {
 	h := startHTTP(t, func(c *dispenser.Config) { c.RateLimit, c.RateBurst = 1, 2 })
 	limited := false
 	for i := range 10 {
-		st, body := h.do("GET", "/v1/pools/nope", h.admin, nil)
-		if st == http.StatusTooManyRequests {
-			h.refusal(st, body, http.StatusTooManyRequests, "ResourceExhausted", auth.ReasonRateLimited)
+		req, err := http.NewRequest("GET", h.base+"/v1/pools/nope", nil)
+		require.NoError(t, err)
+		resp, raw := h.exchange(req, h.admin)
+		var body map[string]any
+		require.NoError(t, json.Unmarshal(raw, &body), "%s", raw)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			h.refusal(resp.StatusCode, body, http.StatusTooManyRequests, "ResourceExhausted", auth.ReasonRateLimited)
+			require.Equal(t, "1", resp.Header.Get("Retry-After"), "one call a second: under a second to wait, rounded up")
+			var types []any
+			for _, d := range body["details"].([]any) {
+				types = append(types, d.(map[string]any)["@type"])
+			}
+			require.Contains(t, types, "type.googleapis.com/google.rpc.RetryInfo")
 			limited = true
 			break
 		}
-		require.Equal(t, http.StatusNotFound, st, "call %d: %v", i, body)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, "call %d: %v", i, body)
+		require.Empty(t, resp.Header.Get("Retry-After"), "only a refusal that waiting cures says when")
 	}
 	require.True(t, limited)
 }

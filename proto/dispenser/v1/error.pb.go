@@ -98,8 +98,11 @@ const (
 	ErrorReason_UNAUTHENTICATED ErrorReason = 25
 	// 403: the key's role or pools do not allow the call (PermissionDenied).
 	ErrorReason_PERMISSION_DENIED ErrorReason = 26
-	// 429: the key's rate limit (ResourceExhausted). Back off, retry with the
-	// same request id.
+	// 429: the key's rate limit, or too many failed authentications from one
+	// address (ResourceExhausted; Unavailable when too many new keys are
+	// looked up at once). A google.rpc.RetryInfo detail (over HTTP also the
+	// Retry-After header) says how long to wait; then retry with the same
+	// request id.
 	ErrorReason_RATE_LIMITED ErrorReason = 27
 	// 503: Postgres or Redis cannot decide now; nothing was written
 	// (Unavailable). Retry with the same request id.
