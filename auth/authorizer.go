@@ -28,6 +28,9 @@ const (
 	ReasonUnauthenticated  = "UNAUTHENTICATED"
 	ReasonPermissionDenied = "PERMISSION_DENIED"
 	ReasonRateLimited      = "RATE_LIMITED"
+	// ReasonStoreUnavailable: the key could not be read now (the API's
+	// reason for a store it cannot reach).
+	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
 )
 
 // Rules says which roles may call each method. Methods not listed are
@@ -195,7 +198,7 @@ func (a *Authorizer) SignIn(ctx context.Context, text, peerAddr string) (Key, er
 		return Key{}, rateLimited(codes.Unavailable, "too many new API keys at once; retry shortly", untilToken(a.lookups))
 	case err != nil:
 		a.log.WarnContext(ctx, "key lookup failed", "err", err)
-		return Key{}, withReason(codes.Unavailable, "cannot check the API key now; retry later", "STORE_UNAVAILABLE")
+		return Key{}, withReason(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable)
 	}
 	return k, nil
 }
@@ -275,7 +278,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 	}
 	if err != nil {
 		a.log.WarnContext(ctx, "key lookup failed", "err", err)
-		return ctx, withReason(codes.Unavailable, "cannot check the API key now; retry later", "STORE_UNAVAILABLE")
+		return ctx, withReason(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable)
 	}
 	logging.AddFields(ctx, logging.Fields{"key", k.ID})
 	if !allowed(k.Role, method) {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/internal/pgerr"
@@ -29,7 +30,7 @@ const (
 	ReasonPoolNotFound         = "POOL_NOT_FOUND"
 	ReasonPoolExists           = "POOL_ALREADY_EXISTS"
 	ReasonImportRejected       = "IMPORT_REJECTED"
-	ReasonStoreUnavailable     = "STORE_UNAVAILABLE"
+	ReasonStoreUnavailable     = auth.ReasonStoreUnavailable
 	ReasonPoolExhausted        = "POOL_EXHAUSTED"
 	ReasonPoolPaused           = "POOL_PAUSED"
 	ReasonPoolClosed           = "POOL_CLOSED"
