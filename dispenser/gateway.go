@@ -158,15 +158,31 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 		if wait := retryDelay(st); wait > 0 {
 			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
 		}
-		if rest, over := strings.CutPrefix(st.Message(), bodyTooLarge); over && st.Code() == codes.InvalidArgument && reasonOf(st) == "" {
-			err = &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
-				Err: invalidArgument("body", "larger than"+rest)}
+		var limit int64
+		if rest, over := strings.CutPrefix(st.Message(), bodyTooLarge); over && st.Code() == codes.InvalidArgument && reasonOf(st) == "" &&
+			scanLimit(rest, &limit) {
+			err = bodyOverLimit(limit)
 		} else {
 			err = gatewayRefusal(err)
 			err = &runtime.HTTPStatusError{HTTPStatus: HTTPStatus(err), Err: err}
 		}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// bodyOverLimit is the refusal of a request body larger than limit bytes:
+// 413, InvalidArgument naming body. Built only when sent: an ErrorInfo is
+// marshalled into the status, which every request would otherwise pay for.
+func bodyOverLimit(limit int64) error {
+	return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
+		Err: invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes")}
+}
+
+// scanLimit reads the limit out of what follows bodyTooLarge in
+// fieldDecoder's refusal.
+func scanLimit(rest string, limit *int64) bool {
+	_, err := fmt.Sscanf(rest, " %d bytes", limit)
+	return err == nil
 }
 
 // routingErrors answers a request no route takes with the reason
@@ -488,21 +504,15 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 		if r.Method == http.MethodPost && isImportPath(r.URL.Path) {
 			limit = maxImport
 		}
-		refuse := func(code int, err error) {
-			runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code, Err: err})
-		}
-		// Built only when sent: an ErrorInfo is marshalled into the status,
-		// which every request (each HTTP claim) would otherwise pay for.
-		tooLarge := func() {
-			refuse(http.StatusRequestEntityTooLarge, invalidArgument("body", "larger than "+strconv.FormatInt(limit, 10)+" bytes"))
-		}
+		refuse := func(err error) { runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, err) }
 		if r.ContentLength > limit {
-			tooLarge()
+			refuse(bodyOverLimit(limit))
 			return
 		}
 		// A compressed body would be read as if it were not; say so instead.
 		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-			refuse(http.StatusUnsupportedMediaType, invalidArgument("body", "is encoded (Content-Encoding); send it as it is"))
+			refuse(&runtime.HTTPStatusError{HTTPStatus: http.StatusUnsupportedMediaType,
+				Err: invalidArgument("body", "is encoded (Content-Encoding); send it as it is")})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
@@ -560,8 +570,7 @@ func importUpload(mux *runtime.ServeMux, m runtime.Marshaler, admin dispenserv1.
 		var tooBig *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooBig):
-			fail(r.Context(), &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
-				Err: invalidArgument("body", "larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")})
+			fail(r.Context(), bodyOverLimit(tooBig.Limit))
 			return
 		case errors.As(err, &readErr):
 			fail(r.Context(), status.Error(codes.Canceled, "the upload was cut short; nothing was imported"))

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -228,8 +227,7 @@ func (q apiRoute) bodyAgrees(r *http.Request, pathParams map[string]string) erro
 	body := buf.Bytes()
 	r.Body = &readBody{Reader: bytes.NewReader(body), b: body}
 	if tooBig, over := errors.AsType[*http.MaxBytesError](err); over {
-		return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge,
-			Err: invalidArgument("body", "larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")}
+		return bodyOverLimit(tooBig.Limit)
 	} else if err != nil {
 		return invalidArgument("body", "could not be read")
 	}
