@@ -222,15 +222,28 @@ func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 // characters of a field name are taken from the request.
 var gatewayField = regexp.MustCompile(`(?:parameter:? |field )"?([A-Za-z_][A-Za-z0-9_.]{0,63})"?`)
 
+// timeoutHeader sets an HTTP call's deadline, as grpc-timeout does a gRPC
+// call's; grpc-gateway refuses a value it cannot read with a message that
+// begins with badTimeoutPrefix.
+const (
+	timeoutHeader    = "Grpc-Timeout"
+	badTimeoutPrefix = "invalid grpc-timeout:"
+)
+
 // gatewayRefusal gives the InvalidArgument grpc-gateway answers by itself,
 // before any call (a body that is not JSON of the call's message, an unknown
 // field, a path or query parameter of the wrong type), the ErrorInfo reason
 // and field violation every other InvalidArgument of the API carries: the
-// field it names, else "body". Other errors pass unchanged.
+// field it names, else "body"; an unreadable Grpc-Timeout header names the
+// header. Other errors pass unchanged.
 func gatewayRefusal(err error) error {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.InvalidArgument || reasonOf(st) != "" {
 		return err
+	}
+	if strings.HasPrefix(st.Message(), badTimeoutPrefix) {
+		// Not echoed: the header is the caller's, up to net/http's bound.
+		return invalidArgument(timeoutHeader, `must be a whole number and a unit (H, M, S, m, u or n), as "2S"`)
 	}
 	field := "body"
 	if rest, ok := strings.CutPrefix(st.Message(), bodyFieldPrefix+" "); ok {

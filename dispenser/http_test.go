@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/dispenser"
@@ -182,6 +183,18 @@ func TestHTTPClaimReplayAndRefusals(t *testing.T) {
 	require.Equal(t, claim["code"], viaHeader["claim"].(map[string]any)["code"])
 	st, body := h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "alice", "request_id": "r1"}, "Idempotency-Key", "other")
 	h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+
+	// A deadline (Grpc-Timeout) the gateway cannot read is refused naming
+	// the header, without echoing it; one it can is the call's.
+	for _, bad := range []string{"soon", "5", "9x", "-1S", strings.Repeat("9", 4000) + "S"} {
+		st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "alice", "request_id": "r1"}, "Grpc-Timeout", bad)
+		h.refusal(st, body, http.StatusBadRequest, "InvalidArgument", dispenser.ReasonInvalidArgument)
+		require.Equal(t, "Grpc-Timeout", fieldOf(body), "%q: %v", bad, body)
+		require.NotContains(t, body["message"], bad, "%q", bad)
+	}
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "alice", "request_id": "r1"}, "Grpc-Timeout", "10S")
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	require.Equal(t, claim["code"], body["claim"].(map[string]any)["code"])
 
 	// GET the claim back.
 	st, got := h.do("GET", "/v1/pools/p1/claims/r1?user_id=alice", h.claimer, nil)
@@ -626,6 +639,97 @@ func TestHTTPErrorBodyIsDocumented(t *testing.T) {
 	}
 	require.ElementsMatch(t, sent, enum, "the Reason constants and dispenser.v1.ErrorReason")
 	require.ElementsMatch(t, append(enum, "ERROR_REASON_UNSPECIFIED"), doc.Definitions["ErrorReason"].Enum)
+}
+
+// A streaming call that fails after its first line ends with a last line
+// {"error": ErrorBody}, and the OpenAPI document says so: every
+// server-streaming method's line is {result, error} with the API's error
+// body, not the generator's google.rpc.Status. The failure is a real one: a
+// generation of codes past the deadline its caller set (Grpc-Timeout) after
+// its first progress line, which then lands nothing.
+func TestHTTPStreamEndsWithErrorLine(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("gen", 1, nil)
+	type schema struct {
+		Ref        string `json:"$ref"`
+		Properties map[string]struct {
+			Ref string `json:"$ref"`
+		} `json:"properties"`
+	}
+	var doc struct {
+		Paths map[string]map[string]struct {
+			OperationID string `json:"operationId"`
+			Responses   map[string]struct {
+				Schema schema `json:"schema"`
+			} `json:"responses"`
+		} `json:"paths"`
+		Definitions map[string]schema `json:"definitions"`
+	}
+	require.NoError(t, json.Unmarshal(openapi.JSON, &doc))
+	lines := map[string]schema{}
+	for _, ops := range doc.Paths {
+		for _, op := range ops {
+			ref := op.Responses["200"].Schema.Ref
+			lines[op.OperationID] = doc.Definitions[strings.TrimPrefix(ref, "#/definitions/")]
+		}
+	}
+	streams := 0
+	for _, svc := range []protoreflect.ServiceDescriptor{
+		dispenserv1.File_dispenser_v1_admin_service_proto.Services().Get(0),
+		dispenserv1.File_dispenser_v1_claim_service_proto.Services().Get(0),
+		dispenserv1.File_dispenser_v1_prize_service_proto.Services().Get(0),
+	} {
+		for i := range svc.Methods().Len() {
+			m := svc.Methods().Get(i)
+			if !m.IsStreamingServer() {
+				continue
+			}
+			streams++
+			line, ok := lines[string(svc.Name())+"_"+string(m.Name())]
+			require.True(t, ok, "%s has an operation", m.FullName())
+			require.Len(t, line.Properties, 2, "%s: a line is {result, error}", m.FullName())
+			require.Equal(t, "#/definitions/"+string(m.Output().Name()), line.Properties["result"].Ref, "%s", m.FullName())
+			require.Equal(t, "#/definitions/ErrorBody", line.Properties["error"].Ref, "%s", m.FullName())
+		}
+	}
+	require.Equal(t, 2, streams, "ExportClaims and GenerateCodes")
+
+	body, err := json.Marshal(map[string]any{"count": 3_000_000, "pattern": "SALE-####-####-####"})
+	require.NoError(t, err)
+	req, err := http.NewRequest("POST", h.base+"/v1/pools/gen/codes:generate", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Grpc-Timeout", "1S")
+	resp, raw := h.exchange(req, h.admin)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the stream began: %s", raw)
+	got := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	require.GreaterOrEqual(t, len(got), 2, "a progress line, then the error: %s", raw)
+	var first struct {
+		Result struct {
+			Drawn string `json:"drawn"`
+		} `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(got[0]), &first))
+	require.NotEmpty(t, first.Result.Drawn, "%s", got[0])
+	var last map[string]map[string]any
+	require.NoError(t, json.Unmarshal([]byte(got[len(got)-1]), &last))
+	require.Len(t, last, 1, "%s", got[len(got)-1])
+	errBody, ok := last["error"]
+	require.True(t, ok, "the last line is the error: %s", got[len(got)-1])
+	documented := doc.Definitions["ErrorBody"].Properties
+	for field := range errBody {
+		require.Contains(t, documented, field, "%v", errBody)
+	}
+	require.Equal(t, "DeadlineExceeded", errBody["status"], "%v", errBody)
+	require.EqualValues(t, 4, errBody["code"], "%v", errBody)
+	require.NotEmpty(t, errBody["message"], "%v", errBody)
+	for _, l := range got[1 : len(got)-1] {
+		require.NotContains(t, l, `"error"`, "only the last line is an error")
+	}
+
+	st, stats := h.do("GET", "/v1/pools/gen/stats", h.admin, nil)
+	require.Equal(t, http.StatusOK, st, "%v", stats)
+	require.Equal(t, "1", stats["stats"].(map[string]any)["imported"], "the cut generation landed nothing")
 }
 
 // A query parameter the route does not take is refused naming it, as an

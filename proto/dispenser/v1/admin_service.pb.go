@@ -1624,6 +1624,65 @@ func (x *GenerateCodesResponse) GetSummary() *GenerateCodesSummary {
 	return nil
 }
 
+// GenerateCodesStreamResult is one line of GenerateCodes' answer over HTTP
+// (newline-delimited JSON): a progress report or the summary, or, as the
+// stream's last line, the error that ended it after its first line (the
+// codes then did not land). No call returns this message; it describes the
+// HTTP answer.
+type GenerateCodesStreamResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A progress report, or the summary.
+	Result *GenerateCodesResponse `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// The error that ended the stream (the body every error answer has).
+	Error         *ErrorBody `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateCodesStreamResult) Reset() {
+	*x = GenerateCodesStreamResult{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateCodesStreamResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateCodesStreamResult) ProtoMessage() {}
+
+func (x *GenerateCodesStreamResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateCodesStreamResult.ProtoReflect.Descriptor instead.
+func (*GenerateCodesStreamResult) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GenerateCodesStreamResult) GetResult() *GenerateCodesResponse {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *GenerateCodesStreamResult) GetError() *ErrorBody {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // GenerateCodesSummary tells what a generation did. It never carries a code:
 // export or claim them like imported ones.
 type GenerateCodesSummary struct {
@@ -1643,7 +1702,7 @@ type GenerateCodesSummary struct {
 
 func (x *GenerateCodesSummary) Reset() {
 	*x = GenerateCodesSummary{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1714,7 @@ func (x *GenerateCodesSummary) String() string {
 func (*GenerateCodesSummary) ProtoMessage() {}
 
 func (x *GenerateCodesSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[21]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1727,7 @@ func (x *GenerateCodesSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateCodesSummary.ProtoReflect.Descriptor instead.
 func (*GenerateCodesSummary) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{21}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GenerateCodesSummary) GetImportId() int64 {
@@ -1717,7 +1776,7 @@ type ExportClaimsRequest struct {
 
 func (x *ExportClaimsRequest) Reset() {
 	*x = ExportClaimsRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1788,7 @@ func (x *ExportClaimsRequest) String() string {
 func (*ExportClaimsRequest) ProtoMessage() {}
 
 func (x *ExportClaimsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[22]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1801,7 @@ func (x *ExportClaimsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportClaimsRequest.ProtoReflect.Descriptor instead.
 func (*ExportClaimsRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{22}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExportClaimsRequest) GetPoolId() string {
@@ -1784,7 +1843,7 @@ type ExportClaimsResponse struct {
 
 func (x *ExportClaimsResponse) Reset() {
 	*x = ExportClaimsResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1855,7 @@ func (x *ExportClaimsResponse) String() string {
 func (*ExportClaimsResponse) ProtoMessage() {}
 
 func (x *ExportClaimsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[23]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,12 +1868,70 @@ func (x *ExportClaimsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportClaimsResponse.ProtoReflect.Descriptor instead.
 func (*ExportClaimsResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{23}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExportClaimsResponse) GetClaims() []*Claim {
 	if x != nil {
 		return x.Claims
+	}
+	return nil
+}
+
+// ExportClaimsStreamResult is one line of ExportClaims' answer over HTTP
+// (newline-delimited JSON): a batch of claims, or, as the stream's last
+// line, the error that ended it after its first line. No call returns this
+// message; it describes the HTTP answer.
+type ExportClaimsStreamResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A batch of claims.
+	Result *ExportClaimsResponse `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// The error that ended the stream (the body every error answer has).
+	Error         *ErrorBody `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportClaimsStreamResult) Reset() {
+	*x = ExportClaimsStreamResult{}
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportClaimsStreamResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportClaimsStreamResult) ProtoMessage() {}
+
+func (x *ExportClaimsStreamResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportClaimsStreamResult.ProtoReflect.Descriptor instead.
+func (*ExportClaimsStreamResult) Descriptor() ([]byte, []int) {
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ExportClaimsStreamResult) GetResult() *ExportClaimsResponse {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ExportClaimsStreamResult) GetError() *ErrorBody {
+	if x != nil {
+		return x.Error
 	}
 	return nil
 }
@@ -1837,7 +1954,7 @@ type VoidCodesRequest struct {
 
 func (x *VoidCodesRequest) Reset() {
 	*x = VoidCodesRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1966,7 @@ func (x *VoidCodesRequest) String() string {
 func (*VoidCodesRequest) ProtoMessage() {}
 
 func (x *VoidCodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[24]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1979,7 @@ func (x *VoidCodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoidCodesRequest.ProtoReflect.Descriptor instead.
 func (*VoidCodesRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{24}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *VoidCodesRequest) GetPoolId() string {
@@ -1910,7 +2027,7 @@ type VoidCodesResponse struct {
 
 func (x *VoidCodesResponse) Reset() {
 	*x = VoidCodesResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2039,7 @@ func (x *VoidCodesResponse) String() string {
 func (*VoidCodesResponse) ProtoMessage() {}
 
 func (x *VoidCodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[25]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2052,7 @@ func (x *VoidCodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoidCodesResponse.ProtoReflect.Descriptor instead.
 func (*VoidCodesResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{25}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VoidCodesResponse) GetVoided() int64 {
@@ -1979,7 +2096,7 @@ type RunJobRequest struct {
 
 func (x *RunJobRequest) Reset() {
 	*x = RunJobRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2108,7 @@ func (x *RunJobRequest) String() string {
 func (*RunJobRequest) ProtoMessage() {}
 
 func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[26]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2121,7 @@ func (x *RunJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobRequest.ProtoReflect.Descriptor instead.
 func (*RunJobRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{26}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RunJobRequest) GetJob() Job {
@@ -2061,7 +2178,7 @@ type JobPoolReport struct {
 
 func (x *JobPoolReport) Reset() {
 	*x = JobPoolReport{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2190,7 @@ func (x *JobPoolReport) String() string {
 func (*JobPoolReport) ProtoMessage() {}
 
 func (x *JobPoolReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[27]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2203,7 @@ func (x *JobPoolReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobPoolReport.ProtoReflect.Descriptor instead.
 func (*JobPoolReport) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{27}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JobPoolReport) GetPoolId() string {
@@ -2198,7 +2315,7 @@ type RunJobResponse struct {
 
 func (x *RunJobResponse) Reset() {
 	*x = RunJobResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2327,7 @@ func (x *RunJobResponse) String() string {
 func (*RunJobResponse) ProtoMessage() {}
 
 func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[28]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2340,7 @@ func (x *RunJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobResponse.ProtoReflect.Descriptor instead.
 func (*RunJobResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{28}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RunJobResponse) GetPools() []*JobPoolReport {
@@ -2258,7 +2375,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2387,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[29]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2400,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{29}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ApiKey) GetId() string {
@@ -2353,7 +2470,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2482,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[30]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2495,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{30}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateKeyRequest) GetKey() *ApiKey {
@@ -2402,7 +2519,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[31]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2531,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[31]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2544,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{31}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateKeyResponse) GetKey() *ApiKey {
@@ -2453,7 +2570,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[32]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2465,7 +2582,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[32]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2478,7 +2595,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{32}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{34}
 }
 
 // ListKeysResponse lists the keys.
@@ -2492,7 +2609,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[33]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2621,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[33]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2634,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{33}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListKeysResponse) GetKeys() []*ApiKey {
@@ -2538,7 +2655,7 @@ type RevokeKeyRequest struct {
 
 func (x *RevokeKeyRequest) Reset() {
 	*x = RevokeKeyRequest{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[34]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2667,7 @@ func (x *RevokeKeyRequest) String() string {
 func (*RevokeKeyRequest) ProtoMessage() {}
 
 func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[34]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2680,7 @@ func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{34}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RevokeKeyRequest) GetKeyId() string {
@@ -2584,7 +2701,7 @@ type RevokeKeyResponse struct {
 
 func (x *RevokeKeyResponse) Reset() {
 	*x = RevokeKeyResponse{}
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[35]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2713,7 @@ func (x *RevokeKeyResponse) String() string {
 func (*RevokeKeyResponse) ProtoMessage() {}
 
 func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispenser_v1_admin_service_proto_msgTypes[35]
+	mi := &file_dispenser_v1_admin_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2726,7 @@ func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
-	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{35}
+	return file_dispenser_v1_admin_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevokeKeyResponse) GetKey() *ApiKey {
@@ -2623,7 +2740,7 @@ var File_dispenser_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
-	" dispenser/v1/admin_service.proto\x12\fdispenser.v1\x1a\x17dispenser/v1/pool.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
+	" dispenser/v1/admin_service.proto\x12\fdispenser.v1\x1a\x18dispenser/v1/error.proto\x1a\x17dispenser/v1/pool.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
 	"\x10GetHealthRequest\"\xc9\x02\n" +
 	"\x11GetHealthResponse\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x129\n" +
@@ -2717,7 +2834,10 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"sourceName\"k\n" +
 	"\x15GenerateCodesResponse\x12\x14\n" +
 	"\x05drawn\x18\x01 \x01(\x03R\x05drawn\x12<\n" +
-	"\asummary\x18\x02 \x01(\v2\".dispenser.v1.GenerateCodesSummaryR\asummary\"\x92\x01\n" +
+	"\asummary\x18\x02 \x01(\v2\".dispenser.v1.GenerateCodesSummaryR\asummary\"\x87\x01\n" +
+	"\x19GenerateCodesStreamResult\x12;\n" +
+	"\x06result\x18\x01 \x01(\v2#.dispenser.v1.GenerateCodesResponseR\x06result\x12-\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.dispenser.v1.ErrorBodyR\x05error\"\x92\x01\n" +
 	"\x14GenerateCodesSummary\x12\x1b\n" +
 	"\timport_id\x18\x01 \x01(\x03R\bimportId\x12\x1a\n" +
 	"\binserted\x18\x02 \x01(\x03R\binserted\x12\x1e\n" +
@@ -2731,7 +2851,10 @@ const file_dispenser_v1_admin_service_proto_rawDesc = "" +
 	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12#\n" +
 	"\rinclude_codes\x18\x04 \x01(\bR\fincludeCodes\"C\n" +
 	"\x14ExportClaimsResponse\x12+\n" +
-	"\x06claims\x18\x01 \x03(\v2\x13.dispenser.v1.ClaimR\x06claims\"v\n" +
+	"\x06claims\x18\x01 \x03(\v2\x13.dispenser.v1.ClaimR\x06claims\"\x85\x01\n" +
+	"\x18ExportClaimsStreamResult\x12:\n" +
+	"\x06result\x18\x01 \x01(\v2\".dispenser.v1.ExportClaimsResponseR\x06result\x12-\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.dispenser.v1.ErrorBodyR\x05error\"v\n" +
 	"\x10VoidCodesRequest\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x14\n" +
 	"\x05codes\x18\x02 \x03(\tR\x05codes\x12\x1b\n" +
@@ -2841,122 +2964,129 @@ func file_dispenser_v1_admin_service_proto_rawDescGZIP() []byte {
 }
 
 var file_dispenser_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_dispenser_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_dispenser_v1_admin_service_proto_goTypes = []any{
-	(ImportFormat)(0),             // 0: dispenser.v1.ImportFormat
-	(CodeCharset)(0),              // 1: dispenser.v1.CodeCharset
-	(Job)(0),                      // 2: dispenser.v1.Job
-	(KeyRole)(0),                  // 3: dispenser.v1.KeyRole
-	(*GetHealthRequest)(nil),      // 4: dispenser.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),     // 5: dispenser.v1.GetHealthResponse
-	(*BreakerStatus)(nil),         // 6: dispenser.v1.BreakerStatus
-	(*JobStatus)(nil),             // 7: dispenser.v1.JobStatus
-	(*ClaimPathCount)(nil),        // 8: dispenser.v1.ClaimPathCount
-	(*CreatePoolRequest)(nil),     // 9: dispenser.v1.CreatePoolRequest
-	(*CreatePoolResponse)(nil),    // 10: dispenser.v1.CreatePoolResponse
-	(*UpdatePoolRequest)(nil),     // 11: dispenser.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 12: dispenser.v1.UpdatePoolResponse
-	(*GetPoolRequest)(nil),        // 13: dispenser.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),       // 14: dispenser.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),      // 15: dispenser.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),     // 16: dispenser.v1.ListPoolsResponse
-	(*GetPoolStatsRequest)(nil),   // 17: dispenser.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),  // 18: dispenser.v1.GetPoolStatsResponse
-	(*ImportOptions)(nil),         // 19: dispenser.v1.ImportOptions
-	(*ImportCodesRequest)(nil),    // 20: dispenser.v1.ImportCodesRequest
-	(*InvalidLine)(nil),           // 21: dispenser.v1.InvalidLine
-	(*ImportCodesResponse)(nil),   // 22: dispenser.v1.ImportCodesResponse
-	(*GenerateCodesRequest)(nil),  // 23: dispenser.v1.GenerateCodesRequest
-	(*GenerateCodesResponse)(nil), // 24: dispenser.v1.GenerateCodesResponse
-	(*GenerateCodesSummary)(nil),  // 25: dispenser.v1.GenerateCodesSummary
-	(*ExportClaimsRequest)(nil),   // 26: dispenser.v1.ExportClaimsRequest
-	(*ExportClaimsResponse)(nil),  // 27: dispenser.v1.ExportClaimsResponse
-	(*VoidCodesRequest)(nil),      // 28: dispenser.v1.VoidCodesRequest
-	(*VoidCodesResponse)(nil),     // 29: dispenser.v1.VoidCodesResponse
-	(*RunJobRequest)(nil),         // 30: dispenser.v1.RunJobRequest
-	(*JobPoolReport)(nil),         // 31: dispenser.v1.JobPoolReport
-	(*RunJobResponse)(nil),        // 32: dispenser.v1.RunJobResponse
-	(*ApiKey)(nil),                // 33: dispenser.v1.ApiKey
-	(*CreateKeyRequest)(nil),      // 34: dispenser.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 35: dispenser.v1.CreateKeyResponse
-	(*ListKeysRequest)(nil),       // 36: dispenser.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 37: dispenser.v1.ListKeysResponse
-	(*RevokeKeyRequest)(nil),      // 38: dispenser.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),     // 39: dispenser.v1.RevokeKeyResponse
-	nil,                           // 40: dispenser.v1.JobStatus.LastChangesEntry
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
-	(*Pool)(nil),                  // 43: dispenser.v1.Pool
-	(*fieldmaskpb.FieldMask)(nil), // 44: google.protobuf.FieldMask
-	(*PoolStats)(nil),             // 45: dispenser.v1.PoolStats
-	(*Claim)(nil),                 // 46: dispenser.v1.Claim
+	(ImportFormat)(0),                 // 0: dispenser.v1.ImportFormat
+	(CodeCharset)(0),                  // 1: dispenser.v1.CodeCharset
+	(Job)(0),                          // 2: dispenser.v1.Job
+	(KeyRole)(0),                      // 3: dispenser.v1.KeyRole
+	(*GetHealthRequest)(nil),          // 4: dispenser.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),         // 5: dispenser.v1.GetHealthResponse
+	(*BreakerStatus)(nil),             // 6: dispenser.v1.BreakerStatus
+	(*JobStatus)(nil),                 // 7: dispenser.v1.JobStatus
+	(*ClaimPathCount)(nil),            // 8: dispenser.v1.ClaimPathCount
+	(*CreatePoolRequest)(nil),         // 9: dispenser.v1.CreatePoolRequest
+	(*CreatePoolResponse)(nil),        // 10: dispenser.v1.CreatePoolResponse
+	(*UpdatePoolRequest)(nil),         // 11: dispenser.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),        // 12: dispenser.v1.UpdatePoolResponse
+	(*GetPoolRequest)(nil),            // 13: dispenser.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),           // 14: dispenser.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),          // 15: dispenser.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),         // 16: dispenser.v1.ListPoolsResponse
+	(*GetPoolStatsRequest)(nil),       // 17: dispenser.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),      // 18: dispenser.v1.GetPoolStatsResponse
+	(*ImportOptions)(nil),             // 19: dispenser.v1.ImportOptions
+	(*ImportCodesRequest)(nil),        // 20: dispenser.v1.ImportCodesRequest
+	(*InvalidLine)(nil),               // 21: dispenser.v1.InvalidLine
+	(*ImportCodesResponse)(nil),       // 22: dispenser.v1.ImportCodesResponse
+	(*GenerateCodesRequest)(nil),      // 23: dispenser.v1.GenerateCodesRequest
+	(*GenerateCodesResponse)(nil),     // 24: dispenser.v1.GenerateCodesResponse
+	(*GenerateCodesStreamResult)(nil), // 25: dispenser.v1.GenerateCodesStreamResult
+	(*GenerateCodesSummary)(nil),      // 26: dispenser.v1.GenerateCodesSummary
+	(*ExportClaimsRequest)(nil),       // 27: dispenser.v1.ExportClaimsRequest
+	(*ExportClaimsResponse)(nil),      // 28: dispenser.v1.ExportClaimsResponse
+	(*ExportClaimsStreamResult)(nil),  // 29: dispenser.v1.ExportClaimsStreamResult
+	(*VoidCodesRequest)(nil),          // 30: dispenser.v1.VoidCodesRequest
+	(*VoidCodesResponse)(nil),         // 31: dispenser.v1.VoidCodesResponse
+	(*RunJobRequest)(nil),             // 32: dispenser.v1.RunJobRequest
+	(*JobPoolReport)(nil),             // 33: dispenser.v1.JobPoolReport
+	(*RunJobResponse)(nil),            // 34: dispenser.v1.RunJobResponse
+	(*ApiKey)(nil),                    // 35: dispenser.v1.ApiKey
+	(*CreateKeyRequest)(nil),          // 36: dispenser.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),         // 37: dispenser.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),           // 38: dispenser.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),          // 39: dispenser.v1.ListKeysResponse
+	(*RevokeKeyRequest)(nil),          // 40: dispenser.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),         // 41: dispenser.v1.RevokeKeyResponse
+	nil,                               // 42: dispenser.v1.JobStatus.LastChangesEntry
+	(*timestamppb.Timestamp)(nil),     // 43: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 44: google.protobuf.Duration
+	(*Pool)(nil),                      // 45: dispenser.v1.Pool
+	(*fieldmaskpb.FieldMask)(nil),     // 46: google.protobuf.FieldMask
+	(*PoolStats)(nil),                 // 47: dispenser.v1.PoolStats
+	(*ErrorBody)(nil),                 // 48: dispenser.v1.ErrorBody
+	(*Claim)(nil),                     // 49: dispenser.v1.Claim
 }
 var file_dispenser_v1_admin_service_proto_depIdxs = []int32{
-	41, // 0: dispenser.v1.GetHealthResponse.check_time:type_name -> google.protobuf.Timestamp
+	43, // 0: dispenser.v1.GetHealthResponse.check_time:type_name -> google.protobuf.Timestamp
 	6,  // 1: dispenser.v1.GetHealthResponse.breakers:type_name -> dispenser.v1.BreakerStatus
 	7,  // 2: dispenser.v1.GetHealthResponse.jobs:type_name -> dispenser.v1.JobStatus
 	8,  // 3: dispenser.v1.GetHealthResponse.claim_paths:type_name -> dispenser.v1.ClaimPathCount
-	41, // 4: dispenser.v1.JobStatus.last_start:type_name -> google.protobuf.Timestamp
-	42, // 5: dispenser.v1.JobStatus.last_duration:type_name -> google.protobuf.Duration
-	40, // 6: dispenser.v1.JobStatus.last_changes:type_name -> dispenser.v1.JobStatus.LastChangesEntry
-	43, // 7: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	43, // 8: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	43, // 9: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
-	44, // 10: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
-	43, // 11: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
-	43, // 12: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
-	43, // 13: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
-	45, // 14: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
+	43, // 4: dispenser.v1.JobStatus.last_start:type_name -> google.protobuf.Timestamp
+	44, // 5: dispenser.v1.JobStatus.last_duration:type_name -> google.protobuf.Duration
+	42, // 6: dispenser.v1.JobStatus.last_changes:type_name -> dispenser.v1.JobStatus.LastChangesEntry
+	45, // 7: dispenser.v1.CreatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	45, // 8: dispenser.v1.CreatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	45, // 9: dispenser.v1.UpdatePoolRequest.pool:type_name -> dispenser.v1.Pool
+	46, // 10: dispenser.v1.UpdatePoolRequest.update_mask:type_name -> google.protobuf.FieldMask
+	45, // 11: dispenser.v1.UpdatePoolResponse.pool:type_name -> dispenser.v1.Pool
+	45, // 12: dispenser.v1.GetPoolResponse.pool:type_name -> dispenser.v1.Pool
+	45, // 13: dispenser.v1.ListPoolsResponse.pools:type_name -> dispenser.v1.Pool
+	47, // 14: dispenser.v1.GetPoolStatsResponse.stats:type_name -> dispenser.v1.PoolStats
 	0,  // 15: dispenser.v1.ImportOptions.format:type_name -> dispenser.v1.ImportFormat
 	19, // 16: dispenser.v1.ImportCodesRequest.options:type_name -> dispenser.v1.ImportOptions
 	21, // 17: dispenser.v1.ImportCodesResponse.invalid_lines:type_name -> dispenser.v1.InvalidLine
 	1,  // 18: dispenser.v1.GenerateCodesRequest.charset:type_name -> dispenser.v1.CodeCharset
-	25, // 19: dispenser.v1.GenerateCodesResponse.summary:type_name -> dispenser.v1.GenerateCodesSummary
-	41, // 20: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
-	41, // 21: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
-	46, // 22: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
-	2,  // 23: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
-	31, // 24: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
-	3,  // 25: dispenser.v1.ApiKey.role:type_name -> dispenser.v1.KeyRole
-	41, // 26: dispenser.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	41, // 27: dispenser.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	33, // 28: dispenser.v1.CreateKeyRequest.key:type_name -> dispenser.v1.ApiKey
-	33, // 29: dispenser.v1.CreateKeyResponse.key:type_name -> dispenser.v1.ApiKey
-	33, // 30: dispenser.v1.ListKeysResponse.keys:type_name -> dispenser.v1.ApiKey
-	33, // 31: dispenser.v1.RevokeKeyResponse.key:type_name -> dispenser.v1.ApiKey
-	9,  // 32: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
-	11, // 33: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
-	13, // 34: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
-	15, // 35: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
-	17, // 36: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
-	20, // 37: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
-	26, // 38: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
-	23, // 39: dispenser.v1.AdminService.GenerateCodes:input_type -> dispenser.v1.GenerateCodesRequest
-	28, // 40: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
-	30, // 41: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
-	34, // 42: dispenser.v1.AdminService.CreateKey:input_type -> dispenser.v1.CreateKeyRequest
-	36, // 43: dispenser.v1.AdminService.ListKeys:input_type -> dispenser.v1.ListKeysRequest
-	38, // 44: dispenser.v1.AdminService.RevokeKey:input_type -> dispenser.v1.RevokeKeyRequest
-	4,  // 45: dispenser.v1.AdminService.GetHealth:input_type -> dispenser.v1.GetHealthRequest
-	10, // 46: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
-	12, // 47: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
-	14, // 48: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
-	16, // 49: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
-	18, // 50: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
-	22, // 51: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
-	27, // 52: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
-	24, // 53: dispenser.v1.AdminService.GenerateCodes:output_type -> dispenser.v1.GenerateCodesResponse
-	29, // 54: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
-	32, // 55: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
-	35, // 56: dispenser.v1.AdminService.CreateKey:output_type -> dispenser.v1.CreateKeyResponse
-	37, // 57: dispenser.v1.AdminService.ListKeys:output_type -> dispenser.v1.ListKeysResponse
-	39, // 58: dispenser.v1.AdminService.RevokeKey:output_type -> dispenser.v1.RevokeKeyResponse
-	5,  // 59: dispenser.v1.AdminService.GetHealth:output_type -> dispenser.v1.GetHealthResponse
-	46, // [46:60] is the sub-list for method output_type
-	32, // [32:46] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	26, // 19: dispenser.v1.GenerateCodesResponse.summary:type_name -> dispenser.v1.GenerateCodesSummary
+	24, // 20: dispenser.v1.GenerateCodesStreamResult.result:type_name -> dispenser.v1.GenerateCodesResponse
+	48, // 21: dispenser.v1.GenerateCodesStreamResult.error:type_name -> dispenser.v1.ErrorBody
+	43, // 22: dispenser.v1.ExportClaimsRequest.since:type_name -> google.protobuf.Timestamp
+	43, // 23: dispenser.v1.ExportClaimsRequest.until:type_name -> google.protobuf.Timestamp
+	49, // 24: dispenser.v1.ExportClaimsResponse.claims:type_name -> dispenser.v1.Claim
+	28, // 25: dispenser.v1.ExportClaimsStreamResult.result:type_name -> dispenser.v1.ExportClaimsResponse
+	48, // 26: dispenser.v1.ExportClaimsStreamResult.error:type_name -> dispenser.v1.ErrorBody
+	2,  // 27: dispenser.v1.RunJobRequest.job:type_name -> dispenser.v1.Job
+	33, // 28: dispenser.v1.RunJobResponse.pools:type_name -> dispenser.v1.JobPoolReport
+	3,  // 29: dispenser.v1.ApiKey.role:type_name -> dispenser.v1.KeyRole
+	43, // 30: dispenser.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	43, // 31: dispenser.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	35, // 32: dispenser.v1.CreateKeyRequest.key:type_name -> dispenser.v1.ApiKey
+	35, // 33: dispenser.v1.CreateKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	35, // 34: dispenser.v1.ListKeysResponse.keys:type_name -> dispenser.v1.ApiKey
+	35, // 35: dispenser.v1.RevokeKeyResponse.key:type_name -> dispenser.v1.ApiKey
+	9,  // 36: dispenser.v1.AdminService.CreatePool:input_type -> dispenser.v1.CreatePoolRequest
+	11, // 37: dispenser.v1.AdminService.UpdatePool:input_type -> dispenser.v1.UpdatePoolRequest
+	13, // 38: dispenser.v1.AdminService.GetPool:input_type -> dispenser.v1.GetPoolRequest
+	15, // 39: dispenser.v1.AdminService.ListPools:input_type -> dispenser.v1.ListPoolsRequest
+	17, // 40: dispenser.v1.AdminService.GetPoolStats:input_type -> dispenser.v1.GetPoolStatsRequest
+	20, // 41: dispenser.v1.AdminService.ImportCodes:input_type -> dispenser.v1.ImportCodesRequest
+	27, // 42: dispenser.v1.AdminService.ExportClaims:input_type -> dispenser.v1.ExportClaimsRequest
+	23, // 43: dispenser.v1.AdminService.GenerateCodes:input_type -> dispenser.v1.GenerateCodesRequest
+	30, // 44: dispenser.v1.AdminService.VoidCodes:input_type -> dispenser.v1.VoidCodesRequest
+	32, // 45: dispenser.v1.AdminService.RunJob:input_type -> dispenser.v1.RunJobRequest
+	36, // 46: dispenser.v1.AdminService.CreateKey:input_type -> dispenser.v1.CreateKeyRequest
+	38, // 47: dispenser.v1.AdminService.ListKeys:input_type -> dispenser.v1.ListKeysRequest
+	40, // 48: dispenser.v1.AdminService.RevokeKey:input_type -> dispenser.v1.RevokeKeyRequest
+	4,  // 49: dispenser.v1.AdminService.GetHealth:input_type -> dispenser.v1.GetHealthRequest
+	10, // 50: dispenser.v1.AdminService.CreatePool:output_type -> dispenser.v1.CreatePoolResponse
+	12, // 51: dispenser.v1.AdminService.UpdatePool:output_type -> dispenser.v1.UpdatePoolResponse
+	14, // 52: dispenser.v1.AdminService.GetPool:output_type -> dispenser.v1.GetPoolResponse
+	16, // 53: dispenser.v1.AdminService.ListPools:output_type -> dispenser.v1.ListPoolsResponse
+	18, // 54: dispenser.v1.AdminService.GetPoolStats:output_type -> dispenser.v1.GetPoolStatsResponse
+	22, // 55: dispenser.v1.AdminService.ImportCodes:output_type -> dispenser.v1.ImportCodesResponse
+	28, // 56: dispenser.v1.AdminService.ExportClaims:output_type -> dispenser.v1.ExportClaimsResponse
+	24, // 57: dispenser.v1.AdminService.GenerateCodes:output_type -> dispenser.v1.GenerateCodesResponse
+	31, // 58: dispenser.v1.AdminService.VoidCodes:output_type -> dispenser.v1.VoidCodesResponse
+	34, // 59: dispenser.v1.AdminService.RunJob:output_type -> dispenser.v1.RunJobResponse
+	37, // 60: dispenser.v1.AdminService.CreateKey:output_type -> dispenser.v1.CreateKeyResponse
+	39, // 61: dispenser.v1.AdminService.ListKeys:output_type -> dispenser.v1.ListKeysResponse
+	41, // 62: dispenser.v1.AdminService.RevokeKey:output_type -> dispenser.v1.RevokeKeyResponse
+	5,  // 63: dispenser.v1.AdminService.GetHealth:output_type -> dispenser.v1.GetHealthResponse
+	50, // [50:64] is the sub-list for method output_type
+	36, // [36:50] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_dispenser_v1_admin_service_proto_init() }
@@ -2964,6 +3094,7 @@ func file_dispenser_v1_admin_service_proto_init() {
 	if File_dispenser_v1_admin_service_proto != nil {
 		return
 	}
+	file_dispenser_v1_error_proto_init()
 	file_dispenser_v1_pool_proto_init()
 	file_dispenser_v1_admin_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*ImportCodesRequest_Options)(nil),
@@ -2975,7 +3106,7 @@ func file_dispenser_v1_admin_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispenser_v1_admin_service_proto_rawDesc), len(file_dispenser_v1_admin_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -70,7 +70,8 @@ type AdminServiceClient interface {
 	// Over HTTP, as GenerateCodes: newline-delimited JSON, one {"result": ...}
 	// line per message. An error before the first is answered as every other
 	// call's, with its status and the ErrorBody alone; one after it ends the
-	// stream with a line {"error": ErrorBody}.
+	// stream with a line {"error": ErrorBody} (ExportClaimsStreamResult,
+	// GenerateCodesStreamResult).
 	ExportClaims(ctx context.Context, in *ExportClaimsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportClaimsResponse], error)
 	// GenerateCodes mints count new codes of a pattern for the pool with a
 	// cryptographic random source, unique within the pool, landing like an
@@ -306,7 +307,8 @@ type AdminServiceServer interface {
 	// Over HTTP, as GenerateCodes: newline-delimited JSON, one {"result": ...}
 	// line per message. An error before the first is answered as every other
 	// call's, with its status and the ErrorBody alone; one after it ends the
-	// stream with a line {"error": ErrorBody}.
+	// stream with a line {"error": ErrorBody} (ExportClaimsStreamResult,
+	// GenerateCodesStreamResult).
 	ExportClaims(*ExportClaimsRequest, grpc.ServerStreamingServer[ExportClaimsResponse]) error
 	// GenerateCodes mints count new codes of a pattern for the pool with a
 	// cryptographic random source, unique within the pool, landing like an
