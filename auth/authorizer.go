@@ -197,8 +197,7 @@ func (a *Authorizer) SignIn(ctx context.Context, text, peerAddr string) (Key, er
 	case errors.Is(err, errLookupsBusy):
 		return Key{}, rateLimited(codes.Unavailable, "too many new API keys at once; retry shortly", untilToken(a.lookups))
 	case err != nil:
-		a.log.WarnContext(ctx, "key lookup failed", "err", err)
-		return Key{}, withReason(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable)
+		return Key{}, a.lookupFailed(ctx, err)
 	}
 	return k, nil
 }
@@ -277,8 +276,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 		return ctx, rateLimited(codes.Unavailable, "too many new API keys at once; retry shortly", untilToken(a.lookups))
 	}
 	if err != nil {
-		a.log.WarnContext(ctx, "key lookup failed", "err", err)
-		return ctx, withReason(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable)
+		return ctx, a.lookupFailed(ctx, err)
 	}
 	logging.AddFields(ctx, logging.Fields{"key", k.ID})
 	if !allowed(k.Role, method) {
@@ -347,6 +345,17 @@ func (a *Authorizer) verify(ctx context.Context, text string, peerAddr func() st
 		return Key{}, ErrBadKey
 	}
 	return *key, nil
+}
+
+// lookupFailed is the refusal of a call whose key could not be read: the
+// call's own end (its deadline passed, or it was cancelled) as such, since
+// the store may be well; else STORE_UNAVAILABLE, logged.
+func (a *Authorizer) lookupFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	a.log.WarnContext(ctx, "key lookup failed", "err", err)
+	return withReason(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable)
 }
 
 // lookup reads a key id from the store, under the global lookup budget:

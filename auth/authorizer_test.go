@@ -36,7 +36,12 @@ func call(a *Authorizer, host, key string) (codes.Code, string) {
 // callRetry is call, with the wait the refusal's RetryInfo asks for (0
 // without one).
 func callRetry(a *Authorizer, host, key string) (codes.Code, string, time.Duration) {
-	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(host), Port: 40000}})
+	return callIn(context.Background(), a, host, key)
+}
+
+// callIn is callRetry within ctx.
+func callIn(ctx context.Context, a *Authorizer, host, key string) (codes.Code, string, time.Duration) {
+	ctx = peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(host), Port: 40000}})
 	if key != "" {
 		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+key))
 	}
@@ -156,6 +161,35 @@ func TestUnknownKeyIDsRemembered(t *testing.T) {
 	// spared the calls above.
 	code, _ = call(a, "10.0.0.1", unknownKey(1))
 	require.Equal(t, codes.Unavailable, code)
+}
+
+// A call that ends (its deadline passed, or it was cancelled) before its
+// key is read is answered as such, not as a store that is down: the store
+// is well, and a caller that retries on STORE_UNAVAILABLE would retry a
+// deadline it set itself.
+func TestCallEndedBeforeItsKeyIsRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	a := New(Config{Store: b.store})
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	code, reason, _ := callIn(expired, a, "10.0.0.1", b.key)
+	require.Equal(t, codes.DeadlineExceeded, code)
+	require.Empty(t, reason)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	code, reason, _ = callIn(cancelled, a, "10.0.0.1", b.key)
+	require.Equal(t, codes.Canceled, code)
+	require.Empty(t, reason)
+	// The same key in a live call: it was never refused, and nothing was
+	// counted against the peer.
+	code, _ = call(a, "10.0.0.1", b.key)
+	require.Equal(t, codes.OK, code)
+	// With the store gone, a live call that needs a lookup is the store's.
+	b.cut()
+	code, reason = call(a, "10.0.0.1", unknownKey(2))
+	require.Equal(t, codes.Unavailable, code)
+	require.Equal(t, ReasonStoreUnavailable, reason)
 }
 
 // A peer that keeps failing is answered RATE_LIMITED, without lookups, for

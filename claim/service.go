@@ -269,6 +269,12 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 			return Result{}, &FieldError{Field: "hold_for", Description: fmt.Sprintf("must be at most the pool's hold_max (%s)", p.HoldMax)}
 		}
 	}
+	// A call that ended before anything was taken (its deadline passed on
+	// the way, or the caller gave up) takes nothing: once a code is popped,
+	// its claim goes through whatever the caller does.
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
 	// A pool whose last codes are locked by others (a refill staging them,
 	// claims taking them) is not exhausted: wait a little for them to land.
 	for attempt := 1; ; attempt++ {

@@ -195,6 +195,12 @@ func TestHTTPClaimReplayAndRefusals(t *testing.T) {
 	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "alice", "request_id": "r1"}, "Grpc-Timeout", "10S")
 	require.Equal(t, http.StatusOK, st, "%v", body)
 	require.Equal(t, claim["code"], body["claim"].(map[string]any)["code"])
+	st, body = h.do("POST", "/v1/pools/p1/claims", h.claimer, map[string]any{"user_id": "carol", "request_id": "late"}, "Grpc-Timeout", "1n")
+	require.Equal(t, http.StatusGatewayTimeout, st, "%v", body)
+	require.Equal(t, "DeadlineExceeded", body["status"], "%v", body)
+	require.NotContains(t, body, "reason", "%v", body)
+	st, body = h.do("GET", "/v1/pools/p1/claims/late?user_id=carol", h.claimer, nil)
+	h.refusal(st, body, http.StatusNotFound, "NotFound", dispenser.ReasonClaimNotFound)
 
 	// GET the claim back.
 	st, got := h.do("GET", "/v1/pools/p1/claims/r1?user_id=alice", h.claimer, nil)
