@@ -28,6 +28,8 @@ type workload struct {
 	during func(tenth int, l *ledger)
 	// allowed are the errors a call may end with besides success.
 	allowed []error
+	// timeout, when set, draws each call's deadline (else 30 s).
+	timeout func(*rand.Rand) time.Duration
 }
 
 // ledger records every answer the callers saw.
@@ -74,7 +76,11 @@ func runMultiPoolWorkload(t *testing.T, e *env, pools []string, wl workload) *le
 				}
 				l.mu.Unlock()
 
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				timeout := 30 * time.Second
+				if wl.timeout != nil {
+					timeout = wl.timeout(rng)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
 				res, err := e.svc.Claim(ctx, req)
 				cancel()
 
@@ -183,6 +189,63 @@ func TestClaimDrill(t *testing.T) {
 	require.Positive(t, l.byPath[PathRedis])
 	require.Positive(t, l.byPath[PathReplay])
 	t.Logf("paths %v, errors %v", l.byPath, l.errCounts)
+}
+
+// Callers whose deadlines pass mid-claim, as a backend with a short
+// timeout's do in a flash sale: a cut call either committed its claim,
+// which a retry with the same request id then gets, or leaves nothing that
+// reconcile does not give back. Nothing is lost or doubled.
+func TestClaimDrillCallersDeadlines(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p := e.fillStaged("drill", drillCodes, pool.Pool{RefillBatchSize: drillCodes})
+	ctx := context.Background()
+	// Deadlines from none left at all to about a claim's time under this
+	// load, so that calls end before, while and after a code is popped.
+	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: drillCalls / 4, users: drillUsers,
+		replayRatio: drillReplays, allowed: []error{ErrPoolExhausted, ErrUserLimit, context.DeadlineExceeded},
+		timeout: func(rng *rand.Rand) time.Duration { return time.Duration(rng.IntN(200_000)) * time.Microsecond }})
+	require.Positive(t, l.errCounts[context.DeadlineExceeded.Error()], "no call was cut")
+	require.NotEmpty(t, l.answered, "no call was answered")
+	_, err := e.reconciler.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	l.check(t, e, "drill")
+	require.Zero(t, e.rdb.ZCard(ctx, e.keys.InFlight("drill")).Val(), "popped codes left in flight")
+
+	// Every request again, without a deadline: one whose claim committed,
+	// answered or cut, gets that claim back.
+	committed := map[string]int64{}
+	rows, err := e.db.Pool.Query(ctx, `SELECT request_id, code_id FROM claims WHERE pool_id = 'drill'`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var rid string
+		var id int64
+		require.NoError(t, rows.Scan(&rid, &id))
+		committed[rid] = id
+	}
+	require.NoError(t, rows.Err())
+	cut := 0
+	for _, rid := range l.issued {
+		if _, answered := l.answered[rid]; !answered {
+			if _, ok := committed[rid]; ok {
+				cut++
+			}
+		}
+		res, err := e.svc.Claim(ctx, Request{PoolID: "drill", UserID: l.user[rid], RequestID: rid})
+		if id, ok := committed[rid]; ok {
+			require.NoError(t, err, "request %s", rid)
+			require.True(t, res.Replayed, "request %s", rid)
+			require.Equal(t, id, res.Claim.CodeID, "request %s", rid)
+			continue
+		}
+		if err != nil {
+			require.True(t, errors.Is(err, ErrPoolExhausted) || errors.Is(err, ErrUserLimit), "request %s: %v", rid, err)
+		}
+	}
+	_, err = e.reconciler.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	st := e.audit("drill")
+	t.Logf("answered %d, cut after committing %d, paths %v, errors %v, stats %+v", len(l.answered), cut, l.byPath, l.errCounts, st)
 }
 
 // Redis loses everything mid-run (a flush, or a restart without

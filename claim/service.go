@@ -270,8 +270,9 @@ func (s *Service) claim(ctx context.Context, req Request, checkWindow bool) (Res
 		}
 	}
 	// A call that ended before anything was taken (its deadline passed on
-	// the way, or the caller gave up) takes nothing: once a code is popped,
-	// its claim goes through whatever the caller does.
+	// the way, or the caller gave up) takes nothing. One that ends later
+	// may still commit its claim, or leave its popped code in flight for
+	// the reconciler to give back (docs/RELIABILITY.md).
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
