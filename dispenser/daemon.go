@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// connection never leaves the process).
 	var ip *inProcess
 	if cfg.HTTPListen != "" || cfg.HTTPListener != nil || cfg.ConsoleListen != "" || cfg.ConsoleListener != nil {
-		inner := NewGRPCServer(log, grpcOpts...)
+		inner := NewGRPCServer(log, append(inProcessServerOptions(), grpcOpts...)...)
 		srv.Register(inner)
 		if ip, err = newInProcess(inner, log); err != nil {
 			return err

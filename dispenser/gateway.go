@@ -286,7 +286,11 @@ func headerMatcher(key string) (string, bool) {
 	if textproto.CanonicalMIMEHeaderKey(key) == "Idempotency-Key" {
 		return IdempotencyKeyHeader, true
 	}
-	return runtime.DefaultHeaderMatcher(key)
+	to, ok := runtime.DefaultHeaderMatcher(key)
+	if ok && reservedMetadata(to) {
+		return "", false
+	}
+	return to, ok
 }
 
 // idempotencyKey returns the request id a call names in its field v or, when
@@ -319,10 +323,11 @@ type inProcess struct {
 
 func newInProcess(inner *grpc.Server, log *slog.Logger) (*inProcess, error) {
 	ip := &inProcess{inner: inner, lis: bufconn.Listen(1 << 20), log: log}
-	conn, err := grpc.NewClient("passthrough:///in-process",
+	opts := append(inProcessDialOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ip.lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)))
+	conn, err := grpc.NewClient("passthrough:///in-process", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("in-process connection: %w", err)
 	}
@@ -606,5 +611,5 @@ func importUpload(mux *runtime.ServeMux, m runtime.Marshaler, admin dispenserv1.
 // bound slow clients.
 func httpServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10}
+		MaxHeaderBytes: 64 << 10, ConnContext: httpConnContext}
 }

@@ -9,6 +9,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,6 +397,71 @@ func TestHTTPRateLimited(t *testing.T) {
 		require.Empty(t, resp.Header.Get("Retry-After"), "only a refusal that waiting cures says when")
 	}
 	require.True(t, limited)
+}
+
+// Failed authentications are limited per client address over HTTP as over
+// gRPC: one address that keeps sending bad keys is refused RATE_LIMITED for
+// keys it has not proven, and another address's new key still works, on
+// the claim routes (served in the gateway) and the admin routes (served by
+// the in-process gRPC server) alike. A header naming another address
+// changes nothing.
+func TestHTTPFailedAuthenticationsLimitedPerAddress(t *testing.T) {
+	h := startHTTP(t, nil)
+	h.pool("p1", 5, nil)
+	newKey := func(role string) string {
+		st, body := h.do("POST", "/v1/keys", h.admin, map[string]any{"key": map[string]any{"role": role}})
+		require.Equal(t, http.StatusOK, st, "%v", body)
+		return body["secret"].(string)
+	}
+	claimerA, claimerB, adminB := newKey("KEY_ROLE_CLAIMER"), newKey("KEY_ROLE_CLAIMER"), newKey("KEY_ROLE_ADMIN")
+	from := func(ip string) *httpAPI {
+		c := *h
+		c.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext}}
+		return &c
+	}
+	a, b := from("127.0.0.2"), from("127.0.0.3")
+	// Address A keeps failing, on both kinds of route, naming B in every
+	// header a proxy might use, until the test ends.
+	var failed, limited atomic.Int64
+	stop := make(chan struct{})
+	var flood sync.WaitGroup
+	flood.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			method, path, body := "POST", "/v1/pools/p1/claims", any(map[string]any{"user_id": "u", "request_id": "r"})
+			if i%2 == 1 {
+				method, path, body = "GET", "/v1/pools", nil
+			}
+			st, ans := a.do(method, path, "dk_bad", body,
+				"X-Forwarded-For", "127.0.0.3", "Grpc-Metadata-X-Forwarded-For", "127.0.0.3",
+				"Grpc-Metadata-Dispenser-Client-Addr", "127.0.0.3:1", "X-Real-Ip", "127.0.0.3")
+			switch st {
+			case http.StatusTooManyRequests:
+				h.refusal(st, ans, http.StatusTooManyRequests, "ResourceExhausted", auth.ReasonRateLimited)
+				limited.Add(1)
+			default:
+				h.refusal(st, ans, http.StatusUnauthorized, "Unauthenticated", auth.ReasonUnauthenticated)
+				failed.Add(1)
+			}
+		}
+	})
+	defer flood.Wait()
+	defer close(stop)
+	require.Eventually(t, func() bool { return limited.Load() >= 20 }, 20*time.Second, 5*time.Millisecond,
+		"address A is refused once past its failures")
+	require.LessOrEqual(t, failed.Load(), int64(auth.FailureBurstDefault+40), "one budget for address A, whatever the route")
+	// Address B's new keys are looked up and work meanwhile.
+	st, body := b.do("POST", "/v1/pools/p1/claims", claimerB, map[string]any{"user_id": "ub", "request_id": "rb"})
+	require.Equal(t, http.StatusOK, st, "a claim from another address: %v", body)
+	st, body = b.do("GET", "/v1/pools", adminB, nil)
+	require.Equal(t, http.StatusOK, st, "an admin call from another address: %v", body)
+	st, body = b.do("GET", "/v1/pools/p1/claims/ra?user_id=ua", claimerA, nil)
+	require.Equal(t, http.StatusNotFound, st, "a third new key from B: %v", body)
 }
 
 // Reservations over HTTP: reserve, confirm, cancel, and their refusals.
