@@ -67,6 +67,9 @@ func (d fieldDecoder) Decode(v any) error {
 		// grpc-gateway keeps only the text; httpError answers it 413.
 		return fmt.Errorf("%s %d bytes", bodyTooLarge, tooBig.Limit)
 	}
+	if errors.Is(err, errBodyTooSlow) {
+		return errBodyTooSlow // the same: httpError answers it 408
+	}
 	msg := err.Error()
 	if gatewayField.MatchString(msg) {
 		return err

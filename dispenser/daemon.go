@@ -91,9 +91,14 @@ type Config struct {
 	// second) and burst; keys may set their own. 0 rate: unlimited.
 	RateLimit float64
 	RateBurst int
-	// MaxConnections bounds the gRPC connections served at once; more wait
-	// in the listen backlog. Defaults to MaxConnectionsDefault.
+	// MaxConnections bounds the connections each listener (gRPC, HTTP/JSON,
+	// console) serves at once; more wait in the listen backlog. Defaults to
+	// MaxConnectionsDefault.
 	MaxConnections int
+	// HTTPBodyTimeout bounds how long an HTTP/JSON request may take to send
+	// its body once its headers are in (imports excepted: they stream
+	// files); defaults to HTTPBodyTimeoutDefault.
+	HTTPBodyTimeout time.Duration
 	// MaxConcurrentStreams bounds the calls in flight on one connection;
 	// defaults to MaxConcurrentStreamsDefault.
 	MaxConcurrentStreams uint32
@@ -136,6 +141,9 @@ const (
 	ShutdownTimeoutDefault = 30 * time.Second
 	// MaxImportBytesDefault is the largest import file accepted.
 	MaxImportBytesDefault = 1 << 30
+	// HTTPBodyTimeoutDefault is how long an HTTP/JSON body (at most 1 MiB)
+	// may take to arrive: a caller that trickles it holds a connection.
+	HTTPBodyTimeoutDefault = 30 * time.Second
 	// Clients may ping no more often than this (grpc-go clients never go
 	// below 10s); a client that does is sent GOAWAY.
 	minClientPingInterval = 5 * time.Second
@@ -187,7 +195,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("listen: %w", err)
 		}
 	}
-	lis = netutil.LimitListener(lis, cmp.Or(cfg.MaxConnections, MaxConnectionsDefault))
+	maxConns := cmp.Or(cfg.MaxConnections, MaxConnectionsDefault)
+	lis = netutil.LimitListener(lis, maxConns)
 	grpcOpts := []grpc.ServerOption{grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxConcurrentStreams, MaxConcurrentStreamsDefault))}
 	unary := baseUnary(log)    // what every call goes through; the gateway's direct claims too
 	var authz *auth.Authorizer // nil when authentication is off
@@ -212,7 +221,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var gw *gateway
 	if cfg.HTTPListen != "" || cfg.HTTPListener != nil {
-		if gw, err = newGateway(ip.conn, srv, unary, cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault)); err != nil {
+		if gw, err = newGateway(ip.conn, srv, unary, cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault),
+			cmp.Or(cfg.HTTPBodyTimeout, HTTPBodyTimeoutDefault)); err != nil {
 			return err
 		}
 	}
@@ -278,10 +288,10 @@ func Run(ctx context.Context, cfg Config) error {
 		parts = append(parts, ip.part())
 	}
 	if gw != nil {
-		parts = append(parts, listenerPart("http api", cfg.HTTPListen, cfg.HTTPListener, serverTLS, gw.handler, log, serveErr))
+		parts = append(parts, listenerPart("http api", cfg.HTTPListen, cfg.HTTPListener, maxConns, serverTLS, gw.handler, log, serveErr))
 	}
 	if con != nil {
-		parts = append(parts, listenerPart("console", cfg.ConsoleListen, cfg.ConsoleListener, serverTLS, con.Handler(), log, serveErr))
+		parts = append(parts, listenerPart("console", cfg.ConsoleListen, cfg.ConsoleListener, maxConns, serverTLS, con.Handler(), log, serveErr))
 	}
 	stopAll, err := startAll(ctx, parts)
 	if err != nil {
@@ -342,9 +352,11 @@ func healthPart(hc *healthChecker) part {
 }
 
 // listenerPart serves h (the HTTP/JSON API, the console) on lis, or a
-// listener on addr, with TLS when tlsCfg is set; it stops before the gRPC
-// part, draining its requests.
-func listenerPart(name, addr string, lis net.Listener, tlsCfg *tls.Config, h http.Handler, log *slog.Logger, serveErr chan<- error) part {
+// listener on addr, at most maxConns connections at once, with TLS when
+// tlsCfg is set; it stops before the gRPC part, draining its requests.
+func listenerPart(name, addr string, lis net.Listener, maxConns int, tlsCfg *tls.Config, h http.Handler, log *slog.Logger,
+	serveErr chan<- error,
+) part {
 	hs := httpServer(h)
 	return part{name,
 		func(ctx context.Context) error {
@@ -354,6 +366,7 @@ func listenerPart(name, addr string, lis net.Listener, tlsCfg *tls.Config, h htt
 					return fmt.Errorf("%s listen: %w", name, err)
 				}
 			}
+			lis = netutil.LimitListener(lis, maxConns)
 			if tlsCfg != nil {
 				lis = tls.NewListener(lis, tlsCfg.Clone())
 			}

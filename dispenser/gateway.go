@@ -162,6 +162,8 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 		if rest, over := strings.CutPrefix(st.Message(), bodyTooLarge); over && st.Code() == codes.InvalidArgument && reasonOf(st) == "" &&
 			scanLimit(rest, &limit) {
 			err = bodyOverLimit(limit)
+		} else if st.Message() == errBodyTooSlow.Error() && st.Code() == codes.InvalidArgument && reasonOf(st) == "" {
+			err = bodyTooSlow()
 		} else {
 			err = gatewayRefusal(err)
 			err = &runtime.HTTPStatusError{HTTPStatus: HTTPStatus(err), Err: err}
@@ -362,7 +364,7 @@ type gateway struct {
 // (the in-process connection); ClaimService, the hot path, is called
 // directly on claims with the unary interceptors in order (directClaims).
 func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, unary []grpc.UnaryServerInterceptor,
-	maxImportBytes int64,
+	maxImportBytes int64, bodyTimeout time.Duration,
 ) (*gateway, error) {
 	gw := &gateway{}
 	jsonpb := apiMarshaler{&runtime.JSONPb{
@@ -413,7 +415,7 @@ func newGateway(conn *grpc.ClientConn, claims dispenserv1.ClaimServiceServer, un
 	}); err != nil {
 		return nil, err
 	}
-	gw.handler = limitBodies(mux, jsonpb, maxImportBytes)
+	gw.handler = limitBodies(mux, jsonpb, maxImportBytes, bodyTimeout)
 	return gw, nil
 }
 
@@ -506,9 +508,10 @@ func (w *streamErrors) finish() {
 
 // limitBodies bounds request bodies: JSON calls to maxJSONBodyBytes, the
 // import upload to maxImport. A larger declared body is refused with 413
-// before it is read, an encoded one (Content-Encoding) with 415. A HEAD
-// request is served as its GET.
-func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) http.Handler {
+// before it is read, an encoded one (Content-Encoding) with 415, and a JSON
+// body that does not arrive within bodyTimeout with 408. A HEAD request is
+// served as its GET.
+func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64, bodyTimeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead {
 			// HEAD is GET without the body (RFC 9110): the route answers
@@ -519,7 +522,8 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 			r = &get
 		}
 		limit := int64(maxJSONBodyBytes)
-		if r.Method == http.MethodPost && isImportPath(r.URL.Path) {
+		isImport := r.Method == http.MethodPost && isImportPath(r.URL.Path)
+		if isImport {
 			limit = maxImport
 		}
 		refuse := func(err error) { runtime.DefaultHTTPErrorHandler(r.Context(), next, m, w, r, err) }
@@ -534,6 +538,9 @@ func limitBodies(next *runtime.ServeMux, m runtime.Marshaler, maxImport int64) h
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		if !isImport && r.Body != http.NoBody && r.ContentLength != 0 {
+			r.Body = timedBody(w, r.Body, bodyTimeout)
+		}
 		if isStreamPath(r.URL.Path) {
 			sw := &streamErrors{ResponseWriter: w}
 			next.ServeHTTP(sw, r)

@@ -220,7 +220,7 @@ func (q apiRoute) checkQuery(rawQuery string) error {
 // otherwise (by proto or JSON name). The body is read once and handed on
 // as a readBody; one that names none of those fields is not parsed here,
 // nor one that is not JSON (the gateway refuses it). A body over its limit
-// is refused 413.
+// is refused 413, one that did not arrive in time 408.
 func (q apiRoute) bodyAgrees(r *http.Request, pathParams map[string]string) error {
 	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0)+1, maxJSONBodyBytes+1)))
 	_, err := buf.ReadFrom(r.Body)
@@ -228,6 +228,8 @@ func (q apiRoute) bodyAgrees(r *http.Request, pathParams map[string]string) erro
 	r.Body = &readBody{Reader: bytes.NewReader(body), b: body}
 	if tooBig, over := errors.AsType[*http.MaxBytesError](err); over {
 		return bodyOverLimit(tooBig.Limit)
+	} else if errors.Is(err, errBodyTooSlow) {
+		return bodyTooSlow()
 	} else if err != nil {
 		return invalidArgument("body", "could not be read")
 	}
