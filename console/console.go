@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -66,6 +67,9 @@ type Config struct {
 	// CallTimeout bounds each API call a page makes; default 10s. Imports
 	// have no bound but the upload's.
 	CallTimeout time.Duration
+	// SignInTimeout bounds how long the sign-in form, the one body read
+	// before any key is checked, may take to arrive; 0 leaves it unbound.
+	SignInTimeout time.Duration
 	// Logger receives the console's logs (sign-ins, reveals).
 	Logger *slog.Logger
 }
@@ -294,7 +298,14 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 // login checks the key with the service and, for an admin or auditor key,
 // starts a session. Only the key's id is logged.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	if c.cfg.SignInTimeout > 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(c.cfg.SignInTimeout))
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		http.Error(w, "the sign-in form did not arrive in time", http.StatusRequestTimeout)
+		return
+	}
 	key := strings.TrimSpace(r.PostFormValue("key"))
 	id, err := c.cfg.SignIn(r.Context(), key, peerHost(r))
 	if err == nil && id.Role != RoleAdmin && id.Role != RoleAuditor {

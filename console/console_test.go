@@ -1,14 +1,18 @@
 package console_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -272,4 +276,33 @@ func TestHostileInput(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+}
+
+// The sign-in form, the one body the console reads before any key is
+// checked, must arrive within the HTTP body timeout: one trickled a byte at
+// a time is answered 408 instead of holding its connection.
+func TestSignInFormMustArriveInTime(t *testing.T) {
+	t.Parallel()
+	d := testdaemon.Run(t, func(c *dispenser.Config) { c.NoAuth, c.HTTPBodyTimeout = false, 300*time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(d.Console, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(20*time.Second)))
+	form := "key=" + strings.Repeat("k", 40)
+	_, err = fmt.Fprintf(conn, "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n", len(form))
+	require.NoError(t, err)
+	start := time.Now()
+	for i := range len(form) {
+		if _, err := io.WriteString(conn, form[i:i+1]); err != nil {
+			break // answered and closed
+		}
+		time.Sleep(100 * time.Millisecond)
+		if time.Since(start) > time.Second {
+			break // long past the timeout: read the answer
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
 }

@@ -29,5 +29,6 @@ func newConsole(conn *grpc.ClientConn, authz *auth.Authorizer, cfg Config, log *
 		}
 	}
 	return console.New(console.Config{Conn: conn, SignIn: signIn, Secure: cfg.TLS.Enabled(),
-		MaxImportBytes: cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault), Logger: log})
+		MaxImportBytes: cmp.Or(cfg.MaxImportBytes, MaxImportBytesDefault),
+		SignInTimeout:  cmp.Or(cfg.HTTPBodyTimeout, HTTPBodyTimeoutDefault), Logger: log})
 }

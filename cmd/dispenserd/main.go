@@ -168,7 +168,7 @@ func newRootCmd() *cobra.Command {
 	f.BoolVar(&cfg.NoAuth, "insecure-no-auth", cli.EnvOr("DISPENSER_INSECURE_NO_AUTH", "") == "true", "serve without API keys: anyone who reaches the port may do anything [DISPENSER_INSECURE_NO_AUTH]")
 	f.Int64Var(&cfg.MaxImportBytes, "max-import-bytes", dispenser.MaxImportBytesDefault, "largest import file accepted")
 	f.IntVar(&cfg.MaxConnections, "max-connections", dispenser.MaxConnectionsDefault, "connections served at once on each listener (gRPC, HTTP/JSON, console)")
-	f.DurationVar(&cfg.HTTPBodyTimeout, "http-body-timeout", dispenser.HTTPBodyTimeoutDefault, "how long an HTTP/JSON request may take to send its body (imports excepted)")
+	f.DurationVar(&cfg.HTTPBodyTimeout, "http-body-timeout", dispenser.HTTPBodyTimeoutDefault, "how long an HTTP/JSON request or the console's sign-in form may take to send its body (imports excepted)")
 	f.Uint32Var(&cfg.MaxConcurrentStreams, "max-concurrent-streams", dispenser.MaxConcurrentStreamsDefault, "calls in flight per gRPC connection")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "default requests per second per API key (0: unlimited)")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 100, "default burst per API key")
