@@ -132,6 +132,22 @@ func errName(err error) string {
 	return "other"
 }
 
+// committedClaims is the pool's claims in Postgres: request id -> code id.
+func committedClaims(t *testing.T, e *env, poolID string) map[string]int64 {
+	t.Helper()
+	rows, err := e.db.Pool.Query(context.Background(), `SELECT request_id, code_id FROM claims WHERE pool_id = $1`, poolID)
+	require.NoError(t, err)
+	committed := map[string]int64{}
+	for rows.Next() {
+		var rid string
+		var id int64
+		require.NoError(t, rows.Scan(&rid, &id))
+		committed[rid] = id
+	}
+	require.NoError(t, rows.Err())
+	return committed
+}
+
 // check verifies the answers against Postgres: no code went to two
 // requests, replays matched, and every answered code is committed there.
 func (l *ledger) check(t *testing.T, e *env, poolID string) map[string]bool {
@@ -144,16 +160,7 @@ func (l *ledger) check(t *testing.T, e *env, poolID string) map[string]bool {
 		}
 		owner[c.CodeID] = rid
 	}
-	rows, err := e.db.Pool.Query(context.Background(), `SELECT request_id, code_id FROM claims WHERE pool_id = $1`, poolID)
-	require.NoError(t, err)
-	committed := map[string]int64{}
-	for rows.Next() {
-		var rid string
-		var id int64
-		require.NoError(t, rows.Scan(&rid, &id))
-		committed[rid] = id
-	}
-	require.NoError(t, rows.Err())
+	committed := committedClaims(t, e, poolID)
 	for rid, c := range l.answered {
 		id, ok := committed[rid]
 		require.True(t, ok, "answered request %s has no committed claim", rid)
@@ -214,16 +221,7 @@ func TestClaimDrillCallersDeadlines(t *testing.T) {
 
 	// Every request again, without a deadline: one whose claim committed,
 	// answered or cut, gets that claim back.
-	committed := map[string]int64{}
-	rows, err := e.db.Pool.Query(ctx, `SELECT request_id, code_id FROM claims WHERE pool_id = 'drill'`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var rid string
-		var id int64
-		require.NoError(t, rows.Scan(&rid, &id))
-		committed[rid] = id
-	}
-	require.NoError(t, rows.Err())
+	committed := committedClaims(t, e, "drill")
 	cut := 0
 	for _, rid := range l.issued {
 		if _, answered := l.answered[rid]; !answered {

@@ -95,9 +95,10 @@ type Config struct {
 	// console) serves at once; more wait in the listen backlog. Defaults to
 	// MaxConnectionsDefault.
 	MaxConnections int
-	// HTTPBodyTimeout bounds how long an HTTP/JSON request may take to send
-	// its body once its headers are in (imports excepted: they stream
-	// files); defaults to HTTPBodyTimeoutDefault.
+	// HTTPBodyTimeout bounds how long an HTTP/JSON request, or the
+	// console's sign-in form, may take to send its body once its headers
+	// are in (imports excepted: they stream files); defaults to
+	// HTTPBodyTimeoutDefault.
 	HTTPBodyTimeout time.Duration
 	// MaxConcurrentStreams bounds the calls in flight on one connection;
 	// defaults to MaxConcurrentStreamsDefault.
