@@ -13,13 +13,14 @@ import (
 // errBodyTooSlow is the read error of a JSON body that did not arrive
 // within its time (limitBodies): a caller that trickles a body holds a
 // connection, before any key is checked.
-var errBodyTooSlow = errors.New("body not received in time: send it at once")
+var errBodyTooSlow = errors.New("body " + bodyTooSlowWhy)
+
+const bodyTooSlowWhy = "not received in time: send it at once"
 
 // bodyTooSlow is the refusal of such a body: 408, InvalidArgument naming
 // body.
 func bodyTooSlow() error {
-	return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestTimeout,
-		Err: invalidArgument("body", "not received in time: send it at once")}
+	return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestTimeout, Err: invalidArgument("body", bodyTooSlowWhy)}
 }
 
 // timedBody gives body, the request w answers, until d from now to arrive,

@@ -4,8 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"strings"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -23,8 +23,9 @@ import (
 //     peer is the process itself, takes it as the peer (restoreClientAddr).
 //
 // Only the in-process server reads the key, and only the process can reach
-// that server; the gateway forwards no header into the key, and the
-// connection's interceptor overwrites any value a context already carried.
+// that server; the connection's interceptor sets the key on every call (or
+// removes it), so no value from an HTTP header (Grpc-Metadata-...) gets
+// through.
 const clientAddrKey = "dispenser-client-addr"
 
 // httpConnContext is an HTTP server's ConnContext: the connection's remote
@@ -91,21 +92,9 @@ func inProcessServerOptions() []grpc.ServerOption {
 			return h(restoreClientAddr(ctx), req)
 		}),
 		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			return h(srv, &addrStream{ServerStream: ss, ctx: restoreClientAddr(ss.Context())})
+			w := middleware.WrapServerStream(ss)
+			w.WrappedContext = restoreClientAddr(ss.Context())
+			return h(srv, w)
 		}),
 	}
-}
-
-// addrStream is a server stream with the caller's address as its peer.
-type addrStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s *addrStream) Context() context.Context { return s.ctx }
-
-// reservedMetadata reports whether a metadata key is one the process sets
-// for itself, which no HTTP header may reach.
-func reservedMetadata(key string) bool {
-	return strings.EqualFold(key, clientAddrKey)
 }

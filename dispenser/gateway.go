@@ -288,11 +288,7 @@ func headerMatcher(key string) (string, bool) {
 	if textproto.CanonicalMIMEHeaderKey(key) == "Idempotency-Key" {
 		return IdempotencyKeyHeader, true
 	}
-	to, ok := runtime.DefaultHeaderMatcher(key)
-	if ok && reservedMetadata(to) {
-		return "", false
-	}
-	return to, ok
+	return runtime.DefaultHeaderMatcher(key)
 }
 
 // idempotencyKey returns the request id a call names in its field v or, when
