@@ -42,6 +42,9 @@ type env struct {
 type envOpts struct {
 	// redis, if set, replaces the shared test Redis (fault tests).
 	redis redis.UniversalClient
+	// db, if set, replaces a schema on the shared test Postgres (fault
+	// tests on a cluster of the test's own).
+	db *testenv.Schema
 }
 
 // start begins a parallel test with an env of its own.
@@ -53,11 +56,17 @@ func start(t *testing.T) (context.Context, *env) {
 
 func newEnv(t *testing.T, opts ...envOpts) *env {
 	t.Helper()
-	db := testenv.Postgres(t)
 	rdb, ns := testenv.Redis(t)
 	var use redis.UniversalClient = rdb
-	if len(opts) > 0 && opts[0].redis != nil {
-		use = opts[0].redis
+	var db *testenv.Schema
+	if len(opts) > 0 {
+		if opts[0].redis != nil {
+			use = opts[0].redis
+		}
+		db = opts[0].db
+	}
+	if db == nil {
+		db = testenv.Postgres(t)
 	}
 	e := &env{t: t, db: db, rdb: use, ns: ns, keys: stock.NewKeys(ns), store: pool.NewStore(db.Pool)}
 	e.svc = testenv.Must(NewService(db.Pool, use, e.keys, Config{

@@ -30,6 +30,9 @@ type workload struct {
 	allowed []error
 	// timeout, when set, draws each call's deadline (else 30 s).
 	timeout func(*rand.Rand) time.Duration
+	// retryUnavailable makes a caller that gets pgerr.ErrUnavailable send
+	// the same request again until it gets another answer.
+	retryUnavailable bool
 }
 
 // ledger records every answer the callers saw.
@@ -83,6 +86,23 @@ func runMultiPoolWorkload(t *testing.T, e *env, pools []string, wl workload) *le
 				ctx, cancel := context.WithTimeout(context.Background(), timeout)
 				res, err := e.svc.Claim(ctx, req)
 				cancel()
+				// A caller that retries an unavailable store: the same
+				// request again after a pause, for as long as it takes.
+				for retries := 0; wl.retryUnavailable && errors.Is(err, pgerr.ErrUnavailable); retries++ {
+					if retries == 0 {
+						l.mu.Lock()
+						l.errCounts[errName(err)+", retried"]++
+						l.mu.Unlock()
+					}
+					if retries > 2000 {
+						t.Errorf("claim %v: still unavailable after %d retries: %v", req, retries, err)
+						break
+					}
+					time.Sleep(25 * time.Millisecond)
+					ctx, cancel := context.WithTimeout(context.Background(), timeout)
+					res, err = e.svc.Claim(ctx, req)
+					cancel()
+				}
 
 				l.mu.Lock()
 				if err == nil {
@@ -349,6 +369,65 @@ func TestClaimDrillRedisStoppedAndRestarted(t *testing.T) {
 	}
 	require.Equal(t, "closed", e.svc.BreakerState())
 	t.Logf("paths at kill %v, at restart %v, final %v, errors %v", duringOutage, afterRestart, final, l.errCounts)
+}
+
+// Postgres crashes twice mid-run (pg_ctl stop -m immediate: every
+// connection drops at once, nothing is flushed, crash recovery at the next
+// start), then shuts down cleanly and restarts, while callers retry each
+// request that met the outage until it is answered. Every claim answered
+// before a crash survives it, a request whose commit was cut off gets the
+// claim it made if it made one, nothing is half written or lost, and the
+// service recovers by itself.
+func TestClaimDrillPostgresCrashedAndRestarted(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartPostgresServer(t)
+	e := newEnv(t, envOpts{db: testenv.PostgresOn(t, srv)})
+	const codes, calls = 4000, 4000
+	p := e.fillStaged("drill", codes, pool.Pool{RefillBatchSize: codes})
+	ctx := context.Background()
+	var outages []time.Duration
+	outage := func(stop func()) {
+		began := time.Now()
+		stop()
+		time.Sleep(300 * time.Millisecond) // callers meet the stopped server
+		srv.Start()
+		outages = append(outages, time.Since(began))
+	}
+	l := runWorkload(t, e, "drill", workload{workers: drillWorkers, calls: calls, users: drillUsers,
+		replayRatio: drillReplays, allowed: []error{ErrUserLimit}, retryUnavailable: true,
+		during: func(tenth int, _ *ledger) {
+			switch tenth {
+			case 2, 5:
+				outage(srv.Crash)
+			case 8:
+				outage(srv.Stop)
+			}
+		}})
+	require.Len(t, outages, 3)
+	require.Positive(t, l.errCounts[pgerr.ErrUnavailable.Error()+", retried"], "no caller met the outages")
+	_, err := e.reconciler.Reconcile(ctx, p, 0)
+	require.NoError(t, err)
+	l.check(t, e, "drill")
+	require.Zero(t, e.rdb.ZCard(ctx, e.keys.InFlight("drill")).Val(), "popped codes left in flight")
+
+	// Every request again: one whose claim committed, answered or not, gets
+	// that claim back; the others are claims of their own now, or the
+	// user's limit.
+	committed := committedClaims(t, e, "drill")
+	for _, rid := range l.issued {
+		res, err := e.svc.Claim(ctx, Request{PoolID: "drill", UserID: l.user[rid], RequestID: rid})
+		if id, ok := committed[rid]; ok {
+			require.NoError(t, err, "request %s", rid)
+			require.Equal(t, id, res.Claim.CodeID, "request %s", rid)
+			continue
+		}
+		if err != nil {
+			require.ErrorIs(t, err, ErrUserLimit, "request %s", rid)
+		}
+	}
+	st := e.audit("drill")
+	require.Positive(t, st.Available+st.Staged, "the pool did not run dry")
+	t.Logf("outages %v; answered %d, paths %v, errors %v, stats %+v", outages, len(l.answered), l.byPath, l.errCounts, st)
 }
 
 // Postgres drops every connection several times mid-run (a restart or a

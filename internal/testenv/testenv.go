@@ -91,15 +91,40 @@ type Schema struct {
 	URL string
 	// Pool is connected with the schema on the search path.
 	Pool *pgxpool.Pool
+	// admin reaches the schema's database without it on the path.
+	admin string
 }
 
 // Postgres creates a schema, migrates it and returns a pool bound to it. The
 // schema is dropped when the test ends.
 func Postgres(t testing.TB) *Schema {
 	t.Helper()
+	requireDB(t)
+	return schemaOn(t, DatabaseURL())
+}
+
+// PostgresOn is Postgres on a test's own cluster (StartPostgresServer), for
+// tests that crash or restart it.
+func PostgresOn(t testing.TB, s *PostgresServer) *Schema {
+	t.Helper()
+	return schemaOn(t, s.URL())
+}
+
+// schemaOn creates a migrated schema of its own in the database adminURL
+// reaches.
+func schemaOn(t testing.TB, adminURL string) *Schema {
+	t.Helper()
 	name := Unique("t_")
-	return provision(t, name, "CREATE SCHEMA "+name, "DROP SCHEMA "+name+" CASCADE",
-		withParams(DatabaseURL(), "search_path="+name+"&application_name="+name))
+	return provision(t, adminURL, name, "CREATE SCHEMA "+name, "DROP SCHEMA "+name+" CASCADE",
+		withParams(adminURL, "search_path="+name+"&application_name="+name))
+}
+
+// requireDB fails the test when the shared test database cannot be had.
+func requireDB(t testing.TB) {
+	t.Helper()
+	if err := ensureDB(); err != nil {
+		t.Fatalf("testenv: Postgres at %s is required (make test starts it): %v", DatabaseURL(), err)
+	}
 }
 
 // PostgresOwnDatabase is Postgres on a database of the test's own, dropped
@@ -114,20 +139,18 @@ func PostgresOwnDatabase(t testing.TB) *Schema {
 		t.Fatalf("testenv: database url: %v", err)
 	}
 	u.Path = "/" + name
-	return provision(t, name, "CREATE DATABASE "+name, "DROP DATABASE "+name+" WITH (FORCE)",
+	requireDB(t)
+	return provision(t, DatabaseURL(), name, "CREATE DATABASE "+name, "DROP DATABASE "+name+" WITH (FORCE)",
 		withParams(u.String(), "application_name="+name))
 }
 
-// provision runs create on the test database, drop when the test ends, and
-// migrates what url reaches and returns a pool on it.
-func provision(t testing.TB, name, create, drop, url string) *Schema {
+// provision runs create on the database adminURL reaches, drop when the
+// test ends, and migrates what url reaches and returns a pool on it.
+func provision(t testing.TB, adminURL, name, create, drop, url string) *Schema {
 	t.Helper()
-	if err := ensureDB(); err != nil {
-		t.Fatalf("testenv: Postgres at %s is required (make test starts it): %v", DatabaseURL(), err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, DatabaseURL())
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		t.Fatalf("testenv: connect: %v", err)
 	}
@@ -138,7 +161,7 @@ func provision(t testing.TB, name, create, drop, url string) *Schema {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, DatabaseURL())
+		conn, err := pgx.Connect(ctx, adminURL)
 		if err != nil {
 			t.Errorf("testenv: %s: %v", drop, err)
 			return
@@ -163,7 +186,7 @@ func provision(t testing.TB, name, create, drop, url string) *Schema {
 	}
 	// Closed before the drop (cleanups run last first).
 	t.Cleanup(pool.Close)
-	return &Schema{Name: name, URL: url, Pool: pool}
+	return &Schema{Name: name, URL: url, Pool: pool, admin: adminURL}
 }
 
 func withParams(url, params string) string {
@@ -179,7 +202,7 @@ func withParams(url, params string) string {
 // TerminateBackends kills every server connection of this schema's pools (as
 // a Postgres restart or failover would) and returns how many it killed.
 func (s *Schema) TerminateBackends(ctx context.Context) (int, error) {
-	conn, err := pgx.Connect(ctx, DatabaseURL())
+	conn, err := pgx.Connect(ctx, s.admin)
 	if err != nil {
 		return 0, err
 	}
