@@ -115,7 +115,12 @@ func start(t *testing.T) (context.Context, *env) {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	db := testenv.Postgres(t)
+	return newEnvOn(t, testenv.Postgres(t))
+}
+
+// newEnvOn is newEnv on a given schema.
+func newEnvOn(t *testing.T, db *testenv.Schema) *env {
+	t.Helper()
 	rdb, ns := testenv.Redis(t)
 	keys := stock.NewKeys(ns)
 	clock := &testClock{now: time.Now()}
@@ -326,6 +331,65 @@ func TestDeliverOverlappingAndKilledRuns(t *testing.T) {
 	require.Equal(t, map[prize.State]int{prize.Delivered: 300}, e.states(t, "p1"))
 	require.Equal(t, 300, r.distinctCodes())
 	e.audit(t, "p1")
+}
+
+// Postgres crashes in the middle of a delivery run (pg_ctl stop -m
+// immediate on a cluster of the test's own) and comes back: the run fails,
+// and the runs after it finish the job. No prize gets two codes, no code
+// goes to two prizes, a delivery that was sent but not yet recorded is sent
+// again with the same delivery id and code, and every prize ends delivered.
+func TestDeliverAcrossAPostgresCrash(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgresServer(t)
+	e := newEnvOn(t, testenv.PostgresOn(t, pg))
+	r := newReceiver(t, func(w http.ResponseWriter, _ int) { time.Sleep(2 * time.Millisecond); w.WriteHeader(http.StatusOK) })
+	const prizes = 300
+	e.setupPool(t, "p1", r.srv.URL, 400, prizes)
+	received := func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.calls
+	}
+
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		for received() < prizes/5 {
+			time.Sleep(time.Millisecond)
+		}
+		pg.Crash()
+		time.Sleep(300 * time.Millisecond)
+		pg.Start()
+	}()
+	// A short HTTP timeout: an attempt cut by the crash is leased again
+	// after twice it plus 5 s.
+	_, err := e.deliverer(200*time.Millisecond).Run(context.Background(), "")
+	require.Error(t, err, "the run met the crash")
+	<-restarted
+	sentBefore := received()
+	require.Less(t, sentBefore, prizes, "the crash came before the run ended")
+
+	// The pool's connections from before the crash fail once each, the
+	// test's reads as much as the runs'.
+	undelivered := func() int {
+		var n int
+		if err := e.db.Pool.QueryRow(context.Background(),
+			"SELECT count(*) FROM prizes WHERE pool_id = 'p1' AND state <> 'delivered'").Scan(&n); err != nil {
+			return -1
+		}
+		return n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for undelivered() != 0 {
+		require.True(t, time.Now().Before(deadline), "every prize delivered after the restart")
+		if _, err := e.deliverer(200*time.Millisecond).Run(context.Background(), ""); err != nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	require.Equal(t, map[prize.State]int{prize.Delivered: prizes}, e.states(t, "p1"))
+	require.Equal(t, prizes, r.distinctCodes())
+	e.audit(t, "p1")
+	t.Logf("%d webhook calls before the restart, %d in all", sentBefore, received())
 }
 
 func TestDeliverPoolExhaustedAndNoWebhook(t *testing.T) {
