@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/dispenser"
@@ -31,8 +32,8 @@ import (
 // STORE_UNAVAILABLE, over gRPC and over HTTP (503), and the health service
 // says NOT_SERVING; nothing is answered that Postgres did not commit. Once
 // it is back, without a restart of dispenserd, the same request ids are
-// answered, the claim made before the crash is still its request's, and the
-// audit is clean.
+// answered, the claim made before the crash is still its request's, a hold
+// taken before it can be confirmed, and the audit is clean.
 func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -75,6 +76,14 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 	}
 	before, err := claimCode("before")
 	require.NoError(t, err)
+	// A checkout holds a code before the crash and pays during it.
+	_, err = claims.ReserveCode(ctx, &dispenserv1.ReserveCodeRequest{PoolId: "p", UserId: "user-hold", RequestId: "hold",
+		HoldFor: durationpb.New(time.Minute)})
+	require.NoError(t, err)
+	confirm := func() (*dispenserv1.Claim, error) {
+		resp, err := claims.ConfirmReservation(ctx, &dispenserv1.ConfirmReservationRequest{PoolId: "p", UserId: "user-hold", RequestId: "hold"})
+		return resp.GetClaim(), err
+	}
 
 	pg.Crash()
 	_, err = claimCode("during")
@@ -84,6 +93,8 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, st, "body %v", body)
 	require.Equal(t, dispenser.ReasonStoreUnavailable, body["reason"], "body %v", body)
 	_, err = admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: "p"})
+	requireStatus(t, err, codes.Unavailable, dispenser.ReasonStoreUnavailable, "")
+	_, err = confirm()
 	requireStatus(t, err, codes.Unavailable, dispenser.ReasonStoreUnavailable, "")
 	h, err := admin.GetHealth(ctx, &dispenserv1.GetHealthRequest{})
 	require.NoError(t, err, "GetHealth answers while Postgres is down")
@@ -118,6 +129,12 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, before.GetCode(), again.GetCode(), "the claim made before the crash")
 	require.NotEqual(t, before.GetCode(), during.GetCode())
+	held, err := confirm()
+	require.NoError(t, err, "the hold outlived the crash")
+	require.NotContains(t, []string{before.GetCode(), during.GetCode()}, held.GetCode())
+	again, err = confirm()
+	require.NoError(t, err)
+	require.Equal(t, held.GetCode(), again.GetCode())
 	require.Eventually(t, func() bool { return serving() == healthpb.HealthCheckResponse_SERVING }, 10*time.Second, 50*time.Millisecond)
 
 	_, err = admin.RunJob(ctx, &dispenserv1.RunJobRequest{Job: dispenserv1.Job_JOB_RECONCILE})
@@ -127,5 +144,5 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 	require.Zero(t, rep.Unbalanced(), "%+v", rep)
 	require.Zero(t, rep.Duplicates(), "%+v", rep)
 	require.Zero(t, rep.Lost(), "%+v", rep)
-	require.EqualValues(t, 3, rep.Claimed, "%+v", rep)
+	require.EqualValues(t, 4, rep.Claimed, "%+v", rep)
 }
