@@ -3,7 +3,7 @@ GO    ?= go
 TOOLS := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOLS) buf
 
-.PHONY: run test build lint proto check-generated console-assets console-screenshots bench bench-import bench-claims bench-http bench-floor bench-group-commit bench-cluster drill drill-cluster cluster cluster-down services clean
+.PHONY: run test build lint proto check-generated console-assets console-screenshots bench bench-import bench-claims bench-http bench-floor bench-group-commit pgo-profile bench-cluster drill drill-cluster cluster cluster-down services clean
 
 ## run: bring up Postgres and Redis if needed, migrate, serve with a demo pool
 run:
@@ -52,6 +52,10 @@ bench: services
 ## bench-claims: dispenser-bench claims and ghz against dispenserd, the classic claim under pgbench, the fallback-only mode, and the calls after the sell-out
 bench-claims: services
 	scripts/bench-claims.sh
+
+## pgo-profile: take cmd/dispenserd/default.pgo again, the CPU profile of a ghz flash sale that go build optimizes dispenserd with
+pgo-profile: services
+	scripts/pgo-profile.sh
 
 ## bench-floor: what a claim costs dispenserd beyond gRPC's serving of a call (Health/Check, a claim on no pool, a sale), by process
 bench-floor: services
