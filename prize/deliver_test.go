@@ -354,7 +354,7 @@ func TestDeliverAcrossAPostgresCrash(t *testing.T) {
 	restarted := make(chan struct{})
 	go func() {
 		defer close(restarted)
-		for received() < prizes/5 {
+		for received() < prizes/10 {
 			time.Sleep(time.Millisecond)
 		}
 		pg.Crash()
