@@ -44,7 +44,7 @@ trap 'git worktree remove --force "$work/src" >/dev/null 2>&1 || true; cleanup' 
 (cd "$work/src" && go build -o "$work/a/" ./cmd/...)
 go build -o "$work/b/" ./cmd/...
 go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
-od -An -tx8 -N $((codes * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$work/codes.txt"
+codes_file "$codes" "$work/codes.txt"
 
 port=28094
 # Request and user ids: short and numbered, or, with UUIDS=1, random UUIDs

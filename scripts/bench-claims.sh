@@ -115,9 +115,6 @@ commits() {
 		awk '/^dispenser_group_commit_batch_size_count/ {c = $NF} /^dispenser_group_commit_batch_size_sum/ {s = $NF} END {print c + 0, s + 0}'
 }
 
-# codes_file N FILE: N random 16-hex-digit codes.
-codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$2"; }
-
 # ghz_run LABEL POOL N|DURATION: N ClaimCode calls (ReserveCode with
 # METHOD=ReserveCode; or calls for DURATION, e.g. 60s) with unique ids
 # (prefixed with IDS, if set; USERS, if set, is the user id template after

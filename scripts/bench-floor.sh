@@ -32,7 +32,7 @@ client_cpu_file="$work/client-cpu"
 rm -rf "$work" && mkdir -p "$work"
 go build -o "$work/" ./cmd/dispenserd ./cmd/dispenserctl
 go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
-od -An -tx8 -N $((codes * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$work/codes.txt"
+codes_file "$codes" "$work/codes.txt"
 
 port=28096
 pid=""

@@ -24,7 +24,7 @@ work="$root/.dev/pgo"
 rm -rf "$work" && mkdir -p "$work/bin"
 go build -o "$work/bin/" ./cmd/...
 go build -modfile=tools/ghz/go.mod -o "$work/ghz" github.com/bojand/ghz/cmd/ghz
-od -An -tx8 -N $((codes * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$work/codes.txt"
+codes_file "$codes" "$work/codes.txt"
 
 port=28095 debug=28096
 pid=""

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"testing"
 )
 
@@ -101,7 +100,7 @@ func (s *PostgresServer) start() error {
 func (s *PostgresServer) pgctl(args ...string) error {
 	out, err := s.command("pg_ctl", append([]string{"-D", s.data, "-w"}, args...)...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("pg_ctl %s on port %s: %w: %s (server log: %s)", args[0], strconv.Itoa(s.Port), err, out,
+		return fmt.Errorf("pg_ctl %s on port %d: %w: %s (server log: %s)", args[0], s.Port, err, out,
 			lastLines(filepath.Join(s.dir, "server.log"), 3))
 	}
 	return nil

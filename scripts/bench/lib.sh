@@ -50,6 +50,9 @@ bench_quiesce() {
 	done
 }
 
+# codes_file N FILE writes N random codes (16 hex digits), one per line.
+codes_file() { od -An -tx8 -N $(($1 * 8)) /dev/urandom | tr -s ' ' '\n' | grep -v '^$' >"$2"; }
+
 # bench_serve BINDIR PORT LOG ENVS [FLAGS...]: starts BINDIR's dispenserd
 # on 127.0.0.1:PORT (gRPC only, errors only, logging to LOG) with the
 # NAME=value words ENVS in its environment and FLAGS, sets pid to it, and
