@@ -355,8 +355,18 @@ func (a *Authorizer) lookupFailed(ctx context.Context, err error) error {
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	a.log.WarnContext(ctx, "key lookup failed", "err", err)
-	return withReason(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable)
+	st, err := status.New(codes.Unavailable, "cannot check the API key now; retry later").WithDetails(
+		&errdetails.ErrorInfo{Reason: ReasonStoreUnavailable, Domain: "dispenser.v1"},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(StoreRetryDelay)})
+	if err != nil {
+		return status.Error(codes.Unavailable, "cannot check the API key now; retry later")
+	}
+	return st.Err()
 }
+
+// StoreRetryDelay is the wait every STORE_UNAVAILABLE refusal asks for in its
+// google.rpc.RetryInfo (over HTTP, the Retry-After header).
+const StoreRetryDelay = time.Second
 
 // lookup reads a key id from the store, under the global lookup budget:
 // the key, or nil for an unknown id, and how long to trust the answer.

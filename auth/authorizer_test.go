@@ -187,9 +187,10 @@ func TestCallEndedBeforeItsKeyIsRead(t *testing.T) {
 	require.Equal(t, codes.OK, code)
 	// With the store gone, a live call that needs a lookup is the store's.
 	b.cut()
-	code, reason = call(a, "10.0.0.1", unknownKey(2))
+	code, reason, wait := callRetry(a, "10.0.0.1", unknownKey(2))
 	require.Equal(t, codes.Unavailable, code)
 	require.Equal(t, ReasonStoreUnavailable, reason)
+	require.Equal(t, StoreRetryDelay, wait, "the refusal says how long to wait (RetryInfo)")
 }
 
 // A peer that keeps failing is answered RATE_LIMITED, without lookups, for

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
@@ -126,8 +128,8 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return status.Error(codes.Canceled, "canceled")
 	case errors.Is(err, pgerr.ErrUnavailable):
 		log.WarnContext(ctx, "store unavailable", "err", err)
-		return withInfo(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
-			ReasonStoreUnavailable)
+		return withRetry(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
+			ReasonStoreUnavailable, StoreRetryDelay)
 	}
 	// A status raised below (e.g. by the import stream reader) passes
 	// through as it was made, without the wrapping context in its message.
@@ -139,9 +141,27 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 	return withInfo(codes.Internal, "internal error", ReasonInternal)
 }
 
+// StoreRetryDelay is the wait a STORE_UNAVAILABLE refusal asks for, in a
+// google.rpc.RetryInfo detail (over HTTP, Retry-After: 1): long enough that
+// callers retrying on it do not hammer a store that is restarting or failing
+// over, short enough that a claim resumes soon after it is back. A client may
+// add its own backoff and jitter on top.
+const StoreRetryDelay = auth.StoreRetryDelay
+
 // withInfo builds a status with an ErrorInfo detail.
 func withInfo(code codes.Code, msg, reason string) error {
 	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain})
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// withRetry builds a status with an ErrorInfo detail and a RetryInfo saying
+// how long to wait before calling again.
+func withRetry(code codes.Code, msg, reason string, wait time.Duration) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
 	if err != nil {
 		return status.Error(code, msg)
 	}

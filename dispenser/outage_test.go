@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -58,7 +59,7 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 		resp, err := claims.ClaimCode(ctx, &dispenserv1.ClaimCodeRequest{PoolId: "p", UserId: "user-" + rid, RequestId: rid})
 		return resp.GetClaim(), err
 	}
-	claimHTTP := func(rid string) (int, map[string]any) {
+	claimHTTP := func(rid string) (int, http.Header, map[string]any) {
 		body := fmt.Sprintf(`{"user_id":"user-%s","request_id":"%s"}`, rid, rid)
 		resp, err := http.Post(d.HTTP+"/v1/pools/p/claims", "application/json", strings.NewReader(body))
 		require.NoError(t, err)
@@ -67,7 +68,19 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 		require.NoError(t, err)
 		out := map[string]any{}
 		require.NoError(t, json.Unmarshal(raw, &out), "body %s", raw)
-		return resp.StatusCode, out
+		return resp.StatusCode, resp.Header, out
+	}
+	// Every STORE_UNAVAILABLE refusal says how long to wait (RetryInfo).
+	requireRetryAfter := func(err error) {
+		t.Helper()
+		var wait *durationpb.Duration
+		for _, d := range status.Convert(err).Details() {
+			if info, ok := d.(*errdetails.RetryInfo); ok {
+				wait = info.GetRetryDelay()
+			}
+		}
+		require.NotNil(t, wait, "no RetryInfo in %v", err)
+		require.Equal(t, dispenser.StoreRetryDelay, wait.AsDuration())
 	}
 	serving := func() healthpb.HealthCheckResponse_ServingStatus {
 		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
@@ -88,14 +101,18 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 	pg.Crash()
 	_, err = claimCode("during")
 	requireStatus(t, err, codes.Unavailable, dispenser.ReasonStoreUnavailable, "")
+	requireRetryAfter(err)
 	require.NotContains(t, status.Convert(err).Message(), "CRASH-", "a refusal names no code")
-	st, body := claimHTTP("during-http")
+	st, header, body := claimHTTP("during-http")
 	require.Equal(t, http.StatusServiceUnavailable, st, "body %v", body)
 	require.Equal(t, dispenser.ReasonStoreUnavailable, body["reason"], "body %v", body)
+	require.Equal(t, "1", header.Get("Retry-After"))
 	_, err = admin.GetPoolStats(ctx, &dispenserv1.GetPoolStatsRequest{PoolId: "p"})
 	requireStatus(t, err, codes.Unavailable, dispenser.ReasonStoreUnavailable, "")
+	requireRetryAfter(err)
 	_, err = confirm()
 	requireStatus(t, err, codes.Unavailable, dispenser.ReasonStoreUnavailable, "")
+	requireRetryAfter(err)
 	h, err := admin.GetHealth(ctx, &dispenserv1.GetHealthRequest{})
 	require.NoError(t, err, "GetHealth answers while Postgres is down")
 	require.False(t, h.GetPostgresUp())
@@ -123,7 +140,7 @@ func TestPostgresCrashUnderTheDaemon(t *testing.T) {
 		return true
 	}, 20*time.Second, 50*time.Millisecond, "claims resume once Postgres is back")
 	t.Logf("claims resumed %v after Postgres accepted connections again", time.Since(restarted).Round(time.Millisecond))
-	st, body = claimHTTP("during-http")
+	st, _, body = claimHTTP("during-http")
 	require.Equal(t, http.StatusOK, st, "body %v", body)
 	again, err := claimCode("before")
 	require.NoError(t, err)

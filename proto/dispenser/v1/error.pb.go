@@ -105,7 +105,8 @@ const (
 	// request id.
 	ErrorReason_RATE_LIMITED ErrorReason = 27
 	// 503: Postgres or Redis cannot decide now; nothing was written
-	// (Unavailable). Retry with the same request id.
+	// (Unavailable). A google.rpc.RetryInfo detail (over HTTP the Retry-After
+	// header) asks for a second's wait; then retry with the same request id.
 	ErrorReason_STORE_UNAVAILABLE ErrorReason = 28
 	// 503: the server is stopping (Unavailable). Retry with the same request
 	// id, on another replica.
