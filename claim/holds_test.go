@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dispenserhq/dispenser/internal/pgerr"
 	"github.com/dispenserhq/dispenser/internal/testenv"
 	"github.com/dispenserhq/dispenser/pool"
 )
@@ -355,6 +356,40 @@ func TestHoldDrill(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	e := newEnv(t, envOpts{redis: rdb})
+	holdDrill(t, e, func(ctx context.Context, p pool.Pool) {
+		// Redis loses everything with holds open; the jobs bring the
+		// staged codes back.
+		assert.NoError(t, rdb.FlushAll(ctx).Err())
+		_, err := e.reconciler.Reconcile(ctx, p, 0)
+		assert.NoError(t, err)
+	}, false)
+}
+
+// The hold drill with Postgres crashed twice mid-run (stop -m immediate,
+// then crash recovery) while reservations, confirms and cancels are in
+// flight and the expiry job runs. Callers retry whatever met the outage
+// with the same request. The same promises hold: a hold whose reserve or
+// confirm was cut off is answered by its retry as it was committed, no
+// code reaches two requests, no held code is answered, and once the last
+// holds ran out the pool balances with nothing held.
+func TestHoldDrillPostgresCrashed(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartPostgresServer(t)
+	e := newEnv(t, envOpts{db: testenv.PostgresOn(t, srv)})
+	holdDrill(t, e, func(context.Context, pool.Pool) {
+		srv.Crash()
+		time.Sleep(300 * time.Millisecond) // callers and the expiry job meet the stopped server
+		srv.Start()
+	}, true)
+}
+
+// holdDrill runs the hold drill on e; mid runs a third of the way in (with
+// crash, two thirds of the way in too) while the other callers go on. With
+// crash, a call that meets
+// pgerr.ErrUnavailable is sent again until it gets another answer, and the
+// expiry job may meet it too.
+func holdDrill(t *testing.T, e *env, mid func(context.Context, pool.Pool), crash bool) {
+	t.Helper()
 	const codes, workers, ops = 1500, 64, 3000
 	p := e.fillStaged("drill", codes, pool.Pool{RefillBatchSize: 300, PerUserLimit: 2, HoldsPerUser: 1})
 	ctx := context.Background()
@@ -391,6 +426,24 @@ func TestHoldDrill(t *testing.T) {
 		}
 		t.Errorf("%s: unexpected error: %v", op, err)
 	}
+	// retried calls f again while the store is unavailable (crash only).
+	retried := func(op string, f func() error) error {
+		err := f()
+		for tries := 0; crash && errors.Is(err, pgerr.ErrUnavailable); tries++ {
+			if tries == 0 {
+				mu.Lock()
+				counts[op+" retried"]++
+				mu.Unlock()
+			}
+			if tries > 1000 {
+				t.Errorf("%s: still unavailable after %d retries: %v", op, tries, err)
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+			err = f()
+		}
+		return err
+	}
 
 	stopJob := make(chan struct{})
 	jobDone := make(chan struct{})
@@ -403,7 +456,9 @@ func TestHoldDrill(t *testing.T) {
 			case <-time.After(50 * time.Millisecond):
 			}
 			_, err := ExpireHolds(ctx, e.db.Pool, "")
-			assert.NoError(t, err)
+			if !crash || !errors.Is(err, pgerr.ErrUnavailable) {
+				assert.NoError(t, err)
+			}
 		}
 	}()
 
@@ -417,12 +472,8 @@ func TestHoldDrill(t *testing.T) {
 				if i > ops {
 					return
 				}
-				if i == ops/3 {
-					// Redis loses everything with holds open; the jobs bring
-					// the staged codes back.
-					assert.NoError(t, rdb.FlushAll(ctx).Err())
-					_, err := e.reconciler.Reconcile(ctx, p, 0)
-					assert.NoError(t, err)
+				if i == ops/3 || crash && i == 2*ops/3 {
+					mid(ctx, p)
 				}
 				var req ReserveRequest
 				mu.Lock()
@@ -438,7 +489,11 @@ func TestHoldDrill(t *testing.T) {
 				}
 				mu.Unlock()
 				if req.HoldFor == 0 {
-					res, err := e.svc.Claim(ctx, Request{PoolID: req.PoolID, UserID: req.UserID, RequestID: req.RequestID})
+					var res Result
+					err := retried("claim", func() (err error) {
+						res, err = e.svc.Claim(ctx, Request{PoolID: req.PoolID, UserID: req.UserID, RequestID: req.RequestID})
+						return err
+					})
 					note("claim", err)
 					if err == nil {
 						answer(req.RequestID, res.Claim)
@@ -446,15 +501,24 @@ func TestHoldDrill(t *testing.T) {
 					continue
 				}
 				if !replay {
-					_, err := e.svc.Reserve(ctx, req)
+					err := retried("reserve", func() (err error) {
+						_, err = e.svc.Reserve(ctx, req)
+						return err
+					})
 					note("reserve", err)
 					if err != nil {
 						continue
 					}
 					switch k := rng.IntN(10); {
 					case k < 2:
-						_, err := e.svc.Cancel(ctx, "drill", req.RequestID, req.UserID)
-						if !errors.Is(err, ErrReservationConfirmed) { // a retry may have confirmed it first
+						err := retried("cancel", func() (err error) {
+							_, err = e.svc.Cancel(ctx, "drill", req.RequestID, req.UserID)
+							return err
+						})
+						// A retry may have confirmed it first; a cancel
+						// retried after an outage may find it cancelled by
+						// its own first attempt.
+						if !errors.Is(err, ErrReservationConfirmed) && !(crash && errors.Is(err, ErrReservationCancelled)) {
 							assert.NoError(t, err)
 						}
 						continue
@@ -463,7 +527,11 @@ func TestHoldDrill(t *testing.T) {
 						time.Sleep(time.Duration(800+rng.IntN(400)) * time.Millisecond)
 					}
 				}
-				res, err := e.svc.Confirm(ctx, "drill", req.RequestID, req.UserID)
+				var res Result
+				err := retried("confirm", func() (err error) {
+					res, err = e.svc.Confirm(ctx, "drill", req.RequestID, req.UserID)
+					return err
+				})
 				if errors.Is(err, ErrReservationNotFound) {
 					continue // a retry of a reserve that was refused
 				}
@@ -499,6 +567,10 @@ func TestHoldDrill(t *testing.T) {
 	}
 	require.Positive(t, counts["confirm ok"])
 	require.Positive(t, counts["confirm "+ErrReservationExpired.Error()], "some confirms came too late")
+	if crash {
+		require.Positive(t, counts["claim retried"]+counts["reserve retried"]+counts["confirm retried"]+counts["cancel retried"],
+			"no caller met the outage")
+	}
 	t.Logf("outcomes %v; stats %+v", counts, st)
 }
 
