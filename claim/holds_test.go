@@ -518,7 +518,8 @@ func holdDrill(t *testing.T, e *env, mid func(context.Context, pool.Pool), crash
 						// A retry may have confirmed it first; a cancel
 						// retried after an outage may find it cancelled by
 						// its own first attempt.
-						if !errors.Is(err, ErrReservationConfirmed) && !(crash && errors.Is(err, ErrReservationCancelled)) {
+						cancelledBefore := crash && errors.Is(err, ErrReservationCancelled)
+						if !errors.Is(err, ErrReservationConfirmed) && !cancelledBefore {
 							assert.NoError(t, err)
 						}
 						continue
