@@ -355,13 +355,7 @@ func (a *Authorizer) lookupFailed(ctx context.Context, err error) error {
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	a.log.WarnContext(ctx, "key lookup failed", "err", err)
-	st, err := status.New(codes.Unavailable, "cannot check the API key now; retry later").WithDetails(
-		&errdetails.ErrorInfo{Reason: ReasonStoreUnavailable, Domain: "dispenser.v1"},
-		&errdetails.RetryInfo{RetryDelay: durationpb.New(StoreRetryDelay)})
-	if err != nil {
-		return status.Error(codes.Unavailable, "cannot check the API key now; retry later")
-	}
-	return st.Err()
+	return withRetry(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable, StoreRetryDelay)
 }
 
 // StoreRetryDelay is the wait every STORE_UNAVAILABLE refusal asks for in its
@@ -466,7 +460,13 @@ func denied(msg string) error { return withReason(codes.PermissionDenied, msg, R
 // rateLimited is a RATE_LIMITED refusal with a google.rpc.RetryInfo saying
 // how long to wait before calling again (over HTTP, the Retry-After header).
 func rateLimited(code codes.Code, msg string, wait time.Duration) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: ReasonRateLimited, Domain: "dispenser.v1"},
+	return withRetry(code, msg, ReasonRateLimited, wait)
+}
+
+// withRetry is a refusal with an ErrorInfo reason and a google.rpc.RetryInfo
+// saying how long to wait before calling again.
+func withRetry(code codes.Code, msg, reason string, wait time.Duration) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "dispenser.v1"},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
 	if err != nil {
 		return status.Error(code, msg)

@@ -385,9 +385,8 @@ func TestHoldDrillPostgresCrashed(t *testing.T) {
 
 // holdDrill runs the hold drill on e; mid runs a third of the way in (with
 // crash, two thirds of the way in too) while the other callers go on. With
-// crash, a call that meets
-// pgerr.ErrUnavailable is sent again until it gets another answer, and the
-// expiry job may meet it too.
+// crash, a call that meets pgerr.ErrUnavailable is sent again until it gets
+// another answer, and the expiry job may meet it too.
 func holdDrill(t *testing.T, e *env, mid func(context.Context, pool.Pool), crash bool) {
 	t.Helper()
 	const codes, workers, ops = 1500, 64, 3000
