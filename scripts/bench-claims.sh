@@ -150,7 +150,7 @@ if not lat and r.get("details"):
     lat = {q: ls[min(len(ls) - 1, int(q / 100 * len(ls)))] / 1e6 for q in (50, 99)}
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 det = sorted((d["timestamp"], d["status"]) for d in r.get("details") or [])
-decay, cpu_decay, last10_ckpt, redis_grew = "", None, None, None
+decay, cpu_decay, last10_ckpt, redis_grew, steal = "", None, None, None, None
 if det:
     from datetime import datetime
     ts = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t, _ in det]
@@ -214,6 +214,15 @@ if det:
                     redis_grew = f"Redis's key table doubled at {k:,} keys"
                     decay += f"; {redis_grew} in the last 10 s"
                 k <<= 1
+        # The hypervisor's steal time in each window, as a share of the two
+        # vCPUs: a machine whose host got busier slows every process alike.
+        if ka and kb and len(ka) > 5:
+            sa, sb = at(t0), at(t0 + 10)
+            if sa and sb:
+                st_first = (sb[5] - sa[5]) / hz / 10 / (os.cpu_count() or 1)
+                st_last = (kb[5] - ka[5]) / hz / 10 / (os.cpu_count() or 1)
+                steal = f"the host's steal time {100 * st_first:.1f}% of the cores in the first 10 s, {100 * st_last:.1f}% in the last"
+                decay += "; " + steal
         if ckpts:
             decay += "; checkpoints started " + ", ".join(f"{a:.0f} s in ({why})" for a, why in ckpts)
             late = [(a, why) for a, why in ckpts if a >= t1 - t0 - 10]
@@ -227,7 +236,7 @@ with open(os.environ["BENCH_FIGURES"], "a") as f:
                         "decay": (last / first - 1) if decay else None,
                         "cpu_decay": cpu_decay[0] if cpu_decay else None,
                         "client_cpu_decay": cpu_decay[1] if cpu_decay else None,
-                        "last10_checkpoint": last10_ckpt, "last10_redis": redis_grew}) + "\n")
+                        "last10_checkpoint": last10_ckpt, "last10_redis": redis_grew, "steal": steal}) + "\n")
 EOF
 	cpu_report "$label" "$n" "$before" "$after" "$(cat "$client_cpu_file")"
 }
@@ -395,7 +404,8 @@ if long_ and long_.get("decay") is not None:
         why = (f" (server-side CPU per claim {100 * long_['cpu_decay']:+.0f}%, "
                f"ghz's own {100 * long_['client_cpu_decay']:+.0f}%"
                + "".join(f"; {long_[k]}" for k in ("last10_checkpoint", "last10_redis") if long_.get(k))
-               + (" in the last 10 s" if long_.get("last10_redis") else "") + ")")
+               + (" in the last 10 s" if long_.get("last10_redis") else "")
+               + (f"; {long_['steal']}" if long_.get("steal") else "") + ")")
     goal(f"no decay over {duration} (last 10 s within 10% of the first 10 s)", f"{100 * long_['decay']:+.0f}%{why}", long_["decay"] >= -0.10)
 if fallback and classic:
     goal("the fallback alone against the classic, server-side CPU per claim (no more)", f"{fallback['cpu_total']:.0f} / {classic['cpu_total']:.0f} µs",

@@ -157,8 +157,9 @@ EOF
 # cpu_timeline_start SERVER_PID CLIENT_NAME FILE: samples, every half
 # second until cpu_timeline_stop, the CPU ticks of the server, the private
 # cluster (as pg_ticks counts them), Redis and the processes named
-# CLIENT_NAME, and the number of keys in Redis's database 0, one line
-# "unix-time server postgres redis client redis-keys" each, into FILE. One Python process reads /proc, so sampling costs little beside the
+# CLIENT_NAME, the number of keys in Redis's database 0, and the ticks the
+# hypervisor took from this machine's vCPUs (steal, from /proc/stat), one line
+# "unix-time server postgres redis client redis-keys steal" each, into FILE. One Python process reads /proc, so sampling costs little beside the
 # load. A long run's first and last seconds can then be compared by CPU per
 # call as well as by rate: the rate moves with the machine's phases, the CPU
 # per call of the server's processes with what the server does.
@@ -187,6 +188,11 @@ def stat(pid):
             return f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
+def steal():
+    # The cpu line's eighth value: time the vCPUs were runnable but the host
+    # ran something else.
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8])
 def ticks(pid, children=False):
     s = stat(pid)
     if s is None:
@@ -212,7 +218,7 @@ with open(out, "w", buffering=1) as f:
                             cl += int(s[11]) + int(s[12])
                 except OSError:
                     pass
-        f.write(f"{time.time():.3f} {ticks(server)} {pg} {ticks(redis)} {cl} {redis_keys()}\n")
+        f.write(f"{time.time():.3f} {ticks(server)} {pg} {ticks(redis)} {cl} {redis_keys()} {steal()}\n")
         time.sleep(0.5)
 EOF
 	cpu_timeline_pid=$!
