@@ -427,21 +427,14 @@ func holdDrill(t *testing.T, e *env, mid func(context.Context, pool.Pool), crash
 	}
 	// retried calls f again while the store is unavailable (crash only).
 	retried := func(op string, f func() error) error {
-		err := f()
-		for tries := 0; crash && errors.Is(err, pgerr.ErrUnavailable); tries++ {
-			if tries == 0 {
-				mu.Lock()
-				counts[op+" retried"]++
-				mu.Unlock()
-			}
-			if tries > 1000 {
-				t.Errorf("%s: still unavailable after %d retries: %v", op, tries, err)
-				break
-			}
-			time.Sleep(25 * time.Millisecond)
-			err = f()
+		if !crash {
+			return f()
 		}
-		return err
+		return untilAvailable(t, op, func(error) {
+			mu.Lock()
+			counts[op+" retried"]++
+			mu.Unlock()
+		}, f)
 	}
 
 	stopJob := make(chan struct{})
@@ -555,15 +548,8 @@ func holdDrill(t *testing.T, e *env, mid func(context.Context, pool.Pool), crash
 	st := e.audit("drill")
 	require.Zero(t, st.Held)
 	require.EqualValues(t, len(answered), st.Claimed, "every claim was answered, and only claims")
-	rows, err := e.db.Pool.Query(ctx, `SELECT request_id, code_id FROM claims WHERE pool_id = 'drill'`)
-	require.NoError(t, err)
-	committed, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
-		Req  string
-		Code int64
-	}])
-	require.NoError(t, err)
-	for _, c := range committed {
-		require.Equal(t, answered[c.Req], c.Code, "request %s", c.Req)
+	for req, code := range committedClaims(t, e, "drill") {
+		require.Equal(t, answered[req], code, "request %s", req)
 	}
 	require.Positive(t, counts["confirm ok"])
 	require.Positive(t, counts["confirm "+ErrReservationExpired.Error()], "some confirms came too late")

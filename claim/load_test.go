@@ -83,25 +83,23 @@ func runMultiPoolWorkload(t *testing.T, e *env, pools []string, wl workload) *le
 				if wl.timeout != nil {
 					timeout = wl.timeout(rng)
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), timeout)
-				res, err := e.svc.Claim(ctx, req)
-				cancel()
-				// A caller that retries an unavailable store: the same
-				// request again after a pause, for as long as it takes.
-				for retries := 0; wl.retryUnavailable && errors.Is(err, pgerr.ErrUnavailable); retries++ {
-					if retries == 0 {
+				var res Result
+				claim := func() error {
+					ctx, cancel := context.WithTimeout(context.Background(), timeout)
+					defer cancel()
+					var err error
+					res, err = e.svc.Claim(ctx, req)
+					return err
+				}
+				var err error
+				if wl.retryUnavailable {
+					err = untilAvailable(t, fmt.Sprintf("claim %v", req), func(err error) {
 						l.mu.Lock()
 						l.errCounts[errName(err)+", retried"]++
 						l.mu.Unlock()
-					}
-					if retries > 2000 {
-						t.Errorf("claim %v: still unavailable after %d retries: %v", req, retries, err)
-						break
-					}
-					time.Sleep(25 * time.Millisecond)
-					ctx, cancel := context.WithTimeout(context.Background(), timeout)
-					res, err = e.svc.Claim(ctx, req)
-					cancel()
+					}, claim)
+				} else {
+					err = claim()
 				}
 
 				l.mu.Lock()
@@ -150,6 +148,29 @@ func errName(err error) string {
 		}
 	}
 	return "other"
+}
+
+// untilAvailable is a caller that retries an unavailable store: f, then f
+// again 25 ms apart for as long as it fails with pgerr.ErrUnavailable (a
+// test error after 2000 retries); first gets the error that set off the
+// retries. It returns f's last error. ErrStagedUnreachable is returned as
+// it is: the pool's last codes then wait for reconcile, which the drills
+// run only once their callers are done.
+func untilAvailable(t *testing.T, what string, first func(error), f func() error) error {
+	t.Helper()
+	err := f()
+	for retries := 0; errors.Is(err, pgerr.ErrUnavailable) && !errors.Is(err, ErrStagedUnreachable); retries++ {
+		if retries == 0 {
+			first(err)
+		}
+		if retries > 2000 {
+			t.Errorf("%s: still unavailable after %d retries: %v", what, retries, err)
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+		err = f()
+	}
+	return err
 }
 
 // committedClaims is the pool's claims in Postgres: request id -> code id.

@@ -302,7 +302,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(c.cfg.SignInTimeout))
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	if err := r.ParseForm(); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := r.ParseForm(); errors.Is(err, os.ErrDeadlineExceeded) {
 		http.Error(w, "the sign-in form did not arrive in time", http.StatusRequestTimeout)
 		return
 	}
