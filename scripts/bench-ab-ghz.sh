@@ -12,6 +12,7 @@
 #   UUIDS=1 BENCH_LOCALE=en_US.utf8 scripts/bench-ab-ghz.sh REV            # UUID ids, en_US database
 #   ANALYZED_EMPTY=1 scripts/bench-ab-ghz.sh REV   # claims, refusals and hold_releases analyzed while empty
 #   GHZ_ARGS="--connections 4" scripts/bench-ab-ghz.sh HEAD   # more ghz flags, both sides (a diagnostic: the goal's load is ghz's defaults)
+#   B_GHZ_WRAP="nice -n 19" scripts/bench-ab-ghz.sh HEAD      # ghz run through a command on one side (a diagnostic)
 #
 # Each run is what the issue 9 claim bench measures (scripts/bench-claims.sh
 # step 2): a fresh database and a pool with default settings, CODES codes
@@ -73,8 +74,12 @@ run_one() { # label bindir environment [dispenserd flags...]
 	# an upgrade) leaves a new database before its first sale.
 	bench_quiesce dispenser_ab_ghz codes ${ANALYZED_EMPTY:+claims refusals hold_releases}
 	before=$(cpu_mark "$pid")
-	# shellcheck disable=SC2086 # GHZ_ARGS words split on spaces on purpose
-	client_cpu "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
+	# A_GHZ_WRAP / B_GHZ_WRAP: a command that runs ghz on that side
+	# (`nice -n 19`), a diagnostic like GHZ_ARGS.
+	local wrap="${A_GHZ_WRAP:-}"
+	[[ "$label" == B* ]] && wrap="${B_GHZ_WRAP:-}"
+	# shellcheck disable=SC2086 # GHZ_ARGS and the wrapper split on spaces on purpose
+	client_cpu $wrap "$work/ghz" --insecure --call dispenser.v1.ClaimService.ClaimCode \
 		-m "{\"authorization\":\"Bearer $key\"}" \
 		-d "$data" ${GHZ_ARGS:-} \
 		-c "$conc" -n "$calls" -O json "127.0.0.1:$port" >"$work/ghz.json"
