@@ -42,8 +42,10 @@ type CommitterConfig struct {
 	MaxInFlight int
 	// CommitTimeout bounds one batch transaction; default 10s.
 	CommitTimeout time.Duration
-	// OnBatch, if set, is told the size of every committed batch (metrics).
-	OnBatch func(size int)
+	// OnBatch, if set, is told the size of every committed batch and how
+	// long its transaction took, from sending it to the commit's answer,
+	// retries included (metrics).
+	OnBatch func(size int, took time.Duration)
 }
 
 // commitItem is one claim waiting for its batch.
@@ -146,6 +148,7 @@ func (c *committer) checkStats(n int) {
 // nothing of a failed transaction remains.
 func (c *committer) flush(batch []*commitItem) {
 	slices.SortFunc(batch, func(a, b *commitItem) int { return lockOrder(a.req, b.req) })
+	start := time.Now()
 	results, err := retried(c.log, "group commit", len(batch), func() ([]commitResult, error) { return c.commit(batch) })
 	if err != nil {
 		err = pgerr.Wrap("group commit", err)
@@ -157,6 +160,7 @@ func (c *committer) flush(batch []*commitItem) {
 	// Answer first: the claims are durable, and clearing their ledger
 	// entries is housekeeping (an entry left behind is one the reconciler
 	// finds committed and drops).
+	took := time.Since(start)
 	for i, it := range batch {
 		it.done <- results[i]
 	}
@@ -164,7 +168,7 @@ func (c *committer) flush(batch []*commitItem) {
 		c.onCommitted(batch)
 	}
 	if c.cfg.OnBatch != nil {
-		c.cfg.OnBatch(len(batch))
+		c.cfg.OnBatch(len(batch), took)
 	}
 	c.checkStats(len(batch))
 }

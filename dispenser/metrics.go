@@ -27,17 +27,18 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	claims       *prometheus.CounterVec
-	claimSeconds *prometheus.HistogramVec
-	batchSize    prometheus.Histogram
-	poolCodes    *prometheus.GaugeVec
-	redisStaged  *prometheus.GaugeVec
-	jobRuns      *prometheus.CounterVec
-	jobSeconds   *prometheus.HistogramVec
-	jobChanges   *prometheus.CounterVec
-	prizes       *prometheus.CounterVec
-	holds        *prometheus.CounterVec
-	holdSeconds  *prometheus.HistogramVec
+	claims        *prometheus.CounterVec
+	claimSeconds  *prometheus.HistogramVec
+	batchSize     prometheus.Histogram
+	commitSeconds prometheus.Histogram // each group commit's transaction
+	poolCodes     *prometheus.GaugeVec
+	redisStaged   *prometheus.GaugeVec
+	jobRuns       *prometheus.CounterVec
+	jobSeconds    *prometheus.HistogramVec
+	jobChanges    *prometheus.CounterVec
+	prizes        *prometheus.CounterVec
+	holds         *prometheus.CounterVec
+	holdSeconds   *prometheus.HistogramVec
 }
 
 // NewMetrics registers the metrics; breaker reads the Redis breaker's state.
@@ -56,6 +57,11 @@ func NewMetrics(breaker func() string) *Metrics {
 		Name:    "dispenser_group_commit_batch_size",
 		Help:    "Claims persisted per group-commit transaction.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	})
+	m.commitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "dispenser_group_commit_duration_seconds",
+		Help:    "Time of each group-commit transaction, from sending it to Postgres's answer to its COMMIT (retries included); every claim of the batch waits for it.",
+		Buckets: []float64{.0005, .001, .002, .004, .008, .016, .032, .064, .128, .256, .512, 1, 2, 5, 10},
 	})
 	m.poolCodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dispenser_pool_codes",
@@ -100,7 +106,7 @@ func NewMetrics(breaker func() string) *Metrics {
 		}
 		return 1
 	})
-	m.Registry.MustRegister(m.claims, m.claimSeconds, m.batchSize, m.poolCodes, m.redisStaged, m.jobRuns,
+	m.Registry.MustRegister(m.claims, m.claimSeconds, m.batchSize, m.commitSeconds, m.poolCodes, m.redisStaged, m.jobRuns,
 		m.jobSeconds, m.jobChanges, m.prizes, m.holds, m.holdSeconds, breakerGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

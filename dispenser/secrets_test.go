@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -78,7 +79,11 @@ func TestNoSecretsInLogsOrMetrics(t *testing.T) {
 	require.Contains(t, metrics, `dispenser_claims_total{path="redis",pool="p1",result="ok"}`)
 	require.Contains(t, metrics, `dispenser_claims_total{path="none",pool="p1",result="limit"}`)
 	require.Contains(t, metrics, `dispenser_pool_codes{pool="p1",state="claimed"} 1500`)
-	require.Contains(t, metrics, "dispenser_group_commit_batch_size_count")
+	// Every committed batch is timed once.
+	batches := metricValue(t, metrics, "dispenser_group_commit_batch_size_count")
+	require.Positive(t, batches)
+	require.Equal(t, batches, metricValue(t, metrics, "dispenser_group_commit_duration_seconds_count"))
+	require.Positive(t, metricValue(t, metrics, "dispenser_group_commit_duration_seconds_sum"))
 	require.Contains(t, metrics, `dispenser_job_runs_total{job="reconcile",result="ok"} 1`)
 
 	out := logs.String()
@@ -148,4 +153,21 @@ func TestClaimCodeNotLoggedAtInfo(t *testing.T) {
 	out := logs.String()
 	require.NotContains(t, out, `"grpc.method":"ClaimCode"`)
 	require.Contains(t, out, `"grpc.method":"ImportCodes"`)
+}
+
+// metricValue is the value of the sample named exactly name (labels
+// included) in a Prometheus text exposition.
+func metricValue(t *testing.T, exposition, name string) float64 {
+	t.Helper()
+	for line := range strings.Lines(exposition) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), name+" ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(rest, 64)
+		require.NoError(t, err, line)
+		return v
+	}
+	require.Failf(t, "no sample", "%s is not in the exposition", name)
+	return 0
 }

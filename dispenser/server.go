@@ -109,7 +109,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.metrics = NewMetrics(func() string { return s.claims.BreakerState() })
 	cc := cfg.Claims
 	cc.Logger = cmp.Or(cc.Logger, s.log)
-	cc.RedisAllocator.Commit.OnBatch = func(n int) { s.metrics.batchSize.Observe(float64(n)) }
+	cc.RedisAllocator.Commit.OnBatch = func(n int, took time.Duration) {
+		s.metrics.batchSize.Observe(float64(n))
+		s.metrics.commitSeconds.Observe(took.Seconds())
+	}
 	claims, err := claim.NewService(cfg.DB, cfg.Redis, s.keys, cc)
 	if err != nil {
 		return nil, err

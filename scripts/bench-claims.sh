@@ -108,11 +108,13 @@ fallbacks() {
 		awk '/^dispenser_(claims|reservations)_total\{/ && /path="fallback"/ {n += $NF} END {print n + 0}'
 }
 
-# commits: "batches claims" the group commit has committed since the server
-# started.
+# commits: "batches claims seconds": the batches the group commit has
+# committed since the server started, their claims, and the seconds their
+# transactions took.
 commits() {
 	curl -s "127.0.0.1:$metrics_port/metrics" |
-		awk '/^dispenser_group_commit_batch_size_count/ {c = $NF} /^dispenser_group_commit_batch_size_sum/ {s = $NF} END {print c + 0, s + 0}'
+		awk '/^dispenser_group_commit_batch_size_count/ {c = $NF} /^dispenser_group_commit_batch_size_sum/ {s = $NF}
+		     /^dispenser_group_commit_duration_seconds_sum/ {d = $NF} END {print c + 0, s + 0, d + 0}'
 }
 
 # ghz_run LABEL POOL N|DURATION: N ClaimCode calls (ReserveCode with
@@ -139,10 +141,13 @@ ghz_run() {
 		"$root/.dev/postgres/server.log" "$(psql "$pg/postgres" -tAc 'SHOW log_timezone')" <<'EOF'
 import json, os, sys
 label, path, fb = sys.argv[1], sys.argv[2], sys.argv[3]
-(b0, s0), (b1, s1) = (map(float, a.split()) for a in sys.argv[4:6])
+(b0, s0, d0), (b1, s1, d1) = (map(float, a.split()) for a in sys.argv[4:6])
 timeline, hz = sys.argv[6], int(sys.argv[7])
-batches = f"; group commits {b1 - b0:.0f}, {(s1 - s0) / max(b1 - b0, 1):.1f} claims each"
 r = json.load(open(path))
+# The group commit's busy share: its transactions' time over the run's (one
+# batch in flight, the default).
+busy = f", each {1e3 * (d1 - d0) / (b1 - b0):.2f} ms, busy {100 * (d1 - d0) / (r['total'] / 1e9):.0f}% of the run" if b1 > b0 and r.get("total") else ""
+batches = f"; group commits {b1 - b0:.0f}, {(s1 - s0) / max(b1 - b0, 1):.1f} claims each{busy}"
 lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
 if not lat and r.get("details"):
     # ghz gives no distribution when every call failed (all refused).
