@@ -157,10 +157,10 @@ func (c *committer) flush(batch []*commitItem) {
 		}
 		return
 	}
+	took := time.Since(start)
 	// Answer first: the claims are durable, and clearing their ledger
 	// entries is housekeeping (an entry left behind is one the reconciler
 	// finds committed and drops).
-	took := time.Since(start)
 	for i, it := range batch {
 		it.done <- results[i]
 	}
