@@ -12,15 +12,14 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dispenserhq/dispenser/internal/fresh"
+	"github.com/dispenserhq/dispenser/internal/rpcerr"
 )
 
 // Reasons of the ErrorInfo auth errors carry (values of dispenser.v1.ErrorReason).
@@ -183,7 +182,7 @@ func WithholdsCodes(ctx context.Context) bool {
 // console's. Its errors are the statuses a call would get.
 func (a *Authorizer) SignIn(ctx context.Context, text, peerAddr string) (Key, error) {
 	if text == "" {
-		return Key{}, withReason(codes.Unauthenticated, "an API key is required", ReasonUnauthenticated)
+		return Key{}, rpcerr.Info(codes.Unauthenticated, "an API key is required", ReasonUnauthenticated)
 	}
 	k, err := a.verify(ctx, text, func() string { return peerAddr })
 	switch {
@@ -191,7 +190,7 @@ func (a *Authorizer) SignIn(ctx context.Context, text, peerAddr string) (Key, er
 		if !a.noteFailure(peerAddr) {
 			return Key{}, a.tooManyFailures(peerAddr)
 		}
-		return Key{}, withReason(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
+		return Key{}, rpcerr.Info(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
 	case errors.Is(err, errPeerBlocked):
 		return Key{}, a.tooManyFailures(peerAddr)
 	case errors.Is(err, errLookupsBusy):
@@ -261,7 +260,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 		if !a.noteFailure(peerAddr()) {
 			return ctx, a.tooManyFailures(peerAddr())
 		}
-		return ctx, withReason(codes.Unauthenticated, "an API key is required (authorization: Bearer <key>)", ReasonUnauthenticated)
+		return ctx, rpcerr.Info(codes.Unauthenticated, "an API key is required (authorization: Bearer <key>)", ReasonUnauthenticated)
 	}
 	k, err := a.verify(ctx, text, peerAddr)
 	switch {
@@ -269,7 +268,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string, req any) (con
 		if !a.noteFailure(peerAddr()) {
 			return ctx, a.tooManyFailures(peerAddr())
 		}
-		return ctx, withReason(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
+		return ctx, rpcerr.Info(codes.Unauthenticated, "the API key is invalid or revoked", ReasonUnauthenticated)
 	case errors.Is(err, errPeerBlocked):
 		return ctx, a.tooManyFailures(peerAddr())
 	case errors.Is(err, errLookupsBusy):
@@ -355,7 +354,7 @@ func (a *Authorizer) lookupFailed(ctx context.Context, err error) error {
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	a.log.WarnContext(ctx, "key lookup failed", "err", err)
-	return withRetry(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable, StoreRetryDelay)
+	return rpcerr.Retry(codes.Unavailable, "cannot check the API key now; retry later", ReasonStoreUnavailable, StoreRetryDelay)
 }
 
 // StoreRetryDelay is the wait every STORE_UNAVAILABLE refusal asks for in its
@@ -455,23 +454,14 @@ func bearer(ctx context.Context) string {
 	return ""
 }
 
-func denied(msg string) error { return withReason(codes.PermissionDenied, msg, ReasonPermissionDenied) }
+func denied(msg string) error {
+	return rpcerr.Info(codes.PermissionDenied, msg, ReasonPermissionDenied)
+}
 
 // rateLimited is a RATE_LIMITED refusal with a google.rpc.RetryInfo saying
 // how long to wait before calling again (over HTTP, the Retry-After header).
 func rateLimited(code codes.Code, msg string, wait time.Duration) error {
-	return withRetry(code, msg, ReasonRateLimited, wait)
-}
-
-// withRetry is a refusal with an ErrorInfo reason and a google.rpc.RetryInfo
-// saying how long to wait before calling again.
-func withRetry(code codes.Code, msg, reason string, wait time.Duration) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "dispenser.v1"},
-		&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
-	if err != nil {
-		return status.Error(code, msg)
-	}
-	return st.Err()
+	return rpcerr.Retry(code, msg, ReasonRateLimited, wait)
 }
 
 // untilToken is how long l takes to hold a token again, at least a
@@ -486,12 +476,4 @@ func untilToken(l *rate.Limiter) time.Duration {
 	}
 	wait := time.Duration(missing / float64(l.Limit()) * float64(time.Second))
 	return max((wait + time.Millisecond - 1).Truncate(time.Millisecond), time.Millisecond)
-}
-
-func withReason(code codes.Code, msg, reason string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "dispenser.v1"})
-	if err != nil {
-		return status.Error(code, msg)
-	}
-	return st.Err()
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/rpcerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
@@ -207,7 +208,7 @@ func (r *importStreamReader) Read(p []byte) (int, error) {
 		}
 		r.buf = msg.GetData()
 		if r.read += int64(len(r.buf)); r.read > r.limit {
-			return 0, withInfo(codes.ResourceExhausted, fmt.Sprintf("the file is larger than %d bytes; split it", r.limit),
+			return 0, rpcerr.Info(codes.ResourceExhausted, fmt.Sprintf("the file is larger than %d bytes; split it", r.limit),
 				ReasonImportTooLarge)
 		}
 	}

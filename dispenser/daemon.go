@@ -32,6 +32,7 @@ import (
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/console"
 	"github.com/dispenserhq/dispenser/internal/input"
+	"github.com/dispenserhq/dispenser/internal/rpcerr"
 	"github.com/dispenserhq/dispenser/internal/stock"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/migrations"
@@ -459,7 +460,7 @@ func NewGRPCServer(log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 // noSuchMethod answers a call of a service or method the server does not
 // have. The name is not echoed: the caller chose it.
 func noSuchMethod(any, grpc.ServerStream) error {
-	return withInfo(codes.Unimplemented, "no such method: the API has no such service or method", ReasonNoSuchRoute)
+	return rpcerr.Info(codes.Unimplemented, "no such method: the API has no such service or method", ReasonNoSuchRoute)
 }
 
 // callLogging is the access log and panic recovery setup of every server.

@@ -4,24 +4,23 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dispenserhq/dispenser/auth"
 	"github.com/dispenserhq/dispenser/claim"
 	"github.com/dispenserhq/dispenser/internal/input"
 	"github.com/dispenserhq/dispenser/internal/pgerr"
+	"github.com/dispenserhq/dispenser/internal/rpcerr"
 	"github.com/dispenserhq/dispenser/jobs"
 	"github.com/dispenserhq/dispenser/pool"
 	"github.com/dispenserhq/dispenser/prize"
 )
 
 // ErrorDomain is the domain of every google.rpc.ErrorInfo this service sends.
-const ErrorDomain = "dispenser.v1"
+const ErrorDomain = rpcerr.Domain
 
 // Reasons carried in google.rpc.ErrorInfo. They are part of the API: callers
 // switch on them, so they never change meaning. Each is a value of the
@@ -74,61 +73,61 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.As(err, &fe):
 		return invalidArgument(fe.Field, fe.Description)
 	case errors.Is(err, prize.ErrNotFound):
-		return withInfo(codes.NotFound, "prize not found", ReasonPrizeNotFound)
+		return rpcerr.Info(codes.NotFound, "prize not found", ReasonPrizeNotFound)
 	case errors.Is(err, prize.ErrConflict):
-		return withInfo(codes.AlreadyExists, "this external_id is recorded with other fields", ReasonPrizeConflict)
+		return rpcerr.Info(codes.AlreadyExists, "this external_id is recorded with other fields", ReasonPrizeConflict)
 	case errors.Is(err, prize.ErrState):
-		return withInfo(codes.FailedPrecondition, err.Error(), ReasonPrizeState)
+		return rpcerr.Info(codes.FailedPrecondition, err.Error(), ReasonPrizeState)
 	case errors.Is(err, claim.ErrPoolExhausted):
-		return withInfo(codes.ResourceExhausted, "the pool has no code left", ReasonPoolExhausted)
+		return rpcerr.Info(codes.ResourceExhausted, "the pool has no code left", ReasonPoolExhausted)
 	case errors.Is(err, claim.ErrPoolPaused):
-		return withInfo(codes.FailedPrecondition, "the pool is paused", ReasonPoolPaused)
+		return rpcerr.Info(codes.FailedPrecondition, "the pool is paused", ReasonPoolPaused)
 	case errors.Is(err, claim.ErrPoolClosed):
-		return withInfo(codes.FailedPrecondition, "the pool is outside its claim window", ReasonPoolClosed)
+		return rpcerr.Info(codes.FailedPrecondition, "the pool is outside its claim window", ReasonPoolClosed)
 	case errors.Is(err, claim.ErrUserLimit):
-		return withInfo(codes.FailedPrecondition, "the user holds the pool's limit of claims", ReasonUserLimit)
+		return rpcerr.Info(codes.FailedPrecondition, "the user holds the pool's limit of claims", ReasonUserLimit)
 	case errors.Is(err, claim.ErrRequestReused):
-		return withInfo(codes.AlreadyExists, "this request_id belongs to another user of the pool; use a request_id of your own",
+		return rpcerr.Info(codes.AlreadyExists, "this request_id belongs to another user of the pool; use a request_id of your own",
 			ReasonRequestReused)
 	case errors.Is(err, claim.ErrHoldLimit):
-		return withInfo(codes.FailedPrecondition, "the user has the pool's limit of open reservations", ReasonHoldLimit)
+		return rpcerr.Info(codes.FailedPrecondition, "the user has the pool's limit of open reservations", ReasonHoldLimit)
 	case errors.Is(err, claim.ErrReservationPending):
-		return withInfo(codes.FailedPrecondition, "this request_id is an open reservation; confirm or cancel it",
+		return rpcerr.Info(codes.FailedPrecondition, "this request_id is an open reservation; confirm or cancel it",
 			ReasonReservationPending)
 	case errors.Is(err, claim.ErrReservationExpired):
-		return withInfo(codes.FailedPrecondition, "the reservation expired; its code went back to the pool",
+		return rpcerr.Info(codes.FailedPrecondition, "the reservation expired; its code went back to the pool",
 			ReasonReservationExpired)
 	case errors.Is(err, claim.ErrReservationCancelled):
-		return withInfo(codes.FailedPrecondition, "the reservation was cancelled; its code went back to the pool",
+		return rpcerr.Info(codes.FailedPrecondition, "the reservation was cancelled; its code went back to the pool",
 			ReasonReservationCancelled)
 	case errors.Is(err, claim.ErrReservationConfirmed):
-		return withInfo(codes.FailedPrecondition, "the reservation is confirmed: it is a claim", ReasonReservationConfirmed)
+		return rpcerr.Info(codes.FailedPrecondition, "the reservation is confirmed: it is a claim", ReasonReservationConfirmed)
 	case errors.Is(err, claim.ErrReservationNotFound):
-		return withInfo(codes.NotFound, "no reservation for this request", ReasonReservationNotFound)
+		return rpcerr.Info(codes.NotFound, "no reservation for this request", ReasonReservationNotFound)
 	case errors.Is(err, claim.ErrNotReservation):
-		return withInfo(codes.FailedPrecondition, "this request_id names a ClaimCode claim, not a reservation",
+		return rpcerr.Info(codes.FailedPrecondition, "this request_id names a ClaimCode claim, not a reservation",
 			ReasonNotAReservation)
 	case errors.Is(err, claim.ErrNotFound):
-		return withInfo(codes.NotFound, "no claim for this request", ReasonClaimNotFound)
+		return rpcerr.Info(codes.NotFound, "no claim for this request", ReasonClaimNotFound)
 	case errors.Is(err, claim.ErrStopped):
-		return withInfo(codes.Unavailable, "the server is shutting down; retry with the same request_id", ReasonShuttingDown)
+		return rpcerr.Info(codes.Unavailable, "the server is shutting down; retry with the same request_id", ReasonShuttingDown)
 	case errors.Is(err, jobs.ErrBusy):
-		return withInfo(codes.Aborted, "the job is running on another replica", ReasonJobBusy)
+		return rpcerr.Info(codes.Aborted, "the job is running on another replica", ReasonJobBusy)
 	case errors.As(err, &he):
 		return invalidArgument("data", he.Error())
 	case errors.As(err, &rej):
 		return importRejected(rej)
 	case errors.Is(err, pool.ErrPoolNotFound):
-		return withInfo(codes.NotFound, "pool not found", ReasonPoolNotFound)
+		return rpcerr.Info(codes.NotFound, "pool not found", ReasonPoolNotFound)
 	case errors.Is(err, pool.ErrPoolExists):
-		return withInfo(codes.AlreadyExists, "a pool with this id already exists", ReasonPoolExists)
+		return rpcerr.Info(codes.AlreadyExists, "a pool with this id already exists", ReasonPoolExists)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "canceled")
 	case errors.Is(err, pgerr.ErrUnavailable):
 		log.WarnContext(ctx, "store unavailable", "err", err)
-		return withRetry(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
+		return rpcerr.Retry(codes.Unavailable, "the database is unavailable; nothing was written, retry later",
 			ReasonStoreUnavailable, StoreRetryDelay)
 	}
 	// A status raised below (e.g. by the import stream reader) passes
@@ -138,7 +137,7 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 		return se.GRPCStatus().Err()
 	}
 	log.ErrorContext(ctx, "internal error", "err", err)
-	return withInfo(codes.Internal, "internal error", ReasonInternal)
+	return rpcerr.Info(codes.Internal, "internal error", ReasonInternal)
 }
 
 // StoreRetryDelay is the wait a STORE_UNAVAILABLE refusal asks for, in a
@@ -148,38 +147,13 @@ func statusError(ctx context.Context, log *slog.Logger, err error) error {
 // add its own backoff and jitter on top.
 const StoreRetryDelay = auth.StoreRetryDelay
 
-// withInfo builds a status with an ErrorInfo detail.
-func withInfo(code codes.Code, msg, reason string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain})
-	if err != nil {
-		return status.Error(code, msg)
-	}
-	return st.Err()
-}
-
-// withRetry builds a status with an ErrorInfo detail and a RetryInfo saying
-// how long to wait before calling again.
-func withRetry(code codes.Code, msg, reason string, wait time.Duration) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain},
-		&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
-	if err != nil {
-		return status.Error(code, msg)
-	}
-	return st.Err()
-}
-
 // invalidArgument names the bad field in the message, in an ErrorInfo and in a
 // BadRequest field violation.
 func invalidArgument(field, desc string) error {
-	st := status.New(codes.InvalidArgument, field+": "+desc)
-	st, err := st.WithDetails(
+	return rpcerr.New(codes.InvalidArgument, field+": "+desc,
 		&errdetails.ErrorInfo{Reason: ReasonInvalidArgument, Domain: ErrorDomain, Metadata: map[string]string{"field": field}},
 		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}},
 	)
-	if err != nil {
-		return status.Error(codes.InvalidArgument, field+": "+desc)
-	}
-	return st.Err()
 }
 
 // importRejected reports a strict import refused for its invalid lines: the
@@ -195,9 +169,5 @@ func importRejected(rej *pool.ImportRejectedError) error {
 	info := &errdetails.ErrorInfo{Reason: ReasonImportRejected, Domain: ErrorDomain, Metadata: map[string]string{
 		"lines": itoa(s.Lines), "invalid": itoa(s.Invalid),
 	}}
-	st, err := status.New(codes.InvalidArgument, rej.Error()+"; nothing was imported").WithDetails(info, br)
-	if err != nil {
-		return status.Error(codes.InvalidArgument, rej.Error())
-	}
-	return st.Err()
+	return rpcerr.New(codes.InvalidArgument, rej.Error()+"; nothing was imported", info, br)
 }

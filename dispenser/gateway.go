@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/internal/rpcerr"
 	"github.com/dispenserhq/dispenser/internal/upload"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 	"github.com/dispenserhq/dispenser/proto/openapi"
@@ -209,11 +210,11 @@ func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 	var err error
 	switch code {
 	case http.StatusMethodNotAllowed:
-		err = withInfo(codes.Unimplemented, "no such route: the path does not take this method", ReasonNoSuchRoute)
+		err = rpcerr.Info(codes.Unimplemented, "no such route: the path does not take this method", ReasonNoSuchRoute)
 	case http.StatusBadRequest:
 		err = invalidArgument("path", "could not be read")
 	default:
-		err = withInfo(codes.NotFound, "no such route: "+http.StatusText(code), ReasonNoSuchRoute)
+		err = rpcerr.Info(codes.NotFound, "no such route: "+http.StatusText(code), ReasonNoSuchRoute)
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code, Err: err})
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/internal/rpcerr"
 )
 
 // Every reason the service sends, with the gRPC code it is sent with, has
@@ -56,7 +57,7 @@ func TestHTTPStatusOfEveryReason(t *testing.T) {
 		{codes.ResourceExhausted, auth.ReasonRateLimited, http.StatusTooManyRequests},
 		{codes.Unavailable, auth.ReasonRateLimited, http.StatusTooManyRequests},
 	} {
-		require.Equal(t, c.want, HTTPStatus(withInfo(c.code, "m", c.reason)), c.reason)
+		require.Equal(t, c.want, HTTPStatus(rpcerr.Info(c.code, "m", c.reason)), c.reason)
 	}
 	// No reason: the gRPC code decides.
 	require.Equal(t, http.StatusServiceUnavailable, HTTPStatus(status.Error(codes.Unavailable, "x")))

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/dispenserhq/dispenser/auth"
+	"github.com/dispenserhq/dispenser/internal/rpcerr"
 	"github.com/dispenserhq/dispenser/pool"
 	dispenserv1 "github.com/dispenserhq/dispenser/proto/dispenser/v1"
 )
@@ -78,7 +79,7 @@ func (s *Server) ListKeys(ctx context.Context, _ *dispenserv1.ListKeysRequest) (
 func (s *Server) RevokeKey(ctx context.Context, req *dispenserv1.RevokeKeyRequest) (*dispenserv1.RevokeKeyResponse, error) {
 	k, err := s.apiKeys.Revoke(ctx, req.GetKeyId())
 	if errors.Is(err, auth.ErrKeyNotFound) {
-		return nil, withInfo(codes.NotFound, "no key has this id", ReasonKeyNotFound)
+		return nil, rpcerr.Info(codes.NotFound, "no key has this id", ReasonKeyNotFound)
 	}
 	if err != nil {
 		return nil, statusError(ctx, s.log, err)
