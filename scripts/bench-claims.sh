@@ -128,7 +128,7 @@ ghz_run() {
 	[[ -n "$users" ]] || users="${IDS:-}{{.RequestNumber}}"
 	f0=$(fallbacks) c0=$(commits)
 	rm -f "$work/timeline"
-	[[ "$3" == *s ]] && cpu_timeline_start "$pid" ghz "$work/timeline"
+	[[ "$3" == *s ]] && cpu_timeline_start "$pid" ghz "$work/timeline" "http://127.0.0.1:$metrics_port/metrics"
 	before=$(cpu_mark "$pid")
 	client_cpu "$work/ghz" --insecure --call "dispenser.v1.ClaimService.${METHOD:-ClaimCode}" \
 		-m "{\"authorization\":\"Bearer $DISPENSER_KEY\"}" \
@@ -155,7 +155,7 @@ if not lat and r.get("details"):
     lat = {q: ls[min(len(ls) - 1, int(q / 100 * len(ls)))] / 1e6 for q in (50, 99)}
 ok = r.get("statusCodeDistribution", {}).get("OK", 0)
 det = sorted((d["timestamp"], d["status"]) for d in r.get("details") or [])
-decay, cpu_decay, last10_ckpt, redis_grew, steal = "", None, None, None, None
+decay, cpu_decay, last10_ckpt, redis_grew, steal, waits = "", None, None, None, None, None
 if det:
     from datetime import datetime
     ts = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t, _ in det]
@@ -228,6 +228,22 @@ if det:
                 st_last = (kb[5] - ka[5]) / hz / 10 / (os.cpu_count() or 1)
                 steal = f"the host's steal time {100 * st_first:.1f}% of the cores in the first 10 s, {100 * st_last:.1f}% in the last"
                 decay += "; " + steal
+        # The cores' idle share and the group commit's time in each window:
+        # a rate that falls more than the CPU per call rises left the cores
+        # idler, and a group commit that takes longer keeps every claim of
+        # its batch waiting.
+        if ka and kb and len(ka) > 8:
+            sa, sb = at(t0), at(t0 + 10)
+            if sa and sb:
+                ncpu = os.cpu_count() or 1
+                idle = [(y[6] - x[6]) / hz / 10 / ncpu for x, y in ((sa, sb), (ka, kb))]
+                waits = f"the cores idle {100 * idle[0]:.0f}% in the first 10 s, {100 * idle[1]:.0f}% in the last"
+                if min(sa[7], ka[7]) >= 0 and sb[7] > sa[7] and kb[7] > ka[7]:
+                    each = [1e3 * (y[8] - x[8]) / (y[7] - x[7]) for x, y in ((sa, sb), (ka, kb))]
+                    busy = [(y[8] - x[8]) / 10 for x, y in ((sa, sb), (ka, kb))]
+                    waits += (f"; each group commit {each[0]:.2f} ms (busy {100 * busy[0]:.0f}%) in the first 10 s, "
+                              f"{each[1]:.2f} ms (busy {100 * busy[1]:.0f}%) in the last")
+                decay += "; " + waits
         if ckpts:
             decay += "; checkpoints started " + ", ".join(f"{a:.0f} s in ({why})" for a, why in ckpts)
             late = [(a, why) for a, why in ckpts if a >= t1 - t0 - 10]
@@ -241,7 +257,7 @@ with open(os.environ["BENCH_FIGURES"], "a") as f:
                         "decay": (last / first - 1) if decay else None,
                         "cpu_decay": cpu_decay[0] if cpu_decay else None,
                         "client_cpu_decay": cpu_decay[1] if cpu_decay else None,
-                        "last10_checkpoint": last10_ckpt, "last10_redis": redis_grew, "steal": steal}) + "\n")
+                        "last10_checkpoint": last10_ckpt, "last10_redis": redis_grew, "steal": steal, "waits": waits}) + "\n")
 EOF
 	cpu_report "$label" "$n" "$before" "$after" "$(cat "$client_cpu_file")"
 }
@@ -410,7 +426,7 @@ if long_ and long_.get("decay") is not None:
                f"ghz's own {100 * long_['client_cpu_decay']:+.0f}%"
                + "".join(f"; {long_[k]}" for k in ("last10_checkpoint", "last10_redis") if long_.get(k))
                + (" in the last 10 s" if long_.get("last10_redis") else "")
-               + (f"; {long_['steal']}" if long_.get("steal") else "") + ")")
+               + "".join(f"; {long_[k]}" for k in ("steal", "waits") if long_.get(k)) + ")")
     goal(f"no decay over {duration} (last 10 s within 10% of the first 10 s)", f"{100 * long_['decay']:+.0f}%{why}", long_["decay"] >= -0.10)
 if fallback and classic:
     goal("the fallback alone against the classic, server-side CPU per claim (no more)", f"{fallback['cpu_total']:.0f} / {classic['cpu_total']:.0f} µs",

@@ -154,19 +154,25 @@ if os.environ.get("BENCH_FIGURES"):
 EOF
 }
 
-# cpu_timeline_start SERVER_PID CLIENT_NAME FILE: samples, every half
-# second until cpu_timeline_stop, the CPU ticks of the server, the private
-# cluster (as pg_ticks counts them), Redis and the processes named
-# CLIENT_NAME, the number of keys in Redis's database 0, and the ticks the
-# hypervisor took from this machine's vCPUs (steal, from /proc/stat), one line
-# "unix-time server postgres redis client redis-keys steal" each, into FILE. One Python process reads /proc, so sampling costs little beside the
-# load. A long run's first and last seconds can then be compared by CPU per
-# call as well as by rate: the rate moves with the machine's phases, the CPU
-# per call of the server's processes with what the server does.
+# cpu_timeline_start SERVER_PID CLIENT_NAME FILE [METRICS_URL]: samples,
+# every half second until cpu_timeline_stop, the CPU ticks of the server, the
+# private cluster (as pg_ticks counts them), Redis and the processes named
+# CLIENT_NAME, the number of keys in Redis's database 0, the ticks the
+# hypervisor took from this machine's vCPUs (steal) and the ticks they were
+# idle (idle and iowait, both from /proc/stat), and, from the server's
+# metrics at METRICS_URL (-1 without it), the group commits it has made and
+# the seconds their transactions took; one line "unix-time server postgres
+# redis client redis-keys steal idle commits commit-seconds" each, into FILE.
+# One Python process reads /proc, so sampling costs little beside the load.
+# A long run's first and last seconds can then be compared by CPU per call
+# as well as by rate: the rate moves with the machine's phases, the CPU per
+# call of the server's processes with what the server does, and the cores'
+# idle share and the group commit's time with how long claims wait.
 cpu_timeline_start() {
-	python3 - "$1" "$2" "$3" "$root/.dev/postgres/postmaster.pid" "$redis_pid" <<'EOF' &
-import os, socket, sys, time
+	python3 - "$1" "$2" "$3" "$root/.dev/postgres/postmaster.pid" "$redis_pid" "${4:-}" <<'EOF' &
+import os, socket, sys, time, urllib.request
 server, client, out, pmfile, redis = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+metrics = sys.argv[6]
 rconn = None
 def redis_keys():
     # DBSIZE of database 0 over one connection kept open; -1 when Redis
@@ -188,11 +194,28 @@ def stat(pid):
             return f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-def steal():
+def steal_idle():
     # The cpu line's eighth value: time the vCPUs were runnable but the host
-    # ran something else.
+    # ran something else; its fourth and fifth: time they were idle.
     with open("/proc/stat") as f:
-        return int(f.readline().split()[8])
+        v = f.readline().split()
+    return int(v[8]), int(v[4]) + int(v[5])
+def commits():
+    # The group commit's batches and the seconds their transactions took,
+    # from the server's metrics; -1 -1 when there are none to read.
+    if not metrics:
+        return "-1 -1"
+    n = d = None
+    try:
+        with urllib.request.urlopen(metrics, timeout=0.3) as r:
+            for l in r.read().decode().splitlines():
+                if l.startswith("dispenser_group_commit_duration_seconds_count"):
+                    n = l.split()[-1]
+                elif l.startswith("dispenser_group_commit_duration_seconds_sum"):
+                    d = l.split()[-1]
+    except (OSError, ValueError):
+        pass
+    return f"{n} {d}" if n and d else "-1 -1"
 def ticks(pid, children=False):
     s = stat(pid)
     if s is None:
@@ -218,7 +241,8 @@ with open(out, "w", buffering=1) as f:
                             cl += int(s[11]) + int(s[12])
                 except OSError:
                     pass
-        f.write(f"{time.time():.3f} {ticks(server)} {pg} {ticks(redis)} {cl} {redis_keys()} {steal()}\n")
+        st, idle = steal_idle()
+        f.write(f"{time.time():.3f} {ticks(server)} {pg} {ticks(redis)} {cl} {redis_keys()} {st} {idle} {commits()}\n")
         time.sleep(0.5)
 EOF
 	cpu_timeline_pid=$!
