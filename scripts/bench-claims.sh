@@ -238,7 +238,9 @@ if det:
                 ncpu = os.cpu_count() or 1
                 idle = [(y[6] - x[6]) / hz / 10 / ncpu for x, y in ((sa, sb), (ka, kb))]
                 waits = f"the cores idle {100 * idle[0]:.0f}% in the first 10 s, {100 * idle[1]:.0f}% in the last"
-                if min(sa[7], ka[7]) >= 0 and sb[7] > sa[7] and kb[7] > ka[7]:
+                # (Each sample's commit count is -1 until the sampler's first
+                # read of the metrics answered.)
+                if all(x[8] >= 0 for x in samples) and sb[7] > sa[7] and kb[7] > ka[7]:
                     each = [1e3 * (y[8] - x[8]) / (y[7] - x[7]) for x, y in ((sa, sb), (ka, kb))]
                     busy = [(y[8] - x[8]) / 10 for x, y in ((sa, sb), (ka, kb))]
                     waits += (f"; each group commit {each[0]:.2f} ms (busy {100 * busy[0]:.0f}%) in the first 10 s, "

@@ -200,11 +200,15 @@ def steal_idle():
     with open("/proc/stat") as f:
         v = f.readline().split()
     return int(v[8]), int(v[4]) + int(v[5])
+last_commits = "-1 -1"
 def commits():
     # The group commit's batches and the seconds their transactions took,
-    # from the server's metrics; -1 -1 when there are none to read.
+    # from the server's metrics: the last read that answered (the counters
+    # only grow, so a missed read leaves no gap to misread), or -1 -1 before
+    # the first.
+    global last_commits
     if not metrics:
-        return "-1 -1"
+        return last_commits
     n = d = None
     try:
         with urllib.request.urlopen(metrics, timeout=0.3) as r:
@@ -215,7 +219,9 @@ def commits():
                     d = l.split()[-1]
     except (OSError, ValueError):
         pass
-    return f"{n} {d}" if n and d else "-1 -1"
+    if n and d:
+        last_commits = f"{n} {d}"
+    return last_commits
 def ticks(pid, children=False):
     s = stat(pid)
     if s is None:
