@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dispenserhq/dispenser/internal/pgerr"
@@ -365,13 +366,10 @@ func TestClaimDrillRedisStoppedAndRestarted(t *testing.T) {
 					_, err := e.reconciler.Reconcile(ctx, p, 0)
 					return err == nil
 				}, 5*time.Second, 50*time.Millisecond)
-				var err error
-				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-					if _, err = e.stager.Refill(ctx, p); err == nil || time.Now().After(deadline) {
-						break
-					}
-				}
-				require.NoError(t, err, "refill after the restart")
+				require.EventuallyWithT(t, func(c *assert.CollectT) {
+					_, err := e.stager.Refill(ctx, p)
+					assert.NoError(c, err, "refill after the restart")
+				}, 5*time.Second, 50*time.Millisecond)
 			}
 		}})
 	final := snapshot(l)

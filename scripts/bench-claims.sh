@@ -219,33 +219,33 @@ if det:
                     redis_grew = f"Redis's key table doubled at {k:,} keys"
                     decay += f"; {redis_grew} in the last 10 s"
                 k <<= 1
-        # The hypervisor's steal time in each window, as a share of the two
-        # vCPUs: a machine whose host got busier slows every process alike.
-        if ka and kb and len(ka) > 5:
-            sa, sb = at(t0), at(t0 + 10)
-            if sa and sb:
-                st_first = (sb[5] - sa[5]) / hz / 10 / (os.cpu_count() or 1)
-                st_last = (kb[5] - ka[5]) / hz / 10 / (os.cpu_count() or 1)
-                steal = f"the host's steal time {100 * st_first:.1f}% of the cores in the first 10 s, {100 * st_last:.1f}% in the last"
-                decay += "; " + steal
+        # The two windows' ends, and a count of ticks in column c over each
+        # window as a share of the cores' time.
+        sa, sb = at(t0), at(t0 + 10)
+        windows = [(sa, sb), (ka, kb)] if sa and sb and ka and kb else []
+        def shares(c):
+            return [(y[c] - x[c]) / hz / 10 / (os.cpu_count() or 1) for x, y in windows]
+        # The hypervisor's steal time in each window: a machine whose host
+        # got busier slows every process alike.
+        if windows and len(ka) > 5:
+            st = shares(5)
+            steal = f"the host's steal time {100 * st[0]:.1f}% of the cores in the first 10 s, {100 * st[1]:.1f}% in the last"
+            decay += "; " + steal
         # The cores' idle share and the group commit's time in each window:
         # a rate that falls more than the CPU per call rises left the cores
         # idler, and a group commit that takes longer keeps every claim of
         # its batch waiting.
-        if ka and kb and len(ka) > 8:
-            sa, sb = at(t0), at(t0 + 10)
-            if sa and sb:
-                ncpu = os.cpu_count() or 1
-                idle = [(y[6] - x[6]) / hz / 10 / ncpu for x, y in ((sa, sb), (ka, kb))]
-                waits = f"the cores idle {100 * idle[0]:.0f}% in the first 10 s, {100 * idle[1]:.0f}% in the last"
-                # (Each sample's commit count is -1 until the sampler's first
-                # read of the metrics answered.)
-                if all(x[8] >= 0 for x in samples) and sb[7] > sa[7] and kb[7] > ka[7]:
-                    each = [1e3 * (y[8] - x[8]) / (y[7] - x[7]) for x, y in ((sa, sb), (ka, kb))]
-                    busy = [(y[8] - x[8]) / 10 for x, y in ((sa, sb), (ka, kb))]
-                    waits += (f"; each group commit {each[0]:.2f} ms (busy {100 * busy[0]:.0f}%) in the first 10 s, "
-                              f"{each[1]:.2f} ms (busy {100 * busy[1]:.0f}%) in the last")
-                decay += "; " + waits
+        if windows and len(ka) > 8:
+            idle = shares(6)
+            waits = f"the cores idle {100 * idle[0]:.0f}% in the first 10 s, {100 * idle[1]:.0f}% in the last"
+            # (Each sample's commit count is -1 until the sampler's first
+            # read of the metrics answered.)
+            if all(x[8] >= 0 for x in samples) and all(y[7] > x[7] for x, y in windows):
+                each = [1e3 * (y[8] - x[8]) / (y[7] - x[7]) for x, y in windows]
+                busy = [(y[8] - x[8]) / 10 for x, y in windows]
+                waits += (f"; each group commit {each[0]:.2f} ms (busy {100 * busy[0]:.0f}%) in the first 10 s, "
+                          f"{each[1]:.2f} ms (busy {100 * busy[1]:.0f}%) in the last")
+            decay += "; " + waits
         if ckpts:
             decay += "; checkpoints started " + ", ".join(f"{a:.0f} s in ({why})" for a, why in ckpts)
             late = [(a, why) for a, why in ckpts if a >= t1 - t0 - 10]
